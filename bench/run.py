@@ -1,0 +1,405 @@
+"""Run the whole SCIM load benchmark with one command, and write a combined report.
+
+For each target it starts the server on a free loopback port, waits until it answers, seeds
+``--users`` users and measures every operation of bench/load.py at each concurrency level, then
+stops the server. The combined markdown table (target x operation x concurrency: req/s, p50,
+p99, errors) is printed and written to ``bench/results/latest.md`` (and the raw figures to
+``bench/results/latest.json``).
+
+Targets (``--targets``, comma separated):
+
+``scimd-sqlite``
+    ``scimd serve`` on a fresh SQLite file, with a bearer token from ``scimd apps create``.
+``scimd-postgres``
+    The same on the PostgreSQL database of ``$SCIMD_BENCH_POSTGRES_URL`` (skipped when unset),
+    e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/scimd_bench``. Runs do not clean it;
+    each run uses fresh user names.
+``bare``
+    bench/reference_bare.py: Starlette + stdlib sqlite3, the "durable limit" of this stack.
+``scim2-server``
+    bench/reference_scim2_server.py: python-scim's scim2-server (in-memory storage) under
+    uvicorn, the Python peer.
+``scim2-server-cli``
+    The same package through its shipped ``scim2-server`` command (threaded wsgiref, HTTP/1.0,
+    no keep-alive). Not in the default set.
+
+Run (from the repository root, in the environment where scimd is installed with its ``bench``
+extra, e.g. ``.venv/bin/pip install -e '.[bench]'``)::
+
+    .venv/bin/python bench/run.py
+    .venv/bin/python bench/run.py --targets bare,scim2-server --users 1000 --requests 300
+
+The load generator shares the machine with the server under test; compare the targets with
+each other (and with ``bare``) rather than reading the figures as absolute capacities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+DEFAULT_TARGETS = "scimd-sqlite,scimd-postgres,bare,scim2-server"
+ALL_TARGETS = ("scimd-sqlite", "scimd-postgres", "bare", "scim2-server", "scim2-server-cli")
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+class TargetError(Exception):
+    """A target could not be prepared or started; the run goes on with the others."""
+
+
+@dataclass
+class Server:
+    """How to start one target and where bench/load.py reaches it."""
+
+    argv: list[str]
+    base_url: str
+    ready_url: str
+    token: str = "unused"
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scimd_command() -> list[str]:
+    """The scimd CLI of the running interpreter's environment."""
+    script = Path(sys.executable).parent / "scimd"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "scimd.cli.main"]
+
+
+def scimd_server(database_url: str, port: int, tmp: Path) -> Server:
+    """Create a bench API client in the database, then describe ``scimd serve``."""
+    scimd = scimd_command()
+    create = [
+        *scimd,
+        "apps",
+        "create",
+        "--name",
+        f"bench-{secrets.token_hex(4)}",
+        "--grant",
+        "bearer",
+        "--scope",
+        "API",
+        "--scope",
+        "USER SYNC",
+        "--json",
+        "--database-url",
+        database_url,
+    ]
+    try:
+        done = subprocess.run(create, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise TargetError(f"scimd apps create failed: {exc}") from exc
+    (tmp / "apps-create.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise TargetError(f"scimd apps create exited {done.returncode}: {done.stderr[-800:]}")
+    try:
+        token = str(json.loads(done.stdout)["client_secret"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TargetError(
+            f"no client_secret in the output of apps create: {done.stdout!r}"
+        ) from exc
+    root = f"http://127.0.0.1:{port}"
+    return Server(
+        argv=[
+            *scimd,
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database-url",
+            database_url,
+        ],
+        base_url=f"{root}/scim/v2",
+        ready_url=f"{root}/healthz",
+        token=token,
+    )
+
+
+def target_server(name: str, port: int, tmp: Path) -> Server:
+    """Prepare a target and describe how to start it."""
+    root = f"http://127.0.0.1:{port}"
+    if name == "scimd-sqlite":
+        return scimd_server(f"sqlite:///{tmp / 'bench.db'}", port, tmp)
+    if name == "scimd-postgres":
+        url = os.environ.get("SCIMD_BENCH_POSTGRES_URL", "")
+        if not url:
+            raise TargetError("skipped: SCIMD_BENCH_POSTGRES_URL is not set")
+        return scimd_server(url, port, tmp)
+    if name == "bare":
+        script = str(BENCH_DIR / "reference_bare.py")
+        return Server(
+            argv=[sys.executable, script, "--port", str(port), "--db", str(tmp / "bare.db")],
+            base_url=f"{root}/scim/v2",
+            ready_url=f"{root}/scim/v2/Users?count=1",
+        )
+    if name in ("scim2-server", "scim2-server-cli"):
+        mode = "cli" if name.endswith("-cli") else "uvicorn"
+        script = str(BENCH_DIR / "reference_scim2_server.py")
+        return Server(
+            argv=[sys.executable, script, "--port", str(port), "--server", mode],
+            base_url=f"{root}/v2",
+            ready_url=f"{root}/v2/ServiceProviderConfig",
+        )
+    raise TargetError(f"unknown target {name!r}")
+
+
+def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
+    """Poll ``url`` until it answers 200, the process dies, or READY_TIMEOUT passes."""
+    deadline = time.monotonic() + READY_TIMEOUT
+    last = ""
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise TargetError(f"server exited with {process.returncode}:\n{tail(log)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+                last = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = repr(exc)
+        time.sleep(0.2)
+    raise TargetError(f"not ready after {READY_TIMEOUT:.0f}s ({last}):\n{tail(log)}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(STOP_TIMEOUT)
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def load_budget(args: argparse.Namespace, ops: int, levels: int) -> float:
+    """An upper bound on one load.py run: seeding plus every measurement and its stragglers."""
+    per_measurement = 2 * float(args.max_seconds) + float(args.timeout) + 5  # groups, in-flight
+    return float(args.seed_max_seconds) + ops * levels * per_measurement + 60
+
+
+def run_target(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """Start a target, run bench/load.py against it, stop it; return its JSON results."""
+    port = free_port()
+    server = target_server(name, port, tmp)
+    log = tmp / "server.log"
+    print(f"starting {name}: {' '.join(server.argv)}", flush=True)
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            server.argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **server.env},
+        )
+    try:
+        wait_ready(process, server.ready_url, log)
+        print(f"{name} ready at {server.base_url}", flush=True)
+        out = tmp / "load.json"
+        load = [
+            sys.executable,
+            str(BENCH_DIR / "load.py"),
+            "--base-url",
+            server.base_url,
+            "--token",
+            server.token,
+            "--label",
+            name,
+            "--seed-users",
+            str(args.users),
+            "--seed-max-seconds",
+            str(args.seed_max_seconds),
+            "--requests",
+            str(args.requests),
+            "--max-seconds",
+            str(args.max_seconds),
+            "--timeout",
+            str(args.timeout),
+            "--concurrency",
+            args.concurrency,
+            "--client",
+            args.client,
+            "--json-out",
+            str(out),
+        ]
+        if args.ops:
+            load += ["--ops", args.ops]
+        n_ops = len(args.ops.split(",")) if args.ops else 6
+        n_levels = len(args.concurrency.split(","))
+        try:
+            subprocess.run(load, check=True, timeout=load_budget(args, n_ops, n_levels))
+        except subprocess.CalledProcessError as exc:
+            raise TargetError(f"load.py exited {exc.returncode}") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise TargetError("load.py ran past its time budget") from exc
+        if process.poll() is not None:
+            raise TargetError(f"server died during the run:\n{tail(log)}")
+        result: dict[str, Any] = json.loads(out.read_text())
+        return result
+    finally:
+        stop(process)
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def markdown(
+    runs: dict[str, dict[str, Any]], problems: dict[str, str], args: argparse.Namespace
+) -> str:
+    """The combined report: a req/s overview, then every figure per target."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# SCIM load benchmark ({now})",
+        "",
+        f"- machine: {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}",
+        f"- seeded users: {args.users}; per measurement: up to {args.requests} requests or "
+        f"{args.max_seconds:g} s; concurrency {args.concurrency}; client: {args.client}",
+        "- load generator and server share the machine, over loopback HTTP/1.1",
+        "",
+    ]
+    targets = list(runs)
+    if targets:
+        keys: list[tuple[str, int]] = []
+        for run in runs.values():
+            for r in run["results"]:
+                if (r["op"], r["concurrency"]) not in keys:
+                    keys.append((r["op"], r["concurrency"]))
+        index = {
+            (target, r["op"], r["concurrency"]): r
+            for target, run in runs.items()
+            for r in run["results"]
+        }
+        lines += ["## Requests per second", ""]
+        lines.append("| op | conc | " + " | ".join(targets) + " |")
+        lines.append("|---|---:|" + "---:|" * len(targets))
+        for op, conc in keys:
+            cells = []
+            for target in targets:
+                r = index.get((target, op, conc))
+                if r is None:
+                    cells.append("")
+                else:
+                    cells.append(fmt(r["rps"], 0) + (" ⚠" if r["errors"] else ""))
+            lines.append(f"| {op} | {conc} | " + " | ".join(cells) + " |")
+        lines += ["", "⚠: some requests failed (see the errors column below).", ""]
+        lines += ["## All figures", ""]
+        lines.append("| target | op | conc | requests | errors | req/s | p50 ms | p99 ms | note |")
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
+        for target, run in runs.items():
+            for r in run["results"]:
+                lines.append(
+                    f"| {target} | {r['op']} | {r['concurrency']} | {r['requests']} | "
+                    f"{r['errors']} | {fmt(r['rps'], 0)} | {fmt(r['p50_ms'])} | "
+                    f"{fmt(r['p99_ms'])} | {r['note']} |"
+                )
+        lines.append("")
+        seeded = [
+            f"{target}: {run.get('seeded_users', '?')}/{run.get('seed_users', '?')}"
+            for target, run in runs.items()
+        ]
+        lines += ["Seeded users per target: " + ", ".join(seeded) + ".", ""]
+        samples = [
+            f"- {target} {r['op']} c={r['concurrency']}: {sample}"
+            for target, run in runs.items()
+            for r in run["results"]
+            for sample in r.get("error_samples", [])[:1]
+        ]
+        if samples:
+            lines += ["## First error of each failing measurement", "", *samples, ""]
+    if problems:
+        lines += ["## Targets not measured", ""]
+        lines += [f"- {target}: {reason.splitlines()[0]}" for target, reason in problems.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Run the SCIM load benchmark on every target.")
+    parser.add_argument("--targets", default=DEFAULT_TARGETS, help=f"from {', '.join(ALL_TARGETS)}")
+    parser.add_argument("--users", type=int, default=10000, help="users seeded per target")
+    parser.add_argument("--requests", type=int, default=2000, help="requests per measurement")
+    parser.add_argument("--max-seconds", type=float, default=20.0, help="cap per measurement")
+    parser.add_argument("--seed-max-seconds", type=float, default=600.0, help="cap on seeding")
+    parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
+    parser.add_argument("--concurrency", default="8,32", help="comma-separated levels")
+    parser.add_argument("--ops", default="", help="subset of bench/load.py operations")
+    parser.add_argument("--client", choices=("fast", "httpx"), default="fast")
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS_DIR / "latest.md", help="markdown report path"
+    )
+    parser.add_argument("--keep-tmp", action="store_true", help="keep databases and logs")
+    args = parser.parse_args(argv)
+    args.target_list = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = [t for t in args.target_list if t not in ALL_TARGETS]
+    if unknown:
+        parser.error(f"unknown targets {unknown}; choose from {', '.join(ALL_TARGETS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    runs: dict[str, dict[str, Any]] = {}
+    problems: dict[str, str] = {}
+    for name in args.target_list:
+        print(f"\n==== {name} ====", flush=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"scimd-bench-{name}-"))
+        try:
+            runs[name] = run_target(name, args, tmp)
+        except TargetError as exc:
+            problems[name] = str(exc)
+            print(f"{name}: {exc}", file=sys.stderr, flush=True)
+        finally:
+            if args.keep_tmp:
+                print(f"{name}: files kept in {tmp}", flush=True)
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    report = markdown(runs, problems, args)
+    print("\n" + report)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(report)
+    args.out.with_suffix(".json").write_text(
+        json.dumps({"runs": runs, "problems": problems}, indent=2)
+    )
+    print(f"written to {args.out}", flush=True)
+    failed = [name for name, reason in problems.items() if not reason.startswith("skipped")]
+    return 1 if failed or not runs else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

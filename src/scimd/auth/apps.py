@@ -1,0 +1,232 @@
+"""OAuth 2 applications, their client secrets, and bearer-token verification.
+
+A secret is 256 bits from ``secrets``; only its SHA-256 digest is stored (a fast hash is right for
+high-entropy random strings: there is nothing to brute-force). The secret of a "Bearer token"
+application is itself the long-lived bearer token Entra ID is given; a "Client credentials"
+application exchanges it at the token endpoint for short-lived access tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from scimd.scim.errors import InvalidValue, NotFound
+from scimd.scim.values import now_datetime
+from scimd.store import audit as A
+from scimd.store.tables import access_tokens, applications, client_secrets
+
+SCOPES = ("API", "USER SYNC")
+SCIM_SCOPE = "USER SYNC"
+GRANTS = {"bearer": "Bearer token", "client_credentials": "Client credentials"}
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def canonical_grant(grant: str) -> str:
+    low = grant.strip().lower().replace("-", "_").replace(" ", "_")
+    aliases = {
+        "bearer": "bearer",
+        "bearer_token": "bearer",
+        "client_credentials": "client_credentials",
+    }
+    if low not in aliases:
+        raise InvalidValue(f"unknown grant type '{grant}': use 'bearer' or 'client_credentials'")
+    return aliases[low]
+
+
+def canonical_scopes(scopes: list[str]) -> list[str]:
+    out = []
+    for s in scopes:
+        match = next((k for k in SCOPES if k.lower() == s.strip().lower()), None)
+        if match is None:
+            raise InvalidValue(f"unknown scope '{s}': allowed scopes are {', '.join(SCOPES)}")
+        if match not in out:
+            out.append(match)
+    if not out:
+        raise InvalidValue(f"choose at least one scope ({', '.join(SCOPES)})")
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The authenticated caller of a request."""
+
+    app_pk: int
+    client_id: str
+    name: str
+    scopes: tuple[str, ...]
+
+    def actor(self, request_id: str | None = None) -> A.Actor:
+        return A.Actor("app", self.client_id, self.name, request_id)
+
+
+def create_app(
+    conn: sa.Connection,
+    name: str,
+    grant: str,
+    scopes: list[str],
+    actor: A.Actor,
+    lifetime: int = 0,
+) -> tuple[dict[str, Any], str]:
+    """Create an application; returns its row and the client secret (shown once)."""
+    if not name.strip():
+        raise InvalidValue("an application needs a name")
+    if lifetime < 0:
+        raise InvalidValue("token lifetime is seconds >= 0 (0 = never expires)")
+    g = canonical_grant(grant)
+    sc = canonical_scopes(scopes)
+    client_id = str(uuid.uuid4())
+    pk = conn.execute(
+        applications.insert().values(
+            client_id=client_id,
+            name=name.strip(),
+            grant_type=g,
+            scopes=sc,
+            token_lifetime=lifetime,
+            enabled=True,
+            created=now_datetime(),
+        )
+    ).inserted_primary_key[0]
+    secret = _add_secret(conn, pk)
+    A.record(
+        conn,
+        actor,
+        "app.create",
+        "Application",
+        client_id,
+        {"name": name, "grant": g, "scopes": sc},
+    )
+    return get_app(conn, client_id), secret
+
+
+def _add_secret(conn: sa.Connection, app_pk: int) -> str:
+    secret = new_secret()
+    conn.execute(
+        client_secrets.insert().values(
+            app_pk=app_pk, digest=digest(secret), hint=secret[:6], created=now_datetime()
+        )
+    )
+    return secret
+
+
+def _app_row(conn: sa.Connection, client_id: str) -> Any:
+    row = conn.execute(sa.select(applications).where(applications.c.client_id == client_id)).first()
+    if row is None:
+        raise NotFound(f"no application with client id '{client_id}'")
+    return row
+
+
+def get_app(conn: sa.Connection, client_id: str) -> dict[str, Any]:
+    row = _app_row(conn, client_id)
+    secrets_ = conn.execute(
+        sa.select(client_secrets)
+        .where(client_secrets.c.app_pk == row.pk)
+        .order_by(client_secrets.c.pk)
+    )
+    d = dict(row._mapping)
+    d["secrets"] = [
+        {"hint": s.hint + "…", "created": s.created, "revoked": s.revoked} for s in secrets_
+    ]
+    d.pop("pk")
+    return d
+
+
+def list_apps(conn: sa.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(sa.select(applications.c.client_id).order_by(applications.c.pk))
+    return [get_app(conn, cid) for (cid,) in rows]
+
+
+def rotate_secret(conn: sa.Connection, client_id: str, actor: A.Actor) -> str:
+    """Add a new secret; the old ones stay valid until revoked (switch clients without downtime)."""
+    row = _app_row(conn, client_id)
+    secret = _add_secret(conn, row.pk)
+    A.record(conn, actor, "app.rotate", "Application", client_id, None)
+    return secret
+
+
+def revoke_app(conn: sa.Connection, client_id: str, actor: A.Actor) -> None:
+    """Revoke every secret and access token of the application and disable it."""
+    row = _app_row(conn, client_id)
+    now = now_datetime()
+    conn.execute(
+        client_secrets.update()
+        .where(client_secrets.c.app_pk == row.pk, client_secrets.c.revoked.is_(None))
+        .values(revoked=now)
+    )
+    conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
+    conn.execute(applications.update().where(applications.c.pk == row.pk).values(enabled=False))
+    A.record(conn, actor, "app.revoke", "Application", client_id, None)
+
+
+def set_enabled(conn: sa.Connection, client_id: str, enabled: bool, actor: A.Actor) -> None:
+    row = _app_row(conn, client_id)
+    conn.execute(applications.update().where(applications.c.pk == row.pk).values(enabled=enabled))
+    A.record(
+        conn, actor, "app.enable" if enabled else "app.disable", "Application", client_id, None
+    )
+
+
+def delete_app(conn: sa.Connection, client_id: str, actor: A.Actor) -> None:
+    row = _app_row(conn, client_id)
+    conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
+    conn.execute(client_secrets.delete().where(client_secrets.c.app_pk == row.pk))
+    conn.execute(applications.delete().where(applications.c.pk == row.pk))
+    A.record(conn, actor, "app.delete", "Application", client_id, None)
+
+
+def authenticate(conn: sa.Connection, token: str) -> Principal | None:
+    """The application a bearer token belongs to, or None.
+
+    The lookup is by digest on a unique index; the final comparison of the stored digest is in
+    constant time, so response timing says nothing about how close a guess was.
+    """
+    d = digest(token)
+    row = conn.execute(
+        sa.select(
+            client_secrets.c.digest,
+            applications.c.pk,
+            applications.c.client_id,
+            applications.c.name,
+            applications.c.scopes,
+            applications.c.grant_type,
+        )
+        .join(applications, applications.c.pk == client_secrets.c.app_pk)
+        .where(
+            client_secrets.c.digest == d,
+            client_secrets.c.revoked.is_(None),
+            applications.c.enabled.is_(True),
+        )
+    ).first()
+    if row is not None and row.grant_type == "bearer" and hmac.compare_digest(row.digest, d):
+        return Principal(row.pk, row.client_id, row.name, tuple(row.scopes))
+    tok = conn.execute(
+        sa.select(
+            access_tokens.c.digest,
+            access_tokens.c.scopes,
+            access_tokens.c.expires,
+            applications.c.pk,
+            applications.c.client_id,
+            applications.c.name,
+        )
+        .join(applications, applications.c.pk == access_tokens.c.app_pk)
+        .where(access_tokens.c.digest == d, applications.c.enabled.is_(True))
+    ).first()
+    if tok is None or not hmac.compare_digest(tok.digest, d):
+        return None
+    if tok.expires is not None and tok.expires <= time.time():
+        return None
+    return Principal(tok.pk, tok.client_id, tok.name, tuple(tok.scopes))

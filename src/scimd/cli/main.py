@@ -1,0 +1,317 @@
+"""The ``scimd`` command: serve, apps, properties, db."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, TypeVar
+
+import sqlalchemy as sa
+import typer
+
+from scimd import settings as settings_mod
+from scimd.auth import apps as apps_mod
+from scimd.scim.errors import ScimError
+from scimd.store import audit, migrate
+from scimd.store import properties as props_mod
+from scimd.store.engine import create_engine
+from scimd.web.observability import JsonFormatter
+
+app = typer.Typer(
+    help="scimd: a SCIM 2.0 service provider (and, later, provisioning engine).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+apps_app = typer.Typer(help="OAuth 2 applications and their secrets (bearer tokens).")
+props_app = typer.Typer(help="Custom user properties (the UserProperties extension).")
+db_app = typer.Typer(help="Database schema migrations.")
+app.add_typer(apps_app, name="apps")
+app.add_typer(props_app, name="properties")
+app.add_typer(db_app, name="db")
+
+DbUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="SCIMD_DATABASE_URL",
+        help="sqlite:///path/to.db (default sqlite:///scimd.db) or postgresql+psycopg://...",
+    ),
+]
+Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+T = TypeVar("T")
+
+
+def _engine(url: str | None) -> sa.Engine:
+    engine = create_engine(url or settings_mod.load().database_url)
+    migrate.ensure_current(engine)
+    return engine
+
+
+@contextmanager
+def _tx(url: str | None) -> Iterator[sa.Connection]:
+    engine = _engine(url)
+    try:
+        with engine.begin() as conn:
+            yield conn
+    finally:
+        engine.dispose()
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Turn SCIM errors into a one-line message and exit status 1."""
+    try:
+        return fn()
+    except ScimError as e:
+        typer.echo(f"error: {e.detail}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _print(data: Any, as_json: bool, text: str) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+
+
+# -- serve ---------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    database_url: DbUrl = None,
+    config: Annotated[str | None, typer.Option(help="TOML settings file.")] = None,
+    public_url: Annotated[
+        str | None, typer.Option(help="Public base URL, e.g. https://idp.example.com")
+    ] = None,
+) -> None:
+    """Run the SCIM server (upgrades the database schema first)."""
+    import uvicorn
+
+    from scimd.web.app import create_app
+
+    s = settings_mod.load(
+        config, host=host, port=port, database_url=database_url, public_url=public_url
+    )
+    _setup_logging(s.log_level)
+    engine = create_engine(s.database_url)
+    migrate.ensure_current(engine)
+    with engine.connect() as conn:
+        n_apps = conn.execute(sa.text("SELECT count(*) FROM applications")).scalar_one()
+    shown = s.public_url or f"http://{s.host}:{s.port}"
+    typer.echo(f"scimd serving {shown}/scim/v2/ (database {_safe_url(s.database_url)})", err=True)
+    if n_apps == 0:
+        typer.echo(
+            "No OAuth 2 application yet. Create the bearer token to give Entra ID "
+            "(shown once):\n"
+            f'  scimd apps create --name "Entra ID" --grant bearer --scope API '
+            f'--scope "USER SYNC" --database-url {s.database_url}',
+            err=True,
+        )
+    app_ = create_app(s, engine)
+    loop = "uvloop" if _has("uvloop") else "asyncio"
+    uvicorn.run(
+        app_,
+        host=s.host,
+        port=s.port,
+        loop=loop,
+        http="httptools" if _has("httptools") else "h11",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def _safe_url(url: str) -> str:
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+
+
+# -- apps ----------------------------------------------------------------------------------
+@apps_app.command("create")
+def apps_create(
+    name: Annotated[str, typer.Option(help="A name to recognise the application by.")],
+    grant: Annotated[
+        str, typer.Option(help="'bearer' (the secret is the token) or 'client_credentials'.")
+    ] = "bearer",
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(help="Allowed scope; repeat: --scope API --scope 'USER SYNC'."),
+    ] = None,
+    lifetime: Annotated[
+        int, typer.Option(help="Access token lifetime in seconds (0 = never expires).")
+    ] = 0,
+    database_url: DbUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Create an application and print its client secret (shown once, stored hashed)."""
+    scopes = scope or ["API", "USER SYNC"]
+
+    def go() -> tuple[dict[str, Any], str]:
+        with _tx(database_url) as conn:
+            return apps_mod.create_app(conn, name, grant, scopes, audit.CLI, lifetime)
+
+    row, secret = _run(go)
+    data = {**row, "client_secret": secret}
+    _print(
+        data,
+        as_json,
+        f"client_id:     {row['client_id']}\nclient_secret: {secret}\n"
+        "Copy the secret now: it is not shown again. For Entra ID, paste it as Secret Token.",
+    )
+
+
+@apps_app.command("list")
+def apps_list(database_url: DbUrl = None, as_json: Json = False) -> None:
+    """List applications (secrets are never shown, only their first characters)."""
+
+    def go() -> list[dict[str, Any]]:
+        with _tx(database_url) as conn:
+            return apps_mod.list_apps(conn)
+
+    rows = _run(go)
+    lines = [
+        f"{r['client_id']}  {r['name']!r}  {r['grant_type']}  {','.join(r['scopes'])}  "
+        f"{'enabled' if r['enabled'] else 'disabled'}"
+        for r in rows
+    ]
+    _print(rows, as_json, "\n".join(lines) or "no applications")
+
+
+def _app_action(client_id: str, database_url: str | None, fn: Callable[..., Any]) -> Any:
+    def go() -> Any:
+        with _tx(database_url) as conn:
+            return fn(conn, client_id, audit.CLI)
+
+    return _run(go)
+
+
+@apps_app.command("revoke")
+def apps_revoke(client_id: str, database_url: DbUrl = None) -> None:
+    """Revoke every secret and token of an application and disable it (takes effect at once)."""
+    _app_action(client_id, database_url, apps_mod.revoke_app)
+    typer.echo(f"revoked {client_id}")
+
+
+@apps_app.command("rotate")
+def apps_rotate(client_id: str, database_url: DbUrl = None, as_json: Json = False) -> None:
+    """Add a new secret; old secrets keep working until the application is revoked."""
+    secret = _app_action(client_id, database_url, apps_mod.rotate_secret)
+    _print({"client_id": client_id, "client_secret": secret}, as_json, f"client_secret: {secret}")
+
+
+@apps_app.command("disable")
+def apps_disable(client_id: str, database_url: DbUrl = None) -> None:
+    """Disable an application: its tokens stop working until it is enabled again."""
+    _app_action(client_id, database_url, lambda c, i, a: apps_mod.set_enabled(c, i, False, a))
+    typer.echo(f"disabled {client_id}")
+
+
+@apps_app.command("enable")
+def apps_enable(client_id: str, database_url: DbUrl = None) -> None:
+    """Enable a disabled application."""
+    _app_action(client_id, database_url, lambda c, i, a: apps_mod.set_enabled(c, i, True, a))
+    typer.echo(f"enabled {client_id}")
+
+
+@apps_app.command("delete")
+def apps_delete(client_id: str, database_url: DbUrl = None) -> None:
+    """Delete an application and all its secrets and tokens."""
+    _app_action(client_id, database_url, apps_mod.delete_app)
+    typer.echo(f"deleted {client_id}")
+
+
+# -- properties ----------------------------------------------------------------------------
+@props_app.command("add")
+def properties_add(
+    name: str,
+    type_: Annotated[
+        str,
+        typer.Option(
+            "--type", help="String, Integer, Decimal, Boolean, DateTime or Date (basic types only)."
+        ),
+    ],
+    description: Annotated[str, typer.Option(help="What the property holds.")] = "",
+    database_url: DbUrl = None,
+) -> None:
+    """Define a custom user property; it appears in /Schemas at once."""
+
+    def go() -> Any:
+        with _tx(database_url) as conn:
+            return props_mod.add_property(conn, name, type_, description, audit.CLI)
+
+    p = _run(go)
+    urn = settings_mod.load().properties_urn
+    typer.echo(f"added {p.name} ({p.type}); map it in Entra as {urn}:{p.name}")
+
+
+@props_app.command("list")
+def properties_list(database_url: DbUrl = None, as_json: Json = False) -> None:
+    """List custom user properties."""
+
+    def go() -> Any:
+        with _tx(database_url) as conn:
+            return props_mod.list_properties(conn)
+
+    rows = _run(go)
+    data = [{"name": p.name, "type": p.type, "description": p.description} for p in rows]
+    text = "\n".join(f"{p.name}  {p.type}  {p.description}" for p in rows)
+    _print(data, as_json, text or "no custom properties")
+
+
+@props_app.command("remove")
+def properties_remove(
+    name: str,
+    database_url: DbUrl = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Remove even if users hold values.")] = False,
+) -> None:
+    """Remove a custom user property definition."""
+    urn = settings_mod.load().properties_urn
+
+    def go() -> Any:
+        with _tx(database_url) as conn:
+            n = props_mod.count_values(conn, name, urn)
+            if n and not yes:
+                raise ScimError(
+                    f"{n} user(s) hold a value for '{name}'; re-run with --yes to remove it"
+                )
+            return props_mod.remove_property(conn, name, audit.CLI)
+
+    p = _run(go)
+    typer.echo(f"removed {p.name}")
+
+
+# -- db ------------------------------------------------------------------------------------
+@db_app.command("upgrade")
+def db_upgrade(database_url: DbUrl = None) -> None:
+    """Upgrade the database schema to the newest version."""
+    engine = create_engine(database_url or settings_mod.load().database_url)
+    migrate.upgrade(engine)
+    typer.echo(f"database at revision {migrate.current(engine)}")
+    engine.dispose()
+
+
+@db_app.command("current")
+def db_current(database_url: DbUrl = None) -> None:
+    """Show the database's schema revision and the newest one."""
+    engine = create_engine(database_url or settings_mod.load().database_url)
+    typer.echo(f"current: {migrate.current(engine)}  head: {migrate.head()}")
+    engine.dispose()
+
+
+if __name__ == "__main__":
+    app()

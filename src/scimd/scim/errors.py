@@ -1,0 +1,104 @@
+"""SCIM errors as exceptions (RFC 7644 §3.12).
+
+Raised anywhere in the core or storage, rendered once by the web layer, so every failure a client
+sees carries an HTTP status, a ``scimType`` where the RFC defines one, and a detail a person can
+act on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
+
+
+class ScimError(Exception):
+    """A failure with SCIM semantics."""
+
+    status: int = 400
+    scim_type: str | None = None
+
+    def __init__(
+        self, detail: str, *, status: int | None = None, scim_type: str | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if status is not None:
+            self.status = status
+        if scim_type is not None:
+            self.scim_type = scim_type
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "schemas": [ERROR_SCHEMA],
+            "status": str(self.status),
+            "detail": self.detail,
+        }
+        if self.scim_type:
+            body["scimType"] = self.scim_type
+        return body
+
+
+class InvalidFilter(ScimError):
+    scim_type = "invalidFilter"
+
+
+class InvalidPath(ScimError):
+    scim_type = "invalidPath"
+
+
+class InvalidValue(ScimError):
+    scim_type = "invalidValue"
+
+
+class InvalidSyntax(ScimError):
+    scim_type = "invalidSyntax"
+
+
+class NoTarget(ScimError):
+    scim_type = "noTarget"
+
+
+class Mutability(ScimError):
+    scim_type = "mutability"
+
+
+class Uniqueness(ScimError):
+    status = 409
+    scim_type = "uniqueness"
+
+
+class TooMany(ScimError):
+    scim_type = "tooMany"
+
+
+class InvalidVersion(ScimError):
+    scim_type = "invalidVers"
+
+
+class NotFound(ScimError):
+    status = 404
+
+
+class PreconditionFailed(ScimError):
+    status = 412
+
+
+class PayloadTooLarge(ScimError):
+    status = 413
+
+
+class Unauthorized(ScimError):
+    status = 401
+
+
+class Forbidden(ScimError):
+    status = 403
+
+
+class MethodNotAllowed(ScimError):
+    status = 405
+
+
+class UnsupportedMediaType(ScimError):
+    status = 415

@@ -1,0 +1,248 @@
+"""Binding filters to a resource type, and the in-memory evaluator that defines their meaning.
+
+``bind`` turns a parsed tree into one with canonical attribute spellings and literals of the
+attribute's type, or raises ``invalidFilter`` (unknown attribute, type mismatch, operator that
+makes no sense for the type): a filter is never silently "match all". ``matches`` is the reference
+semantics the SQL compiler in ``scimd.store`` is tested against:
+
+- a comparison matches if any value of a multi-valued attribute matches;
+- ``ne x`` is ``not (eq x)``: an absent attribute is ``ne`` anything;
+- ``eq null`` is ``not pr``, ``ne null`` is ``pr``;
+- strings compare lower-cased unless the attribute is ``caseExact``;
+- ``pr`` needs a non-empty value (not "", not [], not {}).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scimd.scim import schema as S
+from scimd.scim.errors import InvalidFilter, InvalidPath, InvalidValue
+from scimd.scim.filter import (
+    And,
+    AttrPath,
+    Compare,
+    Filter,
+    Literal,
+    Not,
+    Or,
+    Present,
+    ValuePath,
+)
+from scimd.scim.values import coerce_scalar
+
+STRINGISH = frozenset({S.STRING, S.REFERENCE, S.BINARY})
+ORDERED = frozenset({S.STRING, S.REFERENCE, S.INTEGER, S.DECIMAL, S.DATETIME})
+
+
+def bind(f: Filter, rt: S.ResourceType) -> Filter:
+    """Resolve every attribute of ``f`` against ``rt``; raise ``InvalidFilter``."""
+    if isinstance(f, And):
+        return And(bind(f.left, rt), bind(f.right, rt))
+    if isinstance(f, Or):
+        return Or(bind(f.left, rt), bind(f.right, rt))
+    if isinstance(f, Not):
+        return Not(bind(f.expr, rt))
+    if isinstance(f, ValuePath):
+        path, res = _resolve(f.path, rt)
+        if not res.attr.is_complex or not res.attr.multi_valued or res.sub is not None:
+            raise InvalidFilter(
+                f"'{f.path}[...]' needs a multi-valued complex attribute; "
+                f"'{res.attr.name}' is not one"
+            )
+        return ValuePath(path, bind_element(f.filter, res.attr))
+    path, res = _resolve(f.path, rt)
+    return _bind_leaf(f, path, res.attr, res.sub)
+
+
+def bind_element(f: Filter, parent: S.Attribute) -> Filter:
+    """Bind a filter whose paths name sub-attributes of the multi-valued ``parent``."""
+    if isinstance(f, And):
+        return And(bind_element(f.left, parent), bind_element(f.right, parent))
+    if isinstance(f, Or):
+        return Or(bind_element(f.left, parent), bind_element(f.right, parent))
+    if isinstance(f, Not):
+        return Not(bind_element(f.expr, parent))
+    if isinstance(f, ValuePath):
+        raise InvalidFilter("value filters cannot be nested")
+    p = f.path
+    if p.schema or p.sub:
+        raise InvalidFilter(
+            f"inside '{parent.name}[...]' name a sub-attribute of '{parent.name}', not '{p}'"
+        )
+    sub = parent.sub.get(p.attr.lower())
+    if sub is None:
+        raise InvalidFilter(f"attribute '{parent.name}' has no sub-attribute '{p.attr}'")
+    return _bind_leaf(f, AttrPath(None, sub.name), sub, None)
+
+
+def _resolve(p: AttrPath, rt: S.ResourceType) -> tuple[AttrPath, S.Resolved]:
+    schema: S.Schema | None = None
+    if p.schema:
+        schema = rt.by_urn.get(p.schema.lower())
+        if schema is None:
+            raise InvalidFilter(f"unknown schema '{p.schema}' in filter attribute '{p}'")
+    try:
+        res = rt.resolve_parts(schema, p.attr, p.sub, str(p))
+    except InvalidPath as e:
+        raise InvalidFilter(e.detail) from None
+    urn = res.schema if res.schema not in ("", rt.core.id) else None
+    return AttrPath(urn, res.attr.name, res.sub.name if res.sub else None), res
+
+
+def _bind_leaf(
+    f: Compare | Present, path: AttrPath, attr: S.Attribute, sub: S.Attribute | None
+) -> Filter:
+    target = sub or attr
+    if isinstance(f, Present):
+        return Present(path)
+    if target.is_complex:
+        value_sub = target.sub.get("value")
+        if value_sub is None:
+            raise InvalidFilter(
+                f"'{path}' is complex: compare one of its sub-attributes"
+                f" ({', '.join(s.name for s in target.sub_attributes)})"
+            )
+        # Compat: Entra's reference check compares ``manager eq "<id>"`` (facts §1.4 ex. 4);
+        # a complex attribute compared as a whole means its ``value``.
+        path = AttrPath(path.schema, path.attr, value_sub.name)
+        target = value_sub
+    if f.value is None:
+        if f.op not in ("eq", "ne"):
+            raise InvalidFilter(f"'{f.op} null' is not meaningful; use 'pr' or 'eq null'")
+        return Compare(path, f.op, None)
+    if f.op in ("co", "sw", "ew") and target.type not in STRINGISH:
+        raise InvalidFilter(f"'{f.op}' needs a string attribute; '{path}' is {target.type}")
+    if f.op in ("gt", "ge", "lt", "le") and target.type not in ORDERED:
+        raise InvalidFilter(f"'{f.op}' cannot order '{path}', a {target.type} attribute")
+    if target.type in STRINGISH and not isinstance(f.value, str):
+        raise InvalidFilter(f"'{path}' is a string attribute: quote the value")
+    try:
+        value = coerce_scalar(target, f.value, str(path))
+    except InvalidValue as e:
+        raise InvalidFilter(e.detail) from None
+    return Compare(path, f.op, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def matches(f: Filter, resource: dict[str, Any], rt: S.ResourceType) -> bool:
+    """Whether ``resource`` (canonical spelling) satisfies the bound filter ``f``."""
+    if isinstance(f, And):
+        return matches(f.left, resource, rt) and matches(f.right, resource, rt)
+    if isinstance(f, Or):
+        return matches(f.left, resource, rt) or matches(f.right, resource, rt)
+    if isinstance(f, Not):
+        return not matches(f.expr, resource, rt)
+    if isinstance(f, ValuePath):
+        parent = _definition(f.path, rt)
+        elements = _container(resource, f.path).get(f.path.attr)
+        if not isinstance(elements, list):
+            return False
+        return any(isinstance(e, dict) and matches_element(f.filter, e, parent) for e in elements)
+    target = _definition(f.path, rt)
+    return _leaf(f, values_at(resource, f.path, rt), target)
+
+
+def matches_element(f: Filter, element: dict[str, Any], parent: S.Attribute) -> bool:
+    """Evaluate a value filter on one element of the multi-valued ``parent``."""
+    if isinstance(f, And):
+        return matches_element(f.left, element, parent) and matches_element(
+            f.right, element, parent
+        )
+    if isinstance(f, Or):
+        return matches_element(f.left, element, parent) or matches_element(f.right, element, parent)
+    if isinstance(f, Not):
+        return not matches_element(f.expr, element, parent)
+    if isinstance(f, ValuePath):  # pragma: no cover - rejected by bind_element
+        raise InvalidFilter("value filters cannot be nested")
+    sub = parent.sub[f.path.attr.lower()]
+    v = element.get(sub.name)
+    return _leaf(f, [] if v is None else [v], sub)
+
+
+def _definition(p: AttrPath, rt: S.ResourceType) -> S.Attribute:
+    schema = rt.by_urn[p.schema.lower()] if p.schema else None
+    return rt.resolve_parts(schema, p.attr, p.sub).target
+
+
+def _container(resource: dict[str, Any], p: AttrPath) -> dict[str, Any]:
+    if p.schema:
+        ext = resource.get(p.schema)
+        return ext if isinstance(ext, dict) else {}
+    return resource
+
+
+def values_at(resource: dict[str, Any], p: AttrPath, rt: S.ResourceType) -> list[Any]:
+    """All non-null values at a bound path (one list whatever the multiplicity)."""
+    v = _container(resource, p).get(p.attr)
+    if v is None:
+        return []
+    items = v if isinstance(v, list) else [v]
+    if p.sub is None:
+        return items
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            x = item.get(p.sub)
+            if x is not None:
+                out.append(x)
+    return out
+
+
+def is_present(v: Any) -> bool:
+    if v is None or v == "":
+        return False
+    if isinstance(v, list):
+        return any(is_present(x) for x in v)
+    if isinstance(v, dict):
+        return any(is_present(x) for x in v.values())
+    return True
+
+
+def _leaf(f: Filter, values: list[Any], attr: S.Attribute) -> bool:
+    if isinstance(f, Present):
+        return any(is_present(v) for v in values)
+    assert isinstance(f, Compare)
+    if f.value is None:
+        present = any(is_present(v) for v in values)
+        return not present if f.op == "eq" else present
+    if f.op == "ne":
+        return not any(compare("eq", v, f.value, attr) for v in values)
+    return any(compare(f.op, v, f.value, attr) for v in values)
+
+
+def compare(op: str, x: Any, v: Literal, attr: S.Attribute) -> bool:
+    """One stored value ``x`` against a bound literal ``v``."""
+    t = attr.type
+    if t in STRINGISH or t == S.DATETIME:
+        if not isinstance(x, str) or not isinstance(v, str):
+            return False
+        if t != S.DATETIME and not attr.case_exact:
+            x, v = x.lower(), v.lower()
+    elif t == S.BOOLEAN:
+        return op == "eq" and isinstance(x, bool) and x is v
+    else:
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            return False
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+    if op == "eq":
+        return bool(x == v)
+    if op == "co":
+        return isinstance(x, str) and isinstance(v, str) and v in x
+    if op == "sw":
+        return isinstance(x, str) and isinstance(v, str) and x.startswith(v)
+    if op == "ew":
+        return isinstance(x, str) and isinstance(v, str) and x.endswith(v)
+    if op == "gt":
+        return bool(x > v)  # type: ignore[operator]
+    if op == "ge":
+        return bool(x >= v)  # type: ignore[operator]
+    if op == "lt":
+        return bool(x < v)  # type: ignore[operator]
+    if op == "le":
+        return bool(x <= v)  # type: ignore[operator]
+    raise InvalidFilter(f"unknown operator '{op}'")  # pragma: no cover

@@ -1,0 +1,304 @@
+"""Validating and canonicalising resources, and projecting them for responses.
+
+``normalise`` is one pass over the request body: every key is resolved case-insensitively to its
+definition, every value checked and canonicalised by type, read-only attributes ignored (RFC
+7643 §2.2), and anything undeclared rejected with a message that names it. The result is the
+stored document in canonical spelling, extensions nested under their URN.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from scimd.scim import compat
+from scimd.scim import schema as S
+from scimd.scim.errors import InvalidPath, InvalidSyntax, InvalidValue
+from scimd.scim.values import coerce_scalar
+
+# Keys a client may send that the server owns.
+_SERVER_OWNED = frozenset({"id", "meta", "schemas"})
+
+
+def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[str, Any]:
+    """Return the canonical document for ``body`` (no ``id``/``meta``/``schemas``).
+
+    ``partial`` skips the required-attribute check (used for PATCH values).
+    """
+    if not isinstance(body, dict):
+        raise InvalidSyntax(f"a {rt.name} must be a JSON object")
+    schemas = body.get("schemas")
+    if schemas is not None and (
+        not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas)
+    ):
+        raise InvalidSyntax("'schemas' must be a list of schema URIs")
+    # Unknown URIs in "schemas" (Entra's ADSCIM group URI, the tutorial's malformed
+    # "...enterprise:2.0User") are tolerated: "schemas" is recomputed from the data.
+    body = compat.drop_nulls(body)
+    doc: dict[str, Any] = {}
+    for key, value in body.items():
+        if key.lower() in _SERVER_OWNED:
+            continue
+        ext = rt.extension(key) if key[:4].lower() == "urn:" else None
+        if ext is not None:
+            if not isinstance(value, dict):
+                raise InvalidValue(f"'{ext.id}' must be a JSON object of {ext.name} attributes")
+            for sub_key, sub_value in value.items():
+                try:
+                    res = rt.resolve_parts(ext, sub_key, None, sub_key)
+                except InvalidPath as e:
+                    raise InvalidValue(
+                        f"{e.detail}: {ext.name} defines no such attribute"
+                    ) from None
+                set_attribute(rt, doc, res, sub_value)
+            continue
+        try:
+            res = rt.resolve(key)
+        except InvalidPath as e:
+            raise InvalidValue(f"{e.detail}: {rt.name} has no such attribute") from None
+        set_attribute(rt, doc, res, value)
+    if not partial:
+        check_required(rt, doc)
+    return doc
+
+
+def set_attribute(rt: S.ResourceType, doc: dict[str, Any], res: S.Resolved, value: Any) -> None:
+    """Validate ``value`` for ``res`` and store it in ``doc`` (read-only targets are ignored)."""
+    if res.attr.mutability == "readOnly" or (res.sub and res.sub.mutability == "readOnly"):
+        return
+    container = container_for(doc, res.schema, rt, create=True)
+    where = display_path(res)
+    if res.sub is None:
+        v = normalise_value(res.attr, value, where)
+        if res.attr.mutability == "writeOnly" and isinstance(v, str):
+            v = hash_password(v)
+        if v is None:
+            container.pop(res.attr.name, None)
+        else:
+            container[res.attr.name] = v
+        return
+    # "name.givenName": set one sub-attribute of a single-valued complex attribute.
+    if res.attr.multi_valued:
+        raise InvalidPath(f"'{where}' names a sub-attribute of the multi-valued '{res.attr.name}'")
+    parent = container.get(res.attr.name)
+    parent = dict(parent) if isinstance(parent, dict) else {}
+    parent[res.sub.name] = coerce_scalar(res.sub, value, where)
+    container[res.attr.name] = parent
+
+
+def container_for(
+    doc: dict[str, Any], urn: str, rt: S.ResourceType, *, create: bool
+) -> dict[str, Any]:
+    if urn in ("", rt.core.id):
+        return doc
+    ext = doc.get(urn)
+    if not isinstance(ext, dict):
+        ext = {}
+        if create:
+            doc[urn] = ext
+    return ext
+
+
+def display_path(res: S.Resolved) -> str:
+    base = (
+        res.attr.name
+        if res.schema in ("", S.USER_SCHEMA, S.GROUP_SCHEMA)
+        else (f"{res.schema}:{res.attr.name}")
+    )
+    return f"{base}.{res.sub.name}" if res.sub else base
+
+
+def normalise_value(attr: S.Attribute, value: Any, where: str) -> Any:
+    """Canonical form of a whole attribute value; ``None`` means "no value"."""
+    if value is None:
+        return None
+    if attr.multi_valued:
+        value = compat.list_from_single(value)
+        if not isinstance(value, list):
+            raise InvalidValue(f"'{where}' is multi-valued: send a JSON array")
+        if attr.is_complex:
+            items = [normalise_complex(attr, v, where) for v in value if v is not None]
+            items = [i for i in items if i]
+            if sum(1 for i in items if i.get("primary") is True) > 1:
+                raise InvalidValue(f"'{where}' has more than one value marked primary")
+            return items or None
+        return [coerce_scalar(attr, v, where) for v in value if v is not None] or None
+    if attr.is_complex:
+        value = compat.single_from_list(value)
+        value = compat.complex_from_string(value, "value" in attr.sub)
+        out = normalise_complex(attr, value, where)
+        return out or None
+    return coerce_scalar(attr, compat.single_from_list(value), where)
+
+
+def normalise_complex(attr: S.Attribute, value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidValue(f"'{where}' values must be JSON objects with sub-attributes")
+    out: dict[str, Any] = {}
+    for key, v in value.items():
+        if v is None:
+            continue
+        sub = attr.sub.get(key.lower())
+        if sub is None:
+            names = ", ".join(s.name for s in attr.sub_attributes)
+            raise InvalidValue(f"'{where}' has no sub-attribute '{key}' (it has {names})")
+        if sub.mutability == "readOnly":
+            continue
+        out[sub.name] = coerce_scalar(sub, v, f"{where}.{sub.name}")
+    return out
+
+
+def check_required(rt: S.ResourceType, doc: dict[str, Any]) -> None:
+    for schema in rt.schemas:
+        container = doc if schema is rt.core else doc.get(schema.id, {})
+        for attr in schema.attributes:
+            if attr.required and attr.mutability != "readOnly":
+                v = container.get(attr.name)
+                if v is None or v == "" or v == []:
+                    raise InvalidValue(f"'{attr.name}' is required for a {rt.name}")
+
+
+def schemas_of(rt: S.ResourceType, doc: dict[str, Any]) -> list[str]:
+    """The ``schemas`` list: the core schema plus each extension that holds data."""
+    out = [rt.core.id]
+    for ext, _ in rt.extensions:
+        if doc.get(ext.id):
+            out.append(ext.id)
+    return out
+
+
+def hash_password(password: str) -> str:
+    """Passwords (writeOnly, returned never) are kept only as a salted scrypt digest."""
+    salt = os.urandom(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
+    return f"scrypt${salt.hex()}${digest.hex()}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Projection (RFC 7644 §3.4.2.5, §3.9)
+
+
+def parse_attribute_list(value: str | None) -> list[str]:
+    if not value:
+        return []
+    return [p.strip() for p in value.split(",") if p.strip()]
+
+
+def project(
+    resource: dict[str, Any],
+    rt: S.ResourceType,
+    attributes: Iterable[str] = (),
+    excluded: Iterable[str] = (),
+) -> dict[str, Any]:
+    """Apply ``attributes``/``excludedAttributes`` with the schema's ``returned`` rules.
+
+    ``resource`` is a rendered resource (never-returned attributes already absent).
+    """
+    attributes = list(attributes)
+    excluded = list(excluded)
+    if not attributes and not excluded:
+        return resource
+    if attributes:
+        wanted = _resolve_list(rt, attributes)
+        out: dict[str, Any] = {}
+        for key, value in resource.items():
+            if key in ("schemas", "id"):
+                out[key] = value
+                continue
+            ext = rt.extension(key) if key.startswith("urn:") else None
+            if ext is not None and isinstance(value, dict):
+                sub = _select(value, ext.id, wanted, rt)
+                if sub:
+                    out[key] = sub
+                continue
+            picked = _select({key: value}, "", wanted, rt)
+            out.update(picked)
+        return out
+    drop = _resolve_list(rt, excluded)
+    out = {}
+    for key, value in resource.items():
+        ext = rt.extension(key) if key.startswith("urn:") else None
+        if ext is not None and isinstance(value, dict):
+            kept = _drop(value, ext.id, drop, rt)
+            if kept:
+                out[key] = kept
+            continue
+        out.update(_drop({key: value}, "", drop, rt))
+    return out
+
+
+Wanted = dict[tuple[str, str], set[str] | None]  # (urn, attr) -> sub-attributes (None = all)
+
+
+def _resolve_list(rt: S.ResourceType, paths: list[str]) -> Wanted:
+    wanted: Wanted = {}
+    for p in paths:
+        try:
+            res = rt.resolve(p)
+        except InvalidPath:
+            # RFC 7644 leaves unknown names in attributes lists undefined; ignoring them is what
+            # clients expect (Entra asks for "ID" upper-cased, which resolves anyway).
+            continue
+        urn = "" if res.schema in ("", rt.core.id) else res.schema
+        key = (urn, res.attr.name)
+        if res.sub is None:
+            wanted[key] = None
+        elif key not in wanted or wanted[key] is not None:
+            cur = wanted.get(key)
+            wanted[key] = (cur or set()) | {res.sub.name}
+    return wanted
+
+
+def _definition(rt: S.ResourceType, urn: str, name: str) -> S.Attribute | None:
+    if urn:
+        schema = rt.by_urn.get(urn.lower())
+        return schema.attr.get(name.lower()) if schema else None
+    return rt.core.attr.get(name.lower()) or S.COMMON.get(name.lower())
+
+
+def _select(
+    container: dict[str, Any], urn: str, wanted: Wanted, rt: S.ResourceType
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in container.items():
+        attr = _definition(rt, urn, name)
+        if attr is None:
+            continue
+        if attr.returned == "always":
+            out[name] = value
+            continue
+        if (urn, attr.name) not in wanted:
+            continue
+        subs = wanted[(urn, attr.name)]
+        out[name] = value if subs is None else _subset(value, subs, attr)
+    return out
+
+
+def _drop(container: dict[str, Any], urn: str, drop: Wanted, rt: S.ResourceType) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in container.items():
+        attr = _definition(rt, urn, name)
+        key = (urn, attr.name if attr else name)
+        if attr is None or attr.returned == "always" or key not in drop:
+            out[name] = value
+            continue
+        subs = drop[key]
+        if subs is None:
+            continue
+        keep = {s.name for s in attr.sub_attributes} - subs
+        kept = _subset(value, keep, attr)
+        if kept:
+            out[name] = kept
+    return out
+
+
+def _subset(value: Any, subs: set[str], attr: S.Attribute) -> Any:
+    always = {s.name for s in attr.sub_attributes if s.returned == "always"}
+    keep = subs | always
+    if isinstance(value, list):
+        return [{k: v for k, v in e.items() if k in keep} for e in value if isinstance(e, dict)]
+    if isinstance(value, dict):
+        return {k: v for k, v in value.items() if k in keep}
+    return value

@@ -1,0 +1,426 @@
+"""Schemas as data (RFC 7643 §2, §7, §8.7).
+
+Every rule the server applies to an attribute (type, mutability, returned, caseExact, uniqueness,
+required) comes from these definitions. Each schema is compiled once into lower-cased lookup
+tables so resolving a name is one dict access, whatever spelling the client used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from scimd.scim.errors import InvalidPath
+
+# Attribute types of RFC 7643 §2.3.
+STRING = "string"
+BOOLEAN = "boolean"
+DECIMAL = "decimal"
+INTEGER = "integer"
+DATETIME = "dateTime"
+REFERENCE = "reference"
+BINARY = "binary"
+COMPLEX = "complex"
+
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:Group"
+ENTERPRISE_SCHEMA = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+USER_PROPERTIES_SCHEMA = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Attribute:
+    """One attribute definition; ``sub`` maps lower-cased sub-attribute names."""
+
+    name: str
+    type: str = STRING
+    multi_valued: bool = False
+    required: bool = False
+    case_exact: bool = False
+    mutability: str = "readWrite"
+    returned: str = "default"
+    uniqueness: str = "none"
+    description: str = ""
+    sub_attributes: tuple[Attribute, ...] = ()
+    canonical_values: tuple[str, ...] = ()
+    reference_types: tuple[str, ...] = ()
+    # Internal refinement of a basic type that SCIM has no name for (e.g. "date" on a string).
+    value_format: str | None = None
+    sub: dict[str, Attribute] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for s in self.sub_attributes:
+            self.sub[s.name.lower()] = s
+
+    @property
+    def is_complex(self) -> bool:
+        return self.type == COMPLEX
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "multiValued": self.multi_valued,
+            "description": self.description,
+            "required": self.required,
+        }
+        if self.type == COMPLEX:
+            d["subAttributes"] = [s.to_dict() for s in self.sub_attributes]
+        else:
+            d["caseExact"] = self.case_exact
+        if self.canonical_values:
+            d["canonicalValues"] = list(self.canonical_values)
+        if self.reference_types:
+            d["referenceTypes"] = list(self.reference_types)
+        d["mutability"] = self.mutability
+        d["returned"] = self.returned
+        if self.type != COMPLEX:
+            d["uniqueness"] = self.uniqueness
+        return d
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Schema:
+    """A schema: core (User, Group) or extension (EnterpriseUser, UserProperties)."""
+
+    id: str
+    name: str
+    description: str
+    attributes: tuple[Attribute, ...]
+    attr: dict[str, Attribute] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for a in self.attributes:
+            self.attr[a.name.lower()] = a
+
+    def to_dict(self, location: str | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {"resourceType": "Schema"}
+        if location:
+            meta["location"] = location
+        return {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Schema"],
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "attributes": [a.to_dict() for a in self.attributes],
+            "meta": meta,
+        }
+
+
+def a(name: str, type: str = STRING, **kw: Any) -> Attribute:
+    """Shorthand used by the schema tables below."""
+    subs = kw.pop("subs", ())
+    return Attribute(name, type, sub_attributes=tuple(subs), **kw)
+
+
+# Common attributes (RFC 7643 §3.1): on every resource, not part of any schema document.
+META = a(
+    "meta",
+    COMPLEX,
+    mutability="readOnly",
+    subs=[
+        a("resourceType", mutability="readOnly", case_exact=True),
+        a("created", DATETIME, mutability="readOnly"),
+        a("lastModified", DATETIME, mutability="readOnly"),
+        a("location", REFERENCE, mutability="readOnly", reference_types=("uri",)),
+        a("version", mutability="readOnly", case_exact=True),
+    ],
+)
+COMMON: dict[str, Attribute] = {
+    "id": a("id", mutability="readOnly", returned="always", case_exact=True, uniqueness="server"),
+    "externalid": a("externalId", case_exact=True),
+    "meta": META,
+}
+
+
+def _multi(name: str, types: tuple[str, ...], value_type: str = STRING, **extra: Any) -> Attribute:
+    """The recurring ``value/display/type/primary`` multi-valued complex shape."""
+    return a(
+        name,
+        COMPLEX,
+        multi_valued=True,
+        subs=[
+            a("value", value_type, **extra),
+            a("display"),
+            a("type", canonical_values=types),
+            a("primary", BOOLEAN),
+        ],
+    )
+
+
+USER = Schema(
+    USER_SCHEMA,
+    "User",
+    "User Account",
+    (
+        a("userName", required=True, uniqueness="server"),
+        a(
+            "name",
+            COMPLEX,
+            subs=[
+                a("formatted"),
+                a("familyName"),
+                a("givenName"),
+                a("middleName"),
+                a("honorificPrefix"),
+                a("honorificSuffix"),
+            ],
+        ),
+        a("displayName"),
+        a("nickName"),
+        a("profileUrl", REFERENCE, reference_types=("external",)),
+        a("title"),
+        a("userType"),
+        a("preferredLanguage"),
+        a("locale"),
+        a("timezone"),
+        a("active", BOOLEAN),
+        a("password", mutability="writeOnly", returned="never"),
+        _multi("emails", ("work", "home", "other")),
+        _multi("phoneNumbers", ("work", "home", "mobile", "fax", "pager", "other")),
+        _multi("ims", ("aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo")),
+        _multi("photos", ("photo", "thumbnail"), REFERENCE, reference_types=("external",)),
+        a(
+            "addresses",
+            COMPLEX,
+            multi_valued=True,
+            subs=[
+                a("formatted"),
+                a("streetAddress"),
+                a("locality"),
+                a("region"),
+                a("postalCode"),
+                a("country"),
+                a("type", canonical_values=("work", "home", "other")),
+                a("primary", BOOLEAN),
+            ],
+        ),
+        a(
+            "groups",
+            COMPLEX,
+            multi_valued=True,
+            mutability="readOnly",
+            subs=[
+                a("value", mutability="readOnly"),
+                a("$ref", REFERENCE, mutability="readOnly", reference_types=("Group",)),
+                a("display", mutability="readOnly"),
+                a("type", mutability="readOnly", canonical_values=("direct", "indirect")),
+            ],
+        ),
+        _multi("entitlements", ()),
+        _multi("roles", ()),
+        _multi("x509Certificates", (), BINARY),
+    ),
+)
+
+GROUP = Schema(
+    GROUP_SCHEMA,
+    "Group",
+    "Group",
+    (
+        a("displayName", required=True, uniqueness="server"),
+        a(
+            "members",
+            COMPLEX,
+            multi_valued=True,
+            subs=[
+                a("value", mutability="immutable", case_exact=True),
+                a(
+                    "$ref",
+                    REFERENCE,
+                    mutability="immutable",
+                    reference_types=("User", "Group"),
+                ),
+                a("display", mutability="readOnly"),
+                a("type", mutability="immutable", canonical_values=("User", "Group")),
+            ],
+        ),
+    ),
+)
+
+ENTERPRISE_USER = Schema(
+    ENTERPRISE_SCHEMA,
+    "EnterpriseUser",
+    "Enterprise User",
+    (
+        a("employeeNumber"),
+        a("costCenter"),
+        a("organization"),
+        a("division"),
+        a("department"),
+        a(
+            "manager",
+            COMPLEX,
+            subs=[
+                a("value", case_exact=True),
+                a("$ref", REFERENCE, reference_types=("User",)),
+                a("displayName", mutability="readOnly"),
+            ],
+        ),
+    ),
+)
+
+# Custom property types an admin may define (basic types only, as the Entra tutorial says).
+PROPERTY_TYPES: dict[str, tuple[str, str | None]] = {
+    "String": (STRING, None),
+    "Integer": (INTEGER, None),
+    "Decimal": (DECIMAL, None),
+    "Boolean": (BOOLEAN, None),
+    "DateTime": (DATETIME, None),
+    "Date": (STRING, "date"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyDef:
+    """A custom user property defined at runtime by an admin."""
+
+    name: str
+    type: str  # one of PROPERTY_TYPES
+    description: str = ""
+
+
+def user_properties_schema(props: Iterable[PropertyDef], urn: str) -> Schema:
+    """Build the custom-properties extension from the admin's current definitions."""
+    attrs = []
+    for p in props:
+        scim_type, fmt = PROPERTY_TYPES[p.type]
+        desc = p.description or f"Custom user property ({p.type})."
+        if fmt == "date":
+            desc += " ISO 8601 date (YYYY-MM-DD)."
+        attrs.append(a(p.name, scim_type, value_format=fmt, description=desc))
+    return Schema(urn, "UserProperties", "Custom user properties", tuple(attrs))
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """An attribute path resolved to canonical spelling and its definitions."""
+
+    schema: str  # URN of the schema holding the attribute ("" for common attributes)
+    attr: Attribute
+    sub: Attribute | None = None
+
+    @property
+    def target(self) -> Attribute:
+        return self.sub or self.attr
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ResourceType:
+    """A resource type with its core schema and extensions, compiled for lookups."""
+
+    name: str
+    endpoint: str
+    description: str
+    core: Schema
+    extensions: tuple[tuple[Schema, bool], ...] = ()
+    by_urn: dict[str, Schema] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self.by_urn[self.core.id.lower()] = self.core
+        for s, _ in self.extensions:
+            self.by_urn[s.id.lower()] = s
+
+    @property
+    def schemas(self) -> Iterator[Schema]:
+        yield self.core
+        for s, _ in self.extensions:
+            yield s
+
+    def extension(self, urn: str) -> Schema | None:
+        s = self.by_urn.get(urn.lower())
+        return None if s is self.core else s
+
+    def split_urn(self, path: str) -> tuple[Schema | None, str]:
+        """Split ``urn:...:Schema:attr.sub`` into its schema and the rest.
+
+        The longest known URN that prefixes the path (followed by ``:``) wins, so extension
+        URNs that contain the core URN's words still resolve correctly.
+        """
+        low = path.lower()
+        if not low.startswith("urn:"):
+            return None, path
+        best: Schema | None = None
+        for urn, schema in self.by_urn.items():
+            if (low == urn or low.startswith(urn + ":")) and (
+                best is None or len(urn) > len(best.id)
+            ):
+                best = schema
+        if best is None:
+            return None, path
+        return best, path[len(best.id) + 1 :]
+
+    def resolve(self, path: str) -> Resolved:
+        """Resolve ``attr``, ``attr.sub`` or a URN-qualified path; raise ``InvalidPath``."""
+        schema, rest = self.split_urn(path)
+        if schema is None and path.lower().startswith("urn:"):
+            raise InvalidPath(f"unknown schema in attribute path '{path}'")
+        if not rest:
+            raise InvalidPath(f"attribute path '{path}' names a schema, not an attribute")
+        name, _, sub = rest.partition(".")
+        return self.resolve_parts(schema, name, sub or None, path)
+
+    def resolve_parts(
+        self, schema: Schema | None, name: str, sub: str | None, original: str = ""
+    ) -> Resolved:
+        low = name.lower()
+        if schema is None:
+            attr = self.core.attr.get(low)
+            urn = self.core.id
+            if attr is None:
+                attr = COMMON.get(low)
+                urn = ""
+            if attr is None:
+                # Compat: Entra checks ``manager eq "<id>"`` without the enterprise URN
+                # (facts §1.4 ex. 4); an unqualified name defined by exactly one extension
+                # means that extension's attribute.
+                found = [(s.id, s.attr[low]) for s, _ in self.extensions if low in s.attr]
+                if len(found) == 1:
+                    urn, attr = found[0]
+        else:
+            attr = schema.attr.get(low)
+            urn = schema.id if schema is not self.core else self.core.id
+        if attr is None:
+            where = schema.name if schema is not None else self.name
+            raise InvalidPath(f"unknown attribute '{name}' in {where} (path '{original or name}')")
+        sub_attr = None
+        if sub is not None:
+            sub_attr = attr.sub.get(sub.lower())
+            if sub_attr is None:
+                raise InvalidPath(
+                    f"attribute '{attr.name}' has no sub-attribute '{sub}'"
+                    f" (path '{original or name + '.' + sub}')"
+                )
+        return Resolved(urn, attr, sub_attr)
+
+    def to_dict(self, location: str | None = None) -> dict[str, Any]:
+        meta: dict[str, Any] = {"resourceType": "ResourceType"}
+        if location:
+            meta["location"] = location
+        return {
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ResourceType"],
+            "id": self.name,
+            "name": self.name,
+            "endpoint": self.endpoint,
+            "description": self.description,
+            "schema": self.core.id,
+            "schemaExtensions": [{"schema": s.id, "required": r} for s, r in self.extensions],
+            "meta": meta,
+        }
+
+
+def user_type(
+    properties: Iterable[PropertyDef] = (), urn: str = USER_PROPERTIES_SCHEMA
+) -> ResourceType:
+    """The User resource type with the enterprise and custom-properties extensions."""
+    return ResourceType(
+        "User",
+        "/Users",
+        "User Account",
+        USER,
+        ((ENTERPRISE_USER, False), (user_properties_schema(properties, urn), False)),
+    )
+
+
+GROUP_TYPE = ResourceType("Group", "/Groups", "Group", GROUP)

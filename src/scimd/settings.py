@@ -1,0 +1,64 @@
+"""Typed settings from the environment (``SCIMD_*``) and an optional TOML file.
+
+Read by ``web`` and ``cli`` only and passed down explicitly; nothing below them reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from scimd.scim.schema import USER_PROPERTIES_SCHEMA
+
+DEFAULT_DATABASE_URL = "sqlite:///scimd.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # Public base URL (scheme://host[:port]) used in Location/meta.location; derived from the
+    # request when empty.
+    public_url: str = ""
+    # Largest page a client can ask for (advertised in ServiceProviderConfig.filter.maxResults).
+    max_results: int = 1000
+    default_count: int = 100
+    # Request body cap in bytes (also Bulk maxPayloadSize).
+    max_payload: int = 1_048_576
+    max_bulk_operations: int = 1000
+    properties_urn: str = USER_PROPERTIES_SCHEMA
+    # Failed bearer authentications allowed per client address per minute before 429.
+    auth_failures_per_minute: int = 30
+    log_level: str = "info"
+    access_log: bool = True
+
+
+def load(config_file: str | None = None, **overrides: Any) -> Settings:
+    """Defaults, then the TOML file (``[scimd]`` table or top level), then env, then overrides."""
+    values: dict[str, Any] = {}
+    path = config_file or os.environ.get("SCIMD_CONFIG")
+    if path:
+        data = tomllib.loads(Path(path).read_text())
+        values.update(data.get("scimd", data))
+    for f in fields(Settings):
+        env = os.environ.get(f"SCIMD_{f.name.upper()}")
+        if env is not None:
+            values[f.name] = env
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    s = Settings()
+    typed: dict[str, Any] = {}
+    for f in fields(Settings):
+        if f.name in values:
+            default = getattr(s, f.name)
+            v = values[f.name]
+            if isinstance(default, bool):
+                v = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes", "on")
+            elif isinstance(default, int):
+                v = int(v)
+            typed[f.name] = v
+    return replace(s, **typed)

@@ -1,0 +1,349 @@
+"""The directory: every SCIM operation on Users and Groups as one transaction.
+
+The web layer parses a request, calls one method here and renders what it returns. Each write
+validates with the protocol core, changes the tables, and appends its audit row in the same
+transaction, so a failure leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from scimd.scim import patch as P
+from scimd.scim import resource as R
+from scimd.scim import schema as S
+from scimd.scim.errors import InvalidFilter, NotFound
+from scimd.scim.filter import AttrPath, Filter
+from scimd.scim.query import bind
+from scimd.store import audit as A
+from scimd.store import properties as props
+from scimd.store.resources import (
+    GROUPS,
+    KINDS,
+    USERS,
+    Repository,
+    check_etag,
+    etag,
+    groups_of,
+    load_members,
+    render_members,
+)
+from scimd.store.tables import members
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    total: int
+    start: int
+    resources: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    resource: dict[str, Any] | None
+    etag: str
+    changed: bool = True
+
+
+class Directory:
+    """Users and Groups over one engine; safe to share between requests of one process."""
+
+    def __init__(self, engine: sa.Engine, *, properties_urn: str = S.USER_PROPERTIES_SCHEMA):
+        self.engine = engine
+        self.properties_urn = properties_urn
+        self._writer_engine = (
+            engine.execution_options(sqlite_begin="IMMEDIATE")
+            if engine.dialect.name == "sqlite"
+            else engine
+        )
+        self._lock = threading.Lock()
+        self._user_type: tuple[str, S.ResourceType] = ("", S.user_type((), properties_urn))
+        self.repos = {"User": Repository(USERS), "Group": Repository(GROUPS)}
+
+    # -- transactions -----------------------------------------------------------------------
+    @contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        with self._writer_engine.begin() as conn:
+            yield conn
+
+    # -- schema -------------------------------------------------------------------------------
+    def user_type(self, conn: sa.Connection) -> S.ResourceType:
+        """The User type with the current custom properties (reloaded when they change)."""
+        version = props.schema_version(conn)
+        cached_version, rt = self._user_type
+        if version != cached_version:
+            rt = S.user_type(props.list_properties(conn), self.properties_urn)
+            with self._lock:
+                self._user_type = (version, rt)
+        return rt
+
+    def resource_type(self, conn: sa.Connection, name: str) -> S.ResourceType:
+        return self.user_type(conn) if name == "User" else S.GROUP_TYPE
+
+    def resource_types(self) -> list[S.ResourceType]:
+        with self.read() as conn:
+            return [self.user_type(conn), S.GROUP_TYPE]
+
+    # -- reads --------------------------------------------------------------------------------
+    def get(
+        self,
+        name: str,
+        rid: str,
+        base: str,
+        attributes: list[str] | None = None,
+        excluded: list[str] | None = None,
+    ) -> tuple[dict[str, Any], str]:
+        with self.read() as conn:
+            rt = self.resource_type(conn, name)
+            repo = self.repos[name]
+            row = repo.get_row(conn, rid)
+            res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
+            return res, etag(row.version)
+
+    def search(
+        self,
+        name: str,
+        flt: Filter | None,
+        base: str,
+        *,
+        start: int = 1,
+        count: int = 100,
+        sort_by: str | None = None,
+        descending: bool = False,
+        attributes: list[str] | None = None,
+        excluded: list[str] | None = None,
+    ) -> Listing:
+        with self.read() as conn:
+            rt = self.resource_type(conn, name)
+            bound = bind(flt, rt) if flt is not None else None
+            sort_path = _sort_path(rt, sort_by) if sort_by else None
+            total, rows = self.repos[name].search(
+                conn,
+                rt,
+                bound,
+                start=start,
+                count=count,
+                sort_by=sort_path,
+                descending=descending,
+            )
+            resources = self._render_rows(conn, name, rt, rows, base, attributes, excluded)
+            return Listing(total, start, resources)
+
+    def search_all(
+        self,
+        flt: Filter | None,
+        base: str,
+        *,
+        start: int = 1,
+        count: int = 100,
+        attributes: list[str] | None = None,
+        excluded: list[str] | None = None,
+    ) -> Listing:
+        """Root-level search (RFC 7644 §3.4.3): Users, then Groups, paged as one list."""
+        totals: list[tuple[str, int]] = []
+        resources: list[dict[str, Any]] = []
+        errors: list[InvalidFilter] = []
+        skip = start - 1
+        for name in ("User", "Group"):
+            try:
+                page = self.search(
+                    name, flt, base, start=1, count=0, attributes=attributes, excluded=excluded
+                )
+            except InvalidFilter as e:
+                errors.append(e)
+                continue
+            totals.append((name, page.total))
+        if len(errors) == 2:
+            raise errors[0]
+        remaining = count
+        for name, total in totals:
+            if remaining <= 0:
+                break
+            if skip >= total:
+                skip -= total
+                continue
+            page = self.search(
+                name,
+                flt,
+                base,
+                start=skip + 1,
+                count=remaining,
+                attributes=attributes,
+                excluded=excluded,
+            )
+            resources.extend(page.resources)
+            remaining -= len(page.resources)
+            skip = 0
+        return Listing(sum(t for _, t in totals), start, resources)
+
+    def _render_rows(
+        self,
+        conn: sa.Connection,
+        name: str,
+        rt: S.ResourceType,
+        rows: list[Any],
+        base: str,
+        attributes: list[str] | None,
+        excluded: list[str] | None,
+    ) -> list[dict[str, Any]]:
+        repo = self.repos[name]
+        attributes = attributes or []
+        excluded = excluded or []
+        out = []
+        if name == "User":
+            want_groups = _wants(rt, "groups", attributes, excluded)
+            gmap = groups_of(conn, [r.id for r in rows], base) if want_groups else {}
+            for row in rows:
+                extra = {"groups": gmap[row.id]} if row.id in gmap else None
+                out.append(R.project(repo.render(row, rt, base, extra), rt, attributes, excluded))
+        else:
+            want_members = _wants(rt, "members", attributes, excluded)
+            mmap = _members_of(conn, [r.pk for r in rows]) if want_members else {}
+            for row in rows:
+                extra = {"members": render_members(mmap[row.pk], base)} if row.pk in mmap else None
+                out.append(R.project(repo.render(row, rt, base, extra), rt, attributes, excluded))
+        return out
+
+    # -- writes -------------------------------------------------------------------------------
+    def create(self, name: str, body: Any, actor: A.Actor, base: str) -> Written:
+        with self.write() as conn:
+            rt = self.resource_type(conn, name)
+            member_items: list[dict[str, Any]] = []
+            if name == "Group" and isinstance(body, dict):
+                body, member_items = _split_members(body)
+            doc = R.normalise(rt, body)
+            row = self.repos[name].create(conn, doc, actor, member_items)
+            res = self._render_rows(conn, name, rt, [row], base, None, None)[0]
+            return Written(res, etag(row.version))
+
+    def replace(
+        self, name: str, rid: str, body: Any, actor: A.Actor, base: str, if_match: str | None
+    ) -> Written:
+        with self.write() as conn:
+            rt = self.resource_type(conn, name)
+            repo = self.repos[name]
+            row = repo.get_row(conn, rid)
+            check_etag(if_match, row.version)
+            member_ops: list[P.MemberOp] = []
+            if name == "Group" and isinstance(body, dict):
+                body, items = _split_members(body)
+                member_ops = [P.MemberOp("replace", items)]
+            doc = R.normalise(rt, body)
+            if "password" in row.doc and "password" not in doc:
+                doc["password"] = row.doc["password"]  # writeOnly: PUT without it keeps it
+            row = repo.replace(conn, row, doc, actor, "replace", None, member_ops)
+            res = self._render_rows(conn, name, rt, [row], base, None, None)[0]
+            return Written(res, etag(row.version))
+
+    def patch(
+        self,
+        name: str,
+        rid: str,
+        body: Any,
+        actor: A.Actor,
+        base: str,
+        if_match: str | None,
+        *,
+        render: bool = True,
+        attributes: list[str] | None = None,
+        excluded: list[str] | None = None,
+    ) -> Written:
+        with self.write() as conn:
+            rt = self.resource_type(conn, name)
+            repo = self.repos[name]
+            row = repo.get_row(conn, rid)
+            check_etag(if_match, row.version)
+            result = P.apply_patch(
+                rt, row.doc, body, load_members=lambda: load_members(conn, row.pk)
+            )
+            if result.changed:
+                detail = {"operations": _op_summary(body)}
+                row = repo.replace(conn, row, result.doc, actor, "patch", detail, result.member_ops)
+            res = (
+                self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
+                if render
+                else None
+            )
+            return Written(res, etag(row.version), result.changed)
+
+    def delete(self, name: str, rid: str, actor: A.Actor, if_match: str | None) -> None:
+        with self.write() as conn:
+            self.repos[name].delete(conn, rid, actor, if_match)
+
+    def exists(self, name: str, rid: str) -> bool:
+        with self.read() as conn:
+            try:
+                self.repos[name].get_row(conn, rid)
+            except NotFound:
+                return False
+            return True
+
+
+def _wants(rt: S.ResourceType, attr: str, attributes: list[str], excluded: list[str]) -> bool:
+    low = attr.lower()
+    if attributes:
+        return any(a.lower() == low or a.lower().startswith(low + ".") for a in attributes) or any(
+            a.lower().endswith(":" + low) for a in attributes
+        )
+    return not any(e.lower() == low or e.lower().endswith(":" + low) for e in excluded)
+
+
+def _members_of(conn: sa.Connection, pks: list[int]) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {pk: [] for pk in pks}
+    if not pks:
+        return out
+    q = (
+        sa.select(members.c.group_pk, members.c.member_id, members.c.member_type)
+        .where(members.c.group_pk.in_(pks))
+        .order_by(members.c.group_pk, members.c.member_id)
+    )
+    for gpk, mid, mt in conn.execute(q):
+        out[gpk].append({"value": mid, "type": mt})
+    return out
+
+
+def _split_members(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Group members go to their own table; validate their shape here."""
+    from scimd.scim.errors import InvalidValue
+
+    rest = {k: v for k, v in body.items() if k.lower() != "members"}
+    raw = next((v for k, v in body.items() if k.lower() == "members"), None)
+    if raw is None:
+        return rest, []
+    if not isinstance(raw, list):
+        raise InvalidValue("'members' must be a JSON array of {\"value\": id} objects")
+    items = []
+    for m in raw:
+        if not isinstance(m, dict) or not isinstance(m.get("value"), str) or not m["value"]:
+            raise InvalidValue("each member must be an object with a string 'value' (the id)")
+        items.append({"value": m["value"]})
+    return rest, items
+
+
+def _sort_path(rt: S.ResourceType, sort_by: str) -> AttrPath:
+    res = rt.resolve(sort_by)
+    urn = res.schema if res.schema not in ("", rt.core.id) else None
+    return AttrPath(urn, res.attr.name, res.sub.name if res.sub else None)
+
+
+def _op_summary(body: Any) -> list[dict[str, Any]]:
+    ops = body.get("Operations") if isinstance(body, dict) else None
+    out = []
+    for op in ops or []:
+        if isinstance(op, dict):
+            out.append({"op": str(op.get("op", "")).lower(), "path": op.get("path")})
+    return out[:50]
+
+
+KINDS_BY_NAME = KINDS

@@ -1,0 +1,116 @@
+"""Custom user properties (the UserProperties extension's attributes), defined at runtime.
+
+Definitions live in the database; a ``schema_version`` setting is bumped with every change so
+each server process notices with one cheap read and rebuilds its User resource type.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+
+from scimd.scim import schema as S
+from scimd.scim.errors import InvalidValue, NotFound, Uniqueness
+from scimd.scim.values import now_datetime
+from scimd.store import audit as A
+from scimd.store.tables import settings, user_properties, users
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+UNSUPPORTED = {
+    "reference": "references to other objects",
+    "complex": "complex (structured) values",
+    "binary": "binary data",
+    "multivalued": "multi-valued lists",
+    "multi-valued": "multi-valued lists",
+    "list": "multi-valued lists",
+    "array": "multi-valued lists",
+    "parametric": "values linked to parametric tables",
+    "entity": "values linked to parametric tables",
+}
+
+
+def canonical_type(name: str) -> str:
+    """Map a type name given in any case to one of ``schema.PROPERTY_TYPES``, or explain."""
+    for t in S.PROPERTY_TYPES:
+        if t.lower() == name.strip().lower():
+            return t
+    low = name.strip().lower()
+    allowed = ", ".join(S.PROPERTY_TYPES)
+    if low in UNSUPPORTED:
+        raise InvalidValue(
+            f"type '{name}' is not supported: custom properties hold basic types only "
+            f"({allowed}); {UNSUPPORTED[low]} are not supported, as in Entra's set-up for this app"
+        )
+    raise InvalidValue(f"unknown type '{name}': choose one of {allowed}")
+
+
+def schema_version(conn: sa.Connection) -> str:
+    v = conn.execute(
+        sa.select(settings.c.value).where(settings.c.key == "schema_version")
+    ).scalar_one_or_none()
+    return v or "0"
+
+
+def _bump(conn: sa.Connection) -> None:
+    n = int(schema_version(conn)) + 1
+    updated = conn.execute(
+        settings.update().where(settings.c.key == "schema_version").values(value=str(n))
+    ).rowcount
+    if not updated:
+        conn.execute(settings.insert().values(key="schema_version", value=str(n)))
+
+
+def list_properties(conn: sa.Connection) -> list[S.PropertyDef]:
+    rows = conn.execute(sa.select(user_properties).order_by(user_properties.c.pk))
+    return [S.PropertyDef(r.name, r.type, r.description) for r in rows]
+
+
+def add_property(
+    conn: sa.Connection, name: str, type_name: str, description: str, actor: A.Actor
+) -> S.PropertyDef:
+    if not _NAME.match(name):
+        raise InvalidValue(
+            f"invalid property name '{name}': start with a letter; letters, digits and _ only"
+        )
+    t = canonical_type(type_name)
+    exists = conn.execute(
+        sa.select(user_properties.c.name).where(user_properties.c.name_lower == name.lower())
+    ).scalar_one_or_none()
+    if exists:
+        raise Uniqueness(f"custom property '{exists}' is already defined")
+    conn.execute(
+        user_properties.insert().values(
+            name=name,
+            name_lower=name.lower(),
+            type=t,
+            description=description,
+            created=now_datetime(),
+        )
+    )
+    _bump(conn)
+    A.record(conn, actor, "property.add", "UserProperty", name, {"type": t})
+    return S.PropertyDef(name, t, description)
+
+
+def count_values(conn: sa.Connection, name: str, urn: str) -> int:
+    """How many users hold a value for the property (shown before removing it)."""
+    expr = users.c.doc[urn][name]
+    if conn.dialect.name == "sqlite":
+        cond: Any = sa.func.json_extract(users.c.doc, f'$."{urn}"."{name}"').is_not(None)
+    else:
+        cond = expr.is_not(None)
+    return int(conn.execute(sa.select(sa.func.count()).where(cond)).scalar_one())
+
+
+def remove_property(conn: sa.Connection, name: str, actor: A.Actor) -> S.PropertyDef:
+    row = conn.execute(
+        sa.select(user_properties).where(user_properties.c.name_lower == name.lower())
+    ).first()
+    if row is None:
+        raise NotFound(f"custom property '{name}' is not defined")
+    conn.execute(user_properties.delete().where(user_properties.c.pk == row.pk))
+    _bump(conn)
+    A.record(conn, actor, "property.remove", "UserProperty", row.name, {"type": row.type})
+    return S.PropertyDef(row.name, row.type, row.description)

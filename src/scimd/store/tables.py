@@ -1,0 +1,166 @@
+"""Table definitions (SQLAlchemy Core), shared by the repositories, the filter compiler and the
+Alembic migrations.
+
+Resources are a JSON document (``doc``: the canonical resource without ``id``, ``meta``, group
+``members`` and user ``groups``) plus indexed columns for the lookups clients make all the time.
+Group membership is its own table so member changes are set-based statements.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+JsonDoc = sa.JSON().with_variant(JSONB(), "postgresql")
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("user_name", sa.Text, nullable=False),
+    # Python's str.lower() of userName: case-insensitive uniqueness and lookups on an index.
+    sa.Column("user_name_lower", sa.Text, nullable=False, unique=True),
+    sa.Column("external_id", sa.Text, nullable=True, index=True),
+    sa.Column("active", sa.Boolean, nullable=True),
+    sa.Column("created", sa.String(32), nullable=False),
+    sa.Column("last_modified", sa.String(32), nullable=False, index=True),
+    sa.Column("version", sa.Integer, nullable=False, default=1),
+    sa.Column("doc", JsonDoc, nullable=False),
+)
+
+groups = sa.Table(
+    "groups",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False, unique=True),
+    sa.Column("display_name", sa.Text, nullable=False),
+    sa.Column("display_name_lower", sa.Text, nullable=False, unique=True),
+    sa.Column("external_id", sa.Text, nullable=True, index=True),
+    sa.Column("created", sa.String(32), nullable=False),
+    sa.Column("last_modified", sa.String(32), nullable=False, index=True),
+    sa.Column("version", sa.Integer, nullable=False, default=1),
+    sa.Column("doc", JsonDoc, nullable=False),
+)
+
+members = sa.Table(
+    "members",
+    metadata,
+    sa.Column(
+        "group_pk",
+        sa.Integer,
+        sa.ForeignKey("groups.pk", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    # The member's SCIM id (a user or a group).
+    sa.Column("member_id", sa.String(64), primary_key=True),
+    sa.Column("member_type", sa.String(16), nullable=False),
+    sa.Index("ix_members_member_id", "member_id"),
+)
+
+# Cached row counts so an unfiltered page never pays count(*) over the whole table.
+counters = sa.Table(
+    "counters",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+# Small key/value settings; "schema_version" is bumped when custom properties change, so every
+# server process reloads the User schema before its next request.
+settings = sa.Table(
+    "settings",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+user_properties = sa.Table(
+    "user_properties",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("name_lower", sa.String(128), nullable=False, unique=True),
+    sa.Column("type", sa.String(16), nullable=False),
+    sa.Column("description", sa.Text, nullable=False, default=""),
+    sa.Column("created", sa.String(32), nullable=False),
+)
+
+applications = sa.Table(
+    "applications",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("client_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("name", sa.Text, nullable=False),
+    # "bearer" (the secret is the long-lived bearer token) or "client_credentials".
+    sa.Column("grant_type", sa.String(32), nullable=False),
+    # Space-separated scope names, e.g. "API|USER SYNC" stored as a JSON list.
+    sa.Column("scopes", sa.JSON, nullable=False),
+    # Access token lifetime in seconds; 0 = never expires.
+    sa.Column("token_lifetime", sa.Integer, nullable=False, default=0),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("created", sa.String(32), nullable=False),
+    sa.Column("last_used", sa.String(32), nullable=True),
+)
+
+client_secrets = sa.Table(
+    "client_secrets",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "app_pk",
+        sa.Integer,
+        sa.ForeignKey("applications.pk", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    # SHA-256 hex digest of the secret; the secret itself is shown once and never stored.
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    # First characters of the secret, so an admin can tell secrets apart.
+    sa.Column("hint", sa.String(16), nullable=False),
+    sa.Column("created", sa.String(32), nullable=False),
+    sa.Column("revoked", sa.String(32), nullable=True),
+)
+
+access_tokens = sa.Table(
+    "access_tokens",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "app_pk",
+        sa.Integer,
+        sa.ForeignKey("applications.pk", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    sa.Column("scopes", sa.JSON, nullable=False),
+    sa.Column("created", sa.String(32), nullable=False),
+    # Unix seconds; NULL = never expires.
+    sa.Column("expires", sa.BigInteger, nullable=True),
+)
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", sa.String(32), nullable=False, index=True),
+    # Who: "app" (an OAuth application, actor = client_id), "admin" or "cli".
+    sa.Column("actor_type", sa.String(16), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=True, index=True),
+    sa.Column("actor_name", sa.Text, nullable=True),
+    sa.Column("operation", sa.String(32), nullable=False),
+    sa.Column("resource_type", sa.String(32), nullable=False),
+    sa.Column("resource_id", sa.String(128), nullable=True, index=True),
+    sa.Column("detail", sa.JSON, nullable=True),
+    sa.Column("request_id", sa.String(64), nullable=True),
+)

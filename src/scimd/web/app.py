@@ -1,0 +1,106 @@
+"""The ASGI application factory."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import sqlalchemy as sa
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from scimd.scim.errors import ScimError
+from scimd.settings import Settings
+from scimd.store import migrate
+from scimd.store.directory import Directory
+from scimd.store.engine import create_engine
+from scimd.web.http import error_response
+from scimd.web.observability import Metrics, ObservabilityMiddleware
+from scimd.web.scim import Scim
+
+log = logging.getLogger("scimd.web")
+_SLASHES = re.compile(r"/{2,}")
+ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+
+
+class PathNormaliser:
+    """Collapse ``//`` and drop a trailing slash: Entra joins ``<base>/scim/v2/`` + ``/Users``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            new = _SLASHES.sub("/", path) if "//" in path else path
+            if len(new) > 1 and new.endswith("/"):
+                new = new.rstrip("/") or "/"
+            if new[:8].lower() == "/scim/v2" and not new.startswith("/scim/v2"):
+                new = "/scim/v2" + new[8:]
+            if new != path:
+                scope = dict(scope, path=new, raw_path=new.encode())
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, engine: sa.Engine | None = None) -> Starlette:
+    """Build the app for ``settings``; the engine is upgraded to the newest schema first."""
+    engine = engine or create_engine(settings.database_url)
+    migrate.ensure_current(engine)
+    directory = Directory(engine, properties_urn=settings.properties_urn)
+    scim = Scim(settings, directory)
+    metrics = Metrics()
+
+    async def healthz(request: Request) -> Response:
+        def probe() -> None:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+
+        try:
+            await scim.db(probe)
+        except Exception:  # pragma: no cover - depends on the database going away
+            log.exception("health check failed")
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def metrics_endpoint(request: Request) -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def root(request: Request) -> Response:
+        return JSONResponse(
+            {"service": "scimd", "scim": f"{scim.base(request)}/", "health": "/healthz"}
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        engine.dispose()
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(
+            ScimError("internal error; the request id identifies it in the logs", status=500)
+        )
+
+    app = Starlette(
+        routes=[
+            Route("/", root),
+            Route("/healthz", healthz),
+            Route("/metrics", metrics_endpoint),
+            Route("/scim/v2", scim.handle, methods=ALL_METHODS),
+            Route("/scim/v2/{rest:path}", scim.handle, methods=ALL_METHODS),
+        ],
+        lifespan=lifespan,
+        exception_handlers={Exception: server_error},
+    )
+    app.state.settings = settings
+    app.state.directory = directory
+    app.state.engine = engine
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, log=settings.access_log)
+    app.add_middleware(PathNormaliser)
+    return app

@@ -1,0 +1,65 @@
+"""Discovery documents: ServiceProviderConfig, ResourceTypes and Schemas (RFC 7644 §4)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scimd.scim import schema as S
+from scimd.settings import Settings
+
+LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+
+
+def service_provider_config(settings: Settings, base: str) -> dict[str, Any]:
+    return {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+        "documentationUri": "https://github.com/scimd/scimd",
+        "patch": {"supported": True},
+        "bulk": {
+            "supported": True,
+            "maxOperations": settings.max_bulk_operations,
+            "maxPayloadSize": settings.max_payload,
+        },
+        "filter": {"supported": True, "maxResults": settings.max_results},
+        "changePassword": {"supported": False},
+        "sort": {"supported": True},
+        "etag": {"supported": True},
+        "authenticationSchemes": [
+            {
+                "type": "oauthbearertoken",
+                "name": "OAuth Bearer Token",
+                "description": (
+                    "A client secret of an OAuth 2 application with the 'USER SYNC' scope "
+                    "(grant type 'Bearer token'), or an access token from /oauth2/server/token."
+                ),
+                "specUri": "https://www.rfc-editor.org/info/rfc6750",
+                "primary": True,
+            }
+        ],
+        "meta": {
+            "resourceType": "ServiceProviderConfig",
+            "location": f"{base}/ServiceProviderConfig",
+        },
+    }
+
+
+def list_response(resources: list[dict[str, Any]], start: int = 1) -> dict[str, Any]:
+    return {
+        "schemas": [LIST_RESPONSE],
+        "totalResults": len(resources),
+        "itemsPerPage": len(resources),
+        "startIndex": start,
+        "Resources": resources,
+    }
+
+
+def schemas(types: list[S.ResourceType], base: str) -> list[dict[str, Any]]:
+    seen: dict[str, dict[str, Any]] = {}
+    for rt in types:
+        for s in rt.schemas:
+            seen.setdefault(s.id, s.to_dict(f"{base}/Schemas/{s.id}"))
+    return list(seen.values())
+
+
+def resource_types(types: list[S.ResourceType], base: str) -> list[dict[str, Any]]:
+    return [rt.to_dict(f"{base}/ResourceTypes/{rt.name}") for rt in types]

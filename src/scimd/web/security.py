@@ -1,0 +1,59 @@
+"""Bearer authentication for the SCIM API, with throttling of failed attempts."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from scimd.scim.errors import Forbidden, ScimError, Unauthorized
+
+CHALLENGE = 'Bearer realm="scimd"'
+
+
+class TooManyFailures(ScimError):
+    status = 429
+
+
+class FailureThrottle:
+    """Counts failed authentications per client address in a sliding one-minute window."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self._fails: dict[str, deque[float]] = {}
+
+    def check(self, address: str) -> None:
+        q = self._fails.get(address)
+        if q is None:
+            return
+        cutoff = time.monotonic() - 60
+        while q and q[0] < cutoff:
+            q.popleft()
+        if not q:
+            del self._fails[address]
+        elif len(q) >= self.per_minute:
+            retry = int(q[0] - cutoff) + 1
+            raise TooManyFailures(
+                f"too many failed authentications from this address; retry in {retry} s"
+            )
+
+    def failed(self, address: str) -> None:
+        if len(self._fails) > 100_000:  # bound memory under a spray of addresses
+            self._fails.clear()
+        self._fails.setdefault(address, deque()).append(time.monotonic())
+
+
+def bearer_token(authorization: str | None) -> str:
+    if not authorization:
+        raise Unauthorized("authentication required: send 'Authorization: Bearer <token>'")
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("use the Bearer scheme: 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+def require_scope(scopes: tuple[str, ...], scope: str) -> None:
+    if scope not in scopes:
+        raise Forbidden(
+            f"insufficient scope: this token's application lacks the '{scope}' scope",
+            scim_type=None,
+        )

@@ -1,0 +1,310 @@
+"""The SCIM HTTP API in process: status codes, headers and bodies as RFC 7644 and Entra expect."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from scimd.auth import apps
+from scimd.settings import Settings
+from scimd.store import audit
+from scimd.store import properties as props
+from scimd.store.engine import create_engine
+from scimd.web.app import create_app
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+PROPS = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
+
+
+class Api:
+    def __init__(self, client: TestClient, token: str, engine: Any) -> None:
+        self.client = client
+        self.token = token
+        self.engine = engine
+
+    def req(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
+        if body is not None and not isinstance(body, (bytes, str)):
+            kw["content"] = json.dumps(body)
+            headers.setdefault("Content-Type", "application/scim+json")
+        elif body is not None:
+            kw["content"] = body
+            headers.setdefault("Content-Type", "application/scim+json")
+        return self.client.request(method, "/scim/v2" + path, headers=headers, **kw)
+
+    def user(self, name: str, **extra: Any) -> dict[str, Any]:
+        r = self.req("POST", "/Users", {"schemas": [USER], "userName": name, **extra})
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Iterator[Api]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'api.db'}")
+    app = create_app(Settings(max_payload=64 * 1024, max_results=50), engine)
+    with engine.begin() as conn:
+        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
+        props.add_property(conn, "IdentificationNumber", "String", "", audit.CLI)
+        props.add_property(conn, "Age", "Integer", "", audit.CLI)
+    with TestClient(app) as client:
+        yield Api(client, token, engine)
+
+
+def _error(r: Any, status: int, scim_type: str | None = None) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/scim+json")
+    body = r.json()
+    assert body["schemas"] == [ERROR]
+    assert body["status"] == str(status)
+    if scim_type:
+        assert body.get("scimType") == scim_type, body
+    assert body["detail"]
+    return dict(body)
+
+
+def test_create_returns_201_location_etag(api: Api) -> None:
+    """POST /Users answers 201 with Location, ETag and meta."""
+    r = api.req("POST", "/Users", {"schemas": [USER], "userName": "ada@x.com"})
+    assert r.status_code == 201
+    body = r.json()
+    assert r.headers["location"] == body["meta"]["location"]
+    assert r.headers["location"].endswith(f"/scim/v2/Users/{body['id']}")
+    assert r.headers["etag"] == body["meta"]["version"]
+    assert body["meta"]["resourceType"] == "User"
+    assert r.headers["content-type"].startswith("application/scim+json")
+
+
+def test_duplicate_username_is_409_case_insensitive(api: Api) -> None:
+    """A second user with the same userName in another case is 409 uniqueness."""
+    api.user("Ada@X.com")
+    r = api.req("POST", "/Users", {"schemas": [USER], "userName": "ada@x.COM"})
+    _error(r, 409, "uniqueness")
+
+
+def test_duplicate_group_display_name_is_409(api: Api) -> None:
+    """Group displayName is unique (Entra's validator wants a 409)."""
+    g = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Eng"}
+    assert api.req("POST", "/Groups", g).status_code == 201
+    _error(api.req("POST", "/Groups", {**g, "displayName": "ENG"}), 409, "uniqueness")
+
+
+def test_unknown_id_is_404_scim_error(api: Api) -> None:
+    """GET, PATCH, PUT, DELETE of an unknown id answer a 404 SCIM Error."""
+    for method in ("GET", "DELETE"):
+        _error(api.req(method, "/Users/does-not-exist"), 404)
+    _error(api.req("PATCH", "/Users/nope", {"schemas": [PATCH], "Operations": [
+        {"op": "replace", "path": "active", "value": False}]}), 404)
+
+
+def test_filter_without_match_is_empty_list(api: Api) -> None:
+    """A filter that matches nothing is 200 with an empty ListResponse (Test Connection)."""
+    r = api.req("GET", '/Users?filter=userName eq "4a1c1f7e-0000-0000-0000-000000000000"')
+    assert r.status_code == 200
+    assert r.json() == {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": 0,
+        "itemsPerPage": 0,
+        "startIndex": 1,
+        "Resources": [],
+    }
+
+
+def test_malformed_json_is_invalid_syntax(api: Api) -> None:
+    """Malformed JSON, invalid UTF-8 and an empty body are 400 invalidSyntax."""
+    _error(api.req("POST", "/Users", b'{"userName": "x",'), 400, "invalidSyntax")
+    _error(api.req("POST", "/Users", b'{"userName": "\xff\xfe"}'), 400, "invalidSyntax")
+    _error(api.req("POST", "/Users", b"   "), 400, "invalidSyntax")
+    _error(api.req("POST", "/Users", b"[1, 2]"), 400, "invalidSyntax")
+
+
+def test_oversized_body_is_413(api: Api) -> None:
+    """A body over the advertised maximum is 413 and nothing is written."""
+    big = {"schemas": [USER], "userName": "big", "title": "x" * 70_000}
+    _error(api.req("POST", "/Users", big), 413)
+    assert api.req("GET", '/Users?filter=userName eq "big"').json()["totalResults"] == 0
+
+
+def test_wrong_types_and_unknown_attributes_are_400(api: Api) -> None:
+    """Wrong types and undeclared attributes are 400s that name the attribute."""
+    d = _error(api.req("POST", "/Users", {"userName": "a", "active": "maybe"}), 400, "invalidValue")
+    assert "active" in d["detail"]
+    d = _error(api.req("POST", "/Users", {"userName": "a", "shoeSize": 44}), 400)
+    assert "shoeSize" in d["detail"]
+    d = _error(api.req("POST", "/Users", {"userName": "a", PROPS: {"Nope": "x"}}), 400)
+    assert "Nope" in d["detail"]
+    d = _error(api.req("POST", "/Users", {"userName": "a", PROPS: {"Age": "old"}}), 400)
+    assert "Age" in d["detail"] and "integer" in d["detail"]
+    _error(api.req("POST", "/Users", {"displayName": "no userName"}), 400, "invalidValue")
+    assert api.req("GET", "/Users").json()["totalResults"] == 0
+
+
+def test_bad_filters_are_invalid_filter(api: Api) -> None:
+    """Malformed, deep, huge and ill-typed filters are 400 invalidFilter, never 500."""
+    for f in (
+        'userName eq "x',
+        "userName xx 1",
+        "(" * 100 + 'userName eq "x"' + ")" * 100,
+        " or ".join(f'userName eq "{i}"' for i in range(400)),
+        "shoeSize eq 1",
+        "active gt true",
+        "x" * 10_000,
+    ):
+        _error(api.req("GET", "/Users", params={"filter": f}), 400, "invalidFilter")
+
+
+def test_patch_user_200_and_group_204(api: Api) -> None:
+    """PATCH on a user answers 200 with the resource; on a group 204 (200 if asked)."""
+    u = api.user("p@x.com")
+    r = api.req("PATCH", f"/Users/{u['id']}", {"schemas": [PATCH], "Operations": [
+        {"op": "Replace", "path": "active", "value": "False"}]})
+    assert r.status_code == 200 and r.json()["active"] is False
+    g = api.req("POST", "/Groups", {"displayName": "G"}).json()
+    add = {"schemas": [PATCH], "Operations": [
+        {"op": "Add", "path": "members", "value": [{"$ref": None, "value": u["id"]}]}]}
+    r = api.req("PATCH", f"/Groups/{g['id']}", add)
+    assert r.status_code == 204 and r.content == b""
+    r = api.req("PATCH", f"/Groups/{g['id']}?attributes=members", add)
+    assert r.status_code == 200
+    assert [m["value"] for m in r.json()["members"]] == [u["id"]]
+
+
+def test_if_match_mismatch_is_412(api: Api) -> None:
+    """If-Match with a stale version fails with 412 and changes nothing."""
+    u = api.user("e@x.com")
+    old = u["meta"]["version"]
+    body = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": "A"}]}
+    r = api.req("PATCH", f"/Users/{u['id']}", body, headers={"If-Match": old})
+    assert r.status_code == 200
+    assert r.headers["etag"] != old
+    body["Operations"][0]["value"] = "B"
+    _error(api.req("PATCH", f"/Users/{u['id']}", body, headers={"If-Match": old}), 412)
+    assert api.req("GET", f"/Users/{u['id']}").json()["title"] == "A"
+
+
+def test_paths_tolerate_slashes_and_case(api: Api) -> None:
+    """Trailing slash, '//' and case-insensitive resource segments all route."""
+    u = api.user("c@x.com")
+    for path in ("//Users", "/users/", f"/USERS/{u['id']}/", f"//Users//{u['id']}"):
+        assert api.req("GET", path).status_code == 200, path
+
+
+def test_disabled_user_still_returned(api: Api) -> None:
+    """A disabled user is returned by id and by filter."""
+    u = api.user("d@x.com", active=False)
+    assert api.req("GET", f"/Users/{u['id']}").json()["active"] is False
+    r = api.req("GET", '/Users?filter=userName eq "D@X.COM"')
+    assert r.json()["Resources"][0]["active"] is False
+
+
+def test_auth_errors(api: Api) -> None:
+    """No token or a bad one: 401 SCIM Error with WWW-Authenticate; API scope only: 403."""
+    r = api.client.get("/scim/v2/Users")
+    _error(r, 401)
+    assert r.headers["www-authenticate"].startswith("Bearer")
+    r = api.client.get("/scim/v2/Users", headers={"Authorization": "Bearer nope"})
+    _error(r, 401)
+    with api.engine.begin() as conn:
+        _, api_only = apps.create_app(conn, "api", "bearer", ["API"], audit.CLI)
+    r = api.client.get("/scim/v2/Users", headers={"Authorization": f"Bearer {api_only}"})
+    d = _error(r, 403)
+    assert "USER SYNC" in d["detail"]
+
+
+def test_discovery_documents(api: Api) -> None:
+    """ServiceProviderConfig, ResourceTypes and Schemas (with custom properties) are served."""
+    spc = api.req("GET", "/ServiceProviderConfig").json()
+    assert spc["patch"]["supported"] and spc["filter"]["maxResults"] == 50
+    assert spc["bulk"]["maxPayloadSize"] == 64 * 1024
+    rts = api.req("GET", "/ResourceTypes").json()
+    assert {r["name"] for r in rts["Resources"]} == {"User", "Group"}
+    schema = api.req("GET", f"/Schemas/{PROPS}").json()
+    types = {a["name"]: a["type"] for a in schema["attributes"]}
+    assert types == {"IdentificationNumber": "string", "Age": "integer"}
+
+
+def test_custom_properties_typed_filter_and_sort(api: Api) -> None:
+    """Custom properties accept Entra's string forms, are filterable and sortable."""
+    for i, age in enumerate(["42", 7, "19"]):
+        api.user(f"u{i}@x.com", **{PROPS: {"Age": age, "IdentificationNumber": f"ID{i}"}})
+    r = api.req("GET", "/Users", params={"filter": f"{PROPS}:Age gt 10", "sortBy": f"{PROPS}:Age"})
+    body = r.json()
+    assert [u[PROPS]["Age"] for u in body["Resources"]] == [19, 42]
+    r = api.req("GET", "/Users", params={"filter": f'{PROPS}:IdentificationNumber eq "id1"'})
+    assert r.json()["totalResults"] == 1
+
+
+def test_pagination_and_count_cap(api: Api) -> None:
+    """startIndex/count page through users; count is capped at maxResults."""
+    for i in range(60):
+        api.user(f"page{i:02d}@x.com")
+    r = api.req("GET", "/Users?startIndex=11&count=5").json()
+    assert r["startIndex"] == 11 and r["itemsPerPage"] == 5 and r["totalResults"] == 60
+    assert r["Resources"][0]["userName"] == "page10@x.com"
+    r = api.req("GET", "/Users?count=500").json()
+    assert r["itemsPerPage"] == 50
+    r = api.req("GET", "/Users?startIndex=0&count=-3").json()
+    assert r["startIndex"] == 1 and r["Resources"] == [] and r["totalResults"] == 60
+
+
+def test_excluded_members_and_attributes(api: Api) -> None:
+    """excludedAttributes=members omits members; attributes= keeps id and what was asked."""
+    u = api.user("m@x.com", title="T")
+    g = api.req("POST", "/Groups", {"displayName": "M", "members": [{"value": u["id"]}]}).json()
+    r = api.req("GET", f"/Groups/{g['id']}?excludedAttributes=members").json()
+    assert "members" not in r and r["displayName"] == "M"
+    r = api.req("GET", f"/Users/{u['id']}?attributes=title").json()
+    assert set(r) == {"schemas", "id", "title"}
+    r = api.req("GET", f"/Users/{u['id']}").json()
+    assert r["groups"][0]["value"] == g["id"]
+
+
+def test_search_endpoints(api: Api) -> None:
+    """POST /.search at the root and per resource type."""
+    api.user("s@x.com")
+    body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+            "filter": 'userName sw "s"', "attributes": ["userName"]}
+    r = api.req("POST", "/Users/.search", body).json()
+    assert r["totalResults"] == 1 and set(r["Resources"][0]) == {"schemas", "id", "userName"}
+    r = api.req("POST", "/.search", {"filter": 'displayName pr or userName pr'}).json()
+    assert r["totalResults"] == 1
+
+
+def test_bulk_with_bulk_id_references(api: Api) -> None:
+    """Bulk creates a user and a group whose member is that user, by bulkId reference."""
+    body = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [
+            {"method": "POST", "path": "/Groups", "bulkId": "g",
+             "data": {"displayName": "B", "members": [{"value": "bulkId:u"}]}},
+            {"method": "POST", "path": "/Users", "bulkId": "u", "data": {"userName": "b@x.com"}},
+            {"method": "POST", "path": "/Users", "bulkId": "dup", "data": {"userName": "b@x.com"}},
+        ],
+    }
+    r = api.req("POST", "/Bulk", body)
+    assert r.status_code == 200
+    ops = r.json()["Operations"]
+    status = {o["bulkId"]: o["status"] for o in ops}
+    assert status == {"u": "201", "g": "201", "dup": "409"}
+    gid = next(o for o in ops if o["bulkId"] == "g")["location"].rsplit("/", 1)[1]
+    uid = next(o for o in ops if o["bulkId"] == "u")["location"].rsplit("/", 1)[1]
+    members = api.req("GET", f"/Groups/{gid}").json()["members"]
+    assert [m["value"] for m in members] == [uid]
+
+
+def test_every_write_is_audited_with_the_application(api: Api) -> None:
+    """Create, patch and delete each leave an audit row naming the OAuth application."""
+    u = api.user("audit@x.com")
+    api.req("PATCH", f"/Users/{u['id']}", {"Operations": [
+        {"op": "replace", "path": "title", "value": "x"}]})
+    api.req("DELETE", f"/Users/{u['id']}")
+    with api.engine.connect() as conn:
+        rows = audit.history(conn, resource_id=u["id"])
+    assert [r["operation"] for r in rows] == ["delete", "patch", "create"]
+    assert {r["actor_type"] for r in rows} == {"app"} and all(r["actor"] for r in rows)
