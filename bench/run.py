@@ -316,7 +316,9 @@ def markdown(
                 else:
                     cells.append(fmt(r["rps"], 0) + (" ⚠" if r["errors"] else ""))
             lines.append(f"| {op} | {conc} | " + " | ".join(cells) + " |")
-        lines += ["", "⚠: some requests failed (see the errors column below).", ""]
+        lines.append("")
+        if any(r["errors"] for run in runs.values() for r in run["results"]):
+            lines += ["⚠: some requests failed (see the errors column below).", ""]
         lines += ["## All figures", ""]
         lines.append("| target | op | conc | requests | errors | req/s | p50 ms | p99 ms | note |")
         lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")

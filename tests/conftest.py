@@ -32,3 +32,48 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     database_url = sqlite_url(workdir / "live.db")
     with provisioned_server(database_url, log_dir=workdir) as server:
         yield server
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on ``SCIMD_TEST_POSTGRES_URL``, dropped afterwards.
+
+    CI (env ``CI`` set) must run these tests, so a missing server fails there; elsewhere the
+    test is skipped with the reason.
+    """
+    import os
+    import uuid
+
+    import sqlalchemy as sa
+
+    base = os.environ.get("SCIMD_TEST_POSTGRES_URL")
+    if not base:
+        if os.environ.get("CI"):
+            pytest.fail("SCIMD_TEST_POSTGRES_URL is not set; .ci/run starts PostgreSQL for this")
+        pytest.skip("set SCIMD_TEST_POSTGRES_URL to run the PostgreSQL tests")
+    url = sa.engine.make_url(base)
+    name = f"scimd_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_database_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """A fresh database URL on each supported backend."""
+    if request.param == "sqlite":
+        return sqlite_url(tmp_path_factory.mktemp("db") / "scimd.db")
+    return str(request.getfixturevalue("postgres_url"))

@@ -99,8 +99,17 @@ def test_unknown_id_is_404_scim_error(api: Api) -> None:
     """GET, PATCH, PUT, DELETE of an unknown id answer a 404 SCIM Error."""
     for method in ("GET", "DELETE"):
         _error(api.req(method, "/Users/does-not-exist"), 404)
-    _error(api.req("PATCH", "/Users/nope", {"schemas": [PATCH], "Operations": [
-        {"op": "replace", "path": "active", "value": False}]}), 404)
+    _error(
+        api.req(
+            "PATCH",
+            "/Users/nope",
+            {
+                "schemas": [PATCH],
+                "Operations": [{"op": "replace", "path": "active", "value": False}],
+            },
+        ),
+        404,
+    )
 
 
 def test_filter_without_match_is_empty_list(api: Api) -> None:
@@ -162,12 +171,19 @@ def test_bad_filters_are_invalid_filter(api: Api) -> None:
 def test_patch_user_200_and_group_204(api: Api) -> None:
     """PATCH on a user answers 200 with the resource; on a group 204 (200 if asked)."""
     u = api.user("p@x.com")
-    r = api.req("PATCH", f"/Users/{u['id']}", {"schemas": [PATCH], "Operations": [
-        {"op": "Replace", "path": "active", "value": "False"}]})
+    r = api.req(
+        "PATCH",
+        f"/Users/{u['id']}",
+        {"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]},
+    )
     assert r.status_code == 200 and r.json()["active"] is False
     g = api.req("POST", "/Groups", {"displayName": "G"}).json()
-    add = {"schemas": [PATCH], "Operations": [
-        {"op": "Add", "path": "members", "value": [{"$ref": None, "value": u["id"]}]}]}
+    add = {
+        "schemas": [PATCH],
+        "Operations": [
+            {"op": "Add", "path": "members", "value": [{"$ref": None, "value": u["id"]}]}
+        ],
+    }
     r = api.req("PATCH", f"/Groups/{g['id']}", add)
     assert r.status_code == 204 and r.content == b""
     r = api.req("PATCH", f"/Groups/{g['id']}?attributes=members", add)
@@ -268,11 +284,14 @@ def test_excluded_members_and_attributes(api: Api) -> None:
 def test_search_endpoints(api: Api) -> None:
     """POST /.search at the root and per resource type."""
     api.user("s@x.com")
-    body = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
-            "filter": 'userName sw "s"', "attributes": ["userName"]}
+    body = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": 'userName sw "s"',
+        "attributes": ["userName"],
+    }
     r = api.req("POST", "/Users/.search", body).json()
     assert r["totalResults"] == 1 and set(r["Resources"][0]) == {"schemas", "id", "userName"}
-    r = api.req("POST", "/.search", {"filter": 'displayName pr or userName pr'}).json()
+    r = api.req("POST", "/.search", {"filter": "displayName pr or userName pr"}).json()
     assert r["totalResults"] == 1
 
 
@@ -281,8 +300,12 @@ def test_bulk_with_bulk_id_references(api: Api) -> None:
     body = {
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
         "Operations": [
-            {"method": "POST", "path": "/Groups", "bulkId": "g",
-             "data": {"displayName": "B", "members": [{"value": "bulkId:u"}]}},
+            {
+                "method": "POST",
+                "path": "/Groups",
+                "bulkId": "g",
+                "data": {"displayName": "B", "members": [{"value": "bulkId:u"}]},
+            },
             {"method": "POST", "path": "/Users", "bulkId": "u", "data": {"userName": "b@x.com"}},
             {"method": "POST", "path": "/Users", "bulkId": "dup", "data": {"userName": "b@x.com"}},
         ],
@@ -301,8 +324,11 @@ def test_bulk_with_bulk_id_references(api: Api) -> None:
 def test_every_write_is_audited_with_the_application(api: Api) -> None:
     """Create, patch and delete each leave an audit row naming the OAuth application."""
     u = api.user("audit@x.com")
-    api.req("PATCH", f"/Users/{u['id']}", {"Operations": [
-        {"op": "replace", "path": "title", "value": "x"}]})
+    api.req(
+        "PATCH",
+        f"/Users/{u['id']}",
+        {"Operations": [{"op": "replace", "path": "title", "value": "x"}]},
+    )
     api.req("DELETE", f"/Users/{u['id']}")
     with api.engine.connect() as conn:
         rows = audit.history(conn, resource_id=u["id"])

@@ -6,6 +6,8 @@ one test. Failed optional steps (UNCONFIRMED Entra wire forms) are printed, not 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
 from support.entra_replay import (
@@ -15,7 +17,7 @@ from support.entra_replay import (
     load_steps,
     replay_path,
 )
-from support.live_server import LiveServer
+from support.live_server import LiveServer, provisioned_server
 
 REQUEST_TIMEOUT_SECONDS = 10.0
 
@@ -50,3 +52,10 @@ def test_entra_replay_sequence_repeats_on_same_server(live_server: LiveServer) -
     second = replay_once(live_server)
     assert_no_failures(first, "run 1 of 2")
     assert_no_failures(second, "run 2 of 2")
+
+
+def test_entra_replay_sequence_on_postgresql(postgres_url: str, tmp_path: Path) -> None:
+    """Every non-optional step passes against a PostgreSQL-backed server too."""
+    with provisioned_server(postgres_url, log_dir=tmp_path) as server:
+        results = replay_once(server)
+    assert_no_failures(results, "PostgreSQL")

@@ -235,7 +235,9 @@ def literal_for(attr: S.Attribute) -> tuple[list[str], st.SearchStrategy[Any]]:
     if t in (S.STRING, S.REFERENCE):
         return ALL_OPS, st.text(st.characters(exclude_categories=["Cs"]), max_size=12)
     if t == S.BINARY:
-        return ["eq", "ne", "co", "sw", "ew"], st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode())
+        return ["eq", "ne", "co", "sw", "ew"], st.binary(max_size=12).map(
+            lambda b: base64.b64encode(b).decode()
+        )
     if t == S.BOOLEAN:
         return ["eq", "ne"], st.booleans() | st.sampled_from(["True", "false", "TRUE"])
     if t == S.INTEGER:

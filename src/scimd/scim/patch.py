@@ -382,10 +382,11 @@ class _Patcher:
     def set_object(self, op: str, value: dict[str, Any], schema: S.Schema | None) -> None:
         """A path-less value (``schema`` None) or an extension's object: one write per key."""
         for key, v in compat.split_pathless_value(value):
+            low = key.lower()
+            if low in _IGNORED_KEYS:
+                # scim2-models and others repeat "schemas" inside extension objects.
+                continue
             if schema is None:
-                low = key.lower()
-                if low in _IGNORED_KEYS:
-                    continue
                 if low.startswith("urn:"):
                     named = self.rt.by_urn.get(low)
                     if named is self.rt.core:

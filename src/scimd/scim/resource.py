@@ -46,6 +46,8 @@ def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[s
             if not isinstance(value, dict):
                 raise InvalidValue(f"'{ext.id}' must be a JSON object of {ext.name} attributes")
             for sub_key, sub_value in value.items():
+                if sub_key.lower() in _SERVER_OWNED:
+                    continue  # some clients repeat "schemas" inside extension objects
                 try:
                     res = rt.resolve_parts(ext, sub_key, None, sub_key)
                 except InvalidPath as e:

@@ -413,14 +413,16 @@ class ResourceType:
 def user_type(
     properties: Iterable[PropertyDef] = (), urn: str = USER_PROPERTIES_SCHEMA
 ) -> ResourceType:
-    """The User resource type with the enterprise and custom-properties extensions."""
-    return ResourceType(
-        "User",
-        "/Users",
-        "User Account",
-        USER,
-        ((ENTERPRISE_USER, False), (user_properties_schema(properties, urn), False)),
-    )
+    """The User resource type with the enterprise and custom-properties extensions.
+
+    The custom-properties extension is listed once it has at least one attribute: an empty
+    schema would only invite clients to send objects nothing can be stored in.
+    """
+    props = tuple(properties)
+    extensions: tuple[tuple[Schema, bool], ...] = ((ENTERPRISE_USER, False),)
+    if props:
+        extensions += ((user_properties_schema(props, urn), False),)
+    return ResourceType("User", "/Users", "User Account", USER, extensions)
 
 
 GROUP_TYPE = ResourceType("Group", "/Groups", "Group", GROUP)

@@ -236,7 +236,7 @@ class _Value:
     def bool_value(self) -> Expr:
         raise InvalidFilter("this attribute does not hold booleans")
 
-    def present(self, deep: bool) -> Bool:
+    def present(self) -> Bool:
         raise NotImplementedError
 
 
@@ -269,7 +269,7 @@ class _Column(_Value):
             return super().bool_value()
         return self.col
 
-    def present(self, deep: bool) -> Bool:
+    def present(self) -> Bool:
         if self.kind == "string":
             return _and(self._guard(), self.col != _text(""))
         return self.col.is_not(None)
@@ -284,7 +284,7 @@ class _ConstValue(_Value):
     def string(self) -> tuple[Bool | None, Expr, bool]:
         return None, _text(self.value), False
 
-    def present(self, deep: bool) -> Bool:
+    def present(self) -> Bool:
         return _const(is_present(self.value))
 
 
@@ -308,30 +308,19 @@ class _SqliteJson(_Value):
     def bool_value(self) -> Expr:
         return sa.case((self.type.in_(("true", "false")), self.type == _text("true")))
 
-    def present(self, deep: bool) -> Bool:
-        if not deep:
-            return sa.or_(
-                self.type.in_((*_SQLITE_NUMBER, "true", "false")),
-                sa.and_(self.type == _text("text"), self.value != _text("")),
-            )
-        tree = sa.func.json_tree(self.container, _text(self.path)).table_valued("type", "atom")
-        return (
-            sa.select(sa.literal(1))
-            .select_from(tree)
-            .where(_sqlite_present_atom(tree.c.type, tree.c.atom))
-            .correlate_except(tree)
-            .exists()
-        )
+    def present(self) -> Bool:
+        tree = sa.func.json_tree(self.container, _text(self.path))
+        return _sqlite_present(self.type, self.value, tree)
 
 
 class _SqliteAtom(_SqliteJson):
-    """An element of a ``json_each`` (its ``type`` and ``atom`` columns)."""
+    """An element of a ``json_each``: its ``type``, ``atom`` and ``value`` columns."""
 
-    def __init__(self, type_: Expr, atom: Expr) -> None:
-        self.type, self.value = type_, atom
+    def __init__(self, type_: Expr, atom: Expr, json: Expr) -> None:
+        self.type, self.value, self.json = type_, atom, json
 
-    def present(self, deep: bool) -> Bool:
-        return _sqlite_present_atom(self.type, self.value)
+    def present(self) -> Bool:
+        return _sqlite_present(self.type, self.value, sa.func.json_tree(self.json))
 
 
 def _sqlite_present_atom(type_: Expr, atom: Expr) -> Bool:
@@ -339,6 +328,20 @@ def _sqlite_present_atom(type_: Expr, atom: Expr) -> Bool:
         type_.in_((*_SQLITE_NUMBER, "true", "false")),
         sa.and_(type_ == _text("text"), atom != _text("")),
     )
+
+
+def _sqlite_present(type_: Expr, atom: Expr, json_tree: Any) -> Bool:
+    """``query.is_present``: a scalar other than "", or a container holding one at any depth."""
+    tree = json_tree.table_valued("type", "atom")
+    deep = (
+        sa.select(sa.literal(1))
+        .select_from(tree)
+        .where(_sqlite_present_atom(tree.c.type, tree.c.atom))
+        .correlate_except(tree)
+        .exists()
+    )
+    # CASE: walk the tree only for containers.
+    return sa.case((type_.in_(("array", "object")), deep), else_=_sqlite_present_atom(type_, atom))
 
 
 _PG_PRESENT_PATH = (
@@ -367,14 +370,14 @@ class _PgJson(_Value):
     def bool_value(self) -> Expr:
         return sa.case((self.type == _text("boolean"), self.text == _text("true")))
 
-    def present(self, deep: bool) -> Bool:
-        if not deep:
-            return sa.or_(
-                self.type.in_(("number", "boolean")),
-                sa.and_(self.type == _text("string"), self.text != _text("")),
-            )
-        path = sa.cast(_text(_PG_PRESENT_PATH), JSONPATH())
-        return sa.func.jsonb_path_exists(self.json, path)
+    def present(self) -> Bool:
+        """``query.is_present``: a scalar other than "", or a container holding one."""
+        scalar = sa.or_(
+            self.type.in_(("number", "boolean")),
+            sa.and_(self.type == _text("string"), self.text != _text("")),
+        )
+        deep = sa.func.jsonb_path_exists(self.json, sa.cast(_text(_PG_PRESENT_PATH), JSONPATH()))
+        return sa.case((self.type.in_(("array", "object")), deep), else_=scalar)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,14 +394,14 @@ class _Target:
 
 
 class _Single(_Target):
-    def __init__(self, value: _Value, deep: bool = False) -> None:
-        self.value, self.deep = value, deep
+    def __init__(self, value: _Value) -> None:
+        self.value = value
 
     def any(self, pred: Pred) -> Bool:
         return pred(self.value)
 
     def present(self) -> Bool:
-        return self.value.present(self.deep)
+        return self.value.present()
 
 
 class _Element:
@@ -422,7 +425,7 @@ class _Elements(_Target):
 
     def present(self) -> Bool:
         sub = self.sub
-        return self.exists(lambda e: e.value(sub).present(False), objects_only=sub is not None)
+        return self.exists(lambda e: e.value(sub).present(), objects_only=sub is not None)
 
 
 class _SqliteElement(_Element):
@@ -431,7 +434,7 @@ class _SqliteElement(_Element):
 
     def value(self, sub: S.Attribute | None) -> _Value:
         if sub is None:
-            return _SqliteAtom(self.each.c.type, self.each.c.atom)
+            return _SqliteAtom(self.each.c.type, self.each.c.atom, self.each.c.value)
         obj = sa.case((self.each.c.type == _text("object"), self.each.c.value))
         return _SqliteJson(obj, _sqlite_path([sub.name]))
 
@@ -461,7 +464,7 @@ class _SqliteArray(_Elements):
 
     def present(self) -> Bool:
         if self.sub is None:
-            return _SqliteJson(self.c.table.c.doc, _sqlite_path(self.keys)).present(True)
+            return self.c.json(self.keys).present()
         return super().present()
 
     def pick(self, attr: S.Attribute) -> Expr:
@@ -527,7 +530,7 @@ class _PgArray(_Elements):
 
     def present(self) -> Bool:
         if self.sub is None:
-            return _PgJson(self._json(), sa.null()).present(True)
+            return self.c.json(self.keys).present()
         return super().present()
 
     def pick(self, attr: S.Attribute) -> Expr:
@@ -787,7 +790,7 @@ class _Compiler:
             return (_PgArray if self.pg else _SqliteArray)(self, keys, sub)
         if sub is not None:
             keys.append(sub.name)
-        return _Single(self.json(keys), deep=(sub or attr).is_complex)
+        return _Single(self.json(keys))
 
     def json(self, keys: list[str]) -> _Value:
         doc = self.table.c.doc
