@@ -104,7 +104,7 @@ def check(e: ScimError, status: int, scim_type: str | None, *fragments: str) -> 
 
 def work_email(doc: dict[str, Any]) -> dict[str, Any]:
     """The single element of ``emails`` typed work."""
-    found = [e for e in doc.get("emails", []) if e.get("type") == "work"]
+    found: list[dict[str, Any]] = [e for e in doc.get("emails", []) if e.get("type") == "work"]
     assert len(found) == 1, doc.get("emails")
     return found[0]
 
@@ -408,7 +408,7 @@ def test_attribute_names_are_case_insensitive() -> None:
 
 def test_idempotent_replace_reports_no_change() -> None:
     """Entra re-sending active=true (and other unchanged values) is a success with changed False."""
-    ops = [
+    ops: list[dict[str, Any]] = [
         {"op": "Replace", "path": "active", "value": "True"},
         {"op": "Replace", "path": 'emails[type eq "work"].value', "value": "w@x.org"},
         {"op": "Replace", "path": "name.givenName", "value": "Gtfd"},

@@ -376,7 +376,7 @@ def test_pathless_dotted_keys_equal_the_same_ops_with_paths(
     """A path-less value with dotted/URN keys means the same as one op per key with that path."""
     pathless = patch_body([op(name, value=value)])
     with_paths = patch_body([op(name, k, value=v) for k, v in value.items()])
-    outcomes = []
+    outcomes: list[tuple[str, Any]] = []
     for request in (pathless, with_paths):
         try:
             outcomes.append(("ok", apply_patch(USERS, doc, request).doc))

@@ -294,6 +294,7 @@ def _mark_primary(elements: list[Any], marked: list[dict[str, Any]], where: str)
 
 
 def _shown(value: Any) -> str:
+    """A short description of an unusable member value for error details."""
     if isinstance(value, dict):
         return "an object without a string 'value'"
     if isinstance(value, list):
@@ -307,6 +308,7 @@ def _other_reference(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 
 def _check_immutable(attr: S.Attribute, old: Any, new: Any, where: str) -> None:
+    """RFC 7643 §2.2: an immutable value may be set once, never changed."""
     if attr.mutability == "immutable" and old is not None and old != new:
         raise Mutability(f"'{where}' is immutable: it cannot change once it has a value")
 
@@ -344,6 +346,7 @@ class _Patcher:
         self._loaded: list[dict[str, Any]] | None = None
 
     def apply(self, op: str, path: str | None, value: Any) -> None:
+        """Apply one validated operation."""
         if path is None:
             if op == "remove":
                 raise NoTarget("remove needs a 'path' naming what to remove")
@@ -366,6 +369,7 @@ class _Patcher:
                 del self.doc[urn]
 
     def container(self, urn: str, *, create: bool) -> dict[str, Any]:
+        """The object holding ``urn``'s attributes: the document or an extension object."""
         if not urn:
             return self.doc
         ext = self.doc.get(urn)
@@ -405,6 +409,7 @@ class _Patcher:
             self.set(op, target, v)
 
     def set(self, op: str, t: _Target, value: Any) -> None:
+        """add/replace ``value`` at ``t`` (RFC 7644 §3.5.2.1, §3.5.2.3); null unassigns."""
         attr = t.attr
         if attr is None:
             assert t.schema is not None
@@ -593,6 +598,7 @@ class _Patcher:
     def store_elements(
         self, container: dict[str, Any], attr: S.Attribute, elements: list[Any]
     ) -> None:
+        """Store the remaining elements (a single-valued attribute keeps its one element)."""
         if not elements:
             container.pop(attr.name, None)
         elif attr.multi_valued:
@@ -603,6 +609,7 @@ class _Patcher:
     # -- remove ---------------------------------------------------------------------------
 
     def remove_whole(self, container: dict[str, Any], attr: S.Attribute, where: str) -> None:
+        """Unassign an attribute; a required one cannot be (invalidValue naming it)."""
         if attr.required:
             raise InvalidValue(f"'{where}' is required and cannot be removed")
         container.pop(attr.name, None)
@@ -721,6 +728,7 @@ class _Patcher:
         return out
 
     def set_members(self, op: str, t: _Target, value: Any) -> None:
+        """add/replace on ``members`` becomes an add/replace member op."""
         if t.filter is not None or t.sub is not None:
             raise Mutability(
                 f"'{t.text}': members are immutable; add or remove whole members instead"
@@ -736,6 +744,7 @@ class _Patcher:
             self.member_ops.append(MemberOp("replace", members))
 
     def remove_members(self, t: _Target, value: Any) -> None:
+        """remove on ``members``: all, the listed ids (Entra), or those a filter selects."""
         if t.sub is not None:
             raise Mutability(f"'{t.text}': members are immutable; remove whole members instead")
         if t.filter is None:

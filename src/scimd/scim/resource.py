@@ -55,6 +55,8 @@ def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[s
                         f"{e.detail}: {ext.name} defines no such attribute"
                     ) from None
                 set_attribute(rt, doc, res, sub_value)
+            if doc.get(ext.id) == {}:
+                del doc[ext.id]  # only read-only or empty values: store no empty extension
             continue
         try:
             res = rt.resolve(key)
