@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from scimd.scim.errors import InvalidValue, NotFound
 from scimd.scim.values import now_datetime
 from scimd.store import audit as A
+from scimd.store.prepared import StatementCache, load_json
 from scimd.store.tables import access_tokens, applications, client_secrets
 
 SCOPES = ("API", "USER SYNC")
@@ -195,7 +196,26 @@ def authenticate(conn: sa.Connection, token: str) -> Principal | None:
     constant time, so response timing says nothing about how close a guess was.
     """
     d = digest(token)
-    row = conn.execute(
+    row = _STATEMENTS.get(conn, "auth.secret", _secret_lookup).run(conn, {"d": d}).first()
+    if row is not None:
+        stored, pk, client_id, name, scopes, grant = row
+        if grant == "bearer" and hmac.compare_digest(stored, d):
+            return Principal(pk, client_id, name, tuple(load_json(scopes)))
+    tok = _STATEMENTS.get(conn, "auth.token", _token_lookup).run(conn, {"d": d}).first()
+    if tok is None:
+        return None
+    stored, scopes, expires, pk, client_id, name = tok
+    if not hmac.compare_digest(stored, d):
+        return None
+    if expires is not None and expires <= time.time():
+        return None
+    return Principal(pk, client_id, name, tuple(load_json(scopes)))
+
+_STATEMENTS = StatementCache()
+
+
+def _secret_lookup() -> sa.Select[Any]:
+    return (
         sa.select(
             client_secrets.c.digest,
             applications.c.pk,
@@ -206,14 +226,15 @@ def authenticate(conn: sa.Connection, token: str) -> Principal | None:
         )
         .join(applications, applications.c.pk == client_secrets.c.app_pk)
         .where(
-            client_secrets.c.digest == d,
+            client_secrets.c.digest == sa.bindparam("d"),
             client_secrets.c.revoked.is_(None),
             applications.c.enabled.is_(True),
         )
-    ).first()
-    if row is not None and row.grant_type == "bearer" and hmac.compare_digest(row.digest, d):
-        return Principal(row.pk, row.client_id, row.name, tuple(row.scopes))
-    tok = conn.execute(
+    )
+
+
+def _token_lookup() -> sa.Select[Any]:
+    return (
         sa.select(
             access_tokens.c.digest,
             access_tokens.c.scopes,
@@ -223,10 +244,5 @@ def authenticate(conn: sa.Connection, token: str) -> Principal | None:
             applications.c.name,
         )
         .join(applications, applications.c.pk == access_tokens.c.app_pk)
-        .where(access_tokens.c.digest == d, applications.c.enabled.is_(True))
-    ).first()
-    if tok is None or not hmac.compare_digest(tok.digest, d):
-        return None
-    if tok.expires is not None and tok.expires <= time.time():
-        return None
-    return Principal(tok.pk, tok.client_id, tok.name, tuple(tok.scopes))
+        .where(access_tokens.c.digest == sa.bindparam("d"), applications.c.enabled.is_(True))
+    )

@@ -289,7 +289,7 @@ def properties_remove(
                 raise ScimError(
                     f"{n} user(s) hold a value for '{name}'; re-run with --yes to remove it"
                 )
-            return props_mod.remove_property(conn, name, audit.CLI)
+            return props_mod.remove_property(conn, name, audit.CLI, urn)
 
     p = _run(go)
     typer.echo(f"removed {p.name}")

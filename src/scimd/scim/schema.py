@@ -316,6 +316,7 @@ class ResourceType:
     core: Schema
     extensions: tuple[tuple[Schema, bool], ...] = ()
     by_urn: dict[str, Schema] = field(default_factory=dict, repr=False)
+    resolved: dict[str, Resolved] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.by_urn[self.core.id.lower()] = self.core
@@ -353,6 +354,15 @@ class ResourceType:
 
     def resolve(self, path: str) -> Resolved:
         """Resolve ``attr``, ``attr.sub`` or a URN-qualified path; raise ``InvalidPath``."""
+        hit = self.resolved.get(path)
+        if hit is not None:
+            return hit
+        res = self._resolve(path)
+        if len(self.resolved) < 4096:  # bounded: keys come from client input
+            self.resolved[path] = res
+        return res
+
+    def _resolve(self, path: str) -> Resolved:
         schema, rest = self.split_urn(path)
         if schema is None and path.lower().startswith("urn:"):
             raise InvalidPath(f"unknown schema in attribute path '{path}'")

@@ -8,7 +8,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from scimd.scim.values import now_datetime
+from scimd.store.prepared import StatementCache, dump_json
 from scimd.store.tables import audit
+
+_STATEMENTS = StatementCache()
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,19 +35,21 @@ def record(
     resource_id: str | None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    conn.execute(
-        audit.insert().values(
-            at=now_datetime(),
-            actor_type=actor.type,
-            actor=actor.id,
-            actor_name=actor.name,
-            operation=operation,
-            resource_type=resource_type,
-            resource_id=resource_id,
-            detail=detail,
-            request_id=actor.request_id,
-        )
+    values = {
+        "at": now_datetime(),
+        "actor_type": actor.type,
+        "actor": actor.id,
+        "actor_name": actor.name,
+        "operation": operation,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "detail": dump_json(detail) if detail is not None else None,
+        "request_id": actor.request_id,
+    }
+    stmt = _STATEMENTS.get(
+        conn, "audit.insert", lambda: audit.insert().values({k: sa.bindparam(k) for k in values})
     )
+    stmt.run(conn, values)
 
 
 def history(

@@ -63,19 +63,45 @@ class Directory:
             else engine
         )
         self._lock = threading.Lock()
+        self._local = threading.local()
+        self.shared_connection = engine.dialect.name == "sqlite"
         self._user_type: tuple[str, S.ResourceType] = ("", S.user_type((), properties_urn))
         self.repos = {"User": Repository(USERS), "Group": Repository(GROUPS)}
 
     # -- transactions -----------------------------------------------------------------------
+    # SQLite: each thread keeps one connection (the server's event loop is one thread, and a
+    # directory call never yields to the loop between BEGIN and COMMIT), so no pool checkout
+    # per request. Other databases take pooled connections per call.
+    def _thread_connection(self) -> sa.Connection:
+        conn: sa.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._local.conn = self.engine.connect()
+        return conn
+
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
+        if self.shared_connection:
+            conn = self._thread_connection().execution_options(sqlite_begin="DEFERRED")
+            with conn.begin():
+                yield conn
+            return
         with self.engine.begin() as conn:
             yield conn
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
+        if self.shared_connection:
+            conn = self._thread_connection().execution_options(sqlite_begin="IMMEDIATE")
+            with conn.begin():
+                yield conn
+            return
         with self._writer_engine.begin() as conn:
             yield conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
 
     # -- schema -------------------------------------------------------------------------------
     def user_type(self, conn: sa.Connection) -> S.ResourceType:
@@ -224,7 +250,10 @@ class Directory:
                 body, member_items = _split_members(body)
             doc = R.normalise(rt, body)
             row = self.repos[name].create(conn, doc, actor, member_items)
-            res = self._render_rows(conn, name, rt, [row], base, None, None)[0]
+            if name == "User":  # a new user is nobody's member yet: no groups query
+                res = self.repos[name].render(row, rt, base)
+            else:
+                res = self._render_rows(conn, name, rt, [row], base, None, None)[0]
             return Written(res, etag(row.version))
 
     def replace(

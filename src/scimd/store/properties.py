@@ -15,6 +15,7 @@ from scimd.scim import schema as S
 from scimd.scim.errors import InvalidValue, NotFound, Uniqueness
 from scimd.scim.values import now_datetime
 from scimd.store import audit as A
+from scimd.store.prepared import StatementCache
 from scimd.store.tables import settings, user_properties, users
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
@@ -46,11 +47,18 @@ def canonical_type(name: str) -> str:
     raise InvalidValue(f"unknown type '{name}': choose one of {allowed}")
 
 
+_STATEMENTS = StatementCache()
+
+
 def schema_version(conn: sa.Connection) -> str:
-    v = conn.execute(
-        sa.select(settings.c.value).where(settings.c.key == "schema_version")
-    ).scalar_one_or_none()
-    return v or "0"
+    """Read on every request (one primary-key lookup), so it is a prepared statement."""
+    stmt = _STATEMENTS.get(
+        conn,
+        "schema_version",
+        lambda: sa.select(settings.c.value).where(settings.c.key == "schema_version"),
+    )
+    v = stmt.run(conn).scalar_one_or_none()
+    return str(v) if v else "0"
 
 
 def _bump(conn: sa.Connection) -> None:
@@ -94,23 +102,33 @@ def add_property(
     return S.PropertyDef(name, t, description)
 
 
+def _has_value(conn: sa.Connection, name: str, urn: str) -> Any:
+    if conn.dialect.name == "sqlite":
+        return sa.func.json_type(users.c.doc, f'$."{urn}"."{name}"').is_not(None)
+    return users.c.doc.op("#>")(sa.literal([urn, name], sa.ARRAY(sa.Text))).is_not(None)
+
+
 def count_values(conn: sa.Connection, name: str, urn: str) -> int:
     """How many users hold a value for the property (shown before removing it)."""
-    expr = users.c.doc[urn][name]
-    if conn.dialect.name == "sqlite":
-        cond: Any = sa.func.json_extract(users.c.doc, f'$."{urn}"."{name}"').is_not(None)
-    else:
-        cond = expr.is_not(None)
-    return int(conn.execute(sa.select(sa.func.count()).where(cond)).scalar_one())
+    cond = _has_value(conn, name, urn)
+    return int(conn.execute(sa.select(sa.func.count()).select_from(users).where(cond)).scalar_one())
 
 
-def remove_property(conn: sa.Connection, name: str, actor: A.Actor) -> S.PropertyDef:
+def remove_property(
+    conn: sa.Connection, name: str, actor: A.Actor, urn: str = S.USER_PROPERTIES_SCHEMA
+) -> S.PropertyDef:
+    """Remove a definition and the values users hold for it (an admin confirmed that)."""
     row = conn.execute(
         sa.select(user_properties).where(user_properties.c.name_lower == name.lower())
     ).first()
     if row is None:
         raise NotFound(f"custom property '{name}' is not defined")
     conn.execute(user_properties.delete().where(user_properties.c.pk == row.pk))
+    if conn.dialect.name == "sqlite":
+        stripped: Any = sa.func.json_remove(users.c.doc, f'$."{urn}"."{row.name}"')
+    else:
+        stripped = users.c.doc.op("#-")(sa.literal([urn, row.name], sa.ARRAY(sa.Text)))
+    conn.execute(users.update().where(_has_value(conn, row.name, urn)).values(doc=stripped))
     _bump(conn)
     A.record(conn, actor, "property.remove", "UserProperty", row.name, {"type": row.type})
     return S.PropertyDef(row.name, row.type, row.description)

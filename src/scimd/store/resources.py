@@ -7,7 +7,8 @@ table with set-based statements, and renders rows back into SCIM resources.
 
 from __future__ import annotations
 
-import uuid
+import os
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,10 +20,11 @@ from scimd.scim import patch as P
 from scimd.scim import resource as R
 from scimd.scim import schema as S
 from scimd.scim.errors import InvalidValue, NotFound, PreconditionFailed, Uniqueness
-from scimd.scim.filter import AttrPath, Filter
+from scimd.scim.filter import AttrPath, Compare, Filter
 from scimd.scim.values import now_datetime
 from scimd.store import audit as A
 from scimd.store import sqlfilter
+from scimd.store.prepared import StatementCache, dump_json, load_json
 from scimd.store.tables import counters, groups, members, users
 
 
@@ -41,6 +43,20 @@ GROUPS = Kind("Group", groups, "displayName", "display_name_lower")
 KINDS = {"User": USERS, "Group": GROUPS}
 
 
+def new_id() -> str:
+    """A time-ordered random id (the layout of a UUIDv7, as 32 hex digits).
+
+    Inserts into the id index then append instead of landing on a random page, which keeps
+    each create to a few page writes.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & (2**48 - 1)) << 80 | rand
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return f"{value:032x}"
+
+
 def etag(version: int) -> str:
     return f'W/"{version}"'
 
@@ -57,6 +73,18 @@ def check_etag(if_match: str | None, version: int) -> None:
         raise PreconditionFailed(
             f"the resource is at version {mine}, not {if_match}: fetch it again and retry"
         )
+
+
+@dataclass(slots=True)
+class Rec:
+    """A stored resource: its columns of record and the decoded document."""
+
+    pk: int
+    id: str
+    created: str
+    last_modified: str
+    version: int
+    doc: dict[str, Any]
 
 
 def _columns(kind: Kind, doc: dict[str, Any]) -> dict[str, Any]:
@@ -84,10 +112,19 @@ def _uniqueness(kind: Kind, doc: dict[str, Any]) -> Uniqueness:
     )
 
 
+STATEMENTS = StatementCache()
+_B = sa.bindparam
+
+
 def _bump_counter(conn: sa.Connection, name: str, delta: int) -> None:
-    conn.execute(
-        counters.update().where(counters.c.name == name).values(value=counters.c.value + delta)
+    stmt = STATEMENTS.get(
+        conn,
+        "counter.bump",
+        lambda: counters.update()
+        .where(counters.c.name == _B("name"))
+        .values(value=counters.c.value + _B("delta")),
     )
+    stmt.run(conn, {"name": name, "delta": delta})
 
 
 class Repository:
@@ -95,20 +132,35 @@ class Repository:
 
     def __init__(self, kind: Kind) -> None:
         self.kind = kind
-        self.t = kind.table
+        self.t = t = kind.table
+        self.cols = [t.c.pk, t.c.id, t.c.created, t.c.last_modified, t.c.version, t.c.doc]
+        extra = ["user_name", "user_name_lower", "external_id", "active"] if kind is USERS else [
+            "display_name", "display_name_lower", "external_id"]
+        self.extra_cols = extra
+        n = kind.name
+        self._get = f"{n}.get"
+        self._insert = f"{n}.insert"
+        self._update = f"{n}.update"
+        self._delete = f"{n}.delete"
+
+    def _rec(self, row: Any) -> Rec:
+        return Rec(row[0], row[1], row[2], row[3], row[4], load_json(row[5]))
 
     # -- rendering ----------------------------------------------------------------------------
     def render(
         self,
-        row: Any,
+        row: Rec,
         rt: S.ResourceType,
         base: str,
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         doc = row.doc
-        doc.pop("password", None)
         res: dict[str, Any] = {"schemas": R.schemas_of(rt, doc), "id": row.id}
         res.update(doc)
+        res.pop("password", None)
+        for ext, _ in rt.extensions:
+            if ext.id in res and not res[ext.id]:
+                del res[ext.id]  # e.g. left empty when a custom property was removed
         if extra:
             res.update(extra)
         res["meta"] = {
@@ -121,11 +173,14 @@ class Repository:
         return res
 
     # -- reads --------------------------------------------------------------------------------
-    def get_row(self, conn: sa.Connection, rid: str) -> Any:
-        row = conn.execute(sa.select(self.t).where(self.t.c.id == rid)).first()
+    def get_row(self, conn: sa.Connection, rid: str) -> Rec:
+        stmt = STATEMENTS.get(
+            conn, self._get, lambda: sa.select(*self.cols).where(self.t.c.id == _B("id"))
+        )
+        row = stmt.run(conn, {"id": rid}).first()
         if row is None:
             raise NotFound(f"{self.kind.name} '{rid}' not found")
-        return row
+        return self._rec(row)
 
     def search(
         self,
@@ -137,29 +192,66 @@ class Repository:
         count: int,
         sort_by: AttrPath | None = None,
         descending: bool = False,
-    ) -> tuple[int, list[Any]]:
+    ) -> tuple[int, list[Rec]]:
         """One page of rows and the total; unfiltered totals come from a counter."""
+        indexed = self._indexed_eq(flt) if sort_by is None and start == 1 else None
+        if indexed is not None:
+            # Entra's matching probes (userName/externalId/displayName eq): a prepared lookup.
+            column, value = indexed
+            stmt = STATEMENTS.get(
+                conn,
+                f"{self.kind.name}.eq.{column}",
+                lambda: sa.select(*self.cols)
+                .where(self.t.c[column] == _B("v"))
+                .order_by(self.t.c.pk)
+                .limit(_B("n")),
+            )
+            rows = [self._rec(r) for r in stmt.run(conn, {"v": value, "n": count + 1})]
+            if len(rows) <= count:
+                return len(rows), rows
         dialect = conn.dialect.name
         where = sqlfilter.compile_filter(flt, rt, self.t, dialect) if flt is not None else None
-        q = sa.select(self.t)
+        q = sa.select(*self.cols)
         if where is not None:
             q = q.where(where)
         if sort_by is not None:
             q = q.order_by(*sqlfilter.sort_clauses(sort_by, rt, self.t, dialect, descending))
         else:
             q = q.order_by(self.t.c.pk)
-        rows = list(conn.execute(q.limit(count).offset(start - 1))) if count > 0 else []
+        rows = (
+            [self._rec(r) for r in conn.execute(q.limit(count).offset(start - 1))]
+            if count > 0
+            else []
+        )
         if start == 1 and len(rows) < count:
             total = len(rows)  # the page holds every match: no count query needed
         elif where is None:
-            total = conn.execute(
-                sa.select(counters.c.value).where(counters.c.name == self.kind.name)
-            ).scalar_one()
+            stmt = STATEMENTS.get(
+                conn,
+                "counter.get",
+                lambda: sa.select(counters.c.value).where(counters.c.name == _B("name")),
+            )
+            total = stmt.run(conn, {"name": self.kind.name}).scalar_one()
         else:
             total = conn.execute(
                 sa.select(sa.func.count()).select_from(self.t).where(where)
             ).scalar_one()
         return int(total), rows
+
+    def _indexed_eq(self, flt: Filter | None) -> tuple[str, Any] | None:
+        """(column, value) when ``flt`` is one ``eq`` on a unique or indexed column."""
+        if not isinstance(flt, Compare) or flt.op != "eq" or flt.path.schema or flt.path.sub:
+            return None
+        if not isinstance(flt.value, str):
+            return None
+        attr = flt.path.attr
+        if attr == self.kind.unique_attr:
+            return self.kind.unique_col, flt.value.lower()
+        if attr == "externalId":
+            return "external_id", flt.value
+        if attr == "id":
+            return "id", flt.value
+        return None
 
     # -- writes -------------------------------------------------------------------------------
     def create(
@@ -168,20 +260,27 @@ class Repository:
         doc: dict[str, Any],
         actor: A.Actor,
         member_items: Sequence[dict[str, Any]] = (),
-    ) -> Any:
+    ) -> Rec:
         now = now_datetime()
-        rid = uuid.uuid4().hex
+        rid = new_id()
         values = {
             "id": rid,
             "created": now,
             "last_modified": now,
             "version": 1,
-            "doc": doc,
+            "doc": dump_json(doc),
             **_columns(self.kind, doc),
         }
+        stmt = STATEMENTS.get(
+            conn,
+            self._insert,
+            lambda: self.t.insert()
+            .values({k: _B(k) for k in values})
+            .returning(self.t.c.pk),
+        )
         # A unique-index violation aborts the whole request (and its transaction): no savepoint.
         try:
-            pk = conn.execute(self.t.insert().values(**values)).inserted_primary_key[0]
+            pk = stmt.run(conn, values).scalar_one()
         except IntegrityError:
             raise _uniqueness(self.kind, doc) from None
         if member_items:
@@ -195,48 +294,51 @@ class Repository:
             rid,
             {self.kind.unique_attr: doc.get(self.kind.unique_attr)},
         )
-        return self.get_row(conn, rid)
+        return Rec(pk, rid, now, now, 1, doc)
 
     def replace(
         self,
         conn: sa.Connection,
-        row: Any,
+        row: Rec,
         doc: dict[str, Any],
         actor: A.Actor,
         operation: str,
         detail: dict[str, Any] | None = None,
         member_ops: Sequence[P.MemberOp] = (),
-    ) -> Any:
+    ) -> Rec:
         """Write a new document for an existing row (PUT and PATCH both end here)."""
-        values = {
-            "doc": doc,
-            "last_modified": now_datetime(),
-            "version": self.t.c.version + 1,
-            **_columns(self.kind, doc),
-        }
+        now = now_datetime()
+        values = {"doc": dump_json(doc), "last_modified": now, **_columns(self.kind, doc)}
+        stmt = STATEMENTS.get(
+            conn,
+            self._update,
+            lambda: self.t.update()
+            .where(self.t.c.pk == _B("pk_"))
+            .values({**{k: _B(k) for k in values}, "version": self.t.c.version + 1})
+            .returning(self.t.c.version),
+        )
         try:
-            conn.execute(self.t.update().where(self.t.c.pk == row.pk).values(**values))
+            version = stmt.run(conn, {**values, "pk_": row.pk}).scalar_one()
         except IntegrityError:
             raise _uniqueness(self.kind, doc) from None
         for op in member_ops:
             apply_member_op(conn, row.pk, op)
         A.record(conn, actor, operation, self.kind.name, row.id, detail)
-        return self.get_row(conn, row.id)
-
-    def touch(self, conn: sa.Connection, row: Any) -> None:
-        """Bump version and lastModified without changing the document (membership changes)."""
-        conn.execute(
-            self.t.update()
-            .where(self.t.c.pk == row.pk)
-            .values(last_modified=now_datetime(), version=self.t.c.version + 1)
-        )
+        return Rec(row.pk, row.id, row.created, now, version, doc)
 
     def delete(self, conn: sa.Connection, rid: str, actor: A.Actor, if_match: str | None) -> None:
         row = self.get_row(conn, rid)
         check_etag(if_match, row.version)
-        conn.execute(self.t.delete().where(self.t.c.pk == row.pk))
+        stmt = STATEMENTS.get(
+            conn, self._delete, lambda: self.t.delete().where(self.t.c.pk == _B("pk"))
+        )
+        stmt.run(conn, {"pk": row.pk})
         # A deleted user or group is no longer anybody's member.
-        conn.execute(members.delete().where(members.c.member_id == rid))
+        STATEMENTS.get(
+            conn,
+            "members.delete_member",
+            lambda: members.delete().where(members.c.member_id == _B("id")),
+        ).run(conn, {"id": rid})
         _bump_counter(conn, self.kind.name, -1)
         A.record(conn, actor, "delete", self.kind.name, rid, None)
 
@@ -338,13 +440,24 @@ def groups_of(
     out: dict[str, list[dict[str, Any]]] = {}
     if not user_ids:
         return out
-    q = (
-        sa.select(members.c.member_id, groups.c.id, groups.c.display_name)
-        .join(groups, groups.c.pk == members.c.group_pk)
-        .where(members.c.member_id.in_(list(user_ids)))
-        .order_by(groups.c.display_name_lower)
-    )
-    for uid, gid, name in conn.execute(q):
+    cols = (members.c.member_id, groups.c.id, groups.c.display_name)
+    if len(user_ids) == 1:  # GET /Users/{id}: a prepared statement
+        rows = STATEMENTS.get(
+            conn,
+            "groups_of.one",
+            lambda: sa.select(*cols)
+            .join(groups, groups.c.pk == members.c.group_pk)
+            .where(members.c.member_id == _B("id"))
+            .order_by(groups.c.display_name_lower),
+        ).run(conn, {"id": user_ids[0]})
+    else:
+        rows = conn.execute(
+            sa.select(*cols)
+            .join(groups, groups.c.pk == members.c.group_pk)
+            .where(members.c.member_id.in_(list(user_ids)))
+            .order_by(groups.c.display_name_lower)
+        )
+    for uid, gid, name in rows:
         out.setdefault(uid, []).append(
             {"value": gid, "$ref": f"{base}/Groups/{gid}", "display": name, "type": "direct"}
         )

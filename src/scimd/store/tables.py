@@ -4,6 +4,10 @@ Alembic migrations.
 Resources are a JSON document (``doc``: the canonical resource without ``id``, ``meta``, group
 ``members`` and user ``groups``) plus indexed columns for the lookups clients make all the time.
 Group membership is its own table so member changes are set-based statements.
+
+Every index costs a page write on every insert (measured: dropping the ``last_modified`` and two
+audit indexes took a SQLite create from ~240 to ~60 µs of commit work), so only lookups clients
+make on the hot path are indexed. Audit rows are read newest-first by primary key.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ users = sa.Table(
     sa.Column("external_id", sa.Text, nullable=True, index=True),
     sa.Column("active", sa.Boolean, nullable=True),
     sa.Column("created", sa.String(32), nullable=False),
-    sa.Column("last_modified", sa.String(32), nullable=False, index=True),
+    sa.Column("last_modified", sa.String(32), nullable=False),
     sa.Column("version", sa.Integer, nullable=False, default=1),
     sa.Column("doc", JsonDoc, nullable=False),
 )
@@ -47,7 +51,7 @@ groups = sa.Table(
     sa.Column("display_name_lower", sa.Text, nullable=False, unique=True),
     sa.Column("external_id", sa.Text, nullable=True, index=True),
     sa.Column("created", sa.String(32), nullable=False),
-    sa.Column("last_modified", sa.String(32), nullable=False, index=True),
+    sa.Column("last_modified", sa.String(32), nullable=False),
     sa.Column("version", sa.Integer, nullable=False, default=1),
     sa.Column("doc", JsonDoc, nullable=False),
 )
@@ -153,10 +157,10 @@ audit = sa.Table(
     "audit",
     metadata,
     sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("at", sa.String(32), nullable=False, index=True),
+    sa.Column("at", sa.String(32), nullable=False),
     # Who: "app" (an OAuth application, actor = client_id), "admin" or "cli".
     sa.Column("actor_type", sa.String(16), nullable=False),
-    sa.Column("actor", sa.String(128), nullable=True, index=True),
+    sa.Column("actor", sa.String(128), nullable=True),
     sa.Column("actor_name", sa.Text, nullable=True),
     sa.Column("operation", sa.String(32), nullable=False),
     sa.Column("resource_type", sa.String(32), nullable=False),

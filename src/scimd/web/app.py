@@ -79,6 +79,7 @@ def create_app(settings: Settings, engine: sa.Engine | None = None) -> Starlette
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        directory.close()
         engine.dispose()
 
     async def server_error(request: Request, exc: Exception) -> Response:

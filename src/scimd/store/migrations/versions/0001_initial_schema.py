@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 21:46:22.475406
+Create Date: 2026-11-28 22:04:58.469204
 """
 
 from __future__ import annotations
@@ -48,8 +48,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("pk", name=op.f("pk_audit")),
     )
     with op.batch_alter_table("audit", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_audit_actor"), ["actor"], unique=False)
-        batch_op.create_index(batch_op.f("ix_audit_at"), ["at"], unique=False)
         batch_op.create_index(batch_op.f("ix_audit_resource_id"), ["resource_id"], unique=False)
 
     op.create_table(
@@ -79,9 +77,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("groups", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_groups_external_id"), ["external_id"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_groups_last_modified"), ["last_modified"], unique=False
-        )
 
     op.create_table(
         "settings",
@@ -122,7 +117,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("users", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_users_external_id"), ["external_id"], unique=False)
-        batch_op.create_index(batch_op.f("ix_users_last_modified"), ["last_modified"], unique=False)
 
     op.create_table(
         "access_tokens",
@@ -203,22 +197,18 @@ def downgrade() -> None:
 
     op.drop_table("access_tokens")
     with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_users_last_modified"))
         batch_op.drop_index(batch_op.f("ix_users_external_id"))
 
     op.drop_table("users")
     op.drop_table("user_properties")
     op.drop_table("settings")
     with op.batch_alter_table("groups", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_groups_last_modified"))
         batch_op.drop_index(batch_op.f("ix_groups_external_id"))
 
     op.drop_table("groups")
     op.drop_table("counters")
     with op.batch_alter_table("audit", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_audit_resource_id"))
-        batch_op.drop_index(batch_op.f("ix_audit_at"))
-        batch_op.drop_index(batch_op.f("ix_audit_actor"))
 
     op.drop_table("audit")
     op.drop_table("applications")

@@ -1,0 +1,136 @@
+"""The scimd command line: the contract scripts and tests rely on."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from scimd.auth import apps
+from scimd.cli.main import app
+from scimd.store.engine import create_engine
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def _ok(*args: str, env: dict[str, str] | None = None) -> str:
+    result = runner.invoke(app, list(args), env=env)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _authenticates(db: str, token: str) -> bool:
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        ok = apps.authenticate(conn, token) is not None
+    engine.dispose()
+    return ok
+
+
+def test_apps_create_json_prints_id_and_secret_once(db: str, tmp_path: Path) -> None:
+    """`apps create --json` prints client_id and client_secret; only a digest is stored."""
+    out = _ok("apps", "create", "--name", "Entra", "--grant", "bearer", "--scope", "API",
+              "--scope", "USER SYNC", "--json", "--database-url", db)
+    data = json.loads(out)
+    assert data["client_id"] and len(data["client_secret"]) >= 40
+    assert data["scopes"] == ["API", "USER SYNC"] and data["grant_type"] == "bearer"
+    assert _authenticates(db, data["client_secret"])
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("cli.db*"))
+    assert data["client_secret"].encode() not in raw
+    listing = _ok("apps", "list", "--json", "--database-url", db)
+    assert data["client_secret"] not in listing
+    assert json.loads(listing)[0]["client_id"] == data["client_id"]
+
+
+def test_database_url_from_environment(db: str) -> None:
+    """SCIMD_DATABASE_URL works in place of --database-url."""
+    data = json.loads(_ok("apps", "create", "--name", "env", "--json",
+                          env={"SCIMD_DATABASE_URL": db}))
+    assert data["client_id"] in _ok("apps", "list", "--database-url", db)
+
+
+def test_revoke_rotate_disable_enable_delete(db: str) -> None:
+    """Revoke stops a secret at once; rotation keeps old and new valid; disable/enable/delete."""
+    a = json.loads(_ok("apps", "create", "--name", "a", "--json", "--database-url", db))
+    cid, old = a["client_id"], a["client_secret"]
+    new = json.loads(_ok("apps", "rotate", cid, "--json", "--database-url", db))["client_secret"]
+    assert _authenticates(db, old) and _authenticates(db, new)
+    _ok("apps", "disable", cid, "--database-url", db)
+    assert not _authenticates(db, new)
+    _ok("apps", "enable", cid, "--database-url", db)
+    assert _authenticates(db, new)
+    _ok("apps", "revoke", cid, "--database-url", db)
+    assert not _authenticates(db, old) and not _authenticates(db, new)
+    _ok("apps", "delete", cid, "--database-url", db)
+    assert _ok("apps", "list", "--json", "--database-url", db).strip() == "[]"
+    result = runner.invoke(app, ["apps", "revoke", cid, "--database-url", db])
+    assert result.exit_code == 1 and "no application" in result.output
+
+
+def test_apps_create_rejects_unknown_scope_and_grant(db: str) -> None:
+    """Unknown scopes and grant types are refused with a message naming them."""
+    r = runner.invoke(app, ["apps", "create", "--name", "x", "--scope", "ADMIN",
+                            "--database-url", db])
+    assert r.exit_code == 1 and "ADMIN" in r.output
+    r = runner.invoke(app, ["apps", "create", "--name", "x", "--grant", "password",
+                            "--database-url", db])
+    assert r.exit_code == 1 and "password" in r.output
+
+
+@pytest.mark.parametrize("bad", ["Reference", "Complex", "multi-valued", "Binary", "Text"])
+def test_properties_refuse_non_basic_types(db: str, bad: str) -> None:
+    """Only basic property types are accepted, with a message saying which are."""
+    r = runner.invoke(app, ["properties", "add", "P", "--type", bad, "--database-url", db])
+    assert r.exit_code == 1
+    assert bad in r.output and "String, Integer, Decimal, Boolean, DateTime, Date" in r.output
+
+
+def test_properties_add_list_remove(db: str) -> None:
+    """Properties are added with any type spelling, listed, and removed (values warned about)."""
+    from scimd.scim.schema import USER_PROPERTIES_SCHEMA as URN
+    from scimd.settings import Settings
+    from scimd.store import audit
+    from scimd.store.directory import Directory
+
+    _ok("properties", "add", "Level", "--type", "integer", "--description", "grade",
+        "--database-url", db)
+    _ok("properties", "add", "Since", "--type", "Date", "--database-url", db)
+    listed = json.loads(_ok("properties", "list", "--json", "--database-url", db))
+    assert listed == [
+        {"name": "Level", "type": "Integer", "description": "grade"},
+        {"name": "Since", "type": "Date", "description": ""},
+    ]
+    r = runner.invoke(app, ["properties", "add", "level", "--type", "String", "--database-url", db])
+    assert r.exit_code == 1 and "already defined" in r.output
+    d = Directory(create_engine(db), properties_urn=Settings().properties_urn)
+    d.create("User", {"userName": "p@x.com", URN: {"Level": "3"}}, audit.CLI, "http://x")
+    r = runner.invoke(app, ["properties", "remove", "Level", "--database-url", db])
+    assert r.exit_code == 1 and "1 user(s)" in r.output
+    _ok("properties", "remove", "Level", "--yes", "--database-url", db)
+    found = d.search("User", None, "http://x").resources[0]
+    assert URN not in found
+    d.close()
+
+
+def test_db_upgrade_and_current(db: str) -> None:
+    """`db upgrade` brings an empty database to the newest revision."""
+    assert "database at revision" in _ok("db", "upgrade", "--database-url", db)
+    out = _ok("db", "current", "--database-url", db)
+    current, head = out.split("current: ")[1].split("  head: ")
+    assert current.strip() == head.strip() != "None"
+
+
+def test_module_entry_point_runs() -> None:
+    """`python -m scimd.cli.main --help` works (how tests and scripts invoke scimd)."""
+    done = subprocess.run([sys.executable, "-m", "scimd.cli.main", "--help"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "apps" in done.stdout and "serve" in done.stdout
