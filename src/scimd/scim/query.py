@@ -94,6 +94,9 @@ def _bind_leaf(
     f: Compare | Present, path: AttrPath, attr: S.Attribute, sub: S.Attribute | None
 ) -> Filter:
     target = sub or attr
+    if attr.returned == "never" or target.returned == "never":
+        # A filter on a never-returned attribute (password) would let a client probe it.
+        raise InvalidFilter(f"'{path}' is never returned and cannot be used in a filter")
     if isinstance(f, Present):
         return Present(path)
     if target.is_complex:
