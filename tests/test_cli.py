@@ -38,8 +38,21 @@ def _authenticates(db: str, token: str) -> bool:
 
 def test_apps_create_json_prints_id_and_secret_once(db: str, tmp_path: Path) -> None:
     """`apps create --json` prints client_id and client_secret; only a digest is stored."""
-    out = _ok("apps", "create", "--name", "Entra", "--grant", "bearer", "--scope", "API",
-              "--scope", "USER SYNC", "--json", "--database-url", db)
+    out = _ok(
+        "apps",
+        "create",
+        "--name",
+        "Entra",
+        "--grant",
+        "bearer",
+        "--scope",
+        "API",
+        "--scope",
+        "USER SYNC",
+        "--json",
+        "--database-url",
+        db,
+    )
     data = json.loads(out)
     assert data["client_id"] and len(data["client_secret"]) >= 40
     assert data["scopes"] == ["API", "USER SYNC"] and data["grant_type"] == "bearer"
@@ -53,8 +66,9 @@ def test_apps_create_json_prints_id_and_secret_once(db: str, tmp_path: Path) -> 
 
 def test_database_url_from_environment(db: str) -> None:
     """SCIMD_DATABASE_URL works in place of --database-url."""
-    data = json.loads(_ok("apps", "create", "--name", "env", "--json",
-                          env={"SCIMD_DATABASE_URL": db}))
+    data = json.loads(
+        _ok("apps", "create", "--name", "env", "--json", env={"SCIMD_DATABASE_URL": db})
+    )
     assert data["client_id"] in _ok("apps", "list", "--database-url", db)
 
 
@@ -78,11 +92,13 @@ def test_revoke_rotate_disable_enable_delete(db: str) -> None:
 
 def test_apps_create_rejects_unknown_scope_and_grant(db: str) -> None:
     """Unknown scopes and grant types are refused with a message naming them."""
-    r = runner.invoke(app, ["apps", "create", "--name", "x", "--scope", "ADMIN",
-                            "--database-url", db])
+    r = runner.invoke(
+        app, ["apps", "create", "--name", "x", "--scope", "ADMIN", "--database-url", db]
+    )
     assert r.exit_code == 1 and "ADMIN" in r.output
-    r = runner.invoke(app, ["apps", "create", "--name", "x", "--grant", "password",
-                            "--database-url", db])
+    r = runner.invoke(
+        app, ["apps", "create", "--name", "x", "--grant", "password", "--database-url", db]
+    )
     assert r.exit_code == 1 and "password" in r.output
 
 
@@ -101,8 +117,17 @@ def test_properties_add_list_remove(db: str) -> None:
     from scimd.store import audit
     from scimd.store.directory import Directory
 
-    _ok("properties", "add", "Level", "--type", "integer", "--description", "grade",
-        "--database-url", db)
+    _ok(
+        "properties",
+        "add",
+        "Level",
+        "--type",
+        "integer",
+        "--description",
+        "grade",
+        "--database-url",
+        db,
+    )
     _ok("properties", "add", "Since", "--type", "Date", "--database-url", db)
     listed = json.loads(_ok("properties", "list", "--json", "--database-url", db))
     assert listed == [
@@ -131,6 +156,10 @@ def test_db_upgrade_and_current(db: str) -> None:
 
 def test_module_entry_point_runs() -> None:
     """`python -m scimd.cli.main --help` works (how tests and scripts invoke scimd)."""
-    done = subprocess.run([sys.executable, "-m", "scimd.cli.main", "--help"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "scimd.cli.main", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0 and "apps" in done.stdout and "serve" in done.stdout

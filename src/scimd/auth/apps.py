@@ -91,7 +91,7 @@ def create_app(
     g = canonical_grant(grant)
     sc = canonical_scopes(scopes)
     client_id = str(uuid.uuid4())
-    pk = conn.execute(
+    inserted: Any = conn.execute(
         applications.insert().values(
             client_id=client_id,
             name=name.strip(),
@@ -101,7 +101,8 @@ def create_app(
             enabled=True,
             created=now_datetime(),
         )
-    ).inserted_primary_key[0]
+    ).inserted_primary_key
+    pk = int(inserted[0])
     secret = _add_secret(conn, pk)
     A.record(
         conn,
@@ -148,7 +149,7 @@ def get_app(conn: sa.Connection, client_id: str) -> dict[str, Any]:
 
 def list_apps(conn: sa.Connection) -> list[dict[str, Any]]:
     rows = conn.execute(sa.select(applications.c.client_id).order_by(applications.c.pk))
-    return [get_app(conn, cid) for (cid,) in rows]
+    return [get_app(conn, str(cid)) for (cid,) in rows]
 
 
 def rotate_secret(conn: sa.Connection, client_id: str, actor: A.Actor) -> str:
@@ -210,6 +211,7 @@ def authenticate(conn: sa.Connection, token: str) -> Principal | None:
     if expires is not None and expires <= time.time():
         return None
     return Principal(pk, client_id, name, tuple(load_json(scopes)))
+
 
 _STATEMENTS = StatementCache()
 

@@ -96,7 +96,7 @@ def serve(
     engine = create_engine(s.database_url)
     migrate.ensure_current(engine)
     with engine.connect() as conn:
-        n_apps = conn.execute(sa.text("SELECT count(*) FROM applications")).scalar_one()
+        n_apps: int = conn.execute(sa.text("SELECT count(*) FROM applications")).scalar_one()
     shown = s.public_url or f"http://{s.host}:{s.port}"
     typer.echo(f"scimd serving {shown}/scim/v2/ (database {_safe_url(s.database_url)})", err=True)
     if n_apps == 0:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Union
 
 import orjson
 
@@ -23,7 +22,7 @@ MAX_NODES = 256
 
 COMPARE_OPS = frozenset({"eq", "ne", "co", "sw", "ew", "gt", "ge", "lt", "le"})
 
-Literal = Union[str, int, float, bool, None]
+Literal = str | int | float | bool | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +96,7 @@ class ValuePath:
         return f"{self.path}[{self.filter}]"
 
 
-Filter = Union[Compare, Present, And, Or, Not, ValuePath]
+Filter = Compare | Present | And | Or | Not | ValuePath
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,17 +235,17 @@ class _Parser:
             full = m.group(0)
             self.pos = m.end()
             urn, _, rest = full.rpartition(":")
-            name, _, sub = rest.partition(".")
-            if not _NAME.fullmatch(name) or (sub and not _NAME.fullmatch(sub)):
+            name, _, dotted = rest.partition(".")
+            if not _NAME.fullmatch(name) or (dotted and not _NAME.fullmatch(dotted)):
                 raise self.fail(f"invalid attribute path '{full}'", start)
-            return AttrPath(urn, name, sub or None)
+            return AttrPath(urn, name, dotted or None)
         m = _NAME.match(self.text, self.pos)
         if not m:
             found = self.text[self.pos : self.pos + 10] or "end of filter"
             raise self.fail(f"expected an attribute name but found '{found}'")
         self.pos = m.end()
         sub_m = _SUB.match(self.text, self.pos)
-        sub = None
+        sub: str | None = None
         if sub_m:
             sub = sub_m.group(1)
             self.pos = sub_m.end()

@@ -241,11 +241,11 @@ def compare(op: str, x: Any, v: Literal, attr: S.Attribute) -> bool:
     if op == "ew":
         return isinstance(x, str) and isinstance(v, str) and x.endswith(v)
     if op == "gt":
-        return bool(x > v)  # type: ignore[operator]
+        return bool(x > v)
     if op == "ge":
-        return bool(x >= v)  # type: ignore[operator]
+        return bool(x >= v)
     if op == "lt":
-        return bool(x < v)  # type: ignore[operator]
+        return bool(x < v)
     if op == "le":
-        return bool(x <= v)  # type: ignore[operator]
+        return bool(x <= v)
     raise InvalidFilter(f"unknown operator '{op}'")  # pragma: no cover

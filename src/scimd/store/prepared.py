@@ -3,7 +3,8 @@
 Building a SQLAlchemy Core statement and its cache key costs more than running a primary-key
 lookup on SQLite (measured: about 60% of a create's database time). The statements every request
 runs are therefore written with Core once, compiled to the dialect's SQL text, and executed with
-the DBAPI cursor (skipping SQLAlchemy's result machinery, ~40 µs a statement); JSON documents are encoded and decoded here with orjson.
+the DBAPI cursor (skipping SQLAlchemy's result machinery, ~40 µs a statement);
+JSON documents are encoded and decoded here with orjson.
 """
 
 from __future__ import annotations
@@ -22,15 +23,13 @@ class Prepared:
 
     __slots__ = ("defaults", "names", "positional", "sql")
 
-    def __init__(self, stmt: sa.Executable, dialect: Dialect) -> None:
-        compiled = stmt.compile(dialect=dialect)
+    def __init__(self, stmt: sa.ClauseElement, dialect: Dialect) -> None:
+        compiled: Any = stmt.compile(dialect=dialect)
         self.sql: str = compiled.string
         self.positional: bool = bool(compiled.positional)
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
         # Literal values written into the statement become parameters with these values.
-        self.defaults: dict[str, Any] = {
-            k: v for k, v in compiled.params.items() if v is not None
-        }
+        self.defaults: dict[str, Any] = {k: v for k, v in compiled.params.items() if v is not None}
 
     def run(self, conn: sa.Connection, params: Mapping[str, Any] | None = None) -> Result:
         """Execute on the connection's DBAPI cursor, inside its current transaction."""

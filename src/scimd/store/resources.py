@@ -120,9 +120,11 @@ def _bump_counter(conn: sa.Connection, name: str, delta: int) -> None:
     stmt = STATEMENTS.get(
         conn,
         "counter.bump",
-        lambda: counters.update()
-        .where(counters.c.name == _B("name"))
-        .values(value=counters.c.value + _B("delta")),
+        lambda: (
+            counters.update()
+            .where(counters.c.name == _B("name"))
+            .values(value=counters.c.value + _B("delta"))
+        ),
     )
     stmt.run(conn, {"name": name, "delta": delta})
 
@@ -134,8 +136,11 @@ class Repository:
         self.kind = kind
         self.t = t = kind.table
         self.cols = [t.c.pk, t.c.id, t.c.created, t.c.last_modified, t.c.version, t.c.doc]
-        extra = ["user_name", "user_name_lower", "external_id", "active"] if kind is USERS else [
-            "display_name", "display_name_lower", "external_id"]
+        extra = (
+            ["user_name", "user_name_lower", "external_id", "active"]
+            if kind is USERS
+            else ["display_name", "display_name_lower", "external_id"]
+        )
         self.extra_cols = extra
         n = kind.name
         self._get = f"{n}.get"
@@ -201,10 +206,12 @@ class Repository:
             stmt = STATEMENTS.get(
                 conn,
                 f"{self.kind.name}.eq.{column}",
-                lambda: sa.select(*self.cols)
-                .where(self.t.c[column] == _B("v"))
-                .order_by(self.t.c.pk)
-                .limit(_B("n")),
+                lambda: (
+                    sa.select(*self.cols)
+                    .where(self.t.c[column] == _B("v"))
+                    .order_by(self.t.c.pk)
+                    .limit(_B("n"))
+                ),
             )
             rows = [self._rec(r) for r in stmt.run(conn, {"v": value, "n": count + 1})]
             if len(rows) <= count:
@@ -274,9 +281,7 @@ class Repository:
         stmt = STATEMENTS.get(
             conn,
             self._insert,
-            lambda: self.t.insert()
-            .values({k: _B(k) for k in values})
-            .returning(self.t.c.pk),
+            lambda: self.t.insert().values({k: _B(k) for k in values}).returning(self.t.c.pk),
         )
         # A unique-index violation aborts the whole request (and its transaction): no savepoint.
         try:
@@ -312,10 +317,12 @@ class Repository:
         stmt = STATEMENTS.get(
             conn,
             self._update,
-            lambda: self.t.update()
-            .where(self.t.c.pk == _B("pk_"))
-            .values({**{k: _B(k) for k in values}, "version": self.t.c.version + 1})
-            .returning(self.t.c.version),
+            lambda: (
+                self.t.update()
+                .where(self.t.c.pk == _B("pk_"))
+                .values({**{k: _B(k) for k in values}, "version": self.t.c.version + 1})
+                .returning(self.t.c.version)
+            ),
         )
         try:
             version = stmt.run(conn, {**values, "pk_": row.pk}).scalar_one()
@@ -354,15 +361,15 @@ def _member_types(conn: sa.Connection, ids: Iterable[str]) -> dict[str, str]:
     for i in range(0, len(ids), 500):
         chunk = ids[i : i + 500]
         for (rid,) in conn.execute(sa.select(users.c.id).where(users.c.id.in_(chunk))):
-            out[rid] = "User"
+            out[str(rid)] = "User"
         missing = [x for x in chunk if x not in out]
         if missing:
             for (rid,) in conn.execute(sa.select(groups.c.id).where(groups.c.id.in_(missing))):
-                out[rid] = "Group"
+                out[str(rid)] = "Group"
     return out
 
 
-def _resolve_members(conn: sa.Connection, items: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
+def _resolve_members(conn: sa.Connection, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     ids = [i["value"] for i in items]
     types = _member_types(conn, ids)
     unknown = [x for x in dict.fromkeys(ids) if x not in types]
@@ -445,13 +452,15 @@ def groups_of(
         rows = STATEMENTS.get(
             conn,
             "groups_of.one",
-            lambda: sa.select(*cols)
-            .join(groups, groups.c.pk == members.c.group_pk)
-            .where(members.c.member_id == _B("id"))
-            .order_by(groups.c.display_name_lower),
+            lambda: (
+                sa.select(*cols)
+                .join(groups, groups.c.pk == members.c.group_pk)
+                .where(members.c.member_id == _B("id"))
+                .order_by(groups.c.display_name_lower)
+            ),
         ).run(conn, {"id": user_ids[0]})
     else:
-        rows = conn.execute(
+        rows = conn.execute(  # type: ignore[assignment]
             sa.select(*cols)
             .join(groups, groups.c.pk == members.c.group_pk)
             .where(members.c.member_id.in_(list(user_ids)))

@@ -86,7 +86,7 @@ class Scim:
             with self.directory.read() as conn:
                 return apps.authenticate(conn, token)
 
-        principal = await self.db(lookup)
+        principal: apps.Principal | None = await self.db(lookup)
         if principal is None:
             self.throttle.failed(address)
             raise Unauthorized("the bearer token is not valid, or has been revoked or expired")
