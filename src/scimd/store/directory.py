@@ -337,8 +337,8 @@ def _members_of(conn: sa.Connection, pks: list[int]) -> dict[int, list[dict[str,
         .where(members.c.group_pk.in_(pks))
         .order_by(members.c.group_pk, members.c.member_id)
     )
-    for gpk, mid, mt in conn.execute(q).tuples():
-        out[gpk].append({"value": mid, "type": mt})
+    for gpk, mid, mt in conn.execute(q):
+        out[gpk].append({"value": mid, "type": mt})  # type: ignore[index]
     return out
 
 
