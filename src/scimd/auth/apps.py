@@ -34,7 +34,11 @@ def digest(secret: str) -> str:
 
 
 def new_secret() -> str:
-    return secrets.token_urlsafe(32)
+    """256 random bits, URL-safe; never starting with "-" so it is safe as a CLI argument."""
+    while True:
+        s = secrets.token_urlsafe(32)
+        if not s.startswith("-"):
+            return s
 
 
 def canonical_grant(grant: str) -> str:
