@@ -81,9 +81,14 @@ class Directory:
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
         if self.shared_connection:
+            # Reads need no BEGIN/COMMIT pair on SQLite: prepared statements run in autocommit
+            # mode; a Core statement autobegins a transaction that is ended here.
             conn = self._thread_connection().execution_options(sqlite_begin="DEFERRED")
-            with conn.begin():
+            try:
                 yield conn
+            finally:
+                if conn.in_transaction():
+                    conn.rollback()
             return
         with self.engine.begin() as conn:
             yield conn
