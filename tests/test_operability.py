@@ -1,0 +1,92 @@
+"""Health, metrics and structured logs: what an operator sees, and what they must never see."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from scimd.auth import apps
+from scimd.settings import Settings
+from scimd.store import audit
+from scimd.store.engine import create_engine
+from scimd.web.app import create_app
+from scimd.web.observability import JsonFormatter
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'ops.db'}")
+    app = create_app(Settings(), engine)
+    with engine.begin() as conn:
+        _, token = apps.create_app(conn, "ops", "bearer", ["API", "USER SYNC"], audit.CLI)
+    with TestClient(app) as c:
+        yield c, token
+
+
+def test_healthz(client: tuple[TestClient, str]) -> None:
+    """GET /healthz answers 200 without authentication when the database answers."""
+    c, _ = client
+    r = c.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+def test_metrics_count_requests_by_route_and_status(client: tuple[TestClient, str]) -> None:
+    """/metrics counts requests by route (ids folded to {id}) and status, with latencies."""
+    c, token = client
+    h = {"Authorization": f"Bearer {token}"}
+    c.get("/scim/v2/Users/abc", headers=h)
+    c.get("/scim/v2/Users/def", headers=h)
+    c.get("/scim/v2/Users", headers={"Authorization": "Bearer wrong"})
+    text = c.get("/metrics").text
+    assert 'scimd_requests_total{method="GET",route="/scim/v2/Users/{id}",status="404"} 2.0' in text
+    assert 'scimd_requests_total{method="GET",route="/scim/v2/Users",status="401"} 1.0' in text
+    assert "scimd_request_duration_seconds_bucket" in text
+
+
+def test_access_log_is_json_with_request_id_and_no_secret(
+    client: tuple[TestClient, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each request logs one JSON line with request id, app, status and duration; never a token."""
+    c, token = client
+    caplog.set_level(logging.INFO, logger="scimd.access")
+    r = c.get(
+        '/scim/v2/Users?filter=userName eq "x"',
+        headers={"Authorization": f"Bearer {token}", "X-Request-Id": "req-123"},
+    )
+    assert r.headers["x-request-id"] == "req-123"
+    records = [rec for rec in caplog.records if rec.name == "scimd.access"]
+    assert len(records) == 1
+    line = JsonFormatter().format(records[0])
+    data = json.loads(line)
+    assert data["request_id"] == "req-123" and data["status"] == 200
+    assert data["route"] == "/scim/v2/Users" and data["app"] and data["duration_ms"] >= 0
+    assert token not in line and "Bearer" not in line
+
+
+def test_failed_authentications_are_throttled(tmp_path: Path) -> None:
+    """Past the per-minute limit of failures, an address gets 429 even with a good token."""
+    engine = create_engine(f"sqlite:///{tmp_path / 't.db'}")
+    app = create_app(Settings(auth_failures_per_minute=3), engine)
+    with engine.begin() as conn:
+        _, token = apps.create_app(conn, "t", "bearer", ["USER SYNC"], audit.CLI)
+    with TestClient(app) as c:
+        for _ in range(3):
+            assert (
+                c.get("/scim/v2/Users", headers={"Authorization": "Bearer no"}).status_code == 401
+            )
+        r = c.get("/scim/v2/Users", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 429 and r.headers["retry-after"]
+        assert r.json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+
+
+def test_entra_flag_query_parameter_is_ignored(client: tuple[TestClient, str]) -> None:
+    """An aadOptscim062020 flag forwarded from the Tenant URL does not change the answer."""
+    c, token = client
+    h = {"Authorization": f"Bearer {token}"}
+    r = c.get('/scim/v2/Users?aadOptscim062020&filter=userName eq "nobody"', headers=h)
+    assert r.status_code == 200 and r.json()["totalResults"] == 0
