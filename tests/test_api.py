@@ -334,3 +334,54 @@ def test_every_write_is_audited_with_the_application(api: Api) -> None:
         rows = audit.history(conn, resource_id=u["id"])
     assert [r["operation"] for r in rows] == ["delete", "patch", "create"]
     assert {r["actor_type"] for r in rows} == {"app"} and all(r["actor"] for r in rows)
+
+
+def test_put_replaces_and_keeps_uniqueness(api: Api) -> None:
+    """PUT replaces the whole resource; renaming onto a taken userName is 409 and changes nothing."""
+    a = api.user("a@x.com", title="T", nickName="N")
+    api.user("b@x.com")
+    r = api.req("PUT", f"/Users/{a['id']}", {"schemas": [USER], "userName": "a2@x.com"})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["userName"] == "a2@x.com" and "title" not in body and "nickName" not in body
+    _error(api.req("PUT", f"/Users/{a['id']}", {"userName": "B@X.COM"}), 409, "uniqueness")
+    _error(api.req("PUT", f"/Users/{a['id']}", {"title": "no userName"}), 400, "invalidValue")
+    assert api.req("GET", f"/Users/{a['id']}").json()["userName"] == "a2@x.com"
+
+
+def test_patch_rename_onto_taken_name_is_409(api: Api) -> None:
+    """A PATCH that would duplicate a userName is 409 uniqueness and nothing is written."""
+    a = api.user("one@x.com")
+    api.user("two@x.com")
+    body = {"Operations": [{"op": "Replace", "path": "userName", "value": "TWO@x.com"}]}
+    _error(api.req("PATCH", f"/Users/{a['id']}", body), 409, "uniqueness")
+    assert api.req("GET", f"/Users/{a['id']}").json()["userName"] == "one@x.com"
+
+
+def test_put_group_replaces_members(api: Api) -> None:
+    """PUT on a group replaces its member set; unknown member ids are 400."""
+    u1, u2 = api.user("g1@x.com"), api.user("g2@x.com")
+    g = api.req("POST", "/Groups", {"displayName": "P", "members": [{"value": u1["id"]}]}).json()
+    r = api.req("PUT", f"/Groups/{g['id']}", {"displayName": "P", "members": [{"value": u2["id"]}]})
+    assert [m["value"] for m in r.json()["members"]] == [u2["id"]]
+    d = _error(
+        api.req("PUT", f"/Groups/{g['id']}", {"displayName": "P", "members": [{"value": "ghost"}]}),
+        400,
+    )
+    assert "ghost" in d["detail"]
+    members = api.req("GET", f"/Groups/{g['id']}").json()["members"]
+    assert [m["value"] for m in members] == [u2["id"]]
+
+
+def test_delete_user_removes_memberships_and_honours_if_match(api: Api) -> None:
+    """DELETE with a stale If-Match is 412; a deleted user leaves every group."""
+    u = api.user("del@x.com")
+    g = api.req("POST", "/Groups", {"displayName": "D", "members": [{"value": u["id"]}]}).json()
+    _error(api.req("DELETE", f"/Users/{u['id']}", headers={"If-Match": 'W/"99"'}), 412)
+    r = api.req("DELETE", f"/Users/{u['id']}", headers={"If-Match": u["meta"]["version"]})
+    assert r.status_code == 204
+    _error(api.req("GET", f"/Users/{u['id']}"), 404)
+    assert (
+        "members" not in api.req("GET", f"/Groups/{g['id']}").json()
+        or not api.req("GET", f"/Groups/{g['id']}").json()["members"]
+    )
