@@ -57,21 +57,16 @@ class Directory:
     def __init__(self, engine: sa.Engine, *, properties_urn: str = S.USER_PROPERTIES_SCHEMA):
         self.engine = engine
         self.properties_urn = properties_urn
-        self._writer_engine = (
-            engine.execution_options(sqlite_begin="IMMEDIATE")
-            if engine.dialect.name == "sqlite"
-            else engine
-        )
         self._lock = threading.Lock()
         self._local = threading.local()
-        self.shared_connection = engine.dialect.name == "sqlite"
+        self.sqlite = engine.dialect.name == "sqlite"
         self._user_type: tuple[str, S.ResourceType] = ("", S.user_type((), properties_urn))
         self.repos = {"User": Repository(USERS), "Group": Repository(GROUPS)}
 
     # -- transactions -----------------------------------------------------------------------
-    # SQLite: each thread keeps one connection (the server's event loop is one thread, and a
-    # directory call never yields to the loop between BEGIN and COMMIT), so no pool checkout
-    # per request. Other databases take pooled connections per call.
+    # Each thread keeps one connection: the server's event loop is one thread (SQLite calls run
+    # there, and never yield to the loop between BEGIN and COMMIT) and network databases run in
+    # a bounded pool of worker threads. No pool checkout and reset per request.
     def _thread_connection(self) -> sa.Connection:
         conn: sa.Connection | None = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.invalidated:
@@ -80,27 +75,26 @@ class Directory:
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
-        if self.shared_connection:
+        conn = self._thread_connection()
+        if self.sqlite:
             # Reads need no BEGIN/COMMIT pair on SQLite: prepared statements run in autocommit
             # mode; a Core statement autobegins a transaction that is ended here.
-            conn = self._thread_connection().execution_options(sqlite_begin="DEFERRED")
+            conn.execution_options(sqlite_begin="DEFERRED")
             try:
                 yield conn
             finally:
                 if conn.in_transaction():
                     conn.rollback()
             return
-        with self.engine.begin() as conn:
+        with conn.begin():
             yield conn
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        if self.shared_connection:
-            conn = self._thread_connection().execution_options(sqlite_begin="IMMEDIATE")
-            with conn.begin():
-                yield conn
-            return
-        with self._writer_engine.begin() as conn:
+        conn = self._thread_connection()
+        if self.sqlite:
+            conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
             yield conn
 
     def close(self) -> None:

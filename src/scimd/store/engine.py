@@ -59,9 +59,11 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
         echo=echo,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
+        # Connections are held per worker thread by the directory; recycle them hourly instead
+        # of pinging on every checkout (a ping is a network round trip per request).
         pool_size=10,
-        max_overflow=20,
-        pool_pre_ping=True,
+        max_overflow=40,
+        pool_recycle=3600,
     )
 
 

@@ -79,6 +79,7 @@ def create_app(settings: Settings, engine: sa.Engine | None = None) -> Starlette
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        scim.close()
         directory.close()
         engine.dispose()
 

@@ -11,7 +11,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio.to_thread
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -46,6 +48,12 @@ class Scim:
         self.directory = directory
         self.throttle = FailureThrottle(settings.auth_failures_per_minute)
         self.in_thread = directory.engine.dialect.name != "sqlite"
+        # A dedicated pool: each worker keeps its own database connection (see Directory).
+        self.executor = (
+            ThreadPoolExecutor(max_workers=16, thread_name_prefix="scimd-db")
+            if self.in_thread
+            else None
+        )
 
     async def db(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """Run a blocking database call.
@@ -53,9 +61,14 @@ class Scim:
         SQLite calls run on the event loop: they take microseconds and a thread hop costs
         more than the call. Network databases run in a worker thread.
         """
-        if self.in_thread:
-            return await anyio.to_thread.run_sync(lambda: fn(*args, **kw))
+        if self.executor is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kw))
         return fn(*args, **kw)
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
 
     def base(self, request: Request) -> str:
         root = self.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
