@@ -7,13 +7,13 @@ parameters are ignored. Each handler parses, makes one directory call and render
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
-
 import asyncio
 import functools
+import logging
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
 from starlette.requests import Request
 from starlette.responses import Response
 
