@@ -23,6 +23,22 @@ Operations (``--ops``, comma separated, all by default):
     before the timed phase, one per pass over the seeded users: once a group holds every seeded
     user the next requests go to a fresh group, so each request really adds 100 members.
     With fewer than 100 seeded users the batches hold them all.
+``group_add_large``
+    Whether adding members costs more as the group grows. Two groups are prepared untimed: a
+    small one holding 100 seeded users and a large one holding ``--large-group-size`` of them
+    (default 100,000, capped at the seeded count), filled by PATCH adds of ``--group-fill-batch``
+    members per request (halved on HTTP 413), within ``--group-fill-max-seconds``. Then, per
+    group and concurrency level, each worker owns 100 users that are in neither group and
+    alternates an Entra-style add of those 100 (``Add`` on ``members``) with their removal
+    (``Remove`` on ``members`` with the same value list; a server that refuses that form, as
+    scim2-server does, gets ``members[value eq "a" or value eq "b" ...]`` instead, which the
+    rows' note says), so the group stays within
+    100 x concurrency members of its prepared size. Both requests are timed and reported as
+    four rows: ``group_add_100_small``, ``group_remove_100_small``, ``group_add_100_large``,
+    ``group_remove_100_large``; ``--requests`` caps adds and removes together, and each row's
+    req/s counts its own requests over the whole alternating run (so half the request rate).
+    When the seeded users are too few to leave 100 x concurrency outside the large group, the
+    missing ones are created first (untimed, and not used by the other operations).
 
 Before the measurements, ``--seed-users N`` users are created with 32 concurrent POSTs; their ids
 and userNames are kept in memory for the read and update operations. Every user name carries a
@@ -32,6 +48,11 @@ Each (operation, concurrency) measurement opens ``concurrency`` keep-alive conne
 worker, connected before the clock starts), and stops after ``--requests`` requests or
 ``--max-seconds`` seconds, whichever comes first (requests in flight then are still awaited, up
 to ``--timeout``, and counted). Group creation and seeding are capped in time as well.
+
+Each measurement also records ``other_cpu``: the CPU cores that processes other than the load
+generator and the server (``--server-pid``, plus those whose command line contains
+``--server-cmdline-match``) kept busy meanwhile, read from /proc on Linux. Figures taken while
+it was well above zero shared the machine with something else and deserve a re-run.
 
 The HTTP client (``--client``) is, by default, a minimal asyncio + httptools client: httpx
 spends about 0.5 ms of client CPU per request, which capped a 2-core machine near 2,000 req/s
@@ -54,6 +75,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import random
 import sys
 import time
@@ -80,9 +102,11 @@ ALL_OPS = (
     "patch_user",
     "list_page",
     "group_add_members",
+    "group_add_large",
 )
 OPS_NEEDING_USERS = frozenset(ALL_OPS) - {"post_user"}
 GROUP_BATCH = 100
+SMALL_GROUP_SIZE = 100
 PAGE_SIZE = 100
 MAX_ERROR_SAMPLES = 3
 
@@ -126,7 +150,105 @@ class OpResult:
     p50_ms: float = 0.0
     p99_ms: float = 0.0
     note: str = ""
+    # CPU the rest of the machine used meanwhile, in cores (see CpuMeter); -1 when unknown.
+    other_cpu: float = -1.0
     error_samples: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GroupPair:
+    """The two groups of ``group_add_large`` and the users that churn through them."""
+
+    small_id: str
+    small_size: int
+    large_id: str
+    large_size: int
+    large_target: int  # the size asked for; larger than large_size when filling was cut short
+    fill_seconds: float
+    fill_note: str
+    spare: list[SeededUser]  # in neither group: 100 per worker
+
+
+class CpuMeter:
+    """How busy the machine was with processes other than the benchmark's own (Linux /proc).
+
+    The benchmark's own processes are this load generator, ``--server-pid`` and the processes
+    whose command line contains ``--server-cmdline-match`` (e.g. the PostgreSQL backends of the
+    bench database). The rest (other users' test runs, background services, the database
+    server's own background processes) is reported per measurement as ``other_cpu``: the cores
+    it kept busy on average. A measurement with ``other_cpu`` well above zero was disturbed.
+    """
+
+    def __init__(self, server_pid: int, cmdline_match: str) -> None:
+        self.server_pid = server_pid
+        self.cmdline_match = cmdline_match
+        self.tick = float(os.sysconf("SC_CLK_TCK")) if hasattr(os, "sysconf") else 100.0
+        self.available = os.path.exists("/proc/stat")
+
+    def _busy(self) -> float:
+        with open("/proc/stat", encoding="ascii") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal (guest time is inside user)
+        return (sum(fields[:3]) + sum(fields[5:8])) / self.tick
+
+    def _process_cpu(self, pid: int) -> float:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / self.tick  # utime, stime
+
+    def _own_pids(self) -> list[int]:
+        pids = [self.server_pid] if self.server_pid > 0 else []
+        if self.cmdline_match:
+            needle = self.cmdline_match.encode()
+            for entry in os.listdir("/proc"):
+                if entry.isdigit():
+                    try:
+                        with open(f"/proc/{entry}/cmdline", "rb") as f:
+                            if needle in f.read():
+                                pids.append(int(entry))
+                    except OSError:
+                        continue
+        return pids
+
+    def sample(self) -> tuple[float, dict[int, float], float] | None:
+        """(machine busy seconds, own processes' CPU seconds, this process's CPU seconds)."""
+        if not self.available:
+            return None
+        try:
+            own = {pid: self._process_cpu(pid) for pid in self._own_pids()}
+            times = os.times()
+            return self._busy(), own, times.user + times.system
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def other_cores(
+        self, before: tuple[float, dict[int, float], float] | None, seconds: float
+    ) -> float:
+        """Cores kept busy by other processes since ``before`` (-1 when unknown)."""
+        after = self.sample()
+        if before is None or after is None or seconds <= 0:
+            return -1.0
+        busy = after[0] - before[0]
+        own = after[2] - before[2]
+        own += sum(cpu - before[1].get(pid, 0.0) for pid, cpu in after[1].items())
+        return max(0.0, busy - own) / seconds
+
+    async def wait_quiet(self, max_seconds: float, threshold: float = 0.25) -> float:
+        """Wait (up to ``max_seconds``) until other processes use under ``threshold`` cores.
+
+        Returns the seconds waited. Samples over one second at a time; a no-op without /proc.
+        """
+        waited = 0.0
+        while self.available and waited < max_seconds:
+            before = self.sample()
+            await asyncio.sleep(1.0)
+            waited += 1.0
+            if self.other_cores(before, 1.0) < threshold:
+                break
+        return waited
 
 
 RequestSpec = tuple[str, str, Any]  # method, URL relative to the base URL, JSON body or None
@@ -382,6 +504,14 @@ class Benchmark:
         self.users: list[SeededUser] = []
         self.created = 0  # users created so far, seeding and post_user alike
         self.patches = 0
+        self.large_group_size: int = args.large_group_size
+        self.fill_batch: int = args.group_fill_batch
+        self.fill_max_seconds: float = args.group_fill_max_seconds
+        self.max_level: int = max(args.levels)
+        self.group_pair: GroupPair | None = None
+        self.remove_style = "value"  # "filter" when the server refuses Entra's value-list remove
+        self.cpu = CpuMeter(args.server_pid, args.server_cmdline_match)
+        self.quiet_wait: float = args.wait_quiet
 
     @contextlib.asynccontextmanager
     async def connections(self, count: int) -> AsyncIterator[list[Connection]]:
@@ -404,7 +534,13 @@ class Benchmark:
         """
         if count <= 0:
             return
-        print(f"seeding {count} users (concurrency {concurrency}) ...", flush=True)
+        self.users = await self.create_users(count, max_seconds, concurrency, "seeding")
+
+    async def create_users(
+        self, count: int, max_seconds: float, concurrency: int = 32, what: str = "seeding"
+    ) -> list[SeededUser]:
+        """Create up to ``count`` users within ``max_seconds``; return the ones created."""
+        print(f"{what}: creating {count} users (concurrency {concurrency}) ...", flush=True)
         found: list[SeededUser | None] = [None] * count
         errors: list[str] = []
         done = 0
@@ -431,22 +567,23 @@ class Benchmark:
                         errors.append(describe_error("POST", "Users", status, content))
                 done += 1
                 if done % step == 0 or done == count:
-                    print(f"  seeded {done}/{count} ({done * 100 // count}%)", flush=True)
+                    print(f"  created {done}/{count} ({done * 100 // count}%)", flush=True)
 
         async with self.connections(concurrency) as opened:
             await asyncio.gather(*(worker(connection) for connection in opened))
         self.created += count
-        self.users = [user for user in found if user is not None]
+        users = [user for user in found if user is not None]
         elapsed = time.perf_counter() - started
         print(
-            f"seeded {len(self.users)} users in {elapsed:.1f}s "
-            f"({len(self.users) / elapsed:.0f}/s), {len(errors)} errors",
+            f"{what}: created {len(users)} users in {elapsed:.1f}s "
+            f"({len(users) / elapsed:.0f}/s), {len(errors)} errors",
             flush=True,
         )
         if next_index < count:
-            print(f"  seeding stopped after {max_seconds:.0f}s (--seed-max-seconds)", flush=True)
+            print(f"  {what} stopped after {max_seconds:.0f}s", flush=True)
         for sample in errors[:MAX_ERROR_SAMPLES]:
             print(f"  error: {sample}", flush=True)
+        return users
 
     # -- request planners ------------------------------------------------------------------
 
@@ -538,6 +675,207 @@ class Benchmark:
 
         return plan, len(group_ids) * batches_per_group
 
+    # -- group size: adding to a small versus a large group -------------------------------
+
+    async def create_group(self, connection: Connection, name: str) -> str:
+        body = {"schemas": [GROUP_SCHEMA], "displayName": name, "externalId": str(uuid.uuid4())}
+        status, content = await connection.request("POST", "Groups", encode(body))
+        if not 200 <= status < 300:
+            raise RuntimeError(describe_error("POST", "Groups", status, content))
+        return str(json.loads(content)["id"])
+
+    async def fill_group(
+        self, connection: Connection, group_id: str, users: list[SeededUser], deadline: float
+    ) -> tuple[int, str]:
+        """Add ``users`` to a group in large PATCH batches; return how many went in, and a note.
+
+        The batch starts at ``--group-fill-batch`` and is halved (down to 100) when the server
+        answers 413. The loop ends when every user is in, or at ``deadline``, or at the first
+        other error, so it is bounded in requests and time.
+        """
+        batch = max(1, self.fill_batch)
+        added = 0
+        max_requests = 2 * math.ceil(len(users) / min(batch, GROUP_BATCH)) + 20
+        for _ in range(max_requests):
+            if added >= len(users):
+                return added, ""
+            if time.perf_counter() > deadline:
+                return added, f"filling stopped at {added:,} members after the time cap"
+            chunk = users[added : added + batch]
+            body = {
+                "schemas": [PATCH_SCHEMA],
+                "Operations": [
+                    {"op": "add", "path": "members", "value": [{"value": u.id} for u in chunk]}
+                ],
+            }
+            url = f"Groups/{group_id}"
+            try:
+                status, content = await connection.request("PATCH", url, encode(body))
+            except TransportError as exc:
+                return added, f"filling failed at {added:,} members: {str(exc)[:200]}"
+            if status == 413 and batch > GROUP_BATCH:
+                batch = max(GROUP_BATCH, batch // 2)
+                print(f"  HTTP 413: fill batch lowered to {batch}", flush=True)
+                continue
+            if not 200 <= status < 300:
+                return added, "filling failed at " + describe_error("PATCH", url, status, content)
+            added += len(chunk)
+            if added % max(batch, 10_000) < batch or added == len(users):
+                print(f"  group filled to {added:,}/{len(users):,}", flush=True)
+        return added, f"filling stopped at {added:,} members (request cap)"
+
+    def remove_members_patch(self, ids: list[str]) -> dict[str, Any]:
+        """A PATCH removing ``ids``: Entra's value list, or a filter path if that was refused."""
+        if self.remove_style == "filter":
+            selector = " or ".join(f'value eq "{i}"' for i in ids)
+            operation: dict[str, Any] = {"op": "Remove", "path": f"members[{selector}]"}
+        else:
+            operation = {"op": "Remove", "path": "members", "value": [{"value": i} for i in ids]}
+        return {"schemas": [PATCH_SCHEMA], "Operations": [operation]}
+
+    async def probe_remove_style(self, connection: Connection, group_id: str, user_id: str) -> None:
+        """Remove one member Entra's way (value list), else by filter path; then re-add it."""
+        url = f"Groups/{group_id}"
+        for style in ("value", "filter"):
+            self.remove_style = style
+            body = encode(self.remove_members_patch([user_id]))
+            status, content = await connection.request("PATCH", url, body)
+            if 200 <= status < 300:
+                break
+            print(f"  remove by {style} refused: HTTP {status}", flush=True)
+        else:
+            raise RuntimeError(describe_error("PATCH", url, status, content))
+        add = {
+            "schemas": [PATCH_SCHEMA],
+            "Operations": [{"op": "Add", "path": "members", "value": [{"value": user_id}]}],
+        }
+        status, content = await connection.request("PATCH", url, encode(add))
+        if not 200 <= status < 300:
+            raise RuntimeError(describe_error("PATCH", url, status, content))
+
+    async def prepare_group_pair(self) -> GroupPair:
+        """Create and fill the small and the large group (untimed), and the spare users."""
+        large_target = min(self.large_group_size, len(self.users))
+        small_size = min(SMALL_GROUP_SIZE, large_target)
+        need = GROUP_BATCH * self.max_level
+        spare = self.users[large_target : large_target + need]
+        if len(spare) < need:
+            more = await self.create_users(
+                need - len(spare), self.fill_max_seconds, what="spare users for group_add_large"
+            )
+            spare = spare + more
+        if len(spare) < need:
+            raise RuntimeError(f"only {len(spare)} of the {need} spare users could be created")
+        started = time.perf_counter()
+        deadline = started + self.fill_max_seconds
+        async with self.connections(1) as (connection,):
+            small_id = await self.create_group(connection, f"{self.prefix}-small")
+            small, note = await self.fill_group(
+                connection, small_id, self.users[:small_size], deadline
+            )
+            if note:
+                raise RuntimeError(f"small group: {note}")
+            await self.probe_remove_style(connection, small_id, self.users[0].id)
+            large_id = await self.create_group(connection, f"{self.prefix}-large")
+            print(f"filling a group with {large_target:,} members ...", flush=True)
+            large, note = await self.fill_group(
+                connection, large_id, self.users[:large_target], deadline
+            )
+        fill_seconds = time.perf_counter() - started
+        print(f"groups of {small:,} and {large:,} members ready in {fill_seconds:.1f}s", flush=True)
+        if note:
+            print(f"  {note}", flush=True)
+        return GroupPair(small_id, small, large_id, large, large_target, fill_seconds, note, spare)
+
+    async def measure_group_churn(
+        self, size_label: str, group_id: str, group_size: int, concurrency: int, note: str
+    ) -> list[OpResult]:
+        """Each worker alternately adds and removes its own 100 spare users; both timed."""
+        pair = self.group_pair
+        assert pair is not None
+        add = OpResult(op=f"group_add_100_{size_label}", concurrency=concurrency)
+        remove = OpResult(op=f"group_remove_100_{size_label}", concurrency=concurrency)
+        add_latencies: list[float] = []
+        remove_latencies: list[float] = []
+        sent = 0
+        url = f"Groups/{group_id}"
+
+        async def timed(
+            connection: Connection, body: bytes, result: OpResult, latencies: list[float]
+        ) -> None:
+            t0 = time.perf_counter()
+            status: int | None = None
+            try:
+                status, content = await connection.request("PATCH", url, body)
+            except TransportError as exc:
+                content = str(exc).encode()
+            latencies.append(time.perf_counter() - t0)
+            if status is None or not 200 <= status < 300:
+                result.errors += 1
+                if len(result.error_samples) < MAX_ERROR_SAMPLES:
+                    result.error_samples.append(describe_error("PATCH", url, status, content))
+
+        async with self.connections(concurrency) as opened:
+            await asyncio.gather(*(c.connect() for c in opened), return_exceptions=True)
+            cpu_before = self.cpu.sample()
+            started = time.perf_counter()
+            deadline = started + self.max_seconds
+
+            async def worker(w: int, connection: Connection) -> None:
+                nonlocal sent
+                mine = [
+                    {"value": u.id} for u in pair.spare[w * GROUP_BATCH : (w + 1) * GROUP_BATCH]
+                ]
+                add_body = encode(
+                    {
+                        "schemas": [PATCH_SCHEMA],
+                        "Operations": [{"op": "Add", "path": "members", "value": mine}],
+                    }
+                )
+                remove_body = encode(self.remove_members_patch([m["value"] for m in mine]))
+                # Every add is followed by its remove, even past the caps, so the group is back
+                # at its prepared size for the next measurement.
+                while sent + 2 <= self.requests and time.perf_counter() < deadline:
+                    sent += 2
+                    await timed(connection, add_body, add, add_latencies)
+                    await timed(connection, remove_body, remove, remove_latencies)
+
+            await asyncio.gather(*(worker(w, c) for w, c in enumerate(opened)))
+            seconds = time.perf_counter() - started
+            other_cpu = self.cpu.other_cores(cpu_before, seconds)
+
+        for result, latencies in ((add, add_latencies), (remove, remove_latencies)):
+            latencies.sort()
+            result.requests = len(latencies)
+            result.seconds = seconds
+            result.rps = result.requests / seconds if seconds > 0 else 0.0
+            result.p50_ms = percentile(latencies, 50) * 1000
+            result.p99_ms = percentile(latencies, 99) * 1000
+            result.note = note
+            result.other_cpu = other_cpu
+        if self.remove_style == "filter":
+            remove.note += "; removes by members[value eq ...] path (value-list remove refused)"
+        return [add, remove]
+
+    async def run_group_add_large(self, concurrency: int) -> list[OpResult]:
+        if self.group_pair is None:
+            self.group_pair = await self.prepare_group_pair()
+        pair = self.group_pair
+        large_note = f"group of {pair.large_size:,} members"
+        if pair.large_size < pair.large_target:
+            large_note += f" (asked {pair.large_target:,}; {pair.fill_note})"
+        small = await self.measure_group_churn(
+            "small",
+            pair.small_id,
+            pair.small_size,
+            concurrency,
+            f"group of {pair.small_size:,} members",
+        )
+        large = await self.measure_group_churn(
+            "large", pair.large_id, pair.large_size, concurrency, large_note
+        )
+        return small + large
+
     # -- measurement -----------------------------------------------------------------------
 
     async def measure(
@@ -554,6 +892,7 @@ class Benchmark:
             # Connections are opened before the clock starts: the figures are steady-state
             # keep-alive requests. A failed connect shows up as errors of the first requests.
             await asyncio.gather(*(c.connect() for c in opened), return_exceptions=True)
+            cpu_before = self.cpu.sample()
             started = time.perf_counter()
             deadline = started + self.max_seconds
 
@@ -579,6 +918,7 @@ class Benchmark:
 
             await asyncio.gather(*(worker(connection) for connection in opened))
             result.seconds = time.perf_counter() - started
+            result.other_cpu = self.cpu.other_cores(cpu_before, result.seconds)
 
         latencies.sort()
         result.requests = len(latencies)
@@ -587,9 +927,24 @@ class Benchmark:
         result.p99_ms = percentile(latencies, 99) * 1000
         return result
 
-    async def run_op(self, op: str, concurrency: int) -> OpResult:
+    async def run_op(self, op: str, concurrency: int) -> list[OpResult]:
+        """The results of one operation at one level (group_add_large gives four rows)."""
+        if self.quiet_wait > 0:
+            waited = await self.cpu.wait_quiet(self.quiet_wait)
+            if waited > 1:
+                print(f"  waited {waited:.0f}s for other processes to go quiet", flush=True)
         if op in OPS_NEEDING_USERS and not self.users:
-            return OpResult(op, concurrency, note="skipped: no seeded users")
+            return [OpResult(op, concurrency, note="skipped: no seeded users")]
+        if op == "group_add_large":
+            try:
+                return await self.run_group_add_large(concurrency)
+            except (RuntimeError, TransportError, KeyError, ValueError) as exc:
+                failed = OpResult(op, concurrency, errors=1, note="group preparation failed")
+                failed.error_samples.append(str(exc)[:400])
+                return [failed]
+        return [await self.run_single_op(op, concurrency)]
+
+    async def run_single_op(self, op: str, concurrency: int) -> OpResult:
         planners: dict[str, Callable[[], Planner]] = {
             "post_user": self.plan_post_user,
             "filter_username": self.plan_filter_username,
@@ -613,7 +968,7 @@ class Benchmark:
 
 def format_table(results: list[OpResult]) -> str:
     """A fixed-width table of the results."""
-    header = ("op", "conc", "requests", "errors", "req/s", "p50 ms", "p99 ms", "note")
+    header = ("op", "conc", "requests", "errors", "req/s", "p50 ms", "p99 ms", "other", "note")
     rows = [header] + [
         (
             r.op,
@@ -623,6 +978,7 @@ def format_table(results: list[OpResult]) -> str:
             f"{r.rps:.0f}",
             f"{r.p50_ms:.1f}",
             f"{r.p99_ms:.1f}",
+            f"{r.other_cpu:.2f}" if r.other_cpu >= 0 else "?",
             r.note,
         )
         for r in results
@@ -631,7 +987,7 @@ def format_table(results: list[OpResult]) -> str:
     lines = []
     for n, row in enumerate(rows):
         cells = [
-            cell.ljust(widths[i]) if i in (0, 7) else cell.rjust(widths[i])
+            cell.ljust(widths[i]) if i in (0, 8) else cell.rjust(widths[i])
             for i, cell in enumerate(row)
         ]
         lines.append("  ".join(cells).rstrip())
@@ -661,6 +1017,42 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="HTTP client of the load generator: 'fast' (asyncio + httptools, default) or "
         "'httpx' (about 10x more client CPU per request; caps near 2,000 req/s)",
     )
+    parser.add_argument(
+        "--large-group-size",
+        type=int,
+        default=100_000,
+        help="members of the large group of group_add_large (capped at the seeded users)",
+    )
+    parser.add_argument(
+        "--group-fill-batch",
+        type=int,
+        default=1000,
+        help="members per PATCH while filling the groups of group_add_large (untimed)",
+    )
+    parser.add_argument(
+        "--group-fill-max-seconds",
+        type=float,
+        default=600.0,
+        help="cap on preparing the groups (and spare users) of group_add_large",
+    )
+    parser.add_argument(
+        "--server-pid",
+        type=int,
+        default=0,
+        help="process id of the server, whose CPU is not counted as other load (other_cpu)",
+    )
+    parser.add_argument(
+        "--server-cmdline-match",
+        default="",
+        help="processes whose command line contains this also count as the server's",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        help="before each measurement, wait up to this many seconds for other processes to "
+        "use under a quarter of a core (0: do not wait)",
+    )
     parser.add_argument("--label", default="", help="target name recorded in the JSON output")
     parser.add_argument("--json-out", default="", help="write the results as JSON to this file")
     args = parser.parse_args(argv)
@@ -677,6 +1069,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--concurrency levels must be positive")
     if args.requests < 1 or args.max_seconds <= 0:
         parser.error("--requests and --max-seconds must be positive")
+    if args.large_group_size < 1 or args.group_fill_batch < 1 or args.group_fill_max_seconds <= 0:
+        parser.error("--large-group-size, --group-fill-batch and the fill cap must be positive")
     return args
 
 
@@ -687,16 +1081,17 @@ async def amain(args: argparse.Namespace) -> tuple[int, list[OpResult]]:
     results: list[OpResult] = []
     for op in args.op_list:
         for concurrency in args.levels:
-            result = await bench.run_op(op, concurrency)
-            results.append(result)
-            print(
-                f"{op:<18} c={concurrency:<3} {result.requests:>6} req  "
-                f"{result.errors:>5} err  {result.rps:>8.0f} req/s  "
-                f"p50 {result.p50_ms:>8.1f} ms  p99 {result.p99_ms:>8.1f} ms  {result.note}",
-                flush=True,
-            )
-            for sample in result.error_samples:
-                print(f"    error: {sample}", flush=True)
+            for result in await bench.run_op(op, concurrency):
+                results.append(result)
+                print(
+                    f"{result.op:<22} c={concurrency:<3} {result.requests:>6} req  "
+                    f"{result.errors:>5} err  {result.rps:>8.0f} req/s  "
+                    f"p50 {result.p50_ms:>8.1f} ms  p99 {result.p99_ms:>8.1f} ms  "
+                    f"other {result.other_cpu:>5.2f}  {result.note}",
+                    flush=True,
+                )
+                for sample in result.error_samples:
+                    print(f"    error: {sample}", flush=True)
     return len(bench.users), results
 
 

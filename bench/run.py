@@ -11,14 +11,17 @@ Targets (``--targets``, comma separated):
 ``scimd-sqlite``
     ``scimd serve`` on a fresh SQLite file, with a bearer token from ``scimd apps create``.
 ``scimd-postgres``
-    The same on the PostgreSQL database of ``$SCIMD_BENCH_POSTGRES_URL`` (skipped when unset),
-    e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/scimd_bench``. Runs do not clean it;
-    each run uses fresh user names.
+    The same on PostgreSQL: ``--postgres-url`` (default ``$SCIMD_BENCH_POSTGRES_URL``; the target
+    is skipped when neither is set), e.g. ``postgresql+psycopg://postgres@127.0.0.1:5432/postgres``,
+    names a server and a database to connect to; each run creates a fresh database on that
+    server (``CREATE DATABASE scimd_bench_<random>``, so the role needs CREATEDB) and drops it
+    afterwards, so runs never see each other's data.
 ``bare``
     bench/reference_bare.py: Starlette + stdlib sqlite3, the "durable limit" of this stack.
 ``scim2-server``
     bench/reference_scim2_server.py: python-scim's scim2-server (in-memory storage) under
-    uvicorn, the Python peer.
+    uvicorn, the Python peer. Skipped above ``--scim2-max-users`` seeded users (default
+    10,000): its list and group operations take seconds per request at that size already.
 ``scim2-server-cli``
     The same package through its shipped ``scim2-server`` command (threaded wsgiref, HTTP/1.0,
     no keep-alive). Not in the default set.
@@ -28,6 +31,12 @@ extra, e.g. ``.venv/bin/pip install -e '.[bench]'``)::
 
     .venv/bin/python bench/run.py
     .venv/bin/python bench/run.py --targets bare,scim2-server --users 1000 --requests 300
+    .venv/bin/python bench/run.py --users 100000 --targets scimd-sqlite,scimd-postgres,bare \
+        --postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/postgres \
+        --out bench/results/n100k.md
+
+One size per invocation: ``--users N`` seeds N users into every target (over HTTP, about
+2,500 users/s here, so ~7 minutes per target at 1,000,000: raise ``--seed-max-seconds``).
 
 The load generator shares the machine with the server under test; compare the targets with
 each other (and with ``bare``) rather than reading the figures as absolute capacities.
@@ -36,6 +45,7 @@ each other (and with ``bare``) rather than reading the figures as absolute capac
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -49,6 +59,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +70,7 @@ DEFAULT_TARGETS = "scimd-sqlite,scimd-postgres,bare,scim2-server"
 ALL_TARGETS = ("scimd-sqlite", "scimd-postgres", "bare", "scim2-server", "scim2-server-cli")
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+LOAD_OPS = 7  # the operations of bench/load.py (ALL_OPS there)
 
 
 class TargetError(Exception):
@@ -74,6 +86,8 @@ class Server:
     ready_url: str
     token: str = "unused"
     env: dict[str, str] = field(default_factory=dict)
+    # Processes whose command line contains this are part of the target (PostgreSQL backends).
+    cmdline_match: str = ""
 
 
 def free_port() -> int:
@@ -90,7 +104,7 @@ def scimd_command() -> list[str]:
     return [sys.executable, "-m", "scimd.cli.main"]
 
 
-def scimd_server(database_url: str, port: int, tmp: Path) -> Server:
+def scimd_server(database_url: str, port: int, tmp: Path, cmdline_match: str = "") -> Server:
     """Create a bench API client in the database, then describe ``scimd serve``."""
     scimd = scimd_command()
     create = [
@@ -137,19 +151,57 @@ def scimd_server(database_url: str, port: int, tmp: Path) -> Server:
         base_url=f"{root}/scim/v2",
         ready_url=f"{root}/healthz",
         token=token,
+        cmdline_match=cmdline_match,
     )
 
 
-def target_server(name: str, port: int, tmp: Path) -> Server:
-    """Prepare a target and describe how to start it."""
+@contextlib.contextmanager
+def fresh_postgres_database(server_url: str) -> Iterator[str]:
+    """Create an empty database on the server of ``server_url``; yield its URL; drop it."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(server_url)
+    name = f"scimd_bench_{secrets.token_hex(6)}"
+    connect = {
+        "host": url.host or "127.0.0.1",
+        "port": url.port or 5432,
+        "user": url.username,
+        "password": url.password,
+        "dbname": url.database or "postgres",
+        "autocommit": True,
+        "connect_timeout": 10,
+    }
+    try:
+        with psycopg.connect(**connect) as admin:  # type: ignore[arg-type]
+            admin.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.Error as exc:
+        raise TargetError(f"cannot create a database on {url.host}:{url.port}: {exc}") from exc
+    print(f"created database {name}", flush=True)
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        try:
+            with psycopg.connect(**connect) as admin:  # type: ignore[arg-type]
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            print(f"dropped database {name}", flush=True)
+        except psycopg.Error as exc:
+            print(f"could not drop database {name}: {exc}", file=sys.stderr, flush=True)
+
+
+def target_server(
+    name: str, port: int, tmp: Path, args: argparse.Namespace, stack: contextlib.ExitStack
+) -> Server:
+    """Prepare a target and describe how to start it (``stack`` undoes the preparation)."""
     root = f"http://127.0.0.1:{port}"
     if name == "scimd-sqlite":
         return scimd_server(f"sqlite:///{tmp / 'bench.db'}", port, tmp)
     if name == "scimd-postgres":
-        url = os.environ.get("SCIMD_BENCH_POSTGRES_URL", "")
-        if not url:
-            raise TargetError("skipped: SCIMD_BENCH_POSTGRES_URL is not set")
-        return scimd_server(url, port, tmp)
+        if not args.postgres_url:
+            raise TargetError("skipped: neither --postgres-url nor SCIMD_BENCH_POSTGRES_URL is set")
+        url = stack.enter_context(fresh_postgres_database(args.postgres_url))
+        # The backends serving the bench database show its name in their command line.
+        return scimd_server(url, port, tmp, cmdline_match=url.rsplit("/", 1)[-1].split("?")[0])
     if name == "bare":
         script = str(BENCH_DIR / "reference_bare.py")
         return Server(
@@ -158,6 +210,11 @@ def target_server(name: str, port: int, tmp: Path) -> Server:
             ready_url=f"{root}/scim/v2/Users?count=1",
         )
     if name in ("scim2-server", "scim2-server-cli"):
+        if args.users > args.scim2_max_users:
+            raise TargetError(
+                f"skipped: scim2-server above {args.scim2_max_users:,} users "
+                "(--scim2-max-users; its list and group operations take seconds per request)"
+            )
         mode = "cli" if name.endswith("-cli") else "uvicorn"
         script = str(BENCH_DIR / "reference_scim2_server.py")
         return Server(
@@ -205,16 +262,48 @@ def tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def load_budget(args: argparse.Namespace, ops: int, levels: int) -> float:
-    """An upper bound on one load.py run: seeding plus every measurement and its stragglers."""
-    per_measurement = 2 * float(args.max_seconds) + float(args.timeout) + 5  # groups, in-flight
-    return float(args.seed_max_seconds) + ops * levels * per_measurement + 60
+def load_budget(args: argparse.Namespace, ops: list[str] | None, levels: int) -> float:
+    """An upper bound on one load.py run: seeding plus every measurement and its stragglers.
+
+    ``ops`` is the ``--ops`` subset, or None for all of them.
+    """
+    # groups, requests in flight, waiting for quiet
+    per_measurement = 2 * float(args.max_seconds) + float(args.timeout) + 5 + float(args.wait_quiet)
+    n_ops = LOAD_OPS if ops is None else len(ops)
+    budget = float(args.seed_max_seconds) + n_ops * levels * per_measurement + 60
+    if ops is None or "group_add_large" in ops:
+        # spare users and the two groups, then a second group per level
+        budget += 2 * float(args.group_fill_max_seconds) + levels * per_measurement
+    return budget
+
+
+def git_commit() -> str:
+    """The short commit of the checkout the benchmark runs from (read only)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=BENCH_DIR.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return done.stdout.strip() or "unknown"
 
 
 def run_target(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     """Start a target, run bench/load.py against it, stop it; return its JSON results."""
+    with contextlib.ExitStack() as stack:
+        return run_prepared_target(name, args, tmp, stack)
+
+
+def run_prepared_target(
+    name: str, args: argparse.Namespace, tmp: Path, stack: contextlib.ExitStack
+) -> dict[str, Any]:
     port = free_port()
-    server = target_server(name, port, tmp)
+    server = target_server(name, port, tmp, args, stack)
     log = tmp / "server.log"
     print(f"starting {name}: {' '.join(server.argv)}", flush=True)
     with log.open("wb") as log_file:
@@ -251,15 +340,29 @@ def run_target(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
             args.concurrency,
             "--client",
             args.client,
+            "--large-group-size",
+            str(args.large_group_size),
+            "--group-fill-max-seconds",
+            str(
+                min(args.group_fill_max_seconds, args.scim2_group_fill_max_seconds)
+                if name.startswith("scim2-server")
+                else args.group_fill_max_seconds
+            ),
+            "--server-pid",
+            str(process.pid),
+            "--wait-quiet",
+            str(args.wait_quiet),
             "--json-out",
             str(out),
         ]
+        if server.cmdline_match:
+            load.append(f"--server-cmdline-match={server.cmdline_match}")
         if args.ops:
             load += ["--ops", args.ops]
-        n_ops = len(args.ops.split(",")) if args.ops else 6
+        ops = [op.strip() for op in args.ops.split(",") if op.strip()] if args.ops else None
         n_levels = len(args.concurrency.split(","))
         try:
-            subprocess.run(load, check=True, timeout=load_budget(args, n_ops, n_levels))
+            subprocess.run(load, check=True, timeout=load_budget(args, ops, n_levels))
         except subprocess.CalledProcessError as exc:
             raise TargetError(f"load.py exited {exc.returncode}") from exc
         except subprocess.TimeoutExpired as exc:
@@ -282,7 +385,7 @@ def markdown(
     """The combined report: a req/s overview, then every figure per target."""
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"# SCIM load benchmark ({now})",
+        f"# SCIM load benchmark ({now}, commit {args.commit})",
         "",
         f"- machine: {os.cpu_count()} CPUs, {platform.system()} {platform.machine()}, "
         f"Python {platform.python_version()}",
@@ -319,15 +422,25 @@ def markdown(
         if any(r["errors"] for run in runs.values() for r in run["results"]):
             lines += ["⚠: some requests failed (see the errors column below).", ""]
         lines += ["## All figures", ""]
-        lines.append("| target | op | conc | requests | errors | req/s | p50 ms | p99 ms | note |")
-        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---|")
+        lines.append(
+            "| target | op | conc | requests | errors | req/s | p50 ms | p99 ms | other CPU "
+            "| note |"
+        )
+        lines.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
         for target, run in runs.items():
             for r in run["results"]:
+                other = r.get("other_cpu", -1.0)
                 lines.append(
                     f"| {target} | {r['op']} | {r['concurrency']} | {r['requests']} | "
                     f"{r['errors']} | {fmt(r['rps'], 0)} | {fmt(r['p50_ms'])} | "
-                    f"{fmt(r['p99_ms'])} | {r['note']} |"
+                    f"{fmt(r['p99_ms'])} | {fmt(other, 2) if other >= 0 else '?'} | {r['note']} |"
                 )
+        lines += [
+            "",
+            "other CPU: cores kept busy meanwhile by processes other than the load generator "
+            "and the target (for scimd-postgres, PostgreSQL's background processes count as "
+            "other); well above 0 means the measurement shared the machine.",
+        ]
         lines.append("")
         seeded = [
             f"{target}: {run.get('seeded_users', '?')}/{run.get('seed_users', '?')}"
@@ -361,6 +474,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ops", default="", help="subset of bench/load.py operations")
     parser.add_argument("--client", choices=("fast", "httpx"), default="fast")
     parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("SCIMD_BENCH_POSTGRES_URL", ""),
+        help="PostgreSQL server of scimd-postgres (a fresh database is created per run; "
+        "default $SCIMD_BENCH_POSTGRES_URL)",
+    )
+    parser.add_argument(
+        "--large-group-size",
+        type=int,
+        default=100_000,
+        help="members of the large group of group_add_large (capped at --users)",
+    )
+    parser.add_argument(
+        "--group-fill-max-seconds",
+        type=float,
+        default=600.0,
+        help="cap on preparing the groups of group_add_large",
+    )
+    parser.add_argument(
+        "--scim2-group-fill-max-seconds",
+        type=float,
+        default=60.0,
+        help="cap on filling scim2-server's large group (each add takes seconds there)",
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        help="before each measurement, wait up to this many seconds for other processes to "
+        "go quiet (bench/load.py --wait-quiet)",
+    )
+    parser.add_argument(
+        "--scim2-max-users",
+        type=int,
+        default=10_000,
+        help="skip scim2-server above this many users",
+    )
+    parser.add_argument(
         "--out", type=Path, default=RESULTS_DIR / "latest.md", help="markdown report path"
     )
     parser.add_argument("--keep-tmp", action="store_true", help="keep databases and logs")
@@ -374,6 +524,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.commit = git_commit()
     runs: dict[str, dict[str, Any]] = {}
     problems: dict[str, str] = {}
     for name in args.target_list:
@@ -395,7 +546,16 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(report)
     args.out.with_suffix(".json").write_text(
-        json.dumps({"runs": runs, "problems": problems}, indent=2)
+        json.dumps(
+            {
+                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "commit": args.commit,
+                "users": args.users,
+                "runs": runs,
+                "problems": problems,
+            },
+            indent=2,
+        )
     )
     print(f"written to {args.out}", flush=True)
     failed = [name for name, reason in problems.items() if not reason.startswith("skipped")]

@@ -337,7 +337,7 @@ def test_every_write_is_audited_with_the_application(api: Api) -> None:
 
 
 def test_put_replaces_and_keeps_uniqueness(api: Api) -> None:
-    """PUT replaces the whole resource; renaming onto a taken userName is 409 and changes nothing."""
+    """PUT replaces the whole resource; renaming onto a taken userName is 409, nothing changes."""
     a = api.user("a@x.com", title="T", nickName="N")
     api.user("b@x.com")
     r = api.req("PUT", f"/Users/{a['id']}", {"schemas": [USER], "userName": "a2@x.com"})

@@ -202,7 +202,8 @@ USER = Schema(
             multi_valued=True,
             mutability="readOnly",
             subs=[
-                a("value", mutability="readOnly"),
+                # The id of a group: ids are case-exact (RFC 7643 §3.1), so this is too.
+                a("value", mutability="readOnly", case_exact=True),
                 a("$ref", REFERENCE, mutability="readOnly", reference_types=("Group",)),
                 a("display", mutability="readOnly"),
                 a("type", mutability="readOnly", canonical_values=("direct", "indirect")),

@@ -206,6 +206,12 @@ def _resolve_sort(
     p: AttrPath, rt: S.ResourceType
 ) -> tuple[str | None, S.Attribute, S.Attribute | None]:
     urn, attr, sub = _resolve(p, rt)
+    if urn is None and (
+        attr.name in ("groups", "members")
+        or (attr.name == "meta" and sub and sub.name == "location")
+    ):
+        # Membership lists have no defined order to take "the first" from; location is not stored.
+        raise InvalidFilter(f"sorting by '{p}' is not supported")
     target = sub or attr
     if target.is_complex:
         value = target.sub.get("value")
@@ -820,8 +826,6 @@ class _Compiler:
     def sort_key(self, path: AttrPath) -> tuple[Expr, bool]:
         """(key, whether it can be NULL)."""
         urn, attr, sub = _resolve_sort(path, self.rt)
-        if (urn, attr.name) in ((None, "groups"), (None, "members")):
-            raise InvalidFilter(f"sorting by '{path}' is not supported")
         target = self.target(urn, attr, sub)
         leaf = sub or attr
         if isinstance(target, (_SqliteArray, _PgArray)):

@@ -25,6 +25,9 @@ metadata = sa.MetaData(
 )
 
 JsonDoc = sa.JSON().with_variant(JSONB(), "postgresql")
+# Lower-cased names compare in code-point order (as Python does), so on PostgreSQL their
+# indexes serve `sw` and ordering too, whatever the database's locale.
+LowerText = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
 
 users = sa.Table(
     "users",
@@ -33,7 +36,7 @@ users = sa.Table(
     sa.Column("id", sa.String(64), nullable=False, unique=True),
     sa.Column("user_name", sa.Text, nullable=False),
     # Python's str.lower() of userName: case-insensitive uniqueness and lookups on an index.
-    sa.Column("user_name_lower", sa.Text, nullable=False, unique=True),
+    sa.Column("user_name_lower", LowerText, nullable=False, unique=True),
     sa.Column("external_id", sa.Text, nullable=True, index=True),
     sa.Column("active", sa.Boolean, nullable=True),
     sa.Column("created", sa.String(32), nullable=False),
@@ -48,7 +51,7 @@ groups = sa.Table(
     sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("id", sa.String(64), nullable=False, unique=True),
     sa.Column("display_name", sa.Text, nullable=False),
-    sa.Column("display_name_lower", sa.Text, nullable=False, unique=True),
+    sa.Column("display_name_lower", LowerText, nullable=False, unique=True),
     sa.Column("external_id", sa.Text, nullable=True, index=True),
     sa.Column("created", sa.String(32), nullable=False),
     sa.Column("last_modified", sa.String(32), nullable=False),
