@@ -543,10 +543,8 @@ def scim2_binds(text: str) -> bool:
     return True
 
 
-# ``schemas``: see BIND_DEVIATIONS; ``members`` is a Group attribute.
-BIND_AGREED_ACCEPT = [
-    t for t in [*RFC_FILTERS, *ENTRA_FILTERS] if t != SCHEMAS_FILTER and "members" not in t
-] + [
+# ``members`` is a Group attribute.
+BIND_AGREED_ACCEPT = [t for t in [*RFC_FILTERS, *ENTRA_FILTERS] if "members" not in t] + [
     "active eq true",
     'active eq "true"',
     "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties:Level gt 3",
@@ -580,11 +578,6 @@ BIND_AGREED_REJECT = [
 ]
 # text -> (scimd binds, scim2-models binds, why)
 BIND_DEVIATIONS: dict[str, tuple[bool, bool, str]] = {
-    SCHEMAS_FILTER: (
-        False,
-        True,
-        "scimd gap: 'schemas' (RFC 7644 example) is not a filterable attribute",
-    ),
     'manager eq "26118915"': (
         True,
         False,

@@ -348,19 +348,9 @@ RFC_EXAMPLES = [
     'ims[type eq "xmpp" and value co "@foo.com"]',
 ]
 
-# ``schemas`` is on every resource (RFC 7643 §3) and the RFC filters on it, but it is in no
-# schema scimd resolves against (it is recomputed from the data by the store), so binding
-# rejects it. Pinned as a known gap: remove the mark once ``schemas`` is filterable.
-SCHEMAS_GAP = pytest.mark.xfail(
-    strict=True, raises=InvalidFilter, reason="'schemas' is not a filterable attribute yet"
-)
-
 
 def _rfc_params(marked: bool) -> list[object]:
-    return [
-        pytest.param(t, marks=SCHEMAS_GAP) if marked and t.startswith("schemas") else t
-        for t in RFC_EXAMPLES
-    ]
+    return [t for t in RFC_EXAMPLES]
 
 
 @pytest.mark.parametrize("text", _rfc_params(marked=False))

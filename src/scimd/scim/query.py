@@ -29,6 +29,7 @@ from scimd.scim.filter import (
     Present,
     ValuePath,
 )
+from scimd.scim.resource import schemas_of
 from scimd.scim.values import coerce_scalar
 
 STRINGISH = frozenset({S.STRING, S.REFERENCE, S.BINARY})
@@ -180,6 +181,8 @@ def _container(resource: dict[str, Any], p: AttrPath) -> dict[str, Any]:
 
 def values_at(resource: dict[str, Any], p: AttrPath, rt: S.ResourceType) -> list[Any]:
     """All non-null values at a bound path (one list whatever the multiplicity)."""
+    if p.attr == "schemas" and p.schema is None:
+        return schemas_of(rt, resource)
     v = _container(resource, p).get(p.attr)
     if v is None:
         return []

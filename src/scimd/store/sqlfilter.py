@@ -410,6 +410,34 @@ class _Single(_Target):
         return self.value.present()
 
 
+class _Schemas(_Target):
+    """``schemas``: the core URN always, each extension URN when the row holds data for it.
+
+    The candidates are known, so a comparison is decided per candidate in Python and becomes
+    an OR of "this extension is present" conditions.
+    """
+
+    def __init__(self, c: _Compiler) -> None:
+        self.c = c
+
+    def _holds(self, urn: str) -> Bool:
+        if urn == self.c.rt.core.id:
+            return _const(True)
+        return self.c.json([urn]).present()
+
+    def any(self, pred: Pred) -> Bool:
+        urns = [self.c.rt.core.id, *(ext.id for ext, _ in self.c.rt.extensions)]
+        conds = []
+        for urn in urns:
+            hit = pred(_ConstValue(urn))
+            if not _is_const(hit, False):
+                conds.append(_and(hit, self._holds(urn)))
+        return sa.or_(*conds) if conds else _const(False)
+
+    def present(self) -> Bool:
+        return _const(True)
+
+
 class _Element:
     """One element of a multi-valued attribute, inside the statement that iterates them."""
 
@@ -773,6 +801,8 @@ class _Compiler:
         t = self.table.c
         if urn is None:
             name = attr.name
+            if name == "schemas":
+                return _Schemas(self)
             if name == "id":
                 return _Single(_Column(t.id, "string", nullable=False))
             if name == "externalId":
