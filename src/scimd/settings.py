@@ -34,6 +34,8 @@ class Settings:
     properties_urn: str = USER_PROPERTIES_SCHEMA
     # Failed bearer authentications allowed per client address per minute before 429.
     auth_failures_per_minute: int = 30
+    # Key signing portal session cookies; empty = generated once and kept in the database.
+    session_secret: str = ""
     log_level: str = "info"
     access_log: bool = True
 

@@ -145,7 +145,8 @@ def get_app(conn: sa.Connection, client_id: str) -> dict[str, Any]:
     )
     d = dict(row._mapping)
     d["secrets"] = [
-        {"hint": s.hint + "…", "created": s.created, "revoked": s.revoked} for s in secrets_
+        {"id": s.pk, "hint": s.hint + "…", "created": s.created, "revoked": s.revoked}
+        for s in secrets_
     ]
     d.pop("pk")
     return d
@@ -162,6 +163,29 @@ def rotate_secret(conn: sa.Connection, client_id: str, actor: A.Actor) -> str:
     secret = _add_secret(conn, row.pk)
     A.record(conn, actor, "app.rotate", "Application", client_id, None)
     return secret
+
+
+def revoke_secret(conn: sa.Connection, client_id: str, secret_id: int, actor: A.Actor) -> None:
+    """Revoke one secret (after rotation, once every client uses the new one)."""
+    row = _app_row(conn, client_id)
+    done = conn.execute(
+        client_secrets.update()
+        .where(
+            client_secrets.c.pk == secret_id,
+            client_secrets.c.app_pk == row.pk,
+            client_secrets.c.revoked.is_(None),
+        )
+        .values(revoked=now_datetime())
+    ).rowcount
+    if not done:
+        raise NotFound(f"application '{client_id}' has no active secret {secret_id}")
+    A.record(conn, actor, "app.revoke_secret", "Application", client_id, {"secret": secret_id})
+
+
+def touch_last_used(conn: sa.Connection, app_pk: int) -> None:
+    conn.execute(
+        applications.update().where(applications.c.pk == app_pk).values(last_used=now_datetime())
+    )
 
 
 def revoke_app(conn: sa.Connection, client_id: str, actor: A.Actor) -> None:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 import typer
 
 from scimd import settings as settings_mod
+from scimd.auth import admins as admins_mod
 from scimd.auth import apps as apps_mod
 from scimd.scim.errors import ScimError
 from scimd.store import audit, migrate
@@ -28,9 +29,11 @@ app = typer.Typer(
 apps_app = typer.Typer(help="OAuth 2 applications and their secrets (bearer tokens).")
 props_app = typer.Typer(help="Custom user properties (the UserProperties extension).")
 db_app = typer.Typer(help="Database schema migrations.")
+admin_app = typer.Typer(help="Admin accounts of the work portal.")
 app.add_typer(apps_app, name="apps")
 app.add_typer(props_app, name="properties")
 app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
 
 DbUrl = Annotated[
     str | None,
@@ -95,10 +98,19 @@ def serve(
     _setup_logging(s.log_level)
     engine = create_engine(s.database_url)
     migrate.ensure_current(engine)
-    with engine.connect() as conn:
+    with engine.begin() as conn:
         n_apps: int = conn.execute(sa.text("SELECT count(*) FROM applications")).scalar_one()
+        setup_token = admins_mod.new_setup_token(conn)
     shown = s.public_url or f"http://{s.host}:{s.port}"
     typer.echo(f"scimd serving {shown}/scim/v2/ (database {_safe_url(s.database_url)})", err=True)
+    typer.echo(f"Work portal: {shown}/admin/", err=True)
+    if setup_token:
+        typer.echo(
+            "First start: no admin yet. Open this one-time link (valid 24 hours) to create one:\n"
+            f"  {shown}/admin/setup?token={setup_token}\n"
+            "or run: scimd admin create USERNAME",
+            err=True,
+        )
     if n_apps == 0:
         typer.echo(
             "No OAuth 2 application yet. Create the bearer token to give Entra ID "
@@ -293,6 +305,54 @@ def properties_remove(
 
     p = _run(go)
     typer.echo(f"removed {p.name}")
+
+
+# -- admin -----------------------------------------------------------------------------------
+PasswordStdin = Annotated[
+    bool,
+    typer.Option("--password-stdin", help="Read the password from standard input (for scripts)."),
+]
+
+
+def _password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    first: str = typer.prompt("Password", hide_input=True)
+    again: str = typer.prompt("Repeat password", hide_input=True)
+    if first != again:
+        typer.echo("error: the passwords differ", err=True)
+        raise typer.Exit(1)
+    return first
+
+
+@admin_app.command("create")
+def admin_create(
+    username: str, database_url: DbUrl = None, password_stdin: PasswordStdin = False
+) -> None:
+    """Create a portal admin (password hashed with argon2id)."""
+    password = _password(password_stdin)
+
+    def go() -> Any:
+        with _tx(database_url) as conn:
+            return admins_mod.create(conn, username, password, audit.CLI)
+
+    a = _run(go)
+    typer.echo(f"created admin {a.username}")
+
+
+@admin_app.command("reset-password")
+def admin_reset_password(
+    username: str, database_url: DbUrl = None, password_stdin: PasswordStdin = False
+) -> None:
+    """Set a new password for an admin; their open sessions end."""
+    password = _password(password_stdin)
+
+    def go() -> None:
+        with _tx(database_url) as conn:
+            admins_mod.reset_password(conn, username, password, audit.CLI)
+
+    _run(go)
+    typer.echo(f"password of {username} reset; their sessions are signed out")
 
 
 # -- db ------------------------------------------------------------------------------------

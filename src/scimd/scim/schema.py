@@ -130,9 +130,7 @@ META = a(
 COMMON: dict[str, Attribute] = {
     # Computed from the data: the core schema plus every extension that holds a value. It is
     # filterable (RFC 7644 §3.4.2.2 shows ``schemas eq "urn:...:enterprise:2.0:User"``).
-    "schemas": a(
-        "schemas", REFERENCE, multi_valued=True, mutability="readOnly", returned="always"
-    ),
+    "schemas": a("schemas", REFERENCE, multi_valued=True, mutability="readOnly", returned="always"),
     "id": a("id", mutability="readOnly", returned="always", case_exact=True, uniqueness="server"),
     "externalid": a("externalId", case_exact=True),
     "meta": META,

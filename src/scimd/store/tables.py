@@ -171,3 +171,17 @@ audit = sa.Table(
     sa.Column("detail", sa.JSON, nullable=True),
     sa.Column("request_id", sa.String(64), nullable=True),
 )
+
+admins = sa.Table(
+    "admins",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("username", sa.String(128), nullable=False),
+    sa.Column("username_lower", sa.String(128), nullable=False, unique=True),
+    # argon2id hash (PHC string).
+    sa.Column("password_hash", sa.Text, nullable=False),
+    sa.Column("created", sa.String(32), nullable=False),
+    sa.Column("last_login", sa.String(32), nullable=True),
+    # Bumped by a password reset: session cookies carry it, so older sessions stop working.
+    sa.Column("session_epoch", sa.Integer, nullable=False, default=0),
+)

@@ -10,18 +10,23 @@ from contextlib import asynccontextmanager
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from scimd.auth import admins
 from scimd.scim.errors import ScimError
 from scimd.settings import Settings
 from scimd.store import migrate
 from scimd.store.directory import Directory
 from scimd.store.engine import create_engine
+from scimd.web import portal_pages
 from scimd.web.http import error_response
+from scimd.web.oauth import TokenEndpoint
 from scimd.web.observability import Metrics, ObservabilityMiddleware
+from scimd.web.portal import Portal
 from scimd.web.scim import Scim
 
 log = logging.getLogger("scimd.web")
@@ -54,7 +59,12 @@ def create_app(settings: Settings, engine: sa.Engine | None = None) -> Starlette
     migrate.ensure_current(engine)
     directory = Directory(engine, properties_urn=settings.properties_urn)
     scim = Scim(settings, directory)
+    token_endpoint = TokenEndpoint(scim)
+    portal = Portal(scim)
+    portal.add_routes(portal_pages.routes(portal))
     metrics = Metrics()
+    with engine.begin() as conn:
+        session_key = settings.session_secret or admins.session_secret(conn)
 
     async def healthz(request: Request) -> Response:
         def probe() -> None:
@@ -94,8 +104,10 @@ def create_app(settings: Settings, engine: sa.Engine | None = None) -> Starlette
             Route("/", root),
             Route("/healthz", healthz),
             Route("/metrics", metrics_endpoint),
+            Route("/oauth2/server/token", token_endpoint.handle, methods=["POST"]),
             Route("/scim/v2", scim.handle, methods=ALL_METHODS),
             Route("/scim/v2/{rest:path}", scim.handle, methods=ALL_METHODS),
+            *portal.routes(),
         ],
         lifespan=lifespan,
         exception_handlers={Exception: server_error},
@@ -103,6 +115,15 @@ def create_app(settings: Settings, engine: sa.Engine | None = None) -> Starlette
     app.state.settings = settings
     app.state.directory = directory
     app.state.engine = engine
+    # Portal sessions: signed cookies, HttpOnly, SameSite=Lax; Secure when served over https.
+    app.add_middleware(
+        SessionMiddleware,
+        secret_key=session_key,
+        session_cookie="scimd_session",
+        max_age=8 * 3600,
+        same_site="lax",
+        https_only=settings.public_url.startswith("https://"),
+    )
     app.add_middleware(ObservabilityMiddleware, metrics=metrics, log=settings.access_log)
     app.add_middleware(PathNormaliser)
     return app

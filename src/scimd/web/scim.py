@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -47,6 +48,7 @@ class Scim:
         self.settings = settings
         self.directory = directory
         self.throttle = FailureThrottle(settings.auth_failures_per_minute)
+        self._last_used: dict[int, float] = {}
         self.in_thread = directory.engine.dialect.name != "sqlite"
         # A dedicated pool: each worker keeps its own database connection (see Directory).
         self.executor = (
@@ -104,6 +106,16 @@ class Scim:
             self.throttle.failed(address)
             raise Unauthorized("the bearer token is not valid, or has been revoked or expired")
         require_scope(principal.scopes, apps.SCIM_SCOPE)
+        now = time.monotonic()
+        if now - self._last_used.get(principal.app_pk, 0.0) > 60:
+            # "Last used" for the portal, written at most once a minute per application.
+            self._last_used[principal.app_pk] = now
+
+            def touch() -> None:
+                with self.directory.write() as conn:
+                    apps.touch_last_used(conn, principal.app_pk)
+
+            await self.db(touch)
         return principal
 
     async def dispatch(self, request: Request, principal: apps.Principal) -> Response:

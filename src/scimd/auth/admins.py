@@ -1,0 +1,162 @@
+"""Admin accounts of the work portal: argon2id password hashes, the first-start set-up link,
+and the server's session-signing key.
+
+The first start on an empty database creates no account with a guessable password: it prints a
+one-time set-up link (a random token whose digest is stored, valid 24 hours) where the first
+admin chooses a username and password. ``scimd admin create`` does the same from a script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from scimd.scim.errors import InvalidValue, NotFound, Uniqueness
+from scimd.scim.values import now_datetime
+from scimd.store import audit as A
+from scimd.store.tables import admins, settings
+
+MIN_PASSWORD = 10
+SETUP_TTL = 24 * 3600
+_USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
+_hasher = PasswordHasher()
+# Verified against when the username does not exist, so a wrong username costs the same time.
+_DUMMY = _hasher.hash("not a real password")
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    pk: int
+    username: str
+    session_epoch: int
+
+    def actor(self, request_id: str | None = None) -> A.Actor:
+        return A.Actor("admin", self.username, self.username, request_id)
+
+
+def _check(username: str, password: str) -> None:
+    if not _USERNAME.match(username):
+        raise InvalidValue(
+            "a username is 1-128 letters, digits, '.', '_', '@' or '-', starting with a letter"
+            " or digit"
+        )
+    if len(password) < MIN_PASSWORD:
+        raise InvalidValue(f"choose a password of at least {MIN_PASSWORD} characters")
+
+
+def count(conn: sa.Connection) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(admins)).scalar_one())
+
+
+def create(conn: sa.Connection, username: str, password: str, actor: A.Actor) -> Admin:
+    _check(username, password)
+    exists = conn.execute(
+        sa.select(admins.c.pk).where(admins.c.username_lower == username.lower())
+    ).first()
+    if exists:
+        raise Uniqueness(f"an admin named '{username}' already exists")
+    pk: int = conn.execute(
+        admins.insert()
+        .values(
+            username=username,
+            username_lower=username.lower(),
+            password_hash=_hasher.hash(password),
+            created=now_datetime(),
+            session_epoch=0,
+        )
+        .returning(admins.c.pk)
+    ).scalar_one()
+    _set(conn, "admin_setup", "")  # an account exists: the set-up link is spent
+    A.record(conn, actor, "admin.create", "Admin", username, None)
+    return Admin(int(pk), username, 0)
+
+
+def reset_password(conn: sa.Connection, username: str, password: str, actor: A.Actor) -> None:
+    """Set a new password and end every session of that admin."""
+    _check(username, password)
+    row = conn.execute(
+        sa.select(admins.c.pk).where(admins.c.username_lower == username.lower())
+    ).first()
+    if row is None:
+        raise NotFound(f"no admin named '{username}'")
+    conn.execute(
+        admins.update()
+        .where(admins.c.pk == row.pk)
+        .values(password_hash=_hasher.hash(password), session_epoch=admins.c.session_epoch + 1)
+    )
+    A.record(conn, actor, "admin.reset_password", "Admin", username, None)
+
+
+def verify(conn: sa.Connection, username: str, password: str) -> Admin | None:
+    row = conn.execute(
+        sa.select(admins).where(admins.c.username_lower == username.strip().lower())
+    ).first()
+    stored = row.password_hash if row is not None else _DUMMY
+    try:
+        _hasher.verify(stored, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return None
+    if row is None:
+        return None
+    conn.execute(admins.update().where(admins.c.pk == row.pk).values(last_login=now_datetime()))
+    return Admin(row.pk, row.username, row.session_epoch)
+
+
+def get(conn: sa.Connection, pk: int) -> Admin | None:
+    row = conn.execute(sa.select(admins).where(admins.c.pk == pk)).first()
+    return Admin(row.pk, row.username, row.session_epoch) if row is not None else None
+
+
+# -- first start ------------------------------------------------------------------------------
+
+
+def _get(conn: sa.Connection, key: str) -> str | None:
+    v = conn.execute(sa.select(settings.c.value).where(settings.c.key == key)).scalar_one_or_none()
+    return str(v) if v is not None else None
+
+
+def _set(conn: sa.Connection, key: str, value: str) -> None:
+    if conn.execute(settings.update().where(settings.c.key == key).values(value=value)).rowcount:
+        return
+    conn.execute(settings.insert().values(key=key, value=value))
+
+
+def new_setup_token(conn: sa.Connection) -> str | None:
+    """A fresh one-time set-up token when no admin exists yet (else None)."""
+    if count(conn):
+        return None
+    token = secrets.token_urlsafe(24)
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    _set(conn, "admin_setup", f"{digest}:{int(time.time()) + SETUP_TTL}")
+    return token
+
+
+def setup_token_valid(conn: sa.Connection, token: str) -> bool:
+    stored = _get(conn, "admin_setup") or ""
+    digest, _, expires = stored.partition(":")
+    if not digest or not expires.isdigit() or int(expires) < time.time():
+        return False
+    return hmac.compare_digest(digest, hashlib.sha256(token.encode()).hexdigest())
+
+
+def complete_setup(conn: sa.Connection, token: str, username: str, password: str) -> Admin:
+    if count(conn) or not setup_token_valid(conn, token):
+        raise InvalidValue("this set-up link is no longer valid; restart the server for a new one")
+    return create(conn, username, password, A.Actor("system", None, "first start"))
+
+
+def session_secret(conn: sa.Connection) -> str:
+    """The key that signs portal session cookies, shared by every server process."""
+    value = _get(conn, "session_secret")
+    if not value:
+        value = secrets.token_hex(32)
+        _set(conn, "session_secret", value)
+    return value

@@ -1,0 +1,155 @@
+"""``POST /oauth2/server/token``: the OAuth 2 token endpoint (client credentials grant only).
+
+RFC 6749 §4.4 (the grant), §2.3.1 (client authentication: ``client_secret_basic`` and
+``client_secret_post``), §3.2 (form-encoded parameters, each at most once, empty ones treated
+as absent), §5.1/§5.2 (JSON responses, never cached). The form is parsed here with
+``urllib.parse`` (no multipart dependency) and capped at ``MAX_BODY`` bytes.
+
+Every 401 carries ``WWW-Authenticate: Basic realm="scimd"`` (RFC 6749 §5.2 requires it when the
+client used the Authorization header; RFC 7235 §3.1 wants a challenge on any 401). Failed client
+authentications count toward the SCIM API's per-address ``FailureThrottle``: an address that
+exhausts it gets 429 with ``Retry-After`` here and on ``/scim/v2`` alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from urllib.parse import parse_qs, unquote_plus
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from scimd.auth.tokens import TokenError, invalid_client, issue_token
+from scimd.web.scim import Scim
+from scimd.web.security import TooManyFailures
+
+MAX_BODY = 16 * 1024
+FORM = "application/x-www-form-urlencoded"
+BASIC_CHALLENGE = 'Basic realm="scimd"'
+GRANT = "client_credentials"
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def token_response(body: dict[str, object], status: int = 200, **headers: str) -> Response:
+    return Response(
+        orjson.dumps(body),
+        status_code=status,
+        media_type="application/json",
+        headers={**NO_STORE, **headers},
+    )
+
+
+class TokenEndpoint:
+    """The token endpoint; shares the SCIM handlers' database runner and failure throttle."""
+
+    def __init__(self, scim: Scim, max_body: int = MAX_BODY) -> None:
+        self.scim = scim
+        self.max_body = max_body
+
+    async def handle(self, request: Request) -> Response:
+        address = request.client.host if request.client else "-"
+        try:
+            self.scim.throttle.check(address)
+        except TooManyFailures as e:
+            return token_response(
+                {"error": "temporarily_unavailable", "error_description": e.detail},
+                429,
+                **{"Retry-After": "60"},
+            )
+        try:
+            return await self.issue(request)
+        except TokenError as e:
+            if e.error == "invalid_client":
+                self.scim.throttle.failed(address)
+            extra = {"WWW-Authenticate": BASIC_CHALLENGE} if e.status == 401 else {}
+            return token_response(e.to_dict(), e.status, **extra)
+
+    async def issue(self, request: Request) -> Response:
+        form = await self.read_form(request)
+        grant = form.get("grant_type")
+        if grant is None:
+            raise TokenError("invalid_request", "the grant_type parameter is required")
+        if grant != GRANT:
+            raise TokenError(
+                "unsupported_grant_type", f"only the '{GRANT}' grant is supported here"
+            )
+        client_id, client_secret = client_credentials(request.headers.get("authorization"), form)
+        rid = getattr(request.state, "request_id", None)
+
+        def work() -> dict[str, object]:
+            with self.scim.directory.write() as conn:
+                return issue_token(
+                    conn, client_id, client_secret, form.get("scope"), request_id=rid
+                )
+
+        body: dict[str, object] = await self.scim.db(work)
+        request.state.client_id = client_id
+        return token_response(body)
+
+    async def read_form(self, request: Request) -> dict[str, str]:
+        """The form parameters: 413 past the cap, ``invalid_request`` for anything malformed."""
+        ctype = request.headers.get("content-type", "")
+        if ctype.split(";", 1)[0].strip().lower() != FORM:
+            raise TokenError("invalid_request", f"send the parameters as {FORM}")
+        declared = request.headers.get("content-length")
+        too_large = TokenError(
+            "invalid_request", f"the body is larger than the {self.max_body}-byte maximum", 413
+        )
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise too_large
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body:
+                raise too_large
+            chunks.append(chunk)
+        try:
+            parsed = parse_qs(b"".join(chunks).decode("utf-8"), errors="strict", max_num_fields=64)
+        except ValueError:  # UnicodeDecodeError too
+            raise TokenError("invalid_request", "the body is not a valid UTF-8 form") from None
+        form: dict[str, str] = {}
+        for key, values in parsed.items():
+            # RFC 6749 §3.2: no parameter more than once (empty ones were dropped as absent).
+            if len(values) > 1:
+                raise TokenError("invalid_request", f"the '{key}' parameter is repeated")
+            form[key] = values[0]
+        return form
+
+
+def client_credentials(authorization: str | None, form: dict[str, str]) -> tuple[str, str]:
+    """The client id and secret from HTTP Basic or the form (RFC 6749 §2.3.1), exactly one."""
+    posted_id = form.get("client_id")
+    posted_secret = form.get("client_secret")
+    if authorization:
+        if posted_secret is not None:
+            raise TokenError(
+                "invalid_request",
+                "authenticate with HTTP Basic or with client_id/client_secret, not both",
+            )
+        client_id, client_secret = basic_credentials(authorization)
+        if posted_id is not None and posted_id != client_id:
+            raise TokenError("invalid_request", "client_id differs from the Basic credentials")
+        return client_id, client_secret
+    if posted_id is None or posted_secret is None:
+        raise invalid_client()
+    return posted_id, posted_secret
+
+
+def basic_credentials(authorization: str) -> tuple[str, str]:
+    """Decode ``Basic base64(urlencode(id) ":" urlencode(secret))``; ``invalid_client`` if bad."""
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        raise invalid_client()
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        raw_id, sep, raw_secret = decoded.partition(":")
+        client_id = unquote_plus(raw_id, errors="strict")
+        client_secret = unquote_plus(raw_secret, errors="strict")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        raise invalid_client() from None
+    if not sep or not client_id or not client_secret:
+        raise invalid_client()
+    return client_id, client_secret

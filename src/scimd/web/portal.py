@@ -1,0 +1,481 @@
+"""The work portal: server-rendered admin pages with plain forms.
+
+Sessions are signed cookies (HttpOnly, SameSite=Lax, Secure behind https) carrying the admin's id
+and session epoch; every form carries a per-session CSRF token; sign-in attempts are throttled
+per account and per address. Pages work without JavaScript; one small static script adds copy
+buttons. Directory pages (users, groups, properties, audit, connection) live in
+``portal_pages.py`` and register through :meth:`Portal.page`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from scimd.auth import admins
+from scimd.auth import apps as apps_mod
+from scimd.scim.errors import ScimError
+from scimd.web.scim import Scim
+
+HERE = Path(__file__).parent
+APPS = "/admin/security/oauth2-applications"
+NAV = [
+    ("/admin/users", "Users"),
+    ("/admin/groups", "Groups"),
+    (APPS, "OAuth 2 Applications"),
+    ("/admin/properties", "Custom properties"),
+    ("/admin/audit", "Audit log"),
+    ("/admin/connection", "SCIM connection"),
+]
+Handler = Callable[[Request], Awaitable[Response]]
+SECURITY_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+}
+
+
+class LoginThrottle:
+    """Failed sign-ins per account and per address in a sliding window."""
+
+    def __init__(self, per_account: int = 5, per_address: int = 20, window: float = 900) -> None:
+        self.limits = {"account": per_account, "address": per_address}
+        self.window = window
+        self._fails: dict[tuple[str, str], deque[float]] = {}
+
+    def _recent(self, key: tuple[str, str]) -> deque[float]:
+        q = self._fails.setdefault(key, deque())
+        cutoff = time.monotonic() - self.window
+        while q and q[0] < cutoff:
+            q.popleft()
+        return q
+
+    def blocked_for(self, username: str, address: str) -> int:
+        """Seconds until another attempt is allowed (0 = allowed now)."""
+        wait = 0.0
+        for kind, value in (("account", username.lower()), ("address", address)):
+            q = self._recent((kind, value))
+            if len(q) >= self.limits[kind]:
+                wait = max(wait, q[0] + self.window - time.monotonic())
+        return int(wait) + (1 if wait else 0)
+
+    def failed(self, username: str, address: str) -> None:
+        if len(self._fails) > 100_000:
+            self._fails.clear()
+        self._recent(("account", username.lower())).append(time.monotonic())
+        self._recent(("address", address)).append(time.monotonic())
+
+    def succeeded(self, username: str) -> None:
+        self._fails.pop(("account", username.lower()), None)
+
+
+class CsrfError(Exception):
+    pass
+
+
+class Portal:
+    def __init__(self, scim: Scim) -> None:
+        self.scim = scim
+        self.directory = scim.directory
+        self.templates = Jinja2Templates(directory=str(HERE / "templates"))
+        self.throttle = LoginThrottle()
+        self._routes: list[BaseRoute] = [
+            Route("/admin", self.home),
+            Route("/admin/", self.home),
+            Route("/admin/login", self.login, methods=["GET", "POST"]),
+            Route("/admin/logout", self.logout, methods=["POST"]),
+            Route("/admin/setup", self.setup, methods=["GET", "POST"]),
+            Route(APPS, self.page(self.apps_list)),
+            Route(f"{APPS}/add", self.page(self.apps_add), methods=["GET", "POST"]),
+            Route(f"{APPS}/{{client_id}}", self.page(self.apps_detail)),
+            Route(
+                f"{APPS}/{{client_id}}/{{action}}",
+                self.page(self.apps_action),
+                methods=["POST"],
+            ),
+            Route(
+                f"{APPS}/{{client_id}}/secrets/{{secret_id:int}}/revoke",
+                self.page(self.secret_revoke),
+                methods=["POST"],
+            ),
+            Mount("/admin/static", StaticFiles(directory=str(HERE / "static")), name="static"),
+        ]
+
+    def routes(self) -> list[BaseRoute]:
+        return self._routes
+
+    def add_routes(self, routes: list[BaseRoute]) -> None:
+        self._routes[-1:-1] = routes
+
+    # -- plumbing -------------------------------------------------------------------------
+    async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await self.scim.db(fn, *args)
+
+    async def current_admin(self, request: Request) -> admins.Admin | None:
+        pk = request.session.get("admin")
+        if not isinstance(pk, int):
+            return None
+
+        def load() -> admins.Admin | None:
+            with self.directory.read() as conn:
+                return admins.get(conn, pk)
+
+        admin: admins.Admin | None = await self.db(load)
+        if admin is None or admin.session_epoch != request.session.get("epoch"):
+            request.session.clear()
+            return None
+        return admin
+
+    @staticmethod
+    def csrf(request: Request) -> str:
+        token = request.session.get("csrf")
+        if not isinstance(token, str):
+            token = request.session["csrf"] = secrets.token_urlsafe(32)
+        return token
+
+    async def form(self, request: Request) -> FormData:
+        """The posted form, after checking its CSRF token against the session's."""
+        form = await request.form()
+        sent = form.get("csrf")
+        expected = request.session.get("csrf")
+        if not isinstance(sent, str) or not isinstance(expected, str):
+            raise CsrfError
+        if not hmac.compare_digest(sent, expected):
+            raise CsrfError
+        return form
+
+    @staticmethod
+    def flash(request: Request, kind: str, text: str) -> None:
+        request.session.setdefault("flash", []).append([kind, text])
+
+    def render(
+        self, request: Request, template: str, status: int = 200, **ctx: Any
+    ) -> HTMLResponse:
+        flashes = request.session.pop("flash", []) if "flash" in request.session else []
+        section = next((href for href, _ in NAV if request.url.path.startswith(href)), "")
+        context = {
+            "request": request,
+            "admin": getattr(request.state, "admin", None),
+            "csrf": self.csrf(request),
+            "nav": NAV,
+            "section": section,
+            "flashes": flashes,
+            "title": ctx.get("title", "scimd"),
+            **ctx,
+        }
+        response = self.templates.TemplateResponse(request, template, context, status_code=status)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    def page(self, handler: Handler) -> Handler:
+        """Wrap a handler: signed-in admins only; CSRF failures and SCIM errors shown politely."""
+
+        async def wrapped(request: Request) -> Response:
+            admin = await self.current_admin(request)
+            if admin is None:
+                target = request.url.path
+                return RedirectResponse(f"/admin/login?next={target}", status_code=303)
+            request.state.admin = admin
+            try:
+                return await handler(request)
+            except CsrfError:
+                return self.render(
+                    request,
+                    "message.html",
+                    403,
+                    title="Form expired",
+                    message="This form has expired or did not come from this site. "
+                    "Go back, reload the page and try again.",
+                )
+            except ScimError as e:
+                return self.render(
+                    request, "message.html", e.status, title="Not possible", message=e.detail
+                )
+
+        return wrapped
+
+    def tenant_url(self, request: Request) -> str:
+        return self.scim.base(request) + "/"
+
+    # -- sign-in ----------------------------------------------------------------------------
+    async def home(self, request: Request) -> Response:
+        return RedirectResponse("/admin/connection", status_code=303)
+
+    async def login(self, request: Request) -> Response:
+        nxt = request.query_params.get("next", "/admin/")
+        if request.method == "GET":
+            if await self.current_admin(request) is not None:
+                return RedirectResponse(_safe_next(nxt), status_code=303)
+            return self.render(
+                request, "login.html", title="Sign in", next=nxt, username="", error=None
+            )
+        try:
+            form = await self.form(request)
+        except CsrfError:
+            return self.render(
+                request,
+                "login.html",
+                403,
+                title="Sign in",
+                next=nxt,
+                username="",
+                error="The sign-in form expired; please try again.",
+            )
+        username = str(form.get("username", "")).strip()
+        password = str(form.get("password", ""))
+        nxt = str(form.get("next", "/admin/"))
+        address = request.client.host if request.client else "-"
+        wait = self.throttle.blocked_for(username, address)
+        if wait:
+            return self.render(
+                request,
+                "login.html",
+                429,
+                title="Sign in",
+                next=nxt,
+                username=username,
+                error=f"Too many failed sign-ins. Try again in {wait // 60 + 1} minute(s).",
+            )
+
+        def check() -> admins.Admin | None:
+            with self.directory.write() as conn:
+                return admins.verify(conn, username, password)
+
+        admin: admins.Admin | None = await self.db(check)
+        if admin is None:
+            self.throttle.failed(username, address)
+            return self.render(
+                request,
+                "login.html",
+                401,
+                title="Sign in",
+                next=nxt,
+                username=username,
+                error="Wrong username or password.",
+            )
+        self.throttle.succeeded(username)
+        request.session.clear()  # a fresh session (and CSRF token) after sign-in
+        request.session.update(admin=admin.pk, epoch=admin.session_epoch)
+        return RedirectResponse(_safe_next(nxt), status_code=303)
+
+    async def logout(self, request: Request) -> Response:
+        try:
+            await self.form(request)
+        except CsrfError:
+            return RedirectResponse("/admin/", status_code=303)
+        request.session.clear()
+        return RedirectResponse("/admin/login", status_code=303)
+
+    async def setup(self, request: Request) -> Response:
+        if request.method == "GET":
+            token = request.query_params.get("token", "")
+
+            def valid() -> bool:
+                with self.directory.read() as conn:
+                    return admins.count(conn) == 0 and admins.setup_token_valid(conn, token)
+
+            ok = await self.db(valid)
+            return self.render(
+                request,
+                "setup.html",
+                title="Set up",
+                valid=ok,
+                token=token,
+                username="admin",
+                error=None,
+                min_password=admins.MIN_PASSWORD,
+            )
+        try:
+            form = await self.form(request)
+        except CsrfError:
+            return RedirectResponse("/admin/setup", status_code=303)
+        token = str(form.get("token", ""))
+        username = str(form.get("username", "")).strip()
+        password = str(form.get("password", ""))
+
+        def complete() -> admins.Admin:
+            with self.directory.write() as conn:
+                return admins.complete_setup(conn, token, username, password)
+
+        try:
+            admin: admins.Admin = await self.db(complete)
+        except ScimError as e:
+            return self.render(
+                request,
+                "setup.html",
+                400,
+                title="Set up",
+                valid=True,
+                token=token,
+                username=username,
+                error=e.detail,
+                min_password=admins.MIN_PASSWORD,
+            )
+        request.session.clear()
+        request.session.update(admin=admin.pk, epoch=admin.session_epoch)
+        self.flash(request, "ok", f"Welcome, {admin.username}.")
+        return RedirectResponse("/admin/connection", status_code=303)
+
+    # -- OAuth 2 applications -------------------------------------------------------------
+    async def apps_list(self, request: Request) -> Response:
+        def load() -> list[dict[str, Any]]:
+            with self.directory.read() as conn:
+                return apps_mod.list_apps(conn)
+
+        rows = await self.db(load)
+        return self.render(
+            request,
+            "apps_list.html",
+            title="OAuth 2 Applications",
+            crumbs="Admin > Security",
+            apps=rows,
+            grants=apps_mod.GRANTS,
+        )
+
+    async def apps_add(self, request: Request) -> Response:
+        blank = {"name": "", "grant": "bearer", "scopes": list(apps_mod.SCOPES), "lifetime": 0}
+        if request.method == "GET":
+            return self._add_form(request, blank, None)
+        form = await self.form(request)
+        name = str(form.get("name", "")).strip()
+        grant = str(form.get("grant", "bearer"))
+        scopes = [str(s) for s in form.getlist("scope")]
+        raw_lifetime = str(form.get("lifetime", "0")).strip() or "0"
+        values: dict[str, Any] = {
+            "name": name,
+            "grant": grant,
+            "scopes": scopes,
+            "lifetime": raw_lifetime,
+        }
+        try:
+            lifetime = int(raw_lifetime)
+        except ValueError:
+            return self._add_form(request, values, "Token lifetime must be a whole number.")
+        admin: admins.Admin = request.state.admin
+        actor = admin.actor(request.state.request_id)
+
+        def create() -> tuple[dict[str, Any], str]:
+            with self.directory.write() as conn:
+                return apps_mod.create_app(conn, name, grant, scopes, actor, lifetime)
+
+        try:
+            app, secret = await self.db(create)
+        except ScimError as e:
+            return self._add_form(request, values, e.detail)
+        return self._secret_page(request, app, secret, "Application created")
+
+    def _add_form(self, request: Request, values: dict[str, Any], error: str | None) -> Response:
+        return self.render(
+            request,
+            "apps_add.html",
+            400 if error else 200,
+            title="Add application",
+            crumbs="Admin > Security > OAuth 2 Applications",
+            form=values,
+            scopes=apps_mod.SCOPES,
+            error=error,
+        )
+
+    def _secret_page(
+        self, request: Request, app: dict[str, Any], secret: str, heading: str
+    ) -> Response:
+        response = self.render(
+            request,
+            "apps_secret.html",
+            title=heading,
+            crumbs="Admin > Security > OAuth 2 Applications",
+            heading=heading,
+            app=app,
+            secret=secret,
+            tenant_url=self.tenant_url(request),
+        )
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    async def apps_detail(self, request: Request) -> Response:
+        client_id = request.path_params["client_id"]
+
+        def load() -> dict[str, Any]:
+            with self.directory.read() as conn:
+                return apps_mod.get_app(conn, client_id)
+
+        app = await self.db(load)
+        return self.render(
+            request,
+            "apps_detail.html",
+            title=app["name"],
+            crumbs="Admin > Security > OAuth 2 Applications",
+            app=app,
+            grants=apps_mod.GRANTS,
+        )
+
+    async def apps_action(self, request: Request) -> Response:
+        client_id = request.path_params["client_id"]
+        action = request.path_params["action"]
+        form = await self.form(request)
+        admin: admins.Admin = request.state.admin
+        actor = admin.actor(request.state.request_id)
+        actions: dict[str, Callable[[Any], Any]] = {
+            "rotate": lambda c: apps_mod.rotate_secret(c, client_id, actor),
+            "disable": lambda c: apps_mod.set_enabled(c, client_id, False, actor),
+            "enable": lambda c: apps_mod.set_enabled(c, client_id, True, actor),
+            "delete": lambda c: apps_mod.delete_app(c, client_id, actor),
+        }
+        if action not in actions:
+            raise ScimError(f"unknown action '{action}'", status=404)
+        if action == "delete" and form.get("confirm") != "yes":
+            self.flash(request, "error", "Tick 'I understand' to delete the application.")
+            return RedirectResponse(f"{APPS}/{client_id}", status_code=303)
+
+        def run() -> tuple[Any, dict[str, Any] | None]:
+            with self.directory.write() as conn:
+                result = actions[action](conn)
+                app = apps_mod.get_app(conn, client_id) if action != "delete" else None
+                return result, app
+
+        result, app = await self.db(run)
+        if action == "rotate" and app is not None:
+            return self._secret_page(request, app, result, "New client secret")
+        if action == "delete":
+            self.flash(request, "ok", "Application deleted.")
+            return RedirectResponse(APPS, status_code=303)
+        self.flash(request, "ok", f"Application {action}d.")
+        return RedirectResponse(f"{APPS}/{client_id}", status_code=303)
+
+    async def secret_revoke(self, request: Request) -> Response:
+        client_id = request.path_params["client_id"]
+        secret_id = request.path_params["secret_id"]
+        await self.form(request)
+        admin: admins.Admin = request.state.admin
+        actor = admin.actor(request.state.request_id)
+
+        def run() -> None:
+            with self.directory.write() as conn:
+                apps_mod.revoke_secret(conn, client_id, secret_id, actor)
+
+        await self.db(run)
+        self.flash(request, "ok", "Secret revoked.")
+        return RedirectResponse(f"{APPS}/{client_id}", status_code=303)
+
+
+def _safe_next(target: str) -> str:
+    """Only redirect within the portal after sign-in (no open redirects)."""
+    if target.startswith("/admin") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/admin/"
