@@ -163,3 +163,36 @@ def test_module_entry_point_runs() -> None:
         timeout=60,
     )
     assert done.returncode == 0 and "apps" in done.stdout and "serve" in done.stdout
+
+
+def test_admin_create_and_reset_password(db: str) -> None:
+    """`admin create` and `admin reset-password` take the password on stdin for scripts."""
+    from scimd.auth import admins
+
+    r = runner.invoke(
+        app,
+        ["admin", "create", "ops", "--password-stdin", "--database-url", db],
+        input="first password here\n",
+    )
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(
+        app,
+        ["admin", "create", "ops", "--password-stdin", "--database-url", db],
+        input="another password\n",
+    )
+    assert r.exit_code == 1 and "already exists" in r.output
+    r = runner.invoke(
+        app, ["admin", "create", "x", "--password-stdin", "--database-url", db], input="short\n"
+    )
+    assert r.exit_code == 1 and "at least" in r.output
+    r = runner.invoke(
+        app,
+        ["admin", "reset-password", "ops", "--password-stdin", "--database-url", db],
+        input="second password here\n",
+    )
+    assert r.exit_code == 0, r.output
+    engine = create_engine(db)
+    with engine.begin() as conn:
+        assert admins.verify(conn, "ops", "first password here") is None
+        assert admins.verify(conn, "ops", "second password here") is not None
+    engine.dispose()

@@ -1,0 +1,239 @@
+"""Work portal sign-in, sessions, CSRF and the OAuth 2 Applications pages (in process)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+from scimd.auth import admins, apps
+from scimd.settings import Settings
+from scimd.store import audit
+from scimd.store.engine import create_engine
+from scimd.store.tables import applications
+from scimd.web.app import create_app
+
+PASSWORD = "correct horse battery"
+APPS = "/admin/security/oauth2-applications"
+
+
+class Portal:
+    def __init__(self, client: TestClient, engine: sa.Engine) -> None:
+        self.client = client
+        self.engine = engine
+
+    def csrf(self, path: str) -> str:
+        html = self.client.get(path).text
+        m = re.search(r'name="csrf" value="([^"]+)"', html)
+        assert m, html[:500]
+        return m.group(1)
+
+    def login(self, username: str = "admin", password: str = PASSWORD) -> Any:
+        token = self.csrf("/admin/login")
+        return self.client.post(
+            "/admin/login",
+            data={"username": username, "password": password, "csrf": token, "next": "/admin/"},
+            follow_redirects=False,
+        )
+
+    def post(self, path: str, data: dict[str, Any], from_page: str) -> Any:
+        return self.client.post(
+            path, data={**data, "csrf": self.csrf(from_page)}, follow_redirects=False
+        )
+
+
+@pytest.fixture
+def portal(tmp_path: Path) -> Iterator[Portal]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'portal.db'}")
+    app = create_app(Settings(), engine)
+    with engine.begin() as conn:
+        admins.create(conn, "admin", PASSWORD, audit.CLI)
+    with TestClient(app) as client:
+        yield Portal(client, engine)
+
+
+def test_pages_need_sign_in(portal: Portal) -> None:
+    """Signed out, portal pages redirect to the sign-in page with the wanted path."""
+    r = portal.client.get(APPS, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"] == f"/admin/login?next={APPS}"
+
+
+def test_sign_in_sets_secure_session_cookie(portal: Portal) -> None:
+    """A good sign-in redirects and sets an HttpOnly, SameSite session cookie."""
+    r = portal.login()
+    assert r.status_code == 303 and r.headers["location"] == "/admin/"
+    cookie = r.headers["set-cookie"].lower()
+    assert "scimd_session=" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+    assert portal.client.get(APPS).status_code == 200
+
+
+def test_wrong_password_and_throttling(portal: Portal) -> None:
+    """Wrong passwords are 401; after five per account, even the right one is refused (429)."""
+    for _ in range(5):
+        r = portal.login(password="wrong password!")
+        assert r.status_code == 401 and "Wrong username or password" in r.text
+    r = portal.login()
+    assert r.status_code == 429 and "Too many failed sign-ins" in r.text
+
+
+def test_login_without_csrf_token_is_refused(portal: Portal) -> None:
+    """A sign-in form posted without the CSRF token is refused."""
+    portal.client.get("/admin/login")
+    r = portal.client.post(
+        "/admin/login", data={"username": "admin", "password": PASSWORD}, follow_redirects=False
+    )
+    assert r.status_code == 403
+    assert portal.client.get(APPS, follow_redirects=False).status_code == 303
+
+
+def test_open_redirect_after_sign_in_is_blocked(portal: Portal) -> None:
+    """The 'next' target must stay inside the portal."""
+    token = portal.csrf("/admin/login")
+    r = portal.client.post(
+        "/admin/login",
+        data={
+            "username": "admin",
+            "password": PASSWORD,
+            "csrf": token,
+            "next": "https://evil.example/",
+        },
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == "/admin/"
+
+
+def test_sign_out_ends_the_session(portal: Portal) -> None:
+    """Signing out (a CSRF-protected POST) ends the session."""
+    portal.login()
+    r = portal.post("/admin/logout", {}, APPS)
+    assert r.status_code == 303
+    assert portal.client.get(APPS, follow_redirects=False).status_code == 303
+
+
+def test_password_reset_ends_existing_sessions(portal: Portal) -> None:
+    """After a password reset, sessions signed in with the old password are signed out."""
+    portal.login()
+    with portal.engine.begin() as conn:
+        admins.reset_password(conn, "admin", "a brand new password", audit.CLI)
+    assert portal.client.get(APPS, follow_redirects=False).status_code == 303
+
+
+def test_add_bearer_application_shows_secret_once(portal: Portal) -> None:
+    """Add shows the client id and secret once; the secret works on SCIM; the list omits it."""
+    portal.login()
+    r = portal.post(
+        f"{APPS}/add",
+        {"name": "Entra", "grant": "bearer", "scope": ["API", "USER SYNC"], "lifetime": "0"},
+        f"{APPS}/add",
+    )
+    assert r.status_code == 200 and "you will not see it again" in r.text
+    assert r.headers["cache-control"] == "no-store"
+    secret = re.search(r'id="client_secret" type="text" readonly value="([^"]+)"', r.text)
+    assert secret
+    token = secret.group(1)
+    ok = portal.client.get("/scim/v2/Users", headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 200
+    listing = portal.client.get(APPS).text
+    assert "Entra" in listing and token not in listing and "never expires" in listing
+
+
+def test_add_form_errors_are_shown(portal: Portal) -> None:
+    """No scope or a bad lifetime re-shows the form with the problem, creating nothing."""
+    portal.login()
+    r = portal.post(f"{APPS}/add", {"name": "X", "grant": "bearer", "lifetime": "0"}, f"{APPS}/add")
+    assert r.status_code == 400 and "at least one scope" in r.text
+    r = portal.post(
+        f"{APPS}/add",
+        {"name": "X", "grant": "bearer", "scope": "API", "lifetime": "soon"},
+        f"{APPS}/add",
+    )
+    assert r.status_code == 400 and "whole number" in r.text
+    with portal.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(applications)).scalar() == 0
+
+
+def test_disable_rotate_revoke_delete_from_the_page(portal: Portal) -> None:
+    """Disable stops the token at once; rotate keeps both; revoking the old one stops it."""
+    with portal.engine.begin() as conn:
+        app, old = apps.create_app(conn, "E", "bearer", ["API", "USER SYNC"], audit.CLI)
+    cid = app["client_id"]
+    portal.login()
+
+    def status(token: str) -> int:
+        h = {"Authorization": f"Bearer {token}"}
+        return portal.client.get("/scim/v2/Users", headers=h).status_code
+
+    detail = f"{APPS}/{cid}"
+    assert portal.post(f"{detail}/disable", {}, detail).status_code == 303
+    assert status(old) == 401
+    portal.post(f"{detail}/enable", {}, detail)
+    assert status(old) == 200
+    r = portal.post(f"{detail}/rotate", {}, detail)
+    new = re.search(r'id="client_secret" type="text" readonly value="([^"]+)"', r.text)
+    assert new and status(new.group(1)) == 200 and status(old) == 200
+    page = portal.client.get(detail).text
+    first_secret = re.search(r"/secrets/(\d+)/revoke", page)
+    assert first_secret
+    portal.post(f"{detail}/secrets/{first_secret.group(1)}/revoke", {}, detail)
+    assert status(old) == 401 and status(new.group(1)) == 200
+    r = portal.post(f"{detail}/delete", {}, detail)  # without the confirmation tick
+    assert status(new.group(1)) == 200
+    portal.post(f"{detail}/delete", {"confirm": "yes"}, detail)
+    assert status(new.group(1)) == 401
+    with portal.engine.connect() as conn:
+        ops = [r["operation"] for r in audit.history(conn, resource_id=cid)]
+    assert ops[:5] == ["app.delete", "app.revoke_secret", "app.rotate", "app.enable", "app.disable"]
+    with portal.engine.connect() as conn:
+        rows = audit.history(conn, resource_id=cid)
+    assert {r["actor"] for r in rows if r["operation"] != "app.create"} == {"admin"}
+
+
+def test_post_without_csrf_changes_nothing(portal: Portal) -> None:
+    """A forged POST (no CSRF token) to disable an application is refused with 403."""
+    with portal.engine.begin() as conn:
+        app, token = apps.create_app(conn, "E", "bearer", ["USER SYNC"], audit.CLI)
+    portal.login()
+    r = portal.client.post(f"{APPS}/{app['client_id']}/disable", data={}, follow_redirects=False)
+    assert r.status_code == 403
+    h = {"Authorization": f"Bearer {token}"}
+    assert portal.client.get("/scim/v2/Users", headers=h).status_code == 200
+
+
+def test_first_start_setup_link(tmp_path: Path) -> None:
+    """The one-time set-up link creates the first admin, then stops working."""
+    engine = create_engine(f"sqlite:///{tmp_path / 's.db'}")
+    app = create_app(Settings(), engine)
+    with engine.begin() as conn:
+        token = admins.new_setup_token(conn)
+    assert token
+    with TestClient(app) as c:
+        page = c.get(f"/admin/setup?token={token}").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf and "Create the first admin" in page
+        r = c.post(
+            "/admin/setup",
+            data={"csrf": csrf.group(1), "token": token, "username": "root", "password": "short"},
+        )
+        assert r.status_code == 400 and "at least" in r.text
+        r = c.post(
+            "/admin/setup",
+            data={"csrf": csrf.group(1), "token": token, "username": "root", "password": PASSWORD},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303
+        assert "not valid any more" in c.get(f"/admin/setup?token={token}").text
+    with engine.begin() as conn:
+        assert admins.new_setup_token(conn) is None
+        assert admins.verify(conn, "ROOT", PASSWORD) is not None
+
+
+def test_security_headers_on_portal_pages(portal: Portal) -> None:
+    """Portal pages forbid framing and restrict scripts to the site's own."""
+    r = portal.client.get("/admin/login")
+    assert r.headers["x-frame-options"] == "DENY"
+    assert "script-src 'self'" in r.headers["content-security-policy"]
