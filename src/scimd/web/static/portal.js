@@ -1,12 +1,11 @@
 // Copy buttons: the only script the portal needs; every page works without it.
 for (const button of document.querySelectorAll("button.copy")) {
-  button.hidden = false;
-  button.addEventListener("click", async () => {
+  button.addEventListener("click", () => {
     const input = document.getElementById(button.dataset.copy);
     input.select();
-    try {
-      await navigator.clipboard.writeText(input.value);
-    } catch (e) {
+    if (navigator.clipboard && window.isSecureContext) {
+      navigator.clipboard.writeText(input.value).catch(() => document.execCommand("copy"));
+    } else {
       document.execCommand("copy");
     }
     button.textContent = "Copied";

@@ -1,0 +1,136 @@
+"""The work portal in a real browser (Playwright driving Debian's chromium) against a real
+``scimd serve`` on loopback: the set-up an admin does before connecting Entra ID.
+
+Screenshots of the main pages go to ``$SCIMD_SCREENSHOTS`` when set (the committed ones in
+``docs/screenshots/`` were made with ``SCIMD_SCREENSHOTS=docs/screenshots``), else to a
+temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from support.live_server import ServerProcess, sqlite_url, start_server
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+PASSWORD = "a long admin password"
+PROPS = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: `apt-get install chromium` (.ci/run does it)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    work = tmp_path_factory.mktemp("portal")
+    with start_server(sqlite_url(work / "portal.db"), log_dir=work) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    target = os.environ.get("SCIMD_SCREENSHOTS")
+    path = Path(target) if target else tmp_path_factory.mktemp("screenshots")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def page(browser: Browser, server: ServerProcess, shots: Path) -> Iterator[Page]:
+    """A signed-in admin, set up through the one-time link the server printed on first start."""
+    m = re.search(r"(http://\S+/admin/setup\?token=\S+)", server.stderr_text())
+    assert m, server.stderr_text()
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context.grant_permissions(["clipboard-read", "clipboard-write"])
+    p = context.new_page()
+    p.goto(m.group(1))
+    p.fill("#username", "admin")
+    p.fill("#password", PASSWORD)
+    p.click("button[type=submit]")
+    p.wait_for_url(re.compile(r"/admin/"))
+    yield p
+    context.close()
+
+
+def _scim(server: ServerProcess, token: str, path: str = "/Users") -> httpx.Response:
+    return httpx.get(
+        f"{server.scim_url}{path}", headers={"Authorization": f"Bearer {token}"}, timeout=10
+    )
+
+
+def test_sign_in_page_and_wrong_password(
+    browser: Browser, server: ServerProcess, shots: Path
+) -> None:
+    """The sign-in page rejects a wrong password with a visible message."""
+    context = browser.new_context(viewport={"width": 1280, "height": 700})
+    p = context.new_page()
+    p.goto(f"{server.root_url}/admin/security/oauth2-applications")
+    assert "/admin/login" in p.url
+    p.screenshot(path=str(shots / "sign-in.png"))
+    p.fill("#username", "admin")
+    p.fill("#password", "not the password")
+    p.click("button[type=submit]")
+    assert "Wrong username or password" in p.inner_text("main")
+    context.close()
+
+
+def test_bizagi_style_setup_then_disable_and_rotate(
+    page: Page, server: ServerProcess, shots: Path
+) -> None:
+    """Add a Bearer-token app with API + USER SYNC, copy its secret, use it, disable, rotate."""
+    page.goto(f"{server.root_url}/admin/security/oauth2-applications")
+    page.click("text=Add")
+    page.fill("#name", "Microsoft Entra ID")
+    page.select_option("#grant", "bearer")
+    assert page.is_checked("input[value='API']") and page.is_checked("input[value='USER SYNC']")
+    assert page.input_value("#lifetime") == "0"
+    page.screenshot(path=str(shots / "oauth2-application-add.png"))
+    page.click("text=Save")
+    assert "you will not see it again" in page.inner_text("main")
+    page.click("button.copy[data-copy=client_secret]")
+    assert page.inner_text("button.copy[data-copy=client_secret]") == "Copied"
+    secret = page.evaluate("navigator.clipboard.readText()")  # what the admin pastes into Entra
+    assert secret == page.input_value("#client_secret") and len(secret) >= 40
+    page.screenshot(path=str(shots / "oauth2-application-secret.png"))
+    assert _scim(server, secret).status_code == 200
+
+    page.click("text=Back to Microsoft Entra ID")
+    page.click("button:has-text('Disable')")
+    assert "disabled" in page.inner_text("main")
+    assert _scim(server, secret).status_code == 401
+    page.click("button:has-text('Enable')")
+    assert _scim(server, secret).status_code == 200
+
+    page.click("button:has-text('Rotate secret')")
+    new_secret = page.input_value("#client_secret")
+    assert new_secret != secret
+    assert _scim(server, secret).status_code == 200
+    assert _scim(server, new_secret).status_code == 200
+    page.goto(f"{server.root_url}/admin/security/oauth2-applications")
+    assert "Microsoft Entra ID" in page.inner_text("table")
+    assert secret not in page.content() and new_secret not in page.content()
+    page.screenshot(path=str(shots / "oauth2-applications.png"))
