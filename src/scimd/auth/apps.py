@@ -203,8 +203,11 @@ def revoke_app(conn: sa.Connection, client_id: str, actor: A.Actor) -> None:
 
 
 def set_enabled(conn: sa.Connection, client_id: str, enabled: bool, actor: A.Actor) -> None:
+    """Disabling stops every secret at once and discards issued access tokens for good."""
     row = _app_row(conn, client_id)
     conn.execute(applications.update().where(applications.c.pk == row.pk).values(enabled=enabled))
+    if not enabled:
+        conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
     A.record(
         conn, actor, "app.enable" if enabled else "app.disable", "Application", client_id, None
     )

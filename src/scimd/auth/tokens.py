@@ -162,8 +162,9 @@ def issue_token(
 def _authenticate_client(conn: sa.Connection, client_id: str, client_secret: str) -> Any:
     """The enabled application whose unrevoked secret this is, else ``invalid_client``.
 
-    Every secret digest is compared in constant time; an unknown client id does the same work
-    against a dummy digest, so timing does not tell a wrong id from a wrong secret.
+    Every stored digest is compared in constant time (an unknown client id is compared against
+    a dummy digest), so timing says nothing about how close a secret was. Client ids are not
+    secrets (RFC 6749 §2.2); the error never says whether the id or the secret was wrong.
     """
     d = apps.digest(client_secret)
     app = conn.execute(

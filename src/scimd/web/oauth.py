@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from urllib.parse import parse_qs, unquote_plus
 
 import orjson
@@ -32,12 +33,14 @@ GRANT = "client_credentials"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
-def token_response(body: dict[str, object], status: int = 200, **headers: str) -> Response:
+def token_response(
+    body: Mapping[str, object], status: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
     return Response(
         orjson.dumps(body),
         status_code=status,
         media_type="application/json",
-        headers={**NO_STORE, **headers},
+        headers={**NO_STORE, **(headers or {})},
     )
 
 
@@ -56,15 +59,15 @@ class TokenEndpoint:
             return token_response(
                 {"error": "temporarily_unavailable", "error_description": e.detail},
                 429,
-                **{"Retry-After": "60"},
+                {"Retry-After": "60"},
             )
         try:
             return await self.issue(request)
         except TokenError as e:
             if e.error == "invalid_client":
                 self.scim.throttle.failed(address)
-            extra = {"WWW-Authenticate": BASIC_CHALLENGE} if e.status == 401 else {}
-            return token_response(e.to_dict(), e.status, **extra)
+            extra = {"WWW-Authenticate": BASIC_CHALLENGE} if e.status == 401 else None
+            return token_response(e.to_dict(), e.status, extra)
 
     async def issue(self, request: Request) -> Response:
         form = await self.read_form(request)
@@ -108,8 +111,10 @@ class TokenEndpoint:
             chunks.append(chunk)
         try:
             parsed = parse_qs(b"".join(chunks).decode("utf-8"), errors="strict", max_num_fields=64)
-        except ValueError:  # UnicodeDecodeError too
-            raise TokenError("invalid_request", "the body is not a valid UTF-8 form") from None
+        except ValueError:  # also UnicodeDecodeError, and more than 64 fields
+            raise TokenError(
+                "invalid_request", "the body is not a valid form (UTF-8, at most 64 fields)"
+            ) from None
         form: dict[str, str] = {}
         for key, values in parsed.items():
             # RFC 6749 §3.2: no parameter more than once (empty ones were dropped as absent).

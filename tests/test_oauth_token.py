@@ -1,0 +1,597 @@
+"""The OAuth 2 token endpoint (RFC 6749 client credentials grant) and its tokens on /scim/v2."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import sqlalchemy as sa
+from starlette.testclient import TestClient
+
+from scimd.auth import apps
+from scimd.settings import Settings
+from scimd.store import audit
+from scimd.store.engine import create_engine
+from scimd.store.tables import access_tokens, client_secrets
+from scimd.store.tables import audit as audit_table
+from scimd.web.app import create_app
+
+TOKEN_URL = "/oauth2/server/token"
+FORM = "application/x-www-form-urlencoded"
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
+BOTH = ["API", "USER SYNC"]
+
+
+class Server:
+    def __init__(self, client: TestClient, engine: sa.Engine) -> None:
+        self.client = client
+        self.engine = engine
+
+    def app(
+        self,
+        grant: str = "client_credentials",
+        scopes: list[str] | None = None,
+        lifetime: int = 3600,
+        name: str = "Entra",
+    ) -> tuple[str, str]:
+        with self.engine.begin() as conn:
+            row, secret = apps.create_app(
+                conn, name, grant, scopes or BOTH, audit.CLI, lifetime=lifetime
+            )
+        return str(row["client_id"]), secret
+
+    def token(self, body: str | bytes | dict[str, str], **headers: str) -> Any:
+        content = urlencode(body) if isinstance(body, dict) else body
+        return self.client.post(
+            TOKEN_URL, content=content, headers={"Content-Type": FORM, **headers}
+        )
+
+    def post_auth(self, cid: str, secret: str, **extra: str) -> Any:
+        return self.token(
+            {"grant_type": "client_credentials", "client_id": cid, "client_secret": secret, **extra}
+        )
+
+    def basic_auth(self, cid: str, secret: str, **extra: str) -> Any:
+        return self.token(
+            {"grant_type": "client_credentials", **extra}, Authorization=basic(cid, secret)
+        )
+
+    def access_token(self, cid: str, secret: str, **extra: str) -> str:
+        r = self.post_auth(cid, secret, **extra)
+        assert r.status_code == 200, r.text
+        return str(r.json()["access_token"])
+
+    def users(self, token: str) -> Any:
+        return self.client.get("/scim/v2/Users", headers={"Authorization": f"Bearer {token}"})
+
+    def sql(self, stmt: Any) -> Any:
+        with self.engine.begin() as conn:
+            return conn.execute(stmt)
+
+
+def basic(cid: str, secret: str) -> str:
+    return "Basic " + base64.b64encode(f"{cid}:{secret}".encode()).decode()
+
+
+@pytest.fixture
+def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    stack: list[tuple[TestClient, sa.Engine]] = []
+
+    def make(**settings: Any) -> Server:
+        engine = create_engine(f"sqlite:///{tmp_path / f'x{len(stack)}.db'}")
+        client = TestClient(create_app(Settings(**settings), engine))
+        client.__enter__()
+        stack.append((client, engine))
+        return Server(client, engine)
+
+    yield make
+    for client, engine in stack:
+        client.__exit__(None, None, None)
+        engine.dispose()
+
+
+@pytest.fixture
+def server(make_server: Callable[..., Server]) -> Server:
+    return make_server()
+
+
+def oauth_error(r: Any, status: int, error: str) -> dict[str, Any]:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["pragma"] == "no-cache"
+    body = r.json()
+    assert body["error"] == error, body
+    assert body["error_description"]
+    if status == 401:
+        assert r.headers["www-authenticate"] == 'Basic realm="scimd"'
+    return dict(body)
+
+
+# -- success ------------------------------------------------------------------------------------
+
+
+def test_post_auth_issues_bearer_token(server: Server) -> None:
+    """client_secret_post yields a §5.1 response: Bearer token, expires_in, scope, no refresh."""
+    cid, secret = server.app()
+    r = server.post_auth(cid, secret)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert set(body) == {"access_token", "token_type", "expires_in", "scope"}
+    assert body["token_type"] == "Bearer"
+    assert body["expires_in"] == 3600
+    assert body["scope"] == "API USER SYNC"
+    assert len(base64.urlsafe_b64decode(body["access_token"] + "=")) == 32
+
+
+def test_success_is_never_cached(server: Server) -> None:
+    """A token response carries Cache-Control: no-store and Pragma: no-cache (RFC 6749 §5.1)."""
+    cid, secret = server.app()
+    r = server.post_auth(cid, secret)
+    assert r.headers["cache-control"] == "no-store"
+    assert r.headers["pragma"] == "no-cache"
+
+
+def test_basic_auth_issues_token(server: Server) -> None:
+    """client_secret_basic yields a token that lists users on /scim/v2."""
+    cid, secret = server.app()
+    r = server.basic_auth(cid, secret)
+    assert r.status_code == 200, r.text
+    assert server.users(r.json()["access_token"]).status_code == 200
+
+
+def test_basic_credentials_are_form_urlencoded(server: Server) -> None:
+    """Basic id and secret are form-urlencoded (RFC 6749 §2.3.1) and decoded before checking."""
+    cid, secret = server.app()
+    encoded_id = "".join(f"%{b:02X}" for b in cid.encode())
+    encoded_secret = "".join(f"%{b:02x}" for b in secret.encode())
+    r = server.basic_auth(encoded_id, encoded_secret)
+    assert r.status_code == 200, r.text
+
+
+def test_basic_client_id_may_be_repeated_in_form(server: Server) -> None:
+    """A client_id form field equal to the Basic user is accepted alongside Basic auth."""
+    cid, secret = server.app()
+    r = server.basic_auth(cid, secret, client_id=cid)
+    assert r.status_code == 200, r.text
+
+
+def test_token_works_on_scim_api(server: Server) -> None:
+    """The access token creates and reads users on /scim/v2."""
+    cid, secret = server.app()
+    token = server.access_token(cid, secret)
+    auth = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    body = json.dumps({"schemas": [USER], "userName": "ada@example.com"})
+    r = server.client.post("/scim/v2/Users", content=body, headers=auth)
+    assert r.status_code == 201, r.text
+    r = server.users(token)
+    assert r.status_code == 200 and r.json()["totalResults"] == 1
+
+
+def test_client_secret_is_not_a_bearer_token(server: Server) -> None:
+    """A client credentials application's secret itself is refused on /scim/v2."""
+    _, secret = server.app()
+    assert server.users(secret).status_code == 401
+
+
+def test_trailing_slash_is_tolerated(server: Server) -> None:
+    """POST /oauth2/server/token/ reaches the endpoint too (path normalisation)."""
+    cid, secret = server.app()
+    r = server.client.post(
+        TOKEN_URL + "/",
+        content=urlencode(
+            {"grant_type": "client_credentials", "client_id": cid, "client_secret": secret}
+        ),
+        headers={"Content-Type": f"{FORM}; charset=UTF-8"},
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_get_is_not_allowed(server: Server) -> None:
+    """Only POST is routed to the token endpoint."""
+    assert server.client.get(TOKEN_URL).status_code == 405
+
+
+# -- scopes -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("requested", "granted"),
+    [
+        ("API", "API"),
+        ("USER SYNC", "USER SYNC"),
+        ("API USER SYNC", "API USER SYNC"),
+        ("USER SYNC API", "API USER SYNC"),
+        ("USER_SYNC", "USER SYNC"),
+        ("user sync", "USER SYNC"),
+        ("  api   User_Sync ", "API USER SYNC"),
+        ("API API", "API"),
+        ("", "API USER SYNC"),
+    ],
+)
+def test_scope_parsing(server: Server, requested: str, granted: str) -> None:
+    """Scope strings as Bizagi and Entra send them parse to canonical names; blank means all."""
+    cid, secret = server.app()
+    r = server.post_auth(cid, secret, scope=requested)
+    assert r.status_code == 200, r.text
+    assert r.json()["scope"] == granted
+    token = r.json()["access_token"]
+    with server.engine.connect() as conn:
+        stored: list[str] = conn.execute(
+            sa.select(access_tokens.c.scopes).where(
+                access_tokens.c.digest == hashlib.sha256(token.encode()).hexdigest()
+            )
+        ).scalar_one()
+    assert " ".join(stored) == granted
+
+
+def test_api_only_token_is_forbidden_on_users(server: Server) -> None:
+    """A token granted only API gets 403 on /scim/v2/Users, naming the missing USER SYNC scope."""
+    cid, secret = server.app()
+    r = server.post_auth(cid, secret, scope="API")
+    r = server.users(r.json()["access_token"])
+    assert r.status_code == 403, r.text
+    body = r.json()
+    assert body["schemas"] == [ERROR]
+    assert "USER SYNC" in body["detail"]
+
+
+@pytest.mark.parametrize("scope", ["ADMIN", "USER", "SYNC", "API USER", "API,USER SYNC", "*"])
+def test_unknown_scope_is_invalid_scope(server: Server, scope: str) -> None:
+    """A scope string with a word that is not a scope name is invalid_scope (400)."""
+    cid, secret = server.app()
+    oauth_error(server.post_auth(cid, secret, scope=scope), 400, "invalid_scope")
+
+
+def test_scope_beyond_the_apps_is_invalid_scope(server: Server) -> None:
+    """Asking for a scope the application lacks is invalid_scope; its own scopes still work."""
+    cid, secret = server.app(scopes=["API"])
+    body = oauth_error(server.post_auth(cid, secret, scope="API USER SYNC"), 400, "invalid_scope")
+    assert "USER SYNC" in body["error_description"]
+    r = server.post_auth(cid, secret)
+    assert r.status_code == 200 and r.json()["scope"] == "API"
+
+
+# -- invalid_request ----------------------------------------------------------------------------
+
+
+def test_missing_grant_type_is_invalid_request(server: Server) -> None:
+    """A request without grant_type is invalid_request."""
+    cid, secret = server.app()
+    r = server.token({"client_id": cid, "client_secret": secret})
+    oauth_error(r, 400, "invalid_request")
+
+
+def test_empty_grant_type_counts_as_missing(server: Server) -> None:
+    """An empty grant_type is treated as omitted (RFC 6749 §3.2): invalid_request."""
+    cid, secret = server.app()
+    r = server.token(f"grant_type=&client_id={cid}&client_secret={secret}")
+    oauth_error(r, 400, "invalid_request")
+
+
+@pytest.mark.parametrize("param", ["grant_type", "client_id", "client_secret", "scope"])
+def test_duplicate_parameter_is_invalid_request(server: Server, param: str) -> None:
+    """Any parameter sent twice is invalid_request (RFC 6749 §3.2)."""
+    cid, secret = server.app()
+    values = {
+        "grant_type": "client_credentials",
+        "client_id": cid,
+        "client_secret": secret,
+        "scope": "API",
+    }
+    body = urlencode(values) + "&" + urlencode({param: values[param]})
+    oauth_error(server.token(body), 400, "invalid_request")
+
+
+def test_both_auth_methods_is_invalid_request(server: Server) -> None:
+    """Basic auth plus a client_secret form field is invalid_request."""
+    cid, secret = server.app()
+    r = server.token(
+        {"grant_type": "client_credentials", "client_id": cid, "client_secret": secret},
+        Authorization=basic(cid, secret),
+    )
+    oauth_error(r, 400, "invalid_request")
+
+
+def test_form_client_id_differing_from_basic_is_invalid_request(server: Server) -> None:
+    """A client_id form field that differs from the Basic user is invalid_request."""
+    cid, secret = server.app()
+    oauth_error(server.basic_auth(cid, secret, client_id="other"), 400, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "ctype", ["application/json", "multipart/form-data; boundary=x", "text/plain", None]
+)
+def test_unsupported_content_type_is_invalid_request(server: Server, ctype: str | None) -> None:
+    """A body that is not application/x-www-form-urlencoded is invalid_request."""
+    cid, secret = server.app()
+    headers = {"Content-Type": ctype} if ctype else {}
+    body = json.dumps(
+        {"grant_type": "client_credentials", "client_id": cid, "client_secret": secret}
+    )
+    r = server.client.post(TOKEN_URL, content=body, headers=headers)
+    oauth_error(r, 400, "invalid_request")
+
+
+def test_non_utf8_body_is_invalid_request(server: Server) -> None:
+    """A form whose percent-decoded bytes are not UTF-8 is invalid_request."""
+    cid, secret = server.app()
+    body = f"grant_type=client_credentials&client_id={cid}&client_secret={secret}&scope=%FF"
+    oauth_error(server.token(body), 400, "invalid_request")
+
+
+def test_oversized_body_is_413(server: Server) -> None:
+    """A body past 16 KiB is refused with 413 and a JSON error."""
+    cid, secret = server.app()
+    r = server.post_auth(cid, secret, scope="API " * 5000)
+    oauth_error(r, 413, "invalid_request")
+
+
+# -- unsupported_grant_type / unauthorized_client -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "grant", ["password", "authorization_code", "refresh_token", "CLIENT_CREDENTIALS", "bearer"]
+)
+def test_other_grant_is_unsupported_grant_type(server: Server, grant: str) -> None:
+    """Any grant_type other than client_credentials (case-sensitive) is unsupported_grant_type."""
+    cid, secret = server.app()
+    r = server.token({"grant_type": grant, "client_id": cid, "client_secret": secret})
+    oauth_error(r, 400, "unsupported_grant_type")
+
+
+def test_bearer_app_is_unauthorized_client(server: Server) -> None:
+    """A bearer-token application that authenticates correctly is unauthorized_client (400)."""
+    cid, secret = server.app(grant="bearer")
+    oauth_error(server.post_auth(cid, secret), 400, "unauthorized_client")
+    oauth_error(server.basic_auth(cid, secret), 400, "unauthorized_client")
+
+
+def test_bearer_app_with_wrong_secret_is_invalid_client(server: Server) -> None:
+    """A bearer-token application with a wrong secret is invalid_client, not unauthorized."""
+    cid, _ = server.app(grant="bearer")
+    oauth_error(server.post_auth(cid, "wrong"), 401, "invalid_client")
+
+
+# -- invalid_client -----------------------------------------------------------------------------
+
+
+def test_client_auth_failures_are_indistinguishable(server: Server) -> None:
+    """Unknown id, wrong secret, revoked secret and disabled app get the same 401 body."""
+    cid, secret = server.app()
+    other_id, other_secret = server.app(name="other")
+    revoked_id, revoked_secret = server.app(name="revoked")
+    with server.engine.begin() as conn:
+        apps.set_enabled(conn, other_id, False, audit.CLI)
+        conn.execute(
+            client_secrets.update()
+            .where(client_secrets.c.digest == apps.digest(revoked_secret))
+            .values(revoked="2020-01-01T00:00:00.000Z")
+        )
+    bodies = [
+        oauth_error(server.post_auth("no-such-client", secret), 401, "invalid_client"),
+        oauth_error(server.post_auth(cid, secret + "x"), 401, "invalid_client"),
+        oauth_error(server.post_auth(revoked_id, revoked_secret), 401, "invalid_client"),
+        oauth_error(server.post_auth(other_id, other_secret), 401, "invalid_client"),
+        oauth_error(server.basic_auth(cid, "wrong"), 401, "invalid_client"),
+        oauth_error(server.basic_auth(revoked_id, revoked_secret), 401, "invalid_client"),
+    ]
+    assert all(b == bodies[0] for b in bodies)
+
+
+def test_wrong_secret_via_basic_is_401_with_challenge(server: Server) -> None:
+    """A wrong secret sent with Basic is invalid_client, 401, WWW-Authenticate: Basic."""
+    cid, _ = server.app()
+    oauth_error(server.basic_auth(cid, "nope"), 401, "invalid_client")
+
+
+def test_secret_of_another_app_is_invalid_client(server: Server) -> None:
+    """One application's secret does not authenticate another application's id."""
+    cid, _ = server.app()
+    _, other_secret = server.app(name="other")
+    oauth_error(server.post_auth(cid, other_secret), 401, "invalid_client")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"grant_type": "client_credentials"},
+        {"grant_type": "client_credentials", "client_id": "x"},
+        {"grant_type": "client_credentials", "client_secret": "x"},
+    ],
+)
+def test_no_client_auth_is_invalid_client(server: Server, body: dict[str, str]) -> None:
+    """Without complete client credentials the answer is invalid_client (401)."""
+    oauth_error(server.token(body), 401, "invalid_client")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Basic",
+        "Basic !!!not-base64!!!",
+        "Basic " + base64.b64encode(b"no-colon-here").decode(),
+        "Basic " + base64.b64encode(b":secret").decode(),
+        "Basic " + base64.b64encode(b"id:").decode(),
+        "Basic " + base64.b64encode(b"\xff\xfe:x").decode(),
+        "Bearer sometoken",
+        "Digest username=x",
+    ],
+)
+def test_malformed_authorization_is_invalid_client(server: Server, authorization: str) -> None:
+    """A malformed or non-Basic Authorization header is invalid_client with a Basic challenge."""
+    r = server.token({"grant_type": "client_credentials"}, Authorization=authorization)
+    oauth_error(r, 401, "invalid_client")
+
+
+# -- secret lifecycle ---------------------------------------------------------------------------
+
+
+def test_rotation_keeps_both_secrets_working(server: Server) -> None:
+    """After rotation the old and the new secret both obtain tokens until the old is revoked."""
+    cid, old = server.app()
+    with server.engine.begin() as conn:
+        new = apps.rotate_secret(conn, cid, audit.CLI)
+    assert server.users(server.access_token(cid, old)).status_code == 200
+    assert server.users(server.access_token(cid, new)).status_code == 200
+    server.sql(
+        client_secrets.update()
+        .where(client_secrets.c.digest == apps.digest(old))
+        .values(revoked="2020-01-01T00:00:00.000Z")
+    )
+    oauth_error(server.post_auth(cid, old), 401, "invalid_client")
+    assert server.users(server.access_token(cid, new)).status_code == 200
+
+
+def test_disable_kills_tokens_at_once(server: Server) -> None:
+    """Disabling the application refuses its tokens and new grants; re-enabling grants again."""
+    cid, secret = server.app()
+    token = server.access_token(cid, secret)
+    assert server.users(token).status_code == 200
+    with server.engine.begin() as conn:
+        apps.set_enabled(conn, cid, False, audit.CLI)
+    assert server.users(token).status_code == 401
+    oauth_error(server.post_auth(cid, secret), 401, "invalid_client")
+    with server.engine.begin() as conn:
+        apps.set_enabled(conn, cid, True, audit.CLI)
+    assert server.users(server.access_token(cid, secret)).status_code == 200
+
+
+def test_revoke_kills_tokens_at_once(server: Server) -> None:
+    """Revoking the application refuses its tokens and its secrets at once."""
+    cid, secret = server.app()
+    token = server.access_token(cid, secret)
+    with server.engine.begin() as conn:
+        apps.revoke_app(conn, cid, audit.CLI)
+    assert server.users(token).status_code == 401
+    oauth_error(server.post_auth(cid, secret), 401, "invalid_client")
+    with server.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(access_tokens)).scalar() == 0
+
+
+def test_delete_kills_tokens_at_once(server: Server) -> None:
+    """Deleting the application refuses its tokens and its client id at once."""
+    cid, secret = server.app()
+    token = server.access_token(cid, secret)
+    with server.engine.begin() as conn:
+        apps.delete_app(conn, cid, audit.CLI)
+    assert server.users(token).status_code == 401
+    oauth_error(server.post_auth(cid, secret), 401, "invalid_client")
+
+
+# -- lifetime -----------------------------------------------------------------------------------
+
+
+def test_expired_token_is_refused(server: Server) -> None:
+    """A token past its expiry is refused; time is moved by rewriting its expires column."""
+    cid, secret = server.app(lifetime=1)
+    r = server.post_auth(cid, secret)
+    assert r.json()["expires_in"] == 1
+    token = r.json()["access_token"]
+    assert server.users(token).status_code == 200
+    server.sql(
+        access_tokens.update()
+        .where(access_tokens.c.digest == apps.digest(token))
+        .values(expires=access_tokens.c.expires - 3600)
+    )
+    r = server.users(token)
+    assert r.status_code == 401
+    assert r.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_expired_tokens_are_purged_on_issue(server: Server) -> None:
+    """Issuing a token deletes that application's expired tokens, not other applications'."""
+    cid, secret = server.app()
+    other_id, other_secret = server.app(name="other")
+    stale = server.access_token(cid, secret)
+    other_stale = server.access_token(other_id, other_secret)
+    server.sql(access_tokens.update().values(expires=1))
+    fresh = server.access_token(cid, secret)
+    with server.engine.connect() as conn:
+        digests: set[str] = set(conn.execute(sa.select(access_tokens.c.digest)).scalars())
+    assert digests == {apps.digest(fresh), apps.digest(other_stale)}
+    assert apps.digest(stale) not in digests
+
+
+def test_lifetime_zero_never_expires(server: Server) -> None:
+    """An application with lifetime 0 gets tokens without expires_in, stored with no expiry."""
+    cid, secret = server.app(lifetime=0)
+    r = server.post_auth(cid, secret)
+    assert r.status_code == 200, r.text
+    assert "expires_in" not in r.json()
+    token = r.json()["access_token"]
+    with server.engine.connect() as conn:
+        expires: int | None = conn.execute(
+            sa.select(access_tokens.c.expires).where(access_tokens.c.digest == apps.digest(token))
+        ).scalar_one()
+    assert expires is None
+    assert server.users(token).status_code == 200
+
+
+def test_token_row_holds_expiry(server: Server) -> None:
+    """The stored expiry is issue time plus the application's lifetime."""
+    cid, secret = server.app(lifetime=3600)
+    before = int(time.time())
+    token = server.access_token(cid, secret)
+    with server.engine.connect() as conn:
+        expires: int | None = conn.execute(
+            sa.select(access_tokens.c.expires).where(access_tokens.c.digest == apps.digest(token))
+        ).scalar_one()
+    assert expires is not None
+    assert before + 3600 <= expires <= int(time.time()) + 3600
+
+
+# -- secrecy and audit --------------------------------------------------------------------------
+
+
+def test_audit_names_app_never_secret_or_token(server: Server, tmp_path: Path) -> None:
+    """token.issue is audited under the application; neither secret nor token is stored."""
+    cid, secret = server.app()
+    token = server.access_token(cid, secret, scope="USER SYNC")
+    server.basic_auth(cid, "wrong-secret")
+    with server.engine.connect() as conn:
+        rows = [dict(r._mapping) for r in conn.execute(sa.select(audit_table))]
+    issued = [r for r in rows if r["operation"] == "token.issue"]
+    assert len(issued) == 1
+    assert issued[0]["actor_type"] == "app" and issued[0]["actor"] == cid
+    assert issued[0]["resource_id"] == cid and issued[0]["actor_name"] == "Entra"
+    assert issued[0]["request_id"]
+    dumped = json.dumps(rows, default=str)
+    for needle in (secret, token, "wrong-secret"):
+        assert needle not in dumped
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("x0.db*"))
+    assert secret.encode() not in raw and token.encode() not in raw
+
+
+# -- throttling ---------------------------------------------------------------------------------
+
+
+def test_repeated_invalid_client_is_throttled(make_server: Callable[..., Server]) -> None:
+    """After the per-minute failure budget, the address gets 429 with Retry-After, here and SCIM."""
+    server = make_server(auth_failures_per_minute=3)
+    cid, secret = server.app()
+    for _ in range(3):
+        oauth_error(server.post_auth(cid, "wrong"), 401, "invalid_client")
+    r = server.post_auth(cid, secret)
+    oauth_error(r, 429, "temporarily_unavailable")
+    assert int(r.headers["retry-after"]) > 0
+    assert server.users("anything").status_code == 429
+
+
+def test_other_errors_are_not_throttled(make_server: Callable[..., Server]) -> None:
+    """Only failed client authentications count toward the throttle."""
+    server = make_server(auth_failures_per_minute=2)
+    cid, secret = server.app()
+    for _ in range(4):
+        oauth_error(server.post_auth(cid, secret, scope="ADMIN"), 400, "invalid_scope")
+        oauth_error(server.token({"client_id": cid}), 400, "invalid_request")
+    assert server.post_auth(cid, secret).status_code == 200
