@@ -25,7 +25,6 @@ from scimd.store import audit as A
 from scimd.store import properties as props
 from scimd.store.resources import (
     GROUPS,
-    KINDS,
     USERS,
     Repository,
     check_etag,
@@ -372,6 +371,3 @@ def _op_summary(body: Any) -> list[dict[str, Any]]:
         if isinstance(op, dict):
             out.append({"op": str(op.get("op", "")).lower(), "path": op.get("path")})
     return out[:50]
-
-
-KINDS_BY_NAME = KINDS

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,6 @@ class Kind:
 
 USERS = Kind("User", users, "userName", "user_name_lower")
 GROUPS = Kind("Group", groups, "displayName", "display_name_lower")
-KINDS = {"User": USERS, "Group": GROUPS}
 
 
 def new_id() -> str:
@@ -471,6 +470,3 @@ def groups_of(
             {"value": gid, "$ref": f"{base}/Groups/{gid}", "display": name, "type": "direct"}
         )
     return out
-
-
-LoadMembers = Callable[[], list[dict[str, Any]]]

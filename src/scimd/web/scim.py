@@ -11,7 +11,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -318,9 +318,6 @@ class Scim:
     async def delete(self, request: Request, name: str, rid: str, actor: Any) -> Response:
         await self.db(self.directory.delete, name, rid, actor, request.headers.get("if-match"))
         return Response(status_code=204)
-
-
-Handler = Callable[[Request], Awaitable[Response]]
 
 
 def _require(method: str, allowed: str, path: str) -> None:
