@@ -114,6 +114,18 @@ def count_values(conn: sa.Connection, name: str, urn: str) -> int:
     return int(conn.execute(sa.select(sa.func.count()).select_from(users).where(cond)).scalar_one())
 
 
+def value_counts(conn: sa.Connection, names: list[str], urn: str) -> dict[str, int]:
+    """How many users hold a value for each property, in one pass over the users table."""
+    if not names:
+        return {}
+    cols = [
+        sa.func.coalesce(sa.func.sum(sa.case((_has_value(conn, n, urn), 1), else_=0)), 0)
+        for n in names
+    ]
+    row: tuple[Any, ...] = tuple(conn.execute(sa.select(*cols).select_from(users)).one())
+    return {n: int(v) for n, v in zip(names, row, strict=True)}
+
+
 def remove_property(
     conn: sa.Connection, name: str, actor: A.Actor, urn: str = S.USER_PROPERTIES_SCHEMA
 ) -> S.PropertyDef:

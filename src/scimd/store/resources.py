@@ -162,9 +162,8 @@ class Repository:
         res: dict[str, Any] = {"schemas": R.schemas_of(rt, doc), "id": row.id}
         res.update(doc)
         res.pop("password", None)
-        for ext, _ in rt.extensions:
-            if ext.id in res and not res[ext.id]:
-                del res[ext.id]  # e.g. left empty when a custom property was removed
+        for key in [k for k, v in res.items() if v == {} and k.startswith("urn:")]:
+            del res[key]  # e.g. left empty when a custom property was removed
         if extra:
             res.update(extra)
         res["meta"] = {

@@ -89,6 +89,7 @@ def create_app(settings: Settings, engine: sa.Engine | None = None) -> Starlette
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        portal.close()
         scim.close()
         directory.close()
         engine.dispose()
