@@ -134,3 +134,93 @@ def test_bizagi_style_setup_then_disable_and_rotate(
     assert "Microsoft Entra ID" in page.inner_text("table")
     assert secret not in page.content() and new_secret not in page.content()
     page.screenshot(path=str(shots / "oauth2-applications.png"))
+
+
+def _token(server: ServerProcess, page: Page) -> str:
+    """A fresh bearer secret made on the page (as the admin would)."""
+    page.goto(f"{server.root_url}/admin/security/oauth2-applications/add")
+    page.fill("#name", "Provisioning client")
+    page.click("text=Save")
+    return page.input_value("#client_secret")
+
+
+def test_custom_property_appears_in_schemas(page: Page, server: ServerProcess, shots: Path) -> None:
+    """A property defined on the page is in /Schemas at once; unsupported types aren't offered."""
+    token = _token(server, page)
+    page.goto(f"{server.root_url}/admin/properties")
+    offered = page.eval_on_selector_all("#type option", "os => os.map(o => o.value)")
+    assert offered == ["String", "Integer", "Decimal", "Boolean", "DateTime", "Date"]
+    page.fill("#name", "IdentificationNumber")
+    page.select_option("#type", "String")
+    page.fill("#description", "National id, mapped from Entra")
+    page.click("button:has-text('Add property')")
+    assert f"{PROPS}:IdentificationNumber" in page.inner_text("main")
+    page.screenshot(path=str(shots / "custom-properties.png"), full_page=True)
+    schemas = _scim(server, token, f"/Schemas/{PROPS}").json()
+    assert [a["name"] for a in schemas["attributes"]] == ["IdentificationNumber"]
+
+
+def test_user_created_over_scim_has_audit_history(
+    page: Page, server: ServerProcess, shots: Path
+) -> None:
+    """A user provisioned over SCIM is found by search, with its attributes and history."""
+    token = _token(server, page)
+    h = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    body = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "ada.lovelace@example.com",
+        "name": {"givenName": "Ada", "familyName": "Lovelace", "formatted": "Ada Lovelace"},
+        "emails": [{"type": "work", "value": "ada.lovelace@example.com", "primary": True}],
+        "phoneNumbers": [{"type": "mobile", "value": "+44 7700900123"}],
+        "active": True,
+        PROPS: {"IdentificationNumber": "1815"},
+    }
+    r = httpx.post(f"{server.scim_url}/Users", json=body, headers=h, timeout=10)
+    assert r.status_code == 201, r.text
+    uid = r.json()["id"]
+    patch = {"Operations": [{"op": "Replace", "path": "active", "value": "False"}]}
+    assert (
+        httpx.patch(f"{server.scim_url}/Users/{uid}", json=patch, headers=h, timeout=10).status_code
+        == 200
+    )
+    g = httpx.post(
+        f"{server.scim_url}/Groups",
+        headers=h,
+        timeout=10,
+        json={"displayName": "Analysts", "members": [{"value": uid}]},
+    )
+    assert g.status_code == 201
+
+    page.goto(f"{server.root_url}/admin/users")
+    page.fill("#q", "lovelace")
+    page.click("button:has-text('Search')")
+    assert "ada.lovelace@example.com" in page.inner_text("table")
+    assert "disabled" in page.inner_text("table")
+    page.screenshot(path=str(shots / "users.png"))
+    page.click("text=ada.lovelace@example.com")
+    main = page.inner_text("main")
+    assert "1815" in main and "Analysts" in main and "+44 7700900123" in main
+    assert "Provisioning client" in main and "patch" in main and "create" in main
+    page.screenshot(path=str(shots / "user.png"), full_page=True)
+
+    page.goto(f"{server.root_url}/admin/groups")
+    assert "Analysts" in page.inner_text("table")
+    page.screenshot(path=str(shots / "groups.png"))
+    page.goto(f"{server.root_url}/admin/audit")
+    assert "Provisioning client" in page.inner_text("main")
+    page.screenshot(path=str(shots / "audit-log.png"))
+
+
+def test_connection_page_tests_the_token(page: Page, server: ServerProcess, shots: Path) -> None:
+    """The SCIM connection page shows the Tenant URL and runs Entra's Test Connection."""
+    token = _token(server, page)
+    page.goto(f"{server.root_url}/admin/connection")
+    assert page.input_value("#tenant_url") == f"{server.scim_url}/"
+    page.fill("#token", "not-a-valid-token")
+    page.click("button:has-text('Test connection')")
+    assert "401" in page.inner_text("main")
+    page.fill("#token", token)
+    page.click("button:has-text('Test connection')")
+    main = page.inner_text("main")
+    assert "200" in main and token not in page.content()
+    page.screenshot(path=str(shots / "scim-connection.png"), full_page=True)

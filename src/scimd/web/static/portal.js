@@ -1,5 +1,6 @@
 // Copy buttons: the only script the portal needs; every page works without it.
 for (const button of document.querySelectorAll("button.copy")) {
+  button.hidden = false;
   button.addEventListener("click", () => {
     const input = document.getElementById(button.dataset.copy);
     input.select();
