@@ -8,6 +8,7 @@ table with set-based statements, and renders rows back into SCIM resources.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from scimd.scim.values import now_datetime
 from scimd.store import audit as A
 from scimd.store import sqlfilter
 from scimd.store.prepared import StatementCache, dump_json, load_json
-from scimd.store.tables import counters, groups, members, users
+from scimd.store.tables import COUNTER_SLOTS, counters, groups, members, users
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,11 +122,12 @@ def _bump_counter(conn: sa.Connection, name: str, delta: int) -> None:
         "counter.bump",
         lambda: (
             counters.update()
-            .where(counters.c.name == _B("name"))
+            .where(counters.c.name == _B("name"), counters.c.slot == _B("slot"))
             .values(value=counters.c.value + _B("delta"))
         ),
     )
-    stmt.run(conn, {"name": name, "delta": delta})
+    slot = random.randrange(COUNTER_SLOTS)
+    stmt.run(conn, {"name": name, "slot": slot, "delta": delta})
 
 
 class Repository:
@@ -234,7 +236,9 @@ class Repository:
             stmt = STATEMENTS.get(
                 conn,
                 "counter.get",
-                lambda: sa.select(counters.c.value).where(counters.c.name == _B("name")),
+                lambda: sa.select(sa.func.sum(counters.c.value)).where(
+                    counters.c.name == _B("name")
+                ),
             )
             total = stmt.run(conn, {"name": self.kind.name}).scalar_one()
         else:

@@ -74,11 +74,15 @@ members = sa.Table(
     sa.Index("ix_members_member_id", "member_id"),
 )
 
-# Cached row counts so an unfiltered page never pays count(*) over the whole table.
+# Cached row counts so an unfiltered page never pays count(*) over the whole table. Each count is
+# spread over COUNTER_SLOTS rows and a write bumps a random one: concurrent creates on
+# PostgreSQL would otherwise all queue on one row lock until their commits.
+COUNTER_SLOTS = 16
 counters = sa.Table(
     "counters",
     metadata,
     sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("slot", sa.Integer, primary_key=True),
     sa.Column("value", sa.BigInteger, nullable=False),
 )
 

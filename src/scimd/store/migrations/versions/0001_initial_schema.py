@@ -53,8 +53,9 @@ def upgrade() -> None:
     op.create_table(
         "counters",
         sa.Column("name", sa.String(length=32), nullable=False),
+        sa.Column("slot", sa.Integer(), nullable=False),
         sa.Column("value", sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint("name", name=op.f("pk_counters")),
+        sa.PrimaryKeyConstraint("name", "slot", name=op.f("pk_counters")),
     )
     op.create_table(
         "groups",
@@ -180,8 +181,17 @@ def upgrade() -> None:
         batch_op.create_index("ix_members_member_id", ["member_id"], unique=False)
 
     op.bulk_insert(
-        sa.table("counters", sa.column("name", sa.String), sa.column("value", sa.BigInteger)),
-        [{"name": "User", "value": 0}, {"name": "Group", "value": 0}],
+        sa.table(
+            "counters",
+            sa.column("name", sa.String),
+            sa.column("slot", sa.Integer),
+            sa.column("value", sa.BigInteger),
+        ),
+        [
+            {"name": name, "slot": slot, "value": 0}
+            for name in ("User", "Group")
+            for slot in range(16)
+        ],
     )
     op.bulk_insert(
         sa.table("settings", sa.column("key", sa.String), sa.column("value", sa.Text)),
