@@ -385,3 +385,16 @@ def test_delete_user_removes_memberships_and_honours_if_match(api: Api) -> None:
         "members" not in api.req("GET", f"/Groups/{g['id']}").json()
         or not api.req("GET", f"/Groups/{g['id']}").json()["members"]
     )
+
+
+def test_ids_are_time_ordered_uuid7_and_pages_follow_creation_order(api: Api) -> None:
+    """Ids are UUIDv7-shaped and increasing, so unfiltered pages list in creation order."""
+    import uuid
+
+    made = [api.user(f"order{i:03d}@x.com")["id"] for i in range(120)]
+    assert made == sorted(made) and uuid.UUID(made[0]).version == 7
+    listed = []
+    for start in (1, 51, 101):
+        page = api.req("GET", f"/Users?startIndex={start}&count=50").json()
+        listed += [r["id"] for r in page["Resources"]]
+    assert listed == made

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -43,17 +44,28 @@ USERS = Kind("User", users, "userName", "user_name_lower")
 GROUPS = Kind("Group", groups, "displayName", "display_name_lower")
 
 
+_last_id: list[int] = [0, 0, 0]  # ms, rand_a, rand_b of the previous id
+_id_lock = threading.Lock()
+
+
 def new_id() -> str:
     """A time-ordered random id (the layout of a UUIDv7, as 32 hex digits).
 
     Inserts into the id index then append instead of landing on a random page, which keeps
-    each create to a few page writes.
+    each create to a few page writes, and unfiltered pages list in creation order. Within a
+    process ids strictly increase (RFC 9562 §6.2, method 1: a tie in the same millisecond
+    increments the counter bits).
     """
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & (2**48 - 1)) << 80 | rand
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    ms = time.time_ns() // 1_000_000 & (2**48 - 1)
+    with _id_lock:
+        last_ms, last_a, last_b = _last_id
+        if ms <= last_ms:
+            ms, rand_a, rand_b = last_ms, last_a, last_b + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big")
+            rand_a, rand_b = rand >> 68 & 0xFFF, rand & (2**61 - 1)  # headroom for ties
+        _last_id[:] = [ms, rand_a, rand_b]
+    value = ms << 80 | 0x7 << 76 | rand_a << 64 | 0x2 << 62 | rand_b
     return f"{value:032x}"
 
 
@@ -218,18 +230,21 @@ class Repository:
                 return len(rows), rows
         dialect = conn.dialect.name
         where = sqlfilter.compile_filter(flt, rt, self.t, dialect) if flt is not None else None
-        q = sa.select(*self.cols)
-        if where is not None:
-            q = q.where(where)
-        if sort_by is not None:
-            q = q.order_by(*sqlfilter.sort_clauses(sort_by, rt, self.t, dialect, descending))
+        if where is None and sort_by is None:
+            rows = self._page(conn, start, count) if count > 0 else []
         else:
-            q = q.order_by(self.t.c.pk)
-        rows = (
-            [self._rec(r) for r in conn.execute(q.limit(count).offset(start - 1))]
-            if count > 0
-            else []
-        )
+            q = sa.select(*self.cols)
+            if where is not None:
+                q = q.where(where)
+            if sort_by is not None:
+                q = q.order_by(*sqlfilter.sort_clauses(sort_by, rt, self.t, dialect, descending))
+            else:
+                q = q.order_by(self.t.c.pk)
+            rows = (
+                [self._rec(r) for r in conn.execute(q.limit(count).offset(start - 1))]
+                if count > 0
+                else []
+            )
         if start == 1 and len(rows) < count:
             total = len(rows)  # the page holds every match: no count query needed
         elif where is None:
@@ -246,6 +261,27 @@ class Repository:
                 sa.select(sa.func.count()).select_from(self.t).where(where)
             ).scalar_one()
         return int(total), rows
+
+    def _page(self, conn: sa.Connection, start: int, count: int) -> list[Rec]:
+        """An unfiltered page, in id order (ids are time-ordered, so creation order).
+
+        The offset is walked on the compact id index only and the page's rows are fetched by
+        id: skipping 50,000 whole rows of ~1 KB documents instead cost ~12x more (measured on
+        SQLite at 100,000 users).
+        """
+        inner = (
+            sa.select(self.t.c.id)
+            .order_by(self.t.c.id)
+            .limit(_B("n"))
+            .offset(_B("o"))
+            .scalar_subquery()
+        )
+        stmt = STATEMENTS.get(
+            conn,
+            f"{self.kind.name}.page",
+            lambda: sa.select(*self.cols).where(self.t.c.id.in_(inner)).order_by(self.t.c.id),
+        )
+        return [self._rec(r) for r in stmt.run(conn, {"n": count, "o": start - 1})]
 
     def _indexed_eq(self, flt: Filter | None) -> tuple[str, Any] | None:
         """(column, value) when ``flt`` is one ``eq`` on a unique or indexed column."""
