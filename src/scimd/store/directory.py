@@ -66,27 +66,28 @@ class Directory:
     # Each thread keeps one connection: the server's event loop is one thread (SQLite calls run
     # there, and never yield to the loop between BEGIN and COMMIT) and network databases run in
     # a bounded pool of worker threads. No pool checkout and reset per request.
-    def _thread_connection(self) -> sa.Connection:
-        conn: sa.Connection | None = getattr(self._local, "conn", None)
+    def _thread_connection(self, autocommit: bool = False) -> sa.Connection:
+        attr = "rconn" if autocommit else "conn"
+        conn: sa.Connection | None = getattr(self._local, attr, None)
         if conn is None or conn.closed or conn.invalidated:
-            conn = self._local.conn = self.engine.connect()
+            conn = self.engine.connect()
+            if autocommit:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            setattr(self._local, attr, conn)
         return conn
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
-        conn = self._thread_connection()
+        conn = self._thread_connection(autocommit=not self.sqlite)
+        # Reads need no BEGIN/COMMIT pair (two round trips on a network database): statements
+        # run in autocommit mode; a Core statement's autobegun transaction is ended here.
         if self.sqlite:
-            # Reads need no BEGIN/COMMIT pair on SQLite: prepared statements run in autocommit
-            # mode; a Core statement autobegins a transaction that is ended here.
             conn.execution_options(sqlite_begin="DEFERRED")
-            try:
-                yield conn
-            finally:
-                if conn.in_transaction():
-                    conn.rollback()
-            return
-        with conn.begin():
+        try:
             yield conn
+        finally:
+            if conn.in_transaction():
+                conn.rollback()
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
@@ -97,9 +98,10 @@ class Directory:
             yield conn
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
+        for attr in ("conn", "rconn"):
+            conn = getattr(self._local, attr, None)
+            if conn is not None:
+                conn.close()
 
     # -- schema -------------------------------------------------------------------------------
     def user_type(self, conn: sa.Connection) -> S.ResourceType:
