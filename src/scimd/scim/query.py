@@ -45,14 +45,14 @@ def bind(f: Filter, rt: S.ResourceType) -> Filter:
     if isinstance(f, Not):
         return Not(bind(f.expr, rt))
     if isinstance(f, ValuePath):
-        path, res = _resolve(f.path, rt)
+        path, res = resolve_path(f.path, rt)
         if not res.attr.is_complex or not res.attr.multi_valued or res.sub is not None:
             raise InvalidFilter(
                 f"'{f.path}[...]' needs a multi-valued complex attribute; "
                 f"'{res.attr.name}' is not one"
             )
         return ValuePath(path, bind_element(f.filter, res.attr))
-    path, res = _resolve(f.path, rt)
+    path, res = resolve_path(f.path, rt)
     return _bind_leaf(f, path, res.attr, res.sub)
 
 
@@ -77,7 +77,8 @@ def bind_element(f: Filter, parent: S.Attribute) -> Filter:
     return _bind_leaf(f, AttrPath(None, sub.name), sub, None)
 
 
-def _resolve(p: AttrPath, rt: S.ResourceType) -> tuple[AttrPath, S.Resolved]:
+def resolve_path(p: AttrPath, rt: S.ResourceType) -> tuple[AttrPath, S.Resolved]:
+    """The canonical path and definitions of a filter attribute; raise ``InvalidFilter``."""
     schema: S.Schema | None = None
     if p.schema:
         schema = rt.by_urn.get(p.schema.lower())

@@ -43,9 +43,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
 
 from scimd.scim import schema as S
-from scimd.scim.errors import InvalidFilter, InvalidPath
+from scimd.scim.errors import InvalidFilter
 from scimd.scim.filter import And, AttrPath, Compare, Filter, Literal, Not, Or, Present, ValuePath
-from scimd.scim.query import STRINGISH, bind, compare, is_present
+from scimd.scim.query import STRINGISH, bind, compare, is_present, resolve_path
 from scimd.store import tables
 
 __all__ = ["compile_filter", "sort_clauses", "sort_key", "sort_value"]
@@ -189,17 +189,8 @@ def _successor(v: str) -> str | None:
 
 def _resolve(p: AttrPath, rt: S.ResourceType) -> tuple[str | None, S.Attribute, S.Attribute | None]:
     """(extension URN or None, attribute, sub-attribute) of a path; raise ``InvalidFilter``."""
-    schema: S.Schema | None = None
-    if p.schema:
-        schema = rt.by_urn.get(p.schema.lower())
-        if schema is None:
-            raise InvalidFilter(f"unknown schema '{p.schema}' in attribute '{p}'")
-    try:
-        res = rt.resolve_parts(schema, p.attr, p.sub, str(p))
-    except InvalidPath as e:
-        raise InvalidFilter(e.detail) from None
-    urn = res.schema if res.schema not in ("", rt.core.id) else None
-    return urn, res.attr, res.sub
+    path, res = resolve_path(p, rt)
+    return path.schema, res.attr, res.sub
 
 
 def _resolve_sort(
