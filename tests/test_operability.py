@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +15,6 @@ from scimd.settings import Settings
 from scimd.store import audit
 from scimd.store.engine import create_engine
 from scimd.web.app import create_app
-from scimd.web.observability import JsonFormatter
 
 
 @pytest.fixture
@@ -48,24 +47,27 @@ def test_metrics_count_requests_by_route_and_status(client: tuple[TestClient, st
     assert "scimd_request_duration_seconds_bucket" in text
 
 
-def test_access_log_is_json_with_request_id_and_no_secret(
-    client: tuple[TestClient, str], caplog: pytest.LogCaptureFixture
-) -> None:
+def test_access_log_is_json_with_request_id_and_no_secret(tmp_path: Path) -> None:
     """Each request logs one JSON line with request id, app, status and duration; never a token."""
-    c, token = client
-    caplog.set_level(logging.INFO, logger="scimd.access")
-    r = c.get(
-        '/scim/v2/Users?filter=userName eq "x"',
-        headers={"Authorization": f"Bearer {token}", "X-Request-Id": "req-123"},
-    )
+    engine = create_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    stream = io.BytesIO()
+    app = create_app(Settings(), engine, log_stream=stream)
+    with engine.begin() as conn:
+        _, token = apps.create_app(conn, "ops", "bearer", ["API", "USER SYNC"], audit.CLI)
+    with TestClient(app) as c:
+        r = c.get(
+            '/scim/v2/Users?filter=userName eq "x"',
+            headers={"Authorization": f"Bearer {token}", "X-Request-Id": "req-123"},
+        )
+        c.get("/scim/v2/Users", headers={"Authorization": f"Bearer {token}"})
     assert r.headers["x-request-id"] == "req-123"
-    records = [rec for rec in caplog.records if rec.name == "scimd.access"]
-    assert len(records) == 1
-    line = JsonFormatter().format(records[0])
-    data = json.loads(line)
-    assert data["request_id"] == "req-123" and data["status"] == 200
+    lines = stream.getvalue().decode().splitlines()  # flushed at shutdown at the latest
+    assert len(lines) == 2
+    data = json.loads(lines[0])
+    assert data["request_id"] == "req-123" and data["status"] == 200 and data["ts"].endswith("Z")
     assert data["route"] == "/scim/v2/Users" and data["app"] and data["duration_ms"] >= 0
-    assert token not in line and "Bearer" not in line
+    assert json.loads(lines[1])["request_id"] != "req-123"
+    assert token not in stream.getvalue().decode() and "Bearer" not in stream.getvalue().decode()
 
 
 def test_failed_authentications_are_throttled(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import BinaryIO
 
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -25,7 +26,7 @@ from scimd.store.engine import create_engine
 from scimd.web import portal_pages
 from scimd.web.http import error_response
 from scimd.web.oauth import TokenEndpoint
-from scimd.web.observability import Metrics, ObservabilityMiddleware
+from scimd.web.observability import AccessLog, Metrics, ObservabilityMiddleware
 from scimd.web.portal import Portal
 from scimd.web.scim import Scim
 
@@ -53,8 +54,13 @@ class PathNormaliser:
         await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, engine: sa.Engine | None = None) -> Starlette:
-    """Build the app for ``settings``; the engine is upgraded to the newest schema first."""
+def create_app(
+    settings: Settings, engine: sa.Engine | None = None, *, log_stream: BinaryIO | None = None
+) -> Starlette:
+    """Build the app for ``settings``; the engine is upgraded to the newest schema first.
+
+    Access log lines go to ``log_stream`` (standard error by default).
+    """
     engine = engine or create_engine(settings.database_url)
     migrate.ensure_current(engine)
     directory = Directory(engine, properties_urn=settings.properties_urn)
@@ -63,6 +69,7 @@ def create_app(settings: Settings, engine: sa.Engine | None = None) -> Starlette
     portal = Portal(scim)
     portal.add_routes(portal_pages.routes(portal))
     metrics = Metrics()
+    access_log = AccessLog(log_stream) if settings.access_log else None
     with engine.begin() as conn:
         session_key = settings.session_secret or admins.session_secret(conn)
 
@@ -89,6 +96,8 @@ def create_app(settings: Settings, engine: sa.Engine | None = None) -> Starlette
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        if access_log is not None:
+            access_log.flush()
         portal.close()
         scim.close()
         directory.close()
@@ -125,6 +134,6 @@ def create_app(settings: Settings, engine: sa.Engine | None = None) -> Starlette
         same_site="lax",
         https_only=settings.public_url.startswith("https://"),
     )
-    app.add_middleware(ObservabilityMiddleware, metrics=metrics, log=settings.access_log)
+    app.add_middleware(ObservabilityMiddleware, metrics=metrics, log=access_log)
     app.add_middleware(PathNormaliser)
     return app

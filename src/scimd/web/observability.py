@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
 import time
 import uuid
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-access_log = logging.getLogger("scimd.access")
 
 
 class JsonFormatter(logging.Formatter):
@@ -63,10 +63,58 @@ def route_of(path: str) -> str:
     return "/" + "/".join(parts[:2])
 
 
+class AccessLog:
+    """One JSON line per request, written in batches.
+
+    Going through ``logging`` (a LogRecord, a formatter, a flush per line) cost about 55 µs per
+    request, more than half of a GET by id. Lines are encoded with orjson, buffered, and written
+    at most every 250 ms (and at shutdown), to ``stream`` (standard error by default).
+    """
+
+    def __init__(self, stream: BinaryIO | None = None, interval: float = 0.25) -> None:
+        self.stream = stream if stream is not None else sys.stderr.buffer
+        self.interval = interval
+        self._lines: list[bytes] = []
+        self._scheduled = False
+        self._second = -1
+        self._stamp = ""
+
+    def _now(self) -> str:
+        now = time.time()
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int(now % 1 * 1000):03d}Z"
+
+    def write(self, fields: dict[str, Any]) -> None:
+        self._lines.append(orjson.dumps({"ts": self._now(), "msg": "request", **fields}))
+        if len(self._lines) >= 1000:
+            self.flush()
+        elif not self._scheduled:
+            try:
+                asyncio.get_running_loop().call_later(self.interval, self.flush)
+                self._scheduled = True
+            except RuntimeError:  # no event loop: write now
+                self.flush()
+
+    def flush(self) -> None:
+        self._scheduled = False
+        if not self._lines:
+            return
+        data = b"\n".join(self._lines) + b"\n"
+        self._lines.clear()
+        try:
+            self.stream.write(data)
+            self.stream.flush()
+        except (OSError, ValueError):  # pragma: no cover - stream closed at shutdown
+            pass
+
+
 class ObservabilityMiddleware:
     """Assigns a request id, times the request, counts it and logs one JSON line."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, log: bool = True) -> None:
+    def __init__(self, app: ASGIApp, metrics: Metrics, log: AccessLog | None = None) -> None:
         self.app = app
         self.metrics = metrics
         self.log = log
@@ -102,18 +150,15 @@ class ObservabilityMiddleware:
             method = scope["method"]
             self.metrics.requests.labels(route, method, str(status)).inc()
             self.metrics.latency.labels(route, method).observe(elapsed)
-            if self.log and access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "request",
-                    extra={
-                        "fields": {
-                            "request_id": rid,
-                            "method": method,
-                            "path": scope["path"],
-                            "route": route,
-                            "status": status,
-                            "duration_ms": round(elapsed * 1000, 3),
-                            "app": state.get("client_id"),
-                        }
-                    },
+            if self.log is not None:
+                self.log.write(
+                    {
+                        "request_id": rid,
+                        "method": method,
+                        "path": scope["path"],
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "app": state.get("client_id"),
+                    }
                 )
