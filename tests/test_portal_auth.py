@@ -108,10 +108,14 @@ def test_open_redirect_after_sign_in_is_blocked(portal: Portal) -> None:
 
 
 def test_sign_out_ends_the_session(portal: Portal) -> None:
-    """Signing out (a CSRF-protected POST) ends the session."""
+    """Signing out (a CSRF-protected POST) ends the session, even for a copied cookie."""
     portal.login()
+    copied = portal.client.cookies.get("scimd_session")
+    assert copied
     r = portal.post("/admin/logout", {}, APPS)
     assert r.status_code == 303
+    assert portal.client.get(APPS, follow_redirects=False).status_code == 303
+    portal.client.cookies.set("scimd_session", copied)
     assert portal.client.get(APPS, follow_redirects=False).status_code == 303
 
 

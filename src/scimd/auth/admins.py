@@ -95,6 +95,13 @@ def reset_password(conn: sa.Connection, username: str, password: str, actor: A.A
     A.record(conn, actor, "admin.reset_password", "Admin", username, None)
 
 
+def end_sessions(conn: sa.Connection, pk: int) -> None:
+    """Invalidate every session cookie of an admin (cookies are signed, not stored)."""
+    conn.execute(
+        admins.update().where(admins.c.pk == pk).values(session_epoch=admins.c.session_epoch + 1)
+    )
+
+
 def verify(conn: sa.Connection, username: str, password: str) -> Admin | None:
     row = conn.execute(
         sa.select(admins).where(admins.c.username_lower == username.strip().lower())

@@ -291,6 +291,14 @@ class Portal:
             await self.form(request)
         except CsrfError:
             return RedirectResponse("/admin/", status_code=303)
+        pk = request.session.get("admin")
+        if isinstance(pk, int):
+            # A copy of this cookie must not outlive the sign-out: end the admin's sessions.
+            def end() -> None:
+                with self.directory.write() as conn:
+                    admins.end_sessions(conn, pk)
+
+            await self.db(end)
         request.session.clear()
         return RedirectResponse("/admin/login", status_code=303)
 
