@@ -26,19 +26,25 @@ Operations (``--ops``, comma separated, all by default):
 ``group_add_large``
     Whether adding members costs more as the group grows. Two groups are prepared untimed: a
     small one holding 100 seeded users and a large one holding ``--large-group-size`` of them
-    (default 100,000, capped at the seeded count), filled by PATCH adds of ``--group-fill-batch``
-    members per request (halved on HTTP 413), within ``--group-fill-max-seconds``. Then, per
-    group and concurrency level, each worker owns 100 users that are in neither group and
-    alternates an Entra-style add of those 100 (``Add`` on ``members``) with their removal
-    (``Remove`` on ``members`` with the same value list; a server that refuses that form, as
-    scim2-server does, gets ``members[value eq "a" or value eq "b" ...]`` instead, which the
-    rows' note says), so the group stays within
-    100 x concurrency members of its prepared size. Both requests are timed and reported as
-    four rows: ``group_add_100_small``, ``group_remove_100_small``, ``group_add_100_large``,
-    ``group_remove_100_large``; ``--requests`` caps adds and removes together, and each row's
-    req/s counts its own requests over the whole alternating run (so half the request rate).
-    When the seeded users are too few to leave 100 x concurrency outside the large group, the
-    missing ones are created first (untimed, and not used by the other operations).
+    (default 100,000, capped at the seeded count less the spare users), filled by PATCH adds of
+    ``--group-fill-batch`` members per request (halved on HTTP 413) within
+    ``--group-fill-max-seconds``. The spare users, 100 per worker at the highest concurrency
+    level, are in neither group; they are a random sample of the users the large group is
+    drawn from, so their ids interleave with the members' ids as in a directory that grows
+    over time (created after the members, they would get the largest ids of a server with
+    time-ordered ids, and each add would only append to the end of an index). With too few
+    seeded users, the missing ones are created first (untimed; the other operations do not use
+    them).
+
+    Then, per group and concurrency level, each worker alternates an Entra-style add of its 100
+    spare users (``Add`` on ``members``) with their removal (``Remove`` on ``members`` with the
+    same value list; a server that refuses that form, as scim2-server does, gets
+    ``members[value eq "a" or value eq "b" ...]`` instead, which the rows' note says), so the
+    group stays within 100 x concurrency members of its prepared size. Both requests are timed
+    and reported as four rows: ``group_add_100_small``, ``group_remove_100_small``,
+    ``group_add_100_large`` and ``group_remove_100_large``. ``--requests`` caps adds and removes
+    together, and each row's req/s counts its own requests over the whole alternating run
+    (half the rate of requests sent).
 
 Before the measurements, ``--seed-users N`` users are created with 32 concurrent POSTs; their ids
 and userNames are kept in memory for the read and update operations. Every user name carries a
@@ -755,32 +761,40 @@ class Benchmark:
 
     async def prepare_group_pair(self) -> GroupPair:
         """Create and fill the small and the large group (untimed), and the spare users."""
-        large_target = min(self.large_group_size, len(self.users))
-        small_size = min(SMALL_GROUP_SIZE, large_target)
         need = GROUP_BATCH * self.max_level
-        spare = self.users[large_target : large_target + need]
-        if len(spare) < need:
-            more = await self.create_users(
-                need - len(spare), self.fill_max_seconds, what="spare users for group_add_large"
+        users = list(self.users)
+        if len(users) < need + SMALL_GROUP_SIZE:
+            users += await self.create_users(
+                need + SMALL_GROUP_SIZE - len(users),
+                self.fill_max_seconds,
+                what="spare users for group_add_large",
             )
-            spare = spare + more
-        if len(spare) < need:
-            raise RuntimeError(f"only {len(spare)} of the {need} spare users could be created")
+        if len(users) < need + SMALL_GROUP_SIZE:
+            raise RuntimeError(f"only {len(users)} users for {need} spare ones and a group")
+        # The spare users are a random sample of the range the group members come from, so
+        # their ids fall between the members' ids, as in a directory whose groups grow over
+        # time. (Spare users created after the members would get the largest ids of a server
+        # with time-ordered ids, and each add would only append to the end of an index.)
+        large_target = min(self.large_group_size, len(users) - need)
+        pool = users[: large_target + need]
+        rng = random.Random(f"{self.seed}-group-pair")
+        spare_index = set(rng.sample(range(len(pool)), need))
+        spare = [u for i, u in enumerate(pool) if i in spare_index]
+        group_users = [u for i, u in enumerate(pool) if i not in spare_index]
+        small_size = min(SMALL_GROUP_SIZE, large_target)
         started = time.perf_counter()
         deadline = started + self.fill_max_seconds
         async with self.connections(1) as (connection,):
             small_id = await self.create_group(connection, f"{self.prefix}-small")
             small, note = await self.fill_group(
-                connection, small_id, self.users[:small_size], deadline
+                connection, small_id, group_users[:small_size], deadline
             )
             if note:
                 raise RuntimeError(f"small group: {note}")
-            await self.probe_remove_style(connection, small_id, self.users[0].id)
+            await self.probe_remove_style(connection, small_id, group_users[0].id)
             large_id = await self.create_group(connection, f"{self.prefix}-large")
             print(f"filling a group with {large_target:,} members ...", flush=True)
-            large, note = await self.fill_group(
-                connection, large_id, self.users[:large_target], deadline
-            )
+            large, note = await self.fill_group(connection, large_id, group_users, deadline)
         fill_seconds = time.perf_counter() - started
         print(f"groups of {small:,} and {large:,} members ready in {fill_seconds:.1f}s", flush=True)
         if note:

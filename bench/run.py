@@ -278,7 +278,7 @@ def load_budget(args: argparse.Namespace, ops: list[str] | None, levels: int) ->
 
 
 def git_commit() -> str:
-    """The short commit of the checkout the benchmark runs from (read only)."""
+    """The short commit of the checkout the benchmark runs from, and whether src/ differs."""
     try:
         done = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -288,9 +288,20 @@ def git_commit() -> str:
             timeout=10,
             check=False,
         )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "src"],
+            cwd=BENCH_DIR.parent,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return done.stdout.strip() or "unknown"
+    commit = done.stdout.strip() or "unknown"
+    if dirty.stdout.strip():
+        commit += " + uncommitted changes in src/"
+    return commit
 
 
 def run_target(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
@@ -514,6 +525,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--out", type=Path, default=RESULTS_DIR / "latest.md", help="markdown report path"
     )
     parser.add_argument("--keep-tmp", action="store_true", help="keep databases and logs")
+    parser.add_argument(
+        "--code-label",
+        default="",
+        help="what the report names as the code measured, instead of the checkout's commit "
+        "(e.g. when PYTHONPATH points scimd at an exported snapshot of one commit)",
+    )
     args = parser.parse_args(argv)
     args.target_list = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = [t for t in args.target_list if t not in ALL_TARGETS]
@@ -524,7 +541,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    args.commit = git_commit()
+    args.commit = args.code_label or git_commit()
     runs: dict[str, dict[str, Any]] = {}
     problems: dict[str, str] = {}
     for name in args.target_list:

@@ -1,0 +1,229 @@
+"""Turn the JSON reports of bench/run.py (one per user count) into the tables of
+docs/performance.md.
+
+Each argument is a JSON file written by ``bench/run.py --out X.md`` (``X.json``), optionally
+followed by ``=LABEL`` (e.g. ``bench/results/n10k.json=10k``). Measurements re-run separately
+(``bench/run.py --targets T --ops OPS --users N --out R.md``) are merged in with
+``--override R.json``: their rows replace the same (target, op, concurrency) rows of the report
+with the same user count.
+
+Printed, in markdown:
+
+- per user count, every target x operation x concurrency: req/s, p50 and p99 (ms);
+- per user count, scimd / bare req/s per operation and concurrency (the 0.5x target);
+- p50 / p99 of ``filter_username`` and ``get_user`` across user counts (the flatness target);
+- adding 100 members to the small versus the large group.
+
+Run::
+
+    python bench/summarize.py bench/results/n10k.json bench/results/n100k.json \\
+        bench/results/n1m.json > summary.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+SCIMD = ("scimd-sqlite", "scimd-postgres")
+TARGET_ORDER = ("scimd-sqlite", "scimd-postgres", "bare", "scim2-server", "scim2-server-cli")
+FLAT_OPS = ("filter_username", "get_user")
+
+Row = dict[str, Any]
+
+
+def label_of(users: int) -> str:
+    if users % 1_000_000 == 0:
+        return f"{users // 1_000_000}M"
+    if users % 1000 == 0:
+        return f"{users // 1000}k"
+    return str(users)
+
+
+def load(path_arg: str) -> tuple[str, dict[str, Any]]:
+    path, _, label = path_arg.partition("=")
+    doc: dict[str, Any] = json.loads(Path(path).read_text())
+    return label or label_of(int(doc["users"])), doc
+
+
+def rows_of(doc: dict[str, Any]) -> dict[tuple[str, str, int], Row]:
+    return {
+        (target, r["op"], int(r["concurrency"])): r
+        for target, run in doc["runs"].items()
+        for r in run["results"]
+    }
+
+
+def n(value: float, digits: int = 0) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def ms(value: float) -> str:
+    return n(value, 1) if value < 100 else n(value, 0)
+
+
+def ordered_targets(rows: dict[tuple[str, str, int], Row]) -> list[str]:
+    present = {t for t, _, _ in rows}
+    return [t for t in TARGET_ORDER if t in present] + sorted(present - set(TARGET_ORDER))
+
+
+def ordered_keys(rows: dict[tuple[str, str, int], Row]) -> list[tuple[str, int]]:
+    keys: list[tuple[str, int]] = []
+    for _, op, conc in rows:
+        if (op, conc) not in keys:
+            keys.append((op, conc))
+    return keys
+
+
+def cell(r: Row | None) -> str:
+    if r is None:
+        return "-"
+    text = f"{n(r['rps'])} / {ms(r['p50_ms'])} / {ms(r['p99_ms'])}"
+    if r["errors"]:
+        text += f" ({r['errors']} err)"
+    return text
+
+
+def figures_table(label: str, rows: dict[tuple[str, str, int], Row]) -> list[str]:
+    targets = ordered_targets(rows)
+    out = [
+        f"#### {label} users: req/s / p50 ms / p99 ms",
+        "",
+        "| op | conc | " + " | ".join(targets) + " |",
+        "|---|---:|" + "---:|" * len(targets),
+    ]
+    for op, conc in ordered_keys(rows):
+        cells = [cell(rows.get((t, op, conc))) for t in targets]
+        out.append(f"| {op} | {conc} | " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
+def ratio_table(label: str, rows: dict[tuple[str, str, int], Row]) -> list[str]:
+    scimds = [t for t in SCIMD if any(k[0] == t for k in rows)]
+    if not any(k[0] == "bare" for k in rows) or not scimds:
+        return []
+    out = [
+        f"#### {label} users: req/s as a fraction of bare (target ≥ 0.50)",
+        "",
+        "| op | conc | " + " | ".join(scimds) + " |",
+        "|---|---:|" + "---:|" * len(scimds),
+    ]
+    for op, conc in ordered_keys(rows):
+        bare = rows.get(("bare", op, conc))
+        if bare is None or not bare["rps"]:
+            continue
+        cells = []
+        for t in scimds:
+            r = rows.get((t, op, conc))
+            if r is None:
+                cells.append("-")
+                continue
+            ratio = r["rps"] / bare["rps"]
+            cells.append(f"{ratio:.2f}" + (" ✓" if ratio >= 0.5 else " ✗"))
+        out.append(f"| {op} | {conc} | " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
+def flatness_table(runs: list[tuple[str, dict[tuple[str, str, int], Row]]]) -> list[str]:
+    labels = [label for label, _ in runs]
+    targets = [t for t in TARGET_ORDER if any(k[0] == t for _, rows in runs for k in rows)]
+    out = [
+        "#### p50 / p99 ms by user count (target: the largest within 1.5x of the smallest)",
+        "",
+        "| target | op | conc | " + " | ".join(labels) + " | p50 ratio | p99 ratio |",
+        "|---|---|---:|" + "---:|" * len(labels) + "---:|---:|",
+    ]
+    for target in targets:
+        for op in FLAT_OPS:
+            for conc in sorted({k[2] for _, rows in runs for k in rows if k[1] == op}):
+                found = [rows.get((target, op, conc)) for _, rows in runs]
+                present = [r for r in found if r is not None]
+                if len(present) < 2:
+                    continue
+                cells = [
+                    "-" if r is None else f"{ms(r['p50_ms'])} / {ms(r['p99_ms'])}" for r in found
+                ]
+                first, last = present[0], present[-1]
+                p50 = last["p50_ms"] / first["p50_ms"] if first["p50_ms"] else 0.0
+                p99 = last["p99_ms"] / first["p99_ms"] if first["p99_ms"] else 0.0
+                out.append(
+                    f"| {target} | {op} | {conc} | "
+                    + " | ".join(cells)
+                    + f" | {p50:.2f} | {p99:.2f} |"
+                )
+    return [*out, ""]
+
+
+def group_table(runs: list[tuple[str, dict[tuple[str, str, int], Row]]]) -> list[str]:
+    out = [
+        "#### Adding (and removing) 100 members: small versus large group, p50 / p99 ms",
+        "",
+        "| users | target | conc | large group | add, small | add, large | large / small p50 "
+        "| remove, small | remove, large |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label, rows in runs:
+        for target in ordered_targets(rows):
+            for conc in sorted({k[2] for k in rows if k[0] == target}):
+                add_s = rows.get((target, "group_add_100_small", conc))
+                add_l = rows.get((target, "group_add_100_large", conc))
+                rem_s = rows.get((target, "group_remove_100_small", conc))
+                rem_l = rows.get((target, "group_remove_100_large", conc))
+                if add_s is None or add_l is None:
+                    continue
+                size = add_l["note"].split(" members")[0].replace("group of ", "")
+                ratio = add_l["p50_ms"] / add_s["p50_ms"] if add_s["p50_ms"] else 0.0
+
+                def pair(r: Row | None) -> str:
+                    if r is None:
+                        return "-"
+                    text = f"{ms(r['p50_ms'])} / {ms(r['p99_ms'])}"
+                    return text + (f" ({r['errors']} err)" if r["errors"] else "")
+
+                out.append(
+                    f"| {label} | {target} | {conc} | {size} | {pair(add_s)} | {pair(add_l)} | "
+                    f"{ratio:.2f} | {pair(rem_s)} | {pair(rem_l)} |"
+                )
+    return [*out, ""]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Tables for docs/performance.md.")
+    parser.add_argument("reports", nargs="+", help="JSON reports of bench/run.py[=LABEL]")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="JSON report of re-run measurements replacing the same rows",
+    )
+    args = parser.parse_args(argv)
+    runs: list[tuple[str, dict[tuple[str, str, int], Row]]] = []
+    headers: list[str] = []
+    for arg in args.reports:
+        label, doc = load(arg)
+        rows = rows_of(doc)
+        for extra in args.override:
+            _, over = load(extra)
+            if int(over["users"]) == int(doc["users"]):
+                rows.update(rows_of(over))
+        runs.append((label, rows))
+        problems = "; ".join(f"{t}: {p.splitlines()[0]}" for t, p in doc["problems"].items())
+        headers.append(
+            f"- {label}: measured {doc.get('date', '?')} at commit {doc.get('commit', '?')}"
+            + (f" (not measured: {problems})" if problems else "")
+        )
+    lines = [*headers, ""]
+    for label, rows in runs:
+        lines += figures_table(label, rows)
+    for label, rows in runs:
+        lines += ratio_table(label, rows)
+    lines += flatness_table(runs)
+    lines += group_table(runs)
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
