@@ -398,3 +398,30 @@ def test_ids_are_time_ordered_uuid7_and_pages_follow_creation_order(api: Api) ->
         page = api.req("GET", f"/Users?startIndex={start}&count=50").json()
         listed += [r["id"] for r in page["Resources"]]
     assert listed == made
+
+
+def test_bulk_fail_on_errors_stops_processing(api: Api) -> None:
+    """failOnErrors=1 stops after the first failed operation; later ones are not run."""
+    api.user("taken@x.com")
+    body = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "failOnErrors": 1,
+        "Operations": [
+            {
+                "method": "POST",
+                "path": "/Users",
+                "bulkId": "a",
+                "data": {"userName": "taken@x.com"},
+            },
+            {"method": "POST", "path": "/Users", "bulkId": "b", "data": {"userName": "new@x.com"}},
+        ],
+    }
+    ops = api.req("POST", "/Bulk", body).json()["Operations"]
+    assert [(o["bulkId"], o["status"]) for o in ops] == [("a", "409")]
+    assert api.req("GET", '/Users?filter=userName eq "new@x.com"').json()["totalResults"] == 0
+    too_many = {
+        **body,
+        "failOnErrors": None,
+        "Operations": [{"method": "DELETE", "path": "/Users/x"}] * 1001,
+    }
+    _error(api.req("POST", "/Bulk", too_many), 413)
