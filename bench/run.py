@@ -455,6 +455,7 @@ def markdown(
         lines.append("")
         seeded = [
             f"{target}: {run.get('seeded_users', '?')}/{run.get('seed_users', '?')}"
+            + (f" ({run['elapsed_seconds']:.0f} s in all)" if "elapsed_seconds" in run else "")
             for target, run in runs.items()
         ]
         lines += ["Seeded users per target: " + ", ".join(seeded) + ".", ""]
@@ -547,8 +548,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.target_list:
         print(f"\n==== {name} ====", flush=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"scimd-bench-{name}-"))
+        started = time.monotonic()
         try:
             runs[name] = run_target(name, args, tmp)
+            runs[name]["elapsed_seconds"] = round(time.monotonic() - started, 1)
+            print(f"{name}: done in {time.monotonic() - started:.0f}s", flush=True)
         except TargetError as exc:
             problems[name] = str(exc)
             print(f"{name}: {exc}", file=sys.stderr, flush=True)
