@@ -10,7 +10,8 @@ with the same user count.
 Printed, in markdown:
 
 - per user count, every target x operation x concurrency: req/s, p50 and p99 (ms);
-- per user count, scimd / bare req/s per operation and concurrency (the 0.5x target);
+- per user count, scimd / bare req/s per operation and concurrency (the 0.5x target), or with
+  ``--compact`` one table for all user counts;
 - p50 / p99 of ``filter_username`` and ``get_user`` across user counts (the flatness target);
 - adding 100 members to the small versus the large group.
 
@@ -126,6 +127,47 @@ def ratio_table(label: str, rows: dict[tuple[str, str, int], Row]) -> list[str]:
     return [*out, ""]
 
 
+def compact_ratio_table(runs: list[tuple[str, dict[tuple[str, str, int], Row]]]) -> list[str]:
+    """scimd / bare req/s for every user count and scimd target in one table (c=8 / c=32)."""
+    columns = [
+        (label, target, rows)
+        for label, rows in runs
+        for target in SCIMD
+        if any(k[0] == target for k in rows) and any(k[0] == "bare" for k in rows)
+    ]
+    if not columns:
+        return []
+    concs = sorted({k[2] for _, rows in runs for k in rows})
+    out = [
+        "#### req/s of scimd as a fraction of bare, "
+        + " / ".join(f"c={c}" for c in concs)
+        + " (target ≥ 0.50; * marks a figure below it)",
+        "",
+        "| op | " + " | ".join(f"{label} {target}" for label, target, _ in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    ops: list[str] = []
+    for _, rows in runs:
+        for _, op, _ in rows:
+            if op not in ops:
+                ops.append(op)
+    for op in ops:
+        cells = []
+        for _, target, rows in columns:
+            parts = []
+            for conc in concs:
+                mine, bare = rows.get((target, op, conc)), rows.get(("bare", op, conc))
+                if mine is None or bare is None or not bare["rps"]:
+                    parts.append("-")
+                    continue
+                ratio = mine["rps"] / bare["rps"]
+                parts.append(f"{ratio:.2f}" + ("" if ratio >= 0.5 else "*"))
+            cells.append(" / ".join(parts))
+        if any(c.replace("-", "").replace(" / ", "") for c in cells):
+            out.append(f"| {op} | " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
 def flatness_table(runs: list[tuple[str, dict[tuple[str, str, int], Row]]]) -> list[str]:
     labels = [label for label, _ in runs]
     targets = [t for t in TARGET_ORDER if any(k[0] == t for _, rows in runs for k in rows)]
@@ -193,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Tables for docs/performance.md.")
     parser.add_argument("reports", nargs="+", help="JSON reports of bench/run.py[=LABEL]")
     parser.add_argument(
+        "--compact", action="store_true", help="one ratio table for all user counts"
+    )
+    parser.add_argument(
         "--override",
         action="append",
         default=[],
@@ -214,11 +259,22 @@ def main(argv: list[str] | None = None) -> int:
             f"- {label}: measured {doc.get('date', '?')} at commit {doc.get('commit', '?')}"
             + (f" (not measured: {problems})" if problems else "")
         )
+    for extra in args.override:
+        label, over = load(extra)
+        replaced = sorted({f"{t} {op}" for t, op, _ in rows_of(over)})
+        headers.append(
+            f"- {label}, re-run ({Path(extra.partition('=')[0]).name}, measured "
+            f"{over.get('date', '?')}, commit {over.get('commit', '?')}) replaces: "
+            + ", ".join(replaced)
+        )
     lines = [*headers, ""]
     for label, rows in runs:
         lines += figures_table(label, rows)
-    for label, rows in runs:
-        lines += ratio_table(label, rows)
+    if args.compact:
+        lines += compact_ratio_table(runs)
+    else:
+        for label, rows in runs:
+            lines += ratio_table(label, rows)
     lines += flatness_table(runs)
     lines += group_table(runs)
     print("\n".join(lines))
