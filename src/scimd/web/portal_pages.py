@@ -532,11 +532,7 @@ class Pages:
             return await self._missing(request, "User", uid)
         res, defs, history = found
         custom = res.get(urn) if isinstance(res.get(urn), dict) else {}
-        core = [
-            (k, view(v))
-            for k, v in res.items()
-            if k not in ("schemas", "id", "meta", "groups") and not k.lower().startswith("urn:")
-        ]
+        core = _core_attributes(res, "groups")
         extensions = [
             (k, [(sk, view(sv)) for sk, sv in v.items()])
             for k, v in res.items()
@@ -610,11 +606,7 @@ class Pages:
             return await self._missing(request, "Group", gid)
         res, page, history = found
         path = f"/admin/groups/{gid}"
-        attrs = [
-            (k, view(v))
-            for k, v in res.items()
-            if k not in ("schemas", "id", "meta", "members") and not k.lower().startswith("urn:")
-        ]
+        attrs = _core_attributes(res, "members")
         return self.portal.render(
             request,
             "groups_detail.html",
@@ -820,3 +812,11 @@ def group_row(res: dict[str, Any]) -> dict[str, Any]:
         "externalId": res.get("externalId"),
         "modified": res.get("meta", {}).get("lastModified", ""),
     }
+
+
+def _core_attributes(res: dict[str, Any], listed_apart: str) -> list[tuple[str, Any]]:
+    """A resource's own attributes for display (not server-owned, extension or membership)."""
+    skip = ("schemas", "id", "meta", listed_apart)
+    return [
+        (k, view(v)) for k, v in res.items() if k not in skip and not k.lower().startswith("urn:")
+    ]
