@@ -376,7 +376,7 @@ def test_random_trees_parse_the_same(tree: Filter, rnd: random.Random) -> None:
 
 
 _BARE_VALUE = re.compile(
-    r"(?i)(?<![\w$:.\-])(?:eq|ne|co|sw|ew|gt|ge|lt|le)\s+(?!\"|-?\d|(?:true|false|null)\b)"
+    r"(?i)(?<![\w$:.\-])(?:eq|ne|co|sw|ew|gt|ge|lt|le)\s+(?!\"|-?\d|(?:true|false|null)(?:[\s)\]]|$))"
 )
 _VOCABULARY = [
     "and", "or", "not", "(", ")", "pr", "eq", "gt", "]", '"x"', "1", "-2.5", "true", "null",

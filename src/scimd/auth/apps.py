@@ -13,6 +13,7 @@ import hmac
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ import sqlalchemy as sa
 from scimd.scim.errors import InvalidValue, NotFound
 from scimd.scim.values import now_datetime
 from scimd.store import audit as A
+from scimd.store import versions
 from scimd.store.prepared import StatementCache, load_json
 from scimd.store.tables import access_tokens, applications, client_secrets
 
@@ -179,6 +181,7 @@ def revoke_secret(conn: sa.Connection, client_id: str, secret_id: int, actor: A.
     ).rowcount
     if not done:
         raise NotFound(f"application '{client_id}' has no active secret {secret_id}")
+    versions.bump(conn, versions.AUTH)  # cached verifications end now
     A.record(conn, actor, "app.revoke_secret", "Application", client_id, {"secret": secret_id})
 
 
@@ -199,6 +202,7 @@ def revoke_app(conn: sa.Connection, client_id: str, actor: A.Actor) -> None:
     )
     conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
     conn.execute(applications.update().where(applications.c.pk == row.pk).values(enabled=False))
+    versions.bump(conn, versions.AUTH)  # cached verifications end now
     A.record(conn, actor, "app.revoke", "Application", client_id, None)
 
 
@@ -208,6 +212,7 @@ def set_enabled(conn: sa.Connection, client_id: str, enabled: bool, actor: A.Act
     conn.execute(applications.update().where(applications.c.pk == row.pk).values(enabled=enabled))
     if not enabled:
         conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
+    versions.bump(conn, versions.AUTH)  # cached verifications end now
     A.record(
         conn, actor, "app.enable" if enabled else "app.disable", "Application", client_id, None
     )
@@ -218,30 +223,76 @@ def delete_app(conn: sa.Connection, client_id: str, actor: A.Actor) -> None:
     conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
     conn.execute(client_secrets.delete().where(client_secrets.c.app_pk == row.pk))
     conn.execute(applications.delete().where(applications.c.pk == row.pk))
+    versions.bump(conn, versions.AUTH)  # cached verifications end now
     A.record(conn, actor, "app.delete", "Application", client_id, None)
 
 
 def authenticate(conn: sa.Connection, token: str) -> Principal | None:
-    """The application a bearer token belongs to, or None.
+    """The application a bearer token belongs to, or None."""
+    found = _verify(conn, digest(token))
+    return found[0] if found is not None else None
+
+
+def _verify(
+    conn: sa.Connection, d: str, now: float | None = None
+) -> tuple[Principal, float | None] | None:
+    """Look a token digest up: its principal and expiry (epoch seconds), or None.
 
     The lookup is by digest on a unique index; the final comparison of the stored digest is in
     constant time, so response timing says nothing about how close a guess was.
     """
-    d = digest(token)
     row = _STATEMENTS.get(conn, "auth.secret", _secret_lookup).run(conn, {"d": d}).first()
     if row is not None:
         stored, pk, client_id, name, scopes, grant = row
         if grant == "bearer" and hmac.compare_digest(stored, d):
-            return Principal(pk, client_id, name, tuple(load_json(scopes)))
+            return Principal(pk, client_id, name, tuple(load_json(scopes))), None
     tok = _STATEMENTS.get(conn, "auth.token", _token_lookup).run(conn, {"d": d}).first()
     if tok is None:
         return None
     stored, scopes, expires, pk, client_id, name = tok
     if not hmac.compare_digest(stored, d):
         return None
-    if expires is not None and expires <= time.time():
+    if expires is not None and expires <= (time.time() if now is None else now):
         return None
-    return Principal(pk, client_id, name, tuple(load_json(scopes)))
+    return Principal(pk, client_id, name, tuple(load_json(scopes))), expires
+
+
+class TokenCache:
+    """Verified bearer tokens of one process, valid while ``auth_version`` does not move.
+
+    Every revocation, disabling or deletion bumps that version in the same transaction, and each
+    request reads it (with the schema version, one statement), so a cached token stops working
+    on the first request after the change, in every process. Access tokens also keep their
+    expiry. Only digests are kept, and only of tokens that verified.
+    """
+
+    MAX = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        # (version, entries) swapped as one object: database threads share the cache, and an
+        # entry verified under an older version must never land in a newer version's dict.
+        self._state: tuple[int, dict[str, tuple[Principal, float | None]]] = (-1, {})
+
+    def authenticate(self, conn: sa.Connection, token: str, auth_version: int) -> Principal | None:
+        version, entries = self._state
+        if auth_version != version:
+            entries = {}
+            self._state = (auth_version, entries)
+        d = digest(token)
+        entry = entries.get(d)
+        if entry is None:
+            entry = _verify(conn, d, self.clock())
+            if entry is None:
+                return None
+            if len(entries) >= self.MAX:
+                entries.clear()
+            entries[d] = entry
+        principal, expires = entry
+        if expires is not None and expires <= self.clock():
+            entries.pop(d, None)
+            return None
+        return principal
 
 
 _STATEMENTS = StatementCache()

@@ -23,6 +23,7 @@ from scimd.scim.filter import AttrPath, Filter
 from scimd.scim.query import bind
 from scimd.store import audit as A
 from scimd.store import properties as props
+from scimd.store import versions
 from scimd.store.resources import (
     GROUPS,
     USERS,
@@ -31,6 +32,7 @@ from scimd.store.resources import (
     etag,
     groups_of,
     load_members,
+    render_groups,
     render_members,
 )
 from scimd.store.tables import members
@@ -59,7 +61,7 @@ class Directory:
         self._lock = threading.Lock()
         self._local = threading.local()
         self.sqlite = engine.dialect.name == "sqlite"
-        self._user_type: tuple[str, S.ResourceType] = ("", S.user_type((), properties_urn))
+        self._user_type: tuple[int, S.ResourceType] = (-1, S.user_type((), properties_urn))
         self.repos = {"User": Repository(USERS), "Group": Repository(GROUPS)}
 
     # -- transactions -----------------------------------------------------------------------
@@ -104,18 +106,39 @@ class Directory:
                 conn.close()
 
     # -- schema -------------------------------------------------------------------------------
-    def user_type(self, conn: sa.Connection) -> S.ResourceType:
+    def check_versions(self, conn: sa.Connection) -> versions.Versions:
+        """Read the version counters (one statement) and refresh the cached User type.
+
+        A request that calls this first may then pass ``checked=True`` to the reads, which use
+        the cached type without reading the schema version again.
+        """
+        v = versions.read(conn)
+        if v.schema != self._user_type[0]:
+            self._load_user_type(conn, v.schema)
+        return v
+
+    def user_type(self, conn: sa.Connection, checked: bool = False) -> S.ResourceType:
         """The User type with the current custom properties (reloaded when they change)."""
+        if checked:
+            return self._user_type[1]
         version = props.schema_version(conn)
         cached_version, rt = self._user_type
         if version != cached_version:
-            rt = S.user_type(props.list_properties(conn), self.properties_urn)
-            with self._lock:
+            rt = self._load_user_type(conn, version)
+        return rt
+
+    def _load_user_type(self, conn: sa.Connection, version: int) -> S.ResourceType:
+        rt = S.user_type(props.list_properties(conn), self.properties_urn)
+        with self._lock:
+            # Threads may race: never move the cache back to an older version.
+            if version >= self._user_type[0]:
                 self._user_type = (version, rt)
         return rt
 
-    def resource_type(self, conn: sa.Connection, name: str) -> S.ResourceType:
-        return self.user_type(conn) if name == "User" else S.GROUP_TYPE
+    def resource_type(
+        self, conn: sa.Connection, name: str, checked: bool = False
+    ) -> S.ResourceType:
+        return self.user_type(conn, checked) if name == "User" else S.GROUP_TYPE
 
     def resource_types(self) -> list[S.ResourceType]:
         with self.read() as conn:
@@ -129,11 +152,14 @@ class Directory:
         base: str,
         attributes: list[str] | None = None,
         excluded: list[str] | None = None,
+        *,
+        checked: bool = False,
     ) -> tuple[dict[str, Any], str]:
         with self.read() as conn:
-            rt = self.resource_type(conn, name)
+            rt = self.resource_type(conn, name, checked)
             repo = self.repos[name]
-            row = repo.get_row(conn, rid)
+            with_groups = name == "User" and _wants(rt, "groups", attributes or [], excluded or [])
+            row = repo.get_row(conn, rid, with_groups)
             res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
             return res, etag(row.version)
 
@@ -149,11 +175,13 @@ class Directory:
         descending: bool = False,
         attributes: list[str] | None = None,
         excluded: list[str] | None = None,
+        checked: bool = False,
     ) -> Listing:
         with self.read() as conn:
-            rt = self.resource_type(conn, name)
+            rt = self.resource_type(conn, name, checked)
             bound = bind(flt, rt) if flt is not None else None
             sort_path = _sort_path(rt, sort_by) if sort_by else None
+            with_groups = name == "User" and _wants(rt, "groups", attributes or [], excluded or [])
             total, rows = self.repos[name].search(
                 conn,
                 rt,
@@ -162,6 +190,7 @@ class Directory:
                 count=count,
                 sort_by=sort_path,
                 descending=descending,
+                with_groups=with_groups,
             )
             resources = self._render_rows(conn, name, rt, rows, base, attributes, excluded)
             return Listing(total, start, resources)
@@ -175,6 +204,7 @@ class Directory:
         count: int = 100,
         attributes: list[str] | None = None,
         excluded: list[str] | None = None,
+        checked: bool = False,
     ) -> Listing:
         """Root-level search (RFC 7644 §3.4.3): Users, then Groups, paged as one list."""
         totals: list[tuple[str, int]] = []
@@ -184,7 +214,14 @@ class Directory:
         for name in ("User", "Group"):
             try:
                 page = self.search(
-                    name, flt, base, start=1, count=0, attributes=attributes, excluded=excluded
+                    name,
+                    flt,
+                    base,
+                    start=1,
+                    count=0,
+                    attributes=attributes,
+                    excluded=excluded,
+                    checked=checked,
                 )
             except InvalidFilter as e:
                 errors.append(e)
@@ -207,6 +244,7 @@ class Directory:
                 count=remaining,
                 attributes=attributes,
                 excluded=excluded,
+                checked=checked,
             )
             resources.extend(page.resources)
             remaining -= len(page.resources)
@@ -229,9 +267,13 @@ class Directory:
         out = []
         if name == "User":
             want_groups = _wants(rt, "groups", attributes, excluded)
-            gmap = groups_of(conn, [r.id for r in rows], base) if want_groups else {}
+            missing = [r.id for r in rows if r.groups is None]
+            gmap = groups_of(conn, missing, base) if want_groups and missing else {}
             for row in rows:
-                extra = {"groups": gmap[row.id]} if row.id in gmap else None
+                if want_groups and row.groups:
+                    extra: dict[str, Any] | None = {"groups": render_groups(row.groups, base)}
+                else:
+                    extra = {"groups": gmap[row.id]} if row.id in gmap else None
                 out.append(R.project(repo.render(row, rt, base, extra), rt, attributes, excluded))
         else:
             want_members = _wants(rt, "members", attributes, excluded)

@@ -15,8 +15,8 @@ from scimd.scim import schema as S
 from scimd.scim.errors import InvalidValue, NotFound, Uniqueness
 from scimd.scim.values import now_datetime
 from scimd.store import audit as A
-from scimd.store.prepared import StatementCache
-from scimd.store.tables import settings, user_properties, users
+from scimd.store import versions
+from scimd.store.tables import user_properties, users
 
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
 UNSUPPORTED = {
@@ -47,27 +47,8 @@ def canonical_type(name: str) -> str:
     raise InvalidValue(f"unknown type '{name}': choose one of {allowed}")
 
 
-_STATEMENTS = StatementCache()
-
-
-def schema_version(conn: sa.Connection) -> str:
-    """Read on every request (one primary-key lookup), so it is a prepared statement."""
-    stmt = _STATEMENTS.get(
-        conn,
-        "schema_version",
-        lambda: sa.select(settings.c.value).where(settings.c.key == "schema_version"),
-    )
-    v = stmt.run(conn).scalar_one_or_none()
-    return str(v) if v else "0"
-
-
-def _bump(conn: sa.Connection) -> None:
-    n = int(schema_version(conn)) + 1
-    updated = conn.execute(
-        settings.update().where(settings.c.key == "schema_version").values(value=str(n))
-    ).rowcount
-    if not updated:
-        conn.execute(settings.insert().values(key="schema_version", value=str(n)))
+def schema_version(conn: sa.Connection) -> int:
+    return versions.read_one(conn, versions.SCHEMA)
 
 
 def list_properties(conn: sa.Connection) -> list[S.PropertyDef]:
@@ -97,7 +78,7 @@ def add_property(
             created=now_datetime(),
         )
     )
-    _bump(conn)
+    versions.bump(conn, versions.SCHEMA)
     A.record(conn, actor, "property.add", "UserProperty", name, {"type": t})
     return S.PropertyDef(name, t, description)
 
@@ -141,6 +122,6 @@ def remove_property(
     else:
         stripped = users.c.doc.op("#-")(sa.literal([urn, row.name], sa.ARRAY(sa.Text)))
     conn.execute(users.update().where(_has_value(conn, row.name, urn)).values(doc=stripped))
-    _bump(conn)
+    versions.bump(conn, versions.SCHEMA)
     A.record(conn, actor, "property.remove", "UserProperty", row.name, {"type": row.type})
     return S.PropertyDef(row.name, row.type, row.description)

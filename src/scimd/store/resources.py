@@ -97,6 +97,8 @@ class Rec:
     last_modified: str
     version: int
     doc: dict[str, Any]
+    # A user's groups as (id, displayName) pairs when read with the row; None when not read.
+    groups: list[tuple[str, str]] | None = None
 
 
 def _columns(kind: Kind, doc: dict[str, Any]) -> dict[str, Any]:
@@ -164,6 +166,16 @@ class Repository:
     def _rec(self, row: Any) -> Rec:
         return Rec(row[0], row[1], row[2], row[3], row[4], load_json(row[5]))
 
+    def _rec_groups(self, row: Any) -> Rec:
+        pairs = load_json(row[6])
+        if len(pairs) > 1:
+            pairs.sort(key=lambda p: p[1].lower())
+        return Rec(row[0], row[1], row[2], row[3], row[4], load_json(row[5]), pairs)
+
+    def _cols_groups(self, conn: sa.Connection) -> list[Any]:
+        """The row's columns plus, for users, their groups in the same statement."""
+        return [*self.cols, _groups_column(conn.dialect.name)]
+
     # -- rendering ----------------------------------------------------------------------------
     def render(
         self,
@@ -190,14 +202,25 @@ class Repository:
         return res
 
     # -- reads --------------------------------------------------------------------------------
-    def get_row(self, conn: sa.Connection, rid: str) -> Rec:
-        stmt = STATEMENTS.get(
-            conn, self._get, lambda: sa.select(*self.cols).where(self.t.c.id == _B("id"))
-        )
-        row = stmt.run(conn, {"id": rid}).first()
+    def get_row(self, conn: sa.Connection, rid: str, with_groups: bool = False) -> Rec:
+        """The row of ``rid``; ``with_groups`` (users only) reads User.groups along with it."""
+        if with_groups:
+            stmt = STATEMENTS.get(
+                conn,
+                f"{self._get}+groups",
+                lambda: sa.select(*self._cols_groups(conn)).where(self.t.c.id == _B("id")),
+            )
+            row = stmt.run(conn, {"id": rid}).first()
+            rec = self._rec_groups
+        else:
+            stmt = STATEMENTS.get(
+                conn, self._get, lambda: sa.select(*self.cols).where(self.t.c.id == _B("id"))
+            )
+            row = stmt.run(conn, {"id": rid}).first()
+            rec = self._rec
         if row is None:
             raise NotFound(f"{self.kind.name} '{rid}' not found")
-        return self._rec(row)
+        return rec(row)
 
     def search(
         self,
@@ -209,23 +232,29 @@ class Repository:
         count: int,
         sort_by: AttrPath | None = None,
         descending: bool = False,
+        with_groups: bool = False,
     ) -> tuple[int, list[Rec]]:
-        """One page of rows and the total; unfiltered totals come from a counter."""
+        """One page of rows and the total; unfiltered totals come from a counter.
+
+        ``with_groups`` (users only) asks for User.groups in the same statement where the
+        lookup is a prepared one; other rows come back without (``Rec.groups`` is None).
+        """
         indexed = self._indexed_eq(flt) if sort_by is None and start == 1 else None
         if indexed is not None:
             # Entra's matching probes (userName/externalId/displayName eq): a prepared lookup.
             column, value = indexed
             stmt = STATEMENTS.get(
                 conn,
-                f"{self.kind.name}.eq.{column}",
+                f"{self.kind.name}.eq.{column}{'+groups' if with_groups else ''}",
                 lambda: (
-                    sa.select(*self.cols)
+                    sa.select(*(self._cols_groups(conn) if with_groups else self.cols))
                     .where(self.t.c[column] == _B("v"))
                     .order_by(self.t.c.pk)
                     .limit(_B("n"))
                 ),
             )
-            rows = [self._rec(r) for r in stmt.run(conn, {"v": value, "n": count + 1})]
+            rec = self._rec_groups if with_groups else self._rec
+            rows = [rec(r) for r in stmt.run(conn, {"v": value, "n": count + 1})]
             if len(rows) <= count:
                 return len(rows), rows
         dialect = conn.dialect.name
@@ -478,6 +507,25 @@ def render_members(rows: list[dict[str, Any]], base: str) -> list[dict[str, Any]
     ]
 
 
+def _groups_column(dialect: str) -> Any:
+    """User.groups as a JSON array of [id, displayName] pairs: a correlated subquery."""
+    pair_src = members.join(groups, groups.c.pk == members.c.group_pk)
+    if dialect == "postgresql":
+        agg: Any = sa.func.coalesce(
+            sa.func.json_agg(sa.func.json_build_array(groups.c.id, groups.c.display_name)),
+            sa.literal_column("'[]'::json"),
+        )
+    else:
+        agg = sa.func.json_group_array(sa.func.json_array(groups.c.id, groups.c.display_name))
+    return (
+        sa.select(agg)
+        .select_from(pair_src)
+        .where(members.c.member_id == users.c.id)
+        .scalar_subquery()
+        .label("groups")
+    )
+
+
 def groups_of(
     conn: sa.Connection, user_ids: Sequence[str], base: str
 ) -> dict[str, list[dict[str, Any]]]:
@@ -504,8 +552,15 @@ def groups_of(
             .where(members.c.member_id.in_(list(user_ids)))
             .order_by(groups.c.display_name_lower)
         )
+    pairs: dict[str, list[tuple[str, str]]] = {}
     for uid, gid, name in rows:
-        out.setdefault(uid, []).append(
-            {"value": gid, "$ref": f"{base}/Groups/{gid}", "display": name, "type": "direct"}
-        )
-    return out
+        pairs.setdefault(uid, []).append((gid, name))
+    return {uid: render_groups(p, base) for uid, p in pairs.items()}
+
+
+def render_groups(pairs: list[tuple[str, str]], base: str) -> list[dict[str, Any]]:
+    """User.groups entries for (id, displayName) pairs: direct memberships."""
+    return [
+        {"value": gid, "$ref": f"{base}/Groups/{gid}", "display": name, "type": "direct"}
+        for gid, name in pairs
+    ]

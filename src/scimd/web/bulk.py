@@ -6,8 +6,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from starlette.requests import Request
-
 from scimd.scim.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
 from scimd.store.audit import Actor
 
@@ -40,7 +38,7 @@ def _substitute(value: Any, ids: dict[str, str]) -> Any:
     return value
 
 
-async def run(scim: Scim, request: Request, body: Any, actor: Actor) -> dict[str, Any]:
+async def run(scim: Scim, base: str, body: Any, actor: Actor) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidSyntax("a BulkRequest must be a JSON object")
     ops = next((v for k, v in body.items() if k.lower() == "operations"), None)
@@ -52,7 +50,6 @@ async def run(scim: Scim, request: Request, body: Any, actor: Actor) -> dict[str
     fail_on = body.get("failOnErrors")
     if fail_on is not None and (not isinstance(fail_on, int) or fail_on < 1):
         raise InvalidValue("'failOnErrors' must be a positive integer")
-    base = scim.base(request)
     ids: dict[str, str] = {}
     results: list[dict[str, Any] | None] = [None] * len(ops)
     errors = 0

@@ -13,10 +13,11 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from scimd.auth import apps
 from scimd.scim.errors import (
@@ -30,15 +31,26 @@ from scimd.scim.errors import (
 from scimd.scim.filter import parse
 from scimd.scim.resource import parse_attribute_list
 from scimd.settings import Settings
+from scimd.store.audit import Actor
 from scimd.store.directory import Directory, Listing
 from scimd.web import bulk, discovery
-from scimd.web.http import error_response, int_param, read_json, scim_response, str_param
-from scimd.web.security import CHALLENGE, FailureThrottle, bearer_token, require_scope
+from scimd.web.exchange import Reply, ScimRequest, error_reply, json_reply
+from scimd.web.security import FailureThrottle, bearer_token, require_scope
 
 log = logging.getLogger("scimd.web")
 
 RESOURCES = {"users": "User", "groups": "Group"}
 SEARCH_REQUEST = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+# The work of one request, run once the caller is authorised, by the application acting.
+Work = Callable[[Actor], Reply]
+
+
+@dataclass(frozen=True, slots=True)
+class _Bulk:
+    """A bulk request: authorised first, then run as one transaction per operation."""
+
+    body: Any
 
 
 class Scim:
@@ -48,6 +60,8 @@ class Scim:
         self.settings = settings
         self.directory = directory
         self.throttle = FailureThrottle(settings.auth_failures_per_minute)
+        self.tokens = apps.TokenCache()
+        self._bases: dict[tuple[str, str, str], str] = {}
         self._last_used: dict[int, float] = {}
         self.in_thread = directory.engine.dialect.name != "sqlite"
         # A dedicated pool: each worker keeps its own database connection (see Directory).
@@ -72,124 +86,166 @@ class Scim:
         if self.executor is not None:
             self.executor.shutdown(wait=True)
 
-    def base(self, request: Request) -> str:
-        root = self.settings.public_url.rstrip("/") or str(request.base_url).rstrip("/")
-        return f"{root}/scim/v2"
+    def base(self, request: Request | ScimRequest) -> str:
+        """The SCIM base URL for resource locations: the public URL, else the request's host."""
+        if self.settings.public_url:
+            return f"{self.settings.public_url.rstrip('/')}/scim/v2"
+        if isinstance(request, Request):
+            return f"{str(request.base_url).rstrip('/')}/scim/v2"
+        scope = request.scope
+        key = (
+            scope.get("scheme", "http"),
+            request.header("host") or "",
+            scope.get("root_path", ""),
+        )
+        base = self._bases.get(key)
+        if base is None:
+            host = key[1]
+            if not host:
+                server = scope.get("server") or ("localhost", None)
+                host = server[0] if server[1] is None else f"{server[0]}:{server[1]}"
+            base = f"{key[0]}://{host}{key[2].rstrip('/')}/scim/v2"
+            if len(self._bases) < 64:  # a few host names at most; never unbounded
+                self._bases[key] = base
+        return base
 
     # -- entry point ------------------------------------------------------------------------
-    async def handle(self, request: Request) -> Response:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app for everything under /scim/v2 (the front door routes here directly)."""
+        request = ScimRequest(scope, receive)
         try:
-            principal = await self.authenticate(request)
-            request.state.client_id = principal.client_id
-            return await self.dispatch(request, principal)
+            reply = await self.handle(request)
         except ScimError as e:
-            headers = {"WWW-Authenticate": CHALLENGE} if e.status == 401 else None
-            if e.status == 429:
-                headers = {"Retry-After": "60"}
-            return error_response(e, headers)
+            reply = error_reply(e)
+        except Exception:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            reply = error_reply(
+                ScimError("internal error; the request id identifies it in the logs", status=500)
+            )
+        await reply.send(send)
 
-    async def authenticate(self, request: Request) -> apps.Principal:
-        address = request.client.host if request.client else "-"
+    async def handle(self, request: ScimRequest) -> Reply:
+        address = request.client_host
         self.throttle.check(address)
         try:
-            token = bearer_token(request.headers.get("authorization"))
+            token = bearer_token(request.header("authorization"))
+            try:
+                work = await self.route(request)
+            except ScimError as e:
+                # Only an authorised caller learns what is wrong with its request.
+                work = _failing(e)
+            if isinstance(work, _Bulk):
+                principal = await self.db(self._authenticate, token)
+                self._principal_seen(request, principal)
+                actor = principal.actor(request.request_id)
+                result = await bulk.run(self, self.base(request), work.body, actor)
+                return json_reply(result)
+            # Authentication and the operation run as one database call: one thread hop on a
+            # network database, and the version counters read for the token are those the
+            # operation uses.
+            return cast(Reply, await self.db(self._authorized, request, token, work))
         except Unauthorized:
             self.throttle.failed(address)
             raise
 
-        def lookup() -> apps.Principal | None:
-            with self.directory.read() as conn:
-                return apps.authenticate(conn, token)
-
-        principal: apps.Principal | None = await self.db(lookup)
+    def _authenticate(self, token: str) -> apps.Principal:
+        with self.directory.read() as conn:
+            v = self.directory.check_versions(conn)
+            principal = self.tokens.authenticate(conn, token, v.auth)
         if principal is None:
-            self.throttle.failed(address)
             raise Unauthorized("the bearer token is not valid, or has been revoked or expired")
         require_scope(principal.scopes, apps.SCIM_SCOPE)
         now = time.monotonic()
         if now - self._last_used.get(principal.app_pk, 0.0) > 60:
             # "Last used" for the portal, written at most once a minute per application.
             self._last_used[principal.app_pk] = now
-
-            def touch() -> None:
-                with self.directory.write() as conn:
-                    apps.touch_last_used(conn, principal.app_pk)
-
-            await self.db(touch)
+            with self.directory.write() as conn:
+                apps.touch_last_used(conn, principal.app_pk)
         return principal
 
-    async def dispatch(self, request: Request, principal: apps.Principal) -> Response:
-        parts = [p for p in request.path_params.get("rest", "").split("/") if p]
+    def _authorized(self, request: ScimRequest, token: str, work: Work) -> Reply:
+        principal = self._authenticate(token)
+        self._principal_seen(request, principal)
+        return work(principal.actor(request.request_id))
+
+    @staticmethod
+    def _principal_seen(request: ScimRequest, principal: apps.Principal) -> None:
+        request.scope.setdefault("state", {})["client_id"] = principal.client_id
+
+    async def route(self, request: ScimRequest) -> Work | _Bulk:
+        """Parse the request (reading its body) into the work to do once it is authorised."""
+        path = request.path
+        parts = [p for p in path[len("/scim/v2") :].split("/") if p]
         method = request.method
         if not parts:
             raise NotFound("this is the SCIM base URL: use /Users, /Groups or /Schemas below it")
         head = parts[0].lower()
-        actor = principal.actor(request.state.request_id)
+        base = self.base(request)
+        d = self.directory
         if head in RESOURCES:
             name = RESOURCES[head]
             if len(parts) == 1:
                 if method == "GET":
-                    return await self.list(request, name)
+                    return self.list(request, name, base)
                 if method == "POST":
-                    return await self.create(request, name, actor)
+                    return self.create(name, await self._body(request), base)
                 raise MethodNotAllowed(f"{method} is not allowed on /{parts[0]}")
             if len(parts) == 2 and parts[1] == ".search":
-                _require(method, "POST", request.url.path)
-                return await self.search(request, name)
+                _require(method, "POST", path)
+                return self.search(await self._body(request), name, base)
             if len(parts) == 2:
                 rid = parts[1]
-                handler = {
-                    "GET": self.get,
-                    "PUT": self.replace,
-                    "PATCH": self.patch,
-                    "DELETE": self.delete,
-                }.get(method)
-                if handler is None:
-                    raise MethodNotAllowed(f"{method} is not allowed on a {name}")
-                return await handler(request, name, rid, actor)
+                if method == "GET":
+                    return self.get(request, name, rid, base)
+                if method == "PUT":
+                    return self.replace(request, await self._body(request), name, rid, base)
+                if method == "PATCH":
+                    return self.patch(request, await self._body(request), name, rid, base)
+                if method == "DELETE":
+                    return self.delete(request, name, rid)
+                raise MethodNotAllowed(f"{method} is not allowed on a {name}")
         elif head == ".search" and len(parts) == 1:
-            _require(method, "POST", request.url.path)
-            return await self.search(request, None)
+            _require(method, "POST", path)
+            return self.search(await self._body(request), None, base)
         elif head == "bulk" and len(parts) == 1:
-            _require(method, "POST", request.url.path)
-            body = await read_json(request, self.settings.max_payload)
-            result = await bulk.run(self, request, body, actor)
-            return scim_response(result)
+            _require(method, "POST", path)
+            return _Bulk(await self._body(request))
         elif head == "serviceproviderconfig" and len(parts) == 1:
-            _require(method, "GET", request.url.path)
-            return scim_response(
-                discovery.service_provider_config(self.settings, self.base(request))
-            )
+            _require(method, "GET", path)
+            return lambda actor: json_reply(discovery.service_provider_config(self.settings, base))
         elif head == "resourcetypes":
-            _require(method, "GET", request.url.path)
-            types = await self.db(self.directory.resource_types)
-            docs = discovery.resource_types(types, self.base(request))
-            return _one_or_list(docs, parts, "name", "ResourceType")
+            _require(method, "GET", path)
+            return lambda actor: _one_or_list(
+                discovery.resource_types(d.resource_types(), base), parts, "name", "ResourceType"
+            )
         elif head == "schemas":
-            _require(method, "GET", request.url.path)
-            types = await self.db(self.directory.resource_types)
-            docs = discovery.schemas(types, self.base(request))
-            return _one_or_list(docs, parts, "id", "Schema")
+            _require(method, "GET", path)
+            return lambda actor: _one_or_list(
+                discovery.schemas(d.resource_types(), base), parts, "id", "Schema"
+            )
         elif head == "me":
             raise ScimError("/Me is not supported: use /Users/{id}", status=501)
-        raise NotFound(f"no such endpoint: {request.url.path}")
+        raise NotFound(f"no such endpoint: {path}")
 
-    # -- handlers ---------------------------------------------------------------------------
-    async def list(self, request: Request, name: str) -> Response:
+    async def _body(self, request: ScimRequest) -> Any:
+        return await request.json(self.settings.max_payload)
+
+    # -- handlers: each returns the work to run once the request is authorised ---------------
+    def list(self, request: ScimRequest, name: str, base: str) -> Work:
         q = self._list_params(
-            filter_text=str_param(request, "filter"),
-            start=int_param(request, "startIndex", 1),
-            count=int_param(request, "count", self.settings.default_count),
-            sort_by=str_param(request, "sortBy"),
-            sort_order=str_param(request, "sortOrder"),
-            attributes=str_param(request, "attributes"),
-            excluded=str_param(request, "excludedAttributes"),
+            filter_text=request.param("filter"),
+            start=request.int_param("startIndex", 1),
+            count=request.int_param("count", self.settings.default_count),
+            sort_by=request.param("sortBy"),
+            sort_order=request.param("sortOrder"),
+            attributes=request.param("attributes"),
+            excluded=request.param("excludedAttributes"),
         )
-        listing = await self.db(self.directory.search, name, base=self.base(request), **q)
-        return scim_response(_list_body(listing))
+        return lambda actor: json_reply(
+            _list_body(self.directory.search(name, base=base, checked=True, **q))
+        )
 
-    async def search(self, request: Request, name: str | None) -> Response:
-        body = await read_json(request, self.settings.max_payload)
+    def search(self, body: Any, name: str | None, base: str) -> Work:
         if not isinstance(body, dict):
             raise InvalidSyntax("a SearchRequest must be a JSON object")
 
@@ -220,14 +276,12 @@ class Scim:
             attributes=join(field("attributes")),
             excluded=join(field("excludedAttributes")),
         )
-        base = self.base(request)
+        d = self.directory
         if name is None:
             q.pop("sort_by")
             q.pop("descending")
-            listing = await self.db(self.directory.search_all, base=base, **q)
-        else:
-            listing = await self.db(self.directory.search, name, base=base, **q)
-        return scim_response(_list_body(listing))
+            return lambda actor: json_reply(_list_body(d.search_all(base=base, checked=True, **q)))
+        return lambda actor: json_reply(_list_body(d.search(name, base=base, checked=True, **q)))
 
     def _list_params(
         self,
@@ -258,66 +312,78 @@ class Scim:
             "excluded": parse_attribute_list(excluded),
         }
 
-    async def create(self, request: Request, name: str, actor: Any) -> Response:
-        body = await read_json(request, self.settings.max_payload)
-        written = await self.db(self.directory.create, name, body, actor, self.base(request))
-        res = written.resource
-        assert res is not None
-        return scim_response(res, 201, {"Location": res["meta"]["location"], "ETag": written.etag})
+    def create(self, name: str, body: Any, base: str) -> Work:
+        def work(actor: Actor) -> Reply:
+            written = self.directory.create(name, body, actor, base)
+            res = written.resource
+            assert res is not None
+            return json_reply(res, 201, written.etag, location=res["meta"]["location"])
 
-    async def get(self, request: Request, name: str, rid: str, actor: Any) -> Response:
-        res, tag = await self.db(
-            self.directory.get,
-            name,
-            rid,
-            self.base(request),
-            parse_attribute_list(str_param(request, "attributes")),
-            parse_attribute_list(str_param(request, "excludedAttributes")),
-        )
-        if_none = request.headers.get("if-none-match")
-        if if_none and tag in [t.strip() for t in if_none.split(",")]:
-            return Response(status_code=304, headers={"ETag": tag})
-        return scim_response(res, 200, {"ETag": tag})
+        return work
 
-    async def replace(self, request: Request, name: str, rid: str, actor: Any) -> Response:
-        body = await read_json(request, self.settings.max_payload)
-        written = await self.db(
-            self.directory.replace,
-            name,
-            rid,
-            body,
-            actor,
-            self.base(request),
-            request.headers.get("if-match"),
-        )
-        return scim_response(written.resource, 200, {"ETag": written.etag})
+    def get(self, request: ScimRequest, name: str, rid: str, base: str) -> Work:
+        attributes = parse_attribute_list(request.param("attributes"))
+        excluded = parse_attribute_list(request.param("excludedAttributes"))
+        if_none = request.header("if-none-match")
 
-    async def patch(self, request: Request, name: str, rid: str, actor: Any) -> Response:
-        body = await read_json(request, self.settings.max_payload)
-        attributes = parse_attribute_list(str_param(request, "attributes"))
-        excluded = parse_attribute_list(str_param(request, "excludedAttributes"))
+        def work(actor: Actor) -> Reply:
+            res, tag = self.directory.get(name, rid, base, attributes, excluded, checked=True)
+            if if_none and tag in [t.strip() for t in if_none.split(",")]:
+                return Reply(304, b"", [(b"etag", tag.encode())])
+            return json_reply(res, 200, tag)
+
+        return work
+
+    def replace(self, request: ScimRequest, body: Any, name: str, rid: str, base: str) -> Work:
+        if_match = request.header("if-match")
+
+        def work(actor: Actor) -> Reply:
+            written = self.directory.replace(name, rid, body, actor, base, if_match)
+            return json_reply(written.resource, 200, written.etag)
+
+        return work
+
+    def patch(self, request: ScimRequest, body: Any, name: str, rid: str, base: str) -> Work:
+        attributes = parse_attribute_list(request.param("attributes"))
+        excluded = parse_attribute_list(request.param("excludedAttributes"))
+        if_match = request.header("if-match")
         # Entra wants 204 for group PATCH (a body with every member is costly); users get 200
         # with the resource, as do groups when the client asks for attributes.
         render = name == "User" or bool(attributes or excluded)
-        written = await self.db(
-            self.directory.patch,
-            name,
-            rid,
-            body,
-            actor,
-            self.base(request),
-            request.headers.get("if-match"),
-            render=render,
-            attributes=attributes,
-            excluded=excluded,
-        )
-        if not render:
-            return Response(status_code=204, headers={"ETag": written.etag})
-        return scim_response(written.resource, 200, {"ETag": written.etag})
 
-    async def delete(self, request: Request, name: str, rid: str, actor: Any) -> Response:
-        await self.db(self.directory.delete, name, rid, actor, request.headers.get("if-match"))
-        return Response(status_code=204)
+        def work(actor: Actor) -> Reply:
+            written = self.directory.patch(
+                name,
+                rid,
+                body,
+                actor,
+                base,
+                if_match,
+                render=render,
+                attributes=attributes,
+                excluded=excluded,
+            )
+            if not render:
+                return Reply(204, b"", [(b"etag", written.etag.encode())])
+            return json_reply(written.resource, 200, written.etag)
+
+        return work
+
+    def delete(self, request: ScimRequest, name: str, rid: str) -> Work:
+        if_match = request.header("if-match")
+
+        def work(actor: Actor) -> Reply:
+            self.directory.delete(name, rid, actor, if_match)
+            return Reply(204)
+
+        return work
+
+
+def _failing(err: ScimError) -> Work:
+    def work(actor: Actor) -> Reply:
+        raise err
+
+    return work
 
 
 def _require(method: str, allowed: str, path: str) -> None:
@@ -335,11 +401,11 @@ def _list_body(listing: Listing) -> dict[str, Any]:
     }
 
 
-def _one_or_list(docs: list[dict[str, Any]], parts: list[str], key: str, what: str) -> Response:
+def _one_or_list(docs: list[dict[str, Any]], parts: list[str], key: str, what: str) -> Reply:
     if len(parts) == 1:
-        return scim_response(discovery.list_response(docs))
+        return json_reply(discovery.list_response(docs))
     wanted = "/".join(parts[1:]).lower()
     for d in docs:
         if str(d[key]).lower() == wanted:
-            return scim_response(d)
+            return json_reply(d)
     raise NotFound(f"no {what} '{'/'.join(parts[1:])}'")

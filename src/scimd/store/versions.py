@@ -1,0 +1,58 @@
+"""Version counters that let each server process cache what rarely changes.
+
+``schema_version`` moves when custom properties change (the User resource type is rebuilt) and
+``auth_version`` when an application loses access (a secret revoked, an application disabled or
+deleted), so verified bearer tokens can be cached. A request reads both in one prepared
+statement; the counters live in the ``settings`` table, so every process (and the command line)
+sees a change on its next request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from scimd.store.prepared import StatementCache
+from scimd.store.tables import settings
+
+SCHEMA = "schema_version"
+AUTH = "auth_version"
+
+_STATEMENTS = StatementCache()
+
+
+@dataclass(frozen=True, slots=True)
+class Versions:
+    schema: int
+    auth: int
+
+
+def read(conn: sa.Connection) -> Versions:
+    stmt = _STATEMENTS.get(
+        conn,
+        "versions",
+        lambda: sa.select(settings.c.key, settings.c.value).where(
+            sa.or_(settings.c.key == SCHEMA, settings.c.key == AUTH)
+        ),
+    )
+    found: dict[str, str] = dict(stmt.run(conn))
+    return Versions(int(found.get(SCHEMA) or 0), int(found.get(AUTH) or 0))
+
+
+def read_one(conn: sa.Connection, key: str) -> int:
+    stmt = _STATEMENTS.get(
+        conn,
+        f"version.{key}",
+        lambda: sa.select(settings.c.value).where(settings.c.key == key),
+    )
+    v = stmt.run(conn).scalar_one_or_none()
+    return int(v) if v else 0
+
+
+def bump(conn: sa.Connection, key: str) -> None:
+    """Advance a counter inside the caller's transaction."""
+    n = read_one(conn, key) + 1
+    updated = conn.execute(settings.update().where(settings.c.key == key).values(value=str(n)))
+    if not updated.rowcount:
+        conn.execute(settings.insert().values(key=key, value=str(n)))
