@@ -543,3 +543,52 @@ def test_value_path_conjunction_is_per_element(t: str, v: str, user: dict[str, A
     assert m(vp, user) == one_element
     if m(vp, user):
         assert m(flat, user)
+
+
+# -- the fast path for ``attr eq "string"`` ---------------------------------------------------
+def _full_parse(text: str) -> Filter:
+    """The recursive-descent parser alone, without ``parse``'s fast path."""
+    from scimd.scim.errors import InvalidFilter
+    from scimd.scim.filter import _Parser
+
+    p = _Parser(text, InvalidFilter)
+    tree = p.parse_filter()
+    p.at_end()
+    return tree
+
+
+_WS_TEXT = st.text(alphabet=" \t\r\n", max_size=2)
+
+
+@SETTINGS
+@given(
+    lead=_WS_TEXT,
+    name=st.one_of(
+        st.sampled_from(["userName", "externalId", "not", "AND", "Or", "x-1", "a_b", "$ref"]),
+        st.from_regex(r"[A-Za-z][A-Za-z0-9_\-]{0,8}", fullmatch=True),
+        st.text(max_size=6),
+    ),
+    gap1=st.sampled_from([" ", "  ", "\t", ""]),
+    op=st.sampled_from(["eq", "EQ", "Eq", "ne", "eq."]),
+    gap2=st.sampled_from([" ", "\n", ""]),
+    value=st.text(max_size=12),
+    quote=st.sampled_from(['"', "'", ""]),
+    trail=_WS_TEXT,
+)
+def test_simple_eq_fast_path_agrees_with_the_parser(
+    lead: str, name: str, gap1: str, op: str, gap2: str, value: str, quote: str, trail: str
+) -> None:
+    from scimd.scim.errors import InvalidFilter
+
+    text = f"{lead}{name}{gap1}{op}{gap2}{quote}{value}{quote}{trail}"
+    try:
+        expected: Filter | str = _full_parse(text)
+    except InvalidFilter:
+        expected = "invalid"
+    try:
+        got: Filter | str = parse(text)
+    except InvalidFilter:
+        got = "invalid"
+    assert got == expected, text
+    if isinstance(got, Filter):
+        assert type(got) is type(expected)

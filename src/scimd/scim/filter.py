@@ -345,9 +345,21 @@ def _check_length(text: str, what: str, error: type[InvalidFilter] | type[Invali
         raise error(f"{what} is empty at position {len(text)}")
 
 
+# ``attr eq "plain string"``: what an identity provider sends before almost every write (its
+# matching probe), recognised without running the parser; the tree is the one it would build.
+_SIMPLE_EQ = re.compile(
+    r'[ \t\r\n]*([A-Za-z][A-Za-z0-9_\-]*)[ \t\r\n]+[eE][qQ][ \t\r\n]+'
+    r'"([^"\\\x00-\x1f\ud800-\udfff]*)"[ \t\r\n]*'
+)
+_KEYWORDS = frozenset(("not", "and", "or"))
+
+
 def parse(text: str) -> Filter:
     """Parse a filter; raise ``InvalidFilter`` naming the position of the first problem."""
     _check_length(text, "filter", InvalidFilter)
+    m = _SIMPLE_EQ.fullmatch(text)
+    if m and m.group(1).lower() not in _KEYWORDS:
+        return Compare(AttrPath(None, m.group(1)), "eq", m.group(2))
     p = _Parser(text, InvalidFilter)
     tree = p.parse_filter()
     p.at_end()

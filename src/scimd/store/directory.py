@@ -81,10 +81,13 @@ class Directory:
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
         conn = self._thread_connection(autocommit=not self.sqlite)
+        if conn.in_transaction():  # inside a write on this thread (SQLite): read within it
+            yield conn
+            return
         # Reads need no BEGIN/COMMIT pair (two round trips on a network database): statements
         # run in autocommit mode; a Core statement's autobegun transaction is ended here.
         if self.sqlite:
-            conn.execution_options(sqlite_begin="DEFERRED")
+            _begin_mode(conn, "DEFERRED")
         try:
             yield conn
         finally:
@@ -93,9 +96,17 @@ class Directory:
 
     @contextmanager
     def write(self) -> Iterator[sa.Connection]:
+        """A write transaction; inside another one on this thread, that one is joined.
+
+        The SCIM API authenticates a write in the transaction that makes it, so the version
+        counters it reads are those the write sees.
+        """
         conn = self._thread_connection()
+        if conn.in_transaction():
+            yield conn
+            return
         if self.sqlite:
-            conn.execution_options(sqlite_begin="IMMEDIATE")
+            _begin_mode(conn, "IMMEDIATE")
         with conn.begin():
             yield conn
 
@@ -284,9 +295,11 @@ class Directory:
         return out
 
     # -- writes -------------------------------------------------------------------------------
-    def create(self, name: str, body: Any, actor: A.Actor, base: str) -> Written:
+    def create(
+        self, name: str, body: Any, actor: A.Actor, base: str, *, checked: bool = False
+    ) -> Written:
         with self.write() as conn:
-            rt = self.resource_type(conn, name)
+            rt = self.resource_type(conn, name, checked)
             member_items: list[dict[str, Any]] = []
             if name == "Group" and isinstance(body, dict):
                 body, member_items = _split_members(body)
@@ -299,10 +312,18 @@ class Directory:
             return Written(res, etag(row.version))
 
     def replace(
-        self, name: str, rid: str, body: Any, actor: A.Actor, base: str, if_match: str | None
+        self,
+        name: str,
+        rid: str,
+        body: Any,
+        actor: A.Actor,
+        base: str,
+        if_match: str | None,
+        *,
+        checked: bool = False,
     ) -> Written:
         with self.write() as conn:
-            rt = self.resource_type(conn, name)
+            rt = self.resource_type(conn, name, checked)
             repo = self.repos[name]
             row = repo.get_row(conn, rid)
             check_etag(if_match, row.version)
@@ -329,9 +350,10 @@ class Directory:
         render: bool = True,
         attributes: list[str] | None = None,
         excluded: list[str] | None = None,
+        checked: bool = False,
     ) -> Written:
         with self.write() as conn:
-            rt = self.resource_type(conn, name)
+            rt = self.resource_type(conn, name, checked)
             repo = self.repos[name]
             row = repo.get_row(conn, rid)
             check_etag(if_match, row.version)
@@ -359,6 +381,12 @@ class Directory:
             except NotFound:
                 return False
             return True
+
+
+def _begin_mode(conn: sa.Connection, mode: str) -> None:
+    """How the next SQLite transaction begins (read by the engine's "begin" hook)."""
+    if conn.get_execution_options().get("sqlite_begin") != mode:
+        conn.execution_options(sqlite_begin=mode)
 
 
 def _wants(rt: S.ResourceType, attr: str, attributes: list[str], excluded: list[str]) -> bool:

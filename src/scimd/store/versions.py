@@ -10,6 +10,7 @@ sees a change on its next request.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -29,15 +30,15 @@ class Versions:
 
 
 def read(conn: sa.Connection) -> Versions:
-    stmt = _STATEMENTS.get(
-        conn,
-        "versions",
-        lambda: sa.select(settings.c.key, settings.c.value).where(
-            sa.or_(settings.c.key == SCHEMA, settings.c.key == AUTH)
-        ),
-    )
-    found: dict[str, str] = dict(stmt.run(conn))
-    return Versions(int(found.get(SCHEMA) or 0), int(found.get(AUTH) or 0))
+    def build() -> sa.Select[Any]:
+        def value(key: str) -> Any:
+            return sa.select(settings.c.value).where(settings.c.key == key).scalar_subquery()
+
+        return sa.select(value(SCHEMA), value(AUTH))
+
+    row = _STATEMENTS.get(conn, "versions", build).run(conn).first()
+    schema, auth = row if row is not None else (None, None)
+    return Versions(int(schema or 0), int(auth or 0))
 
 
 def read_one(conn: sa.Connection, key: str) -> int:

@@ -36,7 +36,7 @@ class ScimRequest:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self._headers: dict[str, str] | None = None
-        self._query: list[tuple[str, str]] | None = None
+        self._query: dict[str, str] | None = None
 
     @property
     def request_id(self) -> str | None:
@@ -57,18 +57,17 @@ class ScimRequest:
         return self._headers.get(name)
 
     def param(self, name: str) -> str | None:
-        """A query parameter, matched case-insensitively (clients send startindex, Count...)."""
+        """A query parameter, matched case-insensitively (clients send startindex, Count...).
+
+        When a name is repeated, the first occurrence counts.
+        """
         if self._query is None:
             raw = self.scope.get("query_string", b"")
-            self._query = parse_qsl(raw.decode("latin-1"), keep_blank_values=True) if raw else []
-        low = name.lower()
-        for k, v in self._query:
-            if k == name:
-                return v
-        for k, v in self._query:
-            if k.lower() == low:
-                return v
-        return None
+            self._query = {}
+            if raw:
+                for k, v in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+                    self._query.setdefault(k.lower(), v)
+        return self._query.get(name.lower())
 
     def int_param(self, name: str, default: int) -> int:
         raw = self.param(name)

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
+import sqlalchemy as sa
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -42,8 +43,17 @@ log = logging.getLogger("scimd.web")
 RESOURCES = {"users": "User", "groups": "Group"}
 SEARCH_REQUEST = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
-# The work of one request, run once the caller is authorised, by the application acting.
-Work = Callable[[Actor], Reply]
+
+@dataclass(frozen=True, slots=True)
+class Work:
+    """What a request does once its caller is authorised, given the acting application.
+
+    ``writes``: it runs in a write transaction opened before the token is checked, so the
+    version counters read for the check are those the write sees.
+    """
+
+    run: Callable[[Actor], Reply]
+    writes: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,8 +120,8 @@ class Scim:
         return base
 
     # -- entry point ------------------------------------------------------------------------
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The ASGI app for everything under /scim/v2 (the front door routes here directly)."""
+    async def serve(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
+        """Answer one request under /scim/v2 and return the status sent."""
         request = ScimRequest(scope, receive)
         try:
             reply = await self.handle(request)
@@ -122,7 +132,9 @@ class Scim:
             reply = error_reply(
                 ScimError("internal error; the request id identifies it in the logs", status=500)
             )
+        reply.headers.append((b"x-request-id", request_id.encode()))
         await reply.send(send)
+        return reply.status
 
     async def handle(self, request: ScimRequest) -> Reply:
         address = request.client_host
@@ -150,8 +162,11 @@ class Scim:
 
     def _authenticate(self, token: str) -> apps.Principal:
         with self.directory.read() as conn:
-            v = self.directory.check_versions(conn)
-            principal = self.tokens.authenticate(conn, token, v.auth)
+            return self._check(conn, token)
+
+    def _check(self, conn: sa.Connection, token: str) -> apps.Principal:
+        v = self.directory.check_versions(conn)
+        principal = self.tokens.authenticate(conn, token, v.auth)
         if principal is None:
             raise Unauthorized("the bearer token is not valid, or has been revoked or expired")
         require_scope(principal.scopes, apps.SCIM_SCOPE)
@@ -159,14 +174,19 @@ class Scim:
         if now - self._last_used.get(principal.app_pk, 0.0) > 60:
             # "Last used" for the portal, written at most once a minute per application.
             self._last_used[principal.app_pk] = now
-            with self.directory.write() as conn:
-                apps.touch_last_used(conn, principal.app_pk)
+            with self.directory.write() as wconn:
+                apps.touch_last_used(wconn, principal.app_pk)
         return principal
 
     def _authorized(self, request: ScimRequest, token: str, work: Work) -> Reply:
+        if work.writes:
+            with self.directory.write() as conn:
+                principal = self._check(conn, token)
+                self._principal_seen(request, principal)
+                return work.run(principal.actor(request.request_id))
         principal = self._authenticate(token)
         self._principal_seen(request, principal)
-        return work(principal.actor(request.request_id))
+        return work.run(principal.actor(request.request_id))
 
     @staticmethod
     def _principal_seen(request: ScimRequest, principal: apps.Principal) -> None:
@@ -212,16 +232,25 @@ class Scim:
             return _Bulk(await self._body(request))
         elif head == "serviceproviderconfig" and len(parts) == 1:
             _require(method, "GET", path)
-            return lambda actor: json_reply(discovery.service_provider_config(self.settings, base))
+            return Work(
+                lambda actor: json_reply(discovery.service_provider_config(self.settings, base))
+            )
         elif head == "resourcetypes":
             _require(method, "GET", path)
-            return lambda actor: _one_or_list(
-                discovery.resource_types(d.resource_types(), base), parts, "name", "ResourceType"
+            return Work(
+                lambda actor: _one_or_list(
+                    discovery.resource_types(d.resource_types(), base),
+                    parts,
+                    "name",
+                    "ResourceType",
+                )
             )
         elif head == "schemas":
             _require(method, "GET", path)
-            return lambda actor: _one_or_list(
-                discovery.schemas(d.resource_types(), base), parts, "id", "Schema"
+            return Work(
+                lambda actor: _one_or_list(
+                    discovery.schemas(d.resource_types(), base), parts, "id", "Schema"
+                )
             )
         elif head == "me":
             raise ScimError("/Me is not supported: use /Users/{id}", status=501)
@@ -241,8 +270,10 @@ class Scim:
             attributes=request.param("attributes"),
             excluded=request.param("excludedAttributes"),
         )
-        return lambda actor: json_reply(
-            _list_body(self.directory.search(name, base=base, checked=True, **q))
+        return Work(
+            lambda actor: json_reply(
+                _list_body(self.directory.search(name, base=base, checked=True, **q))
+            )
         )
 
     def search(self, body: Any, name: str | None, base: str) -> Work:
@@ -280,8 +311,12 @@ class Scim:
         if name is None:
             q.pop("sort_by")
             q.pop("descending")
-            return lambda actor: json_reply(_list_body(d.search_all(base=base, checked=True, **q)))
-        return lambda actor: json_reply(_list_body(d.search(name, base=base, checked=True, **q)))
+            return Work(
+                lambda actor: json_reply(_list_body(d.search_all(base=base, checked=True, **q)))
+            )
+        return Work(
+            lambda actor: json_reply(_list_body(d.search(name, base=base, checked=True, **q)))
+        )
 
     def _list_params(
         self,
@@ -314,12 +349,12 @@ class Scim:
 
     def create(self, name: str, body: Any, base: str) -> Work:
         def work(actor: Actor) -> Reply:
-            written = self.directory.create(name, body, actor, base)
+            written = self.directory.create(name, body, actor, base, checked=True)
             res = written.resource
             assert res is not None
             return json_reply(res, 201, written.etag, location=res["meta"]["location"])
 
-        return work
+        return Work(work, writes=True)
 
     def get(self, request: ScimRequest, name: str, rid: str, base: str) -> Work:
         attributes = parse_attribute_list(request.param("attributes"))
@@ -332,16 +367,16 @@ class Scim:
                 return Reply(304, b"", [(b"etag", tag.encode())])
             return json_reply(res, 200, tag)
 
-        return work
+        return Work(work)
 
     def replace(self, request: ScimRequest, body: Any, name: str, rid: str, base: str) -> Work:
         if_match = request.header("if-match")
 
         def work(actor: Actor) -> Reply:
-            written = self.directory.replace(name, rid, body, actor, base, if_match)
+            written = self.directory.replace(name, rid, body, actor, base, if_match, checked=True)
             return json_reply(written.resource, 200, written.etag)
 
-        return work
+        return Work(work, writes=True)
 
     def patch(self, request: ScimRequest, body: Any, name: str, rid: str, base: str) -> Work:
         attributes = parse_attribute_list(request.param("attributes"))
@@ -362,12 +397,13 @@ class Scim:
                 render=render,
                 attributes=attributes,
                 excluded=excluded,
+                checked=True,
             )
             if not render:
                 return Reply(204, b"", [(b"etag", written.etag.encode())])
             return json_reply(written.resource, 200, written.etag)
 
-        return work
+        return Work(work, writes=True)
 
     def delete(self, request: ScimRequest, name: str, rid: str) -> Work:
         if_match = request.header("if-match")
@@ -376,14 +412,14 @@ class Scim:
             self.directory.delete(name, rid, actor, if_match)
             return Reply(204)
 
-        return work
+        return Work(work, writes=True)
 
 
 def _failing(err: ScimError) -> Work:
     def work(actor: Actor) -> Reply:
         raise err
 
-    return work
+    return Work(work)
 
 
 def _require(method: str, allowed: str, path: str) -> None:
