@@ -65,25 +65,24 @@ class Directory:
         self.repos = {"User": Repository(USERS), "Group": Repository(GROUPS)}
 
     # -- transactions -----------------------------------------------------------------------
-    # Each thread keeps one connection: the server's event loop is one thread (SQLite calls run
+    # Each thread keeps its connections: the server's event loop is one thread (SQLite calls run
     # there, and never yield to the loop between BEGIN and COMMIT) and network databases run in
-    # a bounded pool of worker threads. No pool checkout and reset per request.
-    def _thread_connection(self, autocommit: bool = False) -> sa.Connection:
-        attr = "rconn" if autocommit else "conn"
+    # a bounded pool of worker threads. No pool checkout and reset per request. Reads and writes
+    # use different connections, so reads never see a transaction that is still open (a group
+    # commit, see ``begin_batch``).
+    def _thread_connection(self, reads: bool = False) -> sa.Connection:
+        attr = "rconn" if reads else "conn"
         conn: sa.Connection | None = getattr(self._local, attr, None)
         if conn is None or conn.closed or conn.invalidated:
             conn = self.engine.connect()
-            if autocommit:
+            if reads and not self.sqlite:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             setattr(self._local, attr, conn)
         return conn
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:
-        conn = self._thread_connection(autocommit=not self.sqlite)
-        if conn.in_transaction():  # inside a write on this thread (SQLite): read within it
-            yield conn
-            return
+        conn = self._thread_connection(reads=True)
         # Reads need no BEGIN/COMMIT pair (two round trips on a network database): statements
         # run in autocommit mode; a Core statement's autobegun transaction is ended here.
         if self.sqlite:
@@ -99,16 +98,57 @@ class Directory:
         """A write transaction; inside another one on this thread, that one is joined.
 
         The SCIM API authenticates a write in the transaction that makes it, so the version
-        counters it reads are those the write sees.
+        counters it reads are those the write sees. Inside a group commit (``begin_batch``)
+        the outermost write is a savepoint: if it fails, only its own changes are undone.
         """
         conn = self._thread_connection()
-        if conn.in_transaction():
+        local = self._local
+        if not conn.in_transaction():
+            if self.sqlite:
+                _begin_mode(conn, "IMMEDIATE")
+            with conn.begin():
+                yield conn
+            return
+        if not getattr(local, "batch", False) or getattr(local, "in_unit", False):
             yield conn
             return
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        local.in_unit = True
+        driver.execute("SAVEPOINT unit")
+        try:
+            yield conn
+        except BaseException:
+            driver.execute("ROLLBACK TO unit")
+            driver.execute("RELEASE unit")
+            raise
+        else:
+            driver.execute("RELEASE unit")
+        finally:
+            local.in_unit = False
+
+    def begin_batch(self) -> sa.RootTransaction:
+        """Open a transaction that several writes of this thread join (a group commit).
+
+        Each write runs in its own savepoint; ``end_batch`` commits them together, so the pages
+        they share (table ends, the counters, the audit log) are written once per batch.
+        """
+        conn = self._thread_connection()
         if self.sqlite:
             _begin_mode(conn, "IMMEDIATE")
-        with conn.begin():
-            yield conn
+        tx = conn.begin()
+        self._local.batch = True
+        return tx
+
+    def end_batch(self, tx: sa.RootTransaction) -> None:
+        """Commit a group commit (rolled back, and the error raised, if the commit fails)."""
+        self._local.batch = False
+        try:
+            tx.commit()
+        except BaseException:
+            if tx.is_active:
+                tx.rollback()
+            raise
 
     def close(self) -> None:
         for attr in ("conn", "rconn"):
@@ -325,7 +365,7 @@ class Directory:
         with self.write() as conn:
             rt = self.resource_type(conn, name, checked)
             repo = self.repos[name]
-            row = repo.get_row(conn, rid)
+            row = repo.get_row(conn, rid, with_groups=name == "User")
             check_etag(if_match, row.version)
             member_ops: list[P.MemberOp] = []
             if name == "Group" and isinstance(body, dict):
@@ -355,7 +395,10 @@ class Directory:
         with self.write() as conn:
             rt = self.resource_type(conn, name, checked)
             repo = self.repos[name]
-            row = repo.get_row(conn, rid)
+            want_groups = (
+                render and name == "User" and _wants(rt, "groups", attributes or [], excluded or [])
+            )
+            row = repo.get_row(conn, rid, with_groups=want_groups)
             check_etag(if_match, row.version)
             result = P.apply_patch(
                 rt, row.doc, body, load_members=lambda: load_members(conn, row.pk)

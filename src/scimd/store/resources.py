@@ -398,7 +398,8 @@ class Repository:
         for op in member_ops:
             apply_member_op(conn, row.pk, op)
         A.record(conn, actor, operation, self.kind.name, row.id, detail)
-        return Rec(row.pk, row.id, row.created, now, version, doc)
+        # A user's groups do not change when its document does.
+        return Rec(row.pk, row.id, row.created, now, version, doc, row.groups)
 
     def delete(self, conn: sa.Connection, rid: str, actor: A.Actor, if_match: str | None) -> None:
         row = self.get_row(conn, rid)

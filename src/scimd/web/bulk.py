@@ -116,7 +116,7 @@ async def _one(scim: Scim, op: Any, ids: dict[str, str], base: str, actor: Actor
         if method == "POST" and len(parts) == 1:
             if not op.get("bulkId"):
                 raise InvalidValue("a bulk POST needs a 'bulkId'")
-            w = await scim.db(d.create, name, data, actor, base)
+            w = await scim.write(d.create, name, data, actor, base)
             assert w.resource is not None
             ids[str(op["bulkId"])] = w.resource["id"]
             out.update(location=w.resource["meta"]["location"], version=w.etag, status="201")
@@ -126,13 +126,13 @@ async def _one(scim: Scim, op: Any, ids: dict[str, str], base: str, actor: Actor
         rid = parts[1]
         location = f"{base}/{parts[0]}/{rid}"
         if method == "PUT":
-            w = await scim.db(d.replace, name, rid, data, actor, base, version)
+            w = await scim.write(d.replace, name, rid, data, actor, base, version)
             out.update(location=location, version=w.etag, status="200")
         elif method == "PATCH":
-            w = await scim.db(d.patch, name, rid, data, actor, base, version, render=False)
+            w = await scim.write(d.patch, name, rid, data, actor, base, version, render=False)
             out.update(location=location, version=w.etag, status="200")
         elif method == "DELETE":
-            await scim.db(d.delete, name, rid, actor, version)
+            await scim.write(d.delete, name, rid, actor, version)
             out.update(location=location, status="204")
         else:
             raise InvalidValue(f"unsupported bulk method '{op.get('method')}'")

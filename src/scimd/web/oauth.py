@@ -87,7 +87,7 @@ class TokenEndpoint:
                     conn, client_id, client_secret, form.get("scope"), request_id=rid
                 )
 
-        body: dict[str, object] = await self.scim.db(work)
+        body: dict[str, object] = await self.scim.write(work)
         request.state.client_id = client_id
         return token_response(body)
 

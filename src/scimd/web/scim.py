@@ -35,6 +35,7 @@ from scimd.settings import Settings
 from scimd.store.audit import Actor
 from scimd.store.directory import Directory, Listing
 from scimd.web import bulk, discovery
+from scimd.web.batching import GroupCommit
 from scimd.web.exchange import Reply, ScimRequest, error_reply, json_reply
 from scimd.web.security import FailureThrottle, bearer_token, require_scope
 
@@ -74,6 +75,7 @@ class Scim:
         self._bases: dict[tuple[str, str, str], str] = {}
         self._last_used: dict[int, float] = {}
         self.in_thread = directory.engine.dialect.name != "sqlite"
+        self.group_commit = GroupCommit(directory)
         # A dedicated pool: each worker keeps its own database connection (see Directory).
         self.executor = (
             ThreadPoolExecutor(max_workers=16, thread_name_prefix="scimd-db")
@@ -91,6 +93,16 @@ class Scim:
             loop = asyncio.get_running_loop()
             return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kw))
         return fn(*args, **kw)
+
+    async def write(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Run a blocking database write; answer only once it is committed.
+
+        On SQLite it joins the event loop's group commit; network databases run it in a
+        worker thread, one transaction per write.
+        """
+        if self.executor is not None:
+            return await self.db(fn, *args, **kw)
+        return await self.group_commit.run(functools.partial(fn, *args, **kw))
 
     def close(self) -> None:
         if self.executor is not None:
@@ -155,6 +167,8 @@ class Scim:
             # Authentication and the operation run as one database call: one thread hop on a
             # network database, and the version counters read for the token are those the
             # operation uses.
+            if work.writes:
+                return cast(Reply, await self.write(self._authorized, request, token, work))
             return cast(Reply, await self.db(self._authorized, request, token, work))
         except Unauthorized:
             self.throttle.failed(address)

@@ -1,0 +1,234 @@
+"""Group commit on SQLite: writes made together share a transaction but not their fate.
+
+Each write that joins the event loop's open transaction runs in a savepoint: a failing write
+leaves nothing behind (no row, no audit entry, no counter change) while the others commit; a
+reply is sent only after the COMMIT; reads never see the open transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from scimd.auth import apps
+from scimd.scim.errors import NotFound, ScimError
+from scimd.settings import Settings
+from scimd.store import audit as A
+from scimd.store.directory import Directory
+from scimd.store.engine import create_engine
+from scimd.store.migrate import ensure_current
+from scimd.store.tables import audit, counters, users
+from scimd.web.app import create_app
+from scimd.web.batching import GroupCommit
+from support.live_server import provisioned_server
+
+CLI = A.Actor("cli", "test")
+BASE = "http://test/scim/v2"
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'g.db'}"
+
+
+@pytest.fixture
+def directory(db_url: str) -> Iterator[Directory]:
+    engine = create_engine(db_url)
+    ensure_current(engine)
+    d = Directory(engine)
+    yield d
+    d.close()
+    engine.dispose()
+
+
+def _count(engine: sa.Engine, q: Any) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(q).scalar_one()
+
+
+def test_a_failing_write_in_a_batch_undoes_only_itself(directory: Directory) -> None:
+    engine = directory.engine
+    directory.create("User", {"userName": "taken@x.example"}, CLI, BASE)
+    audits = _count(engine, sa.select(sa.func.count()).select_from(audit))
+    tx = directory.begin_batch()
+    first = directory.create("User", {"userName": "one@x.example"}, CLI, BASE)
+    with pytest.raises(ScimError) as e:
+        directory.create("User", {"userName": "TAKEN@x.example"}, CLI, BASE)
+    assert e.value.status == 409
+    second = directory.create("User", {"userName": "two@x.example"}, CLI, BASE)
+    # Not committed yet: reads (another connection) do not see the batch.
+    assert first.resource is not None and second.resource is not None
+    with pytest.raises(NotFound):
+        directory.get("User", first.resource["id"], BASE)
+    directory.end_batch(tx)
+    assert directory.get("User", second.resource["id"], BASE)[0]["userName"] == "two@x.example"
+    names = {r[0] for r in engine.connect().execute(sa.select(users.c.user_name))}
+    assert names == {"taken@x.example", "one@x.example", "two@x.example"}
+    assert _count(engine, sa.select(sa.func.count()).select_from(audit)) == audits + 2
+    total = _count(
+        engine, sa.select(sa.func.sum(counters.c.value)).where(counters.c.name == "User")
+    )
+    assert total == 3
+
+
+def test_a_failure_inside_a_write_rolls_back_its_earlier_statements(
+    directory: Directory,
+) -> None:
+    """A write that fails after it changed rows (here: after its insert) leaves nothing."""
+    tx = directory.begin_batch()
+    with pytest.raises(RuntimeError), directory.write() as conn:
+        directory.create("User", {"userName": "gone@x.example"}, CLI, BASE)
+        assert conn.execute(sa.select(sa.func.count()).select_from(users)).scalar_one() == 1
+        raise RuntimeError("fails after its insert")
+    directory.create("User", {"userName": "kept@x.example"}, CLI, BASE)
+    directory.end_batch(tx)
+    names = {r[0] for r in directory.engine.connect().execute(sa.select(users.c.user_name))}
+    assert names == {"kept@x.example"}
+
+
+async def _call(app: Any, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
+    raw = orjson.dumps(body) if body is not None else b""
+    headers = [(b"authorization", f"Bearer {token}".encode()), (b"host", b"test")]
+    if body is not None:
+        headers.append((b"content-type", b"application/scim+json"))
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers,
+        "scheme": "http",
+        "server": ("test", 80),
+        "client": ("127.0.0.1", 1),
+        "root_path": "",
+        "http_version": "1.1",
+    }
+    sent = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    out: dict[str, Any] = {}
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            out["status"] = message["status"]
+        else:
+            out["body"] = out.get("body", b"") + message.get("body", b"")
+
+    await app(scope, receive, send)
+    return out["status"], orjson.loads(out["body"]) if out.get("body") else None
+
+
+def test_concurrent_writes_share_a_commit_and_each_reply_is_durable(db_url: str) -> None:
+    """Writes started together (one of them failing) answer only once committed."""
+    engine = create_engine(db_url)
+    log = io.BytesIO()
+    app = create_app(Settings(database_url=db_url), engine, log_stream=log)
+    with engine.begin() as conn:
+        _, token = apps.create_app(conn, "t", "bearer", ["USER SYNC"], CLI)
+    other = create_engine(db_url)  # a second process's view of the file
+    commits: list[int] = []
+    scim = app.scim  # type: ignore[attr-defined]
+    end_batch = scim.directory.end_batch
+
+    def counting_end_batch(tx: sa.RootTransaction) -> None:
+        commits.append(1)
+        end_batch(tx)
+
+    scim.directory.end_batch = counting_end_batch
+
+    async def scenario() -> list[tuple[int, Any]]:
+        async def post_then_check(name: str) -> tuple[int, Any]:
+            status, body = await _call(app, "POST", "/scim/v2/Users", token, {"userName": name})
+            if status == 201:  # committed before the reply: another connection sees it
+                with other.connect() as conn:
+                    found = conn.execute(
+                        sa.select(users.c.id).where(users.c.id == body["id"])
+                    ).first()
+                assert found is not None
+            return status, body
+
+        await _call(app, "POST", "/scim/v2/Users", token, {"userName": "dup@x.example"})
+        names = [f"u{i}@x.example" for i in range(12)] + ["DUP@x.example"]
+        return await asyncio.gather(*(post_then_check(n) for n in names))
+
+    results = asyncio.run(scenario())
+    statuses = [s for s, _ in results]
+    assert statuses.count(201) == 12 and statuses.count(409) == 1
+    assert len(commits) < 13  # at least some of the 12 writes shared a COMMIT
+    with other.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(users)).scalar_one() == 13
+    other.dispose()
+    engine.dispose()
+
+
+def test_a_failed_commit_fails_every_write_in_it(directory: Directory) -> None:
+    async def scenario() -> list[Any]:
+        group = GroupCommit(directory)
+        real_end = directory.end_batch
+
+        def failing_end(tx: sa.RootTransaction) -> None:
+            tx.rollback()
+            directory._local.batch = False
+            raise OSError("disk full")
+
+        directory.end_batch = failing_end  # type: ignore[method-assign]
+        try:
+
+            def make(name: str) -> Any:
+                return lambda: directory.create("User", {"userName": name}, CLI, BASE)
+
+            return await asyncio.gather(
+                *(group.run(make(f"x{i}@x.example")) for i in range(3)), return_exceptions=True
+            )
+        finally:
+            directory.end_batch = real_end  # type: ignore[method-assign]
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, ScimError) and o.status == 503 for o in outcomes), outcomes
+    assert _count(directory.engine, sa.select(sa.func.count()).select_from(users)) == 0
+
+
+def test_bulk_and_concurrent_writes_are_committed_before_the_reply(tmp_path: Path) -> None:
+    """Over real HTTP: bulk and plain writes are visible to another client right after."""
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    with provisioned_server(url, log_dir=tmp_path) as server:
+        headers = {"Authorization": f"Bearer {server.token}"}
+
+        async def run() -> None:
+            async with httpx.AsyncClient(base_url=server.base_url, headers=headers) as c:
+                bulk = {
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+                    "Operations": [
+                        {
+                            "method": "POST",
+                            "path": "/Users",
+                            "bulkId": f"b{i}",
+                            "data": {"userName": f"bulk{i}@x.example"},
+                        }
+                        for i in range(5)
+                    ],
+                }
+                posts = [c.post("/Users", json={"userName": f"p{i}@x.example"}) for i in range(8)]
+                replies = await asyncio.gather(c.post("/Bulk", json=bulk), *posts)
+                assert all(r.status_code in (200, 201) for r in replies), [r.text for r in replies]
+                async with httpx.AsyncClient(base_url=server.base_url, headers=headers) as c2:
+                    r = await c2.get("/Users", params={"count": 0})
+                    assert r.json()["totalResults"] == 13
+
+        asyncio.run(run())
