@@ -92,3 +92,24 @@ def test_entra_flag_query_parameter_is_ignored(client: tuple[TestClient, str]) -
     h = {"Authorization": f"Bearer {token}"}
     r = c.get('/scim/v2/Users?aadOptscim062020&filter=userName eq "nobody"', headers=h)
     assert r.status_code == 200 and r.json()["totalResults"] == 0
+
+
+def test_latency_histogram_is_cumulative_with_le_bounds() -> None:
+    """Bucket counts are cumulative, a value equal to a bound counts in that bucket."""
+    from prometheus_client import generate_latest
+
+    from scimd.web.observability import Metrics
+
+    m = Metrics()
+    for seconds in (0.0004, 0.0005, 0.003, 7.0):
+        m.observe("/scim/v2/Users", "GET", 200, seconds)
+    m.observe("/scim/v2/Users", "GET", 404, 0.001)
+    text = generate_latest(m.registry).decode()
+    labels = 'method="GET",route="/scim/v2/Users"'
+    assert f'scimd_request_duration_seconds_bucket{{le="0.0005",{labels}}} 2.0' in text
+    assert f'scimd_request_duration_seconds_bucket{{le="0.001",{labels}}} 3.0' in text
+    assert f'scimd_request_duration_seconds_bucket{{le="0.005",{labels}}} 4.0' in text
+    assert f'scimd_request_duration_seconds_bucket{{le="5.0",{labels}}} 4.0' in text
+    assert f'scimd_request_duration_seconds_bucket{{le="+Inf",{labels}}} 5.0' in text
+    assert f"scimd_request_duration_seconds_count{{{labels}}} 5.0" in text
+    assert 'scimd_requests_total{method="GET",route="/scim/v2/Users",status="200"} 4.0' in text

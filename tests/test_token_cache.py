@@ -38,7 +38,7 @@ def bearer_app(engine: sa.Engine, name: str = "entra") -> tuple[str, str]:
 def test_cached_token_stops_working_when_revoked(engine: sa.Engine) -> None:
     cache = apps.TokenCache()
     cid, secret = bearer_app(engine)
-    other_cid, other = bearer_app(engine, "okta")
+    _, other = bearer_app(engine, "okta")
     assert check(engine, cache, secret) is not None
     assert check(engine, cache, other) is not None
     with engine.begin() as conn:
