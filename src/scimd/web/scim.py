@@ -78,7 +78,9 @@ class Scim:
         self.group_commit = GroupCommit(directory)
         # A dedicated pool: each worker keeps its own database connection (see Directory).
         self.executor = (
-            ThreadPoolExecutor(max_workers=16, thread_name_prefix="scimd-db")
+            ThreadPoolExecutor(
+                max_workers=max(1, settings.database_threads), thread_name_prefix="scimd-db"
+            )
             if self.in_thread
             else None
         )
