@@ -348,7 +348,7 @@ def _check_length(text: str, what: str, error: type[InvalidFilter] | type[Invali
 # ``attr eq "plain string"``: what an identity provider sends before almost every write (its
 # matching probe), recognised without running the parser; the tree is the one it would build.
 _SIMPLE_EQ = re.compile(
-    r'[ \t\r\n]*([A-Za-z][A-Za-z0-9_\-]*)[ \t\r\n]+[eE][qQ][ \t\r\n]+'
+    r"[ \t\r\n]*([A-Za-z][A-Za-z0-9_\-]*)[ \t\r\n]+[eE][qQ][ \t\r\n]+"
     r'"([^"\\\x00-\x1f\ud800-\udfff]*)"[ \t\r\n]*'
 )
 _KEYWORDS = frozenset(("not", "and", "or"))
