@@ -233,6 +233,37 @@ def test_auth_errors(api: Api) -> None:
     assert "USER SYNC" in d["detail"]
 
 
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/Users/00000000-0000-0000-0000-000000000000"),
+        ("GET", '/Users?filter=userName eq "nobody@x.example"'),
+        ("GET", "/Users?filter=bogus eq"),
+        ("GET", '/Groups?filter=displayName eq "none"'),
+        ("GET", "/Users?startIndex=x"),
+        ("GET", "/ServiceProviderConfig"),
+        ("GET", "/Schemas"),
+        ("GET", "/ResourceTypes/User"),
+        ("GET", "/Nowhere"),
+        ("POST", "/.search"),
+        ("PATCH", "/Users/00000000-0000-0000-0000-000000000000"),
+    ],
+)
+def test_every_endpoint_authenticates_before_it_answers(api: Api, method: str, path: str) -> None:
+    """Unknown ids, empty results and malformed requests all say 401 to a bad token, and the
+    same request with a revoked token (verified and cached moments before) is refused too."""
+    r = api.client.request(method, "/scim/v2" + path, headers={"Authorization": "Bearer nope"})
+    _error(r, 401)
+    with api.engine.begin() as conn:
+        row, token = apps.create_app(conn, "short-lived", "bearer", ["USER SYNC"], audit.CLI)
+    ok = api.client.request(method, "/scim/v2" + path, headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code != 401
+    with api.engine.begin() as conn:
+        apps.revoke_app(conn, row["client_id"], audit.CLI)
+    r = api.client.request(method, "/scim/v2" + path, headers={"Authorization": f"Bearer {token}"})
+    _error(r, 401)
+
+
 def test_discovery_documents(api: Api) -> None:
     """ServiceProviderConfig, ResourceTypes and Schemas (with custom properties) are served."""
     spc = api.req("GET", "/ServiceProviderConfig").json()

@@ -8,7 +8,7 @@ transaction, so a failure leaves nothing half-written.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +36,9 @@ from scimd.store.resources import (
     render_members,
 )
 from scimd.store.tables import members
+
+# A request's authorisation, run with the version counters before a read returns anything.
+Gate = Callable[[sa.Connection, versions.Versions], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +163,7 @@ class Directory:
     def check_versions(self, conn: sa.Connection) -> versions.Versions:
         """Read the version counters (one statement) and refresh the cached User type.
 
-        A request that calls this first may then pass ``checked=True`` to the reads, which use
+        A request that calls this first may then pass ``checked=True`` to the writes, which use
         the cached type without reading the schema version again.
         """
         v = versions.read(conn)
@@ -191,9 +194,20 @@ class Directory:
     ) -> S.ResourceType:
         return self.user_type(conn, checked) if name == "User" else S.GROUP_TYPE
 
-    def resource_types(self) -> list[S.ResourceType]:
+    def resource_types(self, gate: Gate | None = None) -> list[S.ResourceType]:
         with self.read() as conn:
-            return [self.user_type(conn), S.GROUP_TYPE]
+            if gate is None:
+                return [self.user_type(conn), S.GROUP_TYPE]
+            v = versions.read(conn)
+            gate(conn, v)
+            return [self._type_at(conn, "User", v), S.GROUP_TYPE]
+
+    def authorise(self, gate: Gate) -> None:
+        """Run a request's authorisation with the current version counters."""
+        with self.read() as conn:
+            v = versions.read(conn)
+            gate(conn, v)
+            self._type_at(conn, "User", v)
 
     # -- reads --------------------------------------------------------------------------------
     def get(
@@ -204,13 +218,23 @@ class Directory:
         attributes: list[str] | None = None,
         excluded: list[str] | None = None,
         *,
-        checked: bool = False,
+        gate: Gate | None = None,
     ) -> tuple[dict[str, Any], str]:
+        """One resource. With ``gate``, the version counters are read in the row's statement
+        and ``gate`` (the request's authorisation) runs before anything else is decided."""
         with self.read() as conn:
-            rt = self.resource_type(conn, name, checked)
             repo = self.repos[name]
-            with_groups = name == "User" and _wants(rt, "groups", attributes or [], excluded or [])
-            row = repo.get_row(conn, rid, with_groups)
+            with_groups = name == "User" and _wants("groups", attributes or [], excluded or [])
+            if gate is None:
+                rt = self.resource_type(conn, name)
+                row = repo.get_row(conn, rid, with_groups)
+            else:
+                found, v = repo.get_row_gated(conn, rid, with_groups)
+                gate(conn, v)
+                rt = self._type_at(conn, name, v)
+                if found is None:
+                    raise NotFound(f"{name} '{rid}' not found")
+                row = found
             res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
             return res, etag(row.version)
 
@@ -226,14 +250,35 @@ class Directory:
         descending: bool = False,
         attributes: list[str] | None = None,
         excluded: list[str] | None = None,
-        checked: bool = False,
+        gate: Gate | None = None,
     ) -> Listing:
+        """A page of matches. With ``gate``, as for ``get``; an ``eq`` on an indexed column
+        (Entra's matching probe) is then one statement, counters included."""
         with self.read() as conn:
-            rt = self.resource_type(conn, name, checked)
+            repo = self.repos[name]
+            with_groups = name == "User" and _wants("groups", attributes or [], excluded or [])
+            if gate is None:
+                rt = self.resource_type(conn, name)
+            else:
+                probe = self._probe(name, flt) if start == 1 and not sort_by else None
+                if probe is not None:
+                    column, value = probe
+                    rows, v = repo.eq_rows(conn, column, value, count + 1, with_groups, True)
+                    assert v is not None
+                    gate(conn, v)
+                    rt = self._type_at(conn, name, v)
+                    if len(rows) <= count:
+                        resources = self._render_rows(
+                            conn, name, rt, rows, base, attributes, excluded
+                        )
+                        return Listing(len(rows), start, resources)
+                else:
+                    v = versions.read(conn)
+                    gate(conn, v)
+                    rt = self._type_at(conn, name, v)
             bound = bind(flt, rt) if flt is not None else None
             sort_path = _sort_path(rt, sort_by) if sort_by else None
-            with_groups = name == "User" and _wants(rt, "groups", attributes or [], excluded or [])
-            total, rows = self.repos[name].search(
+            total, rows = repo.search(
                 conn,
                 rt,
                 bound,
@@ -246,6 +291,27 @@ class Directory:
             resources = self._render_rows(conn, name, rt, rows, base, attributes, excluded)
             return Listing(total, start, resources)
 
+    def _probe(self, name: str, flt: Filter | None) -> tuple[str, Any] | None:
+        """(column, value) when ``flt`` is an ``eq`` on an indexed core attribute.
+
+        Core attributes do not depend on custom properties, so the cached type binds them.
+        """
+        if flt is None:
+            return None
+        try:
+            bound = bind(flt, self._user_type[1] if name == "User" else S.GROUP_TYPE)
+        except InvalidFilter:
+            return None
+        return self.repos[name].indexed_eq(bound)
+
+    def _type_at(self, conn: sa.Connection, name: str, v: versions.Versions) -> S.ResourceType:
+        """The resource type at schema version ``v.schema`` (reloaded if the cache is older)."""
+        if name != "User":
+            return S.GROUP_TYPE
+        if v.schema > self._user_type[0]:
+            return self._load_user_type(conn, v.schema)
+        return self._user_type[1]
+
     def search_all(
         self,
         flt: Filter | None,
@@ -255,9 +321,14 @@ class Directory:
         count: int = 100,
         attributes: list[str] | None = None,
         excluded: list[str] | None = None,
-        checked: bool = False,
+        gate: Gate | None = None,
     ) -> Listing:
         """Root-level search (RFC 7644 §3.4.3): Users, then Groups, paged as one list."""
+        if gate is not None:
+            with self.read() as conn:
+                v = versions.read(conn)
+                gate(conn, v)
+                self._type_at(conn, "User", v)
         totals: list[tuple[str, int]] = []
         resources: list[dict[str, Any]] = []
         errors: list[InvalidFilter] = []
@@ -272,7 +343,6 @@ class Directory:
                     count=0,
                     attributes=attributes,
                     excluded=excluded,
-                    checked=checked,
                 )
             except InvalidFilter as e:
                 errors.append(e)
@@ -295,7 +365,6 @@ class Directory:
                 count=remaining,
                 attributes=attributes,
                 excluded=excluded,
-                checked=checked,
             )
             resources.extend(page.resources)
             remaining -= len(page.resources)
@@ -317,7 +386,7 @@ class Directory:
         excluded = excluded or []
         out = []
         if name == "User":
-            want_groups = _wants(rt, "groups", attributes, excluded)
+            want_groups = _wants("groups", attributes, excluded)
             missing = [r.id for r in rows if r.groups is None]
             gmap = groups_of(conn, missing, base) if want_groups and missing else {}
             for row in rows:
@@ -327,7 +396,7 @@ class Directory:
                     extra = {"groups": gmap[row.id]} if row.id in gmap else None
                 out.append(R.project(repo.render(row, rt, base, extra), rt, attributes, excluded))
         else:
-            want_members = _wants(rt, "members", attributes, excluded)
+            want_members = _wants("members", attributes, excluded)
             mmap = _members_of(conn, [r.pk for r in rows]) if want_members else {}
             for row in rows:
                 extra = {"members": render_members(mmap[row.pk], base)} if row.pk in mmap else None
@@ -396,7 +465,7 @@ class Directory:
             rt = self.resource_type(conn, name, checked)
             repo = self.repos[name]
             want_groups = (
-                render and name == "User" and _wants(rt, "groups", attributes or [], excluded or [])
+                render and name == "User" and _wants("groups", attributes or [], excluded or [])
             )
             row = repo.get_row(conn, rid, with_groups=want_groups)
             check_etag(if_match, row.version)
@@ -432,7 +501,7 @@ def _begin_mode(conn: sa.Connection, mode: str) -> None:
         conn.execution_options(sqlite_begin=mode)
 
 
-def _wants(rt: S.ResourceType, attr: str, attributes: list[str], excluded: list[str]) -> bool:
+def _wants(attr: str, attributes: list[str], excluded: list[str]) -> bool:
     low = attr.lower()
     if attributes:
         return any(a.lower() == low or a.lower().startswith(low + ".") for a in attributes) or any(

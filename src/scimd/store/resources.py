@@ -25,7 +25,7 @@ from scimd.scim.errors import InvalidValue, NotFound, PreconditionFailed, Unique
 from scimd.scim.filter import AttrPath, Compare, Filter
 from scimd.scim.values import now_datetime
 from scimd.store import audit as A
-from scimd.store import sqlfilter
+from scimd.store import sqlfilter, versions
 from scimd.store.prepared import StatementCache, dump_json, load_json
 from scimd.store.tables import COUNTER_SLOTS, counters, groups, members, users
 
@@ -222,6 +222,62 @@ class Repository:
             raise NotFound(f"{self.kind.name} '{rid}' not found")
         return rec(row)
 
+    def get_row_gated(
+        self, conn: sa.Connection, rid: str, with_groups: bool
+    ) -> tuple[Rec | None, versions.Versions]:
+        """``get_row`` and the version counters in one statement (None when there is no row).
+
+        The counters come back whether or not the row exists (an outer join on one constant
+        row), so the caller can authorise the request before it says "not found".
+        """
+        stmt = STATEMENTS.get(
+            conn,
+            f"{self._get}{'+groups' if with_groups else ''}+versions",
+            lambda: self._gated(conn, self.t.c.id == _B("id"), with_groups),
+        )
+        row = stmt.run(conn, {"id": rid}).first()
+        assert row is not None
+        v = versions.Versions(int(row[0] or 0), int(row[1] or 0))
+        if row[2] is None:
+            return None, v
+        return (self._rec_groups if with_groups else self._rec)(row[2:]), v
+
+    def eq_rows(
+        self,
+        conn: sa.Connection,
+        column: str,
+        value: Any,
+        limit: int,
+        with_groups: bool,
+        gated: bool = False,
+    ) -> tuple[list[Rec], versions.Versions | None]:
+        """Rows whose indexed ``column`` equals ``value`` (Entra's matching probes), in pk order.
+
+        ``gated`` also returns the version counters, read in the same statement.
+        """
+        name = f"{self.kind.name}.eq.{column}{'+groups' if with_groups else ''}"
+
+        def build() -> Any:
+            cond = self.t.c[column] == _B("v")
+            if gated:
+                q = self._gated(conn, cond, with_groups)
+            else:
+                q = sa.select(*(self._cols_groups(conn) if with_groups else self.cols)).where(cond)
+            return q.order_by(self.t.c.pk).limit(_B("n"))
+
+        stmt = STATEMENTS.get(conn, name + ("+versions" if gated else ""), build)
+        rec = self._rec_groups if with_groups else self._rec
+        found = list(stmt.run(conn, {"v": value, "n": limit}))
+        if not gated:
+            return [rec(r) for r in found], None
+        v = versions.Versions(int(found[0][0] or 0), int(found[0][1] or 0))
+        return [rec(r[2:]) for r in found if r[2] is not None], v
+
+    def _gated(self, conn: sa.Connection, cond: Any, with_groups: bool) -> sa.Select[Any]:
+        one = sa.select(sa.literal_column("1").label("one")).subquery("one")
+        cols = self._cols_groups(conn) if with_groups else self.cols
+        return sa.select(*versions.columns(), *cols).select_from(one.outerjoin(self.t, cond))
+
     def search(
         self,
         conn: sa.Connection,
@@ -239,22 +295,11 @@ class Repository:
         ``with_groups`` (users only) asks for User.groups in the same statement where the
         lookup is a prepared one; other rows come back without (``Rec.groups`` is None).
         """
-        indexed = self._indexed_eq(flt) if sort_by is None and start == 1 else None
+        indexed = self.indexed_eq(flt) if sort_by is None and start == 1 else None
         if indexed is not None:
             # Entra's matching probes (userName/externalId/displayName eq): a prepared lookup.
             column, value = indexed
-            stmt = STATEMENTS.get(
-                conn,
-                f"{self.kind.name}.eq.{column}{'+groups' if with_groups else ''}",
-                lambda: (
-                    sa.select(*(self._cols_groups(conn) if with_groups else self.cols))
-                    .where(self.t.c[column] == _B("v"))
-                    .order_by(self.t.c.pk)
-                    .limit(_B("n"))
-                ),
-            )
-            rec = self._rec_groups if with_groups else self._rec
-            rows = [rec(r) for r in stmt.run(conn, {"v": value, "n": count + 1})]
+            rows, _ = self.eq_rows(conn, column, value, count + 1, with_groups)
             if len(rows) <= count:
                 return len(rows), rows
         dialect = conn.dialect.name
@@ -312,7 +357,7 @@ class Repository:
         )
         return [self._rec(r) for r in stmt.run(conn, {"n": count, "o": start - 1})]
 
-    def _indexed_eq(self, flt: Filter | None) -> tuple[str, Any] | None:
+    def indexed_eq(self, flt: Filter | None) -> tuple[str, Any] | None:
         """(column, value) when ``flt`` is one ``eq`` on a unique or indexed column."""
         if not isinstance(flt, Compare) or flt.op != "eq" or flt.path.schema or flt.path.sub:
             return None

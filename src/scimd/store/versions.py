@@ -29,14 +29,17 @@ class Versions:
     auth: int
 
 
+def columns() -> tuple[Any, Any]:
+    """Both counters as scalar subqueries, to add to another statement's columns."""
+
+    def value(key: str) -> Any:
+        return sa.select(settings.c.value).where(settings.c.key == key).scalar_subquery()
+
+    return value(SCHEMA).label("schema_version"), value(AUTH).label("auth_version")
+
+
 def read(conn: sa.Connection) -> Versions:
-    def build() -> sa.Select[Any]:
-        def value(key: str) -> Any:
-            return sa.select(settings.c.value).where(settings.c.key == key).scalar_subquery()
-
-        return sa.select(value(SCHEMA), value(AUTH))
-
-    row = _STATEMENTS.get(conn, "versions", build).run(conn).first()
+    row = _STATEMENTS.get(conn, "versions", lambda: sa.select(*columns())).run(conn).first()
     schema, auth = row if row is not None else (None, None)
     return Versions(int(schema or 0), int(auth or 0))
 

@@ -33,7 +33,8 @@ from scimd.scim.filter import parse
 from scimd.scim.resource import parse_attribute_list
 from scimd.settings import Settings
 from scimd.store.audit import Actor
-from scimd.store.directory import Directory, Listing
+from scimd.store.directory import Directory, Gate, Listing
+from scimd.store.versions import Versions
 from scimd.web import bulk, discovery
 from scimd.web.batching import GroupCommit
 from scimd.web.exchange import Reply, ScimRequest, error_reply, json_reply
@@ -47,14 +48,17 @@ SEARCH_REQUEST = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 
 @dataclass(frozen=True, slots=True)
 class Work:
-    """What a request does once its caller is authorised, given the acting application.
+    """What a request does once its caller is authorised.
 
-    ``writes``: it runs in a write transaction opened before the token is checked, so the
-    version counters read for the check are those the write sees.
+    A read gets the authorisation as a ``Gate`` and must pass it to the directory, which runs
+    it with the version counters it reads (in the same statement as the data, where it can)
+    before anything else; a request is refused if its work never ran the gate. A write runs
+    in a transaction opened before the token is checked, so the counters read for the check
+    are those the write sees, and gets the acting application.
     """
 
-    run: Callable[[Actor], Reply]
-    writes: bool = False
+    read: Callable[[Gate], Reply] | None = None
+    write: Callable[[Actor], Reply] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +163,7 @@ class Scim:
                 work = await self.route(request)
             except ScimError as e:
                 # Only an authorised caller learns what is wrong with its request.
-                work = _failing(e)
+                work = _failing(self.directory, e)
             if isinstance(work, _Bulk):
                 principal = await self.db(self._authenticate, token)
                 self._principal_seen(request, principal)
@@ -169,7 +173,7 @@ class Scim:
             # Authentication and the operation run as one database call: one thread hop on a
             # network database, and the version counters read for the token are those the
             # operation uses.
-            if work.writes:
+            if work.write is not None:
                 return cast(Reply, await self.write(self._authorized, request, token, work))
             return cast(Reply, await self.db(self._authorized, request, token, work))
         except Unauthorized:
@@ -181,7 +185,9 @@ class Scim:
             return self._check(conn, token)
 
     def _check(self, conn: sa.Connection, token: str) -> apps.Principal:
-        v = self.directory.check_versions(conn)
+        return self._principal(conn, token, self.directory.check_versions(conn))
+
+    def _principal(self, conn: sa.Connection, token: str, v: Versions) -> apps.Principal:
         principal = self.tokens.authenticate(conn, token, v.auth)
         if principal is None:
             raise Unauthorized("the bearer token is not valid, or has been revoked or expired")
@@ -195,14 +201,23 @@ class Scim:
         return principal
 
     def _authorized(self, request: ScimRequest, token: str, work: Work) -> Reply:
-        if work.writes:
+        if work.write is not None:
             with self.directory.write() as conn:
                 principal = self._check(conn, token)
                 self._principal_seen(request, principal)
-                return work.run(principal.actor(request.request_id))
-        principal = self._authenticate(token)
-        self._principal_seen(request, principal)
-        return work.run(principal.actor(request.request_id))
+                return work.write(principal.actor(request.request_id))
+        assert work.read is not None
+        seen: list[apps.Principal] = []
+
+        def gate(conn: sa.Connection, v: Versions) -> None:
+            principal = self._principal(conn, token, v)
+            self._principal_seen(request, principal)
+            seen.append(principal)
+
+        reply = work.read(gate)
+        if not seen:  # a read that did not authorise its caller must not answer
+            raise ScimError("internal error: the request was not authorised", status=500)
+        return reply
 
     @staticmethod
     def _principal_seen(request: ScimRequest, principal: apps.Principal) -> None:
@@ -248,14 +263,17 @@ class Scim:
             return _Bulk(await self._body(request))
         elif head == "serviceproviderconfig" and len(parts) == 1:
             _require(method, "GET", path)
-            return Work(
-                lambda actor: json_reply(discovery.service_provider_config(self.settings, base))
-            )
+
+            def config(gate: Gate) -> Reply:
+                d.authorise(gate)
+                return json_reply(discovery.service_provider_config(self.settings, base))
+
+            return Work(read=config)
         elif head == "resourcetypes":
             _require(method, "GET", path)
             return Work(
-                lambda actor: _one_or_list(
-                    discovery.resource_types(d.resource_types(), base),
+                read=lambda gate: _one_or_list(
+                    discovery.resource_types(d.resource_types(gate), base),
                     parts,
                     "name",
                     "ResourceType",
@@ -264,8 +282,8 @@ class Scim:
         elif head == "schemas":
             _require(method, "GET", path)
             return Work(
-                lambda actor: _one_or_list(
-                    discovery.schemas(d.resource_types(), base), parts, "id", "Schema"
+                read=lambda gate: _one_or_list(
+                    discovery.schemas(d.resource_types(gate), base), parts, "id", "Schema"
                 )
             )
         elif head == "me":
@@ -287,8 +305,8 @@ class Scim:
             excluded=request.param("excludedAttributes"),
         )
         return Work(
-            lambda actor: json_reply(
-                _list_body(self.directory.search(name, base=base, checked=True, **q))
+            read=lambda gate: json_reply(
+                _list_body(self.directory.search(name, base=base, gate=gate, **q))
             )
         )
 
@@ -328,10 +346,10 @@ class Scim:
             q.pop("sort_by")
             q.pop("descending")
             return Work(
-                lambda actor: json_reply(_list_body(d.search_all(base=base, checked=True, **q)))
+                read=lambda gate: json_reply(_list_body(d.search_all(base=base, gate=gate, **q)))
             )
         return Work(
-            lambda actor: json_reply(_list_body(d.search(name, base=base, checked=True, **q)))
+            read=lambda gate: json_reply(_list_body(d.search(name, base=base, gate=gate, **q)))
         )
 
     def _list_params(
@@ -370,20 +388,20 @@ class Scim:
             assert res is not None
             return json_reply(res, 201, written.etag, location=res["meta"]["location"])
 
-        return Work(work, writes=True)
+        return Work(write=work)
 
     def get(self, request: ScimRequest, name: str, rid: str, base: str) -> Work:
         attributes = parse_attribute_list(request.param("attributes"))
         excluded = parse_attribute_list(request.param("excludedAttributes"))
         if_none = request.header("if-none-match")
 
-        def work(actor: Actor) -> Reply:
-            res, tag = self.directory.get(name, rid, base, attributes, excluded, checked=True)
+        def work(gate: Gate) -> Reply:
+            res, tag = self.directory.get(name, rid, base, attributes, excluded, gate=gate)
             if if_none and tag in [t.strip() for t in if_none.split(",")]:
                 return Reply(304, b"", [(b"etag", tag.encode())])
             return json_reply(res, 200, tag)
 
-        return Work(work)
+        return Work(read=work)
 
     def replace(self, request: ScimRequest, body: Any, name: str, rid: str, base: str) -> Work:
         if_match = request.header("if-match")
@@ -392,7 +410,7 @@ class Scim:
             written = self.directory.replace(name, rid, body, actor, base, if_match, checked=True)
             return json_reply(written.resource, 200, written.etag)
 
-        return Work(work, writes=True)
+        return Work(write=work)
 
     def patch(self, request: ScimRequest, body: Any, name: str, rid: str, base: str) -> Work:
         attributes = parse_attribute_list(request.param("attributes"))
@@ -419,7 +437,7 @@ class Scim:
                 return Reply(204, b"", [(b"etag", written.etag.encode())])
             return json_reply(written.resource, 200, written.etag)
 
-        return Work(work, writes=True)
+        return Work(write=work)
 
     def delete(self, request: ScimRequest, name: str, rid: str) -> Work:
         if_match = request.header("if-match")
@@ -428,14 +446,17 @@ class Scim:
             self.directory.delete(name, rid, actor, if_match)
             return Reply(204)
 
-        return Work(work, writes=True)
+        return Work(write=work)
 
 
-def _failing(err: ScimError) -> Work:
-    def work(actor: Actor) -> Reply:
+def _failing(d: Directory, err: ScimError) -> Work:
+    """Work that authorises the caller, then reports what is wrong with its request."""
+
+    def work(gate: Gate) -> Reply:
+        d.authorise(gate)
         raise err
 
-    return Work(work)
+    return Work(read=work)
 
 
 def _require(method: str, allowed: str, path: str) -> None:
