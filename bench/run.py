@@ -18,6 +18,11 @@ Targets (``--targets``, comma separated):
     afterwards, so runs never see each other's data.
 ``bare``
     bench/reference_bare.py: Starlette + stdlib sqlite3, the "durable limit" of this stack.
+``bare-postgres``
+    bench/reference_bare_postgres.py: the same on PostgreSQL (Starlette + psycopg 3's async API,
+    a fixed pool of connections), the limit scimd-postgres is measured against. Like
+    ``scimd-postgres`` it needs ``--postgres-url`` (skipped otherwise) and gets a fresh database
+    of its own, dropped afterwards.
 ``scim2-server``
     bench/reference_scim2_server.py: python-scim's scim2-server (in-memory storage) under
     uvicorn, the Python peer. Skipped above ``--scim2-max-users`` seeded users (default
@@ -66,8 +71,15 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCH_DIR / "results"
-DEFAULT_TARGETS = "scimd-sqlite,scimd-postgres,bare,scim2-server"
-ALL_TARGETS = ("scimd-sqlite", "scimd-postgres", "bare", "scim2-server", "scim2-server-cli")
+DEFAULT_TARGETS = "scimd-sqlite,scimd-postgres,bare,bare-postgres,scim2-server"
+ALL_TARGETS = (
+    "scimd-sqlite",
+    "scimd-postgres",
+    "bare",
+    "bare-postgres",
+    "scim2-server",
+    "scim2-server-cli",
+)
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 LOAD_OPS = 7  # the operations of bench/load.py (ALL_OPS there)
@@ -196,12 +208,21 @@ def target_server(
     root = f"http://127.0.0.1:{port}"
     if name == "scimd-sqlite":
         return scimd_server(f"sqlite:///{tmp / 'bench.db'}", port, tmp)
-    if name == "scimd-postgres":
+    if name in ("scimd-postgres", "bare-postgres"):
         if not args.postgres_url:
             raise TargetError("skipped: neither --postgres-url nor SCIMD_BENCH_POSTGRES_URL is set")
         url = stack.enter_context(fresh_postgres_database(args.postgres_url))
         # The backends serving the bench database show its name in their command line.
-        return scimd_server(url, port, tmp, cmdline_match=url.rsplit("/", 1)[-1].split("?")[0])
+        backends = url.rsplit("/", 1)[-1].split("?")[0]
+        if name == "scimd-postgres":
+            return scimd_server(url, port, tmp, cmdline_match=backends)
+        script = str(BENCH_DIR / "reference_bare_postgres.py")
+        return Server(
+            argv=[sys.executable, script, "--port", str(port), f"--postgres-url={url}"],
+            base_url=f"{root}/scim/v2",
+            ready_url=f"{root}/scim/v2/Users?count=1",
+            cmdline_match=backends,
+        )
     if name == "bare":
         script = str(BENCH_DIR / "reference_bare.py")
         return Server(
@@ -449,8 +470,8 @@ def markdown(
         lines += [
             "",
             "other CPU: cores kept busy meanwhile by processes other than the load generator "
-            "and the target (for scimd-postgres, PostgreSQL's background processes count as "
-            "other); well above 0 means the measurement shared the machine.",
+            "and the target (for scimd-postgres and bare-postgres, PostgreSQL's background "
+            "processes count as other); well above 0 means the measurement shared the machine.",
         ]
         lines.append("")
         seeded = [
@@ -488,8 +509,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--postgres-url",
         default=os.environ.get("SCIMD_BENCH_POSTGRES_URL", ""),
-        help="PostgreSQL server of scimd-postgres (a fresh database is created per run; "
-        "default $SCIMD_BENCH_POSTGRES_URL)",
+        help="PostgreSQL server of scimd-postgres and bare-postgres (a fresh database is created "
+        "per target and run; default $SCIMD_BENCH_POSTGRES_URL)",
     )
     parser.add_argument(
         "--large-group-size",

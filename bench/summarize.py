@@ -29,7 +29,14 @@ from pathlib import Path
 from typing import Any
 
 SCIMD = ("scimd-sqlite", "scimd-postgres")
-TARGET_ORDER = ("scimd-sqlite", "scimd-postgres", "bare", "scim2-server", "scim2-server-cli")
+TARGET_ORDER = (
+    "scimd-sqlite",
+    "scimd-postgres",
+    "bare",
+    "bare-postgres",
+    "scim2-server",
+    "scim2-server-cli",
+)
 FLAT_OPS = ("filter_username", "get_user")
 
 Row = dict[str, Any]
