@@ -27,6 +27,7 @@ from scimd.store import versions
 from scimd.store.resources import (
     GROUPS,
     USERS,
+    Rec,
     Repository,
     check_etag,
     etag,
@@ -37,8 +38,9 @@ from scimd.store.resources import (
 )
 from scimd.store.tables import members
 
-# A request's authorisation, run with the version counters before a read returns anything.
-Gate = Callable[[sa.Connection, versions.Versions], None]
+# A request's authorisation, run with the version counters before an operation decides
+# anything (inside a write's transaction); returns who acts, for the audit log.
+Gate = Callable[[sa.Connection, versions.Versions], A.Actor]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,20 +163,14 @@ class Directory:
 
     # -- schema -------------------------------------------------------------------------------
     def check_versions(self, conn: sa.Connection) -> versions.Versions:
-        """Read the version counters (one statement) and refresh the cached User type.
-
-        A request that calls this first may then pass ``checked=True`` to the writes, which use
-        the cached type without reading the schema version again.
-        """
+        """Read the version counters (one statement) and refresh the cached User type."""
         v = versions.read(conn)
         if v.schema != self._user_type[0]:
             self._load_user_type(conn, v.schema)
         return v
 
-    def user_type(self, conn: sa.Connection, checked: bool = False) -> S.ResourceType:
+    def user_type(self, conn: sa.Connection) -> S.ResourceType:
         """The User type with the current custom properties (reloaded when they change)."""
-        if checked:
-            return self._user_type[1]
         version = props.schema_version(conn)
         cached_version, rt = self._user_type
         if version != cached_version:
@@ -189,10 +185,8 @@ class Directory:
                 self._user_type = (version, rt)
         return rt
 
-    def resource_type(
-        self, conn: sa.Connection, name: str, checked: bool = False
-    ) -> S.ResourceType:
-        return self.user_type(conn, checked) if name == "User" else S.GROUP_TYPE
+    def resource_type(self, conn: sa.Connection, name: str) -> S.ResourceType:
+        return self.user_type(conn) if name == "User" else S.GROUP_TYPE
 
     def resource_types(self, gate: Gate | None = None) -> list[S.ResourceType]:
         with self.read() as conn:
@@ -404,16 +398,40 @@ class Directory:
         return out
 
     # -- writes -------------------------------------------------------------------------------
-    def create(
-        self, name: str, body: Any, actor: A.Actor, base: str, *, checked: bool = False
-    ) -> Written:
+    # ``actor`` is who acts, or a ``Gate``: the request's authorisation, run inside the
+    # write's transaction with the version counters (read with the row, where there is one)
+    # and returning who acts.
+    def _begin(
+        self,
+        conn: sa.Connection,
+        name: str,
+        actor: A.Actor | Gate,
+        rid: str | None = None,
+        with_groups: bool = False,
+    ) -> tuple[S.ResourceType, A.Actor, Rec | None]:
+        repo = self.repos[name]
+        if isinstance(actor, A.Actor):
+            row = repo.get_row(conn, rid, with_groups) if rid is not None else None
+            return self.resource_type(conn, name), actor, row
+        if rid is None:
+            v = versions.read(conn)
+            who = actor(conn, v)
+            return self._type_at(conn, name, v), who, None
+        found, v = repo.get_row_gated(conn, rid, with_groups)
+        who = actor(conn, v)
+        rt = self._type_at(conn, name, v)
+        if found is None:
+            raise NotFound(f"{name} '{rid}' not found")
+        return rt, who, found
+
+    def create(self, name: str, body: Any, actor: A.Actor | Gate, base: str) -> Written:
         with self.write() as conn:
-            rt = self.resource_type(conn, name, checked)
+            rt, who, _ = self._begin(conn, name, actor)
             member_items: list[dict[str, Any]] = []
             if name == "Group" and isinstance(body, dict):
                 body, member_items = _split_members(body)
             doc = R.normalise(rt, body)
-            row = self.repos[name].create(conn, doc, actor, member_items)
+            row = self.repos[name].create(conn, doc, who, member_items)
             if name == "User":  # a new user is nobody's member yet: no groups query
                 res = self.repos[name].render(row, rt, base)
             else:
@@ -425,16 +443,14 @@ class Directory:
         name: str,
         rid: str,
         body: Any,
-        actor: A.Actor,
+        actor: A.Actor | Gate,
         base: str,
         if_match: str | None,
-        *,
-        checked: bool = False,
     ) -> Written:
         with self.write() as conn:
-            rt = self.resource_type(conn, name, checked)
+            rt, who, row = self._begin(conn, name, actor, rid, with_groups=name == "User")
+            assert row is not None
             repo = self.repos[name]
-            row = repo.get_row(conn, rid, with_groups=name == "User")
             check_etag(if_match, row.version)
             member_ops: list[P.MemberOp] = []
             if name == "Group" and isinstance(body, dict):
@@ -443,7 +459,7 @@ class Directory:
             doc = R.normalise(rt, body)
             if "password" in row.doc and "password" not in doc:
                 doc["password"] = row.doc["password"]  # writeOnly: PUT without it keeps it
-            row = repo.replace(conn, row, doc, actor, "replace", None, member_ops)
+            row = repo.replace(conn, row, doc, who, "replace", None, member_ops)
             res = self._render_rows(conn, name, rt, [row], base, None, None)[0]
             return Written(res, etag(row.version))
 
@@ -452,29 +468,29 @@ class Directory:
         name: str,
         rid: str,
         body: Any,
-        actor: A.Actor,
+        actor: A.Actor | Gate,
         base: str,
         if_match: str | None,
         *,
         render: bool = True,
         attributes: list[str] | None = None,
         excluded: list[str] | None = None,
-        checked: bool = False,
     ) -> Written:
         with self.write() as conn:
-            rt = self.resource_type(conn, name, checked)
-            repo = self.repos[name]
             want_groups = (
                 render and name == "User" and _wants("groups", attributes or [], excluded or [])
             )
-            row = repo.get_row(conn, rid, with_groups=want_groups)
+            rt, who, found = self._begin(conn, name, actor, rid, want_groups)
+            assert found is not None
+            row = found
+            repo = self.repos[name]
             check_etag(if_match, row.version)
             result = P.apply_patch(
                 rt, row.doc, body, load_members=lambda: load_members(conn, row.pk)
             )
             if result.changed:
                 detail = {"operations": _op_summary(body)}
-                row = repo.replace(conn, row, result.doc, actor, "patch", detail, result.member_ops)
+                row = repo.replace(conn, row, result.doc, who, "patch", detail, result.member_ops)
             res = (
                 self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
                 if render
@@ -482,9 +498,11 @@ class Directory:
             )
             return Written(res, etag(row.version), result.changed)
 
-    def delete(self, name: str, rid: str, actor: A.Actor, if_match: str | None) -> None:
+    def delete(self, name: str, rid: str, actor: A.Actor | Gate, if_match: str | None) -> None:
         with self.write() as conn:
-            self.repos[name].delete(conn, rid, actor, if_match)
+            _, who, row = self._begin(conn, name, actor, rid)
+            assert row is not None
+            self.repos[name].delete(conn, row, who, if_match)
 
     def exists(self, name: str, rid: str) -> bool:
         with self.read() as conn:

@@ -446,8 +446,8 @@ class Repository:
         # A user's groups do not change when its document does.
         return Rec(row.pk, row.id, row.created, now, version, doc, row.groups)
 
-    def delete(self, conn: sa.Connection, rid: str, actor: A.Actor, if_match: str | None) -> None:
-        row = self.get_row(conn, rid)
+    def delete(self, conn: sa.Connection, row: Rec, actor: A.Actor, if_match: str | None) -> None:
+        rid = row.id
         check_etag(if_match, row.version)
         stmt = STATEMENTS.get(
             conn, self._delete, lambda: self.t.delete().where(self.t.c.pk == _B("pk"))

@@ -50,15 +50,15 @@ SEARCH_REQUEST = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 class Work:
     """What a request does once its caller is authorised.
 
-    A read gets the authorisation as a ``Gate`` and must pass it to the directory, which runs
-    it with the version counters it reads (in the same statement as the data, where it can)
-    before anything else; a request is refused if its work never ran the gate. A write runs
-    in a transaction opened before the token is checked, so the counters read for the check
-    are those the write sees, and gets the acting application.
+    The work gets the authorisation as a gate and must pass it to the directory, which runs it
+    with the version counters it reads (in the same statement as the row, where there is one)
+    before anything else; a request is refused if its work never ran the gate. A write's gate
+    runs inside the write's transaction, so the counters it reads are those the write sees,
+    and returns the acting application for the audit log.
     """
 
     read: Callable[[Gate], Reply] | None = None
-    write: Callable[[Actor], Reply] | None = None
+    write: Callable[[Gate], Reply] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,21 +201,20 @@ class Scim:
         return principal
 
     def _authorized(self, request: ScimRequest, token: str, work: Work) -> Reply:
-        if work.write is not None:
-            with self.directory.write() as conn:
-                principal = self._check(conn, token)
-                self._principal_seen(request, principal)
-                return work.write(principal.actor(request.request_id))
-        assert work.read is not None
         seen: list[apps.Principal] = []
 
-        def gate(conn: sa.Connection, v: Versions) -> None:
+        def gate(conn: sa.Connection, v: Versions) -> Actor:
             principal = self._principal(conn, token, v)
             self._principal_seen(request, principal)
             seen.append(principal)
+            return principal.actor(request.request_id)
 
-        reply = work.read(gate)
-        if not seen:  # a read that did not authorise its caller must not answer
+        if work.write is not None:
+            reply = work.write(gate)
+        else:
+            assert work.read is not None
+            reply = work.read(gate)
+        if not seen:  # work that did not authorise its caller must not answer
             raise ScimError("internal error: the request was not authorised", status=500)
         return reply
 
@@ -382,8 +381,8 @@ class Scim:
         }
 
     def create(self, name: str, body: Any, base: str) -> Work:
-        def work(actor: Actor) -> Reply:
-            written = self.directory.create(name, body, actor, base, checked=True)
+        def work(gate: Gate) -> Reply:
+            written = self.directory.create(name, body, gate, base)
             res = written.resource
             assert res is not None
             return json_reply(res, 201, written.etag, location=res["meta"]["location"])
@@ -406,8 +405,8 @@ class Scim:
     def replace(self, request: ScimRequest, body: Any, name: str, rid: str, base: str) -> Work:
         if_match = request.header("if-match")
 
-        def work(actor: Actor) -> Reply:
-            written = self.directory.replace(name, rid, body, actor, base, if_match, checked=True)
+        def work(gate: Gate) -> Reply:
+            written = self.directory.replace(name, rid, body, gate, base, if_match)
             return json_reply(written.resource, 200, written.etag)
 
         return Work(write=work)
@@ -420,18 +419,17 @@ class Scim:
         # with the resource, as do groups when the client asks for attributes.
         render = name == "User" or bool(attributes or excluded)
 
-        def work(actor: Actor) -> Reply:
+        def work(gate: Gate) -> Reply:
             written = self.directory.patch(
                 name,
                 rid,
                 body,
-                actor,
+                gate,
                 base,
                 if_match,
                 render=render,
                 attributes=attributes,
                 excluded=excluded,
-                checked=True,
             )
             if not render:
                 return Reply(204, b"", [(b"etag", written.etag.encode())])
@@ -442,8 +440,8 @@ class Scim:
     def delete(self, request: ScimRequest, name: str, rid: str) -> Work:
         if_match = request.header("if-match")
 
-        def work(actor: Actor) -> Reply:
-            self.directory.delete(name, rid, actor, if_match)
+        def work(gate: Gate) -> Reply:
+            self.directory.delete(name, rid, gate, if_match)
             return Reply(204)
 
         return Work(write=work)
