@@ -467,58 +467,125 @@ class Repository:
 # Membership (set-based)
 
 
+def _ids_param(conn: sa.Connection, ids: list[str]) -> Any:
+    """A list of ids as one statement parameter: JSON text on SQLite, an array on PostgreSQL."""
+    return dump_json(ids) if conn.dialect.name == "sqlite" else ids
+
+
+def _members_sql(conn: sa.Connection, sql: str) -> sa.TextClause:
+    """``sql`` with ``IDS`` standing for the rows of the ``:ids`` parameter (one column ``value``).
+
+    One statement with one parameter for any number of ids: its SQL is compiled once and
+    prepared once by the driver, where an ``IN (?, ?, ...)`` list would be a new statement for
+    every batch size.
+    """
+    if conn.dialect.name == "sqlite":
+        rows = "(SELECT value FROM json_each(:ids))"
+    else:
+        rows = "(SELECT unnest(CAST(:ids AS TEXT[])) AS value)"
+    return sa.text(sql.replace("IDS", rows))
+
+
 def _member_types(conn: sa.Connection, ids: Iterable[str]) -> dict[str, str]:
     """Map each existing id to "User" or "Group"; unknown ids are missing from the result."""
-    ids = list(dict.fromkeys(ids))
+    wanted = list(dict.fromkeys(ids))
     out: dict[str, str] = {}
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        for (rid,) in conn.execute(sa.select(users.c.id).where(users.c.id.in_(chunk))):
-            out[str(rid)] = "User"
-        missing = [x for x in chunk if x not in out]
-        if missing:
-            for (rid,) in conn.execute(sa.select(groups.c.id).where(groups.c.id.in_(missing))):
-                out[str(rid)] = "Group"
+    if not wanted:
+        return out
+    find_users = STATEMENTS.get(
+        conn,
+        "members.find_users",
+        lambda: _members_sql(conn, "SELECT id FROM users WHERE id IN IDS"),
+    )
+    for (rid,) in find_users.run(conn, {"ids": _ids_param(conn, wanted)}):
+        out[rid] = "User"
+    missing = [x for x in wanted if x not in out]
+    if missing:
+        find_groups = STATEMENTS.get(
+            conn,
+            "members.find_groups",
+            lambda: _members_sql(conn, "SELECT id FROM groups WHERE id IN IDS"),
+        )
+        for (rid,) in find_groups.run(conn, {"ids": _ids_param(conn, missing)}):
+            out[rid] = "Group"
     return out
 
 
-def _resolve_members(conn: sa.Connection, items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    ids = [i["value"] for i in items]
+def _resolve_members(conn: sa.Connection, items: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+    """The ids of ``items`` by member type ("User", "Group"), sorted; unknown ids are a 400."""
+    ids = list(dict.fromkeys(i["value"] for i in items))
     types = _member_types(conn, ids)
-    unknown = [x for x in dict.fromkeys(ids) if x not in types]
-    if unknown:
+    if len(types) < len(ids):
+        unknown = [x for x in ids if x not in types]
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
         raise InvalidValue(f"members must be existing Users or Groups; unknown id(s): {shown}")
-    return [{"group_pk": 0, "member_id": x, "member_type": types[x]} for x in dict.fromkeys(ids)]
+    by_type: dict[str, list[str]] = {}
+    for x in sorted(ids):  # key order: index pages are visited in order
+        by_type.setdefault(types[x], []).append(x)
+    return by_type
 
 
 def add_members(conn: sa.Connection, group_pk: int, items: Sequence[dict[str, Any]]) -> None:
     """Insert-if-absent: adding an existing member is a no-op (Entra re-sends adds)."""
-    rows = _resolve_members(conn, items)
-    for r in rows:
-        r["group_pk"] = group_pk
-    if not rows:
+    if not items:
         return
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt = pg_insert(members).on_conflict_do_nothing()
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(members).on_conflict_do_nothing()  # type: ignore[assignment]
-    for i in range(0, len(rows), 500):
-        conn.execute(stmt, rows[i : i + 500])
+    by_type = _resolve_members(conn, items)
+    if conn.dialect.name == "sqlite":
+        # One prepared INSERT run per row by the driver: measured 2x faster than the same rows
+        # inserted with one INSERT ... SELECT from json_each.
+        insert = STATEMENTS.get(
+            conn,
+            "members.insert_row",
+            lambda: sa.text(
+                "INSERT INTO members (group_pk, member_id, member_type)"
+                " VALUES (:group_pk, :member_id, :member_type) ON CONFLICT DO NOTHING"
+            ),
+        )
+        rows = [(group_pk, x, t) for t, ids in by_type.items() for x in ids]
+        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cur.executemany(insert.sql, rows)
+        finally:
+            cur.close()
+        return
+    insert = STATEMENTS.get(
+        conn,
+        "members.insert",
+        lambda: _members_sql(
+            conn,
+            "INSERT INTO members (group_pk, member_id, member_type)"
+            " SELECT :group_pk, value, :member_type FROM IDS AS ids"
+            " ON CONFLICT DO NOTHING",
+        ),
+    )
+    for member_type, ids in by_type.items():
+        insert.run(
+            conn,
+            {"group_pk": group_pk, "member_type": member_type, "ids": _ids_param(conn, ids)},
+        )
 
 
 def remove_members(conn: sa.Connection, group_pk: int, ids: Sequence[str]) -> None:
-    ids = list(dict.fromkeys(ids))
-    for i in range(0, len(ids), 500):
-        conn.execute(
-            members.delete().where(
-                members.c.group_pk == group_pk, members.c.member_id.in_(ids[i : i + 500])
-            )
-        )
+    """Delete the listed members; ids that are not members are ignored."""
+    if not ids:
+        return
+    delete = STATEMENTS.get(
+        conn,
+        "members.delete",
+        lambda: _members_sql(
+            conn, "DELETE FROM members WHERE group_pk = :group_pk AND member_id IN IDS"
+        ),
+    )
+    wanted = sorted(set(ids))
+    delete.run(conn, {"group_pk": group_pk, "ids": _ids_param(conn, wanted)})
+
+
+def _remove_all_members(conn: sa.Connection, group_pk: int) -> None:
+    STATEMENTS.get(
+        conn,
+        "members.delete_all",
+        lambda: members.delete().where(members.c.group_pk == _B("group_pk")),
+    ).run(conn, {"group_pk": group_pk})
 
 
 def apply_member_op(conn: sa.Connection, group_pk: int, op: P.MemberOp) -> None:
@@ -527,19 +594,23 @@ def apply_member_op(conn: sa.Connection, group_pk: int, op: P.MemberOp) -> None:
     elif op.kind == "remove":
         remove_members(conn, group_pk, [m["value"] for m in op.members])
     elif op.kind == "remove_all":
-        conn.execute(members.delete().where(members.c.group_pk == group_pk))
+        _remove_all_members(conn, group_pk)
     else:  # replace
-        conn.execute(members.delete().where(members.c.group_pk == group_pk))
+        _remove_all_members(conn, group_pk)
         add_members(conn, group_pk, op.members)
 
 
 def load_members(conn: sa.Connection, group_pk: int) -> list[dict[str, Any]]:
-    q = (
-        sa.select(members.c.member_id, members.c.member_type)
-        .where(members.c.group_pk == group_pk)
-        .order_by(members.c.member_id)
+    stmt = STATEMENTS.get(
+        conn,
+        "members.load",
+        lambda: (
+            sa.select(members.c.member_id, members.c.member_type)
+            .where(members.c.group_pk == _B("group_pk"))
+            .order_by(members.c.member_id)
+        ),
     )
-    return [{"value": mid, "type": mt} for mid, mt in conn.execute(q)]
+    return [{"value": mid, "type": mt} for mid, mt in stmt.run(conn, {"group_pk": group_pk})]
 
 
 def render_members(rows: list[dict[str, Any]], base: str) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from scimd.auth import admins
 from scimd.scim.errors import ScimError
 from scimd.settings import Settings
 from scimd.store import migrate
+from scimd.store.checkpoint import Checkpointer
 from scimd.store.directory import Directory
 from scimd.store.engine import create_engine
 from scimd.web import portal_pages
@@ -116,14 +117,18 @@ def create_app(
             {"service": "scimd", "scim": f"{scim.base(request)}/", "health": "/healthz"}
         )
 
+    checkpointer = Checkpointer(engine)  # SQLite: WAL checkpoints off the request path
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        checkpointer.start()
         yield
         if access_log is not None:
             access_log.flush()
         portal.close()
         scim.close()
         directory.close()
+        checkpointer.stop()
         engine.dispose()
 
     async def server_error(request: Request, exc: Exception) -> Response:

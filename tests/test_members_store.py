@@ -1,0 +1,337 @@
+"""Group membership in the store: set semantics, errors, User.groups, deletes, the membership
+table's migration (0003) and the background WAL checkpointer, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from scimd.scim.errors import InvalidValue
+from scimd.store import audit, migrate
+from scimd.store import engine as engine_mod
+from scimd.store.checkpoint import Checkpointer
+from scimd.store.directory import Directory
+from scimd.store.engine import create_engine
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+BASE = "http://scim.test/scim/v2"
+
+
+@pytest.fixture
+def directory(any_database_url: str) -> Iterator[Directory]:
+    engine = create_engine(any_database_url)
+    migrate.ensure_current(engine)
+    d = Directory(engine)
+    yield d
+    d.close()
+    engine.dispose()
+
+
+def _user(d: Directory, name: str) -> str:
+    w = d.create("User", {"schemas": [USER], "userName": name}, audit.CLI, BASE)
+    assert w.resource is not None
+    return str(w.resource["id"])
+
+
+def _group(d: Directory, name: str) -> str:
+    w = d.create("Group", {"schemas": [GROUP], "displayName": name}, audit.CLI, BASE)
+    assert w.resource is not None
+    return str(w.resource["id"])
+
+
+def _patch(d: Directory, gid: str, *ops: dict[str, Any]) -> Any:
+    return d.patch(
+        "Group", gid, {"schemas": [PATCH], "Operations": list(ops)}, audit.CLI, BASE, None
+    )
+
+
+def _op(op: str, ids: list[str]) -> dict[str, Any]:
+    return {"op": op, "path": "members", "value": [{"value": i} for i in ids]}
+
+
+def _members(d: Directory, gid: str) -> dict[str, str]:
+    res, _ = d.get("Group", gid, BASE)
+    return {m["value"]: m["type"] for m in res.get("members", [])}
+
+
+def _groups(d: Directory, uid: str) -> set[str]:
+    res, _ = d.get("User", uid, BASE)
+    return {g["value"] for g in res.get("groups", [])}
+
+
+def test_add_and_remove_are_set_operations(directory: Directory) -> None:
+    d = directory
+    users = [_user(d, f"m{i}@x.test") for i in range(4)]
+    gid, nested = _group(d, "Team"), _group(d, "Nested")
+
+    _patch(d, gid, _op("Add", [users[0], users[1], nested]))
+    assert _members(d, gid) == {users[0]: "User", users[1]: "User", nested: "Group"}
+
+    # Adding members again (Entra re-sends adds), with duplicates in one list: a no-op.
+    _patch(d, gid, _op("Add", [users[0], users[0], nested]))
+    assert _members(d, gid) == {users[0]: "User", users[1]: "User", nested: "Group"}
+
+    # Removing a non-member is a no-op; the listed member goes.
+    _patch(d, gid, _op("Remove", [users[2], users[0]]))
+    assert _members(d, gid) == {users[1]: "User", nested: "Group"}
+
+    # Several operations in one PATCH apply in order.
+    _patch(d, gid, _op("Add", [users[2], users[3]]), _op("Remove", [users[3], nested]))
+    assert _members(d, gid) == {users[1]: "User", users[2]: "User"}
+
+
+def test_unknown_member_is_400_and_writes_nothing(directory: Directory) -> None:
+    d = directory
+    u = _user(d, "known@x.test")
+    gid = _group(d, "Strict")
+    _patch(d, gid, _op("Add", [u]))
+    _, version = d.get("Group", gid, BASE)
+
+    other = _user(d, "other@x.test")
+    with pytest.raises(InvalidValue, match="unknown id") as err:
+        _patch(d, gid, _op("Add", [other, "no-such-id"]))
+    assert err.value.status == 400
+    assert "no-such-id" in str(err.value)
+    assert _members(d, gid) == {u: "User"}
+    assert d.get("Group", gid, BASE)[1] == version
+
+
+def test_user_groups_and_user_delete(directory: Directory) -> None:
+    d = directory
+    a, b = _user(d, "a@x.test"), _user(d, "b@x.test")
+    g1, g2 = _group(d, "G1"), _group(d, "G2")
+    _patch(d, g1, _op("Add", [a, b]))
+    _patch(d, g2, _op("Add", [a]))
+    assert _groups(d, a) == {g1, g2}
+    assert _groups(d, b) == {g1}
+
+    _patch(d, g2, _op("Remove", [a]))
+    assert _groups(d, a) == {g1}
+
+    d.delete("User", a, audit.CLI, None)
+    assert _members(d, g1) == {b: "User"}
+    assert _groups(d, b) == {g1}
+
+    # Deleting a group drops its own membership rows and its place in other groups.
+    _patch(d, g2, _op("Add", [g1]))
+    d.delete("Group", g1, audit.CLI, None)
+    assert _groups(d, b) == set()
+    assert _members(d, g2) == {}
+
+
+def test_large_batches_and_replace(directory: Directory) -> None:
+    d = directory
+    users = [_user(d, f"bulk{i}@x.test") for i in range(1100)]
+    gid = _group(d, "Bulk")
+    _patch(d, gid, _op("Add", users))
+    assert set(_members(d, gid)) == set(users)
+
+    _patch(d, gid, _op("Remove", users[:1050]))
+    assert set(_members(d, gid)) == set(users[1050:])
+
+    # PUT replaces the whole member set.
+    body = {"schemas": [GROUP], "displayName": "Bulk", "members": [{"value": users[0]}]}
+    d.replace("Group", gid, body, audit.CLI, BASE, None)
+    assert _members(d, gid) == {users[0]: "User"}
+
+    # A remove of every member (no value) empties the group.
+    _patch(d, gid, {"op": "Remove", "path": "members"})
+    assert _members(d, gid) == {}
+
+
+def test_migration_0003_keeps_memberships(any_database_url: str) -> None:
+    engine = create_engine(any_database_url)
+    try:
+        migrate.upgrade(engine, "0002")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO groups (id, display_name, display_name_lower, created,"
+                    " last_modified, version, doc)"
+                    " VALUES ('g1', 'G', 'g', 'x', 'x', 1, CAST('{}' AS JSON))"
+                    if engine.dialect.name == "postgresql"
+                    else "INSERT INTO groups (id, display_name, display_name_lower, created,"
+                    " last_modified, version, doc) VALUES ('g1', 'G', 'g', 'x', 'x', 1, '{}')"
+                )
+            )
+            pk = conn.execute(sa.text("SELECT pk FROM groups WHERE id = 'g1'")).scalar_one()
+            conn.execute(
+                sa.text("INSERT INTO members VALUES (:g, 'u2', 'User'), (:g, 'u1', 'Group')"),
+                {"g": pk},
+            )
+        migrate.ensure_current(engine)
+        assert migrate.current(engine) == migrate.head()
+
+        def rows() -> list[tuple[Any, ...]]:
+            with engine.connect() as conn:
+                q = "SELECT group_pk, member_id, member_type FROM members ORDER BY member_id"
+                return [tuple(r) for r in conn.execute(sa.text(q))]
+
+        assert rows() == [(pk, "u1", "Group"), (pk, "u2", "User")]
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                ddl = conn.execute(
+                    sa.text("SELECT sql FROM sqlite_master WHERE name = 'members'")
+                ).scalar_one()
+                assert "WITHOUT ROWID" in ddl
+                assert conn.execute(sa.text("PRAGMA foreign_key_check")).fetchall() == []
+            # The group's rows still go with it (ON DELETE CASCADE survived the copy).
+            with engine.begin() as conn:
+                conn.execute(sa.text("DELETE FROM groups WHERE id = 'g1'"))
+            assert rows() == []
+
+        with engine.begin() as conn:
+            command.downgrade(migrate._config(conn), "0002")
+        migrate.ensure_current(engine)
+        assert migrate.current(engine) == migrate.head()
+    finally:
+        engine.dispose()
+
+
+# ---------------------------------------------------------------------------------------------
+# WAL checkpoints (SQLite)
+
+
+class _Recording(Checkpointer):
+    """A checkpointer that remembers what each of its checkpoints reported."""
+
+    def __init__(self, engine: sa.Engine, interval: float) -> None:
+        super().__init__(engine, interval)
+        self.results: list[tuple[str, tuple[int, int, int]]] = []
+        self.progress = threading.Condition()
+
+    def _checkpoint(self, mode: str) -> tuple[int, int, int]:
+        result = super()._checkpoint(mode)
+        with self.progress:
+            self.results.append((mode, result))
+            self.progress.notify_all()
+        return result
+
+
+def _write(engine: sa.Engine, n: int) -> None:
+    with engine.begin() as conn:
+        for i in range(n):
+            conn.execute(
+                sa.text("INSERT INTO settings (key, value) VALUES (:k, :v)"),
+                {"k": f"k{os.urandom(8).hex()}", "v": "x" * 3000 + str(i)},
+            )
+
+
+def _wal_size(db: Path) -> int:
+    wal = Path(f"{db}-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def test_checkpointer_copies_in_background_and_truncates_on_stop(tmp_path: Path) -> None:
+    db = tmp_path / "ck.db"
+    engine = create_engine(f"sqlite:///{db}")
+    migrate.ensure_current(engine)
+    ck = _Recording(engine, interval=0.001)
+    ck.start()
+    try:
+        _write(engine, 50)
+        # The thread checkpoints what the writes left in the log, without the writer's help.
+        with ck.progress:
+            done = ck.progress.wait_for(
+                lambda: any(m == "PASSIVE" and r[1] > 0 and r[2] == r[1] for m, r in ck.results),
+                timeout=60,
+            )
+        assert done, ck.results[-5:]
+    finally:
+        ck.stop()
+    assert ck.results[-1][0] == "TRUNCATE"
+    assert _wal_size(db) == 0
+    with engine.connect() as conn:
+        n = conn.execute(sa.text("SELECT count(*) FROM settings WHERE key LIKE 'k%'")).scalar()
+    assert n == 50
+    engine.dispose()
+
+
+def test_wal_stays_bounded_under_continuous_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Passive checkpoints never catch up with a busy writer; the writer's own automatic
+    checkpoint (the safety net) still starts the log over, so it does not grow without bound."""
+    pages = 40
+    monkeypatch.setattr(engine_mod, "WAL_AUTOCHECKPOINT_PAGES", pages)
+    db = tmp_path / "bound.db"
+    engine = create_engine(f"sqlite:///{db}")
+    migrate.ensure_current(engine)
+    with engine.connect() as conn:
+        page_size = int(conn.execute(sa.text("PRAGMA page_size")).scalar_one())
+        assert conn.execute(sa.text("PRAGMA wal_autocheckpoint")).scalar_one() == pages
+    ck = Checkpointer(engine)
+    ck.start()
+    try:
+        largest = 0
+        for _ in range(1000):
+            _write(engine, 2)  # a few pages per transaction
+            largest = max(largest, _wal_size(db))
+        # Unbounded, the log would hold every frame written (about 4,700 pages). The bound is
+        # the safety net's size plus what is written while one background checkpoint holds the
+        # checkpoint lock (the writer's attempts in that time find it busy).
+        assert largest <= 15 * pages * (page_size + 24) + 32
+    finally:
+        ck.stop()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "postgresql"])
+def test_checkpointer_ignores_other_databases(url: str, request: pytest.FixtureRequest) -> None:
+    if url == "postgresql":
+        url = str(request.getfixturevalue("postgres_url"))
+    engine = create_engine(url)
+    ck = Checkpointer(engine)
+    ck.start()  # nothing to do: no thread, no connection
+    assert ck._thread is None and ck._conn is None
+    ck.stop()
+    engine.dispose()
+
+
+def test_server_shutdown_leaves_no_log(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from scimd.auth import apps
+    from scimd.settings import Settings
+    from scimd.web.app import create_app
+
+    db = tmp_path / "app.db"
+    engine = create_engine(f"sqlite:///{db}")
+    app = create_app(Settings(), engine)
+    with engine.begin() as conn:
+        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    with TestClient(app) as client:
+        r = client.post("/scim/v2/Users", headers=headers, content=b'{"userName": "wal@x.test"}')
+        assert r.status_code == 201, r.text
+    assert _wal_size(db) == 0
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("SELECT count(*) FROM users").fetchone() == (1,)
+    finally:
+        conn.close()
+
+
+def test_write_connections_keep_statement_journals_in_memory(tmp_path: Path) -> None:
+    """A write inside a savepoint (a group commit) keeps its page copies in memory, not in a
+    temporary file; read connections, whose sorts can be as large as a table, do not."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'tmp.db'}")
+    try:
+        with engine.connect() as reader, reader.begin():
+            assert reader.execute(sa.text("PRAGMA temp_store")).scalar_one() == 0
+        with engine.connect() as writer:
+            writer = writer.execution_options(sqlite_begin="IMMEDIATE")
+            with writer.begin():
+                assert writer.execute(sa.text("PRAGMA temp_store")).scalar_one() == 2  # MEMORY
+    finally:
+        engine.dispose()
