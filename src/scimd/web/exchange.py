@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -62,11 +62,7 @@ class ScimRequest:
         When a name is repeated, the first occurrence counts.
         """
         if self._query is None:
-            raw = self.scope.get("query_string", b"")
-            self._query = {}
-            if raw:
-                for k, v in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
-                    self._query.setdefault(k.lower(), v)
+            self._query = query_params(self.scope.get("query_string", b""))
         return self._query.get(name.lower())
 
     def int_param(self, name: str, default: int) -> int:
@@ -108,6 +104,24 @@ class ScimRequest:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise InvalidSyntax(f"the body is not valid JSON (UTF-8): {e}") from None
+
+
+def query_params(raw: bytes) -> dict[str, str]:
+    """``parse_qsl(..., keep_blank_values=True)`` as a dict of lower-cased names (first wins),
+    without its per-pair overhead: only parts holding ``%`` or ``+`` are unquoted."""
+    out: dict[str, str] = {}
+    if not raw:
+        return out
+    for part in raw.decode("latin-1").split("&"):
+        if not part:
+            continue
+        k, _, v = part.partition("=")
+        if "%" in k or "+" in k:
+            k = unquote_plus(k)
+        if "%" in v or "+" in v:
+            v = unquote_plus(v)
+        out.setdefault(k.lower(), v)
+    return out
 
 
 @dataclass(slots=True)
