@@ -492,22 +492,17 @@ def _member_types(conn: sa.Connection, ids: Iterable[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     if not wanted:
         return out
-    find_users = STATEMENTS.get(
-        conn,
-        "members.find_users",
-        lambda: _members_sql(conn, "SELECT id FROM users WHERE id IN IDS"),
-    )
-    for (rid,) in find_users.run(conn, {"ids": _ids_param(conn, wanted)}):
-        out[rid] = "User"
-    missing = [x for x in wanted if x not in out]
-    if missing:
-        find_groups = STATEMENTS.get(
+    for kind, table in (("User", "users"), ("Group", "groups")):
+        todo = [x for x in wanted if x not in out]
+        if not todo:
+            break
+        find = STATEMENTS.get(
             conn,
-            "members.find_groups",
-            lambda: _members_sql(conn, "SELECT id FROM groups WHERE id IN IDS"),
+            f"members.find_{table}",
+            lambda t=table: _members_sql(conn, f"SELECT id FROM {t} WHERE id IN IDS"),
         )
-        for (rid,) in find_groups.run(conn, {"ids": _ids_param(conn, missing)}):
-            out[rid] = "Group"
+        for (rid,) in find.run(conn, {"ids": _ids_param(conn, todo)}):
+            out[rid] = kind
     return out
 
 
