@@ -249,11 +249,47 @@ def group_table(runs: list[tuple[str, dict[tuple[str, str, int], Row]]]) -> list
     return [*out, ""]
 
 
+def progress_table(
+    label: str,
+    commit: str,
+    before: dict[tuple[str, str, int], Row],
+    after: dict[tuple[str, str, int], Row],
+) -> list[str]:
+    """req/s of each scimd target at an earlier commit and now, with the factor."""
+    targets = [t for t in SCIMD if any(k[0] == t for k in after) and any(k[0] == t for k in before)]
+    if not targets:
+        return []
+    out = [
+        f"#### {label} users: req/s at {commit} -> now (factor)",
+        "",
+        "| op | conc | " + " | ".join(targets) + " |",
+        "|---|---:|" + "---:|" * len(targets),
+    ]
+    for op, conc in ordered_keys(after):
+        cells = []
+        for t in targets:
+            old, new = before.get((t, op, conc)), after.get((t, op, conc))
+            if old is None or new is None or not old["rps"]:
+                cells.append("-")
+                continue
+            cells.append(f"{n(old['rps'])} -> {n(new['rps'])} ({new['rps'] / old['rps']:.1f}x)")
+        if any(c != "-" for c in cells):
+            out.append(f"| {op} | {conc} | " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Tables for docs/performance.md.")
     parser.add_argument("reports", nargs="+", help="JSON reports of bench/run.py[=LABEL]")
     parser.add_argument(
         "--compact", action="store_true", help="one ratio table for all user counts"
+    )
+    parser.add_argument(
+        "--before",
+        action="append",
+        default=[],
+        help="JSON report of an earlier commit (same user count as a report): a before/after "
+        "table of the scimd targets",
     )
     parser.add_argument(
         "--override",
@@ -295,6 +331,11 @@ def main(argv: list[str] | None = None) -> int:
             lines += ratio_table(label, rows)
     lines += flatness_table(runs)
     lines += group_table(runs)
+    for before_arg in args.before:
+        label, before = load(before_arg)
+        after = next((rows for lbl, rows in runs if lbl == label), None)
+        if after is not None:
+            lines += progress_table(label, str(before.get("commit", "?")), rows_of(before), after)
     print("\n".join(lines))
     return 0
 
