@@ -263,7 +263,9 @@ class Repository:
                 q = self._gated(conn, cond, with_groups)
             else:
                 q = sa.select(*(self._cols_groups(conn) if with_groups else self.cols)).where(cond)
-            return q.order_by(self.t.c.pk).limit(_B("n"))
+            if column not in (self.kind.unique_col, "id"):  # unique: one row, nothing to sort
+                q = q.order_by(self.t.c.pk)
+            return q.limit(_B("n"))
 
         stmt = STATEMENTS.get(conn, name + ("+versions" if gated else ""), build)
         rec = self._rec_groups if with_groups else self._rec
