@@ -92,6 +92,13 @@ def resolve_path(p: AttrPath, rt: S.ResourceType) -> tuple[AttrPath, S.Resolved]
     return AttrPath(urn, res.attr.name, res.sub.name if res.sub else None), res
 
 
+def sort_path(rt: S.ResourceType, sort_by: str) -> AttrPath:
+    """``sortBy`` resolved to its canonical path (the portal and the SCIM API sort alike)."""
+    res = rt.resolve(sort_by)
+    urn = res.schema if res.schema not in ("", rt.core.id) else None
+    return AttrPath(urn, res.attr.name, res.sub.name if res.sub else None)
+
+
 def _bind_leaf(
     f: Compare | Present, path: AttrPath, attr: S.Attribute, sub: S.Attribute | None
 ) -> Filter:

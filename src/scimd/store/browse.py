@@ -36,13 +36,6 @@ class Page:
     has_next: bool
 
 
-def sort_path(rt: S.ResourceType, sort_by: str) -> AttrPath:
-    """``sortBy`` resolved to canonical spelling, as the directory resolves it."""
-    res = rt.resolve(sort_by)
-    urn = res.schema if res.schema not in ("", rt.core.id) else None
-    return AttrPath(urn, res.attr.name, res.sub.name if res.sub else None)
-
-
 def find(
     conn: sa.Connection,
     kind: Kind,

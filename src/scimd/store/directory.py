@@ -19,8 +19,8 @@ from scimd.scim import patch as P
 from scimd.scim import resource as R
 from scimd.scim import schema as S
 from scimd.scim.errors import InvalidFilter, NotFound
-from scimd.scim.filter import AttrPath, Filter
-from scimd.scim.query import bind
+from scimd.scim.filter import Filter
+from scimd.scim.query import bind, sort_path
 from scimd.store import audit as A
 from scimd.store import properties as props
 from scimd.store import versions
@@ -271,14 +271,14 @@ class Directory:
                     gate(conn, v)
                     rt = self._type_at(conn, name, v)
             bound = bind(flt, rt) if flt is not None else None
-            sort_path = _sort_path(rt, sort_by) if sort_by else None
+            sort_on = sort_path(rt, sort_by) if sort_by else None
             total, rows = repo.search(
                 conn,
                 rt,
                 bound,
                 start=start,
                 count=count,
-                sort_by=sort_path,
+                sort_by=sort_on,
                 descending=descending,
                 with_groups=with_groups,
             )
@@ -558,12 +558,6 @@ def _split_members(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str,
             raise InvalidValue("each member must be an object with a string 'value' (the id)")
         items.append({"value": m["value"]})
     return rest, items
-
-
-def _sort_path(rt: S.ResourceType, sort_by: str) -> AttrPath:
-    res = rt.resolve(sort_by)
-    urn = res.schema if res.schema not in ("", rt.core.id) else None
-    return AttrPath(urn, res.attr.name, res.sub.name if res.sub else None)
 
 
 def _op_summary(body: Any) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from scimd.auth import admins
 from scimd.scim import schema as S
 from scimd.scim.errors import NotFound, ScimError
 from scimd.scim.filter import And, AttrPath, Compare, Filter, Or, parse
+from scimd.scim.query import sort_path
 from scimd.store import audit as A
 from scimd.store import browse
 from scimd.store import properties as props
@@ -466,7 +467,7 @@ class Pages:
                     flt,
                     start=start,
                     count=PAGE_SIZE,
-                    sort_by=browse.sort_path(rt, sort_by),
+                    sort_by=sort_path(rt, sort_by),
                     descending=desc,
                     text_hint=search or None,
                 )
