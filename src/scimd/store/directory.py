@@ -411,13 +411,13 @@ class Directory:
     ) -> tuple[S.ResourceType, A.Actor, Rec | None]:
         repo = self.repos[name]
         if isinstance(actor, A.Actor):
-            row = repo.get_row(conn, rid, with_groups) if rid is not None else None
+            row = repo.get_row(conn, rid, with_groups, lock=True) if rid is not None else None
             return self.resource_type(conn, name), actor, row
         if rid is None:
             v = versions.read(conn)
             who = actor(conn, v)
             return self._type_at(conn, name, v), who, None
-        found, v = repo.get_row_gated(conn, rid, with_groups)
+        found, v = repo.get_row_gated(conn, rid, with_groups, lock=True)
         who = actor(conn, v)
         rt = self._type_at(conn, name, v)
         if found is None:

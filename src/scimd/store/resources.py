@@ -144,6 +144,20 @@ def _bump_counter(conn: sa.Connection, name: str, delta: int) -> None:
     stmt.run(conn, {"name": name, "slot": slot, "delta": delta})
 
 
+def _locking(conn: sa.Connection) -> bool:
+    """Whether a read-modify-write must lock its row.
+
+    SQLite writers already run one at a time (``BEGIN IMMEDIATE``); on PostgreSQL two writers
+    of one row would otherwise both start from the same version, and the second would undo
+    the first's change (and pass an ``If-Match`` that is no longer true).
+    """
+    return conn.dialect.name != "sqlite"
+
+
+def _locked(q: sa.Select[Any], table: sa.Table, lock: bool) -> sa.Select[Any]:
+    return q.with_for_update(of=table) if lock else q
+
+
 class Repository:
     """Reads and writes of one resource kind; methods take an open connection/transaction."""
 
@@ -202,34 +216,53 @@ class Repository:
         return res
 
     # -- reads --------------------------------------------------------------------------------
-    def get_row(self, conn: sa.Connection, rid: str, with_groups: bool = False) -> Rec:
-        """The row of ``rid``; ``with_groups`` (users only) reads User.groups along with it."""
-        if with_groups:
-            stmt = STATEMENTS.get(
-                conn,
-                f"{self._get}+groups",
-                lambda: sa.select(*self._cols_groups(conn)).where(self.t.c.id == _B("id")),
-            )
-            row = stmt.run(conn, {"id": rid}).first()
-            rec = self._rec_groups
-        else:
-            stmt = STATEMENTS.get(
-                conn, self._get, lambda: sa.select(*self.cols).where(self.t.c.id == _B("id"))
-            )
-            row = stmt.run(conn, {"id": rid}).first()
-            rec = self._rec
+    def get_row(
+        self, conn: sa.Connection, rid: str, with_groups: bool = False, lock: bool = False
+    ) -> Rec:
+        """The row of ``rid``; ``with_groups`` (users only) reads User.groups along with it.
+
+        ``lock`` (for a write that reads, changes and writes back the document) keeps other
+        writers of the row waiting until this transaction ends; see ``_locking``.
+        """
+        cols = self._cols_groups(conn) if with_groups else self.cols
+        locks = lock and _locking(conn)
+        stmt = STATEMENTS.get(
+            conn,
+            f"{self._get}{'+groups' if with_groups else ''}{'+lock' if locks else ''}",
+            lambda: _locked(sa.select(*cols).where(self.t.c.id == _B("id")), self.t, locks),
+        )
+        row = stmt.run(conn, {"id": rid}).first()
+        rec = self._rec_groups if with_groups else self._rec
         if row is None:
             raise NotFound(f"{self.kind.name} '{rid}' not found")
         return rec(row)
 
     def get_row_gated(
-        self, conn: sa.Connection, rid: str, with_groups: bool
+        self, conn: sa.Connection, rid: str, with_groups: bool, lock: bool = False
     ) -> tuple[Rec | None, versions.Versions]:
         """``get_row`` and the version counters in one statement (None when there is no row).
 
         The counters come back whether or not the row exists (an outer join on one constant
-        row), so the caller can authorise the request before it says "not found".
+        row), so the caller can authorise the request before it says "not found". A locking
+        read cannot outer-join (PostgreSQL refuses to lock the nullable side), so it reads the
+        counters in the row's statement and, only when there is no row, in a second one.
         """
+        if lock and _locking(conn):
+            cols = self._cols_groups(conn) if with_groups else self.cols
+            stmt = STATEMENTS.get(
+                conn,
+                f"{self._get}{'+groups' if with_groups else ''}+versions+lock",
+                lambda: _locked(
+                    sa.select(*versions.columns(), *cols).where(self.t.c.id == _B("id")),
+                    self.t,
+                    True,
+                ),
+            )
+            locked = stmt.run(conn, {"id": rid}).first()
+            if locked is None:
+                return None, versions.read(conn)
+            v = versions.Versions(int(locked[0] or 0), int(locked[1] or 0))
+            return (self._rec_groups if with_groups else self._rec)(locked[2:]), v
         stmt = STATEMENTS.get(
             conn,
             f"{self._get}{'+groups' if with_groups else ''}+versions",

@@ -55,8 +55,15 @@ def read_one(conn: sa.Connection, key: str) -> int:
 
 
 def bump(conn: sa.Connection, key: str) -> None:
-    """Advance a counter inside the caller's transaction."""
-    n = read_one(conn, key) + 1
-    updated = conn.execute(settings.update().where(settings.c.key == key).values(value=str(n)))
+    """Advance a counter inside the caller's transaction.
+
+    The increment happens in the UPDATE itself: two bumps at once on PostgreSQL must give two
+    different values, or a token verified between them would stay cached after the second.
+    """
+    updated = conn.execute(
+        settings.update()
+        .where(settings.c.key == key)
+        .values(value=sa.cast(sa.cast(settings.c.value, sa.Integer) + 1, sa.String))
+    )
     if not updated.rowcount:
-        conn.execute(settings.insert().values(key=key, value=str(n)))
+        conn.execute(settings.insert().values(key=key, value="1"))
