@@ -78,12 +78,20 @@ class Directory:
     def _thread_connection(self, reads: bool = False) -> sa.Connection:
         attr = "rconn" if reads else "conn"
         conn: sa.Connection | None = getattr(self._local, attr, None)
-        if conn is None or conn.closed or conn.invalidated:
+        if conn is None or conn.closed or conn.invalidated or self._lost(conn):
+            if conn is not None and not conn.closed:
+                if not conn.invalidated:
+                    conn.invalidate()  # never back to the pool
+                conn.close()
             conn = self.engine.connect()
             if reads and not self.sqlite:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             setattr(self._local, attr, conn)
         return conn
+
+    def _lost(self, conn: sa.Connection) -> bool:
+        """A network connection that broke under a statement run on the driver directly."""
+        return not self.sqlite and bool(conn.connection.driver_connection.closed)  # type: ignore[union-attr]
 
     @contextmanager
     def read(self) -> Iterator[sa.Connection]:

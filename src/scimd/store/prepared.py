@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 
 
 class Prepared:
@@ -39,23 +39,32 @@ class Prepared:
         if params:
             args = tuple(params[n] for n in self.names) if self.positional else dict(params)
         cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        dbapi = conn.dialect.loaded_dbapi
         try:
             cur.execute(self.sql, args)
-        except conn.dialect.loaded_dbapi.IntegrityError as e:
-            raise IntegrityError(self.sql, args, e) from e
-        return Result(cur)
+        except dbapi.Error as e:
+            raise DBAPIError.instance(self.sql, args, e, dbapi.Error) from e
+        return Result(cur, dbapi.Error)
 
 
 class Result:
-    """The few result accessors the hot path needs, over a DBAPI cursor (rows are tuples)."""
+    """The few result accessors the hot path needs, over a DBAPI cursor (rows are tuples).
 
-    __slots__ = ("cur",)
+    Driver errors come out as SQLAlchemy's, from executing or fetching alike (SQLite runs a
+    statement row by row as it is fetched), so callers and the SCIM layer handle one kind.
+    """
 
-    def __init__(self, cur: Any) -> None:
+    __slots__ = ("cur", "error")
+
+    def __init__(self, cur: Any, error: type[Exception]) -> None:
         self.cur = cur
+        self.error = error
 
     def first(self) -> tuple[Any, ...] | None:
-        row = self.cur.fetchone()
+        try:
+            row = self.cur.fetchone()
+        except self.error as e:
+            raise DBAPIError.instance(None, None, e, self.error) from e
         self.cur.close()
         return tuple(row) if row is not None else None
 
@@ -70,7 +79,10 @@ class Result:
         return row[0]
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        rows = self.cur.fetchall()
+        try:
+            rows = self.cur.fetchall()
+        except self.error as e:
+            raise DBAPIError.instance(None, None, e, self.error) from e
         self.cur.close()
         return iter(rows)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -145,6 +146,13 @@ class Scim:
             reply = await self.handle(request)
         except ScimError as e:
             reply = error_reply(e)
+        except (sa_exc.OperationalError, sa_exc.InterfaceError):
+            # The database is unreachable or dropped the connection (restart, failover): the
+            # request changed nothing, and the next one gets a new connection.
+            log.exception("database unavailable on %s %s", request.method, request.path)
+            reply = error_reply(
+                ScimError("the database is unavailable; retry the request", status=503)
+            )
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             reply = error_reply(
