@@ -35,7 +35,22 @@ def record(
     resource_id: str | None,
     detail: dict[str, Any] | None = None,
 ) -> None:
-    values = {
+    row = values(actor, operation, resource_type, resource_id, detail)
+    stmt = _STATEMENTS.get(
+        conn, "audit.insert", lambda: audit.insert().values({k: sa.bindparam(k) for k in row})
+    )
+    stmt.run(conn, row)
+
+
+def values(
+    actor: Actor,
+    operation: str,
+    resource_type: str,
+    resource_id: str | None,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The audit row of a change, by column (statements that write it themselves use it)."""
+    return {
         "at": now_datetime(),
         "actor_type": actor.type,
         "actor": actor.id,
@@ -46,10 +61,6 @@ def record(
         "detail": dump_json(detail) if detail is not None else None,
         "request_id": actor.request_id,
     }
-    stmt = _STATEMENTS.get(
-        conn, "audit.insert", lambda: audit.insert().values({k: sa.bindparam(k) for k in values})
-    )
-    stmt.run(conn, values)
 
 
 def history(

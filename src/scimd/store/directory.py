@@ -22,8 +22,8 @@ from scimd.scim.errors import InvalidFilter, NotFound
 from scimd.scim.filter import Filter
 from scimd.scim.query import bind, sort_path
 from scimd.store import audit as A
+from scimd.store import conditional, versions
 from scimd.store import properties as props
-from scimd.store import versions
 from scimd.store.resources import (
     GROUPS,
     USERS,
@@ -41,6 +41,9 @@ from scimd.store.tables import members
 # A request's authorisation, run with the version counters before an operation decides
 # anything (inside a write's transaction); returns who acts, for the audit log.
 Gate = Callable[[sa.Connection, versions.Versions], A.Actor]
+
+# Conditional writes (``conditional``) started over before one runs in a locking transaction.
+_CONDITIONAL_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,35 +419,73 @@ class Directory:
         actor: A.Actor | Gate,
         rid: str | None = None,
         with_groups: bool = False,
-    ) -> tuple[S.ResourceType, A.Actor, Rec | None]:
+        lock: bool = True,
+    ) -> tuple[S.ResourceType, A.Actor, Rec | None, versions.Versions | None]:
+        """Who acts, the resource type, the row (read for an update unless ``lock`` is off,
+        see ``conditional``) and the version counters the authorisation saw (None for an
+        ``Actor``)."""
         repo = self.repos[name]
         if isinstance(actor, A.Actor):
-            row = repo.get_row(conn, rid, with_groups, lock=True) if rid is not None else None
-            return self.resource_type(conn, name), actor, row
+            row = repo.get_row(conn, rid, with_groups, lock=lock) if rid is not None else None
+            return self.resource_type(conn, name), actor, row, None
         if rid is None:
             v = versions.read(conn)
             who = actor(conn, v)
-            return self._type_at(conn, name, v), who, None
-        found, v = repo.get_row_gated(conn, rid, with_groups, lock=True)
+            return self._type_at(conn, name, v), who, None, v
+        found, v = repo.get_row_gated(conn, rid, with_groups, lock=lock)
         who = actor(conn, v)
         rt = self._type_at(conn, name, v)
         if found is None:
             raise NotFound(f"{name} '{rid}' not found")
-        return rt, who, found
+        return rt, who, found, v
+
+    def _written(
+        self,
+        name: str,
+        actor: A.Actor | Gate,
+        attempt: Callable[[sa.Connection, bool], Written | None],
+    ) -> Written:
+        """Run a write: ``attempt(conn, at_once)`` does it in one conditional statement
+        (``at_once``, users on a network database, see ``conditional``) or in a transaction.
+
+        A conditional attempt returns None when what it read moved before it wrote; it is
+        started over a few times, then the write runs in a transaction that locks the row.
+        """
+        if not self.sqlite and name == "User" and not isinstance(actor, A.Actor):
+            for _ in range(_CONDITIONAL_ATTEMPTS):
+                with self.read() as conn:
+                    written = attempt(conn, True)
+                if written is not None:
+                    return written
+        with self.write() as conn:
+            written = attempt(conn, False)
+        assert written is not None
+        return written
 
     def create(self, name: str, body: Any, actor: A.Actor | Gate, base: str) -> Written:
-        with self.write() as conn:
-            rt, who, _ = self._begin(conn, name, actor)
+        def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
+            rt, who, _, v = self._begin(conn, name, actor)
             member_items: list[dict[str, Any]] = []
             if name == "Group" and isinstance(body, dict):
-                body, member_items = _split_members(body)
-            doc = R.normalise(rt, body)
-            row = self.repos[name].create(conn, doc, who, member_items)
+                doc_in, member_items = _split_members(body)
+            else:
+                doc_in = body
+            doc = R.normalise(rt, doc_in)
+            if at_once:
+                assert v is not None
+                made = conditional.create_user(conn, doc, who, v)
+                if made is None:
+                    return None
+                row = made
+            else:
+                row = self.repos[name].create(conn, doc, who, member_items)
             if name == "User":  # a new user is nobody's member yet: no groups query
                 res = self.repos[name].render(row, rt, base)
             else:
                 res = self._render_rows(conn, name, rt, [row], base, None, None)[0]
             return Written(res, etag(row.version))
+
+        return self._written(name, actor, attempt)
 
     def replace(
         self,
@@ -455,21 +496,34 @@ class Directory:
         base: str,
         if_match: str | None,
     ) -> Written:
-        with self.write() as conn:
-            rt, who, row = self._begin(conn, name, actor, rid, with_groups=name == "User")
-            assert row is not None
+        def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
+            rt, who, found, v = self._begin(
+                conn, name, actor, rid, with_groups=name == "User", lock=not at_once
+            )
+            assert found is not None
+            row = found
             repo = self.repos[name]
             check_etag(if_match, row.version)
             member_ops: list[P.MemberOp] = []
+            doc_in = body
             if name == "Group" and isinstance(body, dict):
-                body, items = _split_members(body)
+                doc_in, items = _split_members(body)
                 member_ops = [P.MemberOp("replace", items)]
-            doc = R.normalise(rt, body)
+            doc = R.normalise(rt, doc_in)
             if "password" in row.doc and "password" not in doc:
                 doc["password"] = row.doc["password"]  # writeOnly: PUT without it keeps it
-            row = repo.replace(conn, row, doc, who, "replace", None, member_ops)
+            if at_once:
+                assert v is not None
+                new = conditional.replace_user(conn, row, doc, who, "replace", None, v)
+                if new is None:
+                    return None
+                row = new
+            else:
+                row = repo.replace(conn, row, doc, who, "replace", None, member_ops)
             res = self._render_rows(conn, name, rt, [row], base, None, None)[0]
             return Written(res, etag(row.version))
+
+        return self._written(name, actor, attempt)
 
     def patch(
         self,
@@ -484,11 +538,12 @@ class Directory:
         attributes: list[str] | None = None,
         excluded: list[str] | None = None,
     ) -> Written:
-        with self.write() as conn:
-            want_groups = (
-                render and name == "User" and _wants("groups", attributes or [], excluded or [])
-            )
-            rt, who, found = self._begin(conn, name, actor, rid, want_groups)
+        want_groups = (
+            render and name == "User" and _wants("groups", attributes or [], excluded or [])
+        )
+
+        def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
+            rt, who, found, v = self._begin(conn, name, actor, rid, want_groups, lock=not at_once)
             assert found is not None
             row = found
             repo = self.repos[name]
@@ -498,7 +553,16 @@ class Directory:
             )
             if result.changed:
                 detail = {"operations": _op_summary(body)}
-                row = repo.replace(conn, row, result.doc, who, "patch", detail, result.member_ops)
+                if at_once:
+                    assert v is not None
+                    new = conditional.replace_user(conn, row, result.doc, who, "patch", detail, v)
+                    if new is None:
+                        return None
+                    row = new
+                else:
+                    row = repo.replace(
+                        conn, row, result.doc, who, "patch", detail, result.member_ops
+                    )
             res = (
                 self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
                 if render
@@ -506,9 +570,11 @@ class Directory:
             )
             return Written(res, etag(row.version), result.changed)
 
+        return self._written(name, actor, attempt)
+
     def delete(self, name: str, rid: str, actor: A.Actor | Gate, if_match: str | None) -> None:
         with self.write() as conn:
-            _, who, row = self._begin(conn, name, actor, rid)
+            _, who, row, _ = self._begin(conn, name, actor, rid)
             assert row is not None
             self.repos[name].delete(conn, row, who, if_match)
 

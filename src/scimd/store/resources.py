@@ -101,7 +101,7 @@ class Rec:
     groups: list[tuple[str, str]] | None = None
 
 
-def _columns(kind: Kind, doc: dict[str, Any]) -> dict[str, Any]:
+def columns_of(kind: Kind, doc: dict[str, Any]) -> dict[str, Any]:
     if kind is USERS:
         name = doc["userName"]
         return {
@@ -118,7 +118,7 @@ def _columns(kind: Kind, doc: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _uniqueness(kind: Kind, doc: dict[str, Any]) -> Uniqueness:
+def uniqueness_error(kind: Kind, doc: dict[str, Any]) -> Uniqueness:
     value = doc.get(kind.unique_attr)
     return Uniqueness(
         f"a {kind.name} with {kind.unique_attr} '{value}' already exists"
@@ -423,7 +423,7 @@ class Repository:
             "last_modified": now,
             "version": 1,
             "doc": dump_json(doc),
-            **_columns(self.kind, doc),
+            **columns_of(self.kind, doc),
         }
         stmt = STATEMENTS.get(
             conn,
@@ -434,7 +434,7 @@ class Repository:
         try:
             pk = stmt.run(conn, values).scalar_one()
         except IntegrityError:
-            raise _uniqueness(self.kind, doc) from None
+            raise uniqueness_error(self.kind, doc) from None
         if member_items:
             add_members(conn, pk, member_items)
         _bump_counter(conn, self.kind.name, 1)
@@ -460,7 +460,7 @@ class Repository:
     ) -> Rec:
         """Write a new document for an existing row (PUT and PATCH both end here)."""
         now = now_datetime()
-        values = {"doc": dump_json(doc), "last_modified": now, **_columns(self.kind, doc)}
+        values = {"doc": dump_json(doc), "last_modified": now, **columns_of(self.kind, doc)}
         stmt = STATEMENTS.get(
             conn,
             self._update,
@@ -474,7 +474,7 @@ class Repository:
         try:
             version = stmt.run(conn, {**values, "pk_": row.pk}).scalar_one()
         except IntegrityError:
-            raise _uniqueness(self.kind, doc) from None
+            raise uniqueness_error(self.kind, doc) from None
         for op in member_ops:
             apply_member_op(conn, row.pk, op)
         A.record(conn, actor, operation, self.kind.name, row.id, detail)

@@ -1,0 +1,171 @@
+"""PostgreSQL user writes in one conditional statement (``store.conditional``).
+
+Each applies only if what the request read still holds: the version counters its authorisation
+saw and, for a change, the row's version. Otherwise it writes nothing at all (no row, no audit
+record, no count) and the directory starts over, so a revocation or a concurrent writer in
+between is never overrun.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from scimd.scim.errors import PreconditionFailed, Uniqueness
+from scimd.store import audit, conditional, migrate, versions
+from scimd.store.directory import Directory
+from scimd.store.engine import create_engine
+from scimd.store.tables import audit as audit_table
+from scimd.store.tables import counters, users
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+BASE = "http://scim.test/scim/v2"
+APP = audit.Actor("app", "client-1", "entra", "req-1")
+
+
+@pytest.fixture
+def directory(postgres_url: str) -> Iterator[Directory]:
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    d = Directory(engine)
+    yield d
+    d.close()
+    engine.dispose()
+
+
+def _state(d: Directory) -> tuple[int, int, int]:
+    """Users, audit records and the users counter, read afresh."""
+    with d.engine.connect() as conn:
+        return (
+            conn.execute(sa.select(sa.func.count()).select_from(users)).scalar_one(),
+            conn.execute(sa.select(sa.func.count()).select_from(audit_table)).scalar_one(),
+            conn.execute(
+                sa.select(sa.func.coalesce(sa.func.sum(counters.c.value), 0)).where(
+                    counters.c.name == "User"
+                )
+            ).scalar_one(),
+        )
+
+
+def _counters(d: Directory) -> versions.Versions:
+    with d.read() as conn:
+        return versions.read(conn)
+
+
+def _bump_auth(d: Directory) -> None:
+    with d.engine.begin() as conn:
+        versions.bump(conn, versions.AUTH)
+
+
+def test_create_writes_user_count_and_audit_together(directory: Directory) -> None:
+    d = directory
+    before = _state(d)
+    with d.read() as conn:
+        rec = conditional.create_user(conn, {"userName": "a@x.com"}, APP, _counters(d))
+    assert rec is not None and rec.version == 1
+    assert _state(d) == (before[0] + 1, before[1] + 1, before[2] + 1)
+    with d.engine.connect() as conn:
+        row = conn.execute(sa.select(audit_table).where(audit_table.c.resource_id == rec.id)).one()
+    assert (row.actor, row.actor_name, row.operation, row.request_id) == (
+        "client-1",
+        "entra",
+        "create",
+        "req-1",
+    )
+
+
+def test_create_after_the_counters_moved_writes_nothing(directory: Directory) -> None:
+    d = directory
+    seen = _counters(d)
+    _bump_auth(d)  # e.g. a secret revoked after the request was authorised
+    before = _state(d)
+    with d.read() as conn:
+        assert conditional.create_user(conn, {"userName": "b@x.com"}, APP, seen) is None
+    assert _state(d) == before
+
+
+def test_create_of_a_taken_user_name_is_a_uniqueness_error(directory: Directory) -> None:
+    d = directory
+    with d.read() as conn:
+        assert conditional.create_user(conn, {"userName": "c@x.com"}, APP, _counters(d))
+    before = _state(d)
+    with d.read() as conn, pytest.raises(Uniqueness):
+        conditional.create_user(conn, {"userName": "C@X.com"}, APP, _counters(d))
+    assert _state(d) == before
+
+
+def _row(d: Directory, name: str) -> Any:
+    w = d.create("User", {"schemas": [USER], "userName": name}, audit.CLI, BASE)
+    assert w.resource is not None
+    with d.read() as conn:
+        return d.repos["User"].get_row(conn, w.resource["id"])
+
+
+def test_replace_of_a_row_that_moved_writes_nothing(directory: Directory) -> None:
+    d = directory
+    row = _row(d, "d@x.com")
+    v = _counters(d)
+    with d.read() as conn:
+        first = conditional.replace_user(
+            conn, row, {**row.doc, "displayName": "One"}, APP, "patch", None, v
+        )
+    assert first is not None and first.version == 2
+    before = _state(d)
+    with d.read() as conn:  # a second writer that read version 1 as well
+        assert (
+            conditional.replace_user(
+                conn, row, {**row.doc, "displayName": "Two"}, APP, "patch", None, v
+            )
+            is None
+        )
+    assert _state(d) == before
+    with d.read() as conn:
+        assert d.repos["User"].get_row(conn, row.id).doc["displayName"] == "One"
+
+
+def test_replace_after_the_counters_moved_writes_nothing(directory: Directory) -> None:
+    d = directory
+    row = _row(d, "e@x.com")
+    seen = _counters(d)
+    _bump_auth(d)
+    with d.read() as conn:
+        assert (
+            conditional.replace_user(conn, row, {**row.doc, "title": "t"}, APP, "patch", None, seen)
+            is None
+        )
+    with d.read() as conn:
+        assert "title" not in d.repos["User"].get_row(conn, row.id).doc
+
+
+def test_directory_starts_over_when_the_row_moved(directory: Directory) -> None:
+    """A PATCH whose read was overtaken re-reads, applies to the new version, and its
+    If-Match is checked against that version."""
+    d = directory
+    row = _row(d, "f@x.com")
+    calls = 0
+    titles = iter(["T", "U"])
+
+    def gate(conn: sa.Connection, v: versions.Versions) -> audit.Actor:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # another writer commits between this request's read and write
+            op = {"op": "add", "path": "title", "value": next(titles)}
+            d.patch("User", row.id, {"schemas": [PATCH], "Operations": [op]}, audit.CLI, BASE, None)
+        return APP
+
+    body = {"schemas": [PATCH], "Operations": [{"op": "add", "path": "nickName", "value": "N"}]}
+    written = d.patch("User", row.id, body, gate, BASE, None)
+    assert calls == 2
+    assert written.resource is not None
+    assert (written.resource["title"], written.resource["nickName"]) == ("T", "N")
+    assert written.etag == 'W/"3"'
+
+    calls = 0  # this time the other writer makes version 4 after the request read 3
+    body["Operations"][0]["value"] = "M"  # a change (an unchanged document is not written)
+    with pytest.raises(PreconditionFailed):
+        d.patch("User", row.id, body, gate, BASE, 'W/"3"')
+    assert calls == 2
