@@ -335,3 +335,43 @@ def test_write_connections_keep_statement_journals_in_memory(tmp_path: Path) -> 
                 assert writer.execute(sa.text("PRAGMA temp_store")).scalar_one() == 2  # MEMORY
     finally:
         engine.dispose()
+
+
+def test_member_added_while_its_user_is_deleted_leaves_no_membership(postgres_url: str) -> None:
+    """PostgreSQL runs the two at once: the add waits for the delete and then refuses the id,
+    instead of writing a membership row for a user that no longer exists."""
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    d = Directory(engine)
+    try:
+        uid, gid = _user(d, "doomed@x.com"), _group(d, "Survivors")
+        outcome: list[Any] = []
+        with engine.connect() as deleter:
+            tx = deleter.begin()
+            deleter.execute(sa.text("DELETE FROM users WHERE id = :id"), {"id": uid})
+            deleter.execute(sa.text("DELETE FROM members WHERE member_id = :id"), {"id": uid})
+
+            def add() -> None:
+                try:
+                    outcome.append(_patch(d, gid, _op("add", [uid])))
+                except InvalidValue as e:
+                    outcome.append(e)
+                finally:
+                    d.close()
+
+            adder = threading.Thread(target=add)
+            adder.start()
+            adder.join(timeout=1.0)
+            assert adder.is_alive(), "the add must wait for the delete to end"
+            tx.commit()
+            adder.join(timeout=30)
+        assert len(outcome) == 1 and isinstance(outcome[0], InvalidValue), outcome
+        assert uid in str(outcome[0])  # named as an unknown member
+        with engine.connect() as conn:
+            left = conn.execute(
+                sa.text("SELECT count(*) FROM members WHERE member_id = :id"), {"id": uid}
+            ).scalar_one()
+        assert left == 0
+    finally:
+        d.close()
+        engine.dispose()

@@ -531,10 +531,14 @@ def _member_types(conn: sa.Connection, ids: Iterable[str]) -> dict[str, str]:
         todo = [x for x in wanted if x not in out]
         if not todo:
             break
+        # On PostgreSQL the found rows stay locked against deletion until the membership is
+        # committed: a user deleted meanwhile would otherwise keep a membership row (its
+        # delete removed those it could see before this one was written).
+        lock = " FOR SHARE" if _locking(conn) else ""
         find = STATEMENTS.get(
             conn,
             f"members.find_{table}",
-            lambda t=table: _members_sql(conn, f"SELECT id FROM {t} WHERE id IN IDS"),
+            lambda t=table, lk=lock: _members_sql(conn, f"SELECT id FROM {t} WHERE id IN IDS{lk}"),
         )
         for (rid,) in find.run(conn, {"ids": _ids_param(conn, todo)}):
             out[rid] = kind
