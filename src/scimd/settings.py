@@ -38,10 +38,9 @@ class Settings:
     session_secret: str = ""
     log_level: str = "info"
     access_log: bool = True
-    # Worker threads for a network database (PostgreSQL); SQLite runs on the event loop. Few
-    # threads contend less for the GIL: on loopback 4 beat 16 (docs/performance.md); a server
-    # far away on the network may want more to overlap round trips.
-    database_threads: int = 4
+    # SCIM requests that may wait on a network database (PostgreSQL) at once, each with a read
+    # and a write connection (``store.onloop``); the others queue. SQLite needs none.
+    database_connections: int = 4
 
 
 def load(config_file: str | None = None, **overrides: Any) -> Settings:

@@ -22,7 +22,7 @@ from scimd.scim.errors import InvalidFilter, NotFound
 from scimd.scim.filter import Filter
 from scimd.scim.query import bind, sort_path
 from scimd.store import audit as A
-from scimd.store import conditional, versions
+from scimd.store import conditional, onloop, versions
 from scimd.store import properties as props
 from scimd.store.resources import (
     GROUPS,
@@ -79,6 +79,9 @@ class Directory:
     # use different connections, so reads never see a transaction that is still open (a group
     # commit, see ``begin_batch``).
     def _thread_connection(self, reads: bool = False) -> sa.Connection:
+        borrowed = onloop.BORROWED.get()
+        if borrowed is not None:  # a call on the event loop (``store.onloop``)
+            return borrowed[0] if reads else borrowed[1]
         attr = "rconn" if reads else "conn"
         conn: sa.Connection | None = getattr(self._local, attr, None)
         if conn is None or conn.closed or conn.invalidated or self._lost(conn):

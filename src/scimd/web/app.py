@@ -99,7 +99,7 @@ def create_app(
 
     async def healthz(request: Request) -> Response:
         def probe() -> None:
-            with engine.connect() as conn:
+            with directory.read() as conn:
                 conn.execute(sa.text("SELECT 1"))
 
         try:
@@ -126,7 +126,7 @@ def create_app(
         if access_log is not None:
             access_log.flush()
         portal.close()
-        scim.close()
+        await scim.aclose()
         directory.close()
         checkpointer.stop()
         engine.dispose()

@@ -134,8 +134,6 @@ class Portal:
     async def db(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Portal queries (searches over 100k users, value counts) run off the event loop even
         on SQLite, so an admin browsing never stalls provisioning traffic."""
-        if self.scim.executor is not None:
-            return await self.scim.db(fn, *args)
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
 

@@ -7,12 +7,10 @@ parameters are ignored. Each handler parses, makes one directory call and render
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -35,6 +33,7 @@ from scimd.scim.resource import parse_attribute_list
 from scimd.settings import Settings
 from scimd.store.audit import Actor
 from scimd.store.directory import Directory, Gate, Listing
+from scimd.store.onloop import LoopRunner
 from scimd.store.versions import Versions
 from scimd.web import bulk, discovery
 from scimd.web.batching import GroupCommit
@@ -79,41 +78,41 @@ class Scim:
         self.tokens = apps.TokenCache()
         self._bases: dict[tuple[str, str, str], str] = {}
         self._last_used: dict[int, float] = {}
-        self.in_thread = directory.engine.dialect.name != "sqlite"
         self.group_commit = GroupCommit(directory)
-        # A dedicated pool: each worker keeps its own database connection (see Directory).
-        self.executor = (
-            ThreadPoolExecutor(
-                max_workers=max(1, settings.database_threads), thread_name_prefix="scimd-db"
+        # A network database: calls run in greenlets on the loop, on their own connections.
+        self.runner = (
+            LoopRunner(
+                directory.engine.url.render_as_string(hide_password=False),
+                max(1, settings.database_connections),
             )
-            if self.in_thread
+            if directory.engine.dialect.name != "sqlite"
             else None
         )
 
     async def db(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        """Run a blocking database call.
+        """Run a directory call.
 
         SQLite calls run on the event loop: they take microseconds and a thread hop costs
-        more than the call. Network databases run in a worker thread.
+        more than the call. Network databases run them in a greenlet on the loop, which
+        serves other requests while a statement waits for the server (``store.onloop``).
         """
-        if self.executor is not None:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kw))
+        if self.runner is not None:
+            return await self.runner.run(functools.partial(fn, *args, **kw))
         return fn(*args, **kw)
 
     async def write(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        """Run a blocking database write; answer only once it is committed.
+        """Run a directory write; answer only once it is committed.
 
-        On SQLite it joins the event loop's group commit; network databases run it in a
-        worker thread, one transaction per write.
+        On SQLite it joins the event loop's group commit; on network databases each write
+        is its own transaction (or conditional statement).
         """
-        if self.executor is not None:
+        if self.runner is not None:
             return await self.db(fn, *args, **kw)
         return await self.group_commit.run(functools.partial(fn, *args, **kw))
 
-    def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=True)
+    async def aclose(self) -> None:
+        if self.runner is not None:
+            await self.runner.close()
 
     def base(self, request: Request | ScimRequest) -> str:
         """The SCIM base URL for resource locations: the public URL, else the request's host."""
