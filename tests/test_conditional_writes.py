@@ -169,3 +169,30 @@ def test_directory_starts_over_when_the_row_moved(directory: Directory) -> None:
     with pytest.raises(PreconditionFailed):
         d.patch("User", row.id, body, gate, BASE, 'W/"3"')
     assert calls == 2
+
+
+def test_create_assumes_the_last_seen_counters_and_reads_them_when_they_moved(
+    directory: Directory,
+) -> None:
+    """A create first authorises with the counters this process saw last (no read); when
+    they have moved meanwhile, its statement writes nothing and it starts over with a read."""
+    d = directory
+    seen: list[versions.Versions] = []
+
+    def gate(conn: sa.Connection, v: versions.Versions) -> audit.Actor:
+        seen.append(v)
+        return APP
+
+    d.get("User", _row(d, "g@x.com").id, BASE, gate=gate)  # leaves the counters it read
+    last = seen[-1]
+    seen.clear()
+    d.create("User", {"schemas": [USER], "userName": "h@x.com"}, gate, BASE)
+    assert seen == [last]  # authorised once, with the counters it already knew
+
+    _bump_auth(d)  # e.g. another process revoked a secret
+    seen.clear()
+    before = _state(d)
+    written = d.create("User", {"schemas": [USER], "userName": "i@x.com"}, gate, BASE)
+    assert seen == [last, versions.Versions(last.schema, last.auth + 1)]
+    assert written.resource is not None and written.resource["userName"] == "i@x.com"
+    assert _state(d) == (before[0] + 1, before[1] + 1, before[2] + 1)

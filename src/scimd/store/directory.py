@@ -71,6 +71,8 @@ class Directory:
         self.sqlite = engine.dialect.name == "sqlite"
         self._user_type: tuple[int, S.ResourceType] = (-1, S.user_type((), properties_urn))
         self.repos = {"User": Repository(USERS), "Group": Repository(GROUPS)}
+        # The version counters this process saw last (every authorised request reads them).
+        self._seen: versions.Versions | None = None
 
     # -- transactions -----------------------------------------------------------------------
     # Each thread keeps its connections: the server's event loop is one thread (SQLite calls run
@@ -314,6 +316,7 @@ class Directory:
 
     def _type_at(self, conn: sa.Connection, name: str, v: versions.Versions) -> S.ResourceType:
         """The resource type at schema version ``v.schema`` (reloaded if the cache is older)."""
+        self._seen = v
         if name != "User":
             return S.GROUP_TYPE
         if v.schema > self._user_type[0]:
@@ -423,16 +426,18 @@ class Directory:
         rid: str | None = None,
         with_groups: bool = False,
         lock: bool = True,
+        assumed: versions.Versions | None = None,
     ) -> tuple[S.ResourceType, A.Actor, Rec | None, versions.Versions | None]:
         """Who acts, the resource type, the row (read for an update unless ``lock`` is off,
         see ``conditional``) and the version counters the authorisation saw (None for an
-        ``Actor``)."""
+        ``Actor``). A create may authorise with ``assumed`` counters instead of reading them,
+        when its statement checks them (``conditional``)."""
         repo = self.repos[name]
         if isinstance(actor, A.Actor):
             row = repo.get_row(conn, rid, with_groups, lock=lock) if rid is not None else None
             return self.resource_type(conn, name), actor, row, None
         if rid is None:
-            v = versions.read(conn)
+            v = assumed if assumed is not None else versions.read(conn)
             who = actor(conn, v)
             return self._type_at(conn, name, v), who, None, v
         found, v = repo.get_row_gated(conn, rid, with_groups, lock=lock)
@@ -466,8 +471,15 @@ class Directory:
         return written
 
     def create(self, name: str, body: Any, actor: A.Actor | Gate, base: str) -> Written:
+        first = True
+
         def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
-            rt, who, _, v = self._begin(conn, name, actor)
+            nonlocal first
+            # A conditional create first assumes the counters this process saw last (one
+            # round trip instead of two); if they moved, it finds out and reads them.
+            assumed = self._seen if at_once and first else None
+            first = False
+            rt, who, _, v = self._begin(conn, name, actor, assumed=assumed)
             member_items: list[dict[str, Any]] = []
             if name == "Group" and isinstance(body, dict):
                 doc_in, member_items = _split_members(body)
