@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from scimd.scim.errors import PreconditionFailed, Uniqueness
+from scimd.scim.errors import InvalidValue, PreconditionFailed, Uniqueness
 from scimd.store import audit, conditional, migrate, versions
 from scimd.store.directory import Directory
 from scimd.store.engine import create_engine
@@ -196,3 +196,115 @@ def test_create_assumes_the_last_seen_counters_and_reads_them_when_they_moved(
     assert seen == [last, versions.Versions(last.schema, last.auth + 1)]
     assert written.resource is not None and written.resource["userName"] == "i@x.com"
     assert _state(d) == (before[0] + 1, before[1] + 1, before[2] + 1)
+
+
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
+
+
+def _group_row(d: Directory, name: str) -> Any:
+    w = d.create("Group", {"schemas": [GROUP], "displayName": name}, audit.CLI, BASE)
+    assert w.resource is not None
+    with d.read() as conn:
+        return d.repos["Group"].get_row(conn, w.resource["id"])
+
+
+def _members(d: Directory, gid: str) -> set[str]:
+    w, _ = d.get("Group", gid, BASE)
+    return {m["value"] for m in w.get("members", [])}
+
+
+def _audits(d: Directory, rid: str) -> list[str]:
+    with d.engine.connect() as conn:
+        return list(
+            conn.execute(
+                sa.select(audit_table.c.operation)
+                .where(audit_table.c.resource_id == rid, audit_table.c.resource_type == "Group")
+                .order_by(audit_table.c.pk)
+            ).scalars()
+        )
+
+
+def test_group_patch_adds_removes_and_audits_in_one_statement(directory: Directory) -> None:
+    d = directory
+    a, b, c = (_row(d, f"{x}@g.com").id for x in "abc")
+    g = _group_row(d, "Team")
+    v = _counters(d)
+    with d.read() as conn:
+        first = conditional.patch_group(conn, g, g.doc, [a, b], [], APP, {"n": 1}, v, exact=False)
+    assert first is not None and first.version == 2
+    with d.read() as conn:
+        second = conditional.patch_group(
+            conn, first, g.doc, [c, c], [a], APP, {"n": 2}, v, exact=False
+        )
+    assert second is not None and second.version == 3
+    assert _members(d, g.id) == {b, c}
+    assert _audits(d, g.id) == ["create", "patch", "patch"]
+
+
+def test_group_patch_with_an_unknown_member_writes_nothing(directory: Directory) -> None:
+    d = directory
+    a = _row(d, "known@g.com").id
+    g = _group_row(d, "Strict")
+    with d.read() as conn, pytest.raises(conditional.MissingMembers):
+        conditional.patch_group(
+            conn, g, g.doc, [a, "no-such-id"], [], APP, None, _counters(d), exact=False
+        )
+    assert _members(d, g.id) == set()
+    assert _audits(d, g.id) == ["create"]
+    # Through the directory (the SCIM API's path) the error names the unknown id.
+    body = {
+        "schemas": [PATCH],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": "no-such-id"}]}],
+    }
+    with pytest.raises(InvalidValue, match="no-such-id"):
+        d.patch("Group", g.id, body, lambda conn, v: APP, BASE, None)
+    assert _audits(d, g.id) == ["create"]
+
+
+def test_group_patch_depends_on_the_group_version_only_when_it_must(
+    directory: Directory,
+) -> None:
+    """Member changes alone apply whatever the group's version (set operations); a new
+    document, or an If-Match (``exact``), applies only to the version that was read."""
+    d = directory
+    a, b = _row(d, "late@g.com").id, _row(d, "later@g.com").id
+    g = _group_row(d, "Moving")
+    v = _counters(d)
+    with d.read() as conn:
+        assert conditional.patch_group(conn, g, g.doc, [a], [], APP, None, v, exact=False)
+    with d.read() as conn:  # g still says version 1: a member change applies anyway
+        moved = conditional.patch_group(conn, g, g.doc, [b], [], APP, None, v, exact=False)
+    assert moved is not None and moved.version == 3
+    renamed = {**g.doc, "displayName": "Renamed"}
+    with d.read() as conn:
+        assert conditional.patch_group(conn, g, renamed, [], [a], APP, None, v, exact=False) is None
+        assert conditional.patch_group(conn, g, g.doc, [], [a], APP, None, v, exact=True) is None
+    assert _members(d, g.id) == {a, b}
+    w, etag = d.get("Group", g.id, BASE)
+    assert (w["displayName"], etag) == ("Moving", 'W/"3"')
+
+
+def test_group_patch_that_adds_and_removes_one_id_keeps_the_order(directory: Directory) -> None:
+    """Operations on the same member are ordered: such a PATCH runs in a transaction."""
+    d = directory
+    x, y = _row(d, "x@g.com").id, _row(d, "y@g.com").id
+    g = _group_row(d, "Ordered")
+
+    def ops(*pairs: tuple[str, str]) -> dict[str, Any]:
+        return {
+            "schemas": [PATCH],
+            "Operations": [
+                {"op": op, "path": "members", "value": [{"value": rid}]} for op, rid in pairs
+            ],
+        }
+
+    d.patch("Group", g.id, ops(("add", x)), lambda conn, v: APP, BASE, None)
+    d.patch(
+        "Group",
+        g.id,
+        ops(("remove", x), ("add", x), ("add", y), ("remove", y)),
+        lambda conn, v: APP,
+        BASE,
+        None,
+    )
+    assert _members(d, g.id) == {x}

@@ -35,6 +35,7 @@ from scimd.store.resources import (
     load_members,
     render_groups,
     render_members,
+    resolve_members,
 )
 from scimd.store.tables import members
 
@@ -449,22 +450,27 @@ class Directory:
 
     def _written(
         self,
-        name: str,
         actor: A.Actor | Gate,
         attempt: Callable[[sa.Connection, bool], Written | None],
+        conditional_ok: bool,
     ) -> Written:
         """Run a write: ``attempt(conn, at_once)`` does it in one conditional statement
-        (``at_once``, users on a network database, see ``conditional``) or in a transaction.
+        (``at_once``: on a network database, from the SCIM API, see ``conditional``) or in a
+        transaction.
 
         A conditional attempt returns None when what it read moved before it wrote; it is
-        started over a few times, then the write runs in a transaction that locks the row.
+        started over a few times, then the write runs in a transaction that locks the row. It
+        raises ``_UseTransaction`` for a change one statement does not express.
         """
-        if not self.sqlite and name == "User" and not isinstance(actor, A.Actor):
-            for _ in range(_CONDITIONAL_ATTEMPTS):
-                with self.read() as conn:
-                    written = attempt(conn, True)
-                if written is not None:
-                    return written
+        if conditional_ok and not self.sqlite and not isinstance(actor, A.Actor):
+            try:
+                for _ in range(_CONDITIONAL_ATTEMPTS):
+                    with self.read() as conn:
+                        written = attempt(conn, True)
+                    if written is not None:
+                        return written
+            except _UseTransaction:
+                pass
         with self.write() as conn:
             written = attempt(conn, False)
         assert written is not None
@@ -500,7 +506,7 @@ class Directory:
                 res = self._render_rows(conn, name, rt, [row], base, None, None)[0]
             return Written(res, etag(row.version))
 
-        return self._written(name, actor, attempt)
+        return self._written(actor, attempt, name == "User")
 
     def replace(
         self,
@@ -538,7 +544,7 @@ class Directory:
             res = self._render_rows(conn, name, rt, [row], base, None, None)[0]
             return Written(res, etag(row.version))
 
-        return self._written(name, actor, attempt)
+        return self._written(actor, attempt, name == "User")
 
     def patch(
         self,
@@ -570,7 +576,12 @@ class Directory:
                 detail = {"operations": _op_summary(body)}
                 if at_once:
                     assert v is not None
-                    new = conditional.replace_user(conn, row, result.doc, who, "patch", detail, v)
+                    if name == "User":
+                        new = conditional.replace_user(
+                            conn, row, result.doc, who, "patch", detail, v
+                        )
+                    else:
+                        new = _patch_group(conn, row, result, who, detail, v, if_match)
                     if new is None:
                         return None
                     row = new
@@ -585,7 +596,7 @@ class Directory:
             )
             return Written(res, etag(row.version), result.changed)
 
-        return self._written(name, actor, attempt)
+        return self._written(actor, attempt, True)
 
     def delete(self, name: str, rid: str, actor: A.Actor | Gate, if_match: str | None) -> None:
         with self.write() as conn:
@@ -600,6 +611,42 @@ class Directory:
             except NotFound:
                 return False
             return True
+
+
+class _UseTransaction(Exception):
+    """A write that one conditional statement cannot make: run it in a transaction."""
+
+
+def _patch_group(
+    conn: sa.Connection,
+    row: Rec,
+    result: P.PatchResult,
+    who: A.Actor,
+    detail: dict[str, Any],
+    v: versions.Versions,
+    if_match: str | None,
+) -> Rec | None:
+    """A group PATCH as one statement when its member changes are adds and removes of
+    different ids (Entra's); replacing all members, or adding and removing one id, are
+    ordered changes and run in a transaction."""
+    adds: list[str] = []
+    removes: list[str] = []
+    for op in result.member_ops:
+        if op.kind == "add":
+            adds += [m["value"] for m in op.members]
+        elif op.kind == "remove":
+            removes += [m["value"] for m in op.members]
+        else:
+            raise _UseTransaction
+    if set(adds) & set(removes):
+        raise _UseTransaction
+    try:
+        return conditional.patch_group(
+            conn, row, result.doc, adds, removes, who, detail, v, exact=if_match is not None
+        )
+    except conditional.MissingMembers:
+        resolve_members(conn, [{"value": x} for x in adds])  # raises, naming the unknown ids
+        return None  # they exist now: start over
 
 
 def _begin_mode(conn: sa.Connection, mode: str) -> None:

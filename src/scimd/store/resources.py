@@ -545,7 +545,7 @@ def _member_types(conn: sa.Connection, ids: Iterable[str]) -> dict[str, str]:
     return out
 
 
-def _resolve_members(conn: sa.Connection, items: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
+def resolve_members(conn: sa.Connection, items: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
     """The ids of ``items`` by member type ("User", "Group"), sorted; unknown ids are a 400."""
     ids = list(dict.fromkeys(i["value"] for i in items))
     types = _member_types(conn, ids)
@@ -563,7 +563,7 @@ def add_members(conn: sa.Connection, group_pk: int, items: Sequence[dict[str, An
     """Insert-if-absent: adding an existing member is a no-op (Entra re-sends adds)."""
     if not items:
         return
-    by_type = _resolve_members(conn, items)
+    by_type = resolve_members(conn, items)
     if conn.dialect.name == "sqlite":
         # One prepared INSERT run per row by the driver: measured 2x faster than the same rows
         # inserted with one INSERT ... SELECT from json_each.
