@@ -375,3 +375,60 @@ def test_member_added_while_its_user_is_deleted_leaves_no_membership(postgres_ur
     finally:
         d.close()
         engine.dispose()
+
+
+def test_removing_members_of_a_large_group_reads_only_those_members(postgres_url: str) -> None:
+    """PostgreSQL: removing 20 members of a 3,000-member group probes 20 rows, also under
+    the generic plan a prepared statement gets after five runs (which plans for the average
+    group, and used to read every member of the large one)."""
+    from scimd.store.resources import MEMBER_PROBE
+
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO groups (id, display_name, display_name_lower,"
+                    " created, last_modified, version, doc) SELECT 'g' || i,"
+                    " 'G' || i, 'g' || i, 'x', 'x', 1, '{}' FROM"
+                    " generate_series(1, 300) i"
+                )
+            )
+            big = conn.execute(sa.text("SELECT pk FROM groups WHERE id = 'g1'")).scalar_one()
+            # 300 groups of 10 members and one of 3,000: the average group is small.
+            conn.execute(
+                sa.text(
+                    "INSERT INTO members (group_pk, member_id, member_type)"
+                    " SELECT g.pk, 'm' || i, 'User' FROM groups g, generate_series(1, 10) i"
+                    " WHERE g.pk <> :big UNION ALL"
+                    " SELECT :big, 'm' || i, 'User' FROM generate_series(1, 3000) i"
+                ),
+                {"big": big},
+            )
+            conn.execute(sa.text("ANALYZE members"))
+        ids = [f"m{i}" for i in range(100, 120)]
+        sql = "EXPLAIN (ANALYZE, FORMAT JSON) DELETE FROM members WHERE ctid = ANY(ARRAY({}))"
+        sql = sql.format(MEMBER_PROBE)
+        with engine.connect() as conn:
+            conn.execute(sa.text("SET plan_cache_mode = force_generic_plan"))
+            driver: Any = conn.connection.driver_connection
+            cur = driver.cursor()
+            cur.execute(
+                sql.replace(":ids", "%(ids)s").replace(":group_pk", "%(group_pk)s"),
+                {"ids": ids, "group_pk": big},
+                prepare=True,
+            )
+            plan = cur.fetchone()[0][0]["Plan"]
+            conn.rollback()
+
+        def rows_read(node: dict[str, Any]) -> int:
+            own = node.get("Actual Rows", 0) * node.get("Actual Loops", 1)
+            read = (
+                own if node.get("Relation Name") == "members" and "Scan" in node["Node Type"] else 0
+            )
+            return read + sum(rows_read(child) for child in node.get("Plans", []))
+
+        assert rows_read(plan) <= 2 * len(ids), plan
+    finally:
+        engine.dispose()

@@ -25,7 +25,15 @@ from scimd.scim.values import now_datetime
 from scimd.store import audit as A
 from scimd.store import versions
 from scimd.store.prepared import StatementCache, dump_json
-from scimd.store.resources import GROUPS, USERS, Rec, columns_of, new_id, uniqueness_error
+from scimd.store.resources import (
+    GROUPS,
+    MEMBER_PROBE,
+    USERS,
+    Rec,
+    columns_of,
+    new_id,
+    uniqueness_error,
+)
 from scimd.store.tables import COUNTER_SLOTS, audit, counters, settings, users
 
 _STATEMENTS = StatementCache()
@@ -198,11 +206,8 @@ WITH found_users AS (
     SELECT :pk_, id, member_type FROM found WHERE EXISTS (SELECT FROM upd)
     ON CONFLICT DO NOTHING
 ), removed AS (
-    -- The group's key as a parameter, so that each id is one probe of the primary key
-    -- (a join with upd made PostgreSQL scan all of a large group's members).
     DELETE FROM members
-    WHERE group_pk = :pk_ AND member_id IN (SELECT unnest(CAST(:remove_ids AS TEXT[])))
-      AND EXISTS (SELECT FROM upd)
+    WHERE ctid = ANY(ARRAY({remove_probe})) AND EXISTS (SELECT FROM upd)
 ), logged AS (
     INSERT INTO audit (at, actor_type, actor, actor_name, operation, resource_type, resource_id,
                        detail, request_id)
@@ -267,6 +272,9 @@ def patch_group(
             _GROUP_PATCH.format(
                 set_doc=_GROUP_DOC if new_doc else "",
                 if_version="AND version = :version_" if exact or new_doc else "",
+                remove_probe=MEMBER_PROBE.replace(":ids", ":remove_ids").replace(
+                    ":group_pk", ":pk_"
+                ),
             )
         ),
     )

@@ -599,17 +599,27 @@ def add_members(conn: sa.Connection, group_pk: int, items: Sequence[dict[str, An
         )
 
 
+# PostgreSQL: the rows of group ``:group_pk`` for the ids ``:ids``, one primary-key probe per
+# id. Written as ``group_pk = $1 AND member_id IN (ids)`` (or as a plain join), a prepared
+# statement's generic plan (PostgreSQL's choice after five runs) reads every member of the
+# group and filters them: it estimates the group's size from the average group, and a
+# 100,000-member group then took ~17 ms to remove 100 members instead of well under one. The
+# LIMIT keeps the per-id subquery from being flattened into that join.
+MEMBER_PROBE = (
+    "SELECT m.ctid FROM unnest(CAST(:ids AS TEXT[])) AS r(id) CROSS JOIN LATERAL"
+    " (SELECT ctid FROM members WHERE group_pk = :group_pk AND member_id = r.id LIMIT 1) AS m"
+)
+
+
 def remove_members(conn: sa.Connection, group_pk: int, ids: Sequence[str]) -> None:
     """Delete the listed members; ids that are not members are ignored."""
     if not ids:
         return
-    delete = STATEMENTS.get(
-        conn,
-        "members.delete",
-        lambda: _members_sql(
-            conn, "DELETE FROM members WHERE group_pk = :group_pk AND member_id IN IDS"
-        ),
-    )
+    if conn.dialect.name == "sqlite":
+        sql = "DELETE FROM members WHERE group_pk = :group_pk AND member_id IN IDS"
+    else:
+        sql = f"DELETE FROM members WHERE ctid = ANY(ARRAY({MEMBER_PROBE}))"
+    delete = STATEMENTS.get(conn, "members.delete", lambda: _members_sql(conn, sql))
     wanted = sorted(set(ids))
     delete.run(conn, {"group_pk": group_pk, "ids": _ids_param(conn, wanted)})
 
