@@ -84,6 +84,22 @@ def _audit_params(
     return {f"a_{k}": v for k, v in values.items() if k != "resource_id"}
 
 
+def _run(
+    conn: sa.Connection, name: str, build: Any, params: dict[str, Any], kind: Any, doc: Any
+) -> tuple[Any, ...] | None:
+    """Run one conditional statement (its first row); a unique index it would break is the
+    SCIM uniqueness error of ``kind``."""
+    stmt = _STATEMENTS.get(conn, name, build)
+    try:
+        return stmt.run(conn, params).first()
+    except IntegrityError:
+        raise uniqueness_error(kind, doc) from None
+
+
+def _counters(v: versions.Versions) -> dict[str, int]:
+    return {"v_schema": v.schema, "v_auth": v.auth}
+
+
 def _create_statement() -> Any:
     cols = ["id", *_USER_COLUMNS, "created", "last_modified", "version", "doc"]
     # Typed casts: in a SELECT list an untyped parameter (a NULL ``active``) would be text.
@@ -125,16 +141,11 @@ def create_user(
         "doc": dump_json(doc),
         **columns_of(USERS, doc),
         "slot": random.randrange(COUNTER_SLOTS),
-        "v_schema": v.schema,
-        "v_auth": v.auth,
+        **_counters(v),
         **_audit_params(actor, "create", rid, {USERS.unique_attr: doc.get(USERS.unique_attr)}),
     }
-    stmt = _STATEMENTS.get(conn, "user.create", _create_statement)
-    try:
-        pk = stmt.run(conn, params).scalar_one_or_none()
-    except IntegrityError:
-        raise uniqueness_error(USERS, doc) from None
-    return None if pk is None else Rec(pk, rid, now, now, 1, doc)
+    made = _run(conn, "user.create", _create_statement, params, USERS, doc)
+    return None if made is None else Rec(made[0], rid, now, now, 1, doc)
 
 
 def _replace_statement() -> Any:
@@ -168,18 +179,13 @@ def replace_user(
         "last_modified": now,
         "doc": dump_json(doc),
         **columns_of(USERS, doc),
-        "v_schema": v.schema,
-        "v_auth": v.auth,
+        **_counters(v),
         **_audit_params(actor, operation, row.id, detail),
     }
-    stmt = _STATEMENTS.get(conn, "user.replace", _replace_statement)
-    try:
-        version = stmt.run(conn, params).scalar_one_or_none()
-    except IntegrityError:
-        raise uniqueness_error(USERS, doc) from None
-    if version is None:
+    written = _run(conn, "user.replace", _replace_statement, params, USERS, doc)
+    if written is None:
         return None
-    return Rec(row.pk, row.id, row.created, now, version, doc, row.groups)
+    return Rec(row.pk, row.id, row.created, now, written[0], doc, row.groups)
 
 
 _GROUP_PATCH = """
@@ -256,32 +262,22 @@ def patch_group(
         "add_ids": sorted(adds),
         "n_add": len(adds),
         "remove_ids": sorted(set(removes)),
-        "v_schema": v.schema,
-        "v_auth": v.auth,
+        **_counters(v),
         **_audit_params(actor, "patch", row.id, detail, GROUPS.name),
     }
     if new_doc:
         params |= {"doc": dump_json(doc), **columns_of(GROUPS, doc)}
     if exact or new_doc:
         params["version_"] = row.version
-    key = f"group.patch.{int(new_doc)}{int(exact or new_doc)}"
-    stmt = _STATEMENTS.get(
-        conn,
-        key,
-        lambda: sa.text(
-            _GROUP_PATCH.format(
-                set_doc=_GROUP_DOC if new_doc else "",
-                if_version="AND version = :version_" if exact or new_doc else "",
-                remove_probe=MEMBER_PROBE.replace(":ids", ":remove_ids").replace(
-                    ":group_pk", ":pk_"
-                ),
-            )
-        ),
+    statement = lambda: sa.text(  # noqa: E731 - built once per variant
+        _GROUP_PATCH.format(
+            set_doc=_GROUP_DOC if new_doc else "",
+            if_version="AND version = :version_" if exact or new_doc else "",
+            remove_probe=MEMBER_PROBE.replace(":ids", ":remove_ids").replace(":group_pk", ":pk_"),
+        )
     )
-    try:
-        result = stmt.run(conn, params).first()
-    except IntegrityError:
-        raise uniqueness_error(GROUPS, doc) from None
+    key = f"group.patch.{int(new_doc)}{int(exact or new_doc)}"
+    result = _run(conn, key, statement, params, GROUPS, doc)
     assert result is not None
     version, found = result
     if version is None:
