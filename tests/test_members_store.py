@@ -337,9 +337,14 @@ def test_write_connections_keep_statement_journals_in_memory(tmp_path: Path) -> 
         engine.dispose()
 
 
-def test_member_added_while_its_user_is_deleted_leaves_no_membership(postgres_url: str) -> None:
+@pytest.mark.parametrize("path", ["transaction", "conditional"])
+def test_member_added_while_its_user_is_deleted_leaves_no_membership(
+    postgres_url: str, path: str
+) -> None:
     """PostgreSQL runs the two at once: the add waits for the delete and then refuses the id,
-    instead of writing a membership row for a user that no longer exists."""
+    instead of writing a membership row for a user that no longer exists. Both ways a group
+    PATCH is written: in a transaction (the command line's) and as one conditional statement
+    (the SCIM API's, authorised by a gate)."""
     engine = create_engine(postgres_url)
     migrate.ensure_current(engine)
     d = Directory(engine)
@@ -352,8 +357,12 @@ def test_member_added_while_its_user_is_deleted_leaves_no_membership(postgres_ur
             deleter.execute(sa.text("DELETE FROM members WHERE member_id = :id"), {"id": uid})
 
             def add() -> None:
+                body = {"schemas": [PATCH], "Operations": [_op("add", [uid])]}
+                actor: Any = audit.CLI
+                if path == "conditional":
+                    actor = lambda conn, v: audit.CLI  # noqa: E731 - a gate that admits
                 try:
-                    outcome.append(_patch(d, gid, _op("add", [uid])))
+                    outcome.append(d.patch("Group", gid, body, actor, BASE, None))
                 except InvalidValue as e:
                     outcome.append(e)
                 finally:
