@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError
 class Prepared:
     """One statement compiled for one dialect; ``run`` binds parameters by name."""
 
-    __slots__ = ("defaults", "names", "positional", "sql")
+    __slots__ = ("defaults", "names", "positional", "shared", "sql")
 
     def __init__(self, stmt: sa.ClauseElement, dialect: Dialect) -> None:
         compiled: Any = stmt.compile(dialect=dialect)
@@ -30,6 +30,9 @@ class Prepared:
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
         # Literal values written into the statement become parameters with these values.
         self.defaults: dict[str, Any] = {k: v for k, v in compiled.params.items() if v is not None}
+        # One cursor per connection on PostgreSQL (see ``_CURSOR``). SQLite keeps a cursor per
+        # statement: closing it ends the statement, which would otherwise hold its read snapshot.
+        self.shared = dialect.name != "sqlite"
 
     def run(self, conn: sa.Connection, params: Mapping[str, Any] | None = None) -> Result:
         """Execute on the connection's DBAPI cursor, inside its current transaction."""
@@ -38,13 +41,25 @@ class Prepared:
         args: Any = ()
         if params:
             args = tuple(params[n] for n in self.names) if self.positional else dict(params)
-        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        fairy = conn.connection
+        if self.shared:
+            cur = fairy.info.get(_CURSOR)
+            if cur is None:
+                cur = fairy.info[_CURSOR] = fairy.dbapi_connection.cursor()  # type: ignore[union-attr]
+        else:
+            cur = fairy.dbapi_connection.cursor()  # type: ignore[union-attr]
         dbapi = conn.dialect.loaded_dbapi
         try:
             cur.execute(self.sql, args)
         except dbapi.Error as e:
             raise DBAPIError.instance(self.sql, args, e, dbapi.Error) from e
-        return Result(cur, dbapi.Error)
+        return Result(cur, dbapi.Error, self.shared)
+
+
+# The cursor a PostgreSQL connection's prepared statements share: creating one per statement
+# cost ~7 µs with psycopg's async cursor (behind SQLAlchemy's adapter). Its results arrive
+# whole, and callers read a result before the next statement runs, or never.
+_CURSOR = "scimd_cursor"
 
 
 class Result:
@@ -54,18 +69,20 @@ class Result:
     statement row by row as it is fetched), so callers and the SCIM layer handle one kind.
     """
 
-    __slots__ = ("cur", "error")
+    __slots__ = ("cur", "error", "shared")
 
-    def __init__(self, cur: Any, error: type[Exception]) -> None:
+    def __init__(self, cur: Any, error: type[Exception], shared: bool = False) -> None:
         self.cur = cur
         self.error = error
+        self.shared = shared
 
     def first(self) -> tuple[Any, ...] | None:
         try:
             row = self.cur.fetchone()
         except self.error as e:
             raise DBAPIError.instance(None, None, e, self.error) from e
-        self.cur.close()
+        if not self.shared:
+            self.cur.close()
         return tuple(row) if row is not None else None
 
     def scalar_one_or_none(self) -> Any:
@@ -83,7 +100,8 @@ class Result:
             rows = self.cur.fetchall()
         except self.error as e:
             raise DBAPIError.instance(None, None, e, self.error) from e
-        self.cur.close()
+        if not self.shared:
+            self.cur.close()
         return iter(rows)
 
 
