@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from scimd.scim.errors import InvalidValue, PreconditionFailed, Uniqueness
+from scimd.scim.errors import InvalidValue, NotFound, PreconditionFailed, Uniqueness
 from scimd.store import audit, conditional, migrate, versions
 from scimd.store.directory import Directory
 from scimd.store.engine import create_engine
+from scimd.store.resources import USERS as USERS_KIND
 from scimd.store.tables import audit as audit_table
 from scimd.store.tables import counters, users
 
@@ -308,3 +309,57 @@ def test_group_patch_that_adds_and_removes_one_id_keeps_the_order(directory: Dir
         None,
     )
     assert _members(d, g.id) == {x}
+
+
+def test_delete_takes_memberships_count_and_audit_along(directory: Directory) -> None:
+    d = directory
+    u = _row(d, "leaving@g.com")
+    g, outer = _group_row(d, "Inner"), _group_row(d, "Outer")
+    gate = lambda conn, v: APP  # noqa: E731 - admits
+    add = {"schemas": [PATCH], "Operations": [{"op": "add", "path": "members", "value": []}]}
+    add["Operations"][0]["value"] = [{"value": u.id}]
+    d.patch("Group", g.id, add, gate, BASE, None)
+    add["Operations"][0]["value"] = [{"value": g.id}, {"value": u.id}]
+    d.patch("Group", outer.id, add, gate, BASE, None)
+    before = _state(d)
+    with d.read() as conn:
+        stale = d.repos["User"].get_row(conn, u.id)
+    d.patch(  # another writer moves the user to version 2
+        "User",
+        u.id,
+        {"schemas": [PATCH], "Operations": [{"op": "add", "path": "title", "value": "T"}]},
+        gate,
+        BASE,
+        None,
+    )
+    with d.read() as conn:
+        assert not conditional.delete(conn, USERS_KIND, stale, APP, _counters(d))
+    assert _state(d)[0] == before[0] and _members(d, g.id) == {u.id}
+
+    d.delete("User", u.id, gate, None)
+    after = _state(d)
+    assert (after[0], after[2]) == (before[0] - 1, before[2] - 1)
+    assert _members(d, g.id) == set() and _members(d, outer.id) == {g.id}
+    with d.engine.connect() as conn:
+        ops = conn.execute(
+            sa.select(audit_table.c.operation, audit_table.c.actor).where(
+                audit_table.c.resource_id == u.id
+            )
+        ).all()
+    assert ("delete", "client-1") in [tuple(r) for r in ops]
+
+    d.delete("Group", g.id, gate, None)  # its own member rows go with it; it leaves Outer
+    assert _members(d, outer.id) == set()
+    with pytest.raises(NotFound):
+        d.delete("Group", g.id, gate, None)
+
+
+def test_delete_checks_if_match_against_the_version_it_read(directory: Directory) -> None:
+    d = directory
+    u = _row(d, "guarded@g.com")
+    gate = lambda conn, v: APP  # noqa: E731 - admits
+    with pytest.raises(PreconditionFailed):
+        d.delete("User", u.id, gate, 'W/"7"')
+    d.delete("User", u.id, gate, 'W/"1"')
+    with pytest.raises(NotFound):
+        d.get("User", u.id, BASE)

@@ -29,6 +29,7 @@ from scimd.store.resources import (
     GROUPS,
     MEMBER_PROBE,
     USERS,
+    Kind,
     Rec,
     columns_of,
     new_id,
@@ -289,3 +290,45 @@ def patch_group(
 
 class MissingMembers(Exception):
     """Some members to add do not exist (the caller names them in its error)."""
+
+
+_DELETE = """
+WITH gone AS (
+    DELETE FROM {table}
+    WHERE pk = :pk_ AND version = :version_
+      AND COALESCE(CAST((SELECT value FROM settings WHERE key = 'schema_version') AS INTEGER), 0)
+          = :v_schema
+      AND COALESCE(CAST((SELECT value FROM settings WHERE key = 'auth_version') AS INTEGER), 0)
+          = :v_auth
+    RETURNING id
+), unlinked AS (
+    -- no longer anybody's member (its own members go with it: ON DELETE CASCADE)
+    DELETE FROM members WHERE member_id = (SELECT id FROM gone)
+), counted AS (
+    UPDATE counters SET value = value - 1
+    WHERE name = :kind AND slot = :slot AND EXISTS (SELECT FROM gone)
+), logged AS (
+    INSERT INTO audit (at, actor_type, actor, actor_name, operation, resource_type, resource_id,
+                       detail, request_id)
+    SELECT :a_at, :a_actor_type, :a_actor, :a_actor_name, :a_operation, :a_resource_type,
+           gone.id, CAST(:a_detail AS JSON), :a_request_id
+    FROM gone
+)
+SELECT count(*) FROM gone
+"""
+
+
+def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: versions.Versions) -> bool:
+    """Delete ``row`` with its memberships, count and audit it, if neither its version nor
+    the counters moved since they were read (else False: read again and start over)."""
+    params = {
+        "pk_": row.pk,
+        "version_": row.version,
+        "kind": kind.name,
+        "slot": random.randrange(COUNTER_SLOTS),
+        **_counters(v),
+        **_audit_params(actor, "delete", row.id, None, kind.name),
+    }
+    build = lambda: sa.text(_DELETE.format(table=kind.table.name))  # noqa: E731
+    done = _run(conn, f"{kind.name}.delete", build, params, kind, row.doc)
+    return bool(done and done[0])

@@ -599,10 +599,21 @@ class Directory:
         return self._written(actor, attempt, True)
 
     def delete(self, name: str, rid: str, actor: A.Actor | Gate, if_match: str | None) -> None:
-        with self.write() as conn:
-            _, who, row, _ = self._begin(conn, name, actor, rid)
+        repo = self.repos[name]
+
+        def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
+            _, who, row, v = self._begin(conn, name, actor, rid, lock=not at_once)
             assert row is not None
-            self.repos[name].delete(conn, row, who, if_match)
+            if at_once:
+                assert v is not None
+                check_etag(if_match, row.version)
+                if not conditional.delete(conn, repo.kind, row, who, v):
+                    return None
+            else:
+                repo.delete(conn, row, who, if_match)
+            return Written(None, etag(row.version))
+
+        self._written(actor, attempt, True)
 
     def exists(self, name: str, rid: str) -> bool:
         with self.read() as conn:
