@@ -189,6 +189,15 @@ def replace_user(
     return Rec(row.pk, row.id, row.created, now, written[0], doc, row.groups)
 
 
+# The version counters still have the values the request was authorised with (raw SQL form
+# of ``_versions_hold``, for the statements written as text).
+_COUNTERS_HOLD = (
+    "COALESCE(CAST((SELECT value FROM settings WHERE key = 'schema_version') AS INTEGER), 0)"
+    " = :v_schema AND"
+    " COALESCE(CAST((SELECT value FROM settings WHERE key = 'auth_version') AS INTEGER), 0)"
+    " = :v_auth"
+)
+
 _GROUP_PATCH = """
 WITH found_users AS (
     SELECT id FROM users WHERE id IN (SELECT unnest(CAST(:add_ids AS TEXT[]))) FOR SHARE
@@ -202,10 +211,7 @@ WITH found_users AS (
         last_modified = :last_modified,
         version = version + 1
     WHERE pk = :pk_ {if_version}
-      AND COALESCE(CAST((SELECT value FROM settings WHERE key = 'schema_version') AS INTEGER), 0)
-          = :v_schema
-      AND COALESCE(CAST((SELECT value FROM settings WHERE key = 'auth_version') AS INTEGER), 0)
-          = :v_auth
+      AND {counters_hold}
       AND (SELECT count(*) FROM found) = :n_add
     RETURNING id, version
 ), added AS (
@@ -275,6 +281,7 @@ def patch_group(
             set_doc=_GROUP_DOC if new_doc else "",
             if_version="AND version = :version_" if exact or new_doc else "",
             remove_probe=MEMBER_PROBE.replace(":ids", ":remove_ids").replace(":group_pk", ":pk_"),
+            counters_hold=_COUNTERS_HOLD,
         )
     )
     key = f"group.patch.{int(new_doc)}{int(exact or new_doc)}"
@@ -296,10 +303,7 @@ _DELETE = """
 WITH gone AS (
     DELETE FROM {table}
     WHERE pk = :pk_ AND version = :version_
-      AND COALESCE(CAST((SELECT value FROM settings WHERE key = 'schema_version') AS INTEGER), 0)
-          = :v_schema
-      AND COALESCE(CAST((SELECT value FROM settings WHERE key = 'auth_version') AS INTEGER), 0)
-          = :v_auth
+      AND {counters_hold}
     RETURNING id
 ), unlinked AS (
     -- no longer anybody's member (its own members go with it: ON DELETE CASCADE)
@@ -329,6 +333,8 @@ def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: version
         **_counters(v),
         **_audit_params(actor, "delete", row.id, None, kind.name),
     }
-    build = lambda: sa.text(_DELETE.format(table=kind.table.name))  # noqa: E731
+    build = lambda: sa.text(  # noqa: E731
+        _DELETE.format(table=kind.table.name, counters_hold=_COUNTERS_HOLD)
+    )
     done = _run(conn, f"{kind.name}.delete", build, params, kind, row.doc)
     return bool(done and done[0])
