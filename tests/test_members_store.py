@@ -129,6 +129,20 @@ def test_user_groups_and_user_delete(directory: Directory) -> None:
     assert _members(d, g2) == {}
 
 
+def test_a_page_of_users_shows_each_users_groups(directory: Directory) -> None:
+    """A list page reads the groups of all its users with one statement: each user gets
+    exactly its own, ordered by displayName regardless of case."""
+    d = directory
+    a, b, c = _user(d, "pa@x.test"), _user(d, "pb@x.test"), _user(d, "pc@x.test")
+    beta, alpha, gamma = _group(d, "beta"), _group(d, "Alpha"), _group(d, "GAMMA")
+    _patch(d, beta, _op("Add", [a, b]))
+    _patch(d, alpha, _op("Add", [a]))
+    _patch(d, gamma, _op("Add", [a, c]))
+    page = d.search("User", None, BASE, start=1, count=10)
+    by_user = {r["id"]: [g["display"] for g in r.get("groups", [])] for r in page.resources}
+    assert by_user == {a: ["Alpha", "beta", "GAMMA"], b: ["beta"], c: ["GAMMA"]}
+
+
 def test_large_batches_and_replace(directory: Directory) -> None:
     d = directory
     users = [_user(d, f"bulk{i}@x.test") for i in range(1100)]

@@ -706,13 +706,17 @@ def groups_of(
                 .order_by(groups.c.display_name_lower)
             ),
         ).run(conn, {"id": user_ids[0]})
-    else:
-        rows = conn.execute(  # type: ignore[assignment]
-            sa.select(*cols)
-            .join(groups, groups.c.pk == members.c.group_pk)
-            .where(members.c.member_id.in_(list(user_ids)))
-            .order_by(groups.c.display_name_lower)
-        )
+    else:  # a page of users: one prepared statement, the ids as one parameter
+        rows = STATEMENTS.get(
+            conn,
+            "groups_of.many",
+            lambda: _members_sql(
+                conn,
+                "SELECT members.member_id, groups.id, groups.display_name FROM members"
+                " JOIN groups ON groups.pk = members.group_pk WHERE members.member_id IN IDS"
+                " ORDER BY groups.display_name_lower",
+            ),
+        ).run(conn, {"ids": _ids_param(conn, list(user_ids))})
     pairs: dict[str, list[tuple[str, str]]] = {}
     for uid, gid, name in rows:
         pairs.setdefault(uid, []).append((gid, name))
