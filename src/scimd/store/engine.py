@@ -26,7 +26,8 @@ WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 _TEMP_IN_MEMORY = "scimd_temp_store_memory"
 
 
-def _json_dumps(value: Any) -> str:
+def json_text(value: Any) -> str:
+    """JSON parameters as text, encoded by orjson (both engines, sync and async)."""
     return orjson.dumps(value).decode()
 
 
@@ -44,7 +45,7 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
         engine = sa.create_engine(
             u,
             echo=echo,
-            json_serializer=_json_dumps,
+            json_serializer=json_text,
             json_deserializer=orjson.loads,
             connect_args={"check_same_thread": False, "timeout": 30},
         )
@@ -85,7 +86,7 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
     return sa.create_engine(
         u,
         echo=echo,
-        json_serializer=_json_dumps,
+        json_serializer=json_text,
         json_deserializer=orjson.loads,
         # Connections are held per worker thread by the directory; recycle them hourly instead
         # of pinging on every checkout (a ping is a network round trip per request).

@@ -23,6 +23,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
+from scimd.store.engine import json_text
+
 T = TypeVar("T")
 
 
@@ -47,17 +49,13 @@ BORROWED: ContextVar[tuple[sa.Connection, sa.Connection] | None] = ContextVar(
 )
 
 
-def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
 class LoopRunner:
     """Runs synchronous directory calls in greenlets on the loop, ``size`` at a time."""
 
     def __init__(self, url: str, size: int) -> None:
         self.engine: AsyncEngine = create_async_engine(
             url,
-            json_serializer=_json_dumps,
+            json_serializer=json_text,
             json_deserializer=orjson.loads,
             pool_size=2 * size,
             max_overflow=0,
