@@ -455,3 +455,73 @@ def test_removing_members_of_a_large_group_reads_only_those_members(postgres_url
         assert rows_read(plan) <= 2 * len(ids), plan
     finally:
         engine.dispose()
+
+
+def _rows_read(node: dict[str, Any], table: str) -> int:
+    """Rows a plan's scans of ``table`` produced, over all their loops (EXPLAIN ANALYZE)."""
+    own = node.get("Actual Rows", 0) * node.get("Actual Loops", 1)
+    read = own if node.get("Relation Name") == table and "Scan" in node["Node Type"] else 0
+    return read + sum(_rows_read(child, table) for child in node.get("Plans", []))
+
+
+def test_user_groups_read_only_the_users_memberships(postgres_url: str) -> None:
+    """PostgreSQL: User.groups (GET of a user, a page of users) reads the user's memberships
+    and their groups, also when the statistics put many memberships on every member. With
+    such statistics PostgreSQL planned the join from the other side: every group, then a
+    probe for the user's membership in each, so a GET cost grew with the number of groups."""
+    from scimd.store import resources
+
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    d = Directory(engine)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO groups (id, display_name, display_name_lower,"
+                    " created, last_modified, version, doc) SELECT 'g' || i,"
+                    " 'G' || i, 'g' || i, 'x', 'x', 1, '{}' FROM generate_series(1, 300) i"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO users (id, user_name, user_name_lower, created,"
+                    " last_modified, version, doc) SELECT 'u' || i, 'U' || i, 'u' || i,"
+                    " 'x', 'x', 1, '{}' FROM generate_series(1, 40) i"
+                )
+            )
+            # u1 and u2 are in 5 groups each; the others in every group.
+            conn.execute(
+                sa.text(
+                    "INSERT INTO members (group_pk, member_id, member_type)"
+                    " SELECT g.pk, u.id, 'User' FROM groups g, users u WHERE u.id NOT IN"
+                    " ('u1', 'u2') OR g.id IN ('g7', 'g8', 'g9', 'g10', 'g11')"
+                )
+            )
+            conn.execute(sa.text("ALTER TABLE members ALTER COLUMN member_id SET (n_distinct = 2)"))
+            conn.execute(sa.text("ANALYZE members"))
+            conn.execute(sa.text("ANALYZE groups"))
+        user, _ = d.get("User", "u1", BASE)
+        assert sorted(g["value"] for g in user["groups"]) == ["g10", "g11", "g7", "g8", "g9"]
+        with d.read() as conn:
+            pages = resources.groups_of(conn, ["u1", "u2"], BASE)
+            one = resources.groups_of(conn, ["u2"], BASE)
+        assert [g["display"] for g in pages["u2"]] == ["G10", "G11", "G7", "G8", "G9"]
+        assert one == {"u2": pages["u2"]}
+        prepared = resources.STATEMENTS._by_dialect["postgresql"]
+        cases = [
+            ("User.get+groups", {"id": "u1"}, 5),
+            ("groups_of.one", {"id": "u1"}, 5),
+            ("groups_of.many", {"ids": ["u1", "u2"]}, 10),
+        ]
+        with engine.connect() as conn:
+            cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            for name, params, found in cases:
+                cur.execute("EXPLAIN (ANALYZE, FORMAT JSON) " + prepared[name].sql, params)
+                plan = cur.fetchone()[0][0]["Plan"]
+                assert _rows_read(plan, "members") <= 2 * found, (name, plan)
+                assert _rows_read(plan, "groups") <= 2 * found, (name, plan)
+            conn.rollback()
+    finally:
+        d.close()
+        engine.dispose()

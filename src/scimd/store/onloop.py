@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
 
-from scimd.store.engine import json_text
+from scimd.store.engine import json_text, postgres_connect_args
 
 T = TypeVar("T")
 
@@ -60,6 +60,7 @@ class LoopRunner:
             pool_size=2 * size,
             max_overflow=0,
             pool_recycle=3600,
+            connect_args=postgres_connect_args(url),
         )
         self.size = size
         self._slots: asyncio.Queue[Slot] | None = None
