@@ -54,3 +54,34 @@ def test_a_waiting_request_does_not_block_others(postgres_url: str, tmp_path: Pa
         status, others, name = asyncio.run(_scenario(server.base_url, server.token, postgres_url))
     assert others == [200, 201, 200]
     assert (status, name) == (200, "Held")
+
+
+def test_connections_start_without_jit(postgres_url: str) -> None:
+    """Both engines open PostgreSQL connections with JIT compilation off (it cost ~7 ms per
+    statement once stale statistics pushed estimates over jit_above_cost); options in the
+    URL come after ours, so an operator can turn it back on."""
+    from scimd.store.engine import create_engine
+    from scimd.store.onloop import LoopRunner
+
+    def show(url: str, setting: str) -> str:
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                return str(conn.exec_driver_sql(f"SHOW {setting}").scalar())
+        finally:
+            engine.dispose()
+
+    async def show_async(url: str) -> str:
+        runner = LoopRunner(url, 1)
+        try:
+            async with runner.engine.connect() as conn:
+                return str((await conn.exec_driver_sql("SHOW jit")).scalar())
+        finally:
+            await runner.close()
+
+    assert show(postgres_url, "jit") == "off"
+    assert asyncio.run(show_async(postgres_url)) == "off"
+    sep = "&" if "?" in postgres_url else "?"
+    mine = f"{postgres_url}{sep}options=-c%20jit%3Don%20-c%20work_mem%3D7MB"
+    assert (show(mine, "jit"), show(mine, "work_mem")) == ("on", "7MB")
+    assert asyncio.run(show_async(mine)) == "on"
