@@ -141,6 +141,28 @@ def test_a_page_of_users_shows_each_users_groups(directory: Directory) -> None:
     page = d.search("User", None, BASE, start=1, count=10)
     by_user = {r["id"]: [g["display"] for g in r.get("groups", [])] for r in page.resources}
     assert by_user == {a: ["Alpha", "beta", "GAMMA"], b: ["beta"], c: ["GAMMA"]}
+    # A request's page (authorised by its gate) is one statement with the counters and the
+    # total: the same users, groups and totals, the gate run once per page.
+    gated: list[Any] = []
+
+    def gate(conn: sa.Connection, v: Any) -> Any:
+        gated.append(v)
+        return audit.CLI
+
+    page = d.search("User", None, BASE, start=1, count=10, gate=gate)
+    assert page.total == 3 and len(gated) == 1
+    by_user = {r["id"]: [g["display"] for g in r.get("groups", [])] for r in page.resources}
+    assert by_user == {a: ["Alpha", "beta", "GAMMA"], b: ["beta"], c: ["GAMMA"]}
+    assert [r["id"] for r in page.resources] == [a, b, c]
+    for start, count, ids in [(2, 1, [b]), (3, 5, [c]), (4, 5, []), (1, 0, []), (9, 0, [])]:
+        page = d.search("User", None, BASE, start=start, count=count, gate=gate)
+        assert (page.total, [r["id"] for r in page.resources]) == (3, ids), (start, count)
+    page = d.search("User", None, BASE, start=2, count=5, attributes=["userName"], gate=gate)
+    assert page.resources == [
+        {"schemas": [USER], "id": b, "userName": "pb@x.test"},
+        {"schemas": [USER], "id": c, "userName": "pc@x.test"},
+    ]
+    assert len(gated) == 7
 
 
 def test_large_batches_and_replace(directory: Directory) -> None:

@@ -283,6 +283,13 @@ class Directory:
                             conn, name, rt, rows, base, attributes, excluded
                         )
                         return Listing(len(rows), start, resources)
+                elif flt is None and not sort_by:
+                    # A plain page (a client walking the list): one statement, counters included.
+                    rows, v, total = repo.page_gated(conn, start, count, with_groups)
+                    gate(conn, v)
+                    rt = self._type_at(conn, name, v)
+                    resources = self._render_rows(conn, name, rt, rows, base, attributes, excluded)
+                    return Listing(total, start, resources)
                 else:
                     v = versions.read(conn)
                     gate(conn, v)

@@ -392,6 +392,49 @@ class Repository:
         )
         return [self._rec(r) for r in stmt.run(conn, {"n": count, "o": start - 1})]
 
+    def page_gated(
+        self, conn: sa.Connection, start: int, count: int, with_groups: bool
+    ) -> tuple[list[Rec], versions.Versions, int]:
+        """``_page`` with the version counters and the total in the same statement.
+
+        An unfiltered page (a client walking the whole list) was four statements on
+        PostgreSQL (counters, page, its users' groups, total), each a round trip costing
+        the client more CPU than its rows; here it is one. The rows are outer-joined to one
+        constant row, so the counters and the total come back when the page is empty too.
+        """
+        name = f"{self.kind.name}.page{'+groups' if with_groups else ''}+versions"
+
+        def build() -> Any:
+            ids = (
+                sa.select(self.t.c.id)
+                .order_by(self.t.c.id)
+                .limit(_B("n"))
+                .offset(_B("o"))
+                .scalar_subquery()
+            )
+            total = (
+                sa.select(sa.func.sum(counters.c.value))
+                .where(counters.c.name == _B("name"))
+                .scalar_subquery()
+                .label("total")
+            )
+            one = sa.select(sa.literal_column("1").label("one")).subquery("one")
+            cols = self._cols_groups(conn) if with_groups else self.cols
+            return (
+                sa.select(*versions.columns(), total, *cols)
+                .select_from(one.outerjoin(self.t, self.t.c.id.in_(ids)))
+                .order_by(self.t.c.id)
+            )
+
+        stmt = STATEMENTS.get(conn, name, build)
+        found = list(stmt.run(conn, {"n": count, "o": start - 1, "name": self.kind.name}))
+        v = versions.Versions(int(found[0][0] or 0), int(found[0][1] or 0))
+        rec = self._rec_groups if with_groups else self._rec
+        rows = [rec(r[3:]) for r in found if r[3] is not None]
+        if start == 1 and len(rows) < count:
+            return rows, v, len(rows)  # the page holds every resource
+        return rows, v, int(found[0][2] or 0)
+
     def indexed_eq(self, flt: Filter | None) -> tuple[str, Any] | None:
         """(column, value) when ``flt`` is one ``eq`` on a unique or indexed column."""
         if not isinstance(flt, Compare) or flt.op != "eq" or flt.path.schema or flt.path.sub:
