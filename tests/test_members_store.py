@@ -373,6 +373,29 @@ def test_write_connections_keep_statement_journals_in_memory(tmp_path: Path) -> 
         engine.dispose()
 
 
+def test_connections_read_through_a_memory_map(tmp_path: Path) -> None:
+    """Every SQLite connection maps the database file (capped by SQLite at its maximum), and a
+    second connection reads through its map what the first committed."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'mmap.db'}")
+    try:
+        migrate.ensure_current(engine)
+        d = Directory(engine)
+        uid = _user(d, "mapped@x.test")
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("PRAGMA mmap_size")).scalar_one() >= 256 * 1024**2
+        fresh = create_engine(f"sqlite:///{tmp_path / 'mmap.db'}")
+        other = Directory(fresh)
+        try:
+            user, _ = other.get("User", uid, BASE)
+            assert user["userName"] == "mapped@x.test"
+        finally:
+            other.close()
+            fresh.dispose()
+        d.close()
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.parametrize("path", ["transaction", "conditional"])
 def test_member_added_while_its_user_is_deleted_leaves_no_membership(
     postgres_url: str, path: str

@@ -21,6 +21,13 @@ WAL_AUTOCHECKPOINT_PAGES = 10_000
 # filter by userName went from 8,800 to 6,900 req/s as the run went on, and stayed at
 # 8,800-9,800 with 64 MiB; GET by id 9,600 -> 11,200-12,100 (c=8).
 PAGE_CACHE_KIB = 65_536
+# Reads of the database file through a memory map, up to this size (SQLite caps it at its
+# compile-time maximum, 2 GiB in common builds): a page that is not in the connection's cache
+# is then read from the OS page cache without a read() call and a copy. At 100,000 users (a
+# file larger than the page cache) over HTTP, alternating runs: filter by userName 8,896-9,183
+# -> 9,358-9,818 req/s and GET by id 11,338-11,676 -> 12,300-12,919 at c=8 (+1-10% at c=32).
+# Written pages still go through the WAL.
+MMAP_SIZE_BYTES = 8 * 1024**3
 # After a checkpoint that starts the log over, SQLite truncates a larger -wal file to this size.
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 _TEMP_IN_MEMORY = "scimd_temp_store_memory"
@@ -62,6 +69,7 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
             cur.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
+            cur.execute(f"PRAGMA mmap_size={MMAP_SIZE_BYTES}")
             cur.close()
             dbapi_conn.create_function("py_lower", 1, _py_lower, deterministic=True)
 
