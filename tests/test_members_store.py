@@ -3,6 +3,7 @@ table's migration (0003) and the background WAL checkpointer, on SQLite and Post
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -484,7 +485,7 @@ def test_removing_members_of_a_large_group_reads_only_those_members(postgres_url
             cur = driver.cursor()
             cur.execute(
                 sql.replace(":ids", "%(ids)s").replace(":group_pk", "%(group_pk)s"),
-                {"ids": ids, "group_pk": big},
+                {"ids": json.dumps(ids), "group_pk": big},
                 prepare=True,
             )
             plan = cur.fetchone()[0][0]["Plan"]
@@ -557,7 +558,7 @@ def test_user_groups_read_only_the_users_memberships(postgres_url: str) -> None:
         cases = [
             ("User.get+groups", {"id": "u1"}, 5),
             ("groups_of.one", {"id": "u1"}, 5),
-            ("groups_of.many", {"ids": ["u1", "u2"]}, 10),
+            ("groups_of.many", {"ids": json.dumps(["u1", "u2"])}, 10),
         ]
         with engine.connect() as conn:
             cur: Any = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]

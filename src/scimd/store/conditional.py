@@ -28,6 +28,7 @@ from scimd.store.prepared import StatementCache, dump_json
 from scimd.store.resources import (
     GROUPS,
     MEMBER_PROBE,
+    PG_IDS,
     USERS,
     Kind,
     Rec,
@@ -200,9 +201,9 @@ _COUNTERS_HOLD = (
 
 _GROUP_PATCH = """
 WITH found_users AS (
-    SELECT id FROM users WHERE id IN (SELECT unnest(CAST(:add_ids AS TEXT[]))) FOR SHARE
+    SELECT id FROM users WHERE id IN (SELECT {add_ids}) FOR SHARE
 ), found_groups AS (
-    SELECT id FROM groups WHERE id IN (SELECT unnest(CAST(:add_ids AS TEXT[]))) FOR SHARE
+    SELECT id FROM groups WHERE id IN (SELECT {add_ids}) FOR SHARE
 ), found AS (
     SELECT id, 'User' AS member_type FROM found_users
     UNION ALL SELECT id, 'Group' FROM found_groups
@@ -266,9 +267,9 @@ def patch_group(
     params = {
         "pk_": row.pk,
         "last_modified": now,
-        "add_ids": sorted(adds),
+        "add_ids": dump_json(sorted(adds)),
         "n_add": len(adds),
-        "remove_ids": sorted(set(removes)),
+        "remove_ids": dump_json(sorted(set(removes))),
         **_counters(v),
         **_audit_params(actor, "patch", row.id, detail, GROUPS.name),
     }
@@ -282,6 +283,7 @@ def patch_group(
             if_version="AND version = :version_" if exact or new_doc else "",
             remove_probe=MEMBER_PROBE.replace(":ids", ":remove_ids").replace(":group_pk", ":pk_"),
             counters_hold=_COUNTERS_HOLD,
+            add_ids=PG_IDS.format(":add_ids"),
         )
     )
     key = f"group.patch.{int(new_doc)}{int(exact or new_doc)}"
