@@ -13,7 +13,8 @@ Printed, in markdown:
 - per user count, scimd / bare req/s per operation and concurrency (the 0.5x target), or with
   ``--compact`` one table for all user counts;
 - p50 / p99 of ``filter_username`` and ``get_user`` across user counts (the flatness target);
-- adding 100 members to the small versus the large group.
+- adding 100 members to the small versus the large group;
+- with ``--spread`` (other runs of the same code), the lowest and highest ratio over all runs.
 
 Run::
 
@@ -249,6 +250,41 @@ def group_table(runs: list[tuple[str, dict[tuple[str, str, int], Row]]]) -> list
     return [*out, ""]
 
 
+def spread_table(label: str, runs: list[tuple[str, dict[tuple[str, str, int], Row]]]) -> list[str]:
+    """The lowest and highest scimd / reference ratio over several runs of one user count."""
+    pairs = [
+        (target, ref)
+        for target, ref in PAIRS
+        if all(
+            any(k[0] == target for k in rows) and any(k[0] == ref for k in rows) for _, rows in runs
+        )
+    ]
+    if not pairs:
+        return []
+    out = [
+        f"#### {label} users: scimd / reference req/s, lowest-highest over "
+        f"{len(runs)} runs ({', '.join(name for name, _ in runs)})",
+        "",
+        "| op | conc | " + " | ".join(f"{t} / {r}" for t, r in pairs) + " |",
+        "|---|---:|" + "---:|" * len(pairs),
+    ]
+    for op, conc in ordered_keys(runs[0][1]):
+        cells = []
+        for target, ref in pairs:
+            ratios = [
+                rows[(target, op, conc)]["rps"] / rows[(ref, op, conc)]["rps"]
+                for _, rows in runs
+                if (target, op, conc) in rows and rows.get((ref, op, conc), {}).get("rps")
+            ]
+            if not ratios:
+                cells.append("-")
+                continue
+            low, high = min(ratios), max(ratios)
+            cells.append(f"{low:.2f}-{high:.2f}" + ("" if low >= 0.5 else "*"))
+        out.append(f"| {op} | {conc} | " + " | ".join(cells) + " |")
+    return [*out, ""]
+
+
 def progress_table(
     label: str,
     commit: str,
@@ -278,6 +314,12 @@ def progress_table(
     return [*out, ""]
 
 
+def _short(path_arg: str) -> str:
+    """``bench/reports/C/n10k.json[=L]`` -> ``C/n10k``: which run a column is."""
+    path = Path(path_arg.partition("=")[0])
+    return f"{path.parent.name}/{path.stem}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Tables for docs/performance.md.")
     parser.add_argument("reports", nargs="+", help="JSON reports of bench/run.py[=LABEL]")
@@ -297,11 +339,20 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="JSON report of re-run measurements replacing the same rows",
     )
+    parser.add_argument(
+        "--spread",
+        action="append",
+        default=[],
+        help="JSON report of another run of the same code (same user count as a report): the "
+        "range of the ratios over all runs",
+    )
     args = parser.parse_args(argv)
     runs: list[tuple[str, dict[tuple[str, str, int], Row]]] = []
     headers: list[str] = []
+    sources: dict[str, str] = {}
     for arg in args.reports:
         label, doc = load(arg)
+        sources[label] = _short(arg)
         rows = rows_of(doc)
         for extra in args.override:
             _, over = load(extra)
@@ -331,6 +382,16 @@ def main(argv: list[str] | None = None) -> int:
             lines += ratio_table(label, rows)
     lines += flatness_table(runs)
     lines += group_table(runs)
+    for label, rows in runs:
+        others = [load(a) for a in args.spread]
+        same = [(lbl, doc) for lbl, doc in others if lbl == label]
+        if same:
+            named = [(sources[label], rows)] + [
+                (_short(a), rows_of(doc))
+                for a, (lbl, doc) in zip(args.spread, others, strict=True)
+                if lbl == label
+            ]
+            lines += spread_table(label, named)
     for before_arg in args.before:
         label, before = load(before_arg)
         after = next((rows for lbl, rows in runs if lbl == label), None)
