@@ -446,6 +446,18 @@ def test_member_added_while_its_user_is_deleted_leaves_no_membership(
         engine.dispose()
 
 
+def _insert_groups(conn: sa.Connection, n: int) -> None:
+    """PostgreSQL: groups g1..gn (displayName Gi), straight into the table."""
+    conn.execute(
+        sa.text(
+            "INSERT INTO groups (id, display_name, display_name_lower, created, last_modified,"
+            " version, doc) SELECT 'g' || i, 'G' || i, 'g' || i, 'x', 'x', 1, '{}'"
+            " FROM generate_series(1, :n) i"
+        ),
+        {"n": n},
+    )
+
+
 def test_removing_members_of_a_large_group_reads_only_those_members(postgres_url: str) -> None:
     """PostgreSQL: removing 20 members of a 3,000-member group probes 20 rows, also under
     the generic plan a prepared statement gets after five runs (which plans for the average
@@ -456,14 +468,7 @@ def test_removing_members_of_a_large_group_reads_only_those_members(postgres_url
     migrate.ensure_current(engine)
     try:
         with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO groups (id, display_name, display_name_lower,"
-                    " created, last_modified, version, doc) SELECT 'g' || i,"
-                    " 'G' || i, 'g' || i, 'x', 'x', 1, '{}' FROM"
-                    " generate_series(1, 300) i"
-                )
-            )
+            _insert_groups(conn, 300)
             big = conn.execute(sa.text("SELECT pk FROM groups WHERE id = 'g1'")).scalar_one()
             # 300 groups of 10 members and one of 3,000: the average group is small.
             conn.execute(
@@ -522,13 +527,7 @@ def test_user_groups_read_only_the_users_memberships(postgres_url: str) -> None:
     d = Directory(engine)
     try:
         with engine.begin() as conn:
-            conn.execute(
-                sa.text(
-                    "INSERT INTO groups (id, display_name, display_name_lower,"
-                    " created, last_modified, version, doc) SELECT 'g' || i,"
-                    " 'G' || i, 'g' || i, 'x', 'x', 1, '{}' FROM generate_series(1, 300) i"
-                )
-            )
+            _insert_groups(conn, 300)
             conn.execute(
                 sa.text(
                     "INSERT INTO users (id, user_name, user_name_lower, created,"

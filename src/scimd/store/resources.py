@@ -378,19 +378,24 @@ class Repository:
         id: skipping 50,000 whole rows of ~1 KB documents instead cost ~12x more (measured on
         SQLite at 100,000 users).
         """
-        inner = (
+        stmt = STATEMENTS.get(
+            conn,
+            f"{self.kind.name}.page",
+            lambda: (
+                sa.select(*self.cols).where(self.t.c.id.in_(self._page_ids())).order_by(self.t.c.id)
+            ),
+        )
+        return [self._rec(r) for r in stmt.run(conn, {"n": count, "o": start - 1})]
+
+    def _page_ids(self) -> Any:
+        """The ids of a page (``:n`` from offset ``:o``), walked on the compact id index."""
+        return (
             sa.select(self.t.c.id)
             .order_by(self.t.c.id)
             .limit(_B("n"))
             .offset(_B("o"))
             .scalar_subquery()
         )
-        stmt = STATEMENTS.get(
-            conn,
-            f"{self.kind.name}.page",
-            lambda: sa.select(*self.cols).where(self.t.c.id.in_(inner)).order_by(self.t.c.id),
-        )
-        return [self._rec(r) for r in stmt.run(conn, {"n": count, "o": start - 1})]
 
     def page_gated(
         self, conn: sa.Connection, start: int, count: int, with_groups: bool
@@ -405,13 +410,6 @@ class Repository:
         name = f"{self.kind.name}.page{'+groups' if with_groups else ''}+versions"
 
         def build() -> Any:
-            ids = (
-                sa.select(self.t.c.id)
-                .order_by(self.t.c.id)
-                .limit(_B("n"))
-                .offset(_B("o"))
-                .scalar_subquery()
-            )
             total = (
                 sa.select(sa.func.sum(counters.c.value))
                 .where(counters.c.name == _B("name"))
@@ -422,7 +420,7 @@ class Repository:
             cols = self._cols_groups(conn) if with_groups else self.cols
             return (
                 sa.select(*versions.columns(), total, *cols)
-                .select_from(one.outerjoin(self.t, self.t.c.id.in_(ids)))
+                .select_from(one.outerjoin(self.t, self.t.c.id.in_(self._page_ids())))
                 .order_by(self.t.c.id)
             )
 
