@@ -132,11 +132,20 @@ def serve(
         host=s.host,
         port=s.port,
         loop=loop,
-        http="httptools" if _has("httptools") else "h11",
+        http=_http_protocol(),
         log_config=None,
         access_log=False,
         server_header=False,
     )
+
+
+def _http_protocol() -> Any:
+    """uvicorn's httptools protocol sending each response in one write, else h11."""
+    if not _has("httptools"):
+        return "h11"
+    from scimd.web.coalesce import CoalescingHttpToolsProtocol
+
+    return CoalescingHttpToolsProtocol
 
 
 def _has(module: str) -> bool:

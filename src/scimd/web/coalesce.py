@@ -1,0 +1,118 @@
+"""One send() per response: uvicorn's HTTP protocol with writes coalesced per loop step.
+
+uvicorn writes a response's status line and headers as soon as the application starts the
+response, and its body in a second write: two ``send()`` calls on the socket, and often two
+segments for the client to read. On loopback each of those costs about as much as the rest of
+a small response's work. ``CoalescingHttpToolsProtocol`` gives the protocol a transport that
+keeps what is written during one step of the event loop and hands it to the socket in one
+write at the end of that step. Measured over HTTP on SQLite (3,000 users, c=8, alternating
+runs, server CPU per request and req/s): GET by id 84-85 -> 74 µs, 12,415-12,429 -> 14,314-
+14,320; filter by userName 105-109 -> 92-97 µs, 9,596-9,932 -> 10,816-11,348; PATCH 176-179
+-> 170-171 µs, 5,680-5,701 -> 5,856-5,895. On PostgreSQL reads gained 1-5%.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+
+class CoalescingTransport(asyncio.Transport):
+    """Delegates to ``transport``; writes wait for the end of the current loop step.
+
+    Order is kept (everything goes through the one buffer), ``close`` sends what is pending
+    first, and ``abort`` drops it, as the socket's own buffer would be.
+    """
+
+    __slots__ = ("_loop", "_pending", "_scheduled", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes | bytearray | memoryview] = []
+        self._scheduled = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if not data:
+            return
+        self._pending.append(data)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def writelines(self, list_of_data: Any) -> None:
+        for data in list_of_data:
+            self.write(data)
+
+    def flush(self) -> None:
+        """Hand what is pending to the socket: one write for all of it."""
+        self._scheduled = False
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        if self._transport.is_closing():
+            return  # the peer is gone; the socket's transport would drop it too
+        if len(pending) == 1:
+            self._transport.write(pending[0])
+        else:
+            self._transport.writelines(pending)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending = []
+        self._transport.abort()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._transport.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._transport.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._transport.is_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._transport.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._transport.get_protocol()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(len(d) for d in self._pending)
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._transport.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._transport.set_write_buffer_limits(high, low)
+
+    def can_write_eof(self) -> bool:
+        return self._transport.can_write_eof()
+
+    def write_eof(self) -> None:
+        self.flush()
+        self._transport.write_eof()
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, writing through a ``CoalescingTransport``.
+
+    Flow control keeps watching the socket's own transport (set up before the swap).
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.transport = CoalescingTransport(transport, self.loop)
