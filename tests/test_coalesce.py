@@ -140,3 +140,13 @@ def test_pipelined_requests_get_whole_responses_in_order(live_server: LiveServer
                 body, data = rest[:length], rest[length:]
                 assert body.startswith(b"{") and body.endswith(b"}")
     assert statuses == [b"200", b"404", b"200"]
+
+
+def test_serve_coalesces_on_sqlite_only() -> None:
+    """On PostgreSQL a request waits for its statement across loop steps, and holding its reply
+    until the end of a step cost POSTs 10-15%: the plain protocol there."""
+    from scimd.cli.main import _http_protocol
+    from scimd.web.coalesce import CoalescingHttpToolsProtocol
+
+    assert _http_protocol("sqlite:///scimd.db") is CoalescingHttpToolsProtocol
+    assert _http_protocol("postgresql+psycopg://u@127.0.0.1/db") == "httptools"

@@ -132,17 +132,19 @@ def serve(
         host=s.host,
         port=s.port,
         loop=loop,
-        http=_http_protocol(),
+        http=_http_protocol(s.database_url),
         log_config=None,
         access_log=False,
         server_header=False,
     )
 
 
-def _http_protocol() -> Any:
-    """uvicorn's httptools protocol sending each response in one write, else h11."""
+def _http_protocol(database_url: str) -> Any:
+    """uvicorn's httptools protocol (on SQLite, replies sent at the end of the loop step)."""
     if not _has("httptools"):
         return "h11"
+    if not database_url.startswith("sqlite"):
+        return "httptools"
     from scimd.web.coalesce import CoalescingHttpToolsProtocol
 
     return CoalescingHttpToolsProtocol
