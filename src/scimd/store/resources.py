@@ -340,20 +340,20 @@ class Repository:
         dialect = conn.dialect.name
         where = sqlfilter.compile_filter(flt, rt, self.t, dialect) if flt is not None else None
         if where is None and sort_by is None:
-            rows = self._page(conn, start, count) if count > 0 else []
+            rows, _, total = self.page_gated(conn, start, count, with_groups)
+            return total, rows
+        q = sa.select(*self.cols)
+        if where is not None:
+            q = q.where(where)
+        if sort_by is not None:
+            q = q.order_by(*sqlfilter.sort_clauses(sort_by, rt, self.t, dialect, descending))
         else:
-            q = sa.select(*self.cols)
-            if where is not None:
-                q = q.where(where)
-            if sort_by is not None:
-                q = q.order_by(*sqlfilter.sort_clauses(sort_by, rt, self.t, dialect, descending))
-            else:
-                q = q.order_by(self.t.c.pk)
-            rows = (
-                [self._rec(r) for r in conn.execute(q.limit(count).offset(start - 1))]
-                if count > 0
-                else []
-            )
+            q = q.order_by(self.t.c.pk)
+        rows = (
+            [self._rec(r) for r in conn.execute(q.limit(count).offset(start - 1))]
+            if count > 0
+            else []
+        )
         if start == 1 and len(rows) < count:
             total = len(rows)  # the page holds every match: no count query needed
         elif where is None:
@@ -371,24 +371,14 @@ class Repository:
             ).scalar_one()
         return int(total), rows
 
-    def _page(self, conn: sa.Connection, start: int, count: int) -> list[Rec]:
-        """An unfiltered page, in id order (ids are time-ordered, so creation order).
+    def _page_ids(self) -> Any:
+        """The ids of a page (``:n`` from offset ``:o``), in id order (ids are time-ordered, so
+        creation order).
 
         The offset is walked on the compact id index only and the page's rows are fetched by
         id: skipping 50,000 whole rows of ~1 KB documents instead cost ~12x more (measured on
         SQLite at 100,000 users).
         """
-        stmt = STATEMENTS.get(
-            conn,
-            f"{self.kind.name}.page",
-            lambda: (
-                sa.select(*self.cols).where(self.t.c.id.in_(self._page_ids())).order_by(self.t.c.id)
-            ),
-        )
-        return [self._rec(r) for r in stmt.run(conn, {"n": count, "o": start - 1})]
-
-    def _page_ids(self) -> Any:
-        """The ids of a page (``:n`` from offset ``:o``), walked on the compact id index."""
         return (
             sa.select(self.t.c.id)
             .order_by(self.t.c.id)
@@ -400,7 +390,7 @@ class Repository:
     def page_gated(
         self, conn: sa.Connection, start: int, count: int, with_groups: bool
     ) -> tuple[list[Rec], versions.Versions, int]:
-        """``_page`` with the version counters and the total in the same statement.
+        """An unfiltered page, with the version counters and the total in the same statement.
 
         An unfiltered page (a client walking the whole list) was four statements on
         PostgreSQL (counters, page, its users' groups, total), each a round trip costing
@@ -543,7 +533,7 @@ class Repository:
 # Membership (set-based)
 
 
-def _ids_param(conn: sa.Connection, ids: list[str]) -> Any:
+def _ids_param(ids: list[str]) -> str:
     """A list of ids as one statement parameter: JSON text (``IDS`` unpacks it).
 
     On PostgreSQL a JSON array and ``jsonb_array_elements_text`` instead of a ``TEXT[]``:
@@ -590,7 +580,7 @@ def _member_types(conn: sa.Connection, ids: Iterable[str]) -> dict[str, str]:
             f"members.find_{table}",
             lambda t=table, lk=lock: _members_sql(conn, f"SELECT id FROM {t} WHERE id IN IDS{lk}"),
         )
-        for (rid,) in find.run(conn, {"ids": _ids_param(conn, todo)}):
+        for (rid,) in find.run(conn, {"ids": _ids_param(todo)}):
             out[rid] = kind
     return out
 
@@ -645,7 +635,7 @@ def add_members(conn: sa.Connection, group_pk: int, items: Sequence[dict[str, An
     for member_type, ids in by_type.items():
         insert.run(
             conn,
-            {"group_pk": group_pk, "member_type": member_type, "ids": _ids_param(conn, ids)},
+            {"group_pk": group_pk, "member_type": member_type, "ids": _ids_param(ids)},
         )
 
 
@@ -671,7 +661,7 @@ def remove_members(conn: sa.Connection, group_pk: int, ids: Sequence[str]) -> No
         sql = f"DELETE FROM members WHERE ctid = ANY(ARRAY({MEMBER_PROBE}))"
     delete = STATEMENTS.get(conn, "members.delete", lambda: _members_sql(conn, sql))
     wanted = sorted(set(ids))
-    delete.run(conn, {"group_pk": group_pk, "ids": _ids_param(conn, wanted)})
+    delete.run(conn, {"group_pk": group_pk, "ids": _ids_param(wanted)})
 
 
 def _remove_all_members(conn: sa.Connection, group_pk: int) -> None:
@@ -780,7 +770,7 @@ def groups_of(
         )
     if many:  # a page of users: one prepared statement, the ids as one parameter
         stmt = STATEMENTS.get(conn, "groups_of.many", lambda: _members_sql(conn, sql))
-        rows = stmt.run(conn, {"ids": _ids_param(conn, list(user_ids))})
+        rows = stmt.run(conn, {"ids": _ids_param(list(user_ids))})
     else:  # one user: a prepared statement
         stmt = STATEMENTS.get(conn, "groups_of.one", lambda: sa.text(sql))
         rows = stmt.run(conn, {"id": user_ids[0]})
