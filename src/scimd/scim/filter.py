@@ -135,6 +135,8 @@ def render_literal(value: Literal) -> str:
 # ---------------------------------------------------------------------------------------------
 # Lexer
 
+# PostgreSQL cannot store U+0000 in text or JSON, so no stored value holds it, on any database.
+NUL_IN_TEXT = "a string cannot contain the NUL character (U+0000)"
 _WS = re.compile(r"[ \t\r\n]+")
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _NAME = re.compile(r"\$?[A-Za-z][A-Za-z0-9_\-]*")
@@ -303,7 +305,11 @@ class _Parser:
             try:
                 value = orjson.loads(text[pos : end + 1])
             except orjson.JSONDecodeError:
-                raise self.fail("invalid escape in string", pos) from None
+                raise self.fail(
+                    "invalid string (a bad escape, or a control character not escaped)", pos
+                ) from None
+            if "\x00" in value:
+                raise self.fail(NUL_IN_TEXT, pos)
             self.pos = end + 1
             return str(value)
         for word, val in (("true", True), ("false", False), ("null", None)):

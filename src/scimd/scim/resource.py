@@ -15,7 +15,8 @@ from typing import Any
 
 from scimd.scim import compat
 from scimd.scim import schema as S
-from scimd.scim.errors import InvalidPath, InvalidSyntax, InvalidValue
+from scimd.scim.errors import InvalidPath, InvalidSyntax, InvalidValue, NotFound
+from scimd.scim.filter import NUL_IN_TEXT
 from scimd.scim.values import coerce_scalar
 
 # Keys a client may send that the server owns.
@@ -181,6 +182,14 @@ def hash_password(password: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+def resource_id(name: str, rid: str) -> str:
+    """The id in a resource's path; one with a NUL character names nothing (none can hold
+    it), which PostgreSQL would refuse to even look up."""
+    if "\x00" in rid:
+        raise NotFound(f"{name} {rid!r} not found: {NUL_IN_TEXT}")
+    return rid
+
+
 # Projection (RFC 7644 §3.4.2.5, §3.9)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from scimd.scim import schema as S
 from scimd.scim.compat import boolean_from_string, number_from_string
 from scimd.scim.errors import InvalidValue
+from scimd.scim.filter import NUL_IN_TEXT
 
 _INT_MAX = 2**63 - 1
 
@@ -53,6 +54,8 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
     t = attr.type
     if t in (S.STRING, S.REFERENCE):
         if isinstance(value, str):
+            if "\x00" in value:
+                raise InvalidValue(f"'{where}': {NUL_IN_TEXT}")
             if attr.value_format == "date":
                 if not _DATE.match(value):
                     raise _bad(attr, value, where)

@@ -19,7 +19,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from scimd.auth import admins
-from scimd.scim.errors import ScimError
+from scimd.scim.errors import InvalidValue, ScimError
 from scimd.settings import Settings
 from scimd.store import migrate
 from scimd.store.checkpoint import Checkpointer
@@ -73,6 +73,12 @@ class ScimdApp(Starlette):
                     status = await self.scim.serve(scope, receive, send, rid)
                 finally:
                     self.observer.finish(scope, rid, status, started)
+                return
+            if "\x00" in path or b"%00" in scope.get("query_string", b""):
+                # No page or form field takes it, and PostgreSQL cannot even look it up.
+                await error_response(
+                    InvalidValue("a NUL character (%00) is not allowed in the URL")
+                )(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 

@@ -7,6 +7,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from scimd.scim.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
+from scimd.scim.resource import resource_id
 from scimd.store.audit import Actor
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ async def _one(scim: Scim, op: Any, ids: dict[str, str], base: str, actor: Actor
             return out
         if len(parts) != 2:
             raise InvalidValue(f"{method} needs a resource path like /{parts[0]}/{{id}}")
-        rid = parts[1]
+        rid = resource_id(name, parts[1])
         location = f"{base}/{parts[0]}/{rid}"
         if method == "PUT":
             w = await scim.write(d.replace, name, rid, data, actor, base, version)

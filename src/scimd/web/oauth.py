@@ -120,6 +120,8 @@ class TokenEndpoint:
             # RFC 6749 §3.2: no parameter more than once (empty ones were dropped as absent).
             if len(values) > 1:
                 raise TokenError("invalid_request", f"the '{key}' parameter is repeated")
+            if "\x00" in key or "\x00" in values[0]:
+                raise TokenError("invalid_request", f"the '{key}' parameter holds a NUL character")
             form[key] = values[0]
         return form
 
@@ -155,6 +157,6 @@ def basic_credentials(authorization: str) -> tuple[str, str]:
         client_secret = unquote_plus(raw_secret, errors="strict")
     except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
         raise invalid_client() from None
-    if not sep or not client_id or not client_secret:
-        raise invalid_client()
+    if not sep or not client_id or not client_secret or "\x00" in decoded + client_id:
+        raise invalid_client()  # no client id holds a NUL character
     return client_id, client_secret

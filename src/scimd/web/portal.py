@@ -92,6 +92,10 @@ class CsrfError(Exception):
     pass
 
 
+class FormError(Exception):
+    """A posted form no handler can take (its message says why)."""
+
+
 class Portal:
     def __init__(self, scim: Scim) -> None:
         self.scim = scim
@@ -168,6 +172,9 @@ class Portal:
             raise CsrfError
         if not hmac.compare_digest(sent, expected):
             raise CsrfError
+        for key, value in form.multi_items():
+            if "\x00" in key or (isinstance(value, str) and "\x00" in value):
+                raise FormError("The form held a NUL character (U+0000), which no field can take.")
         return form
 
     @staticmethod
@@ -204,6 +211,10 @@ class Portal:
             request.state.admin = admin
             try:
                 return await handler(request)
+            except FormError as e:
+                return self.render(
+                    request, "message.html", 400, title="Not possible", message=str(e)
+                )
             except CsrfError:
                 return self.render(
                     request,
@@ -246,6 +257,10 @@ class Portal:
                 next=nxt,
                 username="",
                 error="The sign-in form expired; please try again.",
+            )
+        except FormError as e:
+            return self.render(
+                request, "login.html", 400, title="Sign in", next=nxt, username="", error=str(e)
             )
         username = str(form.get("username", "")).strip()
         password = str(form.get("password", ""))
@@ -323,6 +338,8 @@ class Portal:
             form = await self.form(request)
         except CsrfError:
             return RedirectResponse("/admin/setup", status_code=303)
+        except FormError as e:
+            return self.render(request, "message.html", 400, title="Set up", message=str(e))
         token = str(form.get("token", ""))
         username = str(form.get("username", "")).strip()
         password = str(form.get("password", ""))

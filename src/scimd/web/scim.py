@@ -29,7 +29,7 @@ from scimd.scim.errors import (
     Unauthorized,
 )
 from scimd.scim.filter import parse
-from scimd.scim.resource import parse_attribute_list
+from scimd.scim.resource import parse_attribute_list, resource_id
 from scimd.settings import Settings
 from scimd.store.audit import Actor
 from scimd.store.directory import Directory, Gate, Listing
@@ -251,7 +251,7 @@ class Scim:
                 _require(method, "POST", path)
                 return self.search(await self._body(request), name, base)
             if len(parts) == 2:
-                rid = parts[1]
+                rid = resource_id(name, parts[1])
                 if method == "GET":
                     return self.get(request, name, rid, base)
                 if method == "PUT":
