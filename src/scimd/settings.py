@@ -39,8 +39,9 @@ class Settings:
     log_level: str = "info"
     access_log: bool = True
     # SCIM requests that may wait on a network database (PostgreSQL) at once, each with a read
-    # and a write connection (``store.onloop``); the others queue. SQLite needs none.
-    database_connections: int = 4
+    # and a write connection (``store.onloop``); the others queue. SQLite needs none. 8 beat 4
+    # once concurrent reads shared statements (more of them wait together).
+    database_connections: int = 8
 
 
 def load(config_file: str | None = None, **overrides: Any) -> Settings:

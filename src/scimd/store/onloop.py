@@ -15,15 +15,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util import greenlet_spawn
+from sqlalchemy.util.concurrency import await_
 
 from scimd.store.engine import json_text, postgres_connect_args
+from scimd.store.prepared import Prepared
 
 T = TypeVar("T")
 
@@ -47,6 +50,85 @@ class Slot:
 BORROWED: ContextVar[tuple[sa.Connection, sa.Connection] | None] = ContextVar(
     "scimd_borrowed", default=None
 )
+# The read batch of the runner whose greenlet this is (see ``batch_for``).
+_BATCH: ContextVar[ReadBatch | None] = ContextVar("scimd_read_batch", default=None)
+
+
+def batch_for(conn: sa.Connection) -> ReadBatch | None:
+    """The read batch ``conn``'s lookups may join: only a runner's borrowed read connection."""
+    borrowed = BORROWED.get()
+    if borrowed is None or borrowed[0] is not conn:
+        return None
+    return _BATCH.get()
+
+
+class ReadBatch:
+    """Lookups by key started in one step of the event loop, answered by one statement.
+
+    Each lookup a request makes on PostgreSQL costs a round trip: ~40 µs of client CPU, a
+    wake-up of a server process, and its own turn of the loop to read the reply. Lookups of
+    one statement that start in the same step (concurrent requests reach them in the same
+    step, as each runs until its first wait) instead wait together for one execution of a
+    statement taking every key at once, on the connection of the first of them (idle while
+    its owner waits). The statement takes a JSON array ``keys`` and returns rows whose first
+    column is their key; a key without a row gets None.
+
+    Measured over HTTP (3,000 users, alternating runs, 8 connections): GET by id 5,640-5,900
+    -> 7,200-8,040 req/s, filter by userName 5,070-5,160 -> 6,370-7,120, at c=8 and c=32.
+    """
+
+    def __init__(self) -> None:
+        self._open: dict[Prepared, _Lookups] = {}
+        self._running: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+        self.lookups = 0  # keys asked for, and statements that answered them
+        self.statements = 0
+
+    def fetch(self, conn: sa.Connection, stmt: Prepared, key: str) -> tuple[Any, ...] | None:
+        """The row of ``key`` (without the key column), or None. Runs in a runner's greenlet;
+        a statement error comes out as SQLAlchemy's, in every lookup that waited for it."""
+        lookups = self._open.get(stmt)
+        if lookups is None:
+            loop = asyncio.get_running_loop()
+            lookups = self._open[stmt] = _Lookups(conn, loop)
+            task = loop.create_task(self._run(stmt, lookups))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        fut = lookups.loop.create_future()
+        lookups.waiting.append((key, fut))
+        self.lookups += 1
+        try:
+            return await_(fut)  # type: ignore[no-any-return]
+        except conn.dialect.loaded_dbapi.Error as e:
+            raise DBAPIError.instance(stmt.sql, None, e, conn.dialect.loaded_dbapi.Error) from e
+
+    async def _run(self, stmt: Prepared, lookups: _Lookups) -> None:
+        # The task's first step runs after the requests already scheduled in this step.
+        if self._open.get(stmt) is lookups:
+            del self._open[stmt]
+        keys = list(dict.fromkeys(k for k, _ in lookups.waiting))
+        self.statements += 1
+        driver = lookups.conn.connection.dbapi_connection.driver_connection  # type: ignore[union-attr]
+        try:
+            async with driver.cursor() as cur:
+                await cur.execute(stmt.sql, stmt.args({"keys": orjson.dumps(keys).decode()}))
+                found = {row[0]: tuple(row[1:]) for row in await cur.fetchall()}
+        except BaseException as e:
+            for _, fut in lookups.waiting:
+                if not fut.done():
+                    fut.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for key, fut in lookups.waiting:
+            if not fut.done():
+                fut.set_result(found.get(key))
+
+
+@dataclass(slots=True)
+class _Lookups:
+    conn: sa.Connection
+    loop: asyncio.AbstractEventLoop
+    waiting: list[tuple[str, asyncio.Future[Any]]] = field(default_factory=list)
 
 
 class LoopRunner:
@@ -63,6 +145,7 @@ class LoopRunner:
             connect_args=postgres_connect_args(url),
         )
         self.size = size
+        self.batch = ReadBatch()
         self._slots: asyncio.Queue[Slot] | None = None
         self._made = 0
 
@@ -87,7 +170,7 @@ class LoopRunner:
         slot = await self._slot()
         assert self._slots is not None
         try:
-            return await greenlet_spawn(_call, slot, fn, args)
+            return await greenlet_spawn(_call, slot, self.batch, fn, args)
         finally:
             if slot.broken():
                 await self._discard(slot)
@@ -113,9 +196,11 @@ class LoopRunner:
         await self.engine.dispose()
 
 
-def _call(slot: Slot, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+def _call(slot: Slot, batch: ReadBatch, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
     token = BORROWED.set(slot.connections())
+    batch_token = _BATCH.set(batch)
     try:
         return fn(*args)
     finally:
+        _BATCH.reset(batch_token)
         BORROWED.reset(token)

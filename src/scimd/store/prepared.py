@@ -34,13 +34,17 @@ class Prepared:
         # statement: closing it ends the statement, which would otherwise hold its read snapshot.
         self.shared = dialect.name != "sqlite"
 
-    def run(self, conn: sa.Connection, params: Mapping[str, Any] | None = None) -> Result:
-        """Execute on the connection's DBAPI cursor, inside its current transaction."""
+    def args(self, params: Mapping[str, Any] | None) -> Any:
+        """The driver's parameters for ``params`` (named or positional, as compiled)."""
         if self.defaults:
             params = {**self.defaults, **(params or {})}
-        args: Any = ()
-        if params:
-            args = tuple(params[n] for n in self.names) if self.positional else dict(params)
+        if not params:
+            return ()
+        return tuple(params[n] for n in self.names) if self.positional else dict(params)
+
+    def run(self, conn: sa.Connection, params: Mapping[str, Any] | None = None) -> Result:
+        """Execute on the connection's DBAPI cursor, inside its current transaction."""
+        args = self.args(params)
         fairy = conn.connection
         if self.shared:
             cur = fairy.info.get(_CURSOR)

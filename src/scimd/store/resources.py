@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 
 from scimd.scim import patch as P
@@ -25,7 +26,7 @@ from scimd.scim.errors import InvalidValue, NotFound, PreconditionFailed, Unique
 from scimd.scim.filter import AttrPath, Compare, Filter
 from scimd.scim.values import now_datetime
 from scimd.store import audit as A
-from scimd.store import sqlfilter, versions
+from scimd.store import onloop, sqlfilter, versions
 from scimd.store.prepared import StatementCache, dump_json, load_json
 from scimd.store.tables import COUNTER_SLOTS, counters, groups, members, users
 
@@ -263,12 +264,14 @@ class Repository:
                 return None, versions.read(conn)
             v = versions.Versions(int(locked[0] or 0), int(locked[1] or 0))
             return (self._rec_groups if with_groups else self._rec)(locked[2:]), v
-        stmt = STATEMENTS.get(
-            conn,
-            f"{self._get}{'+groups' if with_groups else ''}+versions",
-            lambda: self._gated(conn, self.t.c.id == _B("id"), with_groups),
-        )
-        row = stmt.run(conn, {"id": rid}).first()
+        row = self._batched(conn, "id", rid, with_groups)
+        if row is None:
+            stmt = STATEMENTS.get(
+                conn,
+                f"{self._get}{'+groups' if with_groups else ''}+versions",
+                lambda: self._gated(conn, self.t.c.id == _B("id"), with_groups),
+            )
+            row = stmt.run(conn, {"id": rid}).first()
         assert row is not None
         v = versions.Versions(int(row[0] or 0), int(row[1] or 0))
         if row[2] is None:
@@ -300,13 +303,44 @@ class Repository:
                 q = q.order_by(self.t.c.pk)
             return q.limit(_B("n"))
 
-        stmt = STATEMENTS.get(conn, name + ("+versions" if gated else ""), build)
         rec = self._rec_groups if with_groups else self._rec
+        if gated and column == self.kind.unique_col and limit > 0:
+            row = self._batched(conn, column, value, with_groups)
+            if row is not None:
+                v = versions.Versions(int(row[0] or 0), int(row[1] or 0))
+                return ([] if row[2] is None else [rec(row[2:])]), v
+        stmt = STATEMENTS.get(conn, name + ("+versions" if gated else ""), build)
         found = list(stmt.run(conn, {"v": value, "n": limit}))
         if not gated:
             return [rec(r) for r in found], None
         v = versions.Versions(int(found[0][0] or 0), int(found[0][1] or 0))
         return [rec(r[2:]) for r in found if r[2] is not None], v
+
+    def _batched(
+        self, conn: sa.Connection, column: str, key: str, with_groups: bool
+    ) -> tuple[Any, ...] | None:
+        """The ``_gated`` row of the one row whose unique ``column`` is ``key``, read together
+        with the same lookups of concurrent requests (``onloop.ReadBatch``); None where reads
+        are not batched (SQLite, writes)."""
+        batch = onloop.batch_for(conn)
+        if batch is None or not _batchable(key):
+            return None
+        stmt = STATEMENTS.get(
+            conn,
+            f"{self.kind.name}.{column}{'+groups' if with_groups else ''}+versions+batch",
+            lambda: self._gated_keys(conn, column, with_groups),
+        )
+        return batch.fetch(conn, stmt, key)
+
+    def _gated_keys(self, conn: sa.Connection, column: str, with_groups: bool) -> sa.Select[Any]:
+        """``_gated`` for each value of the JSON array ``keys`` of a unique ``column``: a row
+        per key (the key first), also for keys that match nothing."""
+        keys = sa.func.jsonb_array_elements_text(sa.cast(_B("keys"), JSONB))
+        k = keys.table_valued("value").render_derived(name="k")
+        cols = self._cols_groups(conn) if with_groups else self.cols
+        return sa.select(k.c.value, *versions.columns(), *cols).select_from(
+            k.outerjoin(self.t, self.t.c[column] == k.c.value)
+        )
 
     def _gated(self, conn: sa.Connection, cond: Any, with_groups: bool) -> sa.Select[Any]:
         one = sa.select(sa.literal_column("1").label("one")).subquery("one")
@@ -531,6 +565,18 @@ class Repository:
 
 # ---------------------------------------------------------------------------------------------
 # Membership (set-based)
+
+
+def _batchable(key: Any) -> bool:
+    """Whether ``key`` can join a batch's JSON array: a key PostgreSQL cannot take (a NUL, a
+    lone surrogate) fails alone in its own statement instead of failing the batch."""
+    if not isinstance(key, str) or "\x00" in key:
+        return False
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _ids_param(ids: list[str]) -> str:
