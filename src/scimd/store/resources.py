@@ -102,20 +102,37 @@ class Rec:
     groups: list[tuple[str, str]] | None = None
 
 
+# The longest value of an indexed attribute (userName, displayName of groups, externalId).
+# A PostgreSQL B-tree entry holds at most 2,704 bytes; 512 characters of UTF-8 stay below it,
+# and far above what identity providers send (Entra's UPNs: 113 characters).
+MAX_INDEXED_CHARS = 512
+
+
+def _indexed(attr: str, value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_INDEXED_CHARS:
+        raise InvalidValue(
+            f"'{attr}' is {len(value)} characters long; it is indexed, and an indexed"
+            f" attribute holds at most {MAX_INDEXED_CHARS} characters"
+        )
+    return value
+
+
 def columns_of(kind: Kind, doc: dict[str, Any]) -> dict[str, Any]:
+    """The indexed columns of a validated document (400 for values too long to index)."""
+    external_id = _indexed("externalId", doc.get("externalId"))
     if kind is USERS:
-        name = doc["userName"]
+        name = _indexed("userName", doc["userName"])
         return {
             "user_name": name,
             "user_name_lower": name.lower(),
-            "external_id": doc.get("externalId"),
+            "external_id": external_id,
             "active": doc.get("active"),
         }
-    name = doc["displayName"]
+    name = _indexed("displayName", doc["displayName"])
     return {
         "display_name": name,
         "display_name_lower": name.lower(),
-        "external_id": doc.get("externalId"),
+        "external_id": external_id,
     }
 
 

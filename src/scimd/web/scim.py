@@ -68,6 +68,9 @@ class _Bulk:
     body: Any
 
 
+MAX_START_INDEX = 2**62
+
+
 class Scim:
     """Holds what the handlers share; one per app."""
 
@@ -379,7 +382,8 @@ class Scim:
         return {
             "flt": parse(filter_text) if filter_text else None,
             # RFC 7644 §3.4.2.4: startIndex < 1 means 1; count < 0 means 0; capped at maxResults.
-            "start": max(start, 1),
+            # A startIndex past 2^62 is past every result too (and past a 64-bit OFFSET).
+            "start": min(max(start, 1), MAX_START_INDEX),
             "count": min(max(count, 0), self.settings.max_results),
             "sort_by": sort_by or None,
             "descending": order == "descending",

@@ -1,8 +1,10 @@
-"""U+0000 anywhere in a request: a clear 400 or 404 on both databases, never a 500.
+"""Input PostgreSQL cannot take: a clear 400 or 404 on both databases, never a 500.
 
-PostgreSQL cannot store a NUL character in text or JSON, nor even take one as a parameter: a
-NUL that reached a statement failed it with a DataError (a 500). scimd refuses the character
-where values come in, so both databases answer alike and nothing is written.
+PostgreSQL cannot store a NUL character in text or JSON, nor even take one as a parameter; it
+cannot index a value longer than ~2,700 bytes, nor take an OFFSET past 2^63. Such input used
+to fail its statement there (a 500, or a 503 "database unavailable"), while SQLite took it.
+scimd now refuses it where values come in, so both databases answer alike and nothing is
+written.
 """
 
 from __future__ import annotations
@@ -140,3 +142,45 @@ def test_nul_characters_are_refused_on_both_databases(
             r = httpx.get(f"{server.root_url}{path}")
             assert r.status_code == 400, r.text
             assert "NUL character" in r.json()["detail"]
+
+
+def test_overlong_indexed_values_and_huge_start_index(
+    any_database_url: str, tmp_path: Path
+) -> None:
+    with provisioned_server(any_database_url, log_dir=tmp_path) as server:
+        headers = {"Authorization": f"Bearer {server.token}"}
+        with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as c:
+            long = "é" * 513
+            fits = "é" * 512
+            for path, body, attr in (
+                ("/Users", {"userName": long}, "userName"),
+                ("/Users", {"userName": "x" * 9000}, "userName"),  # was a 503 on PostgreSQL
+                ("/Users", {"userName": "a@example.com", "externalId": long}, "externalId"),
+                ("/Groups", {"displayName": long}, "displayName"),
+                ("/Groups", {"displayName": "g", "externalId": long}, "externalId"),
+            ):
+                _error(c.post(path, json=body), 400, "invalidValue", f"'{attr}'", "512")
+            r = c.post("/Users", json={"userName": fits, "externalId": fits})
+            assert r.status_code == 201, r.text
+            uid = r.json()["id"]
+            r = c.patch(
+                f"/Users/{uid}",
+                json=_patch({"op": "replace", "path": "userName", "value": long}),
+            )
+            _error(r, 400, "invalidValue", "'userName'")
+            r = c.put(f"/Users/{uid}", json={"userName": "b@example.com", "externalId": long})
+            _error(r, 400, "invalidValue", "'externalId'")
+            found = c.get("/Users", params={"filter": f'userName eq "{fits}"'}).json()
+            assert [u["id"] for u in found["Resources"]] == [uid]
+            assert found["Resources"][0]["externalId"] == fits
+            assert c.get("/Groups").json()["totalResults"] == 0
+
+            # startIndex past any OFFSET a database takes: past the end, an empty page.
+            for start in ("99999999999999999999999", str(2**63)):
+                r = c.get("/Users", params={"startIndex": start})
+                assert r.status_code == 200, r.text
+                assert r.json()["Resources"] == []
+                assert r.json()["totalResults"] == 1
+            r = c.post("/Users/.search", json={"startIndex": 2**63 - 1, "count": 5})
+            assert r.status_code == 200, r.text
+            assert r.json()["Resources"] == []
