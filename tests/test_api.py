@@ -456,3 +456,33 @@ def test_bulk_fail_on_errors_stops_processing(api: Api) -> None:
         "Operations": [{"method": "DELETE", "path": "/Users/x"}] * 1001,
     }
     _error(api.req("POST", "/Bulk", too_many), 413)
+
+
+def test_bulk_version_must_be_an_etag(api: Api) -> None:
+    """A bulk operation's ``version`` that is not a string is that operation's 400 (it was a
+    500 for the whole request); a string version is checked like ``If-Match``."""
+    uid = api.user("versioned@x.com")["id"]
+    body = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
+        "Operations": [
+            {"method": "PUT", "path": f"/Users/{uid}", "version": 1, "data": {"userName": "a@x"}},
+            {
+                "method": "PUT",
+                "path": f"/Users/{uid}",
+                "version": 'W/"9"',
+                "data": {"userName": "b@x"},
+            },
+            {
+                "method": "PUT",
+                "path": f"/Users/{uid}",
+                "version": 'W/"1"',
+                "data": {"userName": "c@x"},
+            },
+        ],
+    }
+    r = api.req("POST", "/Bulk", body)
+    assert r.status_code == 200, r.text
+    ops = r.json()["Operations"]
+    assert [o["status"] for o in ops] == ["400", "412", "200"]
+    assert "ETag" in ops[0]["response"]["detail"]
+    assert api.req("GET", f"/Users/{uid}").json()["userName"] == "c@x"

@@ -110,6 +110,10 @@ async def _one(scim: Scim, op: Any, ids: dict[str, str], base: str, actor: Actor
         if name is None or len(parts) > 2:
             raise InvalidValue(f"bulk path '{path}' must be /Users, /Groups or one of their ids")
         version = op.get("version")
+        if version is not None and not isinstance(version, str):
+            raise InvalidValue(
+                f"a bulk operation's 'version' is an ETag such as W/\"3\", not {version!r}"
+            )
         d = scim.directory
         out: dict[str, Any] = {"method": method}
         if op.get("bulkId"):
