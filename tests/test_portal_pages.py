@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import html
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from scimd.auth import admins, apps
@@ -642,3 +646,96 @@ def test_connection_test_against_live_server(tmp_path: Path) -> None:
         bad = run("wrong-" + secret[:10])
         assert "The Secret Token was refused" in bad.text and "(HTTP 401)" in bad.text
         assert secret[:10] not in bad.text
+
+
+_portal_text = st.one_of(
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=16),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "-1",
+            "99999999999999999999999",
+            "2026-13-45",
+            "userName eq",
+            '"',
+            "%",
+            "_",
+            "é" * 600,
+            "x" * 3000,
+            "\x00",
+            "String",
+            "Integer",
+            "bearer",
+            "client_credentials",
+        ]
+    ),
+)
+_PAGES = [
+    "/admin/users",
+    "/admin/groups",
+    "/admin/audit",
+    "/admin/properties",
+    "/admin/connection",
+    "/admin/security/oauth2-applications",
+]
+_PARAMS = [
+    "q",
+    "filter",
+    "startIndex",
+    "sortBy",
+    "sortOrder",
+    "who",
+    "type",
+    "resource",
+    "operation",
+    "from",
+    "to",
+    "count",
+]
+
+
+@settings(
+    max_examples=int(os.environ.get("SCIMD_FUZZ_EXAMPLES", "0")) or 60,
+    deadline=None,
+    derandomize="SCIMD_FUZZ_EXAMPLES" not in os.environ,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_random_portal_requests_never_fail_the_server(env: Env, data: st.DataObject) -> None:
+    """Signed-in requests with random query strings, ids and form fields: a page, a redirect
+    or a 4xx page, never a 5xx (the same property the SCIM API has in test_http_fuzz)."""
+    which = data.draw(st.integers(0, 5))
+    if which <= 1:
+        path = data.draw(st.sampled_from(_PAGES))
+        if which == 1:
+            kind = data.draw(st.sampled_from(["users", "groups", "security/oauth2-applications"]))
+            path = f"/admin/{kind}/{quote(data.draw(_portal_text), safe='')}"
+        params = data.draw(st.dictionaries(st.sampled_from(_PARAMS), _portal_text, max_size=4))
+        r = env.client.get(path, params=params, follow_redirects=False)
+    else:
+        path = data.draw(
+            st.sampled_from(
+                [
+                    "/admin/properties",
+                    "/admin/security/oauth2-applications/add",
+                    "/admin/connection",
+                    f"/admin/security/oauth2-applications/{env.client_id}/rotate",
+                    f"/admin/security/oauth2-applications/{env.client_id}/nonsense",
+                    "/admin/security/oauth2-applications/no-such-app/disable",
+                    "/admin/properties/NoSuch/remove",
+                ]
+            )
+        )
+        form = data.draw(
+            st.dictionaries(
+                st.sampled_from(
+                    ["name", "type", "description", "grant", "scope", "lifetime", "confirm"]
+                ),
+                _portal_text,
+                max_size=5,
+            )
+        )
+        r = env.post(path, form)
+    assert r.status_code < 500, (path, r.status_code, r.text[:300])
