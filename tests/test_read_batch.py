@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
@@ -23,6 +25,7 @@ from scimd.store.directory import Directory
 from scimd.store.engine import create_engine
 from scimd.store.onloop import LoopRunner
 from scimd.store.prepared import Prepared
+from support.live_server import provisioned_server
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 BASE = "http://scim.test/scim/v2"
@@ -194,3 +197,33 @@ def test_reads_on_a_write_connection_are_not_batched(postgres_url: str) -> None:
     with engine.connect() as conn:
         assert onloop.batch_for(conn) is None  # outside a runner
     engine.dispose()
+
+
+def test_metrics_count_lookups_and_the_statements_that_answered_them(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """/metrics on PostgreSQL: how many lookups could share a statement, and how many
+    statements answered them (fewer under concurrency)."""
+    with provisioned_server(postgres_url, log_dir=tmp_path) as server:
+        headers = {"Authorization": f"Bearer {server.token}"}
+
+        async def scenario() -> None:
+            async with httpx.AsyncClient(
+                base_url=server.base_url, headers=headers, timeout=30
+            ) as c:
+                made = await c.post("/Users", json={"userName": "metered@x.com"})
+                uid = made.json()["id"]
+                for _ in range(5):
+                    got = await asyncio.gather(*(c.get(f"/Users/{uid}") for _ in range(16)))
+                    assert {r.status_code for r in got} == {200}
+
+        asyncio.run(scenario())
+        text = httpx.get(f"{server.root_url}/metrics").text
+        values = {
+            line.split()[0]: float(line.split()[1])
+            for line in text.splitlines()
+            if line.startswith("scimd_db_lookup")
+        }
+        # The POST's own probe is not batched (a write); the 80 GETs are.
+        assert values["scimd_db_lookups_total"] >= 80
+        assert 1 <= values["scimd_db_lookup_statements_total"] < values["scimd_db_lookups_total"]

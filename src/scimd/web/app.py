@@ -98,6 +98,18 @@ def create_app(
     portal = Portal(scim)
     portal.add_routes(portal_pages.routes(portal))
     metrics = Metrics()
+    if scim.runner is not None:
+        batch = scim.runner.batch
+        metrics.add_counter(
+            "scimd_db_lookups",
+            "PostgreSQL lookups by id or unique name that could share a statement",
+            lambda: batch.lookups,
+        )
+        metrics.add_counter(
+            "scimd_db_lookup_statements",
+            "Statements that answered those lookups (fewer: concurrent lookups share one)",
+            lambda: batch.statements,
+        )
     access_log = AccessLog(log_stream) if settings.access_log else None
     observer = Observer(metrics, access_log)
     with engine.begin() as conn:

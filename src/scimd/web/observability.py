@@ -9,7 +9,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO
 
 import orjson
@@ -51,7 +51,12 @@ class Metrics:
         self.counts: dict[tuple[str, str, str], int] = {}
         # (route, method) -> [count per bucket (not cumulative) + overflow, sum of seconds]
         self.latencies: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+        self.counters: list[tuple[str, str, Callable[[], float]]] = []
         self.registry.register(self)
+
+    def add_counter(self, name: str, documentation: str, read: Callable[[], float]) -> None:
+        """A counter kept elsewhere (a plain number), read when ``/metrics`` is scraped."""
+        self.counters.append((name, documentation, read))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, str(status))
@@ -84,6 +89,8 @@ class Metrics:
                 buckets.append((bound, running))
             latency.add_metric([route, method], buckets, total[0])
         yield latency
+        for name, documentation, read in self.counters:
+            yield CounterMetricFamily(name, documentation, value=read())
 
 
 def route_of(path: str) -> str:
