@@ -1,0 +1,164 @@
+"""Random concurrent work on shared groups: the end state is what the requests' answers imply.
+
+Eight clients at once, on a live server on each database. Each owns four users and sends a
+random sequence of Entra's requests: member adds and removes (remove-with-value) of its own
+users on three shared groups, attribute PATCHes and PUTs of its own users. Meanwhile all of
+them try to add four shared "victim" users to the groups while one client deletes those
+users. Writers on PostgreSQL run at once (READ COMMITTED), so this is where lost updates and
+orphaned rows would show:
+
+- each owned user's membership of each group is its owner's last decision, and its title the
+  last one written (only its owner writes either);
+- a deleted user is no group's member, and ``GET`` finds it no more;
+- every member of every group exists, and each user's ``groups`` agrees with the groups.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from support.live_server import provisioned_server
+
+PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+CLIENTS = 8
+OWNED = 4
+VICTIMS = 4
+STEPS = 30
+
+
+def _ops(*ops: dict[str, Any]) -> dict[str, Any]:
+    return {"schemas": [PATCH], "Operations": list(ops)}
+
+
+async def _client_work(
+    c: httpx.AsyncClient,
+    rng: random.Random,
+    owned: list[str],
+    groups: list[str],
+    victims: list[str],
+    membership: dict[tuple[str, str], bool],
+    titles: dict[str, str | None],
+    names: dict[str, str],
+) -> None:
+    for step in range(STEPS):
+        kind = rng.randrange(6)
+        group = rng.choice(groups)
+        if kind <= 1:
+            chosen = rng.sample(owned, rng.randint(1, len(owned)))
+            op = "Add" if kind == 0 else "Remove"
+            value = [{"value": u} for u in chosen]
+            r = await c.patch(
+                f"/Groups/{group}", json=_ops({"op": op, "path": "members", "value": value})
+            )
+            assert r.status_code == 204, r.text
+            for u in chosen:
+                membership[(group, u)] = kind == 0
+        elif kind == 2:
+            user = rng.choice(owned)
+            title = f"t{step}-{rng.randrange(1000)}"
+            r = await c.patch(
+                f"/Users/{user}", json=_ops({"op": "Replace", "path": "title", "value": title})
+            )
+            assert r.status_code == 200, r.text
+            titles[user] = title
+        elif kind == 3:
+            user = rng.choice(owned)
+            r = await c.put(f"/Users/{user}", json={"userName": names[user], "active": True})
+            assert r.status_code == 200, r.text
+            titles[user] = None  # a PUT replaces the whole user: no title
+        else:
+            # Adding a victim races with its deletion: either the add lands first and the
+            # delete removes the membership, or the user is gone and the add is refused.
+            victim = rng.choice(victims)
+            value = [{"value": victim}]
+            r = await c.patch(
+                f"/Groups/{group}", json=_ops({"op": "Add", "path": "members", "value": value})
+            )
+            assert r.status_code in (204, 400), r.text
+        await asyncio.sleep(0)
+
+
+async def _scenario(base: str, token: str, seed: int) -> None:
+    rng = random.Random(seed)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    limits = httpx.Limits(max_connections=CLIENTS + 2)
+    async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=60) as c:
+        names: dict[str, str] = {}
+
+        async def user(name: str) -> str:
+            r = await c.post("/Users", json={"userName": name})
+            assert r.status_code == 201, r.text
+            names[r.json()["id"]] = name
+            return str(r.json()["id"])
+
+        owned = [
+            [await user(f"s{seed}-c{i}-u{j}@x.com") for j in range(OWNED)] for i in range(CLIENTS)
+        ]
+        victims = [await user(f"s{seed}-victim{j}@x.com") for j in range(VICTIMS)]
+        groups = []
+        for g in range(3):
+            r = await c.post("/Groups", json={"displayName": f"s{seed}-g{g}"})
+            assert r.status_code == 201, r.text
+            groups.append(r.json()["id"])
+
+        membership: dict[tuple[str, str], bool] = {}
+        titles: dict[str, str | None] = {}
+
+        async def deleter() -> None:
+            for victim in victims:
+                await asyncio.sleep(rng.random() * 0.05)
+                r = await c.delete(f"/Users/{victim}")
+                assert r.status_code == 204, r.text
+
+        await asyncio.gather(
+            deleter(),
+            *(
+                _client_work(
+                    c,
+                    random.Random(rng.random()),
+                    owned[i],
+                    groups,
+                    victims,
+                    membership,
+                    titles,
+                    names,
+                )
+                for i in range(CLIENTS)
+            ),
+        )
+
+        members: dict[str, set[str]] = {}
+        for g in groups:
+            r = await c.get(f"/Groups/{g}")
+            assert r.status_code == 200, r.text
+            members[g] = {m["value"] for m in r.json().get("members", [])}
+        everyone = {u for us in owned for u in us}
+        for g in groups:
+            want = {u for (gg, u), inside in membership.items() if gg == g and inside}
+            assert members[g] & everyone == want, g
+            assert not members[g] & set(victims), "a deleted user is still a member"
+            assert members[g] <= everyone
+        for victim in victims:
+            assert (await c.get(f"/Users/{victim}")).status_code == 404
+        for u in everyone:
+            r = await c.get(f"/Users/{u}")
+            assert r.status_code == 200, r.text
+            doc = r.json()
+            assert doc.get("title") == titles.get(u), u
+            assert {g["value"] for g in doc.get("groups", [])} == {
+                g for g in groups if u in members[g]
+            }
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_concurrent_work_ends_as_the_answers_imply(
+    any_database_url: str, tmp_path: Path, seed: int
+) -> None:
+    with provisioned_server(any_database_url, log_dir=tmp_path) as server:
+        asyncio.run(_scenario(server.base_url, server.token, seed))
