@@ -162,3 +162,60 @@ def test_random_concurrent_work_ends_as_the_answers_imply(
 ) -> None:
     with provisioned_server(any_database_url, log_dir=tmp_path) as server:
         asyncio.run(_scenario(server.base_url, server.token, seed))
+
+
+def test_a_delete_waiting_for_a_member_add_removes_that_membership(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The race the random test found, made certain: a group PATCH holds the user (``FOR
+    SHARE``) and inserts its membership; the user's DELETE waits for it, then must remove
+    the membership the PATCH committed meanwhile (its first snapshot did not show it)."""
+    import sqlalchemy as sa
+
+    with provisioned_server(postgres_url, log_dir=tmp_path) as server:
+        headers = {"Authorization": f"Bearer {server.token}"}
+
+        async def scenario() -> tuple[int, int, list[str]]:
+            async with httpx.AsyncClient(
+                base_url=server.base_url, headers=headers, timeout=60
+            ) as c:
+                uid = (await c.post("/Users", json={"userName": "held@x.com"})).json()["id"]
+                gid = (await c.post("/Groups", json={"displayName": "Held"})).json()["id"]
+                engine = sa.create_engine(postgres_url)
+                try:
+                    with engine.connect() as patch:  # what the group PATCH does, held open
+                        tx = patch.begin()
+                        patch.execute(
+                            sa.text("SELECT 1 FROM users WHERE id = :id FOR SHARE"), {"id": uid}
+                        )
+                        patch.execute(
+                            sa.text(
+                                "INSERT INTO members (group_pk, member_id, member_type)"
+                                " SELECT pk, :id, 'User' FROM groups WHERE id = :gid"
+                            ),
+                            {"id": uid, "gid": gid},
+                        )
+                        deleting = asyncio.create_task(c.delete(f"/Users/{uid}"))
+                        await asyncio.sleep(0.5)  # the DELETE now waits for the lock
+                        waited = not deleting.done()
+                        tx.commit()
+                    deleted = await deleting
+                    with engine.connect() as conn:
+                        left = conn.execute(
+                            sa.text("SELECT count(*) FROM members WHERE member_id = :id"),
+                            {"id": uid},
+                        ).scalar_one()
+                finally:
+                    engine.dispose()
+                assert waited, "the DELETE should have waited for the PATCH's lock"
+                group = (await c.get(f"/Groups/{gid}")).json()
+                return (
+                    deleted.status_code,
+                    int(left),
+                    [m["value"] for m in group.get("members", [])],
+                )
+
+        status, left, members = asyncio.run(scenario())
+        assert status == 204
+        assert left == 0
+        assert members == []

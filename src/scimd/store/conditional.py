@@ -324,9 +324,20 @@ SELECT count(*) FROM gone
 """
 
 
+# Memberships of a deleted id, in a statement of their own (see ``delete``).
+_UNLINK = "DELETE FROM members WHERE member_id = :id"
+
+
 def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: versions.Versions) -> bool:
     """Delete ``row`` with its memberships, count and audit it, if neither its version nor
-    the counters moved since they were read (else False: read again and start over)."""
+    the counters moved since they were read (else False: read again and start over).
+
+    One transaction of two statements, not one statement: a group PATCH adding this row as a
+    member locks it (``FOR SHARE``) and inserts the membership; the DELETE waits for that lock,
+    but its snapshot, taken before it waited, does not show the new membership, which its
+    own ``unlinked`` step would then miss, leaving a deleted user in a group (a randomised
+    concurrent test found it). The second statement takes a new snapshot, after the lock.
+    """
     params = {
         "pk_": row.pk,
         "version_": row.version,
@@ -338,5 +349,19 @@ def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: version
     build = lambda: sa.text(  # noqa: E731
         _DELETE.format(table=kind.table.name, counters_hold=_COUNTERS_HOLD)
     )
-    done = _run(conn, f"{kind.name}.delete", build, params, kind, row.doc)
-    return bool(done and done[0])
+    _transaction(conn, "BEGIN")
+    try:
+        done = _run(conn, f"{kind.name}.delete", build, params, kind, row.doc)
+        gone = bool(done and done[0])
+        if gone:
+            _STATEMENTS.get(conn, "unlink", lambda: sa.text(_UNLINK)).run(conn, {"id": row.id})
+    except BaseException:
+        _transaction(conn, "ROLLBACK")
+        raise
+    _transaction(conn, "COMMIT")
+    return gone
+
+
+def _transaction(conn: sa.Connection, command: str) -> None:
+    """BEGIN/COMMIT/ROLLBACK on a connection in autocommit mode (the read connection)."""
+    _STATEMENTS.get(conn, command, lambda: sa.text(command)).run(conn)
