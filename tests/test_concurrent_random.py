@@ -45,9 +45,23 @@ async def _client_work(
     membership: dict[tuple[str, str], bool],
     titles: dict[str, str | None],
     names: dict[str, str],
+    temps: set[str],
 ) -> None:
+    mine: list[str] = []  # short-lived users of this client (the resource counters' churn)
     for step in range(STEPS):
-        kind = rng.randrange(6)
+        kind = rng.randrange(8)
+        if kind == 6:
+            r = await c.post("/Users", json={"userName": f"tmp-{id(mine)}-{step}@x.com"})
+            assert r.status_code == 201, r.text
+            mine.append(r.json()["id"])
+            temps.add(mine[-1])
+            continue
+        if kind == 7 and mine:
+            gone = mine.pop(rng.randrange(len(mine)))
+            r = await c.delete(f"/Users/{gone}")
+            assert r.status_code == 204, r.text
+            temps.discard(gone)
+            continue
         group = rng.choice(groups)
         if kind <= 1:
             chosen = rng.sample(owned, rng.randint(1, len(owned)))
@@ -72,7 +86,7 @@ async def _client_work(
             r = await c.put(f"/Users/{user}", json={"userName": names[user], "active": True})
             assert r.status_code == 200, r.text
             titles[user] = None  # a PUT replaces the whole user: no title
-        else:
+        elif kind <= 5:
             # Adding a victim races with its deletion: either the add lands first and the
             # delete removes the membership, or the user is gone and the add is refused.
             victim = rng.choice(victims)
@@ -109,6 +123,7 @@ async def _scenario(base: str, token: str, seed: int) -> None:
 
         membership: dict[tuple[str, str], bool] = {}
         titles: dict[str, str | None] = {}
+        temps: set[str] = set()
 
         async def deleter() -> None:
             for victim in victims:
@@ -128,6 +143,7 @@ async def _scenario(base: str, token: str, seed: int) -> None:
                     membership,
                     titles,
                     names,
+                    temps,
                 )
                 for i in range(CLIENTS)
             ),
@@ -146,6 +162,10 @@ async def _scenario(base: str, token: str, seed: int) -> None:
             assert members[g] <= everyone
         for victim in victims:
             assert (await c.get(f"/Users/{victim}")).status_code == 404
+        # Unfiltered totals come from counters kept by every create and delete.
+        listed = (await c.get("/Users", params={"count": 0})).json()
+        assert listed["totalResults"] == CLIENTS * OWNED + len(temps)
+        assert (await c.get("/Groups", params={"count": 0})).json()["totalResults"] == 3
         for u in everyone:
             r = await c.get(f"/Users/{u}")
             assert r.status_code == 200, r.text
