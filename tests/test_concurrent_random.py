@@ -2,15 +2,16 @@
 
 Eight clients at once, on a live server on each database. Each owns four users and sends a
 random sequence of Entra's requests: member adds and removes (remove-with-value) of its own
-users on three shared groups, attribute PATCHes and PUTs of its own users. Meanwhile all of
-them try to add four shared "victim" users to the groups while one client deletes those
-users. Writers on PostgreSQL run at once (READ COMMITTED), so this is where lost updates and
+users on three shared groups, renames of those groups, attribute PATCHes and PUTs of its own
+users, creates and deletes of short-lived users. Meanwhile all of them try to add four shared
+"victim" users to the groups while one client deletes those users. Writers on PostgreSQL run at once (READ COMMITTED), so this is where lost updates and
 orphaned rows would show:
 
 - each owned user's membership of each group is its owner's last decision, and its title the
   last one written (only its owner writes either);
 - a deleted user is no group's member, and ``GET`` finds it no more;
-- every member of every group exists, and each user's ``groups`` agrees with the groups.
+- every member of every group exists, and each user's ``groups`` agrees with the groups;
+- a group's name is one of the renames it was sent; unfiltered totals match what is left.
 """
 
 from __future__ import annotations
@@ -46,10 +47,19 @@ async def _client_work(
     titles: dict[str, str | None],
     names: dict[str, str],
     temps: set[str],
+    renames: dict[str, list[str]],
 ) -> None:
     mine: list[str] = []  # short-lived users of this client (the resource counters' churn)
     for step in range(STEPS):
-        kind = rng.randrange(8)
+        kind = rng.randrange(9)
+        if kind == 8:  # a new document for a shared group, racing the member changes
+            group = rng.choice(groups)
+            name = f"renamed-{id(mine)}-{step}"
+            op = {"op": "Replace", "path": "displayName", "value": name}
+            r = await c.patch(f"/Groups/{group}", json=_ops(op))
+            assert r.status_code == 204, r.text
+            renames[group].append(name)
+            continue
         if kind == 6:
             r = await c.post("/Users", json={"userName": f"tmp-{id(mine)}-{step}@x.com"})
             assert r.status_code == 201, r.text
@@ -124,6 +134,7 @@ async def _scenario(base: str, token: str, seed: int) -> None:
         membership: dict[tuple[str, str], bool] = {}
         titles: dict[str, str | None] = {}
         temps: set[str] = set()
+        renames: dict[str, list[str]] = {g: [] for g in groups}
 
         async def deleter() -> None:
             for victim in victims:
@@ -144,6 +155,7 @@ async def _scenario(base: str, token: str, seed: int) -> None:
                     titles,
                     names,
                     temps,
+                    renames,
                 )
                 for i in range(CLIENTS)
             ),
@@ -154,6 +166,8 @@ async def _scenario(base: str, token: str, seed: int) -> None:
             r = await c.get(f"/Groups/{g}")
             assert r.status_code == 200, r.text
             members[g] = {m["value"] for m in r.json().get("members", [])}
+            # The last rename that was answered wins (or none happened).
+            assert r.json()["displayName"] in (renames[g] or [f"s{seed}-g{groups.index(g)}"])
         everyone = {u for us in owned for u in us}
         for g in groups:
             want = {u for (gg, u), inside in membership.items() if gg == g and inside}
