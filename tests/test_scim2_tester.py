@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support.live_server import provisioned_server, sqlite_url
+from support.live_server import provisioned_server
 
 # scim2-tester 0.5 generates a UUID string for every attribute type it has no generator for
 # (decimal, dateTime, and our "Date" strings), which its own models then reject; custom
@@ -20,9 +20,10 @@ def _scim2() -> str:
     return str(Path(sys.executable).with_name("scim2"))
 
 
-def test_scim2_tester_reports_every_check_success(tmp_path: Path) -> None:
-    """Every scim2-tester check passes against scimd with custom properties defined."""
-    db = sqlite_url(tmp_path / "tester.db")
+def test_scim2_tester_reports_every_check_success(any_database_url: str, tmp_path: Path) -> None:
+    """Every scim2-tester check passes against scimd with custom properties defined, on
+    SQLite and on PostgreSQL."""
+    db = any_database_url
     with provisioned_server(db, log_dir=tmp_path, user_properties=PROPERTIES) as server:
         env = {**os.environ, "SCIM_CLI_HEADERS": f"Authorization: Bearer {server.token}"}
         done = subprocess.run(
