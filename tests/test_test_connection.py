@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from support.entra_replay import build_url
-from support.live_server import LiveServer, create_app, revoke_app
+from support.live_server import LiveServer, create_app, provisioned_server, revoke_app
 
 LIST_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
@@ -68,3 +69,29 @@ def test_probe_with_revoked_token_is_401(live_server: LiveServer, client: httpx.
     revoke_app(live_server.database_url, credentials.client_id)
     after = probe(client, live_server, credentials.client_secret)
     assert after.status_code == 401, after.text
+
+
+def test_revocation_stops_a_cached_token_at_once_on_postgresql(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """On PostgreSQL the probes of concurrent requests share one statement, which also reads
+    the counter a revocation bumps: a token verified (and cached) before the revocation is
+    refused by the very next probes, all of them, while another application's still works."""
+    import asyncio
+
+    with provisioned_server(postgres_url, log_dir=tmp_path) as server:
+        doomed = create_app(server.database_url, "entra-doomed")
+
+        async def probes(token: str, n: int) -> set[int]:
+            headers = {"Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(headers=headers, timeout=30) as c:
+                urls = [
+                    build_url(server.base_url, PROBE_PATH, {"probe": str(uuid.uuid4())})
+                    for _ in range(n)
+                ]
+                return {r.status_code for r in await asyncio.gather(*(c.get(u) for u in urls))}
+
+        assert asyncio.run(probes(doomed.client_secret, 16)) == {200}
+        revoke_app(server.database_url, doomed.client_id)
+        assert asyncio.run(probes(doomed.client_secret, 16)) == {401}
+        assert asyncio.run(probes(server.token, 16)) == {200}
