@@ -4,7 +4,8 @@ Hypothesis drives a live server on each database through creates, Entra-style PA
 attributes, member adds and remove-with-value), PUTs and deletes of users and groups, with
 colliding names and stale ids, and keeps a model of what must be there. After every step the
 server must agree with the model: each group's members, each user's ``groups``, the
-``userName eq`` probe, ETags that change exactly when a resource changes, and the counts.
+``userName eq`` probe, a custom Integer property set in each of Entra's forms and filtered
+numerically, ETags that change exactly when a resource changes, and the counts.
 
 Each run of the machine works under its own name prefix (the server is shared by the runs),
 and the examples are derandomised in CI; ``SCIMD_FUZZ_EXAMPLES`` runs more with fresh seeds.
@@ -36,6 +37,7 @@ from support.live_server import provisioned_server
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+PROPS = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
 EXAMPLES = int(os.environ.get("SCIMD_FUZZ_EXAMPLES", "0")) or 20
 RUNS = itertools.count()
 
@@ -48,6 +50,7 @@ class ModelUser:
     user_name: str
     active: bool | None = None  # absent until set
     title: str | None = None
+    age: int | None = None  # the custom Integer property, set the ways Entra sends it
     etag: str = ""
 
 
@@ -110,6 +113,31 @@ class Directory(RuleBasedStateMachine):
             assert r.headers["etag"] != user.etag
         user.active, user.etag = want, r.headers["etag"]
 
+    @rule(
+        uid=users_b,
+        age=st.integers(0, 99),
+        form=st.sampled_from(["path", "pathless", "extension"]),
+        as_text=st.booleans(),
+    )
+    def set_age(self, uid: str, age: int, form: str, as_text: bool) -> None:
+        """The custom property, in each form Entra sends (full-URN path, path-less URN key,
+        the extension object), as a number or as its string ("42")."""
+        value: Any = str(age) if as_text else age
+        if form == "path":
+            op = {"op": "Replace", "path": f"{PROPS}:Age", "value": value}
+        elif form == "pathless":
+            op = {"op": "Replace", "value": {f"{PROPS}:Age": value}}
+        else:
+            op = {"op": "Replace", "value": {PROPS: {"Age": value}}}
+        r = self._patch(f"/Users/{uid}", op)
+        if uid not in self.users:
+            assert r.status_code == 404, r.text
+            return
+        assert r.status_code == 200, r.text
+        assert r.json()[PROPS]["Age"] == age
+        user = self.users[uid]
+        user.age, user.etag = age, r.headers["etag"]
+
     @rule(uid=users_b, name=names, title=st.sampled_from(["Dev", "Ops", None]))
     def replace_user(self, uid: str, name: str, title: str | None) -> None:
         user_name = self.prefix + name
@@ -125,7 +153,7 @@ class Directory(RuleBasedStateMachine):
             return
         assert r.status_code == 200, r.text
         user = self.users[uid]
-        user.user_name, user.title, user.active = user_name, title, None
+        user.user_name, user.title, user.active, user.age = user_name, title, None, None
         user.etag = r.headers["etag"]
 
     @rule(uid=consumes(users_b))
@@ -237,6 +265,7 @@ class Directory(RuleBasedStateMachine):
             assert doc["userName"] == u.user_name
             assert doc.get("active") is u.active
             assert doc.get("title") == u.title
+            assert doc.get(PROPS, {}).get("Age") == u.age
             assert r.headers["etag"] == u.etag
             want = {gid for gid, g in self.groups.items() if uid in g.members}
             assert {g["value"] for g in doc.get("groups", [])} == want, uid
@@ -252,13 +281,20 @@ class Directory(RuleBasedStateMachine):
         assert listed.json()["totalResults"] == len(self.users)
         listed = self.client.get("/Groups", params={"filter": f'displayName sw "{self.prefix}"'})
         assert listed.json()["totalResults"] == len(self.groups)
+        # The typed property filters in SQL as the model says (numbers, not strings: 9 < 10).
+        for bound in (9, 50):
+            flt = f'userName sw "{self.prefix}" and {PROPS}:Age gt {bound}'
+            found = self.client.get("/Users", params={"filter": flt}).json()
+            want = {k for k, u in self.users.items() if u.age is not None and u.age > bound}
+            assert {x["id"] for x in found.get("Resources", [])} == want, flt
         for rid in list(self.gone)[:3]:
             kind = "Users" if rid not in self.groups else "Groups"
             assert self.client.get(f"/{kind}/{rid}").status_code == 404
 
 
 def test_random_operation_sequences_match_the_model(any_database_url: str, tmp_path: Path) -> None:
-    with provisioned_server(any_database_url, log_dir=tmp_path) as server:
+    props = {"IdentificationNumber": "String", "Age": "Integer"}
+    with provisioned_server(any_database_url, log_dir=tmp_path, user_properties=props) as server:
         headers = {"Authorization": f"Bearer {server.token}"}
         with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as c:
             Directory.client = c
