@@ -65,6 +65,23 @@ def _members(d: Directory, gid: str) -> dict[str, str]:
     return {m["value"]: m["type"] for m in res.get("members", [])}
 
 
+def _gate() -> Any:
+    """An authorisation gate: what the SCIM API passes, which lets PostgreSQL write with one
+    conditional statement (``store.conditional``)."""
+
+    def gate(conn: sa.Connection, v: Any) -> audit.Actor:
+        return audit.Actor("app", "client-1", "entra", "req-1")
+
+    return gate
+
+
+def _pk(d: Directory, gid: str) -> int:
+    with d.engine.connect() as conn:
+        return int(
+            conn.execute(sa.text("SELECT pk FROM groups WHERE id = :id"), {"id": gid}).scalar_one()
+        )
+
+
 def _groups(d: Directory, uid: str) -> set[str]:
     res, _ = d.get("User", uid, BASE)
     return {g["value"] for g in res.get("groups", [])}
@@ -206,8 +223,7 @@ def test_migration_0003_keeps_memberships(any_database_url: str) -> None:
                 sa.text("INSERT INTO members VALUES (:g, 'u2', 'User'), (:g, 'u1', 'Group')"),
                 {"g": pk},
             )
-        migrate.ensure_current(engine)
-        assert migrate.current(engine) == migrate.head()
+        migrate.upgrade(engine, "0003")
 
         def rows() -> list[tuple[Any, ...]]:
             with engine.connect() as conn:
@@ -232,6 +248,105 @@ def test_migration_0003_keeps_memberships(any_database_url: str) -> None:
         migrate.ensure_current(engine)
         assert migrate.current(engine) == migrate.head()
     finally:
+        engine.dispose()
+
+
+def _foreign_keys(engine: sa.Engine) -> list[Any]:
+    return sa.inspect(engine).get_foreign_keys("members")
+
+
+def test_migration_0004_drops_the_group_key_and_its_downgrade_restores_it(
+    any_database_url: str,
+) -> None:
+    """0004 keeps every membership and drops the key to ``groups``; its downgrade removes
+    memberships of groups that no longer exist, then restores the key with its cascade."""
+    engine = create_engine(any_database_url)
+    json_doc = "CAST('{}' AS JSON)" if engine.dialect.name == "postgresql" else "'{}'"
+    try:
+        migrate.upgrade(engine, "0003")
+        assert [fk["referred_table"] for fk in _foreign_keys(engine)] == ["groups"]
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO groups (id, display_name, display_name_lower, created,"
+                    " last_modified, version, doc)"
+                    f" VALUES ('g1', 'G', 'g', 'x', 'x', 1, {json_doc})"
+                )
+            )
+            pk = conn.execute(sa.text("SELECT pk FROM groups WHERE id = 'g1'")).scalar_one()
+            conn.execute(
+                sa.text("INSERT INTO members VALUES (:g, 'u2', 'User'), (:g, 'u1', 'Group')"),
+                {"g": pk},
+            )
+        migrate.upgrade(engine, "0004")
+        assert _foreign_keys(engine) == []
+
+        def rows() -> list[tuple[Any, ...]]:
+            with engine.connect() as conn:
+                q = "SELECT group_pk, member_id, member_type FROM members ORDER BY member_id"
+                return [tuple(r) for r in conn.execute(sa.text(q))]
+
+        assert rows() == [(pk, "u1", "Group"), (pk, "u2", "User")]
+        # Without the key, a membership of a missing group can exist; the downgrade drops it.
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO members VALUES (:g, 'u3', 'User')"), {"g": pk + 99})
+        with engine.begin() as conn:
+            command.downgrade(migrate._config(conn), "0003")
+        assert [fk["referred_table"] for fk in _foreign_keys(engine)] == ["groups"]
+        assert rows() == [(pk, "u1", "Group"), (pk, "u2", "User")]
+        if engine.dialect.name == "sqlite":
+            with engine.connect() as conn:
+                ddl = conn.execute(
+                    sa.text("SELECT sql FROM sqlite_master WHERE name = 'members'")
+                ).scalar_one()
+                assert "WITHOUT ROWID" in ddl
+        migrate.ensure_current(engine)
+        assert migrate.current(engine) == migrate.head() == "0004"
+    finally:
+        engine.dispose()
+
+
+def test_deleting_a_group_removes_its_memberships(any_database_url: str) -> None:
+    """No key cascades any more: the directory removes a deleted group's memberships itself,
+    on the conditional path (PostgreSQL, from the SCIM API) and in a transaction (SQLite, the
+    command line), and the group's membership of other groups too."""
+    engine = create_engine(any_database_url)
+    migrate.ensure_current(engine)
+    d = Directory(engine)
+    try:
+        users = [_user(d, f"gone{i}@x.com") for i in range(3)]
+        for actor in (audit.CLI, _gate()):
+            inner = d.create(
+                "Group",
+                {
+                    "schemas": [GROUP],
+                    "displayName": f"inner-{id(actor)}",
+                    "members": [{"value": u} for u in users],
+                },
+                audit.CLI,
+                BASE,
+            ).resource["id"]
+            outer = d.create(
+                "Group",
+                {
+                    "schemas": [GROUP],
+                    "displayName": f"outer-{id(actor)}",
+                    "members": [{"value": inner}, {"value": users[0]}],
+                },
+                audit.CLI,
+                BASE,
+            ).resource["id"]
+            inner_pk = _pk(d, inner)
+            d.delete("Group", inner, actor, None)
+            with engine.connect() as conn:
+                left = conn.execute(
+                    sa.text("SELECT count(*) FROM members WHERE group_pk = :pk OR member_id = :id"),
+                    {"pk": inner_pk, "id": inner},
+                ).scalar_one()
+            assert left == 0
+            assert _members(d, outer) == {users[0]: "User"}
+    finally:
+        d.close()
         engine.dispose()
 
 

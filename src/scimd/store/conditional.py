@@ -308,8 +308,9 @@ WITH gone AS (
       AND {counters_hold}
     RETURNING id
 ), unlinked AS (
-    -- no longer anybody's member (its own members go with it: ON DELETE CASCADE)
-    DELETE FROM members WHERE member_id = (SELECT id FROM gone)
+    -- no longer anybody's member (again below: see ``delete``), and a group has no members
+    DELETE FROM members
+    WHERE member_id = (SELECT id FROM gone){own_members}
 ), counted AS (
     UPDATE counters SET value = value - 1
     WHERE name = :kind AND slot = :slot AND EXISTS (SELECT FROM gone)
@@ -324,8 +325,10 @@ SELECT count(*) FROM gone
 """
 
 
-# Memberships of a deleted id, in a statement of their own (see ``delete``).
+# Memberships of a deleted id (and a deleted group's own), in a statement of their own
+# (see ``delete``).
 _UNLINK = "DELETE FROM members WHERE member_id = :id"
+_UNLINK_GROUP = "DELETE FROM members WHERE member_id = :id OR group_pk = :pk"
 
 
 def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: versions.Versions) -> bool:
@@ -346,15 +349,18 @@ def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: version
         **_counters(v),
         **_audit_params(actor, "delete", row.id, None, kind.name),
     }
+    own = " OR group_pk = (SELECT :pk_ FROM gone)" if kind is GROUPS else ""
     build = lambda: sa.text(  # noqa: E731
-        _DELETE.format(table=kind.table.name, counters_hold=_COUNTERS_HOLD)
+        _DELETE.format(table=kind.table.name, counters_hold=_COUNTERS_HOLD, own_members=own)
     )
     _transaction(conn, "BEGIN")
     try:
         done = _run(conn, f"{kind.name}.delete", build, params, kind, row.doc)
         gone = bool(done and done[0])
         if gone:
-            _STATEMENTS.get(conn, "unlink", lambda: sa.text(_UNLINK)).run(conn, {"id": row.id})
+            sql = _UNLINK_GROUP if kind is GROUPS else _UNLINK
+            unlink = _STATEMENTS.get(conn, f"{kind.name}.unlink", lambda: sa.text(sql))
+            unlink.run(conn, {"id": row.id, "pk": row.pk} if kind is GROUPS else {"id": row.id})
     except BaseException:
         _transaction(conn, "ROLLBACK")
         raise

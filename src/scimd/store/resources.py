@@ -576,6 +576,12 @@ class Repository:
             "members.delete_member",
             lambda: members.delete().where(members.c.member_id == _B("id")),
         ).run(conn, {"id": rid})
+        if self.kind is GROUPS:  # and a deleted group has no members (no cascade does it)
+            STATEMENTS.get(
+                conn,
+                "members.delete_group",
+                lambda: members.delete().where(members.c.group_pk == _B("pk")),
+            ).run(conn, {"pk": row.pk})
         _bump_counter(conn, self.kind.name, -1)
         A.record(conn, actor, "delete", self.kind.name, rid, None)
 

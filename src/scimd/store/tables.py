@@ -62,12 +62,9 @@ groups = sa.Table(
 members = sa.Table(
     "members",
     metadata,
-    sa.Column(
-        "group_pk",
-        sa.Integer,
-        sa.ForeignKey("groups.pk", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    # The group's pk. No foreign key (migration 0004): every membership is inserted by a write
+    # holding its group's row, and deleting a group deletes its memberships itself.
+    sa.Column("group_pk", sa.Integer, primary_key=True),
     # The member's SCIM id (a user or a group).
     sa.Column("member_id", sa.String(64), primary_key=True),
     sa.Column("member_type", sa.String(16), nullable=False),
