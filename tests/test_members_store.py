@@ -203,6 +203,18 @@ def test_large_batches_and_replace(directory: Directory) -> None:
     assert _members(d, gid) == {}
 
 
+def _member_rows(engine: sa.Engine) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        q = "SELECT group_pk, member_id, member_type FROM members ORDER BY member_id"
+        return [tuple(r) for r in conn.execute(sa.text(q))]
+
+
+def _sqlite_ddl(engine: sa.Engine) -> str:
+    with engine.connect() as conn:
+        q = "SELECT sql FROM sqlite_master WHERE name = 'members'"
+        return str(conn.execute(sa.text(q)).scalar_one())
+
+
 def test_migration_0003_keeps_memberships(any_database_url: str) -> None:
     engine = create_engine(any_database_url)
     try:
@@ -225,23 +237,15 @@ def test_migration_0003_keeps_memberships(any_database_url: str) -> None:
             )
         migrate.upgrade(engine, "0003")
 
-        def rows() -> list[tuple[Any, ...]]:
-            with engine.connect() as conn:
-                q = "SELECT group_pk, member_id, member_type FROM members ORDER BY member_id"
-                return [tuple(r) for r in conn.execute(sa.text(q))]
-
-        assert rows() == [(pk, "u1", "Group"), (pk, "u2", "User")]
+        assert _member_rows(engine) == [(pk, "u1", "Group"), (pk, "u2", "User")]
         if engine.dialect.name == "sqlite":
+            assert "WITHOUT ROWID" in _sqlite_ddl(engine)
             with engine.connect() as conn:
-                ddl = conn.execute(
-                    sa.text("SELECT sql FROM sqlite_master WHERE name = 'members'")
-                ).scalar_one()
-                assert "WITHOUT ROWID" in ddl
                 assert conn.execute(sa.text("PRAGMA foreign_key_check")).fetchall() == []
             # The group's rows still go with it (ON DELETE CASCADE survived the copy).
             with engine.begin() as conn:
                 conn.execute(sa.text("DELETE FROM groups WHERE id = 'g1'"))
-            assert rows() == []
+            assert _member_rows(engine) == []
 
         with engine.begin() as conn:
             command.downgrade(migrate._config(conn), "0002")
@@ -281,25 +285,16 @@ def test_migration_0004_drops_the_group_key_and_its_downgrade_restores_it(
         migrate.upgrade(engine, "0004")
         assert _foreign_keys(engine) == []
 
-        def rows() -> list[tuple[Any, ...]]:
-            with engine.connect() as conn:
-                q = "SELECT group_pk, member_id, member_type FROM members ORDER BY member_id"
-                return [tuple(r) for r in conn.execute(sa.text(q))]
-
-        assert rows() == [(pk, "u1", "Group"), (pk, "u2", "User")]
+        assert _member_rows(engine) == [(pk, "u1", "Group"), (pk, "u2", "User")]
         # Without the key, a membership of a missing group can exist; the downgrade drops it.
         with engine.begin() as conn:
             conn.execute(sa.text("INSERT INTO members VALUES (:g, 'u3', 'User')"), {"g": pk + 99})
         with engine.begin() as conn:
             command.downgrade(migrate._config(conn), "0003")
         assert [fk["referred_table"] for fk in _foreign_keys(engine)] == ["groups"]
-        assert rows() == [(pk, "u1", "Group"), (pk, "u2", "User")]
+        assert _member_rows(engine) == [(pk, "u1", "Group"), (pk, "u2", "User")]
         if engine.dialect.name == "sqlite":
-            with engine.connect() as conn:
-                ddl = conn.execute(
-                    sa.text("SELECT sql FROM sqlite_master WHERE name = 'members'")
-                ).scalar_one()
-                assert "WITHOUT ROWID" in ddl
+            assert "WITHOUT ROWID" in _sqlite_ddl(engine)
         migrate.ensure_current(engine)
         assert migrate.current(engine) == migrate.head() == "0004"
     finally:
