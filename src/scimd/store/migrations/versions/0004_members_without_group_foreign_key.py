@@ -29,7 +29,10 @@ FK = "fk_members_group_pk_groups"
 
 
 def _rebuild_sqlite(foreign_key: bool) -> None:
-    """Copy ``members`` into a new WITHOUT ROWID table (SQLite cannot drop a constraint)."""
+    """Copy ``members`` into a new WITHOUT ROWID table (SQLite cannot drop a constraint).
+
+    Like 0003's copy, on purpose: a migration keeps the SQL of its day, so it does not import
+    another revision's code, which a later edit could change under it."""
     fk = (
         f", CONSTRAINT {FK} FOREIGN KEY (group_pk) REFERENCES groups (pk) ON DELETE CASCADE"
         if foreign_key
