@@ -35,6 +35,7 @@ from scimd.store.resources import (
     columns_of,
     new_id,
     uniqueness_error,
+    unlink,
 )
 from scimd.store.tables import COUNTER_SLOTS, audit, counters, settings, users
 
@@ -307,10 +308,6 @@ WITH gone AS (
     WHERE pk = :pk_ AND version = :version_
       AND {counters_hold}
     RETURNING id
-), unlinked AS (
-    -- no longer anybody's member (again below: see ``delete``), and a group has no members
-    DELETE FROM members
-    WHERE member_id = (SELECT id FROM gone){own_members}
 ), counted AS (
     UPDATE counters SET value = value - 1
     WHERE name = :kind AND slot = :slot AND EXISTS (SELECT FROM gone)
@@ -325,21 +322,15 @@ SELECT count(*) FROM gone
 """
 
 
-# Memberships of a deleted id (and a deleted group's own), in a statement of their own
-# (see ``delete``).
-_UNLINK = "DELETE FROM members WHERE member_id = :id"
-_UNLINK_GROUP = "DELETE FROM members WHERE member_id = :id OR group_pk = :pk"
-
-
 def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: versions.Versions) -> bool:
     """Delete ``row`` with its memberships, count and audit it, if neither its version nor
     the counters moved since they were read (else False: read again and start over).
 
     One transaction of two statements, not one statement: a group PATCH adding this row as a
     member locks it (``FOR SHARE``) and inserts the membership; the DELETE waits for that lock,
-    but its snapshot, taken before it waited, does not show the new membership, which its
-    own ``unlinked`` step would then miss, leaving a deleted user in a group (a randomised
-    concurrent test found it). The second statement takes a new snapshot, after the lock.
+    but its snapshot, taken before it waited, does not show the new membership, so removing
+    memberships in the same statement missed it and left a deleted user in a group (a
+    randomised concurrent test found it). ``unlink`` runs next, with a new snapshot.
     """
     params = {
         "pk_": row.pk,
@@ -349,18 +340,15 @@ def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: version
         **_counters(v),
         **_audit_params(actor, "delete", row.id, None, kind.name),
     }
-    own = " OR group_pk = (SELECT :pk_ FROM gone)" if kind is GROUPS else ""
     build = lambda: sa.text(  # noqa: E731
-        _DELETE.format(table=kind.table.name, counters_hold=_COUNTERS_HOLD, own_members=own)
+        _DELETE.format(table=kind.table.name, counters_hold=_COUNTERS_HOLD)
     )
     _transaction(conn, "BEGIN")
     try:
         done = _run(conn, f"{kind.name}.delete", build, params, kind, row.doc)
         gone = bool(done and done[0])
         if gone:
-            sql = _UNLINK_GROUP if kind is GROUPS else _UNLINK
-            unlink = _STATEMENTS.get(conn, f"{kind.name}.unlink", lambda: sa.text(sql))
-            unlink.run(conn, {"id": row.id, "pk": row.pk} if kind is GROUPS else {"id": row.id})
+            unlink(conn, kind, row)
     except BaseException:
         _transaction(conn, "ROLLBACK")
         raise

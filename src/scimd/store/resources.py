@@ -321,7 +321,7 @@ class Repository:
             return q.limit(_B("n"))
 
         rec = self._rec_groups if with_groups else self._rec
-        if gated and column == self.kind.unique_col and limit > 0:
+        if gated and column == self.kind.unique_col:
             row = self._batched(conn, column, value, with_groups)
             if row is not None:
                 v = versions.Versions(int(row[0] or 0), int(row[1] or 0))
@@ -570,24 +570,30 @@ class Repository:
             conn, self._delete, lambda: self.t.delete().where(self.t.c.pk == _B("pk"))
         )
         stmt.run(conn, {"pk": row.pk})
-        # A deleted user or group is no longer anybody's member.
-        STATEMENTS.get(
-            conn,
-            "members.delete_member",
-            lambda: members.delete().where(members.c.member_id == _B("id")),
-        ).run(conn, {"id": rid})
-        if self.kind is GROUPS:  # and a deleted group has no members (no cascade does it)
-            STATEMENTS.get(
-                conn,
-                "members.delete_group",
-                lambda: members.delete().where(members.c.group_pk == _B("pk")),
-            ).run(conn, {"pk": row.pk})
+        unlink(conn, self.kind, row)
         _bump_counter(conn, self.kind.name, -1)
         A.record(conn, actor, "delete", self.kind.name, rid, None)
 
 
 # ---------------------------------------------------------------------------------------------
 # Membership (set-based)
+
+
+def unlink(conn: sa.Connection, kind: Kind, row: Rec) -> None:
+    """A deleted user or group is no longer anybody's member, and a deleted group has no
+    members (no foreign key cascades: migration 0004). Run after the row's DELETE, in its
+    transaction: on PostgreSQL this statement's snapshot then shows any membership a
+    concurrent group PATCH committed while the DELETE waited for its lock."""
+    if kind is GROUPS:
+        name, cond = (
+            "members.unlink_group",
+            sa.or_(members.c.member_id == _B("id"), members.c.group_pk == _B("pk")),
+        )
+        params: dict[str, Any] = {"id": row.id, "pk": row.pk}
+    else:
+        name, cond = "members.unlink", members.c.member_id == _B("id")
+        params = {"id": row.id}
+    STATEMENTS.get(conn, name, lambda: members.delete().where(cond)).run(conn, params)
 
 
 def _batchable(key: Any) -> bool:
