@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from scimd.web.coalesce import CoalescingTransport
-from support.live_server import LiveServer
+from support.live_server import LiveServer, provisioned_server
 
 
 class _Server(asyncio.Protocol):
@@ -87,6 +89,29 @@ def test_writes_of_one_step_reach_the_socket_as_one_write() -> None:
     asyncio.run(scenario())
 
 
+def test_a_transport_not_holding_writes_at_once_after_what_is_pending() -> None:
+    async def scenario() -> None:
+        t, writes, reader, writer = await _pair()
+        t.write(b"held")
+        t.hold = False
+        t.write(b"now")
+        assert writes == [4, 3] and t.get_write_buffer_size() == 0
+        t.write(b"!")
+        assert writes == [4, 3, 1]
+        await asyncio.sleep(0)  # the flush scheduled for "held" finds nothing left
+        assert writes == [4, 3, 1]
+        t.hold = True
+        t.write(b"later")
+        assert writes == [4, 3, 1]
+        await asyncio.sleep(0)
+        assert writes == [4, 3, 1, 5]
+        assert await reader.readexactly(13) == b"heldnow!later"
+        t.close()
+        await _close(writer)
+
+    asyncio.run(scenario())
+
+
 def test_abort_drops_what_is_pending() -> None:
     async def scenario() -> None:
         t, writes, reader, writer = await _pair()
@@ -108,6 +133,35 @@ def test_abort_drops_what_is_pending() -> None:
     asyncio.run(scenario())
 
 
+def _responses(host: str, port: int, request: bytes, n: int) -> list[tuple[bytes, bytes]]:
+    """Send ``request`` (several pipelined requests) and read ``n`` whole responses back:
+    (status, body) each, in the order they arrived."""
+    with socket.create_connection((host, port), timeout=10) as s:
+        s.sendall(request)
+        data = b""
+        out: list[tuple[bytes, bytes]] = []
+        while len(out) < n:
+            chunk = s.recv(65536)
+            assert chunk, f"connection closed after {len(out)} responses"
+            data += chunk
+            while b"\r\n\r\n" in data:
+                head, _, rest = data.partition(b"\r\n\r\n")
+                lines = head.split(b"\r\n")
+                length = next(
+                    (
+                        int(v)
+                        for k, _, v in (x.partition(b": ") for x in lines[1:])
+                        if k.lower() == b"content-length"
+                    ),
+                    0,
+                )
+                if len(rest) < length:
+                    break
+                out.append((lines[0].split(b" ")[1], rest[:length]))
+                data = rest[length:]
+    return out
+
+
 def test_pipelined_requests_get_whole_responses_in_order(live_server: LiveServer) -> None:
     """Three requests sent at once on one keep-alive connection: three whole responses, in
     the order asked (their writes share the coalescing buffer)."""
@@ -118,35 +172,42 @@ def test_pipelined_requests_get_whole_responses_in_order(live_server: LiveServer
         f"Authorization: Bearer {live_server.token}\r\n\r\n"
         for p in paths
     ).encode()
-    with socket.create_connection((url.hostname, url.port), timeout=10) as s:
-        s.sendall(request)
-        data = b""
-        statuses: list[bytes] = []
-        while len(statuses) < 3:
-            chunk = s.recv(65536)
-            assert chunk, f"connection closed after {statuses}"
-            data += chunk
-            while b"\r\n\r\n" in data:
-                head, _, rest = data.partition(b"\r\n\r\n")
-                lines = head.split(b"\r\n")
-                length = next(
-                    int(v)
-                    for k, _, v in (x.partition(b": ") for x in lines[1:])
-                    if k.lower() == b"content-length"
-                )
-                if len(rest) < length:
-                    break
-                statuses.append(lines[0].split(b" ")[1])
-                body, data = rest[:length], rest[length:]
-                assert body.startswith(b"{") and body.endswith(b"}")
-    assert statuses == [b"200", b"404", b"200"]
+    assert url.hostname is not None and url.port is not None
+    got = _responses(url.hostname, url.port, request, 3)
+    assert [status for status, _ in got] == [b"200", b"404", b"200"]
+    assert all(body.startswith(b"{") and body.endswith(b"}") for _, body in got)
 
 
-def test_serve_coalesces_on_sqlite_only() -> None:
-    """On PostgreSQL a request waits for its statement across loop steps, and holding its reply
-    until the end of a step cost POSTs 10-15%: the plain protocol there."""
+def test_pipelined_reads_and_writes_keep_their_order(any_database_url: str, tmp_path: Path) -> None:
+    """GETs (held until the end of a step on PostgreSQL) and writes (sent at once there)
+    pipelined on one connection: whole responses, in the order asked, on both databases."""
+    with provisioned_server(any_database_url, log_dir=tmp_path) as server:
+        url = urlsplit(server.base_url)
+        assert url.hostname is not None and url.port is not None
+        body = json.dumps(
+            {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "pipe@x.io"}
+        )
+        auth = f"Host: {url.netloc}\r\nAuthorization: Bearer {server.token}\r\n"
+        requests = [
+            f"GET /scim/v2/ServiceProviderConfig HTTP/1.1\r\n{auth}\r\n",
+            f"POST /scim/v2/Users HTTP/1.1\r\n{auth}Content-Type: application/scim+json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n{body}",
+            f"GET /scim/v2/Users?filter=userName%20eq%20%22pipe@x.io%22 HTTP/1.1\r\n{auth}\r\n",
+            f"DELETE /scim/v2/Users/nope HTTP/1.1\r\n{auth}\r\n",
+            f"GET /scim/v2/Users/nope HTTP/1.1\r\n{auth}\r\n",
+        ]
+        got = _responses(url.hostname, url.port, "".join(requests).encode(), 5)
+    assert [status for status, _ in got] == [b"200", b"201", b"200", b"404", b"404"]
+    created = json.loads(got[1][1])
+    found = json.loads(got[2][1])
+    assert found["totalResults"] == 1 and found["Resources"][0]["id"] == created["id"]
+
+
+def test_serve_holds_every_reply_on_sqlite_and_replies_to_gets_elsewhere() -> None:
+    """On PostgreSQL a request waits for its statement across loop steps; holding the replies
+    to writes until the end of a step cost POSTs 10-15% there, holding those to GETs gained."""
     from scimd.cli.main import _http_protocol
-    from scimd.web.coalesce import CoalescingHttpToolsProtocol
+    from scimd.web.coalesce import CoalescingHttpToolsProtocol, GetCoalescingHttpToolsProtocol
 
     assert _http_protocol("sqlite:///scimd.db") is CoalescingHttpToolsProtocol
-    assert _http_protocol("postgresql+psycopg://u@127.0.0.1/db") == "httptools"
+    assert _http_protocol("postgresql+psycopg://u@127.0.0.1/db") is GetCoalescingHttpToolsProtocol

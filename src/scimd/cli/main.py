@@ -140,14 +140,15 @@ def serve(
 
 
 def _http_protocol(database_url: str) -> Any:
-    """uvicorn's httptools protocol (on SQLite, replies sent at the end of the loop step)."""
+    """uvicorn's httptools protocol, replies sent at the end of the loop step: all of them on
+    SQLite, those to GETs on a network database (``web/coalesce.py``)."""
     if not _has("httptools"):
         return "h11"
-    if not database_url.startswith("sqlite"):
-        return "httptools"
-    from scimd.web.coalesce import CoalescingHttpToolsProtocol
+    from scimd.web.coalesce import CoalescingHttpToolsProtocol, GetCoalescingHttpToolsProtocol
 
-    return CoalescingHttpToolsProtocol
+    if database_url.startswith("sqlite"):
+        return CoalescingHttpToolsProtocol
+    return GetCoalescingHttpToolsProtocol
 
 
 def _has(module: str) -> bool:
