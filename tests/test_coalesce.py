@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import socket
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from scimd.web.coalesce import CoalescingTransport
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from scimd.web.coalesce import CoalescingTransport, GetCoalescingHttpToolsProtocol
 from support.live_server import LiveServer, provisioned_server
 
 
@@ -205,9 +209,71 @@ def test_pipelined_reads_and_writes_keep_their_order(any_database_url: str, tmp_
 
 def test_serve_holds_every_reply_on_sqlite_and_replies_to_gets_elsewhere() -> None:
     """On PostgreSQL a request waits for its statement across loop steps; holding the replies
-    to writes until the end of a step cost POSTs 10-15% there, holding those to GETs gained."""
+    to writes until the end of a step cost POSTs 10-15% there, holding those to GETs gained
+    while requests queued for the connection slots."""
     from scimd.cli.main import _http_protocol
     from scimd.web.coalesce import CoalescingHttpToolsProtocol, GetCoalescingHttpToolsProtocol
 
-    assert _http_protocol("sqlite:///scimd.db") is CoalescingHttpToolsProtocol
-    assert _http_protocol("postgresql+psycopg://u@127.0.0.1/db") is GetCoalescingHttpToolsProtocol
+    assert _http_protocol("sqlite:///scimd.db", 8) is CoalescingHttpToolsProtocol
+    made = _http_protocol("postgresql+psycopg://u@127.0.0.1/db", 12)
+    assert isinstance(made, functools.partial)
+    assert made.func is GetCoalescingHttpToolsProtocol and made.keywords == {"busy_above": 12}
+
+
+def test_get_replies_are_held_only_while_the_server_is_busy() -> None:
+    """The protocol on a real loopback connection: a GET's reply is held when more than
+    ``busy_above`` requests are in progress, written at once otherwise; a POST's always."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        config = Config(app=app, log_config=None, access_log=False)
+        config.load()
+        state = ServerState()
+        made: asyncio.Future[GetCoalescingHttpToolsProtocol] = loop.create_future()
+
+        def protocol() -> GetCoalescingHttpToolsProtocol:
+            p = GetCoalescingHttpToolsProtocol(
+                config=config, server_state=state, app_state={}, busy_above=2
+            )
+            made.set_result(p)
+            return p
+
+        server = await loop.create_server(protocol, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        proto = await made
+        held: list[bool] = []
+
+        async def ask(method: str) -> None:
+            request = f"{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+            writer.write(request.encode())
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 200")
+            if method != "HEAD":
+                assert await reader.readexactly(2) == b"ok"
+            # Set when the request's headers were complete, kept until the next request's.
+            assert isinstance(proto.transport, CoalescingTransport)
+            held.append(proto.transport.hold)
+
+        await ask("GET")  # one request in progress: not busy
+        others = [loop.create_future() for _ in range(2)]  # two more requests in progress
+        state.tasks.update(asyncio.ensure_future(f) for f in others)
+        await ask("GET")
+        await ask("POST")
+        for f in others:
+            f.set_result(None)
+        state.tasks.clear()
+        await ask("HEAD")
+        assert held == [False, True, False, False]
+        writer.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -132,23 +133,24 @@ def serve(
         host=s.host,
         port=s.port,
         loop=loop,
-        http=_http_protocol(s.database_url),
+        http=_http_protocol(s.database_url, s.database_connections),
         log_config=None,
         access_log=False,
         server_header=False,
     )
 
 
-def _http_protocol(database_url: str) -> Any:
+def _http_protocol(database_url: str, connections: int) -> Any:
     """uvicorn's httptools protocol, replies sent at the end of the loop step: all of them on
-    SQLite, those to GETs on a network database (``web/coalesce.py``)."""
+    SQLite; on a network database those to GETs, while more requests are in progress than
+    there are ``connections`` slots (``web/coalesce.py``)."""
     if not _has("httptools"):
         return "h11"
     from scimd.web.coalesce import CoalescingHttpToolsProtocol, GetCoalescingHttpToolsProtocol
 
     if database_url.startswith("sqlite"):
         return CoalescingHttpToolsProtocol
-    return GetCoalescingHttpToolsProtocol
+    return functools.partial(GetCoalescingHttpToolsProtocol, busy_above=max(1, connections))
 
 
 def _has(module: str) -> bool:

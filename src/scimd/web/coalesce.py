@@ -13,12 +13,14 @@ req/s): GET by id 84-85 -> 74 µs, 12,415-12,429 -> 14,314-14,320; filter by use
 the body together as soon as the body is written, without waiting for the end of the step,
 gained nothing (82-89 against 84-85 µs per GET): the gain is the replies leaving together.
 On PostgreSQL a request waits for its statement across steps. There the replies to GETs are
-held (``GetCoalescingHttpToolsProtocol``): the lookups of concurrent GETs share one statement
-(``store.onloop.ReadBatch``), so their replies become ready in one step and leave together.
-Measured over HTTP (3,000 users, alternating runs, req/s): GET by id at c=32 7,660-7,847 ->
-9,920-10,227, filter by userName at c=32 6,556-6,696 -> 8,160-8,553; at c=8 no change. Holding
-every reply there, writes included, cost POSTs at c=32 10-15% (4,081-4,300 -> 3,470-3,641), so
-replies to other methods are written at once.
+held while the server is busy (``GetCoalescingHttpToolsProtocol``): the lookups of concurrent
+GETs share one statement (``store.onloop.ReadBatch``), so their replies become ready in one
+step and leave together. Measured over HTTP (3,000 users, alternating runs, req/s): at c=32,
+GET by id 7,371-8,276 -> 9,141-10,248 and filter by userName 6,251-7,387 -> 7,449-8,553. At
+c=8 holding every GET reply cost GETs 3-10% (7,347-8,078 -> 6,288-7,270), so a reply is held
+only while more requests are in progress than there are connection slots (then lookups queue
+and batches are full), and at c=8 the replies go at once. Holding the replies to writes cost
+POSTs at c=32 10-15% (4,081-4,300 -> 3,470-3,641): those are always written at once.
 """
 
 from __future__ import annotations
@@ -137,15 +139,21 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
 
 class GetCoalescingHttpToolsProtocol(CoalescingHttpToolsProtocol):
-    """Holds the replies to GET and HEAD requests until the end of the loop step; writes the
-    others at once.
+    """Holds the replies to GET and HEAD requests until the end of the loop step while more
+    than ``busy_above`` requests are in progress in the server; writes the others at once.
 
     The choice is made when a request's headers are complete. With pipelined requests it may
     apply to the reply still being written for an earlier one: only when a reply leaves
     changes, never the order.
     """
 
+    def __init__(self, *args: Any, busy_above: int = 8, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.busy_above = busy_above
+
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         assert isinstance(self.transport, CoalescingTransport)
-        self.transport.hold = self.scope["method"] in ("GET", "HEAD")
+        self.transport.hold = (
+            self.scope["method"] in ("GET", "HEAD") and len(self.tasks) > self.busy_above
+        )
