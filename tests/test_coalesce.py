@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
-from scimd.web.coalesce import CoalescingTransport, GetCoalescingHttpToolsProtocol
+from scimd.web.coalesce import CoalescingTransport, GetCoalescingHttpToolsProtocol, Load
 from support.live_server import LiveServer, provisioned_server
 
 
@@ -217,63 +217,87 @@ def test_serve_holds_every_reply_on_sqlite_and_replies_to_gets_elsewhere() -> No
     assert _http_protocol("sqlite:///scimd.db", 8) is CoalescingHttpToolsProtocol
     made = _http_protocol("postgresql+psycopg://u@127.0.0.1/db", 12)
     assert isinstance(made, functools.partial)
-    assert made.func is GetCoalescingHttpToolsProtocol and made.keywords == {"busy_above": 12}
+    assert made.func is GetCoalescingHttpToolsProtocol
+    assert made.keywords["load"].busy_above == 12 and made.keywords["load"].active == 0
 
 
 def test_get_replies_are_held_only_while_the_server_is_busy() -> None:
-    """The protocol on a real loopback connection: a GET's reply is held when more than
-    ``busy_above`` requests are in progress, written at once otherwise; a POST's always."""
+    """The protocol on real loopback connections: a GET's reply is held while more than
+    ``busy_above`` requests are in progress, written at once otherwise; a POST's always. The
+    count follows requests that finish and connections that close mid-request."""
+    release = asyncio.Event()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
+        if scope["path"] == "/wait":
+            await release.wait()
         headers = [(b"content-length", b"2")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": b"ok"})
+
+    def request(method: str, path: str = "/") -> bytes:
+        return f"{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n".encode()
 
     async def scenario() -> None:
         loop = asyncio.get_running_loop()
         config = Config(app=app, log_config=None, access_log=False)
         config.load()
         state = ServerState()
-        made: asyncio.Future[GetCoalescingHttpToolsProtocol] = loop.create_future()
+        load = Load(busy_above=2)
+        protocols: list[GetCoalescingHttpToolsProtocol] = []
 
         def protocol() -> GetCoalescingHttpToolsProtocol:
             p = GetCoalescingHttpToolsProtocol(
-                config=config, server_state=state, app_state={}, busy_above=2
+                config=config, server_state=state, app_state={}, load=load
             )
-            made.set_result(p)
+            protocols.append(p)
             return p
 
         server = await loop.create_server(protocol, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        proto = await made
         held: list[bool] = []
 
         async def ask(method: str) -> None:
-            request = f"{method} / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-            writer.write(request.encode())
+            writer.write(request(method))
             head = await reader.readuntil(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200")
             if method != "HEAD":
                 assert await reader.readexactly(2) == b"ok"
             # Set when the request's headers were complete, kept until the next request's.
-            assert isinstance(proto.transport, CoalescingTransport)
-            held.append(proto.transport.hold)
+            transport = protocols[0].transport
+            assert isinstance(transport, CoalescingTransport)
+            held.append(transport.hold)
 
-        await ask("GET")  # one request in progress: not busy
-        others = [loop.create_future() for _ in range(2)]  # two more requests in progress
-        state.tasks.update(asyncio.ensure_future(f) for f in others)
-        await ask("GET")
+        async def waiting() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(request("GET", "/wait"))
+            return r, w
+
+        await ask("GET")  # only itself in progress
+        slow = [await waiting() for _ in range(2)]
+        while load.active < 2:
+            await asyncio.sleep(0.01)
+        await ask("GET")  # 3 in progress
         await ask("POST")
-        for f in others:
-            f.set_result(None)
-        state.tasks.clear()
-        await ask("HEAD")
+        gone = await waiting()
+        while load.active < 3:
+            await asyncio.sleep(0.01)
+        gone[1].close()  # a request whose connection closes before its reply
+        while load.active > 2:
+            await asyncio.sleep(0.01)
+        release.set()
+        for r, w in slow:
+            assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            w.close()
+        while load.active:
+            await asyncio.sleep(0.01)
+        await ask("HEAD")  # only itself again
         assert held == [False, True, False, False]
         writer.close()
         server.close()
         await server.wait_closed()
+        assert load.active == 0
 
-    asyncio.run(scenario())
+    asyncio.run(asyncio.wait_for(scenario(), 30))

@@ -146,11 +146,15 @@ def _http_protocol(database_url: str, connections: int) -> Any:
     there are ``connections`` slots (``web/coalesce.py``)."""
     if not _has("httptools"):
         return "h11"
-    from scimd.web.coalesce import CoalescingHttpToolsProtocol, GetCoalescingHttpToolsProtocol
+    from scimd.web.coalesce import (
+        CoalescingHttpToolsProtocol,
+        GetCoalescingHttpToolsProtocol,
+        Load,
+    )
 
     if database_url.startswith("sqlite"):
         return CoalescingHttpToolsProtocol
-    return functools.partial(GetCoalescingHttpToolsProtocol, busy_above=max(1, connections))
+    return functools.partial(GetCoalescingHttpToolsProtocol, load=Load(max(1, connections)))
 
 
 def _has(module: str) -> bool:
