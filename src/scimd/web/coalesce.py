@@ -16,8 +16,8 @@ On PostgreSQL a request waits for its statement across steps. There the replies 
 held while the server is busy (``GetCoalescingHttpToolsProtocol``): the lookups of concurrent
 GETs share one statement (``store.onloop.ReadBatch``), so their replies become ready in one
 step and leave together. Measured over HTTP (3,000 users, alternating runs, req/s): at c=32,
-GET by id 7,371-8,276 -> 9,141-10,248 and filter by userName 6,251-7,387 -> 7,449-8,553. At
-c=8 holding every GET reply cost GETs 3-10% (7,347-8,078 -> 6,288-7,270), so a reply is held
+GET by id 7,371-8,276 -> 8,512-10,248 and filter by userName 6,251-7,387 -> 7,438-8,553. At
+c=8 holding every GET reply cost GETs ~8% (6,937-8,078 -> 6,288-7,432), so a reply is held
 only while more requests are in progress than there are connection slots (then lookups queue
 and batches are full), and at c=8 the replies go at once. Holding the replies to writes cost
 POSTs at c=32 10-15% (4,081-4,300 -> 3,470-3,641): those are always written at once.
