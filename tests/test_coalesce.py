@@ -182,6 +182,20 @@ def test_pipelined_requests_get_whole_responses_in_order(live_server: LiveServer
     assert all(body.startswith(b"{") and body.endswith(b"}") for _, body in got)
 
 
+def test_an_upgrade_request_is_an_ordinary_request(live_server: LiveServer) -> None:
+    """``scimd serve`` has no WebSocket endpoints: a request asking to upgrade gets its
+    ordinary HTTP reply."""
+    url = urlsplit(live_server.base_url)
+    assert url.hostname is not None and url.port is not None
+    upgrade = (
+        f"GET /healthz HTTP/1.1\r\nHost: {url.netloc}\r\nConnection: Upgrade\r\n"
+        "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    [(status, body)] = _responses(url.hostname, url.port, upgrade.encode(), 1)
+    assert status == b"200" and json.loads(body)["status"] == "ok"
+
+
 def test_pipelined_reads_and_writes_keep_their_order(any_database_url: str, tmp_path: Path) -> None:
     """GETs (held until the end of a step on PostgreSQL) and writes (sent at once there)
     pipelined on one connection: whole responses, in the order asked, on both databases."""

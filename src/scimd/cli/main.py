@@ -134,6 +134,7 @@ def serve(
         port=s.port,
         loop=loop,
         http=_http_protocol(s.database_url, s.database_connections),
+        ws="none",  # no WebSocket endpoints: an upgrade request is an ordinary request
         log_config=None,
         access_log=False,
         server_header=False,

@@ -155,7 +155,9 @@ class GetCoalescingHttpToolsProtocol(CoalescingHttpToolsProtocol):
     The choice is made when a request's headers are complete. With pipelined requests it may
     apply to the reply still being written for an earlier one: only when a reply leaves
     changes, never the order. (uvicorn's set of request tasks is no such count: a task
-    outlives its response, and at c=8 the set held 16-25 of them.)
+    outlives its response, and at c=8 the set held 16-25 of them.) Every counted request ends
+    in a response or a closed connection: ``scimd serve`` turns WebSocket upgrades off, the
+    one way uvicorn takes a request off this protocol.
     """
 
     def __init__(self, *args: Any, load: Load, **kwargs: Any) -> None:
