@@ -1,4 +1,5 @@
-"""Responses leave in one write per event-loop step (``web/coalesce.py``), in order, whole.
+"""Responses leave in one write per event-loop step (``web/coalesce.py``), in order, whole;
+on PostgreSQL only those to GETs, and only while the server is busy.
 
 The transport under test wraps a real socket transport on loopback; a counting wrapper on
 that transport's ``write``/``writelines`` observes how many writes reach it.
