@@ -156,9 +156,9 @@ class GetCoalescingHttpToolsProtocol(CoalescingHttpToolsProtocol):
     apply to the reply still being written for an earlier one: only when a reply leaves
     changes, never the order. (uvicorn's set of request tasks is no such count: a task
     outlives its response; GETs at c=8 measured 11 tasks on average for 5 requests in
-    progress, often more than the 8 slots.) Every counted request ends
-    in a response or a closed connection: ``scimd serve`` turns WebSocket upgrades off, the
-    one way uvicorn takes a request off this protocol.
+    progress, often more than the 8 slots.) Every counted request ends in a response or a
+    closed connection: ``scimd serve`` turns WebSocket upgrades off, the one way uvicorn
+    takes a request off this protocol.
     """
 
     def __init__(self, *args: Any, load: Load, **kwargs: Any) -> None:
