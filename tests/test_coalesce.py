@@ -94,23 +94,43 @@ def test_writes_of_one_step_reach_the_socket_as_one_write() -> None:
     asyncio.run(scenario())
 
 
-def test_a_transport_not_holding_writes_at_once_after_what_is_pending() -> None:
+def test_a_transport_not_holding_writes_at_once_with_what_is_pending() -> None:
     async def scenario() -> None:
         t, writes, reader, writer = await _pair()
         t.write(b"held")
         t.hold = False
-        t.write(b"now")
-        assert writes == [4, 3] and t.get_write_buffer_size() == 0
+        t.write(b"now")  # with what was pending, in one write
+        assert writes == [7] and t.get_write_buffer_size() == 0
         t.write(b"!")
-        assert writes == [4, 3, 1]
+        assert writes == [7, 1]
         await asyncio.sleep(0)  # the flush scheduled for "held" finds nothing left
-        assert writes == [4, 3, 1]
+        assert writes == [7, 1]
         t.hold = True
         t.write(b"later")
-        assert writes == [4, 3, 1]
+        assert writes == [7, 1]
         await asyncio.sleep(0)
-        assert writes == [4, 3, 1, 5]
+        assert writes == [7, 1, 5]
         assert await reader.readexactly(13) == b"heldnow!later"
+        t.close()
+        await _close(writer)
+
+    asyncio.run(scenario())
+
+
+def test_a_large_write_goes_at_once_with_what_is_pending() -> None:
+    async def scenario() -> None:
+        t, writes, reader, writer = await _pair()
+        t.hold_below = 10
+        t.write(b"head")
+        t.write(b"a body of 19 bytes!")  # what is pending goes with it, in one write
+        assert writes == [23] and t.get_write_buffer_size() == 0
+        t.write(b"0123456789")
+        assert writes == [23, 10]
+        t.write(b"small")
+        assert writes == [23, 10]
+        await asyncio.sleep(0)
+        assert writes == [23, 10, 5]
+        assert await reader.readexactly(38) == b"heada body of 19 bytes!0123456789small"
         t.close()
         await _close(writer)
 
