@@ -55,14 +55,10 @@ class CoalescingTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
             return
-        if not self.hold or len(data) >= self.hold_below:
-            if self._pending:
-                self._pending.append(data)
-                self.flush()
-            elif not self._transport.is_closing():
-                self._transport.write(data)
-            return
         self._pending.append(data)
+        if not self.hold or len(data) >= self.hold_below:
+            self.flush()
+            return
         if not self._scheduled:
             self._scheduled = True
             self._loop.call_soon(self.flush)
