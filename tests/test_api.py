@@ -352,6 +352,130 @@ def test_bulk_with_bulk_id_references(api: Api) -> None:
     assert [m["value"] for m in members] == [uid]
 
 
+BULK = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+
+
+def test_bulk_references_are_whole_values_of_declared_operations(api: Api) -> None:
+    """Only a whole ``bulkId:<id>`` naming an operation of the request is a reference: text
+    that contains one, or names no operation, is stored as sent (it was rewritten, or failed
+    the operation with 409)."""
+    ops = [
+        {"method": "POST", "path": "/Users", "bulkId": "k1", "data": {"userName": "k1@x.com"}},
+        {
+            "method": "POST",
+            "path": "/Users",
+            "bulkId": "k2",
+            "data": {
+                "userName": "k2@x.com",
+                "displayName": "see bulkId:k1",
+                "title": "Migrated from bulkId:legacy-42",
+                "nickName": "bulkId:legacy-42",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {
+                    "manager": {"value": "bulkId:k1"}
+                },
+            },
+        },
+    ]
+    r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
+    assert [o["status"] for o in r] == ["201", "201"], r
+    k1 = r[0]["location"].rsplit("/", 1)[1]
+    k2 = api.req("GET", r[1]["location"].split("/scim/v2", 1)[1]).json()
+    assert k2["displayName"] == "see bulkId:k1"
+    assert k2["title"] == "Migrated from bulkId:legacy-42"
+    assert k2["nickName"] == "bulkId:legacy-42"
+    ent = k2["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"]
+    assert ent["manager"]["value"] == k1
+
+
+def test_bulk_duplicate_bulk_ids_are_refused_before_anything_runs(api: Api) -> None:
+    ops = [
+        {"method": "POST", "path": "/Users", "bulkId": "k", "data": {"userName": "d1@x.com"}},
+        {"method": "POST", "path": "/Users", "bulkId": "k", "data": {"userName": "d2@x.com"}},
+    ]
+    d = _error(api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}), 400)
+    assert "'k'" in d["detail"] and "1 and 2" in d["detail"]
+    assert api.req("GET", '/Users?filter=userName sw "d"').json()["totalResults"] == 0
+
+
+def test_bulk_failed_operations_carry_their_location(api: Api) -> None:
+    """RFC 7644 §3.7: ``location`` is in every result but a failed POST's."""
+    uid = api.user("loc@x.com")["id"]
+    ops = [
+        {"method": "DELETE", "path": "/Users/nobody"},
+        {
+            "method": "PATCH",
+            "path": f"/users/{uid}",
+            "version": 'W/"99"',
+            "data": {"Operations": [{"op": "replace", "path": "title", "value": "x"}]},
+        },
+        {"method": "POST", "path": "/Users", "bulkId": "p", "data": {"userName": "loc@x.com"}},
+    ]
+    r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
+    assert [o["status"] for o in r] == ["404", "412", "409"]
+    assert r[0]["location"].endswith("/scim/v2/Users/nobody")
+    assert r[1]["location"].endswith(f"/scim/v2/Users/{uid}")
+    assert "location" not in r[2]
+
+
+def test_bulk_operations_not_processed_after_fail_on_errors_get_no_result(api: Api) -> None:
+    """A group waiting for a user the request creates later is not reported as a failed
+    reference when ``failOnErrors`` stops the request before that user's turn (§3.7.3)."""
+    ops = [
+        {
+            "method": "POST",
+            "path": "/Groups",
+            "bulkId": "g",
+            "data": {"displayName": "FG", "members": [{"value": "bulkId:u"}]},
+        },
+        {"method": "POST", "path": "/Users", "bulkId": "bad", "data": {"title": "no userName"}},
+        {"method": "POST", "path": "/Users", "bulkId": "u", "data": {"userName": "fu@x.com"}},
+    ]
+    body = {"schemas": [BULK], "failOnErrors": 1, "Operations": ops}
+    r = api.req("POST", "/Bulk", body).json()["Operations"]
+    assert [(o["bulkId"], o["status"]) for o in r] == [("bad", "400")]
+
+
+def test_bulk_references_to_failed_or_circular_operations_are_409(api: Api) -> None:
+    """A reference to a POST that failed, or operations that reference each other, get a 409
+    that says which; the rest of the request runs."""
+    api.user("taken@x.com")
+    ops = [
+        {"method": "POST", "path": "/Users", "bulkId": "t", "data": {"userName": "taken@x.com"}},
+        {
+            "method": "POST",
+            "path": "/Groups",
+            "bulkId": "gt",
+            "data": {"displayName": "GT", "members": [{"value": "bulkId:t"}]},
+        },
+        {
+            "method": "POST",
+            "path": "/Groups",
+            "bulkId": "cx",
+            "data": {"displayName": "CX", "members": [{"value": "bulkId:cy"}]},
+        },
+        {
+            "method": "POST",
+            "path": "/Groups",
+            "bulkId": "cy",
+            "data": {"displayName": "CY", "members": [{"value": "bulkId:cx"}]},
+        },
+        {"method": "POST", "path": "/Users", "bulkId": "ok", "data": {"userName": "ok@x.com"}},
+    ]
+    r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
+    by = {o["bulkId"]: o for o in r}
+    assert {k: o["status"] for k, o in by.items()} == {
+        "t": "409",
+        "gt": "409",
+        "cx": "409",
+        "cy": "409",
+        "ok": "201",
+    }
+    assert "'t'" in by["gt"]["response"]["detail"] and "failed" in by["gt"]["response"]["detail"]
+    assert "'cx', 'cy'" in by["cx"]["response"]["detail"]
+    groups = api.req("GET", "/Groups").json()
+    assert groups["totalResults"] == 0
+
+
 def test_every_write_is_audited_with_the_application(api: Api) -> None:
     """Create, patch and delete each leave an audit row naming the OAuth application."""
     u = api.user("audit@x.com")

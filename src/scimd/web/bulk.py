@@ -3,7 +3,6 @@ references resolved as the resources they name are created."""
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from scimd.scim.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
@@ -15,7 +14,7 @@ if TYPE_CHECKING:
 
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
-_REF = re.compile(r"bulkId:([^\s\"/]+)")
+_PREFIX = "bulkId:"
 _RESOURCES = {"users": "User", "groups": "Group"}
 
 
@@ -23,20 +22,65 @@ class Unresolved(Exception):
     """A ``bulkId:`` reference to an operation that has not (yet) created its resource."""
 
 
-def _substitute(value: Any, ids: dict[str, str]) -> Any:
-    if isinstance(value, str):
+class _Refs:
+    """The bulkIds the request declares, and the ids of the resources their POSTs created.
 
-        def repl(m: re.Match[str]) -> str:
-            if m.group(1) not in ids:
-                raise Unresolved(m.group(1))
-            return ids[m.group(1)]
+    A reference is a whole string ``bulkId:<id>`` (a member's or manager's ``value``, a path
+    segment) naming an operation of this request; text that merely contains ``bulkId:``, or
+    names no operation here, is data and stays as it is.
+    """
 
-        return _REF.sub(repl, value)
-    if isinstance(value, list):
-        return [_substitute(v, ids) for v in value]
-    if isinstance(value, dict):
-        return {k: _substitute(v, ids) for k, v in value.items()}
-    return value
+    def __init__(self, declared: dict[str, int], creating: set[str]) -> None:
+        self.declared = declared
+        self.creating = creating
+        self.created: dict[str, str] = {}
+        self.failed: set[str] = set()
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, str):
+            if not value.startswith(_PREFIX) or value[len(_PREFIX) :] not in self.declared:
+                return value
+            key = value[len(_PREFIX) :]
+            if key in self.created:
+                return self.created[key]
+            if key not in self.creating:
+                raise InvalidValue(
+                    f"bulkId '{key}' names an operation that creates nothing (only a POST"
+                    " creates a resource a reference can name)",
+                    status=409,
+                )
+            if key in self.failed:
+                raise InvalidValue(
+                    f"bulkId '{key}' names an operation that failed, so it has no resource",
+                    status=409,
+                )
+            raise Unresolved(key)
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        return value
+
+    def resolve_path(self, path: Any) -> Any:
+        if not isinstance(path, str):
+            return path
+        return "/".join(self.resolve(p) for p in path.split("/"))
+
+
+def _declared(ops: list[Any]) -> dict[str, int]:
+    """Each operation's ``bulkId``; one used twice makes the request ambiguous (§3.7)."""
+    seen: dict[str, int] = {}
+    for i, op in enumerate(ops):
+        if not isinstance(op, dict) or op.get("bulkId") is None:
+            continue
+        key = str(op["bulkId"])
+        if key in seen:
+            raise InvalidValue(
+                f"bulkId '{key}' is used by operations {seen[key] + 1} and {i + 1};"
+                " each bulkId must be unique within the request"
+            )
+        seen[key] = i
+    return seen
 
 
 async def run(scim: Scim, base: str, body: Any, actor: Actor) -> dict[str, Any]:
@@ -51,35 +95,45 @@ async def run(scim: Scim, base: str, body: Any, actor: Actor) -> dict[str, Any]:
     fail_on = body.get("failOnErrors")
     if fail_on is not None and (not isinstance(fail_on, int) or fail_on < 1):
         raise InvalidValue("'failOnErrors' must be a positive integer")
-    ids: dict[str, str] = {}
+    declared = _declared(ops)
+    creating = {k for k, i in declared.items() if str(ops[i].get("method", "")).upper() == "POST"}
+    refs = _Refs(declared, creating)
     results: list[dict[str, Any] | None] = [None] * len(ops)
     errors = 0
     pending = list(range(len(ops)))
     # Operations whose bulkId references are not yet resolvable wait for a later pass
-    # (RFC 7644 §3.7.1 lets the server reorder); a pass that resolves nothing ends the loop.
+    # (RFC 7644 §3.7.1 lets the server reorder). A pass that runs none of them leaves only
+    # operations waiting for each other: circular references, answered 409 (§3.7.1 allows it).
     while pending:
         waiting = []
         for i in pending:
             if fail_on is not None and errors >= fail_on:
-                break
+                break  # §3.7.3: operations not processed get no result
             try:
-                results[i] = await _one(scim, ops[i], ids, base, actor)
+                result = await _one(scim, ops[i], refs, base, actor)
             except Unresolved:
                 waiting.append(i)
                 continue
-            if int(results[i]["status"]) >= 400:  # type: ignore[index]
+            results[i] = result
+            if int(result["status"]) >= 400:
                 errors += 1
-        if len(waiting) == len(pending) or (fail_on is not None and errors >= fail_on):
+                if isinstance(ops[i], dict) and ops[i].get("bulkId") is not None:
+                    refs.failed.add(str(ops[i]["bulkId"]))
+        if fail_on is not None and errors >= fail_on:
+            break
+        if len(waiting) == len(pending):
+            cycle = ", ".join(f"'{ops[i].get('bulkId', i + 1)}'" for i in waiting)
             for i in waiting:
-                op = ops[i] if isinstance(ops[i], dict) else {}
                 results[i] = _error_result(
-                    op,
+                    ops[i],
                     InvalidValue(
-                        "a bulkId reference names no operation that created a resource",
+                        f"operations {cycle} reference each other by bulkId, so none can be"
+                        " created first; create them without the references, then add"
+                        " those with a PATCH",
                         status=409,
                     ),
+                    _location(base, ops[i]),
                 )
-                errors += 1
             break
         pending = waiting
     return {
@@ -88,27 +142,45 @@ async def run(scim: Scim, base: str, body: Any, actor: Actor) -> dict[str, Any]:
     }
 
 
-def _error_result(op: dict[str, Any], err: ScimError) -> dict[str, Any]:
+def _location(base: str, op: Any) -> str | None:
+    """The resource a PUT, PATCH or DELETE names (§3.7: ``location`` is required in every
+    result but a failed POST's), when its path names one."""
+    path = op.get("path") if isinstance(op, dict) else None
+    if not isinstance(path, str):
+        return None
+    parts = [p for p in path.split("/") if p]
+    if len(parts) != 2 or parts[0].lower() not in _RESOURCES or parts[1].startswith(_PREFIX):
+        return None
+    return f"{base}/{_RESOURCES[parts[0].lower()]}s/{parts[1]}"
+
+
+def _error_result(op: Any, err: ScimError, location: str | None = None) -> dict[str, Any]:
+    op = op if isinstance(op, dict) else {}
     out: dict[str, Any] = {"method": op.get("method"), "status": str(err.status)}
     if op.get("bulkId"):
         out["bulkId"] = op["bulkId"]
+    if location is not None and str(op.get("method", "")).upper() != "POST":
+        out["location"] = location
     out["response"] = err.to_dict()
     return out
 
 
-async def _one(scim: Scim, op: Any, ids: dict[str, str], base: str, actor: Actor) -> dict[str, Any]:
+async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor) -> dict[str, Any]:
     if not isinstance(op, dict):
         return _error_result({}, InvalidSyntax("each bulk operation must be a JSON object"))
     method = str(op.get("method", "")).upper()
+    location: str | None = None
     try:
-        path = _substitute(op.get("path"), ids)
-        data = _substitute(op.get("data"), ids)
+        path = refs.resolve_path(op.get("path"))
+        data = refs.resolve(op.get("data"))
         if not isinstance(path, str) or not path.startswith("/"):
             raise InvalidValue("a bulk operation needs a 'path' such as /Users or /Users/{id}")
         parts = [p for p in path.split("/") if p]
         name = _RESOURCES.get(parts[0].lower()) if parts else None
         if name is None or len(parts) > 2:
             raise InvalidValue(f"bulk path '{path}' must be /Users, /Groups or one of their ids")
+        if len(parts) == 2:
+            location = f"{base}/{name}s/{parts[1]}"
         version = op.get("version")
         if version is not None and not isinstance(version, str):
             raise InvalidValue(
@@ -123,13 +195,12 @@ async def _one(scim: Scim, op: Any, ids: dict[str, str], base: str, actor: Actor
                 raise InvalidValue("a bulk POST needs a 'bulkId'")
             w = await scim.write(d.create, name, data, actor, base)
             assert w.resource is not None
-            ids[str(op["bulkId"])] = w.resource["id"]
+            refs.created[str(op["bulkId"])] = w.resource["id"]
             out.update(location=w.resource["meta"]["location"], version=w.etag, status="201")
             return out
         if len(parts) != 2:
             raise InvalidValue(f"{method} needs a resource path like /{parts[0]}/{{id}}")
         rid = resource_id(name, parts[1])
-        location = f"{base}/{parts[0]}/{rid}"
         if method == "PUT":
             w = await scim.write(d.replace, name, rid, data, actor, base, version)
             out.update(location=location, version=w.etag, status="200")
@@ -145,4 +216,4 @@ async def _one(scim: Scim, op: Any, ids: dict[str, str], base: str, actor: Actor
     except Unresolved:
         raise
     except ScimError as e:
-        return _error_result(op, e)
+        return _error_result(op, e, location or _location(base, op))
