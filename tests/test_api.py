@@ -610,3 +610,18 @@ def test_bulk_version_must_be_an_etag(api: Api) -> None:
     assert [o["status"] for o in ops] == ["400", "412", "200"]
     assert "ETag" in ops[0]["response"]["detail"]
     assert api.req("GET", f"/Users/{uid}").json()["userName"] == "c@x"
+
+
+def test_sorting_by_schemas_or_password_is_a_400(api: Api) -> None:
+    """``sortBy=schemas`` was a 500; sorting by ``password`` would tell which users have one."""
+    api.user("s1@x.com", password="secret-1")
+    api.user("s2@x.com")
+    for path in ("/Users", "/Groups"):
+        d = _error(api.req("GET", path, params={"sortBy": "schemas"}), 400, "invalidFilter")
+        assert "schemas" in d["detail"]
+    d = _error(api.req("GET", "/Users", params={"sortBy": "password"}), 400, "invalidFilter")
+    assert "password" in d["detail"]
+    search = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}
+    _error(api.req("POST", "/Users/.search", {**search, "sortBy": "schemas"}), 400)
+    r = api.req("GET", "/Users", params={"sortBy": "userName", "sortOrder": "descending"})
+    assert [u["userName"] for u in r.json()["Resources"]] == ["s2@x.com", "s1@x.com"]

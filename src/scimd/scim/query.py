@@ -96,7 +96,13 @@ def sort_path(rt: S.ResourceType, sort_by: str) -> AttrPath:
     """``sortBy`` resolved to its canonical path (the portal and the SCIM API sort alike)."""
     res = rt.resolve(sort_by)
     urn = res.schema if res.schema not in ("", rt.core.id) else None
-    return AttrPath(urn, res.attr.name, res.sub.name if res.sub else None)
+    path = AttrPath(urn, res.attr.name, res.sub.name if res.sub else None)
+    if res.attr.returned == "never" or (res.sub is not None and res.sub.returned == "never"):
+        # The order would tell which resources have a password, which filters refuse to.
+        raise InvalidFilter(f"cannot sort by '{path}': it is never returned")
+    if urn is None and res.attr.name == "schemas":
+        raise InvalidFilter("cannot sort by 'schemas', a list of schema URIs")
+    return path
 
 
 def _bind_leaf(
