@@ -625,3 +625,12 @@ def test_sorting_by_schemas_or_password_is_a_400(api: Api) -> None:
     _error(api.req("POST", "/Users/.search", {**search, "sortBy": "schemas"}), 400)
     r = api.req("GET", "/Users", params={"sortBy": "userName", "sortOrder": "descending"})
     assert [u["userName"] for u in r.json()["Resources"]] == ["s2@x.com", "s1@x.com"]
+
+
+def test_datetimes_before_year_1000_compare_in_time_order(api: Api) -> None:
+    """.NET's DateTime.MinValue (year 1) was stored as '1-01-01T...', after every later year."""
+    api.user("early@x.com")
+    r = api.req("GET", "/Users", params={"filter": 'meta.created gt "0001-01-01T00:00:00Z"'})
+    assert r.status_code == 200 and r.json()["totalResults"] == 1
+    r = api.req("GET", "/Users", params={"filter": 'meta.created lt "0999-05-01T00:00:00Z"'})
+    assert r.status_code == 200 and r.json()["totalResults"] == 0

@@ -27,17 +27,25 @@ def canonical_datetime(value: str) -> str | None:
     """Parse an ISO 8601 / RFC 3339 dateTime; naive values are taken as UTC."""
     try:
         dt = datetime.fromisoformat(value.strip())
-    except ValueError:
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        dt = dt.astimezone(UTC)
+    except (ValueError, OverflowError):  # OverflowError: an offset moves it out of years 1-9999
         return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    dt = dt.astimezone(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return _format(dt)
 
 
 def now_datetime() -> str:
-    dt = datetime.now(UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return _format(datetime.now(UTC))
+
+
+def _format(dt: datetime) -> str:
+    # Not strftime: its %Y does not pad years below 1000 (.NET's DateTime.MinValue is year 1),
+    # and string order must stay time order.
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+        f"{dt.second:02d}.{dt.microsecond // 1000:03d}Z"
+    )
 
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
