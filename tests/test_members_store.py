@@ -147,6 +147,34 @@ def test_user_groups_and_user_delete(directory: Directory) -> None:
     assert _members(d, g2) == {}
 
 
+def _meta(d: Directory, gid: str) -> tuple[str, str]:
+    res, _ = d.get("Group", gid, BASE)
+    return res["meta"]["version"], res["meta"]["lastModified"]
+
+
+@pytest.mark.parametrize("how", ["transaction", "conditional"])
+def test_deleting_a_member_gives_its_groups_a_new_version(directory: Directory, how: str) -> None:
+    """The groups a deleted user or group leaves changed: an ETag taken before must not match
+    (it did, and If-None-Match answered 304 with the member still listed)."""
+    d = directory
+    actor: Any = audit.CLI if how == "transaction" else _gate()
+    u, other = _user(d, "gone@x.test"), _user(d, "stays@x.test")
+    g1, g2, g3, inner = _group(d, "G1"), _group(d, "G2"), _group(d, "G3"), _group(d, "Inner")
+    _patch(d, g1, _op("Add", [u, other]))
+    _patch(d, g2, _op("Add", [u, inner]))
+    _patch(d, g3, _op("Add", [other]))
+    before = {g: _meta(d, g) for g in (g1, g2, g3)}
+    d.delete("User", u, actor, None)
+    for g in (g1, g2):
+        version, modified = _meta(d, g)
+        assert version != before[g][0] and modified >= before[g][1]
+    assert _meta(d, g3) == before[g3]
+    assert _members(d, g1) == {other: "User"}
+    v2 = _meta(d, g2)[0]
+    d.delete("Group", inner, actor, None)
+    assert _meta(d, g2)[0] != v2 and _members(d, g2) == {}
+
+
 def test_a_page_of_users_shows_each_users_groups(directory: Directory) -> None:
     """A list page reads the groups of all its users with one statement: each user gets
     exactly its own, ordered by displayName regardless of case."""
@@ -677,6 +705,52 @@ def test_user_groups_read_only_the_users_memberships(postgres_url: str) -> None:
                 assert _rows_read(plan, "members") <= 2 * found, (name, plan)
                 assert _rows_read(plan, "groups") <= 2 * found, (name, plan)
             conn.rollback()
+    finally:
+        d.close()
+        engine.dispose()
+
+
+def test_a_write_that_postgresql_ends_as_a_deadlock_victim_runs_again(postgres_url: str) -> None:
+    """A user DELETE locks the user, then the groups it leaves; another transaction holding
+    such a group and then asking for the user deadlocks with it. PostgreSQL rolls the DELETE
+    back (its deadlock check runs first here), and the DELETE runs again once the other ends."""
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    d = Directory(engine)
+    try:
+        uid, gid = _user(d, "locked@x.test"), _group(d, "Held")
+        _patch(d, gid, _op("Add", [uid]))
+        version = _meta(d, gid)[0]
+        outcome: list[Any] = []
+
+        def delete() -> None:
+            try:
+                d.delete("User", uid, audit.CLI, None)
+                outcome.append("deleted")
+            except Exception as e:
+                outcome.append(e)
+            finally:
+                d.close()
+
+        with engine.connect() as other:
+            other.execute(sa.text("SET deadlock_timeout = '10s'"))  # the DELETE is the victim
+            other.execute(sa.text("SELECT 1 FROM groups WHERE id = :id FOR UPDATE"), {"id": gid})
+            deleter = threading.Thread(target=delete)
+            deleter.start()
+            for _ in range(100):  # until the DELETE waits for the group's row
+                # pg_locks, not pg_stat_activity: that one is a snapshot per transaction.
+                waiting = other.execute(
+                    sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                ).scalar_one()
+                if waiting:
+                    break
+                deleter.join(timeout=0.05)
+            assert waiting, "the DELETE should wait for the group's row"
+            other.execute(sa.text("SELECT 1 FROM users WHERE id = :id FOR SHARE"), {"id": uid})
+            other.commit()
+            deleter.join(timeout=30)
+        assert outcome == ["deleted"], outcome
+        assert _meta(d, gid)[0] != version and _members(d, gid) == {}
     finally:
         d.close()
         engine.dispose()

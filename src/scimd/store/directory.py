@@ -45,6 +45,9 @@ Gate = Callable[[sa.Connection, versions.Versions], A.Actor]
 
 # Conditional writes (``conditional``) started over before one runs in a locking transaction.
 _CONDITIONAL_ATTEMPTS = 3
+# PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back.
+_RETRY_STATES = frozenset({"40P01", "40001"})
+_DEADLOCK_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,7 +471,28 @@ class Directory:
         A conditional attempt returns None when what it read moved before it wrote; it is
         started over a few times, then the write runs in a transaction that locks the row. It
         raises ``_UseTransaction`` for a change one statement does not express.
+
+        PostgreSQL ends one of two transactions that wait for each other's row locks (a user
+        DELETE locks the user, then the groups it leaves; a group PUT locks the group, then
+        its new members): that one was rolled back whole and is run again.
         """
+        for attempt_no in range(_DEADLOCK_ATTEMPTS):
+            try:
+                return self._written_once(actor, attempt, conditional_ok)
+            except sa.exc.OperationalError as e:
+                retry = getattr(e.orig, "sqlstate", None) in _RETRY_STATES
+                if not retry or attempt_no == _DEADLOCK_ATTEMPTS - 1:
+                    raise
+                if self._thread_connection().in_transaction():
+                    raise  # inside a caller's transaction, which is rolled back too
+        raise AssertionError("unreachable")
+
+    def _written_once(
+        self,
+        actor: A.Actor | Gate,
+        attempt: Callable[[sa.Connection, bool], Written | None],
+        conditional_ok: bool,
+    ) -> Written:
         if conditional_ok and not self.sqlite and not isinstance(actor, A.Actor):
             try:
                 for _ in range(_CONDITIONAL_ATTEMPTS):

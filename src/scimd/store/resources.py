@@ -582,8 +582,24 @@ class Repository:
 def unlink(conn: sa.Connection, kind: Kind, row: Rec) -> None:
     """A deleted user or group is no longer anybody's member, and a deleted group has no
     members (no foreign key cascades: migration 0004). Run after the row's DELETE, in its
-    transaction: on PostgreSQL this statement's snapshot then shows any membership a
-    concurrent group PATCH committed while the DELETE waited for its lock."""
+    transaction: on PostgreSQL these statements' snapshots then show any membership a
+    concurrent group PATCH committed while the DELETE waited for its lock.
+
+    The groups it leaves get a new version and lastModified: their members changed, and a
+    client holding the old ETag must not be told (304) that its copy is current."""
+    STATEMENTS.get(
+        conn,
+        "members.touch_groups",
+        lambda: (
+            groups.update()
+            .where(
+                groups.c.pk.in_(
+                    sa.select(members.c.group_pk).where(members.c.member_id == _B("id"))
+                )
+            )
+            .values(version=groups.c.version + 1, last_modified=_B("now"))
+        ),
+    ).run(conn, {"id": row.id, "now": now_datetime()})
     if kind is GROUPS:
         name, cond = (
             "members.unlink_group",
