@@ -634,3 +634,20 @@ def test_datetimes_before_year_1000_compare_in_time_order(api: Api) -> None:
     assert r.status_code == 200 and r.json()["totalResults"] == 1
     r = api.req("GET", "/Users", params={"filter": 'meta.created lt "0999-05-01T00:00:00Z"'})
     assert r.status_code == 200 and r.json()["totalResults"] == 0
+
+
+def test_member_objects_take_value_in_any_case(api: Api) -> None:
+    """RFC 7643 §2.1: attribute names are case-insensitive, in member objects too."""
+    a, b = api.user("ca@x.com")["id"], api.user("cb@x.com")["id"]
+    r = api.req("POST", "/Groups", {"displayName": "CaseKey", "Members": [{"Value": a}]})
+    assert r.status_code == 201, r.text
+    gid = r.json()["id"]
+    ops = [{"op": "Add", "path": "Members", "value": [{"VALUE": b, "Type": "User"}]}]
+    r = api.req("PATCH", f"/Groups/{gid}", {"schemas": [PATCH], "Operations": ops})
+    assert r.status_code == 204, r.text
+    members = api.req("GET", f"/Groups/{gid}").json()["members"]
+    assert sorted(m["value"] for m in members) == sorted([a, b])
+    r = api.req("PUT", f"/Groups/{gid}", {"displayName": "CaseKey", "members": [{"vAlue": b}]})
+    assert [m["value"] for m in r.json()["members"]] == [b]
+    bad = [{"op": "add", "path": "members", "value": [{"id": a}]}]
+    _error(api.req("PATCH", f"/Groups/{gid}", {"schemas": [PATCH], "Operations": bad}), 400)

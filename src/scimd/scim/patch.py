@@ -704,12 +704,12 @@ class _Patcher:
         for item in value:
             if item is None:
                 continue
-            if not isinstance(item, dict) or not isinstance(item.get("value"), str):
+            m = normalise_complex(attr, item, where) if isinstance(item, dict) else None
+            if m is None or not isinstance(m.get("value"), str):  # names are case-insensitive
                 raise InvalidValue(
                     f"'{where}' values must be objects with a string 'value' (the member id),"
                     f" got {_shown(item)}"
                 )
-            m = normalise_complex(attr, item, where)
             member_id = m["value"]
             if not member_id:
                 raise InvalidValue(f"'{where}' has an empty member 'value'")

@@ -732,9 +732,15 @@ def _split_members(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str,
         raise InvalidValue("'members' must be a JSON array of {\"value\": id} objects")
     items = []
     for m in raw:
-        if not isinstance(m, dict) or not isinstance(m.get("value"), str) or not m["value"]:
+        # Attribute names are case-insensitive (RFC 7643 §2.1): {"Value": id} is a member too.
+        value = (
+            next((v for k, v in m.items() if k.lower() == "value"), None)
+            if isinstance(m, dict)
+            else None
+        )
+        if not isinstance(value, str) or not value:
             raise InvalidValue("each member must be an object with a string 'value' (the id)")
-        items.append({"value": m["value"]})
+        items.append({"value": value})
     return rest, items
 
 
