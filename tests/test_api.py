@@ -651,3 +651,42 @@ def test_member_objects_take_value_in_any_case(api: Api) -> None:
     assert [m["value"] for m in r.json()["members"]] == [b]
     bad = [{"op": "add", "path": "members", "value": [{"id": a}]}]
     _error(api.req("PATCH", f"/Groups/{gid}", {"schemas": [PATCH], "Operations": bad}), 400)
+
+
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+
+
+def test_post_and_put_answer_with_the_attributes_asked_for(api: Api) -> None:
+    """RFC 7644 §3.9: attributes/excludedAttributes apply to every reply with a resource."""
+    body = {"schemas": [USER], "userName": "proj@x.com", "title": "T", "nickName": "N"}
+    r = api.req("POST", "/Users?attributes=userName", body)
+    assert r.status_code == 201
+    assert r.json() == {"schemas": [USER], "id": r.json()["id"], "userName": "proj@x.com"}
+    uid = r.json()["id"]
+    assert r.headers["location"].endswith(f"/scim/v2/Users/{uid}")  # meta was left out
+    r = api.req("PUT", f"/Users/{uid}?excludedAttributes=title", {**body, "title": "T2"})
+    assert r.status_code == 200 and "title" not in r.json() and r.json()["nickName"] == "N"
+    assert api.req("GET", f"/Users/{uid}").json()["title"] == "T2"
+    r = api.req("POST", "/Groups?excludedAttributes=members", {"displayName": "PG"})
+    assert r.status_code == 201 and "members" not in r.json()
+
+
+def test_an_extension_urn_alone_selects_or_drops_the_whole_extension(api: Api) -> None:
+    """RFC 7643 §3.3: an extension's attributes sit in one object named by its URN; schemas
+    lists only the schemas of what is returned (RFC 7643 §3)."""
+    uid = api.user(
+        "ext@x.com",
+        schemas=[USER, ENTERPRISE, PROPS],
+        title="T",
+        **{ENTERPRISE: {"employeeNumber": "7"}, PROPS: {"Age": 30}},
+    )["id"]
+    got = api.req("GET", f"/Users/{uid}", params={"attributes": ENTERPRISE.upper()}).json()
+    assert got[ENTERPRISE] == {"employeeNumber": "7"}
+    assert PROPS not in got and "title" not in got and got["schemas"] == [USER, ENTERPRISE]
+    got = api.req(
+        "GET", f"/Users/{uid}", params={"excludedAttributes": f"{PROPS},{ENTERPRISE}"}
+    ).json()
+    assert ENTERPRISE not in got and PROPS not in got and got["title"] == "T"
+    assert got["schemas"] == [USER]
+    got = api.req("GET", f"/Users/{uid}", params={"attributes": "userName"}).json()
+    assert got["schemas"] == [USER]

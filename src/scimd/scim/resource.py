@@ -213,41 +213,49 @@ def project(
     excluded = list(excluded)
     if not attributes and not excluded:
         return resource
+    out: dict[str, Any] = {}
     if attributes:
         wanted = _resolve_list(rt, attributes)
-        out: dict[str, Any] = {}
         for key, value in resource.items():
             if key in ("schemas", "id"):
                 out[key] = value
                 continue
             ext = rt.extension(key) if key.startswith("urn:") else None
             if ext is not None and isinstance(value, dict):
-                sub = _select(value, ext.id, wanted, rt)
+                whole = (ext.id, _WHOLE) in wanted
+                sub = value if whole else _select(value, ext.id, wanted, rt)
                 if sub:
                     out[key] = sub
                 continue
             picked = _select({key: value}, "", wanted, rt)
             out.update(picked)
-        return out
-    drop = _resolve_list(rt, excluded)
-    out = {}
-    for key, value in resource.items():
-        ext = rt.extension(key) if key.startswith("urn:") else None
-        if ext is not None and isinstance(value, dict):
-            kept = _drop(value, ext.id, drop, rt)
-            if kept:
-                out[key] = kept
-            continue
-        out.update(_drop({key: value}, "", drop, rt))
+    else:
+        drop = _resolve_list(rt, excluded)
+        for key, value in resource.items():
+            ext = rt.extension(key) if key.startswith("urn:") else None
+            if ext is not None and isinstance(value, dict):
+                kept = {} if (ext.id, _WHOLE) in drop else _drop(value, ext.id, drop, rt)
+                if kept:
+                    out[key] = kept
+                continue
+            out.update(_drop({key: value}, "", drop, rt))
+    if isinstance(out.get("schemas"), list):
+        # RFC 7643 §3: the schemas of the attributes present; an extension left out goes too.
+        out["schemas"] = [u for u in out["schemas"] if rt.extension(u) is None or u in out]
     return out
 
 
 Wanted = dict[tuple[str, str], set[str] | None]  # (urn, attr) -> sub-attributes (None = all)
+_WHOLE = ""  # (urn, _WHOLE): the whole extension, named by its URN alone (RFC 7643 §3.3)
 
 
 def _resolve_list(rt: S.ResourceType, paths: list[str]) -> Wanted:
     wanted: Wanted = {}
     for p in paths:
+        ext = rt.extension(p)
+        if ext is not None:
+            wanted[(ext.id, _WHOLE)] = None
+            continue
         try:
             res = rt.resolve(p)
         except InvalidPath:

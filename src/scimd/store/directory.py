@@ -507,7 +507,15 @@ class Directory:
         assert written is not None
         return written
 
-    def create(self, name: str, body: Any, actor: A.Actor | Gate, base: str) -> Written:
+    def create(
+        self,
+        name: str,
+        body: Any,
+        actor: A.Actor | Gate,
+        base: str,
+        attributes: list[str] | None = None,
+        excluded: list[str] | None = None,
+    ) -> Written:
         first = True
 
         def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
@@ -532,9 +540,11 @@ class Directory:
             else:
                 row = self.repos[name].create(conn, doc, who, member_items)
             if name == "User":  # a new user is nobody's member yet: no groups query
-                res = self.repos[name].render(row, rt, base)
+                res = R.project(
+                    self.repos[name].render(row, rt, base), rt, *_lists(attributes, excluded)
+                )
             else:
-                res = self._render_rows(conn, name, rt, [row], base, None, None)[0]
+                res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
             return Written(res, etag(row.version))
 
         return self._written(actor, attempt, name == "User")
@@ -547,6 +557,8 @@ class Directory:
         actor: A.Actor | Gate,
         base: str,
         if_match: str | None,
+        attributes: list[str] | None = None,
+        excluded: list[str] | None = None,
     ) -> Written:
         def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
             rt, who, found, v = self._begin(
@@ -572,7 +584,7 @@ class Directory:
                 row = new
             else:
                 row = repo.replace(conn, row, doc, who, "replace", None, member_ops)
-            res = self._render_rows(conn, name, rt, [row], base, None, None)[0]
+            res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
             return Written(res, etag(row.version))
 
         return self._written(actor, attempt, name == "User")
@@ -695,6 +707,10 @@ def _begin_mode(conn: sa.Connection, mode: str) -> None:
     """How the next SQLite transaction begins (read by the engine's "begin" hook)."""
     if conn.get_execution_options().get("sqlite_begin") != mode:
         conn.execution_options(sqlite_begin=mode)
+
+
+def _lists(attributes: list[str] | None, excluded: list[str] | None) -> tuple[list[str], list[str]]:
+    return attributes or [], excluded or []
 
 
 def _wants(attr: str, attributes: list[str], excluded: list[str]) -> bool:

@@ -248,7 +248,7 @@ class Scim:
                 if method == "GET":
                     return self.list(request, name, base)
                 if method == "POST":
-                    return self.create(name, await self._body(request), base)
+                    return self.create(request, name, await self._body(request), base)
                 raise MethodNotAllowed(f"{method} is not allowed on /{parts[0]}")
             if len(parts) == 2 and parts[1] == ".search":
                 _require(method, "POST", path)
@@ -391,12 +391,16 @@ class Scim:
             "excluded": parse_attribute_list(excluded),
         }
 
-    def create(self, name: str, body: Any, base: str) -> Work:
+    def create(self, request: ScimRequest, name: str, body: Any, base: str) -> Work:
+        attributes = parse_attribute_list(request.param("attributes"))
+        excluded = parse_attribute_list(request.param("excludedAttributes"))
+
         def work(gate: Gate) -> Reply:
-            written = self.directory.create(name, body, gate, base)
+            written = self.directory.create(name, body, gate, base, attributes, excluded)
             res = written.resource
             assert res is not None
-            return json_reply(res, 201, written.etag, location=res["meta"]["location"])
+            # Not meta.location: ``attributes`` may leave meta out; id is always returned.
+            return json_reply(res, 201, written.etag, location=f"{base}/{name}s/{res['id']}")
 
         return Work(write=work)
 
@@ -414,10 +418,14 @@ class Scim:
         return Work(read=work)
 
     def replace(self, request: ScimRequest, body: Any, name: str, rid: str, base: str) -> Work:
+        attributes = parse_attribute_list(request.param("attributes"))
+        excluded = parse_attribute_list(request.param("excludedAttributes"))
         if_match = request.header("if-match")
 
         def work(gate: Gate) -> Reply:
-            written = self.directory.replace(name, rid, body, gate, base, if_match)
+            written = self.directory.replace(
+                name, rid, body, gate, base, if_match, attributes, excluded
+            )
             return json_reply(written.resource, 200, written.etag)
 
         return Work(write=work)
