@@ -690,3 +690,34 @@ def test_an_extension_urn_alone_selects_or_drops_the_whole_extension(api: Api) -
     assert got["schemas"] == [USER]
     got = api.req("GET", f"/Users/{uid}", params={"attributes": "userName"}).json()
     assert got["schemas"] == [USER]
+
+
+def test_a_put_that_changes_nothing_keeps_the_version(api: Api) -> None:
+    """RFC 7644 §3.14: the version changes with the resource; an identical PUT (Okta sends the
+    whole user on every update) is not a change, and is not audited as one."""
+    body = {
+        "schemas": [USER],
+        "userName": "same@x.com",
+        "displayName": "D",
+        "active": True,
+        "emails": [{"type": "work", "value": "same@x.com", "primary": True}],
+    }
+    extra = {k: v for k, v in body.items() if k not in ("schemas", "userName")}
+    u = api.user("same@x.com", **extra)
+    r = api.req("PUT", f"/Users/{u['id']}", {**body, "active": "True"})
+    assert r.status_code == 200 and r.headers["etag"] == u["meta"]["version"]
+    assert r.json()["meta"]["lastModified"] == u["meta"]["lastModified"]
+    r = api.req("PUT", f"/Users/{u['id']}", {**body, "displayName": "E"})
+    assert r.headers["etag"] != u["meta"]["version"]
+    with api.engine.connect() as conn:
+        ops = [row["operation"] for row in audit.history(conn, resource_id=u["id"])]
+    assert ops == ["replace", "create"]
+
+    m1, m2 = api.user("m1@x.com")["id"], api.user("m2@x.com")["id"]
+    g = api.req("POST", "/Groups", {"displayName": "Same", "members": [{"value": m1}]}).json()
+    same = {"displayName": "Same", "members": [{"value": m1}, {"value": m1}]}
+    r = api.req("PUT", f"/Groups/{g['id']}", same)
+    assert r.headers["etag"] == g["meta"]["version"]
+    r = api.req("PUT", f"/Groups/{g['id']}", {**same, "members": [{"value": m2}]})
+    assert r.headers["etag"] != g["meta"]["version"]
+    assert [m["value"] for m in r.json()["members"]] == [m2]

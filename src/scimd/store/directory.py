@@ -570,13 +570,20 @@ class Directory:
             check_etag(if_match, row.version)
             member_ops: list[P.MemberOp] = []
             doc_in = body
+            items: list[dict[str, Any]] | None = None
             if name == "Group" and isinstance(body, dict):
                 doc_in, items = _split_members(body)
                 member_ops = [P.MemberOp("replace", items)]
             doc = R.normalise(rt, doc_in)
             if "password" in row.doc and "password" not in doc:
                 doc["password"] = row.doc["password"]  # writeOnly: PUT without it keeps it
-            if at_once:
+            changed = doc != row.doc or (
+                items is not None
+                and {m["value"] for m in items} != {m["value"] for m in load_members(conn, row.pk)}
+            )
+            if not changed:
+                pass  # no new version (RFC 7644 §3.14) and no audit record
+            elif at_once:
                 assert v is not None
                 new = conditional.replace_user(conn, row, doc, who, "replace", None, v)
                 if new is None:
@@ -585,7 +592,7 @@ class Directory:
             else:
                 row = repo.replace(conn, row, doc, who, "replace", None, member_ops)
             res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
-            return Written(res, etag(row.version))
+            return Written(res, etag(row.version), changed)
 
         return self._written(actor, attempt, name == "User")
 
