@@ -231,6 +231,8 @@ def test_auth_errors(api: Api) -> None:
     r = api.client.get("/scim/v2/Users", headers={"Authorization": f"Bearer {api_only}"})
     d = _error(r, 403)
     assert "USER SYNC" in d["detail"]
+    challenge = r.headers["www-authenticate"]  # RFC 6750 §3.1
+    assert 'error="insufficient_scope"' in challenge and 'scope="USER SYNC"' in challenge
 
 
 @pytest.mark.parametrize(
@@ -721,3 +723,38 @@ def test_a_put_that_changes_nothing_keeps_the_version(api: Api) -> None:
     r = api.req("PUT", f"/Groups/{g['id']}", {**same, "members": [{"value": m2}]})
     assert r.headers["etag"] != g["meta"]["version"]
     assert [m["value"] for m in r.json()["members"]] == [m2]
+
+
+@pytest.mark.parametrize(
+    "method,path,allow",
+    [
+        ("DELETE", "/Users", "GET, HEAD, POST"),
+        ("POST", "/Users/some-id", "GET, HEAD, PUT, PATCH, DELETE"),
+        ("PUT", "/Schemas", "GET, HEAD"),
+        ("GET", "/Bulk", "POST"),
+    ],
+)
+def test_405_names_the_methods_allowed(api: Api, method: str, path: str, allow: str) -> None:
+    """RFC 9110 §15.5.6: a 405 carries Allow."""
+    r = api.req(method, path, {} if method in ("POST", "PUT") else None)
+    _error(r, 405)
+    assert r.headers["allow"] == allow
+
+
+def test_head_answers_what_get_would_without_the_body(api: Api) -> None:
+    uid = api.user("head@x.com")["id"]
+    for path in (f"/Users/{uid}", "/Users", "/ServiceProviderConfig", "/Users/nobody"):
+        got, head = api.req("GET", path), api.req("HEAD", path)
+        assert head.status_code == got.status_code and head.content == b""
+        assert head.headers["content-length"] == str(len(got.content))
+        assert head.headers.get("etag") == got.headers.get("etag")
+
+
+def test_discovery_endpoints_refuse_a_filter(api: Api) -> None:
+    """RFC 7644 §4: a filter there SHOULD be a 403, so nobody takes the whole list as matches;
+    paging and sorting parameters are ignored."""
+    for path in ("/Schemas", "/ResourceTypes", "/ServiceProviderConfig"):
+        d = _error(api.req("GET", path, params={"filter": 'id eq "x"'}), 403)
+        assert "filter" in d["detail"]
+        assert api.req("GET", path, params={"count": "1", "sortBy": "id"}).status_code == 200
+    assert api.client.get("/scim/v2/Schemas?filter=x").status_code == 401  # the token first

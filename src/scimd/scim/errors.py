@@ -96,8 +96,20 @@ class Forbidden(ScimError):
     status = 403
 
 
+class InsufficientScope(Forbidden):
+    """A valid token whose application lacks a scope (RFC 6750 §3.1 names it in the reply)."""
+
+    def __init__(self, detail: str, *, scope: str) -> None:
+        super().__init__(detail)
+        self.scope = scope
+
+
 class MethodNotAllowed(ScimError):
     status = 405
+
+    def __init__(self, detail: str, *, allow: str) -> None:
+        super().__init__(detail)
+        self.allow = allow  # the methods the resource takes, for the Allow header
 
 
 class UnsupportedMediaType(ScimError):

@@ -16,8 +16,10 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from scimd.scim.errors import (
+    InsufficientScope,
     InvalidSyntax,
     InvalidValue,
+    MethodNotAllowed,
     PayloadTooLarge,
     ScimError,
     UnsupportedMediaType,
@@ -132,14 +134,15 @@ class Reply:
     body: bytes = b""
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
-    async def send(self, send: Send) -> None:
+    async def send(self, send: Send, head: bool = False) -> None:
+        """``head``: the reply to a HEAD request, the GET's headers without its body."""
         headers = self.headers
         if self.body:
             headers = [*headers, (b"content-type", SCIM_JSON)]
         if self.status != 304:
             headers.append((b"content-length", str(len(self.body)).encode()))
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
-        await send({"type": "http.response.body", "body": self.body})
+        await send({"type": "http.response.body", "body": b"" if head else self.body})
 
 
 def json_reply(body: Any, status: int = 200, etag: str | None = None, **extra: str) -> Reply:
@@ -153,6 +156,11 @@ def error_reply(err: ScimError) -> Reply:
     reply = json_reply(err.to_dict(), err.status)
     if err.status == 401:
         reply.headers.append((b"www-authenticate", CHALLENGE.encode()))
+    elif isinstance(err, InsufficientScope):
+        challenge = f'{CHALLENGE}, error="insufficient_scope", scope="{err.scope}"'
+        reply.headers.append((b"www-authenticate", challenge.encode()))
     elif err.status == 429:
         reply.headers.append((b"retry-after", b"60"))
+    elif isinstance(err, MethodNotAllowed):
+        reply.headers.append((b"allow", err.allow.encode()))  # RFC 9110 §15.5.6
     return reply

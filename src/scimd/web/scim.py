@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from scimd.auth import apps
 from scimd.scim.errors import (
+    Forbidden,
     InvalidSyntax,
     InvalidValue,
     MethodNotAllowed,
@@ -144,6 +145,9 @@ class Scim:
     async def serve(self, scope: Scope, receive: Receive, send: Send, request_id: str) -> int:
         """Answer one request under /scim/v2 and return the status sent."""
         request = ScimRequest(scope, receive)
+        head = request.method == "HEAD"
+        if head:  # RFC 9110 §9.3.2: what GET would answer, without the body
+            request.method = "GET"
         try:
             reply = await self.handle(request)
         except ScimError as e:
@@ -161,7 +165,7 @@ class Scim:
                 ScimError("internal error; the request id identifies it in the logs", status=500)
             )
         reply.headers.append((b"x-request-id", request_id.encode()))
-        await reply.send(send)
+        await reply.send(send, head)
         return reply.status
 
     async def handle(self, request: ScimRequest) -> Reply:
@@ -249,7 +253,9 @@ class Scim:
                     return self.list(request, name, base)
                 if method == "POST":
                     return self.create(request, name, await self._body(request), base)
-                raise MethodNotAllowed(f"{method} is not allowed on /{parts[0]}")
+                raise MethodNotAllowed(
+                    f"{method} is not allowed on /{parts[0]}", allow="GET, HEAD, POST"
+                )
             if len(parts) == 2 and parts[1] == ".search":
                 _require(method, "POST", path)
                 return self.search(await self._body(request), name, base)
@@ -263,7 +269,9 @@ class Scim:
                     return self.patch(request, await self._body(request), name, rid, base)
                 if method == "DELETE":
                     return self.delete(request, name, rid)
-                raise MethodNotAllowed(f"{method} is not allowed on a {name}")
+                raise MethodNotAllowed(
+                    f"{method} is not allowed on a {name}", allow="GET, HEAD, PUT, PATCH, DELETE"
+                )
         elif head == ".search" and len(parts) == 1:
             _require(method, "POST", path)
             return self.search(await self._body(request), None, base)
@@ -272,6 +280,7 @@ class Scim:
             return _Bulk(await self._body(request))
         elif head == "serviceproviderconfig" and len(parts) == 1:
             _require(method, "GET", path)
+            _no_filter(request)
 
             def config(gate: Gate) -> Reply:
                 d.authorise(gate)
@@ -280,6 +289,7 @@ class Scim:
             return Work(read=config)
         elif head == "resourcetypes":
             _require(method, "GET", path)
+            _no_filter(request)
             return Work(
                 read=lambda gate: _one_or_list(
                     discovery.resource_types(d.resource_types(gate), base),
@@ -290,6 +300,7 @@ class Scim:
             )
         elif head == "schemas":
             _require(method, "GET", path)
+            _no_filter(request)
             return Work(
                 read=lambda gate: _one_or_list(
                     discovery.schemas(d.resource_types(gate), base), parts, "id", "Schema"
@@ -476,9 +487,20 @@ def _failing(d: Directory, err: ScimError) -> Work:
     return Work(read=work)
 
 
+def _no_filter(request: ScimRequest) -> None:
+    """RFC 7644 §4: a filter on a discovery endpoint SHOULD be refused with 403, so that a
+    client does not take the whole (unfiltered) answer as what matched."""
+    if request.param("filter") is not None:
+        raise Forbidden(
+            f"{request.path} does not take a filter (RFC 7644 §4): read it whole and pick"
+            " what you need"
+        )
+
+
 def _require(method: str, allowed: str, path: str) -> None:
     if method != allowed:
-        raise MethodNotAllowed(f"{method} is not allowed on {path}; use {allowed}")
+        allow = "GET, HEAD" if allowed == "GET" else allowed
+        raise MethodNotAllowed(f"{method} is not allowed on {path}; use {allowed}", allow=allow)
 
 
 def _list_body(listing: Listing) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
-from scimd.scim.errors import Forbidden, ScimError, Unauthorized
+from scimd.scim.errors import InsufficientScope, ScimError, Unauthorized
 
 CHALLENGE = 'Bearer realm="scimd"'
 
@@ -53,7 +53,7 @@ def bearer_token(authorization: str | None) -> str:
 
 def require_scope(scopes: tuple[str, ...], scope: str) -> None:
     if scope not in scopes:
-        raise Forbidden(
+        raise InsufficientScope(
             f"insufficient scope: this token's application lacks the '{scope}' scope",
-            scim_type=None,
+            scope=scope,
         )
