@@ -758,3 +758,59 @@ def test_discovery_endpoints_refuse_a_filter(api: Api) -> None:
         assert "filter" in d["detail"]
         assert api.req("GET", path, params={"count": "1", "sortBy": "id"}).status_code == 200
     assert api.client.get("/scim/v2/Schemas?filter=x").status_code == 401  # the token first
+
+
+def _root_search(api: Api, **body: Any) -> Any:
+    search = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], **body}
+    return api.req("POST", "/.search", search)
+
+
+def test_root_search_takes_a_missing_attribute_as_having_no_value(api: Api) -> None:
+    """RFC 7644 §3.4.2.2: across resource types, an attribute a type lacks has no value there;
+    the whole type was dropped from the results instead."""
+    api.user("r1@x.com", active=True)
+    api.user("r2@x.com", active=False)
+    api.req("POST", "/Groups", {"displayName": "Admins"})
+    api.req("POST", "/Groups", {"displayName": "Others"})
+
+    def names(r: Any) -> set[str]:
+        assert r.status_code == 200, r.text
+        return {x.get("userName") or x["displayName"] for x in r.json()["Resources"]}
+
+    r = _root_search(api, filter='userName eq "r1@x.com" or displayName eq "Admins"')
+    assert names(r) == {"r1@x.com", "Admins"}
+    assert names(_root_search(api, filter="not (userName pr)")) == {"Admins", "Others"}
+    assert names(_root_search(api, filter='members eq "x" or active eq true')) == {"r1@x.com"}
+    r = _root_search(api, filter='nosuch eq "x" or alsonot pr')
+    _error(r, 400, "invalidFilter")
+
+
+def test_root_search_sorts_across_resource_types(api: Api) -> None:
+    """sortBy at the root (RFC 7644 §3.4.3) was dropped: one order over Users and Groups."""
+    api.user("b-user@x.com", displayName="Bravo")
+    api.user("d-user@x.com", displayName="delta")
+    api.user("z-user@x.com")  # no displayName
+    for name in ("Alpha", "Charlie"):
+        api.req("POST", "/Groups", {"displayName": name})
+
+    def order(**q: Any) -> list[str]:
+        r = _root_search(api, **q)
+        assert r.status_code == 200, r.text
+        return [x.get("displayName", x.get("userName")) for x in r.json()["Resources"]]
+
+    assert order(sortBy="displayName") == ["Alpha", "Bravo", "Charlie", "delta", "z-user@x.com"]
+    assert order(sortBy="displayName", sortOrder="descending") == [
+        "z-user@x.com",
+        "delta",
+        "Charlie",
+        "Bravo",
+        "Alpha",
+    ]
+    assert order(sortBy="displayName", startIndex=2, count=2) == ["Bravo", "Charlie"]
+    # userName: Groups have none, so they come after every user, in creation order (the users
+    # are shown by displayName where they have one).
+    assert order(sortBy="userName") == ["Bravo", "delta", "z-user@x.com", "Alpha", "Charlie"]
+    r = _root_search(api, sortBy="displayName", attributes=["displayName"])
+    assert all(set(x) <= {"schemas", "id", "displayName"} for x in r.json()["Resources"])
+    _error(_root_search(api, sortBy="nosuch"), 400)
+    _error(_root_search(api, sortBy="displayName", startIndex=10_000, count=10), 400, "tooMany")

@@ -56,6 +56,38 @@ def bind(f: Filter, rt: S.ResourceType) -> Filter:
     return _bind_leaf(f, path, res.attr, res.sub)
 
 
+# Matches nothing in any resource type (every resource has an id).
+NOTHING: Filter = Not(Present(AttrPath(None, "id")))
+
+
+def bind_each(f: Filter, rts: list[S.ResourceType]) -> list[Filter]:
+    """``f`` bound to each of ``rts`` (a search across resource types, RFC 7644 §3.4.3).
+
+    RFC 7644 §3.4.2.2: an attribute a resource type does not have is taken as having no value
+    there, so a comparison on it matches nothing (and ``not`` of it, everything). An attribute
+    no type has is still an ``invalidFilter``.
+    """
+    if isinstance(f, (And, Or)):
+        lefts, rights = bind_each(f.left, rts), bind_each(f.right, rts)
+        return [type(f)(a, b) for a, b in zip(lefts, rights, strict=True)]
+    if isinstance(f, Not):
+        return [Not(e) for e in bind_each(f.expr, rts)]
+    out: list[Filter | None] = []
+    first: InvalidFilter | None = None
+    for rt in rts:
+        try:
+            resolve_path(f.path, rt)
+        except InvalidFilter as e:
+            first = first or e
+            out.append(None)
+            continue
+        out.append(bind(f, rt))
+    if all(e is None for e in out):
+        assert first is not None
+        raise first
+    return [NOTHING if e is None else e for e in out]
+
+
 def bind_element(f: Filter, parent: S.Attribute) -> Filter:
     """Bind a filter whose paths name sub-attributes of the multi-valued ``parent``."""
     if isinstance(f, And):

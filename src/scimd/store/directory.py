@@ -18,9 +18,9 @@ import sqlalchemy as sa
 from scimd.scim import patch as P
 from scimd.scim import resource as R
 from scimd.scim import schema as S
-from scimd.scim.errors import InvalidFilter, NotFound
-from scimd.scim.filter import Filter
-from scimd.scim.query import bind, sort_path
+from scimd.scim.errors import InvalidFilter, InvalidPath, NotFound, ScimError
+from scimd.scim.filter import AttrPath, Filter
+from scimd.scim.query import bind, bind_each, sort_path
 from scimd.store import audit as A
 from scimd.store import conditional, onloop, versions
 from scimd.store import properties as props
@@ -37,6 +37,7 @@ from scimd.store.resources import (
     render_members,
     resolve_members,
 )
+from scimd.store.sqlfilter import sort_value
 from scimd.store.tables import members
 
 # A request's authorisation, run with the version counters before an operation decides
@@ -45,6 +46,8 @@ Gate = Callable[[sa.Connection, versions.Versions], A.Actor]
 
 # Conditional writes (``conditional``) started over before one runs in a locking transaction.
 _CONDITIONAL_ATTEMPTS = 3
+# A sorted search across resource types merges each type's first results: how many at most.
+ROOT_SORT_WINDOW = 10_000
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back.
 _RETRY_STATES = frozenset({"40P01", "40001"})
 _DEADLOCK_ATTEMPTS = 3
@@ -341,38 +344,34 @@ class Directory:
         *,
         start: int = 1,
         count: int = 100,
+        sort_by: str | None = None,
+        descending: bool = False,
         attributes: list[str] | None = None,
         excluded: list[str] | None = None,
         gate: Gate | None = None,
     ) -> Listing:
-        """Root-level search (RFC 7644 §3.4.3): Users, then Groups, paged as one list."""
-        if gate is not None:
-            with self.read() as conn:
+        """Root-level search (RFC 7644 §3.4.3): Users, then Groups, paged as one list; with
+        ``sort_by``, one list in that order."""
+        with self.read() as conn:
+            if gate is not None:
                 v = versions.read(conn)
                 gate(conn, v)
-                self._type_at(conn, "User", v)
-        totals: list[tuple[str, int]] = []
+                user_rt = self._type_at(conn, "User", v)
+            else:
+                user_rt = self.user_type(conn)
+        rts = {"User": user_rt, "Group": S.GROUP_TYPE}
+        bound = bind_each(flt, list(rts.values())) if flt is not None else [None, None]
+        flts = dict(zip(rts, bound, strict=True))
+        if sort_by:
+            return self._sorted_across(
+                rts, flts, base, start, count, sort_by, descending, attributes, excluded
+            )
+        totals = [
+            (name, self.search(name, flts[name], base, start=1, count=0).total) for name in rts
+        ]
         resources: list[dict[str, Any]] = []
-        errors: list[InvalidFilter] = []
-        skip = start - 1
-        for name in ("User", "Group"):
-            try:
-                page = self.search(
-                    name,
-                    flt,
-                    base,
-                    start=1,
-                    count=0,
-                    attributes=attributes,
-                    excluded=excluded,
-                )
-            except InvalidFilter as e:
-                errors.append(e)
-                continue
-            totals.append((name, page.total))
-        if len(errors) == 2:
-            raise errors[0]
         remaining = count
+        skip = start - 1
         for name, total in totals:
             if remaining <= 0:
                 break
@@ -381,7 +380,7 @@ class Directory:
                 continue
             page = self.search(
                 name,
-                flt,
+                flts[name],
                 base,
                 start=skip + 1,
                 count=remaining,
@@ -392,6 +391,61 @@ class Directory:
             remaining -= len(page.resources)
             skip = 0
         return Listing(sum(t for _, t in totals), start, resources)
+
+    def _sorted_across(
+        self,
+        rts: dict[str, S.ResourceType],
+        flts: dict[str, Filter | None],
+        base: str,
+        start: int,
+        count: int,
+        sort_by: str,
+        descending: bool,
+        attributes: list[str] | None,
+        excluded: list[str] | None,
+    ) -> Listing:
+        """Each type's first ``start - 1 + count`` matches in ``sort_by`` order, merged.
+
+        A type without the attribute has no value for it: its resources sort as absent
+        values do (last, or first when descending). Ties keep Users before Groups.
+        """
+        window = start - 1 + count
+        if window > ROOT_SORT_WINDOW:
+            raise ScimError(
+                f"a sorted search across resource types pages through its first"
+                f" {ROOT_SORT_WINDOW} results only (startIndex - 1 + count is {window});"
+                " search /Users/.search or /Groups/.search to go further",
+                scim_type="tooMany",
+            )
+        paths: dict[str, AttrPath | None] = {}
+        unknown: InvalidPath | None = None
+        for name, rt in rts.items():
+            try:
+                paths[name] = sort_path(rt, sort_by)
+            except InvalidPath as e:
+                unknown, paths[name] = unknown or e, None
+        if unknown is not None and all(p is None for p in paths.values()):
+            raise unknown
+        items: list[tuple[Any, S.ResourceType, dict[str, Any]]] = []
+        total = 0
+        for name, rt in rts.items():
+            path = paths[name]
+            page = self.search(
+                name,
+                flts[name],
+                base,
+                count=window,
+                sort_by=sort_by if path is not None else None,
+                descending=descending,
+            )
+            total += page.total
+            for res in page.resources:
+                items.append((sort_value(res, path, rt) if path else None, rt, res))
+        # Python's sort is stable, also with reverse=True: ties stay in type and pk order.
+        items.sort(key=lambda it: _across_key(it[0]), reverse=descending)
+        chosen = items[start - 1 : window]
+        resources = [R.project(res, rt, *_lists(attributes, excluded)) for _, rt, res in chosen]
+        return Listing(total, start, resources)
 
     def _render_rows(
         self,
@@ -714,6 +768,13 @@ def _begin_mode(conn: sa.Connection, mode: str) -> None:
     """How the next SQLite transaction begins (read by the engine's "begin" hook)."""
     if conn.get_execution_options().get("sqlite_begin") != mode:
         conn.execution_options(sqlite_begin=mode)
+
+
+def _across_key(value: Any) -> tuple[bool, str, Any]:
+    """Absent values last (first when reversed); values of different types never compared."""
+    if value is None:
+        return (True, "", 0)
+    return (False, type(value).__name__, value)
 
 
 def _lists(attributes: list[str] | None, excluded: list[str] | None) -> tuple[list[str], list[str]]:

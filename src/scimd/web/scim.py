@@ -363,8 +363,6 @@ class Scim:
         )
         d = self.directory
         if name is None:
-            q.pop("sort_by")
-            q.pop("descending")
             return Work(
                 read=lambda gate: json_reply(_list_body(d.search_all(base=base, gate=gate, **q)))
             )
