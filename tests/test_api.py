@@ -814,3 +814,17 @@ def test_root_search_sorts_across_resource_types(api: Api) -> None:
     assert all(set(x) <= {"schemas", "id", "displayName"} for x in r.json()["Resources"])
     _error(_root_search(api, sortBy="nosuch"), 400)
     _error(_root_search(api, sortBy="displayName", startIndex=10_000, count=10), 400, "tooMany")
+
+
+def test_blank_required_names_and_self_membership_are_400(api: Api) -> None:
+    """A userName or displayName of spaces names nobody; a group cannot contain itself."""
+    d = _error(api.req("POST", "/Users", {"schemas": [USER], "userName": "   "}), 400)
+    assert "userName" in d["detail"]
+    _error(api.req("POST", "/Groups", {"displayName": " \t"}), 400, "invalidValue")
+    g = api.req("POST", "/Groups", {"displayName": "Self"}).json()
+    ops = [{"op": "add", "path": "members", "value": [{"value": g["id"]}]}]
+    d = _error(api.req("PATCH", f"/Groups/{g['id']}", {"schemas": [PATCH], "Operations": ops}), 400)
+    assert "itself" in d["detail"]
+    put = {"displayName": "Self", "members": [{"value": g["id"]}]}
+    _error(api.req("PUT", f"/Groups/{g['id']}", put), 400, "invalidValue")
+    assert not api.req("GET", f"/Groups/{g['id']}").json().get("members")

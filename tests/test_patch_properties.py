@@ -51,7 +51,7 @@ def multi(**subs: st.SearchStrategy[Any]) -> st.SearchStrategy[list[dict[str, An
 @st.composite
 def users(draw: st.DrawFn) -> dict[str, Any]:
     """Stored user documents, built through normalise like a POST would."""
-    payload: dict[str, Any] = {"userName": draw(words)}
+    payload: dict[str, Any] = {"userName": draw(words.filter(str.strip))}  # not blank
     optional: dict[str, st.SearchStrategy[Any]] = {
         "displayName": words,
         "title": words,

@@ -1,13 +1,19 @@
-"""Canonical dateTimes (scim/values.py): every year from 1 to 9999, any offset."""
+"""Canonical scalar values (scim/values.py): dateTimes of every year from 1 to 9999 at any
+offset, and the lossless string forms of numbers."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from scimd.scim.values import canonical_datetime
+from scimd.scim import schema as S
+from scimd.scim.errors import InvalidValue
+from scimd.scim.values import canonical_datetime, coerce_scalar
 
 OFFSETS = st.integers(min_value=-14 * 60, max_value=14 * 60).map(
     lambda m: timezone(timedelta(minutes=m))
@@ -42,3 +48,24 @@ def test_years_below_1000_are_padded_and_overflow_is_refused() -> None:
     assert datetime.fromisoformat(canonical_datetime("2024-02-11T01:30:00+01:00") or "") == (
         datetime(2024, 2, 11, 0, 30, tzinfo=UTC)
     )
+
+
+def _attr(t: str) -> Any:
+    return S.Attribute("Prop", t)
+
+
+def test_numbers_take_their_lossless_string_forms_and_say_what_is_wrong() -> None:
+    i, d = _attr(S.INTEGER), _attr(S.DECIMAL)
+    assert coerce_scalar(i, "+42", "p") == 42 and coerce_scalar(i, "-7", "p") == -7
+    assert coerce_scalar(d, "+1.5", "p") == 1.5 and coerce_scalar(d, "0.1", "p") == 0.1
+    with pytest.raises(InvalidValue, match=re.escape("out of -2^63..2^63-1")):
+        coerce_scalar(i, 10**20, "p")
+    with pytest.raises(InvalidValue, match="more significant digits"):
+        coerce_scalar(d, "1234567890.123456789", "p")  # was stored as 1234567890.1234567
+    with pytest.raises(InvalidValue, match="must be an integer"):
+        coerce_scalar(i, "4.5", "p")
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False))
+def test_a_decimal_sent_as_the_shortest_text_of_a_double_is_kept_exactly(x: float) -> None:
+    assert coerce_scalar(_attr(S.DECIMAL), repr(x), "p") == x

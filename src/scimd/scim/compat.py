@@ -19,7 +19,7 @@ FLAG_QUERY_PARAMS = frozenset(
 )
 """Entra feature flags an admin appends to the Tenant URL (facts §2.3); ignored if forwarded."""
 
-_NUMBER = re.compile(r"^\s*-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\s*$")
+_NUMBER = re.compile(r"^\s*[+-]?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?\s*$")
 
 
 def normalise_op(op: Any) -> Any:

@@ -161,7 +161,7 @@ def check_required(rt: S.ResourceType, doc: dict[str, Any]) -> None:
         for attr in schema.attributes:
             if attr.required and attr.mutability != "readOnly":
                 v = container.get(attr.name)
-                if v is None or v == "" or v == []:
+                if v is None or v == [] or (isinstance(v, str) and not v.strip()):
                     raise InvalidValue(f"'{attr.name}' is required for a {rt.name}")
 
 

@@ -13,6 +13,7 @@ import binascii
 import math
 import re
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 from scimd.scim import schema as S
@@ -88,14 +89,22 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
             value = number_from_string(value)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
-        if isinstance(value, int) and -_INT_MAX - 1 <= value <= _INT_MAX:
-            return value
+        if isinstance(value, int):
+            if -_INT_MAX - 1 <= value <= _INT_MAX:
+                return value
+            raise InvalidValue(f"'{where}' must be an integer, got {value}: out of -2^63..2^63-1")
         raise _bad(attr, value, where)
     if t == S.DECIMAL:
         if isinstance(value, bool):
             raise _bad(attr, value, where)
         if isinstance(value, str):
-            value = number_from_string(value)
+            text, value = value, number_from_string(value)
+            if isinstance(value, float) and Decimal(repr(value)) != Decimal(text.strip()):
+                # A decimal is a binary double (JSON's number): say so rather than round.
+                raise InvalidValue(
+                    f"'{where}': {text.strip()!r} has more significant digits than a decimal"
+                    " keeps (about 15); send fewer"
+                )
         if isinstance(value, int) and -_INT_MAX - 1 <= value <= _INT_MAX:
             return value
         if isinstance(value, float) and math.isfinite(value):

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from scimd.scim import patch as P
 from scimd.scim import resource as R
 from scimd.scim import schema as S
-from scimd.scim.errors import InvalidFilter, InvalidPath, NotFound, ScimError
+from scimd.scim.errors import InvalidFilter, InvalidPath, InvalidValue, NotFound, ScimError
 from scimd.scim.filter import AttrPath, Filter
 from scimd.scim.query import bind, bind_each, sort_path
 from scimd.store import audit as A
@@ -627,6 +627,7 @@ class Directory:
             items: list[dict[str, Any]] | None = None
             if name == "Group" and isinstance(body, dict):
                 doc_in, items = _split_members(body)
+                _not_its_own_member(rid, items)
                 member_ops = [P.MemberOp("replace", items)]
             doc = R.normalise(rt, doc_in)
             if "password" in row.doc and "password" not in doc:
@@ -676,6 +677,9 @@ class Directory:
             result = P.apply_patch(
                 rt, row.doc, body, load_members=lambda: load_members(conn, row.pk)
             )
+            for op in result.member_ops:
+                if op.kind != "remove":
+                    _not_its_own_member(rid, op.members)
             if result.changed:
                 detail = {"operations": _op_summary(body)}
                 if at_once:
@@ -770,6 +774,12 @@ def _begin_mode(conn: sa.Connection, mode: str) -> None:
         conn.execution_options(sqlite_begin=mode)
 
 
+def _not_its_own_member(gid: str, items: list[dict[str, Any]]) -> None:
+    """A group in its own members would be its own ancestor: no directory has one."""
+    if any(m["value"] == gid for m in items):
+        raise InvalidValue(f"group '{gid}' cannot be a member of itself")
+
+
 def _across_key(value: Any) -> tuple[bool, str, Any]:
     """Absent values last (first when reversed); values of different types never compared."""
     if value is None:
@@ -806,8 +816,6 @@ def _members_of(conn: sa.Connection, pks: list[int]) -> dict[int, list[dict[str,
 
 def _split_members(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Group members go to their own table; validate their shape here."""
-    from scimd.scim.errors import InvalidValue
-
     rest = {k: v for k, v in body.items() if k.lower() != "members"}
     raw = next((v for k, v in body.items() if k.lower() == "members"), None)
     if raw is None:
