@@ -328,17 +328,22 @@ def test_search_endpoints(api: Api) -> None:
     assert r["totalResults"] == 1
 
 
+def _group_op(bulk_id: str, name: str, member_ref: str) -> dict[str, Any]:
+    """A bulk POST of a group whose one member is another operation's resource."""
+    return {
+        "method": "POST",
+        "path": "/Groups",
+        "bulkId": bulk_id,
+        "data": {"displayName": name, "members": [{"value": f"bulkId:{member_ref}"}]},
+    }
+
+
 def test_bulk_with_bulk_id_references(api: Api) -> None:
     """Bulk creates a user and a group whose member is that user, by bulkId reference."""
     body = {
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
         "Operations": [
-            {
-                "method": "POST",
-                "path": "/Groups",
-                "bulkId": "g",
-                "data": {"displayName": "B", "members": [{"value": "bulkId:u"}]},
-            },
+            _group_op("g", "B", "u"),
             {"method": "POST", "path": "/Users", "bulkId": "u", "data": {"userName": "b@x.com"}},
             {"method": "POST", "path": "/Users", "bulkId": "dup", "data": {"userName": "b@x.com"}},
         ],
@@ -423,12 +428,7 @@ def test_bulk_operations_not_processed_after_fail_on_errors_get_no_result(api: A
     """A group waiting for a user the request creates later is not reported as a failed
     reference when ``failOnErrors`` stops the request before that user's turn (§3.7.3)."""
     ops = [
-        {
-            "method": "POST",
-            "path": "/Groups",
-            "bulkId": "g",
-            "data": {"displayName": "FG", "members": [{"value": "bulkId:u"}]},
-        },
+        _group_op("g", "FG", "u"),
         {"method": "POST", "path": "/Users", "bulkId": "bad", "data": {"title": "no userName"}},
         {"method": "POST", "path": "/Users", "bulkId": "u", "data": {"userName": "fu@x.com"}},
     ]
@@ -443,24 +443,9 @@ def test_bulk_references_to_failed_or_circular_operations_are_409(api: Api) -> N
     api.user("taken@x.com")
     ops = [
         {"method": "POST", "path": "/Users", "bulkId": "t", "data": {"userName": "taken@x.com"}},
-        {
-            "method": "POST",
-            "path": "/Groups",
-            "bulkId": "gt",
-            "data": {"displayName": "GT", "members": [{"value": "bulkId:t"}]},
-        },
-        {
-            "method": "POST",
-            "path": "/Groups",
-            "bulkId": "cx",
-            "data": {"displayName": "CX", "members": [{"value": "bulkId:cy"}]},
-        },
-        {
-            "method": "POST",
-            "path": "/Groups",
-            "bulkId": "cy",
-            "data": {"displayName": "CY", "members": [{"value": "bulkId:cx"}]},
-        },
+        _group_op("gt", "GT", "t"),
+        _group_op("cx", "CX", "cy"),
+        _group_op("cy", "CY", "cx"),
         {"method": "POST", "path": "/Users", "bulkId": "ok", "data": {"userName": "ok@x.com"}},
     ]
     r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
