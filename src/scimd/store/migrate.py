@@ -37,8 +37,25 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
 
 def ensure_current(engine: sa.Engine) -> None:
     """Upgrade the database to the newest schema if it is behind (an empty one included)."""
+    if engine.dialect.name == "postgresql":
+        check_postgres(engine)
     if current(engine) != head():
         upgrade(engine)
+
+
+def check_postgres(engine: sa.Engine) -> None:
+    """Refuse a PostgreSQL without ICU: filters fold case with its root-locale collation."""
+    from scimd.store.sqlfilter import PG_FOLD
+
+    query = sa.text("SELECT 1 FROM pg_collation WHERE collname = :name")
+    with engine.connect() as conn:
+        if conn.execute(query, {"name": PG_FOLD}).first() is None:
+            raise RuntimeError(
+                f"this PostgreSQL has no ICU collation '{PG_FOLD}': scimd folds case in filters"
+                " with it, as SCIM compares names (PostgreSQL's own lower() depends on the"
+                " server's locale). Use a PostgreSQL built with ICU, as Debian's, Ubuntu's,"
+                " Red Hat's and the official container images are."
+            )
 
 
 def revision(engine: sa.Engine, message: str) -> None:  # pragma: no cover - developer tool

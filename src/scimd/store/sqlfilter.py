@@ -19,12 +19,14 @@ monotone, so NULL behaves as false through them; ``not`` (and ``ne``, which is `
 rendered ``IS NOT TRUE``, which maps NULL to true exactly as ``not false`` does.
 
 Strings compare in code-point order like Python: SQLite's BINARY collation is that order, and on
-PostgreSQL ordering comparisons use ``COLLATE "C"``. Case folding uses Python's ``str.lower()``
-on SQLite (the ``py_lower`` function) and ``lower()`` on PostgreSQL, which agree for the scripts
-clients use (not for every code point: ``İ`` for one). Numbers compare numerically (PostgreSQL
-``numeric`` against the literal's shortest decimal form: exact against Python for integers up to
-2**53 and for floats, which is what canonical values hold). Literal values are always bound
-parameters.
+PostgreSQL ordering comparisons use ``COLLATE "C"``. Case folding is Python's ``str.lower()``:
+on SQLite the ``py_lower`` function, on PostgreSQL ``lower()`` in ICU's root locale
+(``PG_FOLD``), which maps every code point as Python does (final sigma, ``İ``). The database's
+own ``lower()`` follows its LC_CTYPE: ASCII only under ``C``, and under ``C.UTF-8`` "ΣΑΣ" and
+"İ" differently from Python, so a value did not even equal itself in a filter. Numbers compare
+numerically (PostgreSQL ``numeric`` against the literal's shortest decimal form: exact against
+Python for integers up to 2**53 and for floats, which is what canonical values hold). Literal
+values are always bound parameters.
 
 ``sort_key`` and ``sort_value`` give ``sortBy`` (RFC 7644 §3.4.2.3) one meaning in SQL and in
 Python: a multi-valued attribute sorts by its primary element if any, else its first; strings by
@@ -48,7 +50,11 @@ from scimd.scim.filter import And, AttrPath, Compare, Filter, Literal, Not, Or, 
 from scimd.scim.query import STRINGISH, bind, compare, is_present, resolve_path
 from scimd.store import tables
 
-__all__ = ["compile_filter", "sort_clauses", "sort_key", "sort_value"]
+__all__ = ["PG_FOLD", "compile_filter", "sort_clauses", "sort_key", "sort_value"]
+
+# The PostgreSQL collation whose lower() is Python's str.lower(): ICU's root locale, present in
+# every ICU-enabled build (``migrate.ensure_current`` checks for it).
+PG_FOLD = "und-x-icu"
 
 Bool = sa.ColumnElement[bool]
 Expr = sa.ColumnElement[Any]
@@ -675,7 +681,7 @@ class _Compiler:
 
     # -- dialect primitives -------------------------------------------------------------------
     def lower(self, x: Expr) -> Expr:
-        return sa.func.lower(x) if self.pg else sa.func.py_lower(x)
+        return sa.func.lower(sa.collate(x, PG_FOLD)) if self.pg else sa.func.py_lower(x)
 
     def ordered(self, x: Expr) -> Expr:
         return sa.collate(x, "C") if self.pg else x
