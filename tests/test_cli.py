@@ -137,12 +137,25 @@ def test_properties_add_list_remove(db: str) -> None:
     r = runner.invoke(app, ["properties", "add", "level", "--type", "String", "--database-url", db])
     assert r.exit_code == 1 and "already defined" in r.output
     d = Directory(create_engine(db), properties_urn=Settings().properties_urn)
-    d.create("User", {"userName": "p@x.com", URN: {"Level": "3"}}, audit.CLI, "http://x")
+    made = d.create("User", {"userName": "p@x.com", URN: {"Level": "3"}}, audit.CLI, "http://x")
+    other = d.create("User", {"userName": "q@x.com"}, audit.CLI, "http://x")
     r = runner.invoke(app, ["properties", "remove", "Level", "--database-url", db])
     assert r.exit_code == 1 and "1 user(s)" in r.output
     _ok("properties", "remove", "Level", "--yes", "--database-url", db)
-    found = d.search("User", None, "http://x").resources[0]
-    assert URN not in found
+    found = {u["userName"]: u for u in d.search("User", None, "http://x").resources}
+    assert URN not in found["p@x.com"]
+    # The user whose value went has a new version (its old ETag must not match); not the other.
+    assert found["p@x.com"]["meta"]["version"] != made.etag
+    assert found["q@x.com"]["meta"]["version"] == other.etag
+    for reserved in ("id", "Schemas", "META"):
+        r = runner.invoke(
+            app, ["properties", "add", reserved, "--type", "String", "--database-url", db]
+        )
+        assert r.exit_code == 1 and "choose another name" in r.output
+    r = runner.invoke(
+        app, ["properties", "add", "A" * 129, "--type", "String", "--database-url", db]
+    )
+    assert r.exit_code == 1 and "at most 128 characters" in r.output
     d.close()
 
 

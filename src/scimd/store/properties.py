@@ -18,7 +18,11 @@ from scimd.store import audit as A
 from scimd.store import versions
 from scimd.store.tables import user_properties, users
 
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+_NAME_MAX = 128
+_NAME = re.compile(rf"^[A-Za-z][A-Za-z0-9_]{{0,{_NAME_MAX - 1}}}$")
+# The common attributes: inside an extension object clients repeat "schemas", and "id" or
+# "meta" there would read as the resource's own.
+_RESERVED = frozenset({"id", "schemas", "meta"})
 UNSUPPORTED = {
     "reference": "references to other objects",
     "complex": "complex (structured) values",
@@ -59,9 +63,18 @@ def list_properties(conn: sa.Connection) -> list[S.PropertyDef]:
 def add_property(
     conn: sa.Connection, name: str, type_name: str, description: str, actor: A.Actor
 ) -> S.PropertyDef:
+    if len(name) > _NAME_MAX:
+        raise InvalidValue(
+            f"invalid property name '{name[:40]}...': at most {_NAME_MAX} characters"
+        )
     if not _NAME.match(name):
         raise InvalidValue(
             f"invalid property name '{name}': start with a letter; letters, digits and _ only"
+        )
+    if name.lower() in _RESERVED:
+        raise InvalidValue(
+            f"invalid property name '{name}': id, schemas and meta name every resource's own"
+            " attributes (RFC 7643 §3.1); choose another name"
         )
     t = canonical_type(type_name)
     exists = conn.execute(
@@ -121,7 +134,12 @@ def remove_property(
         stripped: Any = sa.func.json_remove(users.c.doc, f'$."{urn}"."{row.name}"')
     else:
         stripped = users.c.doc.op("#-")(sa.literal([urn, row.name], sa.ARRAY(sa.Text)))
-    conn.execute(users.update().where(_has_value(conn, row.name, urn)).values(doc=stripped))
+    # The users who held a value changed: a new version, so an ETag taken before does not match.
+    conn.execute(
+        users.update()
+        .where(_has_value(conn, row.name, urn))
+        .values(doc=stripped, version=users.c.version + 1, last_modified=now_datetime())
+    )
     versions.bump(conn, versions.SCHEMA)
     A.record(conn, actor, "property.remove", "UserProperty", row.name, {"type": row.type})
     return S.PropertyDef(row.name, row.type, row.description)
