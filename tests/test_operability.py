@@ -47,6 +47,34 @@ def test_metrics_count_requests_by_route_and_status(client: tuple[TestClient, st
     assert "scimd_request_duration_seconds_bucket" in text
 
 
+def test_paths_the_app_does_not_serve_share_one_label(client: tuple[TestClient, str]) -> None:
+    """A scanner's random paths were each a label until the series cap, after which real routes
+    were counted as "other" too. Unknown paths are "other" at once; real ones keep theirs."""
+    c, token = client
+    h = {"Authorization": f"Bearer {token}"}
+    for i in range(50):
+        c.get(f"/probe{i}/x")
+        c.get(f"/scim/v2/Nothing{i}", headers=h)
+    c.get("/scim/v2/users/abc/extra", headers=h)
+    c.get("/scim/v2/serviceproviderconfig", headers=h)
+    c.get("/admin/security/oauth2-applications/some-client")
+    c.get("/healthz")
+    text = c.get("/metrics").text
+    routes = {
+        line.split('route="', 1)[1].split('"', 1)[0]
+        for line in text.splitlines()
+        if line.startswith("scimd_requests_total{")
+    }
+    assert routes == {
+        "other",
+        "/scim/v2/other",
+        "/scim/v2/ServiceProviderConfig",
+        "/admin/security/oauth2-applications/{client_id}",
+        "/admin/login",  # where that page sends a visitor who is not signed in
+        "/healthz",
+    }
+
+
 def test_access_log_is_json_with_request_id_and_no_secret(tmp_path: Path) -> None:
     """Each request logs one JSON line with request id, app, status and duration; never a token."""
     engine = create_engine(f"sqlite:///{tmp_path / 'log.db'}")

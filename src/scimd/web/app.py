@@ -28,7 +28,13 @@ from scimd.store.engine import create_engine
 from scimd.web import portal_pages
 from scimd.web.http import error_response
 from scimd.web.oauth import TokenEndpoint
-from scimd.web.observability import AccessLog, Metrics, ObservabilityMiddleware, Observer
+from scimd.web.observability import (
+    AccessLog,
+    Metrics,
+    ObservabilityMiddleware,
+    Observer,
+    app_routes,
+)
 from scimd.web.portal import Portal
 from scimd.web.scim import Scim
 
@@ -168,6 +174,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={Exception: server_error},
     )
+    observer.routes = app_routes(app.routes)
     app.state.settings = settings
     app.state.directory = directory
     app.state.engine = engine

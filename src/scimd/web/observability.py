@@ -7,15 +7,17 @@ import bisect
 import itertools
 import logging
 import os
+import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, BinaryIO
 
 import orjson
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -93,19 +95,45 @@ class Metrics:
             yield CounterMetricFamily(name, documentation, value=read())
 
 
-def route_of(path: str) -> str:
-    """A low-cardinality route label: ids become {id}."""
+_SCIM_KINDS = {
+    k.lower(): k
+    for k in ("Users", "Groups", "Schemas", "ResourceTypes", "ServiceProviderConfig", "Bulk")
+}
+_SCIM_KINDS[".search"] = ".search"
+# (pattern, label) of the app's other routes; anything else is "other" (see ``route_of``).
+Routes = list[tuple[re.Pattern[str], str]]
+
+
+def route_of(path: str, routes: Routes | None = None) -> str:
+    """A bounded route label: ids become {id}, and a path the app does not serve is "other",
+    so a scanner's random paths cannot crowd real routes out of the series the metrics keep."""
     parts = [p for p in path.split("/") if p]
     if len(parts) >= 2 and parts[0] == "scim" and parts[1].lower() == "v2":
         rest = parts[2:]
         if not rest:
             return "/scim/v2"
-        kind = rest[0]
+        kind = _SCIM_KINDS.get(rest[0].lower())
+        if kind is None or len(rest) > 2 or (len(rest) == 2 and kind == ".search"):
+            return "/scim/v2/other"
         label = f"/scim/v2/{kind}"
         if len(rest) > 1:
             label += "/.search" if rest[1] == ".search" else "/{id}"
         return label
-    return "/" + "/".join(parts[:2])
+    for pattern, label in routes or ():
+        if pattern.match(path):
+            return label
+    return "other"
+
+
+def app_routes(routes: Iterable[BaseRoute]) -> Routes:
+    """The patterns and path templates of Starlette routes (a mount's as ``/mount/{path}``)."""
+    out: Routes = []
+    for r in routes:
+        if isinstance(r, Route):
+            out.append((r.path_regex, r.path))
+        elif isinstance(r, Mount):
+            out.append((r.path_regex, f"{r.path}/{{path}}"))
+    return out
 
 
 class AccessLog:
@@ -168,6 +196,7 @@ class Observer:
     def __init__(self, metrics: Metrics, log: AccessLog | None = None) -> None:
         self.metrics = metrics
         self.log = log
+        self.routes: Routes = []  # the app's other routes, set once it is built
         self._prefix = os.urandom(5).hex()
         self._seq = itertools.count(1)
 
@@ -186,7 +215,7 @@ class Observer:
         elapsed = time.perf_counter() - started
         path = scope["path"]
         method = scope["method"]
-        route = route_of(path)
+        route = route_of(path, self.routes)
         if (route, method) not in self.metrics.latencies and len(
             self.metrics.latencies
         ) >= self.MAX_SERIES:
