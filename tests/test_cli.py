@@ -209,3 +209,69 @@ def test_admin_create_and_reset_password(db: str) -> None:
         assert admins.verify(conn, "ops", "first password here") is None
         assert admins.verify(conn, "ops", "second password here") is not None
     engine.dispose()
+
+
+def _scimd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The real command (its entry point turns what a person can fix into one line)."""
+    import os
+
+    return subprocess.run(
+        [sys.executable, "-m", "scimd.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "said"),
+    [
+        (["apps", "list", "--database-url", "bogus"], {}, "not a database URL"),
+        (["apps", "list", "--database-url", "mysql://x/y"], {}, "no driver for this database"),
+        (
+            ["apps", "create", "--name", "x", "--database-url", "sqlite:////etc/hostname"],
+            {},
+            "the database cannot be used",
+        ),
+        (["serve", "--config", "/nonexistent/scimd.toml"], {}, "cannot read the settings file"),
+        (["serve", "--port", "99999"], {}, "--port: 99999 is not a TCP port"),
+        (["serve"], {"SCIMD_PORT": "abc"}, "SCIMD_PORT: 'abc' is not a whole number"),
+        (["apps", "create", "--name", "x", "--database-url", "sqlite://"], {}, "in-memory"),
+    ],
+)
+def test_user_errors_are_one_line_not_a_traceback(
+    args: list[str], env: dict[str, str], said: str
+) -> None:
+    done = _scimd(*args, env=env)
+    assert done.returncode == 1, done.stderr
+    assert said in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_commands_on_what_exists_do_not_create_a_database(tmp_path: Path) -> None:
+    """A mistyped path answered "no applications" and left a new database behind."""
+    missing = tmp_path / "nodir" / "typo.db"
+    url = f"sqlite:///{missing}"
+    for args in (
+        ["apps", "list"],
+        ["apps", "revoke", "some-id"],
+        ["properties", "list"],
+        ["properties", "remove", "P"],
+    ):
+        r = runner.invoke(app, [*args, "--database-url", url])
+        assert r.exit_code == 1 and "no database at" in r.output, r.output
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_printed_commands_work_as_printed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first start's hints name the command as it was run (the README runs
+    .venv/bin/scimd, not on PATH) and never show the database password."""
+    from scimd.cli import main as cli
+
+    monkeypatch.setattr(sys, "argv", [".venv/bin/scimd", "serve"])
+    assert cli._self_command() == ".venv/bin/scimd"
+    monkeypatch.setattr(sys, "argv", ["/x/scimd/cli/main.py", "serve"])
+    assert cli._self_command().endswith(" -m scimd.cli.main")
+    assert cli._url_argument("sqlite:///scimd.db") == "sqlite:///scimd.db"
+    shown = cli._url_argument("postgresql+psycopg://u:secret@db/x?a=1&b=2")
+    assert "secret" not in shown and shown.startswith("'postgresql+psycopg://u:***@db/x?a=1&b=2'")

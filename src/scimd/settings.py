@@ -44,18 +44,33 @@ class Settings:
     database_connections: int = 8
 
 
+class SettingsError(ValueError):
+    """A setting that cannot be used, said so that a person can fix it."""
+
+
 def load(config_file: str | None = None, **overrides: Any) -> Settings:
     """Defaults, then the TOML file (``[scimd]`` table or top level), then env, then overrides."""
     values: dict[str, Any] = {}
+    where: dict[str, str] = {}
     path = config_file or os.environ.get("SCIMD_CONFIG")
     if path:
-        data = tomllib.loads(Path(path).read_text())
-        values.update(data.get("scimd", data))
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except OSError as e:
+            raise SettingsError(f"cannot read the settings file {path}: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise SettingsError(f"the settings file {path} is not valid TOML: {e}") from None
+        table = data.get("scimd", data)
+        values.update(table)
+        where.update({k: f"'{k}' in {path}" for k in table})
     for f in fields(Settings):
         env = os.environ.get(f"SCIMD_{f.name.upper()}")
         if env is not None:
             values[f.name] = env
-    values.update({k: v for k, v in overrides.items() if v is not None})
+            where[f.name] = f"SCIMD_{f.name.upper()}"
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
+    where.update({k: f"--{k.replace('_', '-')}" for k in given})
     s = Settings()
     typed: dict[str, Any] = {}
     for f in fields(Settings):
@@ -65,6 +80,12 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
             if isinstance(default, bool):
                 v = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes", "on")
             elif isinstance(default, int):
-                v = int(v)
+                try:
+                    v = int(v)
+                except (TypeError, ValueError):
+                    raise SettingsError(f"{where[f.name]}: {v!r} is not a whole number") from None
             typed[f.name] = v
-    return replace(s, **typed)
+    out = replace(s, **typed)
+    if not 0 <= out.port <= 65535:
+        raise SettingsError(f"{where.get('port', 'port')}: {out.port} is not a TCP port (0-65535)")
+    return out

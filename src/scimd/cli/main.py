@@ -6,9 +6,11 @@ import functools
 import gc
 import json
 import logging
+import shlex
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import sqlalchemy as sa
@@ -49,15 +51,26 @@ Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.
 T = TypeVar("T")
 
 
-def _engine(url: str | None) -> sa.Engine:
-    engine = create_engine(url or settings_mod.load().database_url)
+def _engine(url: str | None, create: bool = True) -> sa.Engine:
+    """The database of ``url``, upgraded. Without ``create`` (commands that only read or change
+    what exists), a SQLite file that is not there is an error rather than a new database: a
+    mistyped path would otherwise answer "no applications"."""
+    url = url or settings_mod.load().database_url
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database or ""
+        if path in ("", ":memory:") or path.startswith("file::memory:"):
+            raise ScimError(f"{url} is an in-memory database, gone when this command ends")
+        if not create and not Path(path).exists():
+            raise ScimError(f"no database at {path}: check --database-url / SCIMD_DATABASE_URL")
+    engine = create_engine(url)
     migrate.ensure_current(engine)
     return engine
 
 
 @contextmanager
-def _tx(url: str | None) -> Iterator[sa.Connection]:
-    engine = _engine(url)
+def _tx(url: str | None, create: bool = True) -> Iterator[sa.Connection]:
+    engine = _engine(url, create)
     try:
         with engine.begin() as conn:
             yield conn
@@ -106,19 +119,20 @@ def serve(
     shown = s.public_url or f"http://{s.host}:{s.port}"
     typer.echo(f"scimd serving {shown}/scim/v2/ (database {_safe_url(s.database_url)})", err=True)
     typer.echo(f"Work portal: {shown}/admin/", err=True)
+    me, db = _self_command(), _url_argument(s.database_url)
     if setup_token:
         typer.echo(
             "First start: no admin yet. Open this one-time link (valid 24 hours) to create one:\n"
             f"  {shown}/admin/setup?token={setup_token}\n"
-            "or run: scimd admin create USERNAME",
+            f"or run: {me} admin create USERNAME --database-url {db}",
             err=True,
         )
     if n_apps == 0:
         typer.echo(
             "No OAuth 2 application yet. Create the bearer token to give Entra ID "
             "(shown once):\n"
-            f'  scimd apps create --name "Entra ID" --grant bearer --scope API '
-            f'--scope "USER SYNC" --database-url {s.database_url}',
+            f'  {me} apps create --name "Entra ID" --grant bearer --scope API '
+            f'--scope "USER SYNC" --database-url {db}',
             err=True,
         )
     app_ = create_app(s, engine)
@@ -170,6 +184,44 @@ def _safe_url(url: str) -> str:
     return sa.engine.make_url(url).render_as_string(hide_password=True)
 
 
+def _self_command() -> str:
+    """How this process was started, so a printed command works as it is (``scimd`` need not
+    be on PATH: the README runs ``.venv/bin/scimd``)."""
+    if Path(sys.argv[0]).name == "scimd":
+        return shlex.quote(sys.argv[0])
+    return f"{shlex.quote(sys.executable)} -m scimd.cli.main"
+
+
+def _url_argument(url: str) -> str:
+    """A database URL for a printed command: quoted, its password never shown."""
+    safe = _safe_url(url)
+    if safe != url:
+        return f"{shlex.quote(safe)}  # put the password back in place of ***"
+    return shlex.quote(url)
+
+
+def main() -> None:
+    """The ``scimd`` command: what a person can fix is one line on stderr, not a traceback."""
+    try:
+        app()
+    except (settings_mod.SettingsError, migrate.DatabaseUnsupported) as e:
+        _fail(str(e))
+    except sa.exc.ArgumentError as e:
+        _fail(f"not a database URL: {e}")
+    except sa.exc.DBAPIError as e:
+        first = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
+        _fail(f"the database cannot be used: {first}")
+    except ModuleNotFoundError as e:
+        _fail(f"no driver for this database URL ({e.name} is not installed)")
+    except OverflowError:
+        _fail("a number given is too large")
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise SystemExit(1)
+
+
 def _setup_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
@@ -217,7 +269,7 @@ def apps_list(database_url: DbUrl = None, as_json: Json = False) -> None:
     """List applications (secrets are never shown, only their first characters)."""
 
     def go() -> list[dict[str, Any]]:
-        with _tx(database_url) as conn:
+        with _tx(database_url, create=False) as conn:
             return apps_mod.list_apps(conn)
 
     rows = _run(go)
@@ -231,7 +283,7 @@ def apps_list(database_url: DbUrl = None, as_json: Json = False) -> None:
 
 def _app_action(client_id: str, database_url: str | None, fn: Callable[..., Any]) -> Any:
     def go() -> Any:
-        with _tx(database_url) as conn:
+        with _tx(database_url, create=False) as conn:
             return fn(conn, client_id, audit.CLI)
 
     return _run(go)
@@ -301,7 +353,7 @@ def properties_list(database_url: DbUrl = None, as_json: Json = False) -> None:
     """List custom user properties."""
 
     def go() -> Any:
-        with _tx(database_url) as conn:
+        with _tx(database_url, create=False) as conn:
             return props_mod.list_properties(conn)
 
     rows = _run(go)
@@ -320,7 +372,7 @@ def properties_remove(
     urn = settings_mod.load().properties_urn
 
     def go() -> Any:
-        with _tx(database_url) as conn:
+        with _tx(database_url, create=False) as conn:
             n = props_mod.count_values(conn, name, urn)
             if n and not yes:
                 raise ScimError(
@@ -373,7 +425,7 @@ def admin_reset_password(
     password = _password(password_stdin)
 
     def go() -> None:
-        with _tx(database_url) as conn:
+        with _tx(database_url, create=False) as conn:
             admins_mod.reset_password(conn, username, password, audit.CLI)
 
     _run(go)
@@ -399,4 +451,4 @@ def db_current(database_url: DbUrl = None) -> None:
 
 
 if __name__ == "__main__":
-    app()
+    main()

@@ -43,6 +43,10 @@ def ensure_current(engine: sa.Engine) -> None:
         upgrade(engine)
 
 
+class DatabaseUnsupported(RuntimeError):
+    """A database scimd cannot work with, and why."""
+
+
 def check_postgres(engine: sa.Engine) -> None:
     """Refuse a PostgreSQL without ICU: filters fold case with its root-locale collation."""
     from scimd.store.sqlfilter import PG_FOLD
@@ -50,7 +54,7 @@ def check_postgres(engine: sa.Engine) -> None:
     query = sa.text("SELECT 1 FROM pg_collation WHERE collname = :name")
     with engine.connect() as conn:
         if conn.execute(query, {"name": PG_FOLD}).first() is None:
-            raise RuntimeError(
+            raise DatabaseUnsupported(
                 f"this PostgreSQL has no ICU collation '{PG_FOLD}': scimd folds case in filters"
                 " with it, as SCIM compares names (PostgreSQL's own lower() depends on the"
                 " server's locale). Use a PostgreSQL built with ICU, as Debian's, Ubuntu's,"
