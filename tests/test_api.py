@@ -813,3 +813,20 @@ def test_blank_required_names_and_self_membership_are_400(api: Api) -> None:
     put = {"displayName": "Self", "members": [{"value": g["id"]}]}
     _error(api.req("PUT", f"/Groups/{g['id']}", put), 400, "invalidValue")
     assert not api.req("GET", f"/Groups/{g['id']}").json().get("members")
+
+
+def test_if_none_match_on_a_read_answers_304_while_the_version_is_current(api: Api) -> None:
+    """RFC 7644 §3.14 and RFC 9110 §13.1.2, "*" included; a change makes the old tag stale."""
+    u = api.user("etag@x.com")
+    tag = u["meta"]["version"]
+    for header in (tag, f'W/"0", {tag}', "*"):
+        r = api.req("GET", f"/Users/{u['id']}", headers={"If-None-Match": header})
+        assert r.status_code == 304 and r.content == b"" and r.headers["etag"] == tag
+    assert (
+        api.req("GET", f"/Users/{u['id']}", headers={"If-None-Match": 'W/"0"'}).status_code == 200
+    )
+    ops = [{"op": "replace", "path": "title", "value": "new"}]
+    api.req("PATCH", f"/Users/{u['id']}", {"schemas": [PATCH], "Operations": ops})
+    r = api.req("GET", f"/Users/{u['id']}", headers={"If-None-Match": tag})
+    assert r.status_code == 200 and r.json()["title"] == "new"
+    _error(api.req("GET", "/Users/nobody", headers={"If-None-Match": "*"}), 404)

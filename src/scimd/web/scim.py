@@ -420,7 +420,8 @@ class Scim:
 
         def work(gate: Gate) -> Reply:
             res, tag = self.directory.get(name, rid, base, attributes, excluded, gate=gate)
-            if if_none and tag in [t.strip() for t in if_none.split(",")]:
+            # RFC 9110 §13.1.2: "*" matches any current representation.
+            if if_none and any(t.strip() in (tag, "*") for t in if_none.split(",")):
                 return Reply(304, b"", [(b"etag", tag.encode())])
             return json_reply(res, 200, tag)
 
