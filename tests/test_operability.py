@@ -99,19 +99,28 @@ def test_access_log_is_json_with_request_id_and_no_secret(tmp_path: Path) -> Non
 
 
 def test_failed_authentications_are_throttled(tmp_path: Path) -> None:
-    """Past the per-minute limit of failures, an address gets 429 even with a good token."""
+    """Past the per-minute limit, a failure from the address is a 429 (Retry-After: the
+    seconds left) instead of a 401; a valid token from the same address still gets in (a
+    client behind the same NAT or proxy was locked out), and requests without credentials
+    (a load balancer's probe) do not count. A 401 for a token names it invalid."""
     engine = create_engine(f"sqlite:///{tmp_path / 't.db'}")
     app = create_app(Settings(auth_failures_per_minute=3), engine)
     with engine.begin() as conn:
         _, token = apps.create_app(conn, "t", "bearer", ["USER SYNC"], audit.CLI)
+    bad = {"Authorization": "Bearer no"}
     with TestClient(app) as c:
-        for _ in range(3):
-            assert (
-                c.get("/scim/v2/Users", headers={"Authorization": "Bearer no"}).status_code == 401
-            )
-        r = c.get("/scim/v2/Users", headers={"Authorization": f"Bearer {token}"})
-        assert r.status_code == 429 and r.headers["retry-after"]
+        for _ in range(10):
+            assert c.get("/scim/v2/Users").status_code == 401
+        for _ in range(2):
+            r = c.get("/scim/v2/Users", headers=bad)
+            assert r.status_code == 401
+            assert r.headers["www-authenticate"] == 'Bearer realm="scimd", error="invalid_token"'
+        r = c.get("/scim/v2/Users", headers=bad)
+        assert r.status_code == 429 and 0 < int(r.headers["retry-after"]) <= 60
         assert r.json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+        r = c.get("/scim/v2/Users", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200
+        assert c.get("/scim/v2/Users", headers=bad).status_code == 429
 
 
 def test_entra_flag_query_parameter_is_ignored(client: tuple[TestClient, str]) -> None:

@@ -92,6 +92,10 @@ class Unauthorized(ScimError):
     status = 401
 
 
+class InvalidToken(Unauthorized):
+    """A token was sent and is not valid (RFC 6750 §3.1 names it in the reply)."""
+
+
 class Forbidden(ScimError):
     status = 403
 

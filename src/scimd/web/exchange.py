@@ -18,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from scimd.scim.errors import (
     InsufficientScope,
     InvalidSyntax,
+    InvalidToken,
     InvalidValue,
     MethodNotAllowed,
     PayloadTooLarge,
@@ -154,13 +155,19 @@ def json_reply(body: Any, status: int = 200, etag: str | None = None, **extra: s
 
 def error_reply(err: ScimError) -> Reply:
     reply = json_reply(err.to_dict(), err.status)
-    if err.status == 401:
+    if isinstance(err, InvalidToken):
+        challenge = f'{CHALLENGE}, error="invalid_token"'  # RFC 6750 §3.1
+        reply.headers.append((b"www-authenticate", challenge.encode()))
+    elif err.status == 401:
         reply.headers.append((b"www-authenticate", CHALLENGE.encode()))
     elif isinstance(err, InsufficientScope):
         challenge = f'{CHALLENGE}, error="insufficient_scope", scope="{err.scope}"'
         reply.headers.append((b"www-authenticate", challenge.encode()))
     elif err.status == 429:
-        reply.headers.append((b"retry-after", b"60"))
+        retry = getattr(err, "retry_after", 60)
+        reply.headers.append((b"retry-after", str(retry).encode()))
+    elif err.status == 503:
+        reply.headers.append((b"retry-after", b"5"))  # RFC 9110 §10.2.3
     elif isinstance(err, MethodNotAllowed):
         reply.headers.append((b"allow", err.allow.encode()))  # RFC 9110 §15.5.6
     return reply

@@ -54,18 +54,20 @@ class TokenEndpoint:
     async def handle(self, request: Request) -> Response:
         address = request.client.host if request.client else "-"
         try:
-            self.scim.throttle.check(address)
-        except TooManyFailures as e:
-            return token_response(
-                {"error": "temporarily_unavailable", "error_description": e.detail},
-                429,
-                {"Retry-After": "60"},
-            )
-        try:
             return await self.issue(request)
         except TokenError as e:
             if e.error == "invalid_client":
+                # As on the SCIM API: valid credentials always get a token; past the limit a
+                # failure from this address is a 429.
                 self.scim.throttle.failed(address)
+                try:
+                    self.scim.throttle.check(address)
+                except TooManyFailures as over:
+                    return token_response(
+                        {"error": "temporarily_unavailable", "error_description": over.detail},
+                        429,
+                        {"Retry-After": str(over.retry_after)},
+                    )
             extra = {"WWW-Authenticate": BASIC_CHALLENGE} if e.status == 401 else None
             return token_response(e.to_dict(), e.status, extra)
 

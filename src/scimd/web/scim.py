@@ -23,6 +23,7 @@ from scimd.auth import apps
 from scimd.scim.errors import (
     Forbidden,
     InvalidSyntax,
+    InvalidToken,
     InvalidValue,
     MethodNotAllowed,
     NotFound,
@@ -170,9 +171,8 @@ class Scim:
 
     async def handle(self, request: ScimRequest) -> Reply:
         address = request.client_host
-        self.throttle.check(address)
+        token = bearer_token(request.header("authorization"))  # none: 401, and not a failure
         try:
-            token = bearer_token(request.header("authorization"))
             try:
                 work = await self.route(request)
             except ScimError as e:
@@ -191,7 +191,11 @@ class Scim:
                 return cast(Reply, await self.write(self._authorized, request, token, work))
             return cast(Reply, await self.db(self._authorized, request, token, work))
         except Unauthorized:
+            # Failures are counted per address, but a valid token always gets in: a client
+            # sharing the address of a failing one (behind NAT or a proxy) is not locked out.
+            # Past the limit a failure is a 429, so that its sender backs off.
             self.throttle.failed(address)
+            self.throttle.check(address)
             raise
 
     def _authenticate(self, token: str) -> apps.Principal:
@@ -204,7 +208,7 @@ class Scim:
     def _principal(self, conn: sa.Connection, token: str, v: Versions) -> apps.Principal:
         principal = self.tokens.authenticate(conn, token, v.auth)
         if principal is None:
-            raise Unauthorized("the bearer token is not valid, or has been revoked or expired")
+            raise InvalidToken("the bearer token is not valid, or has been revoked or expired")
         require_scope(principal.scopes, apps.SCIM_SCOPE)
         now = time.monotonic()
         if now - self._last_used.get(principal.app_pk, 0.0) > 60:

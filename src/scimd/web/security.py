@@ -13,9 +13,16 @@ CHALLENGE = 'Bearer realm="scimd"'
 class TooManyFailures(ScimError):
     status = 429
 
+    def __init__(self, detail: str, *, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
 
 class FailureThrottle:
-    """Counts failed authentications per client address in a sliding one-minute window."""
+    """Counts failed authentications per client address in a sliding one-minute window.
+
+    ``check`` runs after a failure, never before authenticating: it turns the failure into a
+    429 past the limit, and a valid token from the same address still gets in."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
@@ -33,7 +40,8 @@ class FailureThrottle:
         elif len(q) >= self.per_minute:
             retry = int(q[0] - cutoff) + 1
             raise TooManyFailures(
-                f"too many failed authentications from this address; retry in {retry} s"
+                f"too many failed authentications from this address; retry in {retry} s",
+                retry_after=retry,
             )
 
     def failed(self, address: str) -> None:
