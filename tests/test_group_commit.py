@@ -204,6 +204,42 @@ def test_a_failed_commit_fails_every_write_in_it(directory: Directory) -> None:
     assert _count(directory.engine, sa.select(sa.func.count()).select_from(users)) == 0
 
 
+def test_writes_work_again_after_a_commit_that_failed(directory: Directory) -> None:
+    """A COMMIT that fails for real (here a deferred foreign key, checked at COMMIT; a full or
+    read-only disk fails the same way) left its transaction on the connection, and every
+    later write failed with a 500 until a restart. The failed batch leaves nothing; the next
+    one commits."""
+    with directory.engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE child (pid INTEGER REFERENCES parent (id)"
+                " DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+
+    def orphan_and_user() -> Any:
+        with directory.write() as conn:
+            conn.execute(sa.text("INSERT INTO child (pid) VALUES (42)"))  # no parent 42
+        return directory.create("User", {"userName": "lost@x.example"}, CLI, BASE)
+
+    async def scenario() -> list[Any]:
+        group = GroupCommit(directory)
+        first = await asyncio.gather(group.run(orphan_and_user), return_exceptions=True)
+        second = await group.run(
+            lambda: directory.create("User", {"userName": "kept@x.example"}, CLI, BASE)
+        )
+        return [*first, second]
+
+    failed, kept = asyncio.run(scenario())
+    assert isinstance(failed, ScimError) and failed.status == 503, failed
+    assert kept.resource["userName"] == "kept@x.example"
+    names = sa.select(users.c.user_name)
+    with directory.engine.connect() as conn:
+        assert [r[0] for r in conn.execute(names)] == ["kept@x.example"]
+        assert conn.execute(sa.text("SELECT count(*) FROM child")).scalar_one() == 0
+
+
 def test_bulk_and_concurrent_writes_are_committed_before_the_reply(tmp_path: Path) -> None:
     """Over real HTTP: bulk and plain writes are visible to another client right after."""
     url = f"sqlite:///{tmp_path / 'h.db'}"
@@ -232,3 +268,21 @@ def test_bulk_and_concurrent_writes_are_committed_before_the_reply(tmp_path: Pat
                     assert r.json()["totalResults"] == 13
 
         asyncio.run(run())
+
+
+def test_a_write_outside_a_batch_works_again_after_its_commit_failed(
+    directory: Directory,
+) -> None:
+    """The command line's and the portal's writes are their own transactions: the same."""
+    with directory.engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
+        conn.execute(
+            sa.text(
+                "CREATE TABLE child (pid INTEGER REFERENCES parent (id)"
+                " DEFERRABLE INITIALLY DEFERRED)"
+            )
+        )
+    with pytest.raises(sa.exc.IntegrityError), directory.write() as conn:
+        conn.execute(sa.text("INSERT INTO child (pid) VALUES (42)"))
+    made = directory.create("User", {"userName": "after@x.example"}, CLI, BASE)
+    assert made.resource is not None and made.resource["userName"] == "after@x.example"

@@ -103,12 +103,18 @@ class Checkpointer:
     def _run(self) -> None:
         last: tuple[int, int] | None = None
         wait = self.interval
+        failing = False
         while not self._stop.wait(wait):
             try:
                 _busy, frames, copied = self._checkpoint("PASSIVE")
-            except sqlite3.Error:  # pragma: no cover - e.g. a disk error; retried next time
-                log.warning("WAL checkpoint failed", exc_info=True)
+            except sqlite3.Error as e:  # e.g. a disk error: retried, less and less often
+                if not failing:  # one line per failure streak, not four a second
+                    log.warning("WAL checkpoint failed (%s); retrying until it succeeds", e)
+                failing, wait = True, min(max(wait, self.interval) * 2, IDLE_INTERVAL)
                 continue
+            if failing:
+                log.warning("WAL checkpoint works again")
+                failing = False
             # An idle database is looked at less and less often (up to IDLE_INTERVAL).
             idle = (frames, copied) == last and frames == copied
             wait = min(wait * 2, IDLE_INTERVAL) if idle else self.interval

@@ -7,6 +7,7 @@ transaction, so a failure leaves nothing half-written.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +44,8 @@ from scimd.store.tables import members
 # A request's authorisation, run with the version counters before an operation decides
 # anything (inside a write's transaction); returns who acts, for the audit log.
 Gate = Callable[[sa.Connection, versions.Versions], A.Actor]
+
+log = logging.getLogger("scimd.store")
 
 # Conditional writes (``conditional``) started over before one runs in a locking transaction.
 _CONDITIONAL_ATTEMPTS = 3
@@ -169,13 +172,26 @@ class Directory:
         return tx
 
     def end_batch(self, tx: sa.RootTransaction) -> None:
-        """Commit a group commit (rolled back, and the error raised, if the commit fails)."""
+        """Commit a group commit (rolled back, and the error raised, if the commit fails).
+
+        After a failed COMMIT the transaction is no longer active but still the connection's:
+        it must be rolled back all the same, or every later write on this connection fails
+        ("already initialized a Transaction") after the disk has recovered."""
         self._local.batch = False
         try:
             tx.commit()
         except BaseException:
-            if tx.is_active:
+            try:
                 tx.rollback()
+                # SQLAlchemy sends no ROLLBACK for a transaction whose COMMIT failed, and
+                # SQLite keeps such a transaction open (a failed deferred check, a full disk),
+                # its write lock with it: other processes could not write meanwhile.
+                driver = tx.connection.connection.dbapi_connection
+                if driver is not None:
+                    driver.rollback()
+            except Exception:  # the connection itself is broken: the next write gets another
+                log.warning("rollback after a failed commit failed", exc_info=True)
+                tx.connection.invalidate()
             raise
 
     def close(self) -> None:

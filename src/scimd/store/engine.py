@@ -88,6 +88,11 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
                 # (measured). Reads, whose sorts can be as large as a table, keep the default.
                 driver.execute("PRAGMA temp_store=MEMORY")  # type: ignore[union-attr]
                 conn.connection.info[_TEMP_IN_MEMORY] = True
+            if driver.in_transaction:  # type: ignore[union-attr]
+                # Left open by a COMMIT that failed (SQLite keeps that transaction; SQLAlchemy
+                # sends no ROLLBACK for it): without this, every later BEGIN on the connection
+                # failed until a restart.
+                driver.rollback()  # type: ignore[union-attr]
             driver.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
 
         return engine
