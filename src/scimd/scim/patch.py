@@ -27,6 +27,7 @@ change costs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -283,6 +284,18 @@ def _value_ids(f: Filter) -> list[str] | None:
     return None
 
 
+def _identity(value: Any) -> Any:
+    """A hashable stand-in for a JSON value, equal exactly when the values are (==)."""
+    if isinstance(value, dict):
+        try:
+            return ("object", frozenset(value.items()))
+        except TypeError:  # a nested list or object: rare in multi-valued elements
+            return ("json", json.dumps(value, sort_keys=True))
+    if isinstance(value, list):
+        return ("json", json.dumps(value, sort_keys=True))
+    return ("value", value)
+
+
 def _mark_primary(elements: list[Any], marked: list[dict[str, Any]], where: str) -> None:
     """RFC 7644 §3.5.2: a value set ``primary: true`` sets ``primary`` false on the others."""
     if len(marked) > 1:
@@ -510,10 +523,14 @@ class _Patcher:
             return
         old = container.get(attr.name)
         elements: list[Any] = old if isinstance(old, list) else []
+        # A set, not ``item in elements``: a PATCH adding 30,000 emails took 8 s, the loop's.
+        seen = {_identity(e) for e in elements}
         marked = []
         for item in items:
-            if item in elements:
+            key = _identity(item)
+            if key in seen:
                 continue  # an exact duplicate: Entra re-sends what it already added
+            seen.add(key)
             elements.append(item)
             if isinstance(item, dict) and item.get("primary") is True:
                 marked.append(item)
