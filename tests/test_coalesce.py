@@ -336,3 +336,98 @@ def test_get_replies_are_held_only_while_the_server_is_busy() -> None:
         assert load.active == 0
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_heads_too_large_or_too_slow_and_stalled_bodies_end_the_connection() -> None:
+    """uvicorn's protocol buffered a head of any size and waited forever on a client that
+    dribbled its head or paused its body (slowloris). A whole request is unaffected."""
+    from scimd.web.coalesce import CoalescingHttpToolsProtocol
+
+    got_bodies: list[bytes] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                got_bodies.append(b"<disconnected>")
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        got_bodies.append(body)
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    class Quick(CoalescingHttpToolsProtocol):
+        MAX_HEAD = 4096
+        HEAD_TIMEOUT = 0.3
+        BODY_IDLE_TIMEOUT = 0.3
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        config = Config(app=app, log_config=None, access_log=False)
+        config.load()
+        state = ServerState()
+        server = await loop.create_server(
+            lambda: Quick(config=config, server_state=state, app_state={}), "127.0.0.1", 0
+        )
+        port = server.sockets[0].getsockname()[1]
+
+        async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+            return await asyncio.open_connection("127.0.0.1", port)
+
+        # A whole request, then one sent in pieces faster than the limits: answered.
+        r, w = await connect()
+        w.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody")
+        assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await r.readexactly(2)
+        for piece in (b"POST / HTTP/1.1\r\nHo", b"st: x\r\nContent-Length: 4\r\n\r\nbo", b"dy"):
+            w.write(piece)
+            await asyncio.sleep(0.1)
+        assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        await r.readexactly(2)
+        await asyncio.sleep(0.5)  # idle between requests is uvicorn's keep-alive (5 s)
+        w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        w.close()
+
+        # A head past MAX_HEAD: 431, a SCIM error, and the connection closes.
+        r, w = await connect()
+        w.write(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 5000 + b"\r\n")
+        reply = await asyncio.wait_for(r.read(), 5)
+        assert reply.startswith(b"HTTP/1.1 431") and b'"status":"431"' in reply
+        w.close()
+
+        # Nothing sent, and a head dribbled a byte at a time: 408 within HEAD_TIMEOUT.
+        r, w = await connect()
+        assert (await asyncio.wait_for(r.read(), 5)).startswith(b"HTTP/1.1 408")
+        w.close()
+        r, w = await connect()
+        status = asyncio.ensure_future(r.readuntil(b"\r\n"))
+        sent = 0
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1234567890\r\n":
+            if status.done():
+                break
+            w.write(bytes([byte]))
+            sent += 1
+            await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(status, 5) == b"HTTP/1.1 408 Request Timeout\r\n"
+        assert sent > 0.3 / 0.05  # it kept sending past HEAD_TIMEOUT, still refused
+        w.close()
+
+        # A body that stops: the connection closes and the application stops waiting.
+        r, w = await connect()
+        w.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        assert await asyncio.wait_for(r.read(), 5) == b""
+        w.close()
+        while not got_bodies or got_bodies[-1] != b"<disconnected>":
+            await asyncio.sleep(0.01)
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())
+    assert got_bodies[:2] == [b"body", b"body"]

@@ -29,6 +29,7 @@ import asyncio
 import sys
 from typing import Any
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
@@ -127,15 +128,117 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.write_eof()
 
 
-class CoalescingHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, writing through a ``CoalescingTransport``.
+_IDLE, _HEAD, _BODY = 0, 1, 2  # where a connection is in reading its current request
 
-    Flow control keeps watching the socket's own transport (set up before the swap).
+_HEAD_TOO_LARGE = orjson.dumps(
+    {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": "431",
+        "detail": "the request line and headers exceed 64 KiB",
+    }
+)
+
+
+class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, writing through a ``CoalescingTransport``, with the
+    limits uvicorn's lacks: it buffered a request head of any size (100 MB measured), and
+    kept a connection open for as long as a client dribbled its head or paused its body.
+
+    Flow control keeps watching the socket's own transport (set up before the swap). The
+    limits cost nothing for a request that arrives whole: the timer is set only while a
+    request is incomplete after the bytes that came (and once per connection, until its first
+    request is complete).
     """
+
+    MAX_HEAD = 64 * 1024  # the request line and headers: 431 past it
+    HEAD_TIMEOUT = 30.0  # seconds from a request's first byte (or the connection) to its head
+    BODY_IDLE_TIMEOUT = 30.0  # seconds a body may pause before the connection is closed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = CoalescingTransport(transport, self.loop)
+        now = self.loop.time()
+        self._stage = _HEAD  # a connection that sends nothing is waiting for a head
+        self._head_started = self._last_data = now
+        self._head_size = 0
+        self._guard: asyncio.TimerHandle | None = self.loop.call_later(
+            self.HEAD_TIMEOUT, self._check_progress
+        )
+
+    def data_received(self, data: bytes) -> None:
+        self._last_data = self.loop.time()
+        if self._stage != _BODY:
+            self._head_size += len(data)
+        super().data_received(data)
+        stage = self._stage
+        if stage == _IDLE:
+            if self._guard is not None:
+                self._guard.cancel()
+                self._guard = None
+        elif stage == _HEAD and self._head_size > self.MAX_HEAD:
+            self._refuse_head()
+        elif self._guard is None and not self.transport.is_closing():
+            wait = self.HEAD_TIMEOUT if stage == _HEAD else self.BODY_IDLE_TIMEOUT
+            self._guard = self.loop.call_later(wait, self._check_progress)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._stage = _HEAD
+        self._head_started = self.loop.time()
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()
+        self._stage = _BODY
+        self._head_size = 0
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._stage = _IDLE
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._guard is not None:
+            self._guard.cancel()
+            self._guard = None
+        super().connection_lost(exc)
+
+    def _check_progress(self) -> None:
+        self._guard = None
+        if self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self._stage == _HEAD:
+            left = self._head_started + self.HEAD_TIMEOUT - now
+            if left <= 0:
+                self._close_with(b"HTTP/1.1 408 Request Timeout\r\n", b"")
+                return
+        elif self._stage == _BODY:
+            left = self._last_data + self.BODY_IDLE_TIMEOUT - now
+            if left <= 0:
+                # The application may be waiting for this body: closing ends its wait.
+                self.transport.close()
+                return
+        else:
+            return
+        self._guard = self.loop.call_later(left, self._check_progress)
+
+    def _refuse_head(self) -> None:
+        self._close_with(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            b"content-type: application/scim+json\r\n",
+            _HEAD_TOO_LARGE,
+        )
+
+    def _close_with(self, head: bytes, body: bytes) -> None:
+        """Answer a request the application never saw, and close the connection."""
+        self._stage = _IDLE
+        self.transport.write(
+            head
+            + b"content-length: "
+            + str(len(body)).encode()
+            + b"\r\nconnection: close\r\n\r\n"
+            + body
+        )
+        self.transport.close()
 
 
 class Load:
