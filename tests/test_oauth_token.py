@@ -351,14 +351,14 @@ def test_other_grant_is_unsupported_grant_type(server: Server, grant: str) -> No
 
 def test_bearer_app_is_unauthorized_client(server: Server) -> None:
     """A bearer-token application that authenticates correctly is unauthorized_client (400)."""
-    cid, secret = server.app(grant="bearer")
+    cid, secret = server.app(grant="bearer", lifetime=0)
     oauth_error(server.post_auth(cid, secret), 400, "unauthorized_client")
     oauth_error(server.basic_auth(cid, secret), 400, "unauthorized_client")
 
 
 def test_bearer_app_with_wrong_secret_is_invalid_client(server: Server) -> None:
     """A bearer-token application with a wrong secret is invalid_client, not unauthorized."""
-    cid, _ = server.app(grant="bearer")
+    cid, _ = server.app(grant="bearer", lifetime=0)
     oauth_error(server.post_auth(cid, "wrong"), 401, "invalid_client")
 
 
@@ -448,6 +448,24 @@ def test_rotation_keeps_both_secrets_working(server: Server) -> None:
         .where(client_secrets.c.digest == apps.digest(old))
         .values(revoked="2020-01-01T00:00:00.000Z")
     )
+    oauth_error(server.post_auth(cid, old), 401, "invalid_client")
+    assert server.users(server.access_token(cid, new)).status_code == 200
+
+
+def test_revoking_a_secret_ends_the_tokens_already_issued(server: Server) -> None:
+    """A revoked (say, leaked) secret lived on in the access tokens it had issued; now the
+    application's tokens end with it, and a client holding the other secret gets new ones."""
+    cid, old = server.app()
+    with server.engine.begin() as conn:
+        new = apps.rotate_secret(conn, cid, audit.CLI)
+    issued = server.access_token(cid, old)
+    assert server.users(issued).status_code == 200
+    secret_pk = server.sql(
+        sa.select(client_secrets.c.pk).where(client_secrets.c.digest == apps.digest(old))
+    ).scalar_one()
+    with server.engine.begin() as conn:
+        apps.revoke_secret(conn, cid, secret_pk, audit.CLI)
+    assert server.users(issued).status_code == 401
     oauth_error(server.post_auth(cid, old), 401, "invalid_client")
     assert server.users(server.access_token(cid, new)).status_code == 200
 

@@ -241,3 +241,82 @@ def test_security_headers_on_portal_pages(portal: Portal) -> None:
     r = portal.client.get("/admin/login")
     assert r.headers["x-frame-options"] == "DENY"
     assert "script-src 'self'" in r.headers["content-security-policy"]
+
+
+def _once(portal: Portal, page: str) -> dict[str, str]:
+    """The csrf token and the one-time form id of a page's form that makes a secret."""
+    html = portal.client.get(page).text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', html)
+    once = re.search(r'name="once" value="([^"]+)"', html)
+    assert csrf and once, html[:500]
+    return {"csrf": csrf.group(1), "once": once.group(1)}
+
+
+def test_resubmitting_a_form_that_made_a_secret_makes_nothing(portal: Portal) -> None:
+    """The pages showing a new secret answer the POST itself; reloading one re-sent the POST
+    and made another application (or secret) that nobody saw."""
+    portal.login()
+    form = {"name": "Once", "grant": "bearer", "scope": ["API", "USER SYNC"], "lifetime": "0"}
+    sent = {**form, **_once(portal, f"{APPS}/add")}
+    first = portal.client.post(f"{APPS}/add", data=sent, follow_redirects=False)
+    assert first.status_code == 200 and "you will not see it again" in first.text
+    again = portal.client.post(f"{APPS}/add", data=sent, follow_redirects=False)
+    assert again.status_code == 303 and again.headers["location"] == APPS
+    assert "already submitted" in portal.client.get(APPS).text
+    with portal.engine.connect() as conn:
+        rows = conn.execute(sa.select(applications.c.client_id)).scalars().all()
+    assert len(rows) == 1
+    page = f"{APPS}/{rows[0]}"
+    rotate = _once(portal, page)
+    assert portal.client.post(f"{page}/rotate", data=rotate).status_code == 200
+    again = portal.client.post(f"{page}/rotate", data=rotate, follow_redirects=False)
+    assert again.status_code == 303 and again.headers["location"] == page
+    with portal.engine.connect() as conn:
+        n = conn.execute(sa.text("SELECT count(*) FROM client_secrets")).scalar_one()
+    assert n == 2  # the first secret and one rotation
+
+
+def test_bearer_lifetimes_and_out_of_range_lifetimes_are_refused(portal: Portal) -> None:
+    """A bearer application's lifetime was shown and never applied; a huge one was a 500."""
+    portal.login()
+    for lifetime, said in (("3600", "does not expire"), ("9" * 30, "from 0 to")):
+        r = portal.post(
+            f"{APPS}/add",
+            {"name": "L", "grant": "bearer", "scope": "USER SYNC", "lifetime": lifetime},
+            f"{APPS}/add",
+        )
+        assert r.status_code == 400 and said in r.text
+    with portal.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(applications)).scalar() == 0
+
+
+def test_a_form_posted_after_the_session_ended_returns_to_its_page(portal: Portal) -> None:
+    """The sign-in page sent the admin back to the POST's own URL, a bare 405."""
+    r = portal.client.post(
+        f"{APPS}/some-id/disable",
+        data={"csrf": "x"},
+        headers={"Referer": f"http://testserver{APPS}/some-id"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 303
+    assert r.headers["location"] == f"/admin/login?next={APPS}/some-id"
+    r = portal.client.get("/admin/users?q=a%26b&startIndex=2", follow_redirects=False)
+    assert r.headers["location"] == "/admin/login?next=/admin/users%3Fq%3Da%2526b%26startIndex%3D2"
+    r = portal.client.post(
+        f"{APPS}/x/disable",
+        data={},
+        headers={"Referer": "https://evil.example/admin/x"},
+        follow_redirects=False,
+    )
+    assert r.headers["location"] == "/admin/login?next=/admin/"
+
+
+def test_audit_dates_at_the_end_of_the_calendar_or_inverted_are_explained(
+    portal: Portal,
+) -> None:
+    """to=9999-12-31 (a date picker allows it) was a 500; from after to gave an empty list."""
+    portal.login()
+    r = portal.client.get("/admin/audit?to=9999-12-31")
+    assert r.status_code == 200
+    r = portal.client.get("/admin/audit?from=2026-02-01&to=2026-01-01")
+    assert r.status_code == 400 and "after the" in r.text

@@ -81,6 +81,9 @@ class Principal:
         return A.Actor("app", self.client_id, self.name, request_id)
 
 
+MAX_LIFETIME = 366 * 24 * 3600
+
+
 def create_app(
     conn: sa.Connection,
     name: str,
@@ -92,9 +95,18 @@ def create_app(
     """Create an application; returns its row and the client secret (shown once)."""
     if not name.strip():
         raise InvalidValue("an application needs a name")
-    if lifetime < 0:
-        raise InvalidValue("token lifetime is seconds >= 0 (0 = never expires)")
+    if not 0 <= lifetime <= MAX_LIFETIME:
+        raise InvalidValue(
+            f"token lifetime is seconds from 0 to {MAX_LIFETIME} (a year; 0 = never expires)"
+        )
     g = canonical_grant(grant)
+    if g == "bearer" and lifetime:
+        # It would be shown on the application and never applied: the secret is the token.
+        raise InvalidValue(
+            "a Bearer token application's secret is itself the token and does not expire:"
+            " leave token lifetime at 0 (rotate or revoke the secret instead); lifetimes"
+            " apply to client credentials access tokens"
+        )
     sc = canonical_scopes(scopes)
     client_id = str(uuid.uuid4())
     inserted: Any = conn.execute(
@@ -168,7 +180,10 @@ def rotate_secret(conn: sa.Connection, client_id: str, actor: A.Actor) -> str:
 
 
 def revoke_secret(conn: sa.Connection, client_id: str, secret_id: int, actor: A.Actor) -> None:
-    """Revoke one secret (after rotation, once every client uses the new one)."""
+    """Revoke one secret (after rotation, once every client uses the new one), and the access
+    tokens the application holds: which secret issued one is not recorded, and a revoked
+    secret (say, a leaked one) must not live on in its tokens. A client holding another
+    secret just asks for a new token."""
     row = _app_row(conn, client_id)
     done = conn.execute(
         client_secrets.update()
@@ -181,6 +196,7 @@ def revoke_secret(conn: sa.Connection, client_id: str, secret_id: int, actor: A.
     ).rowcount
     if not done:
         raise NotFound(f"application '{client_id}' has no active secret {secret_id}")
+    conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
     versions.bump(conn, versions.AUTH)  # cached verifications end now
     A.record(conn, actor, "app.revoke_secret", "Application", client_id, {"secret": secret_id})
 

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -178,8 +179,26 @@ class Portal:
         return form
 
     @staticmethod
+    def submitted_before(request: Request, form: FormData) -> bool:
+        """Whether this form (its one-time id) was submitted already in this session.
+
+        The pages that show a new secret answer the POST itself (the secret is shown once, so
+        it cannot wait in a session cookie for a redirect); reloading such a page re-sent the
+        POST and made another application or secret nobody saw."""
+        once = form.get("once")
+        if not isinstance(once, str) or not once:
+            return False  # a script's POST: nothing to tell apart
+        used: list[str] = request.session.get("used_forms", [])
+        if once in used:
+            return True
+        # Assigned, not appended: the session is saved when a key is set.
+        request.session["used_forms"] = [*used[-19:], once]  # what a reload can re-send
+        return False
+
+    @staticmethod
     def flash(request: Request, kind: str, text: str) -> None:
-        request.session.setdefault("flash", []).append([kind, text])
+        # Assigned, not appended: the session is saved when a key is set.
+        request.session["flash"] = [*request.session.get("flash", []), [kind, text]]
 
     def render(
         self, request: Request, template: str, status: int = 200, **ctx: Any
@@ -187,6 +206,8 @@ class Portal:
         flashes = request.session.pop("flash", []) if "flash" in request.session else []
         section = next((href for href, _ in NAV if request.url.path.startswith(href)), "")
         context = {
+            # A form that makes a secret carries a one-time id (``submitted_before``).
+            "once": secrets.token_urlsafe(12),
             "request": request,
             "admin": getattr(request.state, "admin", None),
             "csrf": self.csrf(request),
@@ -206,8 +227,9 @@ class Portal:
         async def wrapped(request: Request) -> Response:
             admin = await self.current_admin(request)
             if admin is None:
-                target = request.url.path
-                return RedirectResponse(f"/admin/login?next={target}", status_code=303)
+                return RedirectResponse(
+                    f"/admin/login?next={quote(_return_to(request), safe='/')}", status_code=303
+                )
             request.state.admin = admin
             try:
                 return await handler(request)
@@ -388,6 +410,9 @@ class Portal:
         if request.method == "GET":
             return self._add_form(request, blank, None)
         form = await self.form(request)
+        if self.submitted_before(request, form):
+            self.flash(request, "error", _RESUBMITTED)
+            return RedirectResponse(APPS, status_code=303)
         name = str(form.get("name", "")).strip()
         grant = str(form.get("grant", "bearer"))
         scopes = [str(s) for s in form.getlist("scope")]
@@ -474,6 +499,9 @@ class Portal:
         }
         if action not in actions:
             raise ScimError(f"unknown action '{action}'", status=404)
+        if action == "rotate" and self.submitted_before(request, form):
+            self.flash(request, "error", _RESUBMITTED)
+            return RedirectResponse(f"{APPS}/{client_id}", status_code=303)
         if action == "delete" and form.get("confirm") != "yes":
             self.flash(request, "error", "Tick 'I understand' to delete the application.")
             return RedirectResponse(f"{APPS}/{client_id}", status_code=303)
@@ -507,6 +535,25 @@ class Portal:
         await self.db(run)
         self.flash(request, "ok", "Secret revoked.")
         return RedirectResponse(f"{APPS}/{client_id}", status_code=303)
+
+
+def _return_to(request: Request) -> str:
+    """Where to go after signing in: the page asked for (with its query), or, for a form
+    posted after the session ended, the page that held the form (the POST's own URL answers
+    only POSTs: it was a bare 405 after sign-in)."""
+    if request.method in ("GET", "HEAD"):
+        query = request.url.query
+        return request.url.path + (f"?{query}" if query else "")
+    referer = urlsplit(request.headers.get("referer", ""))
+    if referer.netloc == request.url.netloc and referer.path.startswith("/admin"):
+        return referer.path + (f"?{referer.query}" if referer.query else "")
+    return "/admin/"
+
+
+_RESUBMITTED = (
+    "That form was already submitted, and its secret was shown once; nothing new was made."
+    " If the secret was not copied, rotate it and revoke the old one."
+)
 
 
 def _safe_next(target: str) -> str:

@@ -732,9 +732,13 @@ class Pages:
             if form["from"]:
                 since = date.fromisoformat(form["from"]).isoformat()
             if form["to"]:
-                until = (date.fromisoformat(form["to"]) + timedelta(days=1)).isoformat()
+                to = date.fromisoformat(form["to"])
+                # The day after, as a bound; 9999-12-31 has none (it was a 500).
+                until = "" if to == date.max else (to + timedelta(days=1)).isoformat()
         except ValueError:
             error = "Dates are written YYYY-MM-DD."
+        if since and until and since >= until:
+            error = "The 'from' date is after the 'to' date."
         query = browse.AuditQuery(
             who=form["who"],
             actor_type=form["type"] if form["type"] in ACTOR_TYPES else "",
