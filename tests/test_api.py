@@ -830,3 +830,12 @@ def test_if_none_match_on_a_read_answers_304_while_the_version_is_current(api: A
     r = api.req("GET", f"/Users/{u['id']}", headers={"If-None-Match": tag})
     assert r.status_code == 200 and r.json()["title"] == "new"
     _error(api.req("GET", "/Users/nobody", headers={"If-None-Match": "*"}), 404)
+
+
+def test_search_counts_past_64_bits_are_clamped_like_query_ones(api: Api) -> None:
+    """In a SearchRequest such a number arrives as a float; it was "must be an integer"."""
+    api.user("big@x.com")
+    search = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}
+    r = api.req("POST", "/Users/.search", {**search, "count": 99999999999999999999})
+    assert r.status_code == 200 and r.json()["totalResults"] == 1
+    _error(api.req("POST", "/Users/.search", {**search, "count": 1.5}), 400, "invalidValue")

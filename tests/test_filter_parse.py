@@ -457,9 +457,9 @@ SYNTAX_ERRORS: list[tuple[str, str]] = [
     ("userName eq 1e999", "out of range"),
     ("userName eq -1e999", "out of range"),
     ("userName eq " + "9" * 5000, "out of range"),
-    (DEPTH_BOMB, f"nested deeper than {MAX_DEPTH} levels"),
-    (NOT_BOMB, f"nested deeper than {MAX_DEPTH} levels"),
-    (NODE_BOMB, f"more than {MAX_NODES} expressions"),
+    (DEPTH_BOMB, f"nested too deeply: at most {MAX_DEPTH - 1} levels"),
+    (NOT_BOMB, f"nested too deeply: at most {MAX_DEPTH - 1} levels"),
+    (NODE_BOMB, f"more than {MAX_NODES} comparisons and operators"),
     (OVERLONG, f"longer than {MAX_FILTER_LENGTH} characters"),
 ]
 
@@ -645,3 +645,15 @@ def test_malformed_patch_path_is_invalid_path(text: str) -> None:
     assert info.value.scim_type == "invalidPath"
     assert info.value.status == 400
     assert "position" in info.value.detail
+
+
+def test_the_limits_are_where_their_messages_say() -> None:
+    """At most MAX_DEPTH - 1 nested parentheses, and MAX_NODES comparisons and operators."""
+    deepest = "(" * (MAX_DEPTH - 1) + 'userName eq "x"' + ")" * (MAX_DEPTH - 1)
+    parse(deepest)
+    with pytest.raises(InvalidFilter, match="nested too deeply"):
+        parse("(" + deepest + ")")
+    n = (MAX_NODES + 1) // 2  # n comparisons and n - 1 "or": 2n - 1 <= MAX_NODES nodes
+    parse(" or ".join(['userName eq "x"'] * n))
+    with pytest.raises(InvalidFilter, match="comparisons and operators"):
+        parse(" or ".join(['userName eq "x"'] * (n + 1)))

@@ -188,7 +188,9 @@ class _Parser:
     def count(self) -> None:
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise self.fail(f"filter has more than {MAX_NODES} expressions")
+            raise self.fail(
+                f"filter has more than {MAX_NODES} comparisons and operators (and, or, not)"
+            )
 
     # -- grammar ---------------------------------------------------------------------------
     def parse_filter(self, in_value: bool = False) -> Filter:
@@ -208,7 +210,10 @@ class _Parser:
     def parse_unary(self, in_value: bool) -> Filter:
         self.depth += 1
         if self.depth > MAX_DEPTH:
-            raise self.fail(f"filter is nested deeper than {MAX_DEPTH} levels")
+            raise self.fail(
+                f"filter is nested too deeply: at most {MAX_DEPTH - 1} levels of"
+                " parentheses, not(...) and [...]"
+            )
         try:
             start = self.pos
             if self.keyword("not"):

@@ -353,6 +353,11 @@ class Scim:
 
         start = field("startIndex")
         count = field("count")
+        # A JSON number past 64 bits arrives as a float: clamped below as a query's would be.
+        if isinstance(start, float) and start.is_integer():
+            start = int(start)
+        if isinstance(count, float) and count.is_integer():
+            count = int(count)
         for key, v in (("startIndex", start), ("count", count)):
             if v is not None and (not isinstance(v, int) or isinstance(v, bool)):
                 raise InvalidValue(f"'{key}' must be an integer")

@@ -61,7 +61,9 @@ def bearer_token(authorization: str | None) -> str:
 
 def require_scope(scopes: tuple[str, ...], scope: str) -> None:
     if scope not in scopes:
+        granted = ", ".join(scopes) or "none"
         raise InsufficientScope(
-            f"insufficient scope: this token's application lacks the '{scope}' scope",
+            f"insufficient scope: this token does not carry the '{scope}' scope (it carries:"
+            f" {granted}); give the application that scope, or ask for a token with it",
             scope=scope,
         )
