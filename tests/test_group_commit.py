@@ -204,12 +204,10 @@ def test_a_failed_commit_fails_every_write_in_it(directory: Directory) -> None:
     assert _count(directory.engine, sa.select(sa.func.count()).select_from(users)) == 0
 
 
-def test_writes_work_again_after_a_commit_that_failed(directory: Directory) -> None:
-    """A COMMIT that fails for real (here a deferred foreign key, checked at COMMIT; a full or
-    read-only disk fails the same way) left its transaction on the connection, and every
-    later write failed with a 500 until a restart. The failed batch leaves nothing; the next
-    one commits."""
-    with directory.engine.begin() as conn:
+def _checked_at_commit(engine: sa.Engine) -> None:
+    """A table whose foreign key SQLite checks at COMMIT: an orphan row in it makes the COMMIT
+    fail for real, as a full or read-only disk does."""
+    with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
         conn.execute(
             sa.text(
@@ -217,6 +215,14 @@ def test_writes_work_again_after_a_commit_that_failed(directory: Directory) -> N
                 " DEFERRABLE INITIALLY DEFERRED)"
             )
         )
+
+
+def test_writes_work_again_after_a_commit_that_failed(directory: Directory) -> None:
+    """A COMMIT that fails for real (here a deferred foreign key, checked at COMMIT; a full or
+    read-only disk fails the same way) left its transaction on the connection, and every
+    later write failed with a 500 until a restart. The failed batch leaves nothing; the next
+    one commits."""
+    _checked_at_commit(directory.engine)
 
     def orphan_and_user() -> Any:
         with directory.write() as conn:
@@ -274,14 +280,7 @@ def test_a_write_outside_a_batch_works_again_after_its_commit_failed(
     directory: Directory,
 ) -> None:
     """The command line's and the portal's writes are their own transactions: the same."""
-    with directory.engine.begin() as conn:
-        conn.execute(sa.text("CREATE TABLE parent (id INTEGER PRIMARY KEY)"))
-        conn.execute(
-            sa.text(
-                "CREATE TABLE child (pid INTEGER REFERENCES parent (id)"
-                " DEFERRABLE INITIALLY DEFERRED)"
-            )
-        )
+    _checked_at_commit(directory.engine)
     with pytest.raises(sa.exc.IntegrityError), directory.write() as conn:
         conn.execute(sa.text("INSERT INTO child (pid) VALUES (42)"))
     made = directory.create("User", {"userName": "after@x.example"}, CLI, BASE)
