@@ -224,3 +224,24 @@ def test_connection_page_tests_the_token(page: Page, server: ServerProcess, shot
     main = page.inner_text("main")
     assert "200" in main and token not in page.content()
     page.screenshot(path=str(shots / "scim-connection.png"), full_page=True)
+
+
+def test_long_values_wrap_instead_of_widening_the_page(
+    page: Page, server: ServerProcess, shots: Path
+) -> None:
+    """A 5,000-character displayName made a user's page ~8,000 px wide."""
+    token = _token(server, page)
+    h = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
+    body = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "long.value@example.com",
+        "displayName": "W" * 5000,
+        "title": "T" * 3000,
+    }
+    r = httpx.post(f"{server.scim_url}/Users", json=body, headers=h, timeout=10)
+    assert r.status_code == 201, r.text
+    page.set_viewport_size({"width": 1200, "height": 800})
+    for path in (f"/admin/users/{r.json()['id']}", "/admin/users?q=long.value"):
+        page.goto(f"{server.root_url}{path}")
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 1200, (path, width)
