@@ -275,3 +275,10 @@ def test_printed_commands_work_as_printed(monkeypatch: pytest.MonkeyPatch) -> No
     assert cli._url_argument("sqlite:///scimd.db") == "sqlite:///scimd.db"
     shown = cli._url_argument("postgresql+psycopg://u:secret@db/x?a=1&b=2")
     assert "secret" not in shown and shown.startswith("'postgresql+psycopg://u:***@db/x?a=1&b=2'")
+
+
+def test_a_database_named_by_a_sqlite_uri_is_found(tmp_path: Path) -> None:
+    """SQLite's URI form (``file:...?uri=true``) names a file the path check cannot see."""
+    url = f"sqlite:///file:{tmp_path / 'uri.db'}?uri=true"
+    _ok("apps", "create", "--name", "u", "--database-url", url)
+    assert "'u'" in _ok("apps", "list", "--database-url", url)

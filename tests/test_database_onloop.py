@@ -85,3 +85,33 @@ def test_connections_start_without_jit(postgres_url: str) -> None:
     mine = f"{postgres_url}{sep}options=-c%20jit%3Don%20-c%20work_mem%3D7MB"
     assert (show(mine, "jit"), show(mine, "work_mem")) == ("on", "7MB")
     assert asyncio.run(show_async(mine)) == "on"
+
+
+def test_a_pause_in_a_runner_call_leaves_the_loop_running(postgres_url: str) -> None:
+    """A write retried after a deadlock pauses first; in a runner's greenlet that pause must
+    not stop the event loop (a time.sleep there would stop every request in progress)."""
+    from scimd.store import onloop
+    from scimd.store.onloop import LoopRunner
+
+    async def scenario() -> tuple[int, int]:
+        runner = LoopRunner(postgres_url, 1)
+        ticks = 0
+
+        async def tick() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        ticker = asyncio.ensure_future(tick())
+        try:
+            await runner.run(onloop.pause, 0.3)
+            during = ticks
+            onloop.pause(0.05)  # outside a runner call: a plain sleep, the loop stands still
+            return during, ticks
+        finally:
+            ticker.cancel()
+            await runner.close()
+
+    during, after = asyncio.run(scenario())
+    assert during >= 10 and after == during

@@ -60,8 +60,10 @@ def test_numbers_take_their_lossless_string_forms_and_say_what_is_wrong() -> Non
     assert coerce_scalar(d, "+1.5", "p") == 1.5 and coerce_scalar(d, "0.1", "p") == 0.1
     with pytest.raises(InvalidValue, match=re.escape("out of -2^63..2^63-1")):
         coerce_scalar(i, 10**20, "p")
-    with pytest.raises(InvalidValue, match="more significant digits"):
-        coerce_scalar(d, "1234567890.123456789", "p")  # was stored as 1234567890.1234567
+    for lossy in ("1234567890.123456789", "1.0000000000000001", "1e400", "1e-400"):
+        with pytest.raises(InvalidValue, match="cannot be kept exactly"):
+            coerce_scalar(d, lossy, "p")  # stored as 1234567890.1234567, 1, ...
+    assert coerce_scalar(d, "5", "p") == 5 and coerce_scalar(d, "2.50", "p") == 2.5
     with pytest.raises(InvalidValue, match="must be an integer"):
         coerce_scalar(i, "4.5", "p")
 

@@ -54,14 +54,15 @@ T = TypeVar("T")
 def _engine(url: str | None, create: bool = True) -> sa.Engine:
     """The database of ``url``, upgraded. Without ``create`` (commands that only read or change
     what exists), a SQLite file that is not there is an error rather than a new database: a
-    mistyped path would otherwise answer "no applications"."""
+    mistyped path would otherwise answer "no applications". (A ``file:`` URI is SQLite's to
+    open: its path is not checked here.)"""
     url = url or settings_mod.load().database_url
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database or ""
         if path in ("", ":memory:") or path.startswith("file::memory:"):
             raise ScimError(f"{url} is an in-memory database, gone when this command ends")
-        if not create and not Path(path).exists():
+        if not create and not path.startswith("file:") and not Path(path).exists():
             raise ScimError(f"no database at {path}: check --database-url / SCIMD_DATABASE_URL")
     engine = create_engine(url)
     migrate.ensure_current(engine)

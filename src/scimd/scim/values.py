@@ -98,12 +98,12 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise _bad(attr, value, where)
         if isinstance(value, str):
-            text, value = value, number_from_string(value)
-            if isinstance(value, float) and Decimal(repr(value)) != Decimal(text.strip()):
+            text, value = value.strip(), number_from_string(value)
+            if isinstance(value, (int, float)) and not _exact(value, text):
                 # A decimal is a binary double (JSON's number): say so rather than round.
                 raise InvalidValue(
-                    f"'{where}': {text.strip()!r} has more significant digits than a decimal"
-                    " keeps (about 15); send fewer"
+                    f"'{where}': {text!r} cannot be kept exactly as a decimal, a double (about"
+                    " 15 significant digits, magnitudes from about 1e-308 to 1e308)"
                 )
         if isinstance(value, int) and -_INT_MAX - 1 <= value <= _INT_MAX:
             return value
@@ -125,6 +125,13 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
             return value
         raise _bad(attr, value, where)
     raise _bad(attr, value, where)  # pragma: no cover - complex handled by the caller
+
+
+def _exact(number: int | float, text: str) -> bool:
+    """Whether ``number`` is the value ``text`` wrote ("1.0000000000000001" became 1)."""
+    if isinstance(number, float) and not math.isfinite(number):
+        return False
+    return Decimal(repr(number) if isinstance(number, float) else number) == Decimal(text)
 
 
 def _bad(attr: S.Attribute, value: Any, where: str) -> InvalidValue:

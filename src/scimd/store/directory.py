@@ -8,6 +8,7 @@ transaction, so a failure leaves nothing half-written.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,7 +54,7 @@ _CONDITIONAL_ATTEMPTS = 3
 ROOT_SORT_WINDOW = 10_000
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back.
 _RETRY_STATES = frozenset({"40P01", "40001"})
-_DEADLOCK_ATTEMPTS = 3
+_DEADLOCK_ATTEMPTS = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -544,7 +545,9 @@ class Directory:
 
         PostgreSQL ends one of two transactions that wait for each other's row locks (a user
         DELETE locks the user, then the groups it leaves; a group PUT locks the group, then
-        its new members): that one was rolled back whole and is run again.
+        its new members): that one was rolled back whole and is run again, after a random
+        pause that grows with each attempt, so that the two do not meet again at once (a
+        DELETE racing four writers of its groups failed after three immediate attempts).
         """
         for attempt_no in range(_DEADLOCK_ATTEMPTS):
             try:
@@ -555,6 +558,7 @@ class Directory:
                     raise
                 if self._thread_connection().in_transaction():
                     raise  # inside a caller's transaction, which is rolled back too
+                onloop.pause(random.uniform(0, 0.005 * 2**attempt_no))
         raise AssertionError("unreachable")
 
     def _written_once(

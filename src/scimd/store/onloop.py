@@ -13,6 +13,7 @@ its duration; the directory uses the borrowed connections instead of its per-thr
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -52,6 +53,15 @@ BORROWED: ContextVar[tuple[sa.Connection, sa.Connection] | None] = ContextVar(
 )
 # The read batch of the runner whose greenlet this is (see ``batch_for``).
 _BATCH: ContextVar[ReadBatch | None] = ContextVar("scimd_read_batch", default=None)
+
+
+def pause(seconds: float) -> None:
+    """Wait without stopping the event loop when called from a runner's greenlet (a
+    ``time.sleep`` there would stop every request); sleep in a worker thread."""
+    if BORROWED.get() is not None:
+        await_(asyncio.sleep(seconds))
+    else:
+        time.sleep(seconds)
 
 
 def batch_for(conn: sa.Connection) -> ReadBatch | None:

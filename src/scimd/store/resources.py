@@ -587,19 +587,9 @@ def unlink(conn: sa.Connection, kind: Kind, row: Rec) -> None:
 
     The groups it leaves get a new version and lastModified: their members changed, and a
     client holding the old ETag must not be told (304) that its copy is current."""
-    STATEMENTS.get(
-        conn,
-        "members.touch_groups",
-        lambda: (
-            groups.update()
-            .where(
-                groups.c.pk.in_(
-                    sa.select(members.c.group_pk).where(members.c.member_id == _B("id"))
-                )
-            )
-            .values(version=groups.c.version + 1, last_modified=_B("now"))
-        ),
-    ).run(conn, {"id": row.id, "now": now_datetime()})
+    STATEMENTS.get(conn, "members.touch_groups", lambda: _touch_groups(conn)).run(
+        conn, {"id": row.id, "now": now_datetime()}
+    )
     if kind is GROUPS:
         name, cond = (
             "members.unlink_group",
@@ -610,6 +600,25 @@ def unlink(conn: sa.Connection, kind: Kind, row: Rec) -> None:
         name, cond = "members.unlink", members.c.member_id == _B("id")
         params = {"id": row.id}
     STATEMENTS.get(conn, name, lambda: members.delete().where(cond)).run(conn, params)
+
+
+def _touch_groups(conn: sa.Connection) -> Any:
+    """A new version for the groups of member ``:id``. On PostgreSQL their rows are locked in
+    ``pk`` order first: two deletes of members of the same groups then wait for each other
+    instead of deadlocking (SQLite has one writer at a time)."""
+    of_member: Any = sa.select(members.c.group_pk).where(members.c.member_id == _B("id"))
+    if conn.dialect.name == "postgresql":
+        of_member = (
+            sa.select(groups.c.pk)
+            .where(groups.c.pk.in_(of_member))
+            .order_by(groups.c.pk)
+            .with_for_update()
+        )
+    return (
+        groups.update()
+        .where(groups.c.pk.in_(of_member))
+        .values(version=groups.c.version + 1, last_modified=_B("now"))
+    )
 
 
 def _batchable(key: Any) -> bool:

@@ -128,7 +128,13 @@ class CoalescingTransport(asyncio.Transport):
         self._transport.write_eof()
 
 
-_IDLE, _HEAD, _BODY = 0, 1, 2  # where a connection is in reading its current request
+# Where a connection is in reading its current request (_DISCARD: dropping a refused one).
+_IDLE, _HEAD, _BODY, _DISCARD = 0, 1, 2, 3
+
+
+class _HeadTooLarge(Exception):
+    """Raised from the parser's callback to stop it (see ``on_headers_complete``)."""
+
 
 _HEAD_TOO_LARGE = orjson.dumps(
     {
@@ -159,13 +165,17 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self.transport = CoalescingTransport(transport, self.loop)
         now = self.loop.time()
         self._stage = _HEAD  # a connection that sends nothing is waiting for a head
+        self._began = False  # whether the current request has sent its first byte
         self._head_started = self._last_data = now
         self._head_size = 0
+        self._too_large = False
         self._guard: asyncio.TimerHandle | None = self.loop.call_later(
             self.HEAD_TIMEOUT, self._check_progress
         )
 
     def data_received(self, data: bytes) -> None:
+        if self._stage == _DISCARD:
+            return  # the rest of a refused head (see ``_refuse_head``)
         self._last_data = self.loop.time()
         if self._stage != _BODY:
             self._head_size += len(data)
@@ -184,12 +194,25 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._stage = _HEAD
+        self._began = True
         self._head_started = self.loop.time()
 
     def on_headers_complete(self) -> None:
+        # A head that came in one read (up to 256 KiB) is complete before ``data_received``
+        # can count it: measure it here, before the application is started for it.
+        size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
+        if size > self.MAX_HEAD:
+            self._too_large = True
+            raise _HeadTooLarge  # the parser stops; ``send_400_response`` answers 431
         super().on_headers_complete()
         self._stage = _BODY
         self._head_size = 0
+
+    def send_400_response(self, msg: str) -> None:
+        if self._too_large:
+            self._refuse_head()
+        else:
+            super().send_400_response(msg)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -209,7 +232,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if self._stage == _HEAD:
             left = self._head_started + self.HEAD_TIMEOUT - now
             if left <= 0:
-                self._close_with(b"HTTP/1.1 408 Request Timeout\r\n", b"")
+                if self._began:
+                    self._close_with(b"HTTP/1.1 408 Request Timeout\r\n", b"")
+                else:  # nothing asked: a reply would be read as the answer to a later request
+                    self.transport.close()
                 return
         elif self._stage == _BODY:
             left = self._last_data + self.BODY_IDLE_TIMEOUT - now
@@ -222,11 +248,24 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._guard = self.loop.call_later(left, self._check_progress)
 
     def _refuse_head(self) -> None:
-        self._close_with(
+        """Answer 431, then read and drop what the client still sends for a second before
+        closing: closing with unread input resets the connection, and the client often lost
+        the answer with it."""
+        self._stage = _DISCARD
+        head = (
             b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: application/scim+json\r\n",
-            _HEAD_TOO_LARGE,
+            b"content-type: application/scim+json\r\ncontent-length: "
         )
+        self.transport.write(
+            head
+            + str(len(_HEAD_TOO_LARGE)).encode()
+            + b"\r\nconnection: close\r\n\r\n"
+            + _HEAD_TOO_LARGE
+        )
+        self.transport.write_eof()
+        if self._guard is not None:
+            self._guard.cancel()
+        self._guard = self.loop.call_later(1.0, self.transport.close)
 
     def _close_with(self, head: bytes, body: bytes) -> None:
         """Answer a request the application never saw, and close the connection."""
