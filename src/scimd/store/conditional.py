@@ -34,6 +34,7 @@ from scimd.store.resources import (
     Rec,
     columns_of,
     new_id,
+    touch_groups,
     uniqueness_error,
     unlink,
 )
@@ -345,10 +346,11 @@ def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: version
     )
     _transaction(conn, "BEGIN")
     try:
+        touched = touch_groups(conn, row.id)  # groups first, as group writers lock them
         done = _run(conn, f"{kind.name}.delete", build, params, kind, row.doc)
         gone = bool(done and done[0])
         if gone:
-            unlink(conn, kind, row)
+            unlink(conn, kind, row, touched)
     except BaseException:
         _transaction(conn, "ROLLBACK")
         raise

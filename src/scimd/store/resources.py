@@ -579,17 +579,18 @@ class Repository:
 # Membership (set-based)
 
 
-def unlink(conn: sa.Connection, kind: Kind, row: Rec) -> None:
+def unlink(conn: sa.Connection, kind: Kind, row: Rec, touched: set[int] | None = None) -> None:
     """A deleted user or group is no longer anybody's member, and a deleted group has no
     members (no foreign key cascades: migration 0004). Run after the row's DELETE, in its
     transaction: on PostgreSQL these statements' snapshots then show any membership a
     concurrent group PATCH committed while the DELETE waited for its lock.
 
     The groups it leaves get a new version and lastModified: their members changed, and a
-    client holding the old ETag must not be told (304) that its copy is current."""
-    STATEMENTS.get(conn, "members.touch_groups", lambda: _touch_groups(conn)).run(
-        conn, {"id": row.id, "now": now_datetime()}
-    )
+    client holding the old ETag must not be told (304) that its copy is current. ``touched``:
+    the groups ``touch_groups`` already gave one (before the DELETE, see there); None to do
+    it here."""
+    if touched is None:
+        touched = touch_groups(conn, row.id)
     if kind is GROUPS:
         name, cond = (
             "members.unlink_group",
@@ -599,13 +600,31 @@ def unlink(conn: sa.Connection, kind: Kind, row: Rec) -> None:
     else:
         name, cond = "members.unlink", members.c.member_id == _B("id")
         params = {"id": row.id}
-    STATEMENTS.get(conn, name, lambda: members.delete().where(cond)).run(conn, params)
+    left = STATEMENTS.get(
+        conn, name, lambda: members.delete().where(cond).returning(members.c.group_pk)
+    ).run(conn, params)
+    # A membership a concurrent PATCH committed after ``touched`` was read.
+    late = {pk for (pk,) in left} - touched - {row.pk}
+    if late:
+        _touch(conn, sorted(late))
+
+
+def touch_groups(conn: sa.Connection, member_id: str) -> set[int]:
+    """Give the groups of ``member_id`` a new version; their pks.
+
+    On PostgreSQL their rows are locked in ``pk`` order: two deletes of members of the same
+    groups then queue instead of deadlocking. The SCIM API's DELETE runs this before it
+    deletes the row, so that it takes locks as group writers do, groups before their members
+    (a group PUT or PATCH adding the member, racing the DELETE, deadlocked with it)."""
+    return {
+        pk
+        for (pk,) in STATEMENTS.get(conn, "members.touch_groups", lambda: _touch_groups(conn)).run(
+            conn, {"id": member_id, "now": now_datetime()}
+        )
+    }
 
 
 def _touch_groups(conn: sa.Connection) -> Any:
-    """A new version for the groups of member ``:id``. On PostgreSQL their rows are locked in
-    ``pk`` order first: two deletes of members of the same groups then wait for each other
-    instead of deadlocking (SQLite has one writer at a time)."""
     of_member: Any = sa.select(members.c.group_pk).where(members.c.member_id == _B("id"))
     if conn.dialect.name == "postgresql":
         of_member = (
@@ -618,6 +637,15 @@ def _touch_groups(conn: sa.Connection) -> Any:
         groups.update()
         .where(groups.c.pk.in_(of_member))
         .values(version=groups.c.version + 1, last_modified=_B("now"))
+        .returning(groups.c.pk)
+    )
+
+
+def _touch(conn: sa.Connection, pks: list[int]) -> None:
+    conn.execute(
+        groups.update()
+        .where(groups.c.pk.in_(pks))
+        .values(version=groups.c.version + 1, last_modified=now_datetime())
     )
 
 
