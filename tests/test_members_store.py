@@ -806,3 +806,53 @@ def test_the_scim_delete_locks_groups_before_their_member(postgres_url: str) -> 
     finally:
         d.close()
         engine.dispose()
+
+
+def test_a_membership_committed_while_the_delete_waited_still_bumps_its_group(
+    postgres_url: str,
+) -> None:
+    """The DELETE gives versions to the groups it saw first; a PATCH that added the member to
+    another group while the DELETE waited for the member's row is found when the memberships
+    are removed, and that group gets a new version too."""
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    d = Directory(engine)
+    try:
+        uid, gid = _user(d, "late@x.test"), _group(d, "Late")
+        version, pk = _meta(d, gid)[0], _pk(d, gid)
+        outcome: list[Any] = []
+
+        def delete() -> None:
+            try:
+                d.delete("User", uid, _gate(), None)
+                outcome.append("deleted")
+            except Exception as e:
+                outcome.append(e)
+            finally:
+                d.close()
+
+        with engine.connect() as patch:  # a group PATCH adding the user, not committed yet
+            patch.execute(sa.text("SELECT 1 FROM users WHERE id = :id FOR SHARE"), {"id": uid})
+            patch.execute(
+                sa.text(
+                    "INSERT INTO members (group_pk, member_id, member_type) VALUES (:g, :u, 'User')"
+                ),
+                {"g": pk, "u": uid},
+            )
+            deleter = threading.Thread(target=delete)
+            deleter.start()
+            for _ in range(100):  # until the DELETE waits for the user's row
+                waiting = patch.execute(
+                    sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                ).scalar_one()
+                if waiting:
+                    break
+                deleter.join(timeout=0.05)
+            assert waiting, "the DELETE should wait for the user's row"
+            patch.commit()
+            deleter.join(timeout=30)
+        assert outcome == ["deleted"], outcome
+        assert _members(d, gid) == {} and _meta(d, gid)[0] != version
+    finally:
+        d.close()
+        engine.dispose()

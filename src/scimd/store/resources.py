@@ -603,8 +603,9 @@ def unlink(conn: sa.Connection, kind: Kind, row: Rec, touched: set[int] | None =
     left = STATEMENTS.get(
         conn, name, lambda: members.delete().where(cond).returning(members.c.group_pk)
     ).run(conn, params)
-    # A membership a concurrent PATCH committed after ``touched`` was read.
-    late = {pk for (pk,) in left} - touched - {row.pk}
+    # A membership a concurrent PATCH committed after ``touched`` was read. (A deleted
+    # group's own memberships name itself: not a group it leaves.)
+    late = {pk for (pk,) in left} - touched - ({row.pk} if kind is GROUPS else set())
     if late:
         _touch(conn, sorted(late))
 
