@@ -710,10 +710,39 @@ def test_user_groups_read_only_the_users_memberships(postgres_url: str) -> None:
         engine.dispose()
 
 
+def _deleting(d: Directory, uid: str, actor: Any) -> tuple[threading.Thread, list[Any]]:
+    """Delete ``uid`` in a thread; the outcome ("deleted" or the error) lands in the list."""
+    outcome: list[Any] = []
+
+    def delete() -> None:
+        try:
+            d.delete("User", uid, actor, None)
+            outcome.append("deleted")
+        except Exception as e:
+            outcome.append(e)
+        finally:
+            d.close()
+
+    thread = threading.Thread(target=delete)
+    thread.start()
+    return thread, outcome
+
+
+def _until_it_waits(conn: sa.Connection, thread: threading.Thread) -> None:
+    """Until ``thread`` waits for a lock (pg_locks: pg_stat_activity is a snapshot per
+    transaction)."""
+    for _ in range(100):
+        if conn.execute(sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar_one():
+            return
+        thread.join(timeout=0.05)
+    raise AssertionError("the DELETE should wait for a lock")
+
+
 def test_a_write_that_postgresql_ends_as_a_deadlock_victim_runs_again(postgres_url: str) -> None:
-    """A user DELETE locks the user, then the groups it leaves; another transaction holding
-    such a group and then asking for the user deadlocks with it. PostgreSQL rolls the DELETE
-    back (its deadlock check runs first here), and the DELETE runs again once the other ends."""
+    """A DELETE in a transaction (the command line's, the portal's) locks the user, then the
+    groups it leaves; another transaction holding such a group and then asking for the user
+    deadlocks with it. PostgreSQL rolls the DELETE back (its deadlock check runs first here),
+    and the DELETE runs again once the other ends."""
     engine = create_engine(postgres_url)
     migrate.ensure_current(engine)
     d = Directory(engine)
@@ -721,31 +750,11 @@ def test_a_write_that_postgresql_ends_as_a_deadlock_victim_runs_again(postgres_u
         uid, gid = _user(d, "locked@x.test"), _group(d, "Held")
         _patch(d, gid, _op("Add", [uid]))
         version = _meta(d, gid)[0]
-        outcome: list[Any] = []
-
-        def delete() -> None:
-            try:
-                d.delete("User", uid, audit.CLI, None)
-                outcome.append("deleted")
-            except Exception as e:
-                outcome.append(e)
-            finally:
-                d.close()
-
         with engine.connect() as other:
             other.execute(sa.text("SET deadlock_timeout = '10s'"))  # the DELETE is the victim
             other.execute(sa.text("SELECT 1 FROM groups WHERE id = :id FOR UPDATE"), {"id": gid})
-            deleter = threading.Thread(target=delete)
-            deleter.start()
-            for _ in range(100):  # until the DELETE waits for the group's row
-                # pg_locks, not pg_stat_activity: that one is a snapshot per transaction.
-                waiting = other.execute(
-                    sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
-                ).scalar_one()
-                if waiting:
-                    break
-                deleter.join(timeout=0.05)
-            assert waiting, "the DELETE should wait for the group's row"
+            deleter, outcome = _deleting(d, uid, audit.CLI)
+            _until_it_waits(other, deleter)  # for the group's row
             other.execute(sa.text("SELECT 1 FROM users WHERE id = :id FOR SHARE"), {"id": uid})
             other.commit()
             deleter.join(timeout=30)
@@ -768,30 +777,11 @@ def test_the_scim_delete_locks_groups_before_their_member(postgres_url: str) -> 
         uid, gid = _user(d, "ordered@x.test"), _group(d, "Writer's")
         _patch(d, gid, _op("Add", [uid]))
         version = _meta(d, gid)[0]
-        outcome: list[Any] = []
-
-        def delete() -> None:
-            try:
-                d.delete("User", uid, _gate(), None)  # a gate: the SCIM API's path
-                outcome.append("deleted")
-            except Exception as e:
-                outcome.append(e)
-            finally:
-                d.close()
-
         with engine.connect() as writer:
             writer.execute(sa.text("SET lock_timeout = '5s'"))
             writer.execute(sa.text("SELECT 1 FROM groups WHERE id = :id FOR UPDATE"), {"id": gid})
-            deleter = threading.Thread(target=delete)
-            deleter.start()
-            for _ in range(100):  # until the DELETE waits for the group's row
-                waiting = writer.execute(
-                    sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
-                ).scalar_one()
-                if waiting:
-                    break
-                deleter.join(timeout=0.05)
-            assert waiting, "the DELETE should wait for the group's row"
+            deleter, outcome = _deleting(d, uid, _gate())  # a gate: the SCIM API's path
+            _until_it_waits(writer, deleter)  # for the group's row
             # The member is not locked yet: the writer takes it at once, as a PUT would.
             writer.execute(sa.text("SELECT 1 FROM users WHERE id = :id FOR SHARE"), {"id": uid})
             writer.commit()
@@ -820,17 +810,6 @@ def test_a_membership_committed_while_the_delete_waited_still_bumps_its_group(
     try:
         uid, gid = _user(d, "late@x.test"), _group(d, "Late")
         version, pk = _meta(d, gid)[0], _pk(d, gid)
-        outcome: list[Any] = []
-
-        def delete() -> None:
-            try:
-                d.delete("User", uid, _gate(), None)
-                outcome.append("deleted")
-            except Exception as e:
-                outcome.append(e)
-            finally:
-                d.close()
-
         with engine.connect() as patch:  # a group PATCH adding the user, not committed yet
             patch.execute(sa.text("SELECT 1 FROM users WHERE id = :id FOR SHARE"), {"id": uid})
             patch.execute(
@@ -839,16 +818,8 @@ def test_a_membership_committed_while_the_delete_waited_still_bumps_its_group(
                 ),
                 {"g": pk, "u": uid},
             )
-            deleter = threading.Thread(target=delete)
-            deleter.start()
-            for _ in range(100):  # until the DELETE waits for the user's row
-                waiting = patch.execute(
-                    sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
-                ).scalar_one()
-                if waiting:
-                    break
-                deleter.join(timeout=0.05)
-            assert waiting, "the DELETE should wait for the user's row"
+            deleter, outcome = _deleting(d, uid, _gate())
+            _until_it_waits(patch, deleter)  # for the user's row
             patch.commit()
             deleter.join(timeout=30)
         assert outcome == ["deleted"], outcome
