@@ -615,8 +615,9 @@ def touch_groups(conn: sa.Connection, member_id: str) -> set[int]:
 
     On PostgreSQL their rows are locked in ``pk`` order: two deletes of members of the same
     groups then queue instead of deadlocking. The SCIM API's DELETE runs this before it
-    deletes the row, so that it takes locks as group writers do, groups before their members
-    (a group PUT or PATCH adding the member, racing the DELETE, deadlocked with it)."""
+    deletes the row, so that it takes locks as a group PUT does, groups before their members
+    (a PUT adding the member, racing the DELETE, deadlocked with it). The conditional group
+    PATCH still takes the members it adds first (see ``docs/architecture.md``, Deadlocks)."""
     return {
         pk
         for (pk,) in STATEMENTS.get(conn, "members.touch_groups", lambda: _touch_groups(conn)).run(
