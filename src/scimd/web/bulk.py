@@ -179,8 +179,7 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor) -> dic
         name = _RESOURCES.get(parts[0].lower()) if parts else None
         if name is None or len(parts) > 2:
             raise InvalidValue(f"bulk path '{path}' must be /Users, /Groups or one of their ids")
-        if len(parts) == 2:
-            location = f"{base}/{name}s/{parts[1]}"
+        location = _location(base, {"path": path})
         version = op.get("version")
         if version is not None and not isinstance(version, str):
             raise InvalidValue(

@@ -59,9 +59,8 @@ class TokenEndpoint:
             if e.error == "invalid_client":
                 # As on the SCIM API: valid credentials always get a token; past the limit a
                 # failure from this address is a 429.
-                self.scim.throttle.failed(address)
                 try:
-                    self.scim.throttle.check(address)
+                    self.scim.throttle.failed(address)
                 except TooManyFailures as over:
                     return token_response(
                         {"error": "temporarily_unavailable", "error_description": over.detail},

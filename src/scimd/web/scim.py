@@ -195,7 +195,6 @@ class Scim:
             # sharing the address of a failing one (behind NAT or a proxy) is not locked out.
             # Past the limit a failure is a 429, so that its sender backs off.
             self.throttle.failed(address)
-            self.throttle.check(address)
             raise
 
     def _authenticate(self, token: str) -> apps.Principal:
@@ -410,8 +409,7 @@ class Scim:
         }
 
     def create(self, request: ScimRequest, name: str, body: Any, base: str) -> Work:
-        attributes = parse_attribute_list(request.param("attributes"))
-        excluded = parse_attribute_list(request.param("excludedAttributes"))
+        attributes, excluded = _projection(request)
 
         def work(gate: Gate) -> Reply:
             written = self.directory.create(name, body, gate, base, attributes, excluded)
@@ -423,8 +421,7 @@ class Scim:
         return Work(write=work)
 
     def get(self, request: ScimRequest, name: str, rid: str, base: str) -> Work:
-        attributes = parse_attribute_list(request.param("attributes"))
-        excluded = parse_attribute_list(request.param("excludedAttributes"))
+        attributes, excluded = _projection(request)
         if_none = request.header("if-none-match")
 
         def work(gate: Gate) -> Reply:
@@ -437,8 +434,7 @@ class Scim:
         return Work(read=work)
 
     def replace(self, request: ScimRequest, body: Any, name: str, rid: str, base: str) -> Work:
-        attributes = parse_attribute_list(request.param("attributes"))
-        excluded = parse_attribute_list(request.param("excludedAttributes"))
+        attributes, excluded = _projection(request)
         if_match = request.header("if-match")
 
         def work(gate: Gate) -> Reply:
@@ -450,8 +446,7 @@ class Scim:
         return Work(write=work)
 
     def patch(self, request: ScimRequest, body: Any, name: str, rid: str, base: str) -> Work:
-        attributes = parse_attribute_list(request.param("attributes"))
-        excluded = parse_attribute_list(request.param("excludedAttributes"))
+        attributes, excluded = _projection(request)
         if_match = request.header("if-match")
         # Entra wants 204 for group PATCH (a body with every member is costly); users get 200
         # with the resource, as do groups when the client asks for attributes.
@@ -493,6 +488,14 @@ def _failing(d: Directory, err: ScimError) -> Work:
         raise err
 
     return Work(read=work)
+
+
+def _projection(request: ScimRequest) -> tuple[list[str], list[str]]:
+    """``attributes`` and ``excludedAttributes`` (RFC 7644 §3.9): every reply with a resource."""
+    return (
+        parse_attribute_list(request.param("attributes")),
+        parse_attribute_list(request.param("excludedAttributes")),
+    )
 
 
 def _no_filter(request: ScimRequest) -> None:

@@ -21,8 +21,8 @@ class TooManyFailures(ScimError):
 class FailureThrottle:
     """Counts failed authentications per client address in a sliding one-minute window.
 
-    ``check`` runs after a failure, never before authenticating: it turns the failure into a
-    429 past the limit, and a valid token from the same address still gets in."""
+    Only after a failure (``failed``), never before authenticating: past the limit the failure
+    becomes a 429, and a valid token from the same address still gets in."""
 
     def __init__(self, per_minute: int) -> None:
         self.per_minute = per_minute
@@ -45,9 +45,11 @@ class FailureThrottle:
             )
 
     def failed(self, address: str) -> None:
+        """Count a failure; past the limit, raise ``TooManyFailures`` (answered 429)."""
         if len(self._fails) > 100_000:  # bound memory under a spray of addresses
             self._fails.clear()
         self._fails.setdefault(address, deque()).append(time.monotonic())
+        self.check(address)
 
 
 def bearer_token(authorization: str | None) -> str:
