@@ -115,3 +115,73 @@ def test_a_pause_in_a_runner_call_leaves_the_loop_running(postgres_url: str) -> 
 
     during, after = asyncio.run(scenario())
     assert during >= 10 and after == during
+
+
+def test_a_slot_keeps_its_greenlet_and_each_call_sees_its_own_context(postgres_url: str) -> None:
+    """Calls reuse their slot's greenlet (a new one per call cost ~8 µs of the loop) and see
+    the context variables of the task that made them, also after waiting in the middle."""
+    import contextvars
+
+    import greenlet
+    from sqlalchemy.util.concurrency import await_
+
+    from scimd.store.onloop import LoopRunner
+
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("who", default="nobody")
+
+    def whoami(pause: float) -> tuple[object, str, str]:
+        before = var.get()
+        await_(asyncio.sleep(pause))
+        return greenlet.getcurrent(), before, var.get()
+
+    async def scenario() -> list[tuple[object, str, str]]:
+        runner = LoopRunner(postgres_url, 1)
+
+        async def as_(name: str) -> tuple[object, str, str]:
+            var.set(name)
+            return await runner.run(whoami, 0.02)
+
+        try:
+            return list(await asyncio.gather(as_("a"), as_("b"), as_("c")))
+        finally:
+            await runner.close()
+
+    results = asyncio.run(scenario())
+    assert [(before, after) for _, before, after in results] == [("a", "a"), ("b", "b"), ("c", "c")]
+    assert all(g is results[0][0] for g, _, _ in results)
+
+
+def test_a_failed_or_cancelled_call_leaves_its_slot_usable(postgres_url: str) -> None:
+    from sqlalchemy.util.concurrency import await_
+
+    from scimd.store.onloop import LoopRunner
+
+    def fails() -> None:
+        await_(asyncio.sleep(0))
+        raise LookupError("from the call")
+
+    def forever() -> None:
+        await_(asyncio.sleep(3600))
+
+    async def scenario() -> tuple[str, bool, int]:
+        runner = LoopRunner(postgres_url, 1)
+        try:
+            try:
+                await runner.run(fails)
+                raised = ""
+            except LookupError as e:
+                raised = str(e)
+            waiting = asyncio.ensure_future(runner.run(forever))
+            await asyncio.sleep(0.05)
+            waiting.cancel()
+            try:
+                await waiting
+                cancelled = False
+            except asyncio.CancelledError:
+                cancelled = True
+            answer = await runner.run(lambda: 42)
+            return raised, cancelled, answer
+        finally:
+            await runner.close()
+
+    assert asyncio.run(scenario()) == ("from the call", True, 42)
