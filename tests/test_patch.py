@@ -1282,6 +1282,8 @@ def test_pathless_members() -> None:
         [{"value": ""}],
         [{"value": "u1", "type": "Robot"}],
         [{"value": "u1", "colour": "red"}],
+        [{"value": "u1"}, {"value": "u\x002"}],
+        [{"Value": "u\x002"}],
         "u1",
     ],
 )

@@ -721,7 +721,12 @@ class _Patcher:
         for item in value:
             if item is None:
                 continue
-            m = normalise_complex(attr, item, where) if isinstance(item, dict) else None
+            if type(item) is dict and len(item) == 1 and type(item.get("value")) is str:
+                # Entra's form, ``{"value": id}``, is already normal unless the id holds a NUL
+                # (which normalise_complex refuses): skipping it halves a 100-member add.
+                m = item if "\x00" not in item["value"] else normalise_complex(attr, item, where)
+            else:
+                m = normalise_complex(attr, item, where) if isinstance(item, dict) else None
             if m is None or not isinstance(m.get("value"), str):  # names are case-insensitive
                 raise InvalidValue(
                     f"'{where}' values must be objects with a string 'value' (the member id),"
