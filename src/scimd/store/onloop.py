@@ -63,6 +63,8 @@ class Worker(greenlet.greenlet):  # type: ignore[misc]
         while True:
             try:
                 done = _Done(fn(*args), None)
+            except greenlet.GreenletExit:  # an abandoned worker being collected: end it
+                raise
             except BaseException as e:  # handed to the caller, which raises it
                 done = _Done(None, e)
             fn, args = self.parent.switch(done)
