@@ -36,3 +36,32 @@ def test_property_added_by_cli_appears_in_two_running_servers(tmp_path: Path) ->
             bad = {"userName": "live2@x.com", PROPS: {"Badge": "seven"}}
             r = httpx.post(f"{one.base_url}/Users", json=bad, headers=h, timeout=10)
             assert r.status_code == 400 and "Badge" in r.json()["detail"]
+
+
+def test_a_create_right_after_a_change_is_judged_by_the_new_definitions(
+    any_database_url: str, tmp_path: Path
+) -> None:
+    """A server that only POSTs (it read nothing since) still sees a property defined, and an
+    access revoked, by another process: a create first assumes the counters it saw last, and
+    a body those would refuse is judged again with the current ones."""
+    from support.live_server import create_app, revoke_app
+
+    with provisioned_server(any_database_url, log_dir=tmp_path) as server:
+        h = {"Authorization": f"Bearer {server.token}"}
+        users = f"{server.base_url}/Users"
+        r = httpx.post(users, json={"userName": "before@x.com"}, headers=h, timeout=10)
+        assert r.status_code == 201, r.text
+        add_user_property(server.database_url, "Floor", type_="Integer")
+        body = {"userName": "after@x.com", PROPS: {"Floor": "3"}}
+        r = httpx.post(users, json=body, headers=h, timeout=10)
+        assert r.status_code == 201, r.text
+        assert r.json()[PROPS]["Floor"] == 3
+
+        other = create_app(server.database_url, "other")
+        oh = {"Authorization": f"Bearer {other.client_secret}"}
+        r = httpx.post(users, json={"userName": "o@x.com"}, headers=oh, timeout=10)
+        assert r.status_code == 201, r.text
+        revoke_app(server.database_url, other.client_id)
+        # Only an authorised caller learns what is wrong with its body.
+        r = httpx.post(users, json={"userName": "o2@x.com", "bogus": 1}, headers=oh, timeout=10)
+        assert r.status_code == 401, r.text
