@@ -721,6 +721,7 @@ class _Patcher:
         for item in value:
             if item is None:
                 continue
+            m: dict[str, Any] | None
             if type(item) is dict and len(item) == 1 and type(item.get("value")) is str:
                 # Entra's form, ``{"value": id}``, is already normal unless the id holds a NUL
                 # (which normalise_complex refuses): skipping it halves a 100-member add.
