@@ -839,3 +839,40 @@ def test_search_counts_past_64_bits_are_clamped_like_query_ones(api: Api) -> Non
     r = api.req("POST", "/Users/.search", {**search, "count": 99999999999999999999})
     assert r.status_code == 200 and r.json()["totalResults"] == 1
     _error(api.req("POST", "/Users/.search", {**search, "count": 1.5}), 400, "invalidValue")
+
+
+def test_bulk_operations_after_a_revocation_are_refused(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each Bulk operation is authorised in its own transaction: an application revoked
+    while its Bulk runs (here by the fifth create, in the same transaction) gets a 401 for
+    every operation after it, and nothing after it is written."""
+    with api.engine.begin() as conn:
+        row, token = apps.create_app(conn, "bulk", "bearer", ["USER SYNC"], audit.CLI)
+    directory = api.client.app.scim.directory  # type: ignore[attr-defined]
+    create = directory.create
+    calls = 0
+
+    def create_then_revoke(*args: Any, **kw: Any) -> Any:
+        nonlocal calls
+        written = create(*args, **kw)
+        calls += 1
+        if calls == 5:
+            with directory.write() as conn:
+                apps.revoke_app(conn, row["client_id"], audit.CLI)
+        return written
+
+    monkeypatch.setattr(directory, "create", create_then_revoke)
+    ops = [
+        {"method": "POST", "path": "/Users", "bulkId": f"b{i}", "data": {"userName": f"b{i}"}}
+        for i in range(20)
+    ]
+    r = api.client.post(
+        "/scim/v2/Bulk",
+        json={"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 200, r.text
+    assert [o["status"] for o in r.json()["Operations"]] == ["201"] * 5 + ["401"] * 15
+    found = api.req("GET", "/Users", params={"filter": 'userName sw "b"'}).json()
+    assert found["totalResults"] == 5

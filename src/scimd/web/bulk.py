@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from scimd.scim.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
 from scimd.scim.resource import resource_id
 from scimd.store.audit import Actor
+from scimd.store.directory import Gate
 
 if TYPE_CHECKING:
     from scimd.web.scim import Scim
@@ -83,7 +84,7 @@ def _declared(ops: list[Any]) -> dict[str, int]:
     return seen
 
 
-async def run(scim: Scim, base: str, body: Any, actor: Actor) -> dict[str, Any]:
+async def run(scim: Scim, base: str, body: Any, actor: Actor | Gate) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidSyntax("a BulkRequest must be a JSON object")
     ops = next((v for k, v in body.items() if k.lower() == "operations"), None)
@@ -165,7 +166,7 @@ def _error_result(op: Any, err: ScimError, location: str | None = None) -> dict[
     return out
 
 
-async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor) -> dict[str, Any]:
+async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate) -> dict[str, Any]:
     if not isinstance(op, dict):
         return _error_result({}, InvalidSyntax("each bulk operation must be a JSON object"))
     method = str(op.get("method", "")).upper()

@@ -181,8 +181,13 @@ class Scim:
             if isinstance(work, _Bulk):
                 principal = await self.db(self._authenticate, token)
                 self._principal_seen(request, principal)
-                actor = principal.actor(request.request_id)
-                result = await bulk.run(self, self.base(request), work.body, actor)
+
+                def gate(conn: sa.Connection, v: Versions) -> Actor:
+                    return self._principal(conn, token, v).actor(request.request_id)
+
+                # Each operation is authorised again in its own transaction, as other writes
+                # are: access revoked while a long Bulk runs refuses the operations after it.
+                result = await bulk.run(self, self.base(request), work.body, gate)
                 return json_reply(result)
             # Authentication and the operation run as one database call: one thread hop on a
             # network database, and the version counters read for the token are those the
