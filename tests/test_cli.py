@@ -282,3 +282,44 @@ def test_a_database_named_by_a_sqlite_uri_is_found(tmp_path: Path) -> None:
     url = f"sqlite:///file:{tmp_path / 'uri.db'}?uri=true"
     _ok("apps", "create", "--name", "u", "--database-url", url)
     assert "'u'" in _ok("apps", "list", "--database-url", url)
+
+
+def test_a_command_writes_while_a_server_commits_between_its_read_and_its_write(
+    tmp_path: Path,
+) -> None:
+    """A command reads, then writes. A server committing in between (Entra provisioning)
+    made the write fail at once with "database is locked" (SQLite refuses to upgrade a read
+    snapshot that another writer moved past); a command's transaction now takes the write
+    lock first, and the server's write waits for it instead."""
+    import threading
+    import time
+
+    import sqlalchemy as sa
+
+    from scimd.cli.main import _tx
+
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    server_side = create_engine(url)
+    errors: list[BaseException] = []
+
+    def server_commits() -> None:
+        try:
+            with server_side.begin() as conn:
+                conn.execute(sa.text("INSERT INTO settings (key, value) VALUES ('srv', '1')"))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    try:
+        with _tx(url) as conn:
+            conn.execute(sa.text("SELECT count(*) FROM settings")).scalar_one()
+            writer = threading.Thread(target=server_commits)
+            writer.start()
+            time.sleep(0.3)  # the server's write has either committed or is waiting for ours
+            conn.execute(sa.text("INSERT INTO settings (key, value) VALUES ('cli', '1')"))
+        writer.join(30)
+        with server_side.connect() as conn:
+            keys = set(conn.execute(sa.text("SELECT key FROM settings")).scalars())
+    finally:
+        server_side.dispose()
+    assert not errors
+    assert {"srv", "cli"} <= keys

@@ -22,7 +22,7 @@ from scimd.auth import apps as apps_mod
 from scimd.scim.errors import ScimError
 from scimd.store import audit, migrate
 from scimd.store import properties as props_mod
-from scimd.store.engine import create_engine
+from scimd.store.engine import create_engine, write_transaction
 from scimd.web.observability import JsonFormatter
 
 app = typer.Typer(
@@ -70,10 +70,10 @@ def _engine(url: str | None, create: bool = True) -> sa.Engine:
 
 
 @contextmanager
-def _tx(url: str | None, create: bool = True) -> Iterator[sa.Connection]:
+def _tx(url: str | None, create: bool = True, write: bool = True) -> Iterator[sa.Connection]:
     engine = _engine(url, create)
     try:
-        with engine.begin() as conn:
+        with write_transaction(engine) if write else engine.begin() as conn:
             yield conn
     finally:
         engine.dispose()
@@ -114,7 +114,7 @@ def serve(
     _setup_logging(s.log_level)
     engine = create_engine(s.database_url)
     migrate.ensure_current(engine)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:
         n_apps: int = conn.execute(sa.text("SELECT count(*) FROM applications")).scalar_one()
         setup_token = admins_mod.new_setup_token(conn)
     shown = s.public_url or f"http://{s.host}:{s.port}"
@@ -270,7 +270,7 @@ def apps_list(database_url: DbUrl = None, as_json: Json = False) -> None:
     """List applications (secrets are never shown, only their first characters)."""
 
     def go() -> list[dict[str, Any]]:
-        with _tx(database_url, create=False) as conn:
+        with _tx(database_url, create=False, write=False) as conn:
             return apps_mod.list_apps(conn)
 
     rows = _run(go)
@@ -354,7 +354,7 @@ def properties_list(database_url: DbUrl = None, as_json: Json = False) -> None:
     """List custom user properties."""
 
     def go() -> Any:
-        with _tx(database_url, create=False) as conn:
+        with _tx(database_url, create=False, write=False) as conn:
             return props_mod.list_properties(conn)
 
     rows = _run(go)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +129,18 @@ def postgres_connect_args(url: str | sa.URL) -> dict[str, Any]:
 
 def is_sqlite(engine: sa.Engine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+@contextmanager
+def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """A transaction for a write outside the server (the command line, start-up).
+
+    On SQLite it takes the write lock at BEGIN, waiting for a busy server (``busy_timeout``):
+    a transaction that reads first and then writes cannot wait for it, and fails at once with
+    "database is locked" when a server process committed in between (SQLite's snapshot rule),
+    as ``scimd apps revoke`` did while Entra was provisioning.
+    """
+    with engine.connect() as conn:
+        conn.execution_options(sqlite_begin="IMMEDIATE")
+        with conn.begin():
+            yield conn
