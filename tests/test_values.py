@@ -71,3 +71,25 @@ def test_numbers_take_their_lossless_string_forms_and_say_what_is_wrong() -> Non
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_a_decimal_sent_as_the_shortest_text_of_a_double_is_kept_exactly(x: float) -> None:
     assert coerce_scalar(_attr(S.DECIMAL), repr(x), "p") == x
+
+
+def test_an_integer_sent_as_text_is_read_exactly_or_refused() -> None:
+    """Integer text went through a double: "9007199254740993.0" was stored as ...992 and
+    "1.0000000000000001" as 1. It is read exactly now, and a fraction is refused."""
+    i = _attr(S.INTEGER)
+    assert coerce_scalar(i, "9007199254740993.0", "p") == 9007199254740993
+    assert coerce_scalar(i, "12345678901234567.0", "p") == 12345678901234567
+    assert coerce_scalar(i, "1e3", "p") == 1000 and coerce_scalar(i, "0e5", "p") == 0
+    for fraction in ("1.0000000000000001", "99999999999999999999e-2"):
+        with pytest.raises(InvalidValue, match="must be an integer"):
+            coerce_scalar(i, fraction, "p")
+    for huge in ("9223372036854775808", "1e400"):
+        with pytest.raises(InvalidValue, match=re.escape("out of -2^63..2^63-1")):
+            coerce_scalar(i, huge, "p")
+    with pytest.raises(InvalidValue, match="JSON integer or a string"):
+        coerce_scalar(i, 9007199254740994.0, "p")  # a JSON number with a fraction: a double
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.sampled_from(["", ".0", ".000"]))
+def test_every_64_bit_integer_text_is_kept_exactly(n: int, tail: str) -> None:
+    assert coerce_scalar(_attr(S.INTEGER), f"{n}{tail}", "p") == n

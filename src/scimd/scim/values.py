@@ -86,8 +86,19 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise _bad(attr, value, where)
         if isinstance(value, str):
-            value = number_from_string(value)
+            parsed = number_from_string(value)
+            if isinstance(parsed, (int, float)):
+                # Read exactly: through a double, "9007199254740993.0" became ...992 and
+                # "1.0000000000000001" became 1.
+                value = _integer_text(value.strip(), where)
+            else:
+                value = parsed
         if isinstance(value, float) and value.is_integer():
+            if abs(value) >= 2**53:  # a JSON number with a fraction or exponent: a double
+                raise InvalidValue(
+                    f"'{where}': {value!r} is past what a JSON number with a fraction or an"
+                    " exponent holds exactly (2^53); send it as a JSON integer or a string"
+                )
             value = int(value)
         if isinstance(value, int):
             if -_INT_MAX - 1 <= value <= _INT_MAX:
@@ -125,6 +136,17 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
             return value
         raise _bad(attr, value, where)
     raise _bad(attr, value, where)  # pragma: no cover - complex handled by the caller
+
+
+def _integer_text(text: str, where: str) -> int | str:
+    """The integer a numeric string writes, exactly; the text itself (refused by the caller)
+    when it holds a fraction."""
+    d = Decimal(text)
+    if d != 0 and d.adjusted() >= 19:  # |d| >= 10^19 > 2^63: refused before int() builds it
+        raise InvalidValue(f"'{where}' must be an integer, got {text}: out of -2^63..2^63-1")
+    if d != d.to_integral_value():
+        return text
+    return int(d)
 
 
 def _exact(number: int | float, text: str) -> bool:
