@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from scimd.auth import apps
@@ -139,9 +140,15 @@ def test_properties_add_list_remove(db: str) -> None:
     d = Directory(create_engine(db), properties_urn=Settings().properties_urn)
     made = d.create("User", {"userName": "p@x.com", URN: {"Level": "3"}}, audit.CLI, "http://x")
     other = d.create("User", {"userName": "q@x.com"}, audit.CLI, "http://x")
-    r = runner.invoke(app, ["properties", "remove", "Level", "--database-url", db])
-    assert r.exit_code == 1 and "1 user(s)" in r.output
-    _ok("properties", "remove", "Level", "--yes", "--database-url", db)
+    for spelling in ("Level", "LEVEL"):  # names are case-insensitive, the warning too
+        r = runner.invoke(app, ["properties", "remove", spelling, "--database-url", db])
+        assert r.exit_code == 1 and "1 user(s)" in r.output
+    _ok("properties", "remove", "level", "--yes", "--database-url", db)
+    with create_engine(db).connect() as conn:
+        detail = conn.execute(
+            sa.text("SELECT detail FROM audit WHERE operation = 'property.remove'")
+        ).scalar_one()
+    assert json.loads(detail) == {"type": "Integer", "values_removed": 1}
     found = {u["userName"]: u for u in d.search("User", None, "http://x").resources}
     assert URN not in found["p@x.com"]
     # The user whose value went has a new version (its old ETag must not match); not the other.
@@ -293,8 +300,6 @@ def test_a_command_writes_while_a_server_commits_between_its_read_and_its_write(
     lock first, and the server's write waits for it instead."""
     import threading
     import time
-
-    import sqlalchemy as sa
 
     from scimd.cli.main import _tx
 

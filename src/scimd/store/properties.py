@@ -103,8 +103,14 @@ def _has_value(conn: sa.Connection, name: str, urn: str) -> Any:
 
 
 def count_values(conn: sa.Connection, name: str, urn: str) -> int:
-    """How many users hold a value for the property (shown before removing it)."""
-    cond = _has_value(conn, name, urn)
+    """How many users hold a value for the property (shown before removing it), by its name
+    in any case, as ``remove_property`` finds it (0 for a name not defined)."""
+    row = conn.execute(
+        sa.select(user_properties.c.name).where(user_properties.c.name_lower == name.lower())
+    ).first()
+    if row is None:
+        return 0
+    cond = _has_value(conn, row.name, urn)
     return int(conn.execute(sa.select(sa.func.count()).select_from(users).where(cond)).scalar_one())
 
 
@@ -135,11 +141,18 @@ def remove_property(
     else:
         stripped = users.c.doc.op("#-")(sa.literal([urn, row.name], sa.ARRAY(sa.Text)))
     # The users who held a value changed: a new version, so an ETag taken before does not match.
-    conn.execute(
+    held = conn.execute(
         users.update()
         .where(_has_value(conn, row.name, urn))
         .values(doc=stripped, version=users.c.version + 1, last_modified=now_datetime())
-    )
+    ).rowcount
     versions.bump(conn, versions.SCHEMA)
-    A.record(conn, actor, "property.remove", "UserProperty", row.name, {"type": row.type})
+    A.record(
+        conn,
+        actor,
+        "property.remove",
+        "UserProperty",
+        row.name,
+        {"type": row.type, "values_removed": held},
+    )
     return S.PropertyDef(row.name, row.type, row.description)
