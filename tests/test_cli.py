@@ -159,6 +159,13 @@ def test_properties_add_list_remove(db: str) -> None:
             app, ["properties", "add", reserved, "--type", "String", "--database-url", db]
         )
         assert r.exit_code == 1 and "choose another name" in r.output
+    for enterprise in ("manager", "Department", "EMPLOYEENUMBER"):
+        # Entra sends these without their schema: a property of the same name made its
+        # manager requests fail as "unknown attribute".
+        r = runner.invoke(
+            app, ["properties", "add", enterprise, "--type", "String", "--database-url", db]
+        )
+        assert r.exit_code == 1 and "enterprise extension" in r.output
     r = runner.invoke(
         app, ["properties", "add", "A" * 129, "--type", "String", "--database-url", db]
     )

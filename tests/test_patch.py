@@ -1563,3 +1563,19 @@ def test_each_replay_patch_body_applies_alone(step: dict[str, Any]) -> None:
     second = apply_patch(rt, first.doc, payload, load_members=load)
     assert second.doc == first.doc
     assert second.changed == bool(second.member_ops)
+
+
+def test_an_unqualified_enterprise_name_is_the_enterprise_attribute_beside_a_property() -> None:
+    """A database from before such names were refused may hold a custom property named like
+    an enterprise attribute: Entra's unqualified ``manager`` still means the enterprise one,
+    and the property is reached by its full URN, as Entra sends properties."""
+    rt = S.user_type([S.PropertyDef("manager", "String", "")])
+    assert rt.resolve("manager").schema == S.ENTERPRISE_SCHEMA
+    result = patch(
+        {"userName": "a"},
+        {"op": "Add", "path": "manager", "value": "boss-id"},
+        {"op": "Add", "path": f"{S.USER_PROPERTIES_SCHEMA}:manager", "value": "text"},
+        rt=rt,
+    )
+    assert result.doc[S.ENTERPRISE_SCHEMA]["manager"] == {"value": "boss-id"}
+    assert result.doc[S.USER_PROPERTIES_SCHEMA]["manager"] == "text"

@@ -390,7 +390,17 @@ class ResourceType:
                 # (facts §1.4 ex. 4); an unqualified name defined by exactly one extension
                 # means that extension's attribute.
                 found = [(s.id, s.attr[low]) for s, _ in self.extensions if low in s.attr]
-                if len(found) == 1:
+                standard = [f for f in found if f[0] == ENTERPRISE_SCHEMA]
+                if len(found) > 1 and standard:
+                    # A custom property of the same name (refused since; older databases may
+                    # hold one) is reached by its full URN, as Entra sends those.
+                    found = standard
+                if len(found) > 1:
+                    raise InvalidPath(
+                        f"'{name}' is an attribute of {', '.join(u for u, _ in found)}:"
+                        f" qualify it with its schema URN (path '{original or name}')"
+                    )
+                if found:
                     urn, attr = found[0]
         else:
             attr = schema.attr.get(low)

@@ -76,6 +76,12 @@ def add_property(
             f"invalid property name '{name}': id, schemas and meta name every resource's own"
             " attributes (RFC 7643 §3.1); choose another name"
         )
+    if name.lower() in S.ENTERPRISE_USER.attr:
+        raise InvalidValue(
+            f"invalid property name '{name}': the enterprise extension ({S.ENTERPRISE_SCHEMA})"
+            f" defines '{S.ENTERPRISE_USER.attr[name.lower()].name}', and Entra sends it"
+            " without its schema (manager, department); choose another name"
+        )
     t = canonical_type(type_name)
     exists = conn.execute(
         sa.select(user_properties.c.name).where(user_properties.c.name_lower == name.lower())
