@@ -555,9 +555,10 @@ def test_unqualified_extension_attribute_resolves_when_unambiguous() -> None:
     """Entra's unqualified ``manager`` means the one extension that defines it."""
     bound = bind(parse('manager.value eq "m"'), USER)
     assert bound == Compare(p("manager", "value", ENTERPRISE_SCHEMA), "eq", "m")
-    ambiguous: ResourceType = user_type([PropertyDef("department", "String")])
-    with pytest.raises(InvalidFilter, match="unknown attribute 'department'"):
-        bind(parse('department eq "x"'), ambiguous)
+    # Beside a custom property of the same name (refused since), the standard one.
+    both: ResourceType = user_type([PropertyDef("department", "String")])
+    bound = bind(parse('department eq "x"'), both)
+    assert bound == Compare(p("department", None, ENTERPRISE_SCHEMA), "eq", "x")
 
 
 # ---------------------------------------------------------------------------------------------

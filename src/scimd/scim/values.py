@@ -94,7 +94,7 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
             else:
                 value = parsed
         if isinstance(value, float) and value.is_integer():
-            if abs(value) >= 2**53:  # a JSON number with a fraction or exponent: a double
+            if 2**53 <= abs(value) < 2**63:  # a JSON number with a fraction or exponent: a double
                 raise InvalidValue(
                     f"'{where}': {value!r} is past what a JSON number with a fraction or an"
                     " exponent holds exactly (2^53); send it as a JSON integer or a string"
