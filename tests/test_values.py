@@ -93,3 +93,11 @@ def test_an_integer_sent_as_text_is_read_exactly_or_refused() -> None:
 @given(st.integers(min_value=-(2**63), max_value=2**63 - 1), st.sampled_from(["", ".0", ".000"]))
 def test_every_64_bit_integer_text_is_kept_exactly(n: int, tail: str) -> None:
     assert coerce_scalar(_attr(S.INTEGER), f"{n}{tail}", "p") == n
+
+
+def test_a_negative_zero_decimal_is_zero_on_every_database() -> None:
+    """PostgreSQL's jsonb reads -0.0 back as 0.0 while SQLite kept the sign: one value."""
+    import math
+
+    kept = coerce_scalar(_attr(S.DECIMAL), -0.0, "p")
+    assert kept == 0.0 and math.copysign(1.0, kept) == 1.0

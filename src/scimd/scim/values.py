@@ -119,7 +119,7 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
         if isinstance(value, int) and -_INT_MAX - 1 <= value <= _INT_MAX:
             return value
         if isinstance(value, float) and math.isfinite(value):
-            return value
+            return value + 0.0  # -0.0 is 0.0: PostgreSQL's jsonb keeps no sign for zero
         raise _bad(attr, value, where)
     if t == S.DATETIME:
         if isinstance(value, str):
