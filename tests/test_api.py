@@ -270,6 +270,7 @@ def test_discovery_documents(api: Api) -> None:
     """ServiceProviderConfig, ResourceTypes and Schemas (with custom properties) are served."""
     spc = api.req("GET", "/ServiceProviderConfig").json()
     assert spc["patch"]["supported"] and spc["filter"]["maxResults"] == 50
+    assert spc["changePassword"]["supported"]  # PUT and PATCH set a user's password
     assert spc["bulk"]["maxPayloadSize"] == 64 * 1024
     rts = api.req("GET", "/ResourceTypes").json()
     assert {r["name"] for r in rts["Resources"]} == {"User", "Group"}
@@ -876,3 +877,62 @@ def test_bulk_operations_after_a_revocation_are_refused(
     assert [o["status"] for o in r.json()["Operations"]] == ["201"] * 5 + ["401"] * 15
     found = api.req("GET", "/Users", params={"filter": 'userName sw "b"'}).json()
     assert found["totalResults"] == 5
+
+
+def test_okta_puts_with_the_same_password_keep_the_version(api: Api) -> None:
+    """Okta sends the password in every PUT when it syncs passwords: the same password is no
+    change (no new version, no audit record); another one is, and it is stored as a digest."""
+    from scimd.scim import passwords
+
+    body = {"schemas": [USER], "userName": "okta@x.com", "password": "Pw-1-long"}
+    made = api.req("POST", "/Users", body)
+    assert made.status_code == 201 and "password" not in made.json()
+    uid, v1 = made.json()["id"], made.headers["etag"]
+    for _ in range(2):
+        r = api.req("PUT", f"/Users/{uid}", body)
+        assert r.status_code == 200 and r.headers["etag"] == v1
+    same = {
+        "schemas": [PATCH],
+        "Operations": [{"op": "replace", "path": "password", "value": "Pw-1-long"}],
+    }
+    assert api.req("PATCH", f"/Users/{uid}", same).headers["etag"] == v1
+    r = api.req("PUT", f"/Users/{uid}", {**body, "password": "Pw-2-long"})
+    assert r.status_code == 200 and r.headers["etag"] != v1
+    with api.engine.connect() as conn:
+        import sqlalchemy as sa
+
+        doc = json.loads(
+            conn.execute(sa.text("SELECT doc FROM users WHERE id = :i"), {"i": uid}).scalar_one()
+        )
+        audited = conn.execute(
+            sa.text("SELECT count(*) FROM audit WHERE resource_id = :i"), {"i": uid}
+        ).scalar_one()
+    assert passwords.verify(doc["password"], "Pw-2-long")
+    assert audited == 2  # the create and the one real change
+
+
+def test_the_audit_of_a_member_change_names_the_members(api: Api) -> None:
+    """ "Which application added this user to that group, and when" has an answer."""
+    a, b = api.user("aud-a")["id"], api.user("aud-b")["id"]
+    g = api.req("POST", "/Groups", {"displayName": "aud-g"}).json()["id"]
+    ops = [
+        {"op": "add", "path": "members", "value": [{"value": a}, {"value": b}]},
+        {"op": "remove", "path": f'members[value eq "{b}"]'},
+    ]
+    assert (
+        api.req("PATCH", f"/Groups/{g}", {"schemas": [PATCH], "Operations": ops}).status_code == 204
+    )
+    with api.engine.connect() as conn:
+        import sqlalchemy as sa
+
+        actor, detail = conn.execute(
+            sa.text(
+                "SELECT actor, detail FROM audit WHERE resource_id = :g AND operation = 'patch'"
+            ),
+            {"g": g},
+        ).one()
+    assert json.loads(detail)["members"] == [
+        {"op": "add", "ids": [a, b]},
+        {"op": "remove", "ids": [b]},
+    ]
+    assert actor  # the application's client id

@@ -46,11 +46,11 @@ from scimd.scim.errors import (
     TooMany,
 )
 from scimd.scim.filter import And, Compare, Filter, Or, parse_patch_path
+from scimd.scim.passwords import Hashed, hash_password
 from scimd.scim.query import bind_element, compare, matches_element
 from scimd.scim.resource import (
     check_required,
     display_path,
-    hash_password,
     normalise_complex,
     normalise_value,
 )
@@ -466,7 +466,7 @@ class _Patcher:
             self.remove_whole(container, attr, t.where)
             return
         _check_immutable(attr, container.get(attr.name), v, t.where)
-        if attr.mutability == "writeOnly" and isinstance(v, str):
+        if attr.mutability == "writeOnly" and isinstance(v, str) and type(v) is not Hashed:
             v = hash_password(v)
         container[attr.name] = v
 

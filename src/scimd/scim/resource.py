@@ -8,8 +8,6 @@ stored document in canonical spelling, extensions nested under their URN.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,6 +15,7 @@ from scimd.scim import compat
 from scimd.scim import schema as S
 from scimd.scim.errors import InvalidPath, InvalidSyntax, InvalidValue, NotFound
 from scimd.scim.filter import NUL_IN_TEXT
+from scimd.scim.passwords import Hashed, hash_password
 from scimd.scim.values import coerce_scalar
 
 # Keys a client may send that the server owns.
@@ -77,8 +76,8 @@ def set_attribute(rt: S.ResourceType, doc: dict[str, Any], res: S.Resolved, valu
     where = display_path(res)
     if res.sub is None:
         v = normalise_value(res.attr, value, where)
-        if res.attr.mutability == "writeOnly" and isinstance(v, str):
-            v = hash_password(v)
+        if res.attr.mutability == "writeOnly" and isinstance(v, str) and type(v) is not Hashed:
+            v = hash_password(v)  # one the server did not hash before the write (passwords.py)
         if v is None:
             container.pop(res.attr.name, None)
         else:
@@ -172,13 +171,6 @@ def schemas_of(rt: S.ResourceType, doc: dict[str, Any]) -> list[str]:
         if doc.get(ext.id):
             out.append(ext.id)
     return out
-
-
-def hash_password(password: str) -> str:
-    """Passwords (writeOnly, returned never) are kept only as a salted scrypt digest."""
-    salt = os.urandom(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
-    return f"scrypt${salt.hex()}${digest.hex()}"
 
 
 # ---------------------------------------------------------------------------------------------

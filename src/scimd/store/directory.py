@@ -244,6 +244,16 @@ class Directory:
             self._type_at(conn, "User", v)
 
     # -- reads --------------------------------------------------------------------------------
+    def stored_password(self, rid: str) -> str | None:
+        """A user's password digest (compared with a password a request sends, before it)."""
+        with self.read() as conn:
+            try:
+                row = self.repos["User"].get_row(conn, rid)
+            except NotFound:
+                return None
+            value = row.doc.get("password")
+            return value if isinstance(value, str) else None
+
     def get(
         self,
         name: str,
@@ -708,7 +718,14 @@ class Directory:
                 if op.kind != "remove":
                     _not_its_own_member(rid, op.members)
             if result.changed:
-                detail = {"operations": _op_summary(body)}
+                detail: dict[str, Any] = {"operations": _op_summary(body)}
+                if result.member_ops:
+                    # Which members each operation added or removed: the audit answers "who
+                    # added X to this group, and when" (the operations name only the path).
+                    detail["members"] = [
+                        {"op": op.kind, "ids": [m["value"] for m in op.members]}
+                        for op in result.member_ops
+                    ]
                 if at_once:
                     assert v is not None
                     if name == "User":

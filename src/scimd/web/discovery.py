@@ -21,7 +21,7 @@ def service_provider_config(settings: Settings, base: str) -> dict[str, Any]:
             "maxPayloadSize": settings.max_payload,
         },
         "filter": {"supported": True, "maxResults": settings.max_results},
-        "changePassword": {"supported": False},
+        "changePassword": {"supported": True},  # PUT and PATCH set it (scim/passwords.py)
         "sort": {"supported": True},
         "etag": {"supported": True},
         "authenticationSchemes": [
