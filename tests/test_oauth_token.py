@@ -453,12 +453,14 @@ def test_rotation_keeps_both_secrets_working(server: Server) -> None:
 
 
 def test_revoking_a_secret_ends_the_tokens_already_issued(server: Server) -> None:
-    """A revoked (say, leaked) secret lived on in the access tokens it had issued; now the
-    application's tokens end with it, and a client holding the other secret gets new ones."""
+    """A revoked (say, leaked) secret lived on in the access tokens it had issued; now they
+    end with it, while the tokens of the new secret, which the clients already switched to,
+    keep working: the rotation promises no downtime."""
     cid, old = server.app()
     with server.engine.begin() as conn:
         new = apps.rotate_secret(conn, cid, audit.CLI)
     issued = server.access_token(cid, old)
+    of_new = server.access_token(cid, new)
     assert server.users(issued).status_code == 200
     secret_pk = server.sql(
         sa.select(client_secrets.c.pk).where(client_secrets.c.digest == apps.digest(old))
@@ -466,8 +468,30 @@ def test_revoking_a_secret_ends_the_tokens_already_issued(server: Server) -> Non
     with server.engine.begin() as conn:
         apps.revoke_secret(conn, cid, secret_pk, audit.CLI)
     assert server.users(issued).status_code == 401
+    assert server.users(of_new).status_code == 200
     oauth_error(server.post_auth(cid, old), 401, "invalid_client")
     assert server.users(server.access_token(cid, new)).status_code == 200
+
+
+def test_revoking_a_secret_ends_tokens_from_before_secrets_were_recorded(server: Server) -> None:
+    """A token issued before migration 0005 does not say which secret obtained it: it ends
+    with any revoked secret of its application."""
+    cid, old = server.app()
+    with server.engine.begin() as conn:
+        new = apps.rotate_secret(conn, cid, audit.CLI)
+    legacy = server.access_token(cid, new)  # obtained by the new secret, but not recorded
+    server.sql(
+        access_tokens.update()
+        .where(access_tokens.c.digest == apps.digest(legacy))
+        .values(secret_pk=None)
+    )
+    secret_pk = server.sql(
+        sa.select(client_secrets.c.pk).where(client_secrets.c.digest == apps.digest(old))
+    ).scalar_one()
+    assert server.users(legacy).status_code == 200
+    with server.engine.begin() as conn:
+        apps.revoke_secret(conn, cid, secret_pk, audit.CLI)
+    assert server.users(legacy).status_code == 401
 
 
 def test_disable_kills_tokens_at_once(server: Server) -> None:

@@ -410,10 +410,10 @@ def test_property_type_select_offers_basic_types_only(env: Env) -> None:
 
 def test_property_unsupported_type_refused_with_explanation(env: Env) -> None:
     """A posted unsupported type is refused (400) with the explanation, and nothing is added."""
-    r = env.post("/admin/properties", {"name": "Manager", "type": "reference"})
+    r = env.post("/admin/properties", {"name": "Boss", "type": "reference"})
     assert r.status_code == 400
     assert "references to other objects are not supported" in html.unescape(r.text)
-    assert 'value="Manager"' in r.text
+    assert 'value="Boss"' in r.text
     assert _property_names(env) == set()
 
 

@@ -180,10 +180,10 @@ def rotate_secret(conn: sa.Connection, client_id: str, actor: A.Actor) -> str:
 
 
 def revoke_secret(conn: sa.Connection, client_id: str, secret_id: int, actor: A.Actor) -> None:
-    """Revoke one secret (after rotation, once every client uses the new one), and the access
-    tokens the application holds: which secret issued one is not recorded, and a revoked
-    secret (say, a leaked one) must not live on in its tokens. A client holding another
-    secret just asks for a new token."""
+    """Revoke one secret (after rotation, once every client uses the new one) and the access
+    tokens it obtained: a revoked secret (say, a leaked one) must not live on in its tokens,
+    while clients already on the new secret keep theirs. Tokens issued before the secret was
+    recorded with them (migration 0005) end too."""
     row = _app_row(conn, client_id)
     done = conn.execute(
         client_secrets.update()
@@ -196,7 +196,12 @@ def revoke_secret(conn: sa.Connection, client_id: str, secret_id: int, actor: A.
     ).rowcount
     if not done:
         raise NotFound(f"application '{client_id}' has no active secret {secret_id}")
-    conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
+    conn.execute(
+        access_tokens.delete().where(
+            access_tokens.c.app_pk == row.pk,
+            sa.or_(access_tokens.c.secret_pk == secret_id, access_tokens.c.secret_pk.is_(None)),
+        )
+    )
     versions.bump(conn, versions.AUTH)  # cached verifications end now
     A.record(conn, actor, "app.revoke_secret", "Application", client_id, {"secret": secret_id})
 

@@ -103,7 +103,7 @@ def issue_token(
     write transaction: the token row, the purge of the application's expired tokens and the
     ``token.issue`` audit row commit together.
     """
-    app = _authenticate_client(conn, client_id, client_secret)
+    app, secret_pk = _authenticate_client(conn, client_id, client_secret)
     if app.grant_type != "client_credentials":
         raise TokenError(
             "unauthorized_client",
@@ -142,6 +142,7 @@ def issue_token(
             scopes=granted,
             created=now_datetime(),
             expires=expires,
+            secret_pk=secret_pk,
         )
     )
     A.record(
@@ -159,8 +160,11 @@ def issue_token(
     return body
 
 
-def _authenticate_client(conn: sa.Connection, client_id: str, client_secret: str) -> Any:
-    """The enabled application whose unrevoked secret this is, else ``invalid_client``.
+def _authenticate_client(
+    conn: sa.Connection, client_id: str, client_secret: str
+) -> tuple[Any, int]:
+    """The enabled application whose unrevoked secret this is, and the secret's pk; else
+    ``invalid_client``.
 
     Every stored digest is compared in constant time (an unknown client id is compared against
     a dummy digest), so timing says nothing about how close a secret was. Client ids are not
@@ -178,18 +182,20 @@ def _authenticate_client(conn: sa.Connection, client_id: str, client_secret: str
             applications.c.enabled,
         ).where(applications.c.client_id == client_id)
     ).first()
-    stored = [_NO_DIGEST]
+    stored: list[tuple[int | None, str]] = [(None, _NO_DIGEST)]
     if app is not None:
-        stored = list(
-            conn.execute(
-                sa.select(client_secrets.c.digest).where(
+        stored = [
+            (r.pk, r.digest)
+            for r in conn.execute(
+                sa.select(client_secrets.c.pk, client_secrets.c.digest).where(
                     client_secrets.c.app_pk == app.pk, client_secrets.c.revoked.is_(None)
                 )
-            ).scalars()
-        ) or [_NO_DIGEST]
-    ok = False
-    for s in stored:
-        ok |= hmac.compare_digest(s, d)
-    if app is None or not app.enabled or not ok:
+            )
+        ] or stored
+    matched: int | None = None
+    for pk, s in stored:
+        if hmac.compare_digest(s, d):  # every digest is compared: no early exit
+            matched = pk
+    if app is None or not app.enabled or matched is None:
         raise invalid_client()
-    return app
+    return app, matched

@@ -274,11 +274,15 @@ def apps_list(database_url: DbUrl = None, as_json: Json = False) -> None:
             return apps_mod.list_apps(conn)
 
     rows = _run(go)
-    lines = [
-        f"{r['client_id']}  {r['name']!r}  {r['grant_type']}  {','.join(r['scopes'])}  "
-        f"{'enabled' if r['enabled'] else 'disabled'}"
-        for r in rows
-    ]
+    lines = []
+    for r in rows:
+        lines.append(
+            f"{r['client_id']}  {r['name']!r}  {r['grant_type']}  {','.join(r['scopes'])}  "
+            f"{'enabled' if r['enabled'] else 'disabled'}"
+        )
+        for sec in r["secrets"]:
+            state = f"revoked {sec['revoked']}" if sec["revoked"] else "active"
+            lines.append(f"  secret {sec['id']}  {sec['hint']}  created {sec['created']}  {state}")
     _print(rows, as_json, "\n".join(lines) or "no applications")
 
 
@@ -297,16 +301,26 @@ def apps_revoke(client_id: str, database_url: DbUrl = None) -> None:
     typer.echo(f"revoked {client_id}")
 
 
+@apps_app.command("revoke-secret")
+def apps_revoke_secret(client_id: str, secret_id: int, database_url: DbUrl = None) -> None:
+    """Revoke one secret (its id is in `apps list`) and the access tokens it obtained: the
+    end of a rotation, once every client uses the new secret."""
+    _app_action(client_id, database_url, lambda c, i, a: apps_mod.revoke_secret(c, i, secret_id, a))
+    typer.echo(f"revoked secret {secret_id} of {client_id}")
+
+
 @apps_app.command("rotate")
 def apps_rotate(client_id: str, database_url: DbUrl = None, as_json: Json = False) -> None:
-    """Add a new secret; old secrets keep working until the application is revoked."""
+    """Add a new secret; the old ones keep working until revoked (`apps revoke-secret`), so
+    clients can be switched without downtime."""
     secret = _app_action(client_id, database_url, apps_mod.rotate_secret)
     _print({"client_id": client_id, "client_secret": secret}, as_json, f"client_secret: {secret}")
 
 
 @apps_app.command("disable")
 def apps_disable(client_id: str, database_url: DbUrl = None) -> None:
-    """Disable an application: its tokens stop working until it is enabled again."""
+    """Disable an application: its secrets stop working until it is enabled again, and the
+    access tokens it obtained are discarded (it asks for new ones once enabled)."""
     _app_action(client_id, database_url, lambda c, i, a: apps_mod.set_enabled(c, i, False, a))
     typer.echo(f"disabled {client_id}")
 

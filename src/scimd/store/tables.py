@@ -160,6 +160,8 @@ access_tokens = sa.Table(
     sa.Column("created", sa.String(32), nullable=False),
     # Unix seconds; NULL = never expires.
     sa.Column("expires", sa.BigInteger, nullable=True),
+    # The client secret that obtained it (revoking that secret ends it); NULL before 0005.
+    sa.Column("secret_pk", sa.Integer, nullable=True),
 )
 
 audit = sa.Table(
