@@ -320,3 +320,37 @@ def test_audit_dates_at_the_end_of_the_calendar_or_inverted_are_explained(
     assert r.status_code == 200
     r = portal.client.get("/admin/audit?from=2026-02-01&to=2026-01-01")
     assert r.status_code == 400 and "after the" in r.text
+
+
+def test_a_cookie_signed_with_the_database_key_is_not_a_session(portal: Portal) -> None:
+    """The cookie's signing key is in the database: whoever reads the database (a backup) can
+    sign a cookie. It also needs a session id whose digest the database holds, which it cannot
+    derive; a real sign-in still works, and signing out ends the session server-side."""
+    import base64
+    import json
+
+    import itsdangerous
+
+    from scimd.store.tables import admin_sessions
+
+    assert portal.login().status_code == 303
+    with portal.engine.connect() as conn:
+        key = admins.session_secret(conn)
+        admin = admins.get(conn, 1)
+        stored = conn.execute(sa.select(admin_sessions.c.digest)).scalars().all()
+    assert admin is not None and len(stored) == 1
+    signer = itsdangerous.TimestampSigner(key)
+    for forged_session in (
+        {"admin": admin.pk, "epoch": admin.session_epoch},
+        {"admin": admin.pk, "epoch": admin.session_epoch, "sid": stored[0]},  # the digest
+    ):
+        payload = base64.b64encode(json.dumps(forged_session).encode())
+        forged = TestClient(portal.client.app)
+        forged.cookies.set("scimd_session", signer.sign(payload).decode())
+        r = forged.get(APPS, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"].startswith("/admin/login")
+    assert portal.client.get(APPS).status_code == 200
+    logout = portal.post("/admin/logout", {}, APPS)
+    assert logout.status_code == 303
+    with portal.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(admin_sessions)).scalar() == 0

@@ -22,10 +22,11 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from scimd.scim.errors import InvalidValue, NotFound, Uniqueness
 from scimd.scim.values import now_datetime
 from scimd.store import audit as A
-from scimd.store.tables import admins, settings
+from scimd.store.tables import admin_sessions, admins, settings
 
 MIN_PASSWORD = 10
 SETUP_TTL = 24 * 3600
+SESSION_SECONDS = 8 * 3600  # a portal session lasts this long from its sign-in
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 _hasher = PasswordHasher()
 # Verified against when the username does not exist, so a wrong username costs the same time.
@@ -92,14 +93,48 @@ def reset_password(conn: sa.Connection, username: str, password: str, actor: A.A
         .where(admins.c.pk == row.pk)
         .values(password_hash=_hasher.hash(password), session_epoch=admins.c.session_epoch + 1)
     )
+    conn.execute(admin_sessions.delete().where(admin_sessions.c.admin_pk == row.pk))
     A.record(conn, actor, "admin.reset_password", "Admin", username, None)
 
 
 def end_sessions(conn: sa.Connection, pk: int) -> None:
-    """Invalidate every session cookie of an admin (cookies are signed, not stored)."""
+    """End every session of an admin (a copy of a cookie must not outlive a sign-out)."""
     conn.execute(
         admins.update().where(admins.c.pk == pk).values(session_epoch=admins.c.session_epoch + 1)
     )
+    conn.execute(admin_sessions.delete().where(admin_sessions.c.admin_pk == pk))
+
+
+def _digest(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
+
+
+def start_session(conn: sa.Connection, pk: int) -> str:
+    """A new session id for the admin's cookie; only its digest is stored, so a cookie cannot
+    be made from what the database holds (its signing key is there too)."""
+    now = int(time.time())
+    conn.execute(
+        admin_sessions.delete().where(
+            admin_sessions.c.admin_pk == pk, admin_sessions.c.created <= now - SESSION_SECONDS
+        )
+    )
+    sid = secrets.token_urlsafe(32)
+    conn.execute(admin_sessions.insert().values(admin_pk=pk, digest=_digest(sid), created=now))
+    return sid
+
+
+def session_admin(conn: sa.Connection, pk: int, sid: str) -> Admin | None:
+    """The admin of a live session ``sid`` of admin ``pk``, else None."""
+    row = conn.execute(
+        sa.select(admins)
+        .join(admin_sessions, admin_sessions.c.admin_pk == admins.c.pk)
+        .where(
+            admins.c.pk == pk,
+            admin_sessions.c.digest == _digest(sid),
+            admin_sessions.c.created > int(time.time()) - SESSION_SECONDS,
+        )
+    ).first()
+    return Admin(row.pk, row.username, row.session_epoch) if row is not None else None
 
 
 def verify(conn: sa.Connection, username: str, password: str) -> Admin | None:

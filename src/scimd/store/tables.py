@@ -193,3 +193,21 @@ admins = sa.Table(
     # Bumped by a password reset: session cookies carry it, so older sessions stop working.
     sa.Column("session_epoch", sa.Integer, nullable=False, default=0),
 )
+
+# Portal sessions: the SHA-256 digest of the random id a session cookie carries. The cookie's
+# signing key is in the database too; without an id whose digest is here it signs nothing.
+admin_sessions = sa.Table(
+    "admin_sessions",
+    metadata,
+    sa.Column("pk", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column(
+        "admin_pk",
+        sa.Integer,
+        sa.ForeignKey("admins.pk", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    sa.Column("digest", sa.String(64), nullable=False, unique=True),
+    # Unix seconds; a session lasts SESSION_SECONDS from its sign-in (auth/admins.py).
+    sa.Column("created", sa.BigInteger, nullable=False),
+)

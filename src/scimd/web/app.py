@@ -183,7 +183,7 @@ def create_app(
         SessionMiddleware,
         secret_key=session_key,
         session_cookie="scimd_session",
-        max_age=8 * 3600,
+        max_age=admins.SESSION_SECONDS,
         same_site="lax",
         https_only=settings.public_url.startswith("https://"),
     )

@@ -143,13 +143,13 @@ class Portal:
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
 
     async def current_admin(self, request: Request) -> admins.Admin | None:
-        pk = request.session.get("admin")
-        if not isinstance(pk, int):
+        pk, sid = request.session.get("admin"), request.session.get("sid")
+        if not isinstance(pk, int) or not isinstance(sid, str):
             return None
 
         def load() -> admins.Admin | None:
             with self.directory.read() as conn:
-                return admins.get(conn, pk)
+                return admins.session_admin(conn, pk, sid)
 
         admin: admins.Admin | None = await self.db(load)
         if admin is None or admin.session_epoch != request.session.get("epoch"):
@@ -317,9 +317,19 @@ class Portal:
                 error="Wrong username or password.",
             )
         self.throttle.succeeded(username)
-        request.session.clear()  # a fresh session (and CSRF token) after sign-in
-        request.session.update(admin=admin.pk, epoch=admin.session_epoch)
+        await self._start_session(request, admin)
         return RedirectResponse(_safe_next(nxt), status_code=303)
+
+    async def _start_session(self, request: Request, admin: admins.Admin) -> None:
+        """A fresh session (and CSRF token) after sign-in, recorded server-side."""
+
+        def start() -> str:
+            with self.directory.write() as conn:
+                return admins.start_session(conn, admin.pk)
+
+        sid = await self.db(start)
+        request.session.clear()
+        request.session.update(admin=admin.pk, epoch=admin.session_epoch, sid=sid)
 
     async def logout(self, request: Request) -> Response:
         try:
@@ -384,8 +394,7 @@ class Portal:
                 error=e.detail,
                 min_password=admins.MIN_PASSWORD,
             )
-        request.session.clear()
-        request.session.update(admin=admin.pk, epoch=admin.session_epoch)
+        await self._start_session(request, admin)
         self.flash(request, "ok", f"Welcome, {admin.username}.")
         return RedirectResponse("/admin/connection", status_code=303)
 
