@@ -827,3 +827,33 @@ def test_a_membership_committed_while_the_delete_waited_still_bumps_its_group(
     finally:
         d.close()
         engine.dispose()
+
+
+def test_a_write_that_keeps_losing_deadlocks_is_a_503_that_says_so(
+    directory: Directory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Groups nested in each other, written at once from two processes, made some writes lose
+    a deadlock at every attempt: the reply said "the database is unavailable" (it was not).
+    The write is tried a few times, after growing pauses, then answered with what happened."""
+    from scimd.scim.errors import ScimError
+    from scimd.store import directory as directory_mod
+    from scimd.store import onloop
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    tries: list[int] = []
+    pauses: list[float] = []
+
+    def lose(*args: Any) -> Any:
+        tries.append(1)
+        raise sa.exc.OperationalError("UPDATE groups ...", None, Deadlock("deadlock detected"))
+
+    monkeypatch.setattr(directory, "_written_once", lose)
+    monkeypatch.setattr(onloop, "pause", pauses.append)
+    with pytest.raises(ScimError) as e:
+        directory.create("Group", {"displayName": "never"}, audit.CLI, "http://x")
+    assert e.value.status == 503 and "deadlock" in e.value.detail
+    assert "unavailable" not in e.value.detail
+    assert len(tries) == directory_mod._DEADLOCK_ATTEMPTS == len(pauses) + 1
+    assert all(0 <= p <= 0.5 for p in pauses)

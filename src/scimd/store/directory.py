@@ -54,7 +54,7 @@ _CONDITIONAL_ATTEMPTS = 3
 ROOT_SORT_WINDOW = 10_000
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back.
 _RETRY_STATES = frozenset({"40P01", "40001"})
-_DEADLOCK_ATTEMPTS = 6
+_DEADLOCK_ATTEMPTS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,12 +563,23 @@ class Directory:
             try:
                 return self._written_once(actor, attempt, conditional_ok)
             except sa.exc.OperationalError as e:
-                retry = getattr(e.orig, "sqlstate", None) in _RETRY_STATES
-                if not retry or attempt_no == _DEADLOCK_ATTEMPTS - 1:
+                if getattr(e.orig, "sqlstate", None) not in _RETRY_STATES:
                     raise
                 if self._thread_connection().in_transaction():
                     raise  # inside a caller's transaction, which is rolled back too
-                onloop.pause(random.uniform(0, 0.005 * 2**attempt_no))
+                if attempt_no == _DEADLOCK_ATTEMPTS - 1:
+                    # Seen with groups nested in each other written at once from several
+                    # processes: the database is fine, the request kept losing.
+                    log.warning(
+                        "a write lost %d deadlocks in a row: %s", _DEADLOCK_ATTEMPTS, e.orig
+                    )
+                    raise ScimError(
+                        f"the request conflicted with concurrent writes of the same users or"
+                        f" groups {_DEADLOCK_ATTEMPTS} times in a row (a deadlock) and changed"
+                        " nothing; retry it",
+                        status=503,
+                    ) from None
+                onloop.pause(random.uniform(0, min(0.5, 0.01 * 2**attempt_no)))
         raise AssertionError("unreachable")
 
     def _written_once(
