@@ -909,6 +909,7 @@ def test_okta_puts_with_the_same_password_keep_the_version(api: Api) -> None:
         ).scalar_one()
     assert passwords.verify(doc["password"], "Pw-2-long")
     assert audited == 2  # the create and the one real change
+    _error(api.req("PUT", f"/Users/{uid}", {**body, "password": "Pw\x00"}), 400, "invalidValue")
 
 
 def test_the_audit_of_a_member_change_names_the_members(api: Api) -> None:

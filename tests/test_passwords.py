@@ -31,6 +31,9 @@ def test_the_passwords_of_resource_and_patch_bodies_are_found_and_replaced() -> 
     ]
     assert ops[3]["value"] == "pw6" and ops[4] == {"op": "remove", "path": "password"}
     assert P.plaintexts({"userName": "a"}, patch=False) == []
+    # Left for the write to refuse, as it refuses a NUL or a number anywhere.
+    assert P.plaintexts({"password": "a\x00b"}, patch=False) == []
+    assert P.plaintexts({"password": 1234}, patch=False) == []
     assert P.plaintexts(["not", "a", "body"], patch=True) == []
 
 

@@ -15,7 +15,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from scimd.scim.schema import USER_SCHEMA
 
@@ -60,10 +60,16 @@ def _is_password_key(key: Any) -> bool:
     return isinstance(key, str) and key.lower() in ("password", _FULL)
 
 
+def _plain(value: Any) -> TypeGuard[str]:
+    """A password to hash first; other values (a NUL, a number) are left to the write to
+    refuse as it refuses them anywhere."""
+    return type(value) is str and "\x00" not in value
+
+
 def _in_resource(body: Any, fn: Callable[[str], str]) -> Any:
     if not isinstance(body, dict) or not any(_is_password_key(k) for k in body):
         return body
-    return {k: fn(v) if _is_password_key(k) and type(v) is str else v for k, v in body.items()}
+    return {k: fn(v) if _is_password_key(k) and _plain(v) else v for k, v in body.items()}
 
 
 def _in_patch(body: Any, fn: Callable[[str], str]) -> Any:
@@ -79,7 +85,7 @@ def _in_patch(body: Any, fn: Callable[[str], str]) -> Any:
                 fields = {k.lower() if isinstance(k, str) else k: k for k in op}
                 path, value = op.get(fields.get("path")), op.get(fields.get("value"))
                 if isinstance(path, str) and _is_password_key(path.strip()):
-                    if type(value) is str:
+                    if _plain(value):
                         op = {**op, fields["value"]: fn(value)}
                 elif path is None and "value" in fields:
                     op = {**op, fields["value"]: _in_resource(value, fn)}
