@@ -937,3 +937,28 @@ def test_the_audit_of_a_member_change_names_the_members(api: Api) -> None:
         {"op": "remove", "ids": [b]},
     ]
     assert actor  # the application's client id
+
+
+def test_bulk_puts_with_the_same_password_keep_the_version(api: Api) -> None:
+    """Passwords in Bulk operations are hashed before their writes too, and the stored one
+    is no change."""
+    body = {"schemas": [USER], "userName": "bulkpw@x.com", "password": "Pw-3-long"}
+    made = api.req("POST", "/Users", body)
+    uid, v1 = made.json()["id"], made.headers["etag"]
+    ops = [
+        {"method": "PUT", "path": f"/Users/{uid}", "data": body},
+        {
+            "method": "PATCH",
+            "path": f"/Users/{uid}",
+            "data": {"Operations": [{"op": "replace", "path": "password", "value": "Pw-3-long"}]},
+        },
+        {"method": "PUT", "path": "/Users/a\x00b", "data": body},
+    ]
+    r = api.req(
+        "POST",
+        "/Bulk",
+        {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops},
+    )
+    results = r.json()["Operations"]
+    assert [o["status"] for o in results] == ["200", "200", "404"]
+    assert results[0]["version"] == results[1]["version"] == v1

@@ -63,7 +63,7 @@ class Work:
 
     read: Callable[[Gate], Reply] | None = None
     write: Callable[[Gate], Reply] | None = None
-    # A User write that sets a password: hashed before the write (``_digest``).
+    # A User write that sets a password: hashed before the write (``digest``).
     passwords: _Passwords | None = None
 
 
@@ -206,7 +206,7 @@ class Scim:
             if work.passwords is not None:
                 # Only an authorised caller costs a digest (~27 ms, off the event loop).
                 await self.db(self._authenticate, token)
-                await self._digest(work.passwords)
+                await self.digest(work.passwords)
             # Authentication and the operation run as one database call: one thread hop on a
             # network database, and the version counters read for the token are those the
             # operation uses.
@@ -220,7 +220,7 @@ class Scim:
             self.throttle.failed(address)
             raise
 
-    async def _digest(self, job: _Passwords) -> None:
+    async def digest(self, job: _Passwords) -> None:
         """Hash a request's passwords in a worker thread, or keep the stored digest for the
         password it already is (Okta sends it in every PUT): no new version for that."""
         stored = await self.db(self.directory.stored_password, job.rid) if job.rid else None
@@ -239,6 +239,12 @@ class Scim:
             return None
         plain = passwords.plaintexts(body, patch=patch)
         return _Passwords(body, rid, patch, plain) if plain else None
+
+    def passwords_of(self, name: str, body: Any, rid: str | None, method: str) -> _Passwords | None:
+        """The passwords a Bulk operation sets (POST, PUT or PATCH of a User)."""
+        if method not in ("POST", "PUT", "PATCH") or (method == "POST") != (rid is None):
+            return None
+        return self._passwords(name, body, rid, patch=method == "PATCH")
 
     def _authenticate(self, token: str) -> apps.Principal:
         with self.directory.read() as conn:
