@@ -24,7 +24,7 @@ from scimd.settings import Settings
 from scimd.store import migrate
 from scimd.store.checkpoint import Checkpointer
 from scimd.store.directory import Directory
-from scimd.store.engine import create_engine
+from scimd.store.engine import create_engine, write_transaction
 from scimd.web import portal_pages
 from scimd.web.http import error_response
 from scimd.web.oauth import TokenEndpoint
@@ -118,7 +118,7 @@ def create_app(
         )
     access_log = AccessLog(log_stream) if settings.access_log else None
     observer = Observer(metrics, access_log)
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:  # made on first start: a read, then a write
         session_key = settings.session_secret or admins.session_secret(conn)
 
     async def healthz(request: Request) -> Response:
