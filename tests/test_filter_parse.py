@@ -524,6 +524,8 @@ BIND_ERRORS: list[tuple[str, str]] = [
     ('name[givenName eq "x"]', "needs a multi-valued complex attribute"),
     ('emails[value.x eq "y"]', "name a sub-attribute of 'emails'"),
     (f'emails[{USER_SCHEMA}:type eq "y"]', "name a sub-attribute of 'emails'"),
+    (f"{USER_PROPERTIES_SCHEMA} pr", "names a schema, not an attribute"),
+    ('meta.lastModified gt "0001-01-01T00:00:00+01:00"', "outside years 1-9999"),
 ]
 
 

@@ -101,3 +101,14 @@ def test_a_negative_zero_decimal_is_zero_on_every_database() -> None:
 
     kept = coerce_scalar(_attr(S.DECIMAL), -0.0, "p")
     assert kept == 0.0 and math.copysign(1.0, kept) == 1.0
+
+
+def test_refusals_say_what_is_wrong_with_a_value_of_the_right_type() -> None:
+    """A dateTime its offset moves out of years 1-9999 was "not a dateTime"; a whole decimal
+    past 64 bits was "not a decimal"."""
+    with pytest.raises(InvalidValue, match="outside years 1-9999 once converted to UTC"):
+        coerce_scalar(_attr(S.DATETIME), "0001-01-01T00:00:00+01:00", "p")
+    with pytest.raises(InvalidValue, match="must be a dateTime"):
+        coerce_scalar(_attr(S.DATETIME), "yesterday", "p")
+    with pytest.raises(InvalidValue, match=re.escape("out of -2^63..2^63-1")):
+        coerce_scalar(_attr(S.DECIMAL), 12345678901234567890, "p")

@@ -115,6 +115,12 @@ def resolve_path(p: AttrPath, rt: S.ResourceType) -> tuple[AttrPath, S.Resolved]
     if p.schema:
         schema = rt.by_urn.get(p.schema.lower())
         if schema is None:
+            whole = f"{p.schema}:{p.attr}"
+            if whole.lower() in rt.by_urn:  # the parser took the schema's last word for a name
+                raise InvalidFilter(
+                    f"'{whole}' names a schema, not an attribute: filter on one of its"
+                    f" attributes, as in '{whole}:<attribute> pr'"
+                )
             raise InvalidFilter(f"unknown schema '{p.schema}' in filter attribute '{p}'")
     try:
         res = rt.resolve_parts(schema, p.attr, p.sub, str(p))

@@ -36,6 +36,14 @@ def canonical_datetime(value: str) -> str | None:
     return _format(dt)
 
 
+def _is_iso(value: str) -> bool:
+    try:
+        datetime.fromisoformat(value.strip())
+    except ValueError:
+        return False
+    return True
+
+
 def now_datetime() -> str:
     return _format(datetime.now(UTC))
 
@@ -118,6 +126,11 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
                 )
         if isinstance(value, int) and -_INT_MAX - 1 <= value <= _INT_MAX:
             return value
+        if isinstance(value, int):
+            raise InvalidValue(
+                f"'{where}' must be a decimal, got {value}: a whole number out of"
+                " -2^63..2^63-1 (send it with a fraction or an exponent, as a double)"
+            )
         if isinstance(value, float) and math.isfinite(value):
             return value + 0.0  # -0.0 is 0.0: PostgreSQL's jsonb keeps no sign for zero
         raise _bad(attr, value, where)
@@ -126,6 +139,11 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
             c = canonical_datetime(value)
             if c is not None:
                 return c
+            if _is_iso(value):  # a dateTime, but its offset moves it out of years 1-9999
+                raise InvalidValue(
+                    f"'{where}': {value.strip()!r} falls outside years 1-9999 once converted to"
+                    " UTC, as scimd stores dateTimes"
+                )
         raise _bad(attr, value, where)
     if t == S.BINARY:
         if isinstance(value, str):
