@@ -29,6 +29,7 @@ class FailureThrottle:
         self._fails: dict[str, deque[float]] = {}
 
     def check(self, address: str) -> None:
+        """Raise ``TooManyFailures`` past the limit: that many failures a minute are 401s."""
         q = self._fails.get(address)
         if q is None:
             return
@@ -37,7 +38,7 @@ class FailureThrottle:
             q.popleft()
         if not q:
             del self._fails[address]
-        elif len(q) >= self.per_minute:
+        elif len(q) > self.per_minute:
             retry = int(q[0] - cutoff) + 1
             raise TooManyFailures(
                 f"too many failed authentications from this address; retry in {retry} s",
