@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
@@ -445,3 +446,29 @@ def test_heads_too_large_or_too_slow_and_stalled_bodies_end_the_connection() -> 
     asyncio.run(scenario())
     # The two POSTs, the GET, the stalled body; the refused heads never reached the application.
     assert got_bodies == [b"body", b"body", b"", b"<disconnected>"]
+
+
+def test_a_client_leaving_mid_body_is_no_server_error(tmp_path: Path) -> None:
+    """A client that closes the connection in the middle of a token request or a portal
+    form (or whose paused body the server closes) made a 500 and a traceback."""
+    import socket
+    import time
+
+    from support.live_server import sqlite_url
+
+    with provisioned_server(sqlite_url(tmp_path / "gone.db"), log_dir=tmp_path) as server:
+        url = urlsplit(server.root_url)
+        assert url.hostname is not None and url.port is not None
+        for path in ("/oauth2/server/token", "/admin/login"):
+            with socket.create_connection((url.hostname, url.port)) as s:
+                s.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                    "Content-Type: application/x-www-form-urlencoded\r\n"
+                    "Content-Length: 100\r\n\r\ngrant_type=".encode()
+                )
+                time.sleep(0.2)
+        time.sleep(0.3)
+        metrics = httpx.get(f"{server.root_url}/metrics", timeout=10).text
+        logs = server.process.stderr_text()
+    assert 'status="500"' not in metrics
+    assert "Traceback" not in logs and "unhandled error" not in logs

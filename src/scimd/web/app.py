@@ -13,13 +13,13 @@ import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware.sessions import SessionMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from scimd.auth import admins
-from scimd.scim.errors import InvalidValue, ScimError
+from scimd.scim.errors import InvalidSyntax, InvalidValue, ScimError
 from scimd.settings import Settings
 from scimd.store import migrate
 from scimd.store.checkpoint import Checkpointer
@@ -155,6 +155,12 @@ def create_app(
         checkpointer.stop()
         engine.dispose()
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        # The client closed the connection in the middle of its body (or the server closed
+        # it after the body paused too long): nobody reads this answer, and nothing failed.
+        log.info("client went away during %s %s", request.method, request.url.path)
+        return error_response(InvalidSyntax("the client went away before sending the whole body"))
+
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(
@@ -172,7 +178,7 @@ def create_app(
             *portal.routes(),
         ],
         lifespan=lifespan,
-        exception_handlers={Exception: server_error},
+        exception_handlers={ClientDisconnect: client_gone, Exception: server_error},
     )
     observer.routes = app_routes(app.routes)
     app.state.settings = settings
