@@ -342,3 +342,27 @@ def test_a_command_writes_while_a_server_commits_between_its_read_and_its_write(
         server_side.dispose()
     assert not errors
     assert {"srv", "cli"} <= keys
+
+
+def test_every_command_reads_the_settings_file(tmp_path: Path) -> None:
+    """Only ``serve`` took --config: with the properties' URN set there, ``properties add``
+    named the default URN and ``properties remove`` found no values under it and removed them
+    without asking. ``scimd --config FILE`` (or SCIMD_CONFIG) now reaches every command, and a
+    setting the file misspells is an error rather than a default."""
+    from scimd.settings import Settings
+    from scimd.store import audit
+    from scimd.store.directory import Directory
+
+    urn = "urn:ietf:params:scim:schemas:extension:acme:2.0:UserProperties"
+    db = f"sqlite:///{tmp_path / 'conf.db'}"
+    conf = tmp_path / "scimd.toml"
+    conf.write_text(f'[scimd]\ndatabase_url = "{db}"\nproperties_urn = "{urn}"\n')
+    out = _ok("--config", str(conf), "properties", "add", "Badge", "--type", "String")
+    assert f"{urn}:Badge" in out
+    d = Directory(create_engine(db), properties_urn=Settings(properties_urn=urn).properties_urn)
+    d.create("User", {"userName": "c@x.com", urn: {"Badge": "B-7"}}, audit.CLI, "http://x")
+    r = runner.invoke(app, ["--config", str(conf), "properties", "remove", "Badge"])
+    assert r.exit_code == 1 and "1 user(s)" in r.output
+    conf.write_text(f'[scimd]\ndatabse_url = "{db}"\n')
+    r = runner.invoke(app, ["--config", str(conf), "apps", "list"])
+    assert r.exit_code != 0 and "databse_url" in str(r.exception or r.output)

@@ -61,6 +61,13 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
         except tomllib.TOMLDecodeError as e:
             raise SettingsError(f"the settings file {path} is not valid TOML: {e}") from None
         table = data.get("scimd", data)
+        known = {f.name for f in fields(Settings)}
+        unknown = sorted(k for k in table if k not in known and k != "scimd")
+        if unknown:  # a typo must not quietly run the server on its defaults
+            raise SettingsError(
+                f"the settings file {path} names unknown setting(s): {', '.join(unknown)}"
+                f" (known: {', '.join(sorted(known))})"
+            )
         values.update(table)
         where.update({k: f"'{k}' in {path}" for k in table})
     for f in fields(Settings):
@@ -88,4 +95,9 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
     out = replace(s, **typed)
     if not 0 <= out.port <= 65535:
         raise SettingsError(f"{where.get('port', 'port')}: {out.port} is not a TCP port (0-65535)")
+    if out.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(
+            f"{where.get('log_level', 'log_level')}: {out.log_level!r} is not a log level"
+            " (DEBUG, INFO, WARNING, ERROR or CRITICAL)"
+        )
     return out

@@ -34,6 +34,33 @@ apps_app = typer.Typer(help="OAuth 2 applications and their secrets (bearer toke
 props_app = typer.Typer(help="Custom user properties (the UserProperties extension).")
 db_app = typer.Typer(help="Database schema migrations.")
 admin_app = typer.Typer(help="Admin accounts of the work portal.")
+
+
+@app.callback()
+def _settings_file(
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            envvar="SCIMD_CONFIG",
+            help="TOML settings file for every command (as `serve --config`): the database,"
+            " the custom properties' URN, ...",
+        ),
+    ] = None,
+) -> None:
+    """scimd: a SCIM 2.0 service provider (and, later, provisioning engine)."""
+    global _config_file
+    _config_file = config
+
+
+# The settings file given to ``scimd --config`` (or SCIMD_CONFIG), read by every command.
+_config_file: str | None = None
+
+
+def _settings(config: str | None = None, **overrides: Any) -> settings_mod.Settings:
+    return settings_mod.load(config or _config_file, **overrides)
+
+
 app.add_typer(apps_app, name="apps")
 app.add_typer(props_app, name="properties")
 app.add_typer(db_app, name="db")
@@ -56,7 +83,7 @@ def _engine(url: str | None, create: bool = True) -> sa.Engine:
     what exists), a SQLite file that is not there is an error rather than a new database: a
     mistyped path would otherwise answer "no applications". (A ``file:`` URI is SQLite's to
     open: its path is not checked here.)"""
-    url = url or settings_mod.load().database_url
+    url = url or _settings().database_url
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database or ""
@@ -108,9 +135,7 @@ def serve(
 
     from scimd.web.app import create_app
 
-    s = settings_mod.load(
-        config, host=host, port=port, database_url=database_url, public_url=public_url
-    )
+    s = _settings(config, host=host, port=port, database_url=database_url, public_url=public_url)
     _setup_logging(s.log_level)
     engine = create_engine(s.database_url)
     migrate.ensure_current(engine)
@@ -359,7 +384,7 @@ def properties_add(
             return props_mod.add_property(conn, name, type_, description, audit.CLI)
 
     p = _run(go)
-    urn = settings_mod.load().properties_urn
+    urn = _settings().properties_urn
     typer.echo(f"added {p.name} ({p.type}); map it in Entra as {urn}:{p.name}")
 
 
@@ -384,7 +409,7 @@ def properties_remove(
     yes: Annotated[bool, typer.Option("--yes", help="Remove even if users hold values.")] = False,
 ) -> None:
     """Remove a custom user property definition."""
-    urn = settings_mod.load().properties_urn
+    urn = _settings().properties_urn
 
     def go() -> Any:
         with _tx(database_url, create=False) as conn:
@@ -451,7 +476,7 @@ def admin_reset_password(
 @db_app.command("upgrade")
 def db_upgrade(database_url: DbUrl = None) -> None:
     """Upgrade the database schema to the newest version."""
-    engine = create_engine(database_url or settings_mod.load().database_url)
+    engine = create_engine(database_url or _settings().database_url)
     migrate.upgrade(engine)
     typer.echo(f"database at revision {migrate.current(engine)}")
     engine.dispose()
@@ -460,7 +485,7 @@ def db_upgrade(database_url: DbUrl = None) -> None:
 @db_app.command("current")
 def db_current(database_url: DbUrl = None) -> None:
     """Show the database's schema revision and the newest one."""
-    engine = create_engine(database_url or settings_mod.load().database_url)
+    engine = create_engine(database_url or _settings().database_url)
     typer.echo(f"current: {migrate.current(engine)}  head: {migrate.head()}")
     engine.dispose()
 
