@@ -214,6 +214,11 @@ def test_first_start_setup_link(tmp_path: Path) -> None:
     app = create_app(Settings(), engine)
     with engine.begin() as conn:
         token = admins.new_setup_token(conn)
+        # A restart, or a second process on the database, prints another link: the one the
+        # admin already has stays valid (it used to be replaced).
+        later = admins.new_setup_token(conn)
+        assert later and admins.setup_token_valid(conn, later)
+        assert not admins.setup_token_valid(conn, "guess")
     assert token
     with TestClient(app) as c:
         page = c.get(f"/admin/setup?token={token}").text
@@ -231,6 +236,7 @@ def test_first_start_setup_link(tmp_path: Path) -> None:
         )
         assert r.status_code == 303
         assert "not valid any more" in c.get(f"/admin/setup?token={token}").text
+        assert "not valid any more" in c.get(f"/admin/setup?token={later}").text
     with engine.begin() as conn:
         assert admins.new_setup_token(conn) is None
         assert admins.verify(conn, "ROOT", PASSWORD) is not None

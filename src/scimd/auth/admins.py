@@ -171,22 +171,37 @@ def _set(conn: sa.Connection, key: str, value: str) -> None:
     conn.execute(settings.insert().values(key=key, value=value))
 
 
+def _setup_tokens(conn: sa.Connection) -> list[tuple[str, int]]:
+    """The set-up tokens' digests that have not expired, with their expiry."""
+    out = []
+    for item in (_get(conn, "admin_setup") or "").split():
+        digest, _, expires = item.partition(":")
+        if digest and expires.isdigit() and int(expires) >= time.time():
+            out.append((digest, int(expires)))
+    return out
+
+
 def new_setup_token(conn: sa.Connection) -> str | None:
-    """A fresh one-time set-up token when no admin exists yet (else None)."""
+    """A fresh one-time set-up token when no admin exists yet (else None).
+
+    The links printed before stay valid until they expire: a restart, or a second process
+    on the same database, used to cancel the link the admin had just been given."""
     if count(conn):
         return None
     token = secrets.token_urlsafe(24)
     digest = hashlib.sha256(token.encode()).hexdigest()
-    _set(conn, "admin_setup", f"{digest}:{int(time.time()) + SETUP_TTL}")
+    kept = _setup_tokens(conn)[-9:]  # bounded: at most ten links at a time
+    items = [f"{d}:{e}" for d, e in kept] + [f"{digest}:{int(time.time()) + SETUP_TTL}"]
+    _set(conn, "admin_setup", " ".join(items))
     return token
 
 
 def setup_token_valid(conn: sa.Connection, token: str) -> bool:
-    stored = _get(conn, "admin_setup") or ""
-    digest, _, expires = stored.partition(":")
-    if not digest or not expires.isdigit() or int(expires) < time.time():
-        return False
-    return hmac.compare_digest(digest, hashlib.sha256(token.encode()).hexdigest())
+    wanted = hashlib.sha256(token.encode()).hexdigest()
+    found = False
+    for digest, _ in _setup_tokens(conn):  # each compared in constant time
+        found |= hmac.compare_digest(digest, wanted)
+    return found
 
 
 def complete_setup(conn: sa.Connection, token: str, username: str, password: str) -> Admin:
