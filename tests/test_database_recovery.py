@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from support.live_server import provisioned_server
@@ -58,3 +59,33 @@ def test_recovers_after_connections_are_dropped(postgres_url: str, tmp_path: Pat
             assert statuses[-16:] in ([201, 200] * 8,), statuses
             body = c.get("/Users/does-not-exist").json()
             assert body["status"] == "404"
+
+
+def test_a_write_lock_held_past_the_busy_timeout_is_an_operational_error(tmp_path: Path) -> None:
+    """BEGIN IMMEDIATE runs in the engine's begin hook, outside SQLAlchemy's statement
+    handling: past the busy timeout its "database is locked" escaped as a bare sqlite3 error,
+    a traceback from the command line and a 500 from the server, instead of what callers
+    turn into one line or a 503."""
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from scimd.store import migrate
+    from scimd.store.engine import create_engine
+
+    path = tmp_path / "held.db"
+    engine = create_engine(f"sqlite:///{path}")
+    migrate.ensure_current(engine)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA busy_timeout=50")
+            conn.commit()  # the PRAGMA's autobegun transaction
+            conn.execution_options(sqlite_begin="IMMEDIATE")
+            with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+                conn.begin()
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()

@@ -95,7 +95,13 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
                 # sends no ROLLBACK for it): without this, every later BEGIN on the connection
                 # failed until a restart.
                 driver.rollback()  # type: ignore[union-attr]
-            driver.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
+            try:
+                driver.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
+            except sqlite3.OperationalError as e:
+                # "database is locked" past the busy timeout: raised here, outside SQLAlchemy's
+                # statement handling, so wrap it as SQLAlchemy would for callers to handle (a
+                # 503, one line from the command line) instead of a traceback and a 500.
+                raise sa.exc.OperationalError(f"BEGIN {mode}", None, e) from e
 
         return engine
     return sa.create_engine(
