@@ -83,6 +83,9 @@ def test_revoke_rotate_disable_enable_delete(db: str) -> None:
     listing = _ok("apps", "list", "--database-url", db)
     first = json.loads(_ok("apps", "list", "--json", "--database-url", db))[0]["secrets"][0]
     assert f"secret {first['id']}  {old[:6]}" in listing
+    for bogus in ("3000000000", "0"):  # past PostgreSQL's integer: no such secret either
+        r = runner.invoke(app, ["apps", "revoke-secret", cid, bogus, "--database-url", db])
+        assert r.exit_code == 1 and "no active secret" in r.output
     _ok("apps", "revoke-secret", cid, str(first["id"]), "--database-url", db)
     assert not _authenticates(db, old) and _authenticates(db, new)
     assert "revoked 20" in _ok("apps", "list", "--database-url", db)

@@ -644,3 +644,50 @@ def test_other_errors_are_not_throttled(make_server: Callable[..., Server]) -> N
         oauth_error(server.post_auth(cid, secret, scope="ADMIN"), 400, "invalid_scope")
         oauth_error(server.token({"client_id": cid}), 400, "invalid_request")
     assert server.post_auth(cid, secret).status_code == 200
+
+
+def test_a_token_asked_for_while_its_secret_is_revoked_does_not_outlive_it(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL: a token issued between a revocation's statements (its secret read as
+    unrevoked, its row inserted after the revocation deleted the others) kept working, with
+    no expiry. Issuing now waits for the revocation and then finds no secret."""
+    import threading
+
+    from scimd.auth import tokens
+    from scimd.store import migrate
+    from scimd.store.engine import create_engine
+
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    try:
+        with engine.begin() as conn:
+            row, secret = apps.create_app(
+                conn, "cc", "client_credentials", ["USER SYNC"], audit.CLI
+            )
+            cid = row["client_id"]
+            secret_pk = conn.execute(
+                sa.select(client_secrets.c.pk).where(client_secrets.c.digest == apps.digest(secret))
+            ).scalar_one()
+        outcome: list[str] = []
+
+        def ask() -> None:
+            try:
+                with engine.begin() as conn:
+                    tokens.issue_token(conn, cid, secret, None)
+                outcome.append("issued")
+            except tokens.TokenError as e:
+                outcome.append(e.error)
+
+        with engine.connect() as revoking:
+            apps.revoke_secret(revoking, cid, secret_pk, audit.CLI)  # not committed yet
+            asker = threading.Thread(target=ask)
+            asker.start()
+            asker.join(1.0)  # it waits for the revocation now; it used to finish at once
+            revoking.commit()
+        asker.join(30)
+        with engine.connect() as conn:
+            left = conn.execute(sa.select(sa.func.count()).select_from(access_tokens)).scalar_one()
+    finally:
+        engine.dispose()
+    assert outcome == ["invalid_client"] and left == 0

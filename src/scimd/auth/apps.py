@@ -185,6 +185,8 @@ def revoke_secret(conn: sa.Connection, client_id: str, secret_id: int, actor: A.
     while clients already on the new secret keep theirs. Tokens issued before the secret was
     recorded with them (migration 0005) end too."""
     row = _app_row(conn, client_id)
+    if not 0 < secret_id < 2**31:  # no such key (PostgreSQL would refuse the number itself)
+        raise NotFound(f"application '{client_id}' has no active secret {secret_id}")
     done = conn.execute(
         client_secrets.update()
         .where(

@@ -187,9 +187,11 @@ def _authenticate_client(
         stored = [
             (r.pk, r.digest)
             for r in conn.execute(
-                sa.select(client_secrets.c.pk, client_secrets.c.digest).where(
-                    client_secrets.c.app_pk == app.pk, client_secrets.c.revoked.is_(None)
-                )
+                sa.select(client_secrets.c.pk, client_secrets.c.digest)
+                .where(client_secrets.c.app_pk == app.pk, client_secrets.c.revoked.is_(None))
+                # PostgreSQL: a revocation of these secrets waits for the token this issues,
+                # and then deletes it; one already made is seen, and nothing is issued.
+                .with_for_update(read=True)
             )
         ] or stored
     matched: int | None = None
