@@ -910,6 +910,16 @@ def test_okta_puts_with_the_same_password_keep_the_version(api: Api) -> None:
     assert passwords.verify(doc["password"], "Pw-2-long")
     assert audited == 2  # the create and the one real change
     _error(api.req("PUT", f"/Users/{uid}", {**body, "password": "Pw\x00"}), 400, "invalidValue")
+    # The other forms of the same password are no change either.
+    v2 = r.headers["etag"]
+    r = api.req("PUT", f"/Users/{uid}", {**body, "password": ["Pw-2-long"]})
+    assert r.status_code == 200 and r.headers["etag"] == v2
+    nested = {"op": "replace", "path": "", "value": {USER: {"password": "Pw-2-long"}}}
+    r = api.req("PATCH", f"/Users/{uid}", {"schemas": [PATCH], "Operations": [nested]})
+    assert r.status_code == 200 and r.headers["etag"] == v2
+    many = [{"op": "replace", "path": "password", "value": f"Pw-{i}-long"} for i in range(9)]
+    r = api.req("PATCH", f"/Users/{uid}", {"schemas": [PATCH], "Operations": many})
+    assert "at most 8" in _error(r, 400, "invalidValue")["detail"]
 
 
 def test_the_audit_of_a_member_change_names_the_members(api: Api) -> None:

@@ -20,6 +20,9 @@ from typing import Any, TypeGuard
 from scimd.scim.schema import USER_SCHEMA
 
 _FULL = f"{USER_SCHEMA}:password".lower()
+_CORE = USER_SCHEMA.lower()
+# Distinct passwords one request may set (each costs ~27 ms of CPU; only the last is kept).
+MAX_PER_REQUEST = 8
 
 
 class Hashed(str):
@@ -50,10 +53,13 @@ def verify(stored: Any, password: str) -> bool:
 
 
 def digest_for(password: str, stored: Any) -> Hashed:
-    """The stored digest when ``password`` is the stored one (no change), else a new one."""
-    if verify(stored, password):
-        return Hashed(stored)
-    return hash_password(password)
+    """The stored digest when ``password`` is the stored one (no change), else a new one.
+
+    Both are computed either way: answering a matching password sooner would tell any
+    caller whose request is then refused (a stale If-Match) whether it guessed right."""
+    same = verify(stored, password)
+    new = hash_password(password)
+    return Hashed(stored) if same else new
 
 
 def _is_password_key(key: Any) -> bool:
@@ -66,10 +72,33 @@ def _plain(value: Any) -> TypeGuard[str]:
     return type(value) is str and "\x00" not in value
 
 
+def _password_value(value: Any, fn: Callable[[str], str]) -> Any:
+    """``value`` with its password replaced: a string, or the one-element list Entra-style
+    clients send for single values (the write takes its element)."""
+    if _plain(value):
+        return fn(value)
+    if type(value) is list and len(value) == 1 and _plain(value[0]):
+        return [fn(value[0])]
+    return value
+
+
 def _in_resource(body: Any, fn: Callable[[str], str]) -> Any:
-    if not isinstance(body, dict) or not any(_is_password_key(k) for k in body):
+    """A resource body (or a path-less PATCH value): top-level password keys, and the core
+    schema's own object (``{"urn:...:core:2.0:User": {"password": ...}}``)."""
+    if not isinstance(body, dict):
         return body
-    return {k: fn(v) if _is_password_key(k) and _plain(v) else v for k, v in body.items()}
+    out = None
+    for k, v in body.items():
+        if _is_password_key(k):
+            new = _password_value(v, fn)
+        elif isinstance(k, str) and k.lower() == _CORE and isinstance(v, dict):
+            new = _in_resource(v, fn)
+        else:
+            continue
+        if new is not v:
+            out = out if out is not None else dict(body)
+            out[k] = new
+    return body if out is None else out
 
 
 def _in_patch(body: Any, fn: Callable[[str], str]) -> Any:
@@ -85,9 +114,11 @@ def _in_patch(body: Any, fn: Callable[[str], str]) -> Any:
                 fields = {k.lower() if isinstance(k, str) else k: k for k in op}
                 path, value = op.get(fields.get("path")), op.get(fields.get("value"))
                 if isinstance(path, str) and _is_password_key(path.strip()):
-                    if _plain(value):
-                        op = {**op, fields["value"]: fn(value)}
-                elif path is None and "value" in fields:
+                    if "value" in fields:
+                        op = {**op, fields["value"]: _password_value(value, fn)}
+                elif (path is None or (isinstance(path, str) and not path.strip())) and (
+                    "value" in fields
+                ):
                     op = {**op, fields["value"]: _in_resource(value, fn)}
             new_ops.append(op)
         out[key] = new_ops

@@ -238,6 +238,11 @@ class Scim:
         if name != "User":
             return None
         plain = passwords.plaintexts(body, patch=patch)
+        if len(set(plain)) > passwords.MAX_PER_REQUEST:
+            raise InvalidValue(
+                f"the request sets the password {len(set(plain))} times; at most"
+                f" {passwords.MAX_PER_REQUEST} are accepted (only the last one is kept)"
+            )
         return _Passwords(body, rid, patch, plain) if plain else None
 
     def passwords_of(self, name: str, body: Any, rid: str | None, method: str) -> _Passwords | None:
