@@ -86,7 +86,7 @@ def test_an_integer_sent_as_text_is_read_exactly_or_refused() -> None:
     for huge in ("9223372036854775808", "1e400"):
         with pytest.raises(InvalidValue, match=re.escape("out of -2^63..2^63-1")):
             coerce_scalar(i, huge, "p")
-    with pytest.raises(InvalidValue, match="JSON integer or a string"):
+    with pytest.raises(InvalidValue, match="whole number, or as a string"):
         coerce_scalar(i, 9007199254740994.0, "p")  # a JSON number with a fraction: a double
 
 
@@ -112,3 +112,15 @@ def test_refusals_say_what_is_wrong_with_a_value_of_the_right_type() -> None:
         coerce_scalar(_attr(S.DATETIME), "yesterday", "p")
     with pytest.raises(InvalidValue, match=re.escape("out of -2^63..2^63-1")):
         coerce_scalar(_attr(S.DECIMAL), 12345678901234567890, "p")
+
+
+def test_numbers_too_long_or_rounded_on_their_way_are_refused_clearly() -> None:
+    """Text of more digits than int() converts was a ValueError (a 500); -2^63-1 as a JSON
+    integer arrived as a double rounded to -2^63, which was stored."""
+    import orjson
+
+    for t in (S.INTEGER, S.DECIMAL):
+        with pytest.raises(InvalidValue, match=r"must be an? "):
+            coerce_scalar(_attr(t), "1" + "0" * 5000, "p")
+    with pytest.raises(InvalidValue, match="may have been rounded"):
+        coerce_scalar(_attr(S.INTEGER), orjson.loads("-9223372036854775809"), "p")

@@ -42,7 +42,7 @@ def number_from_string(value: str) -> Any:
     """Entra maps directory attributes as strings, so ``"42"`` arrives for an Integer custom
     property (facts §0). Lossless numeric strings become numbers; anything else is returned
     unchanged for the caller to reject."""
-    if not _NUMBER.match(value):
+    if len(value) > 400 or not _NUMBER.match(value):  # past any double or 64-bit integer
         return value
     s = value.strip()
     if any(c in s for c in ".eE"):

@@ -102,10 +102,11 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
             else:
                 value = parsed
         if isinstance(value, float) and value.is_integer():
-            if 2**53 <= abs(value) < 2**63:  # a JSON number with a fraction or exponent: a double
+            if 2**53 <= abs(value) <= 2**63:  # a double: perhaps rounded on its way here
                 raise InvalidValue(
-                    f"'{where}': {value!r} is past what a JSON number with a fraction or an"
-                    " exponent holds exactly (2^53); send it as a JSON integer or a string"
+                    f"'{where}': a number of this size ({value:.17g}) written with a fraction or"
+                    " an exponent, or past 64 bits, may have been rounded (a double holds"
+                    " integers exactly up to 2^53); write it as a whole number, or as a string"
                 )
             value = int(value)
         if isinstance(value, int):
