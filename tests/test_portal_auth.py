@@ -69,7 +69,7 @@ def test_sign_in_sets_secure_session_cookie(portal: Portal) -> None:
     assert r.status_code == 303 and r.headers["location"] == "/admin/"
     cookie = r.headers["set-cookie"].lower()
     assert "scimd_session=" in cookie and "httponly" in cookie and "samesite=lax" in cookie
-    assert portal.client.get(APPS).status_code == 200
+    assert portal.client.get(APPS, follow_redirects=False).status_code == 200
 
 
 def test_wrong_password_and_throttling(portal: Portal) -> None:
@@ -355,7 +355,15 @@ def test_a_cookie_signed_with_the_database_key_is_not_a_session(portal: Portal) 
         forged.cookies.set("scimd_session", signer.sign(payload).decode())
         r = forged.get(APPS, follow_redirects=False)
         assert r.status_code == 303 and r.headers["location"].startswith("/admin/login")
-    assert portal.client.get(APPS).status_code == 200
+    assert portal.client.get(APPS, follow_redirects=False).status_code == 200
+    # A forged cookie (with a CSRF token of its own) cannot sign the real session out.
+    fake = {"admin": admin.pk, "epoch": admin.session_epoch, "csrf": "zz"}
+    forged = TestClient(portal.client.app)
+    forged.cookies.set(
+        "scimd_session", signer.sign(base64.b64encode(json.dumps(fake).encode())).decode()
+    )
+    forged.post("/admin/logout", data={"csrf": "zz"}, follow_redirects=False)
+    assert portal.client.get(APPS, follow_redirects=False).status_code == 200
     logout = portal.post("/admin/logout", {}, APPS)
     assert logout.status_code == 303
     with portal.engine.connect() as conn:

@@ -336,12 +336,13 @@ class Portal:
             await self.form(request)
         except CsrfError:
             return RedirectResponse("/admin/", status_code=303)
-        pk = request.session.get("admin")
-        if isinstance(pk, int):
+        admin = await self.current_admin(request)
+        if admin is not None:
             # A copy of this cookie must not outlive the sign-out: end the admin's sessions.
+            # Only a live session may (a stale or forged cookie signed out the others).
             def end() -> None:
                 with self.directory.write() as conn:
-                    admins.end_sessions(conn, pk)
+                    admins.end_sessions(conn, admin.pk)
 
             await self.db(end)
         request.session.clear()
