@@ -54,7 +54,7 @@ _CONDITIONAL_ATTEMPTS = 3
 ROOT_SORT_WINDOW = 10_000
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back.
 _RETRY_STATES = frozenset({"40P01", "40001"})
-_DEADLOCK_ATTEMPTS = 8
+_DEADLOCK_ATTEMPTS = 6
 
 
 @dataclass(frozen=True, slots=True)
