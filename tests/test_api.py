@@ -947,6 +947,14 @@ def test_the_audit_of_a_member_change_names_the_members(api: Api) -> None:
         {"op": "remove", "ids": [b]},
     ]
     assert actor  # the application's client id
+    put = {"displayName": "aud-g", "members": [{"value": b}]}
+    assert api.req("PUT", f"/Groups/{g}", put).status_code == 200
+    with api.engine.connect() as conn:
+        detail = conn.execute(
+            sa.text("SELECT detail FROM audit WHERE resource_id = :g AND operation = 'replace'"),
+            {"g": g},
+        ).scalar_one()
+    assert json.loads(detail)["members"] == [{"op": "replace", "ids": [b]}]
 
 
 def test_bulk_puts_with_the_same_password_keep_the_version(api: Api) -> None:

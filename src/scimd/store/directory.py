@@ -693,7 +693,12 @@ class Directory:
                     return None
                 row = new
             else:
-                row = repo.replace(conn, row, doc, who, "replace", None, member_ops)
+                detail = (
+                    {"members": [{"op": "replace", "ids": [m["value"] for m in items]}]}
+                    if items is not None
+                    else None
+                )  # the member list a group PUT set, as a PATCH's record lists its changes
+                row = repo.replace(conn, row, doc, who, "replace", detail, member_ops)
             res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
             return Written(res, etag(row.version), changed)
 
