@@ -31,10 +31,13 @@ class Hashed(str):
     __slots__ = ()
 
 
+def _scrypt(password: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
+
+
 def hash_password(password: str) -> Hashed:
     salt = os.urandom(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
-    return Hashed(f"scrypt${salt.hex()}${digest.hex()}")
+    return Hashed(f"scrypt${salt.hex()}${_scrypt(password, salt).hex()}")
 
 
 def verify(stored: Any, password: str) -> bool:
@@ -48,8 +51,7 @@ def verify(stored: Any, password: str) -> bool:
         salt, digest = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
     except ValueError:
         return False
-    got = hashlib.scrypt(password.encode(), salt=salt, n=2**14, r=8, p=1)
-    return hmac.compare_digest(got, digest)
+    return hmac.compare_digest(_scrypt(password, salt), digest)
 
 
 def digest_for(password: str, stored: Any) -> Hashed:
@@ -101,28 +103,36 @@ def _in_resource(body: Any, fn: Callable[[str], str]) -> Any:
     return body if out is None else out
 
 
+def _in_op(op: Any, fn: Callable[[str], str]) -> Any:
+    """One PATCH operation: a password path's value, or a path-less value's password keys."""
+    if not isinstance(op, dict):
+        return op
+    fields = {k.lower() if isinstance(k, str) else k: k for k in op}
+    if "value" not in fields:
+        return op
+    path, value = op.get(fields.get("path")), op[fields["value"]]
+    if isinstance(path, str) and _is_password_key(path.strip()):
+        new = _password_value(value, fn)
+    elif path is None or (isinstance(path, str) and not path.strip()):
+        new = _in_resource(value, fn)
+    else:
+        return op
+    return op if new is value else {**op, fields["value"]: new}
+
+
 def _in_patch(body: Any, fn: Callable[[str], str]) -> Any:
+    """A PatchOp body; copied only where a password is replaced (most PATCHes hold none)."""
     if not isinstance(body, dict):
         return body
-    out = dict(body)
+    out = None
     for key, ops in body.items():
         if not isinstance(key, str) or key.lower() != "operations" or not isinstance(ops, list):
             continue
-        new_ops = []
-        for op in ops:
-            if isinstance(op, dict):
-                fields = {k.lower() if isinstance(k, str) else k: k for k in op}
-                path, value = op.get(fields.get("path")), op.get(fields.get("value"))
-                if isinstance(path, str) and _is_password_key(path.strip()):
-                    if "value" in fields:
-                        op = {**op, fields["value"]: _password_value(value, fn)}
-                elif (path is None or (isinstance(path, str) and not path.strip())) and (
-                    "value" in fields
-                ):
-                    op = {**op, fields["value"]: _in_resource(value, fn)}
-            new_ops.append(op)
-        out[key] = new_ops
-    return out
+        new_ops = [_in_op(op, fn) for op in ops]
+        if any(n is not o for n, o in zip(new_ops, ops, strict=True)):
+            out = out if out is not None else dict(body)
+            out[key] = new_ops
+    return body if out is None else out
 
 
 def plaintexts(body: Any, *, patch: bool) -> list[str]:

@@ -112,7 +112,7 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
         if isinstance(value, int):
             if -_INT_MAX - 1 <= value <= _INT_MAX:
                 return value
-            raise InvalidValue(f"'{where}' must be an integer, got {value}: out of -2^63..2^63-1")
+            raise _out_of_range(where, value)
         raise _bad(attr, value, where)
     if t == S.DECIMAL:
         if isinstance(value, bool):
@@ -157,12 +157,16 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
     raise _bad(attr, value, where)  # pragma: no cover - complex handled by the caller
 
 
+def _out_of_range(where: str, shown: object) -> InvalidValue:
+    return InvalidValue(f"'{where}' must be an integer, got {shown}: out of -2^63..2^63-1")
+
+
 def _integer_text(text: str, where: str) -> int | str:
     """The integer a numeric string writes, exactly; the text itself (refused by the caller)
     when it holds a fraction."""
     d = Decimal(text)
     if d != 0 and d.adjusted() >= 19:  # |d| >= 10^19 > 2^63: refused before int() builds it
-        raise InvalidValue(f"'{where}' must be an integer, got {text}: out of -2^63..2^63-1")
+        raise _out_of_range(where, text)
     if d != d.to_integral_value():
         return text
     return int(d)

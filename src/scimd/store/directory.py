@@ -693,11 +693,7 @@ class Directory:
                     return None
                 row = new
             else:
-                detail = (
-                    {"members": [{"op": "replace", "ids": [m["value"] for m in items]}]}
-                    if items is not None
-                    else None
-                )  # the member list a group PUT set, as a PATCH's record lists its changes
+                detail = {"members": _member_changes(member_ops)} if member_ops else None
                 row = repo.replace(conn, row, doc, who, "replace", detail, member_ops)
             res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
             return Written(res, etag(row.version), changed)
@@ -736,12 +732,7 @@ class Directory:
             if result.changed:
                 detail: dict[str, Any] = {"operations": _op_summary(body)}
                 if result.member_ops:
-                    # Which members each operation added or removed: the audit answers "who
-                    # added X to this group, and when" (the operations name only the path).
-                    detail["members"] = [
-                        {"op": op.kind, "ids": [m["value"] for m in op.members]}
-                        for op in result.member_ops
-                    ]
+                    detail["members"] = _member_changes(result.member_ops)
                 if at_once:
                     assert v is not None
                     if name == "User":
@@ -894,6 +885,12 @@ def _split_members(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str,
             raise InvalidValue("each member must be an object with a string 'value' (the id)")
         items.append({"value": value})
     return rest, items
+
+
+def _member_changes(ops: list[P.MemberOp]) -> list[dict[str, Any]]:
+    """Which members each change added, removed or set, for the audit record: it answers
+    "who added X to this group, and when" (a PATCH's operations name only the path)."""
+    return [{"op": op.kind, "ids": [m["value"] for m in op.members]} for op in ops]
 
 
 def _op_summary(body: Any) -> list[dict[str, Any]]:

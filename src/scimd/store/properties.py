@@ -83,11 +83,9 @@ def add_property(
             " without its schema (manager, department); choose another name"
         )
     t = canonical_type(type_name)
-    exists = conn.execute(
-        sa.select(user_properties.c.name).where(user_properties.c.name_lower == name.lower())
-    ).scalar_one_or_none()
-    if exists:
-        raise Uniqueness(f"custom property '{exists}' is already defined")
+    exists = _definition(conn, name)
+    if exists is not None:
+        raise Uniqueness(f"custom property '{exists.name}' is already defined")
     conn.execute(
         user_properties.insert().values(
             name=name,
@@ -102,6 +100,13 @@ def add_property(
     return S.PropertyDef(name, t, description)
 
 
+def _definition(conn: sa.Connection, name: str) -> Any:
+    """The definition named ``name`` in any case (its canonical name, type, ...), or None."""
+    return conn.execute(
+        sa.select(user_properties).where(user_properties.c.name_lower == name.lower())
+    ).first()
+
+
 def _has_value(conn: sa.Connection, name: str, urn: str) -> Any:
     if conn.dialect.name == "sqlite":
         return sa.func.json_type(users.c.doc, f'$."{urn}"."{name}"').is_not(None)
@@ -111,9 +116,7 @@ def _has_value(conn: sa.Connection, name: str, urn: str) -> Any:
 def count_values(conn: sa.Connection, name: str, urn: str) -> int:
     """How many users hold a value for the property (shown before removing it), by its name
     in any case, as ``remove_property`` finds it (0 for a name not defined)."""
-    row = conn.execute(
-        sa.select(user_properties.c.name).where(user_properties.c.name_lower == name.lower())
-    ).first()
+    row = _definition(conn, name)
     if row is None:
         return 0
     cond = _has_value(conn, row.name, urn)
@@ -136,9 +139,7 @@ def remove_property(
     conn: sa.Connection, name: str, actor: A.Actor, urn: str = S.USER_PROPERTIES_SCHEMA
 ) -> S.PropertyDef:
     """Remove a definition and the values users hold for it (an admin confirmed that)."""
-    row = conn.execute(
-        sa.select(user_properties).where(user_properties.c.name_lower == name.lower())
-    ).first()
+    row = _definition(conn, name)
     if row is None:
         raise NotFound(f"custom property '{name}' is not defined")
     conn.execute(user_properties.delete().where(user_properties.c.pk == row.pk))
