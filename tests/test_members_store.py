@@ -170,9 +170,26 @@ def test_deleting_a_member_gives_its_groups_a_new_version(directory: Directory, 
         assert version != before[g][0] and modified >= before[g][1]
     assert _meta(d, g3) == before[g3]
     assert _members(d, g1) == {other: "User"}
+    # The delete's audit record names the groups it changed, as a member PATCH would.
+    assert _delete_detail(d, u) == {"groups": sorted([g1, g2])}
     v2 = _meta(d, g2)[0]
     d.delete("Group", inner, actor, None)
     assert _meta(d, g2)[0] != v2 and _members(d, g2) == {}
+    assert _delete_detail(d, inner) == {"groups": [g2]}
+    d.delete("User", other, actor, None)  # g1 and g3 lose it; g3 was untouched till now
+    assert _delete_detail(d, other) == {"groups": sorted([g1, g3])}
+    lonely = _user(d, "lonely@x.test")
+    d.delete("User", lonely, actor, None)
+    assert _delete_detail(d, lonely) is None
+
+
+def _delete_detail(d: Directory, rid: str) -> Any:
+    with d.engine.connect() as conn:
+        rows = [
+            r for r in audit.history(conn, resource_id=rid) if r["operation"] == "delete"
+        ]
+    assert len(rows) == 1
+    return rows[0]["detail"]
 
 
 def test_a_page_of_users_shows_each_users_groups(directory: Directory) -> None:

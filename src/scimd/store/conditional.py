@@ -33,6 +33,7 @@ from scimd.store.resources import (
     Kind,
     Rec,
     columns_of,
+    left_detail,
     new_id,
     touch_groups,
     uniqueness_error,
@@ -312,12 +313,6 @@ WITH gone AS (
 ), counted AS (
     UPDATE counters SET value = value - 1
     WHERE name = :kind AND slot = :slot AND EXISTS (SELECT FROM gone)
-), logged AS (
-    INSERT INTO audit (at, actor_type, actor, actor_name, operation, resource_type, resource_id,
-                       detail, request_id)
-    SELECT :a_at, :a_actor_type, :a_actor, :a_actor_name, :a_operation, :a_resource_type,
-           gone.id, CAST(:a_detail AS JSON), :a_request_id
-    FROM gone
 )
 SELECT count(*) FROM gone
 """
@@ -339,7 +334,6 @@ def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: version
         "kind": kind.name,
         "slot": random.randrange(COUNTER_SLOTS),
         **_counters(v),
-        **_audit_params(actor, "delete", row.id, None, kind.name),
     }
     build = lambda: sa.text(  # noqa: E731
         _DELETE.format(table=kind.table.name, counters_hold=_COUNTERS_HOLD)
@@ -350,7 +344,9 @@ def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: version
         done = _run(conn, f"{kind.name}.delete", build, params, kind, row.doc)
         gone = bool(done and done[0])
         if gone:
-            unlink(conn, kind, row, touched)
+            # Audited after ``unlink``: the record names every group the row left.
+            left = unlink(conn, kind, row, touched)
+            A.record(conn, actor, "delete", kind.name, row.id, left_detail(left))
     except BaseException:
         _transaction(conn, "ROLLBACK")
         raise

@@ -570,16 +570,18 @@ class Repository:
             conn, self._delete, lambda: self.t.delete().where(self.t.c.pk == _B("pk"))
         )
         stmt.run(conn, {"pk": row.pk})
-        unlink(conn, self.kind, row)
+        left = unlink(conn, self.kind, row)
         _bump_counter(conn, self.kind.name, -1)
-        A.record(conn, actor, "delete", self.kind.name, rid, None)
+        A.record(conn, actor, "delete", self.kind.name, rid, left_detail(left))
 
 
 # ---------------------------------------------------------------------------------------------
 # Membership (set-based)
 
 
-def unlink(conn: sa.Connection, kind: Kind, row: Rec, touched: set[int] | None = None) -> None:
+def unlink(
+    conn: sa.Connection, kind: Kind, row: Rec, touched: dict[int, str] | None = None
+) -> list[str]:
     """A deleted user or group is no longer anybody's member, and a deleted group has no
     members (no foreign key cascades: migration 0004). Run after the row's DELETE, in its
     transaction: on PostgreSQL these statements' snapshots then show any membership a
@@ -588,7 +590,7 @@ def unlink(conn: sa.Connection, kind: Kind, row: Rec, touched: set[int] | None =
     The groups it leaves get a new version and lastModified: their members changed, and a
     client holding the old ETag must not be told (304) that its copy is current. ``touched``:
     the groups ``touch_groups`` already gave one (before the DELETE, see there); None to do
-    it here."""
+    it here. Returns the ids of the groups it left, sorted, for the delete's audit record."""
     if touched is None:
         touched = touch_groups(conn, row.id)
     if kind is GROUPS:
@@ -605,25 +607,31 @@ def unlink(conn: sa.Connection, kind: Kind, row: Rec, touched: set[int] | None =
     ).run(conn, params)
     # A membership a concurrent PATCH committed after ``touched`` was read. (A deleted
     # group's own memberships name itself: not a group it leaves.)
-    late = {pk for (pk,) in left} - touched - ({row.pk} if kind is GROUPS else set())
+    late = {pk for (pk,) in left} - touched.keys() - ({row.pk} if kind is GROUPS else set())
+    ids = set(touched.values())
     if late:
-        _touch(conn, sorted(late))
+        ids.update(_touch(conn, sorted(late)))
+    return sorted(ids)
 
 
-def touch_groups(conn: sa.Connection, member_id: str) -> set[int]:
-    """Give the groups of ``member_id`` a new version; their pks.
+def left_detail(group_ids: list[str]) -> dict[str, Any] | None:
+    """The audit detail of a delete: the groups whose members it changed."""
+    return {"groups": group_ids} if group_ids else None
+
+
+def touch_groups(conn: sa.Connection, member_id: str) -> dict[int, str]:
+    """Give the groups of ``member_id`` a new version; their ids by pk.
 
     On PostgreSQL their rows are locked in ``pk`` order: two deletes of members of the same
     groups then queue instead of deadlocking. The SCIM API's DELETE runs this before it
     deletes the row, so that it takes locks as a group PUT does, groups before their members
     (a PUT adding the member, racing the DELETE, deadlocked with it). The conditional group
     PATCH still takes the members it adds first (see ``docs/architecture.md``, Deadlocks)."""
-    return {
-        pk
-        for (pk,) in STATEMENTS.get(conn, "members.touch_groups", lambda: _touch_groups(conn)).run(
+    return dict(
+        STATEMENTS.get(conn, "members.touch_groups", lambda: _touch_groups(conn)).run(
             conn, {"id": member_id, "now": now_datetime()}
         )
-    }
+    )
 
 
 def _touch_groups(conn: sa.Connection) -> Any:
@@ -639,15 +647,18 @@ def _touch_groups(conn: sa.Connection) -> Any:
         groups.update()
         .where(groups.c.pk.in_(of_member))
         .values(version=groups.c.version + 1, last_modified=_B("now"))
-        .returning(groups.c.pk)
+        .returning(groups.c.pk, groups.c.id)
     )
 
 
-def _touch(conn: sa.Connection, pks: list[int]) -> None:
-    conn.execute(
-        groups.update()
-        .where(groups.c.pk.in_(pks))
-        .values(version=groups.c.version + 1, last_modified=now_datetime())
+def _touch(conn: sa.Connection, pks: list[int]) -> list[str]:
+    return list(
+        conn.execute(
+            groups.update()
+            .where(groups.c.pk.in_(pks))
+            .values(version=groups.c.version + 1, last_modified=now_datetime())
+            .returning(groups.c.id)
+        ).scalars()
     )
 
 
