@@ -192,6 +192,50 @@ def _delete_detail(d: Directory, rid: str) -> Any:
     return rows[0]["detail"]
 
 
+@pytest.mark.parametrize("how", ["transaction", "conditional"])
+def test_member_changes_that_change_nothing_keep_the_version(
+    directory: Directory, how: str
+) -> None:
+    """Entra re-sends adds of members a group has, and removes of members it lost: no new
+    version (an ETag taken before still matches) and no audit record (RFC 7644 §3.14)."""
+    d = directory
+    actor: Any = audit.CLI if how == "transaction" else _gate()
+    a, b, c = _user(d, "nc-a@x.test"), _user(d, "nc-b@x.test"), _user(d, "nc-c@x.test")
+    g = _group(d, "NoChange")
+
+    def patch(*ops: dict[str, Any]) -> str:
+        body = {"schemas": [PATCH], "Operations": list(ops)}
+        return str(d.patch("Group", g, body, actor, BASE, None).etag)
+
+    def audited() -> int:
+        with d.engine.connect() as conn:
+            return len(audit.history(conn, resource_id=g))
+
+    first = patch(_op("Add", [a, b]))
+    assert _meta(d, g)[0] == first
+    records = audited()
+    for ops in (
+        [_op("Add", [a])],
+        [_op("Add", [a, b])],
+        [_op("Remove", [c])],
+        [_op("Add", [b]), _op("Remove", [c])],
+        [{"op": "replace", "path": "members", "value": [{"value": b}, {"value": a}]}],
+        [{"op": "replace", "path": "displayName", "value": "NoChange"}, _op("Add", [a])],
+    ):
+        assert patch(*ops) == first, ops
+    assert _meta(d, g)[0] == first and audited() == records
+    assert _members(d, g) == {a: "User", b: "User"}
+
+    # Real changes still move it, and a replace keeps the members it names.
+    second = patch(_op("Add", [b, c]))
+    assert second != first and _members(d, g) == {a: "User", b: "User", c: "User"}
+    third = patch({"op": "replace", "path": "members", "value": [{"value": c}, {"value": b}]})
+    assert third != second and _members(d, g) == {b: "User", c: "User"}
+    fourth = patch(_op("Remove", [a, b]))
+    assert fourth != third and _members(d, g) == {c: "User"}
+    assert audited() == records + 3
+
+
 def test_a_page_of_users_shows_each_users_groups(directory: Directory) -> None:
     """A list page reads the groups of all its users with one statement: each user gets
     exactly its own, ordered by displayName regardless of case."""

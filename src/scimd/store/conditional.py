@@ -210,21 +210,27 @@ WITH found_users AS (
 ), found AS (
     SELECT id, 'User' AS member_type FROM found_users
     UNION ALL SELECT id, 'Group' FROM found_groups
+), target AS (
+    SELECT pk FROM groups
+    WHERE pk = :pk_ {if_version}
+      AND {counters_hold}
+      AND (SELECT count(*) FROM found) = :n_add
+    FOR UPDATE
+), added AS (
+    INSERT INTO members (group_pk, member_id, member_type)
+    SELECT :pk_, id, member_type FROM found WHERE EXISTS (SELECT FROM target)
+    ON CONFLICT DO NOTHING
+    RETURNING 1
+), removed AS (
+    DELETE FROM members
+    WHERE ctid = ANY(ARRAY({remove_probe})) AND EXISTS (SELECT FROM target)
+    RETURNING 1
 ), upd AS (
     UPDATE groups SET {set_doc}
         last_modified = :last_modified,
         version = version + 1
-    WHERE pk = :pk_ {if_version}
-      AND {counters_hold}
-      AND (SELECT count(*) FROM found) = :n_add
+    WHERE pk = :pk_ AND EXISTS (SELECT FROM target) AND {changed}
     RETURNING id, version
-), added AS (
-    INSERT INTO members (group_pk, member_id, member_type)
-    SELECT :pk_, id, member_type FROM found WHERE EXISTS (SELECT FROM upd)
-    ON CONFLICT DO NOTHING
-), removed AS (
-    DELETE FROM members
-    WHERE ctid = ANY(ARRAY({remove_probe})) AND EXISTS (SELECT FROM upd)
 ), logged AS (
     INSERT INTO audit (at, actor_type, actor, actor_name, operation, resource_type, resource_id,
                        detail, request_id)
@@ -232,8 +238,12 @@ WITH found_users AS (
            CAST(:a_detail AS JSON), :a_request_id
     FROM upd
 )
-SELECT (SELECT version FROM upd), (SELECT count(*) FROM found)
+SELECT (SELECT version FROM upd), (SELECT count(*) FROM found), EXISTS (SELECT FROM target)
 """
+
+# The group gets a new version (and an audit record) only if its document or its members
+# changed: re-sent adds of members it has are no change (RFC 7644 §3.14).
+_MEMBERS_CHANGED = "(EXISTS (SELECT FROM added) OR EXISTS (SELECT FROM removed))"
 
 
 _GROUP_DOC = """display_name = :display_name,
@@ -255,7 +265,8 @@ def patch_group(
     exact: bool,
 ) -> Rec | None:
     """Member adds and removes (disjoint id lists) and, if ``doc`` differs from the row's, the
-    group's new document, in one statement; None when what it depends on moved.
+    group's new document, in one statement; None when what it depends on moved, ``row``
+    itself when it changed nothing.
 
     It depends on the counters and, with ``exact`` (a new document, read from the row, or an
     ``If-Match``), on the group's version. Membership changes alone do not: they are set
@@ -287,13 +298,16 @@ def patch_group(
             remove_probe=MEMBER_PROBE.replace(":ids", ":remove_ids").replace(":group_pk", ":pk_"),
             counters_hold=_COUNTERS_HOLD,
             add_ids=PG_IDS.format(":add_ids"),
+            changed="TRUE" if new_doc else _MEMBERS_CHANGED,
         )
     )
     key = f"group.patch.{int(new_doc)}{int(exact or new_doc)}"
     result = _run(conn, key, statement, params, GROUPS, doc)
     assert result is not None
-    version, found = result
+    version, found, held = result
     if version is None:
+        if held:
+            return row  # no change
         if found < len(adds):
             raise MissingMembers()
         return None

@@ -753,7 +753,7 @@ class Directory:
                 if render
                 else None
             )
-            return Written(res, etag(row.version), result.changed)
+            return Written(res, etag(row.version), row is not found)
 
         return self._written(actor, attempt, True)
 

@@ -99,6 +99,13 @@ class Result:
             raise LookupError("no row")  # pragma: no cover - statements always return one
         return row[0]
 
+    def rowcount(self) -> int:
+        """Rows a statement without RETURNING changed."""
+        n = int(self.cur.rowcount)
+        if not self.shared:
+            self.cur.close()
+        return n
+
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         try:
             rows = self.cur.fetchall()

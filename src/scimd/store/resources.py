@@ -540,7 +540,14 @@ class Repository:
         detail: dict[str, Any] | None = None,
         member_ops: Sequence[P.MemberOp] = (),
     ) -> Rec:
-        """Write a new document for an existing row (PUT and PATCH both end here)."""
+        """Write a new document for an existing row (PUT and PATCH both end here).
+
+        Member operations that change no membership (Entra re-sends adds) leave a group whose
+        document is the same as it was: no new version, no audit record (RFC 7644 §3.14)."""
+        if member_ops and doc == row.doc:
+            if not sum(apply_member_op(conn, row.pk, op) for op in member_ops):
+                return row
+            member_ops = ()  # applied
         now = now_datetime()
         values = {"doc": dump_json(doc), "last_modified": now, **columns_of(self.kind, doc)}
         stmt = STATEMENTS.get(
@@ -740,10 +747,11 @@ def resolve_members(conn: sa.Connection, items: Sequence[dict[str, Any]]) -> dic
     return by_type
 
 
-def add_members(conn: sa.Connection, group_pk: int, items: Sequence[dict[str, Any]]) -> None:
-    """Insert-if-absent: adding an existing member is a no-op (Entra re-sends adds)."""
+def add_members(conn: sa.Connection, group_pk: int, items: Sequence[dict[str, Any]]) -> int:
+    """Insert-if-absent: adding an existing member is a no-op (Entra re-sends adds). Returns
+    how many members were new."""
     if not items:
-        return
+        return 0
     by_type = resolve_members(conn, items)
     if conn.dialect.name == "sqlite":
         # One prepared INSERT run per row by the driver: measured 2x faster than the same rows
@@ -760,9 +768,9 @@ def add_members(conn: sa.Connection, group_pk: int, items: Sequence[dict[str, An
         cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cur.executemany(insert.sql, rows)
+            return int(cur.rowcount)  # rows inserted: a conflict that did nothing is not one
         finally:
             cur.close()
-        return
     insert = STATEMENTS.get(
         conn,
         "members.insert",
@@ -773,11 +781,13 @@ def add_members(conn: sa.Connection, group_pk: int, items: Sequence[dict[str, An
             " ON CONFLICT DO NOTHING",
         ),
     )
-    for member_type, ids in by_type.items():
+    return sum(
         insert.run(
             conn,
             {"group_pk": group_pk, "member_type": member_type, "ids": _ids_param(ids)},
-        )
+        ).rowcount()
+        for member_type, ids in by_type.items()
+    )
 
 
 # PostgreSQL: the rows of group ``:group_pk`` for the ids ``:ids``, one primary-key probe per
@@ -792,37 +802,57 @@ MEMBER_PROBE = (
 )
 
 
-def remove_members(conn: sa.Connection, group_pk: int, ids: Sequence[str]) -> None:
-    """Delete the listed members; ids that are not members are ignored."""
+def remove_members(conn: sa.Connection, group_pk: int, ids: Sequence[str]) -> int:
+    """Delete the listed members; ids that are not members are ignored. Returns how many
+    were members."""
     if not ids:
-        return
+        return 0
     if conn.dialect.name == "sqlite":
         sql = "DELETE FROM members WHERE group_pk = :group_pk AND member_id IN IDS"
     else:
         sql = f"DELETE FROM members WHERE ctid = ANY(ARRAY({MEMBER_PROBE}))"
     delete = STATEMENTS.get(conn, "members.delete", lambda: _members_sql(conn, sql))
     wanted = sorted(set(ids))
-    delete.run(conn, {"group_pk": group_pk, "ids": _ids_param(wanted)})
+    return delete.run(conn, {"group_pk": group_pk, "ids": _ids_param(wanted)}).rowcount()
 
 
-def _remove_all_members(conn: sa.Connection, group_pk: int) -> None:
-    STATEMENTS.get(
+def _remove_all_members(conn: sa.Connection, group_pk: int) -> int:
+    return (
+        STATEMENTS.get(
+            conn,
+            "members.delete_all",
+            lambda: members.delete().where(members.c.group_pk == _B("group_pk")),
+        )
+        .run(conn, {"group_pk": group_pk})
+        .rowcount()
+    )
+
+
+def _remove_members_but(conn: sa.Connection, group_pk: int, keep: Sequence[str]) -> int:
+    """Delete the members not in ``keep``; how many."""
+    delete = STATEMENTS.get(
         conn,
-        "members.delete_all",
-        lambda: members.delete().where(members.c.group_pk == _B("group_pk")),
-    ).run(conn, {"group_pk": group_pk})
+        "members.delete_but",
+        lambda: _members_sql(
+            conn, "DELETE FROM members WHERE group_pk = :group_pk AND member_id NOT IN IDS"
+        ),
+    )
+    return delete.run(conn, {"group_pk": group_pk, "ids": _ids_param(sorted(keep))}).rowcount()
 
 
-def apply_member_op(conn: sa.Connection, group_pk: int, op: P.MemberOp) -> None:
+def apply_member_op(conn: sa.Connection, group_pk: int, op: P.MemberOp) -> int:
+    """Apply one member operation; how many memberships it added or removed (0: no change)."""
     if op.kind == "add":
-        add_members(conn, group_pk, op.members)
-    elif op.kind == "remove":
-        remove_members(conn, group_pk, [m["value"] for m in op.members])
-    elif op.kind == "remove_all":
-        _remove_all_members(conn, group_pk)
-    else:  # replace
-        _remove_all_members(conn, group_pk)
-        add_members(conn, group_pk, op.members)
+        return add_members(conn, group_pk, op.members)
+    if op.kind == "remove":
+        return remove_members(conn, group_pk, [m["value"] for m in op.members])
+    if op.kind == "remove_all":
+        return _remove_all_members(conn, group_pk)
+    # replace: the members that stay are neither deleted nor written again
+    if not op.members:
+        return _remove_all_members(conn, group_pk)
+    new = add_members(conn, group_pk, op.members)  # first: unknown ids fail before any delete
+    return _remove_members_but(conn, group_pk, [m["value"] for m in op.members]) + new
 
 
 def load_members(conn: sa.Connection, group_pk: int) -> list[dict[str, Any]]:
