@@ -185,9 +185,7 @@ def test_deleting_a_member_gives_its_groups_a_new_version(directory: Directory, 
 
 def _delete_detail(d: Directory, rid: str) -> Any:
     with d.engine.connect() as conn:
-        rows = [
-            r for r in audit.history(conn, resource_id=rid) if r["operation"] == "delete"
-        ]
+        rows = [r for r in audit.history(conn, resource_id=rid) if r["operation"] == "delete"]
     assert len(rows) == 1
     return rows[0]["detail"]
 

@@ -30,6 +30,7 @@ from support.entra_replay import (
 
 USERS = S.user_type(
     [S.PropertyDef("IdentificationNumber", "String"), S.PropertyDef("Age", "Integer")]
+    + [S.PropertyDef(t, t) for t in ("Decimal", "Boolean", "DateTime", "Date")]
 )
 GROUPS = S.GROUP_TYPE
 ENT = S.ENTERPRISE_SCHEMA
@@ -943,6 +944,37 @@ def test_null_update_unassigns_attributes() -> None:
     assert "displayName" not in nulled
     assert ENT not in nulled
     assert "givenName" not in nulled["name"]
+
+
+TYPED = {"Age": "42", "Decimal": "1.5", "Boolean": "True", "DateTime": "2020-01-02T03:04:05Z"}
+TYPED["Date"] = "1990-05-06"
+
+
+@pytest.mark.parametrize("name", sorted(TYPED))
+def test_an_empty_string_unassigns_a_property_that_cannot_be_empty(name: str) -> None:
+    """Entra forwards an emptied source attribute as "" (and the Null_Update test sends "");
+    a number, boolean, dateTime or date has no empty value, so "" clears it as null does, in
+    each form Entra sends, and leaves the other changes of the request applied."""
+    doc = user(**{PROPS: {**TYPED, "IdentificationNumber": "X"}})
+    path = f"{PROPS}:{name}"
+    for op in ("replace", "Add"):
+        assert name not in patch(doc, {"op": op, "path": path, "value": ""}).doc[PROPS]
+    pathless = patch(doc, {"op": "replace", "value": {path: "", "displayName": "New"}}).doc
+    assert name not in pathless[PROPS] and pathless["displayName"] == "New"
+    nested = patch(doc, {"op": "replace", "path": PROPS, "value": {name: ""}}).doc
+    assert name not in nested[PROPS]
+    created = user(**{PROPS: {name: "", "IdentificationNumber": ""}})
+    assert created[PROPS] == {"IdentificationNumber": ""}  # a string keeps ""
+
+
+def test_an_empty_manager_unassigns_it() -> None:
+    """Microsoft's manager test "Replace with empty": "" (or []) clears the manager."""
+    doc = user(**{ENT: {"manager": MANAGER_ID, "department": "D"}})
+    for value in ("", []):
+        assert patch(doc, {"op": "replace", "path": MANAGER, "value": value}).doc[ENT] == {
+            "department": "D"
+        }
+    assert ENT not in user(**{ENT: {"manager": ""}})
 
 
 def test_add_null_unassigns() -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from scimd.scim import schema as S
+
 ADSCIM_GROUP_SCHEMA = "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"
 """Entra's legacy group schema URI (facts §1.5): listed in ``schemas`` on POST /Groups."""
 
@@ -56,6 +58,27 @@ def complex_from_string(value: Any, has_value_sub: bool) -> Any:
     attribute with a ``value`` sub-attribute means ``{"value": <string>}``."""
     if isinstance(value, str) and has_value_sub:
         return {"value": value}
+    return value
+
+
+def empty_as_unassigned(attr: S.Attribute, value: Any) -> Any:
+    """Entra forwards a source attribute that became empty as ``""`` (Microsoft's HR writeback
+    notes), and its gallery validation (``SCIM_Null_Update_Test``, facts §3.2) clears optional
+    attributes with ``""`` before it tries ``null``. For a single-valued attribute whose values
+    cannot be an empty string (a number, boolean, dateTime or date, or an object such as
+    ``manager``), ``""`` therefore means "no value", as ``null`` does (RFC 7643 §2.5); so does
+    ``[]`` for a single-valued object (Microsoft's manager test "Replace with empty"). A
+    string attribute keeps ``""`` as sent."""
+    if attr.multi_valued:
+        return value
+    if value == "" and (
+        attr.is_complex
+        or attr.value_format == "date"
+        or attr.type not in (S.STRING, S.REFERENCE, S.BINARY)
+    ):
+        return None
+    if value == [] and attr.is_complex:
+        return None
     return value
 
 

@@ -441,6 +441,8 @@ class _Patcher:
         if t.filter is not None or (t.sub is not None and attr.multi_valued):
             self.set_elements(op, t, value)
             return
+        if t.sub is None:
+            value = compat.empty_as_unassigned(attr, value)
         container = self.container(t.urn, create=value is not None)
         if t.sub is not None:
             self.set_sub(container, attr, t.sub, value, t.where)

@@ -116,6 +116,7 @@ def display_path(res: S.Resolved) -> str:
 
 def normalise_value(attr: S.Attribute, value: Any, where: str) -> Any:
     """Canonical form of a whole attribute value; ``None`` means "no value"."""
+    value = compat.empty_as_unassigned(attr, value)
     if value is None:
         return None
     if attr.multi_valued:
