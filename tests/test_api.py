@@ -957,6 +957,37 @@ def test_the_audit_of_a_member_change_names_the_members(api: Api) -> None:
     assert json.loads(detail)["members"] == [{"op": "replace", "ids": [b]}]
 
 
+def test_group_members_in_post_and_put_under_any_name_and_checked_as_in_patch(api: Api) -> None:
+    """``members`` under its URN-qualified name is the members too (it was stored out of
+    sight, unchecked, and the group had none); a member object is checked as a PATCH's is."""
+    a, b = api.user("m-a")["id"], api.user("m-b")["id"]
+    qualified = "urn:ietf:params:scim:schemas:core:2.0:Group:members"
+    r = api.req("POST", "/Groups", {"displayName": "mq", qualified: [{"value": a}]})
+    assert r.status_code == 201, r.text
+    gid = r.json()["id"]
+    assert [m["value"] for m in r.json()["members"]] == [a]
+    r = api.req("PUT", f"/Groups/{gid}", {"displayName": "mq", qualified.upper(): [{"value": b}]})
+    assert [m["value"] for m in r.json()["members"]] == [b]
+    r = api.req("POST", "/Groups", {"displayName": "mq2", qualified: [{"value": "no-such-id"}]})
+    assert "no-such-id" in _error(r, 400, "invalidValue")["detail"]
+    for bad, named in (
+        ({"value": a, "type": "Potato"}, "members.type"),
+        ({"value": a, "nonsense": True}, "nonsense"),
+        (1, "members"),
+    ):
+        for method, path in (("POST", "/Groups"), ("PUT", f"/Groups/{gid}")):
+            r = api.req(method, path, {"displayName": "mq3", "members": [bad]})
+            assert named in _error(r, 400, "invalidValue")["detail"], (method, bad)
+    twice = {"displayName": "mq4", "members": [{"value": a}], qualified: [{"value": b}]}
+    assert "twice" in _error(api.req("POST", "/Groups", twice), 400, "invalidValue")["detail"]
+    r = api.req("GET", f"/Groups/{gid}")
+    assert [m["value"] for m in r.json()["members"]] == [b] and r.json()["displayName"] == "mq"
+    # What Okta and scripts send stays accepted: display, $ref and type with the id.
+    full = {"value": a, "display": "m-a", "$ref": f"../Users/{a}", "type": "user"}
+    r = api.req("PUT", f"/Groups/{gid}", {"displayName": "mq", "members": [full]})
+    assert r.status_code == 200 and [m["value"] for m in r.json()["members"]] == [a]
+
+
 def test_bulk_puts_with_the_same_password_keep_the_version(api: Api) -> None:
     """Passwords in Bulk operations are hashed before their writes too, and the stored one
     is no change."""

@@ -270,6 +270,45 @@ def _described(f: Filter) -> dict[str, Any] | None:
     return None
 
 
+def member_list(attr: S.Attribute, value: Any, where: str) -> list[dict[str, str]]:
+    """Validate member values: objects with a string ``value`` (``$ref`` may be null), for
+    PATCH and for the ``members`` of a POST or PUT alike; duplicates are dropped."""
+    value = compat.list_from_single(value)
+    if not isinstance(value, list):
+        raise InvalidValue(f"'{where}' takes a JSON array of member objects")
+    out: list[dict[str, str]] = []
+    seen: set[str] = set()
+    for item in value:
+        if item is None:
+            continue
+        m: dict[str, Any] | None
+        if type(item) is dict and len(item) == 1 and type(item.get("value")) is str:
+            # Entra's form, ``{"value": id}``, is already normal unless the id holds a NUL
+            # (which normalise_complex refuses): skipping it halves a 100-member add.
+            m = item if "\x00" not in item["value"] else normalise_complex(attr, item, where)
+        else:
+            m = normalise_complex(attr, item, where) if isinstance(item, dict) else None
+        if m is None or not isinstance(m.get("value"), str):  # names are case-insensitive
+            raise InvalidValue(
+                f"'{where}' values must be objects with a string 'value' (the member id),"
+                f" got {_shown(item)}"
+            )
+        member_id = m["value"]
+        if not member_id:
+            raise InvalidValue(f"'{where}' has an empty member 'value'")
+        if member_id in seen:
+            continue
+        seen.add(member_id)
+        entry = {"value": member_id}
+        if "type" in m:
+            kind = _MEMBER_TYPES.get(m["type"].lower())
+            if kind is None:
+                raise InvalidValue(f"'{where}.type' must be 'User' or 'Group', got {m['type']!r}")
+            entry["type"] = kind
+        out.append(entry)
+    return out
+
+
 def _value_ids(f: Filter) -> list[str] | None:
     """The ids of a member filter made of ``value eq "id"`` joined by ``or``, else None."""
     if isinstance(f, Compare):
@@ -713,44 +752,7 @@ class _Patcher:
     # -- group members --------------------------------------------------------------------
 
     def member_list(self, value: Any, where: str) -> list[dict[str, str]]:
-        """Validate member values: objects with a string ``value`` (``$ref`` may be null)."""
-        attr = self.rt.core.attr["members"]
-        value = compat.list_from_single(value)
-        if not isinstance(value, list):
-            raise InvalidValue(f"'{where}' takes a JSON array of member objects")
-        out: list[dict[str, str]] = []
-        seen: set[str] = set()
-        for item in value:
-            if item is None:
-                continue
-            m: dict[str, Any] | None
-            if type(item) is dict and len(item) == 1 and type(item.get("value")) is str:
-                # Entra's form, ``{"value": id}``, is already normal unless the id holds a NUL
-                # (which normalise_complex refuses): skipping it halves a 100-member add.
-                m = item if "\x00" not in item["value"] else normalise_complex(attr, item, where)
-            else:
-                m = normalise_complex(attr, item, where) if isinstance(item, dict) else None
-            if m is None or not isinstance(m.get("value"), str):  # names are case-insensitive
-                raise InvalidValue(
-                    f"'{where}' values must be objects with a string 'value' (the member id),"
-                    f" got {_shown(item)}"
-                )
-            member_id = m["value"]
-            if not member_id:
-                raise InvalidValue(f"'{where}' has an empty member 'value'")
-            if member_id in seen:
-                continue
-            seen.add(member_id)
-            entry = {"value": member_id}
-            if "type" in m:
-                kind = _MEMBER_TYPES.get(m["type"].lower())
-                if kind is None:
-                    raise InvalidValue(
-                        f"'{where}.type' must be 'User' or 'Group', got {m['type']!r}"
-                    )
-                entry["type"] = kind
-            out.append(entry)
-        return out
+        return member_list(self.rt.core.attr["members"], value, where)
 
     def set_members(self, op: str, t: _Target, value: Any) -> None:
         """add/replace on ``members`` becomes an add/replace member op."""

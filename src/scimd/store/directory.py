@@ -865,26 +865,19 @@ def _members_of(conn: sa.Connection, pks: list[int]) -> dict[int, list[dict[str,
     return out
 
 
+_MEMBERS_KEYS = frozenset({"members", f"{S.GROUP_SCHEMA}:members".lower()})
+
+
 def _split_members(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Group members go to their own table; validate their shape here."""
-    rest = {k: v for k, v in body.items() if k.lower() != "members"}
-    raw = next((v for k, v in body.items() if k.lower() == "members"), None)
-    if raw is None:
+    """Group members go to their own table: take them out of a POST or PUT body, under their
+    name or their URN-qualified name (RFC 7644 §3.10), validated as a PATCH's are."""
+    rest = {k: v for k, v in body.items() if k.lower() not in _MEMBERS_KEYS}
+    raws = [(k, v) for k, v in body.items() if k.lower() in _MEMBERS_KEYS]
+    if len(raws) > 1:
+        raise InvalidValue(f"the members are given twice: as {raws[0][0]!r} and {raws[1][0]!r}")
+    if not raws or raws[0][1] is None:
         return rest, []
-    if not isinstance(raw, list):
-        raise InvalidValue("'members' must be a JSON array of {\"value\": id} objects")
-    items = []
-    for m in raw:
-        # Attribute names are case-insensitive (RFC 7643 §2.1): {"Value": id} is a member too.
-        value = (
-            next((v for k, v in m.items() if k.lower() == "value"), None)
-            if isinstance(m, dict)
-            else None
-        )
-        if not isinstance(value, str) or not value:
-            raise InvalidValue("each member must be an object with a string 'value' (the id)")
-        items.append({"value": value})
-    return rest, items
+    return rest, P.member_list(S.GROUP_TYPE.core.attr["members"], raws[0][1], "members")
 
 
 def _member_changes(ops: list[P.MemberOp]) -> list[dict[str, Any]]:
