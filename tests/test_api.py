@@ -833,6 +833,47 @@ def test_if_none_match_on_a_read_answers_304_while_the_version_is_current(api: A
     _error(api.req("GET", "/Users/nobody", headers={"If-None-Match": "*"}), 404)
 
 
+def test_etags_compare_weakly_and_if_match_holds_for_reads_too(api: Api) -> None:
+    """RFC 9110 §13.1: If-None-Match compares weakly ("1" names W/"1"), and a false If-Match
+    is a 412 for a read as for a write."""
+    u = api.user("weak@x.com")
+    tag = u["meta"]["version"]
+    strong = tag.removeprefix("W/")
+    r = api.req("GET", f"/Users/{u['id']}", headers={"If-None-Match": strong})
+    assert r.status_code == 304
+    r = api.req("GET", f"/Users/{u['id']}", headers={"If-Match": 'W/"7"'})
+    _error(r, 412)
+    for header in (tag, strong, "*"):
+        assert api.req("GET", f"/Users/{u['id']}", headers={"If-Match": header}).status_code == 200
+
+
+def test_if_none_match_on_a_write_that_matches_is_412_and_changes_nothing(api: Api) -> None:
+    """RFC 9110 §13.1.2: a write whose If-None-Match lists the current version (or "*": the
+    resource exists) must not be performed. It was ignored: a DELETE with "*" deleted."""
+    u = api.user("inm@x.com")
+    uid, tag = u["id"], u["meta"]["version"]
+    g = api.req("POST", "/Groups", {"displayName": "inm-g"}).json()
+    ops = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": "x"}]}
+    add = {
+        "schemas": [PATCH],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": uid}]}],
+    }
+    for header in ("*", tag, f'W/"0", {tag.removeprefix("W/")}'):
+        h = {"If-None-Match": header}
+        _error(api.req("PATCH", f"/Users/{uid}", ops, headers=h), 412)
+        _error(api.req("PUT", f"/Users/{uid}", {"userName": "inm2@x.com"}, headers=h), 412)
+        _error(api.req("DELETE", f"/Users/{uid}", headers=h), 412)
+        gh = {"If-None-Match": "*" if header == "*" else g["meta"]["version"]}
+        _error(api.req("PATCH", f"/Groups/{g['id']}", add, headers=gh), 412)
+    after = api.req("GET", f"/Users/{uid}").json()
+    assert after["meta"]["version"] == tag and after["userName"] == "inm@x.com"
+    assert "title" not in after and not api.req("GET", f"/Groups/{g['id']}").json().get("members")
+    # An If-None-Match naming another version holds: the write is made.
+    r = api.req("PATCH", f"/Users/{uid}", ops, headers={"If-None-Match": 'W/"0"'})
+    assert r.status_code == 200 and r.json()["title"] == "x"
+    assert api.req("DELETE", f"/Users/{uid}", headers={"If-None-Match": tag}).status_code == 204
+
+
 def test_search_counts_past_64_bits_are_clamped_like_query_ones(api: Api) -> None:
     """In a SearchRequest such a number arrives as a float; it was "must be an integer"."""
     api.user("big@x.com")

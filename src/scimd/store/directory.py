@@ -29,6 +29,7 @@ from scimd.store import properties as props
 from scimd.store.resources import (
     GROUPS,
     USERS,
+    Conditions,
     Rec,
     Repository,
     check_etag,
@@ -658,7 +659,7 @@ class Directory:
         body: Any,
         actor: A.Actor | Gate,
         base: str,
-        if_match: str | None,
+        if_match: str | Conditions | None,
         attributes: list[str] | None = None,
         excluded: list[str] | None = None,
     ) -> Written:
@@ -707,7 +708,7 @@ class Directory:
         body: Any,
         actor: A.Actor | Gate,
         base: str,
-        if_match: str | None,
+        if_match: str | Conditions | None,
         *,
         render: bool = True,
         attributes: list[str] | None = None,
@@ -757,7 +758,9 @@ class Directory:
 
         return self._written(actor, attempt, True)
 
-    def delete(self, name: str, rid: str, actor: A.Actor | Gate, if_match: str | None) -> None:
+    def delete(
+        self, name: str, rid: str, actor: A.Actor | Gate, if_match: str | Conditions | None
+    ) -> None:
         repo = self.repos[name]
 
         def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
@@ -794,7 +797,7 @@ def _patch_group(
     who: A.Actor,
     detail: dict[str, Any],
     v: versions.Versions,
-    if_match: str | None,
+    if_match: str | Conditions | None,
 ) -> Rec | None:
     """A group PATCH as one statement when its member changes are adds and removes of
     different ids (Entra's); replacing all members, or adding and removing one id, are

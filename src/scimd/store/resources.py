@@ -74,17 +74,39 @@ def etag(version: int) -> str:
     return f'W/"{version}"'
 
 
-def check_etag(if_match: str | None, version: int) -> None:
-    """RFC 7644 §3.14: a write with ``If-Match`` that names another version fails with 412."""
-    if not if_match:
+def etag_listed(header: str, tag: str) -> bool:
+    """Whether an ``If-Match``/``If-None-Match`` value lists ``tag`` or ``*``. Compared weakly
+    (RFC 9110 §8.8.3.2): ``"3"`` names ``W/"3"``, as every tag here is weak."""
+    opaque = tag.removeprefix("W/")
+    return any(
+        t == "*" or t.removeprefix("W/") == opaque for t in map(str.strip, header.split(","))
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Conditions:
+    """The preconditions of a write (RFC 7644 §3.14, RFC 9110 §13.1): ``If-Match`` must list
+    the resource's version, ``If-None-Match`` must not (``*``: must not exist, and it does)."""
+
+    if_match: str | None = None
+    if_none_match: str | None = None
+
+
+def check_etag(cond: str | Conditions | None, version: int) -> None:
+    """A write whose preconditions fail changes nothing: 412. A string is an ``If-Match``."""
+    if not cond:
         return
-    tags = [t.strip() for t in if_match.split(",")]
-    if "*" in tags:
-        return
+    if isinstance(cond, str):
+        cond = Conditions(if_match=cond)
     mine = etag(version)
-    if not any(t == mine or t == mine[2:] for t in tags):
+    if cond.if_match and not etag_listed(cond.if_match, mine):
         raise PreconditionFailed(
-            f"the resource is at version {mine}, not {if_match}: fetch it again and retry"
+            f"the resource is at version {mine}, not {cond.if_match}: fetch it again and retry"
+        )
+    if cond.if_none_match and etag_listed(cond.if_none_match, mine):
+        raise PreconditionFailed(
+            f"If-None-Match: {cond.if_none_match} matches the resource (at version {mine}),"
+            " so the request was not applied"
         )
 
 
@@ -570,7 +592,9 @@ class Repository:
         # A user's groups do not change when its document does.
         return Rec(row.pk, row.id, row.created, now, version, doc, row.groups)
 
-    def delete(self, conn: sa.Connection, row: Rec, actor: A.Actor, if_match: str | None) -> None:
+    def delete(
+        self, conn: sa.Connection, row: Rec, actor: A.Actor, if_match: str | Conditions | None
+    ) -> None:
         rid = row.id
         check_etag(if_match, row.version)
         stmt = STATEMENTS.get(

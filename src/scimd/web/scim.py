@@ -29,6 +29,7 @@ from scimd.scim.errors import (
     InvalidValue,
     MethodNotAllowed,
     NotFound,
+    PreconditionFailed,
     ScimError,
     Unauthorized,
 )
@@ -38,6 +39,7 @@ from scimd.settings import Settings
 from scimd.store.audit import Actor
 from scimd.store.directory import Directory, Gate, Listing
 from scimd.store.onloop import LoopRunner
+from scimd.store.resources import Conditions, etag_listed
 from scimd.store.versions import Versions
 from scimd.web import bulk, discovery
 from scimd.web.batching import GroupCommit
@@ -478,12 +480,18 @@ class Scim:
 
     def get(self, request: ScimRequest, name: str, rid: str, base: str) -> Work:
         attributes, excluded = _projection(request)
+        if_match = request.header("if-match")
         if_none = request.header("if-none-match")
 
         def work(gate: Gate) -> Reply:
             res, tag = self.directory.get(name, rid, base, attributes, excluded, gate=gate)
-            # RFC 9110 §13.1.2: "*" matches any current representation.
-            if if_none and any(t.strip() in (tag, "*") for t in if_none.split(",")):
+            # RFC 9110 §13.2.2: If-Match first (false: 412), then If-None-Match (true: 304);
+            # "*" matches any current representation.
+            if if_match and not etag_listed(if_match, tag):
+                raise PreconditionFailed(
+                    f"the resource is at version {tag}, not {if_match}: fetch it again"
+                )
+            if if_none and etag_listed(if_none, tag):
                 return Reply(304, b"", [(b"etag", tag.encode())])
             return json_reply(res, 200, tag)
 
@@ -491,7 +499,7 @@ class Scim:
 
     def replace(self, request: ScimRequest, body: Any, name: str, rid: str, base: str) -> Work:
         attributes, excluded = _projection(request)
-        if_match = request.header("if-match")
+        if_match = _conditions(request)
         job = self._passwords(name, body, rid, patch=False)
 
         def work(gate: Gate) -> Reply:
@@ -505,7 +513,7 @@ class Scim:
 
     def patch(self, request: ScimRequest, body: Any, name: str, rid: str, base: str) -> Work:
         attributes, excluded = _projection(request)
-        if_match = request.header("if-match")
+        if_match = _conditions(request)
         # Entra wants 204 for group PATCH (a body with every member is costly); users get 200
         # with the resource, as do groups when the client asks for attributes.
         render = name == "User" or bool(attributes or excluded)
@@ -530,7 +538,7 @@ class Scim:
         return Work(write=work, passwords=job)
 
     def delete(self, request: ScimRequest, name: str, rid: str) -> Work:
-        if_match = request.header("if-match")
+        if_match = _conditions(request)
 
         def work(gate: Gate) -> Reply:
             self.directory.delete(name, rid, gate, if_match)
@@ -547,6 +555,12 @@ def _failing(d: Directory, err: ScimError) -> Work:
         raise err
 
     return Work(read=work)
+
+
+def _conditions(request: ScimRequest) -> Conditions | None:
+    """A write's ``If-Match`` and ``If-None-Match`` (RFC 7644 §3.14), None without either."""
+    if_match, if_none = request.header("if-match"), request.header("if-none-match")
+    return Conditions(if_match, if_none) if if_match or if_none else None
 
 
 def _projection(request: ScimRequest) -> tuple[list[str], list[str]]:
