@@ -570,6 +570,29 @@ def test_bulk_fail_on_errors_stops_processing(api: Api) -> None:
     _error(api.req("POST", "/Bulk", too_many), 413)
 
 
+def test_bulk_names_are_case_insensitive(api: Api) -> None:
+    """RFC 7643 §2.1: "failonerrors" is failOnErrors (it was ignored, and every operation
+    ran), and "Method", "Path", "BulkId", "Data" name an operation's parts."""
+    api.user("taken-ci@x.com")
+    taken = {
+        "METHOD": "POST",
+        "Path": "/Users",
+        "BulkId": "a",
+        "Data": {"userName": "taken-ci@x.com"},
+    }
+    new = {"Method": "post", "PATH": "/Users", "bulkid": "b", "DATA": {"userName": "new-ci@x.com"}}
+    body = {"schemas": [BULK], "FAILONERRORS": 1, "operations": [taken, new]}
+    ops = api.req("POST", "/Bulk", body).json()["Operations"]
+    assert [(o["bulkId"], o["status"]) for o in ops] == [("a", "409")]
+    ops = api.req("POST", "/Bulk", {**body, "FAILONERRORS": 2}).json()["Operations"]
+    assert [(o["bulkId"], o["status"], o["method"]) for o in ops] == [
+        ("a", "409", "POST"),
+        ("b", "201", "POST"),
+    ]
+    twice = {"schemas": [BULK], "Operations": [{**new, "path": "/Groups"}]}
+    assert "twice" in _error(api.req("POST", "/Bulk", twice), 400, "invalidValue")["detail"]
+
+
 def test_bulk_version_must_be_an_etag(api: Api) -> None:
     """A bulk operation's ``version`` that is not a string is that operation's 400 (it was a
     500 for the whole request); a string version is checked like ``If-Match``."""

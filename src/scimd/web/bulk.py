@@ -84,10 +84,34 @@ def _declared(ops: list[Any]) -> dict[str, int]:
     return seen
 
 
+_REQUEST_KEYS = ("schemas", "failOnErrors", "Operations")
+_OPERATION_KEYS = ("method", "path", "bulkId", "data", "version")
+
+
+def _canonical(obj: dict[str, Any], names: tuple[str, ...], where: str) -> dict[str, Any]:
+    """``obj`` with the names of ``names`` in their RFC spelling, whatever case was sent
+    (RFC 7643 §2.1: attribute names are case-insensitive); ``{"failonerrors": 1}`` was
+    silently ignored, and every operation ran. Other keys are kept as they are."""
+    by_lower = {n.lower(): n for n in names}
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = by_lower.get(key.lower(), key)
+        if name in out:
+            raise InvalidValue(f"{where} gives '{name}' twice (names are case-insensitive)")
+        out[name] = value
+    return out
+
+
 async def run(scim: Scim, base: str, body: Any, actor: Actor | Gate) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidSyntax("a BulkRequest must be a JSON object")
-    ops = next((v for k, v in body.items() if k.lower() == "operations"), None)
+    body = _canonical(body, _REQUEST_KEYS, "the BulkRequest")
+    ops = body.get("Operations")
+    if isinstance(ops, list):
+        ops = [
+            _canonical(op, _OPERATION_KEYS, f"operation {i + 1}") if isinstance(op, dict) else op
+            for i, op in enumerate(ops)
+        ]
     if not isinstance(ops, list) or not ops:
         raise InvalidSyntax("a BulkRequest needs a non-empty 'Operations' array")
     limit = scim.settings.max_bulk_operations
