@@ -593,6 +593,47 @@ def test_bulk_names_are_case_insensitive(api: Api) -> None:
     assert "twice" in _error(api.req("POST", "/Bulk", twice), 400, "invalidValue")["detail"]
 
 
+def test_before_the_first_property_a_value_for_one_names_it(tmp_path: Path) -> None:
+    """With no custom property defined yet, a value sent for one is a 400 that names it in
+    every form Entra sends (it said "unknown schema", or showed a cut-off URN), while the
+    extension stays out of /Schemas and every other request works as before."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'bare.db'}")
+    app = create_app(Settings(), engine)
+    with engine.begin() as conn:
+        _, token = apps.create_app(conn, "t", "bearer", ["USER SYNC"], audit.CLI)
+    with TestClient(app) as client:
+        api = Api(client, token, engine)
+        u = api.user("noprops@x.com")
+        patch = lambda op: api.req(  # noqa: E731
+            "PATCH", f"/Users/{u['id']}", {"schemas": [PATCH], "Operations": [op]}
+        )
+        for r in (
+            api.req("POST", "/Users", {"userName": "p1", PROPS: {"Foo": "1"}}),
+            api.req("POST", "/Users", {"userName": "p2", f"{PROPS}:Foo": "1"}),
+            patch({"op": "add", "value": {PROPS: {"Foo": "1"}}}),
+            patch({"op": "add", "path": PROPS, "value": {"Foo": "1"}}),
+            patch({"op": "replace", "path": f"{PROPS}:Foo", "value": "1"}),
+            patch({"op": "replace", "value": {f"{PROPS}:Foo": "1"}}),
+        ):
+            detail = _error(r, 400)["detail"]
+            assert "'Foo' is not a defined custom property" in detail, detail
+        r = api.req("GET", "/Users", params={"filter": f'{PROPS}:Foo eq "1"'})
+        assert "'Foo' is not a defined custom property" in _error(r, 400, "invalidFilter")["detail"]
+        schemas = api.req("GET", "/Schemas").json()["Resources"]
+        assert PROPS not in {x["id"] for x in schemas}
+        ext = api.req("GET", "/ResourceTypes/User").json()["schemaExtensions"]
+        assert PROPS not in {x["schema"] for x in ext}
+        for params in (
+            {"attributes": PROPS},
+            {"excludedAttributes": PROPS},
+            {"filter": f'schemas eq "{PROPS}"'},
+        ):
+            r = api.req("GET", "/Users", params=params)
+            assert r.status_code == 200, (params, r.text)
+        got = api.req("GET", f"/Users/{u['id']}").json()
+        assert got["schemas"] == [USER] and got["userName"] == "noprops@x.com"
+
+
 def test_bulk_version_must_be_an_etag(api: Api) -> None:
     """A bulk operation's ``version`` that is not a string is that operation's 400 (it was a
     500 for the whole request); a string version is checked like ``If-Match``."""

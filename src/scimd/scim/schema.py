@@ -89,6 +89,8 @@ class Schema:
     description: str
     attributes: tuple[Attribute, ...]
     attr: dict[str, Attribute] = field(default_factory=dict, repr=False)
+    # The custom-properties extension: its attributes are defined by an admin at runtime.
+    custom: bool = False
 
     def __post_init__(self) -> None:
         for a in self.attributes:
@@ -294,7 +296,7 @@ def user_properties_schema(props: Iterable[PropertyDef], urn: str) -> Schema:
         if fmt == "date":
             desc += " ISO 8601 date (YYYY-MM-DD)."
         attrs.append(a(p.name, scim_type, value_format=fmt, description=desc))
-    return Schema(urn, "UserProperties", "Custom user properties", tuple(attrs))
+    return Schema(urn, "UserProperties", "Custom user properties", tuple(attrs), custom=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,12 +321,16 @@ class ResourceType:
     description: str
     core: Schema
     extensions: tuple[tuple[Schema, bool], ...] = ()
+    # Known schemas that are not listed (/Schemas, schemaExtensions): the custom-properties
+    # extension before its first property, so that a value for an undefined property is
+    # refused with the property's name, not as an unknown schema.
+    unlisted: tuple[Schema, ...] = ()
     by_urn: dict[str, Schema] = field(default_factory=dict, repr=False)
     resolved: dict[str, Resolved] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.by_urn[self.core.id.lower()] = self.core
-        for s, _ in self.extensions:
+        for s in (*self.unlisted, *(s for s, _ in self.extensions)):
             self.by_urn[s.id.lower()] = s
 
     @property
@@ -406,6 +412,12 @@ class ResourceType:
             attr = schema.attr.get(low)
             urn = schema.id if schema is not self.core else self.core.id
         if attr is None:
+            if schema is not None and schema.custom:
+                raise InvalidPath(
+                    f"'{name}' is not a defined custom property of {schema.id}"
+                    f" (path '{original or name}'); an admin defines it with"
+                    f" `scimd properties add {name} --type TYPE`"
+                )
             where = schema.name if schema is not None else self.name
             raise InvalidPath(f"unknown attribute '{name}' in {where} (path '{original or name}')")
         sub_attr = None
@@ -440,13 +452,15 @@ def user_type(
     """The User resource type with the enterprise and custom-properties extensions.
 
     The custom-properties extension is listed once it has at least one attribute: an empty
-    schema would only invite clients to send objects nothing can be stored in.
+    schema would only invite clients to send objects nothing can be stored in. Until then it
+    is known but unlisted, so that a value sent for it names the undefined property.
     """
     props = tuple(properties)
     extensions: tuple[tuple[Schema, bool], ...] = ((ENTERPRISE_USER, False),)
+    custom = user_properties_schema(props, urn)
     if props:
-        extensions += ((user_properties_schema(props, urn), False),)
-    return ResourceType("User", "/Users", "User Account", USER, extensions)
+        return ResourceType("User", "/Users", "User Account", USER, (*extensions, (custom, False)))
+    return ResourceType("User", "/Users", "User Account", USER, extensions, unlisted=(custom,))
 
 
 GROUP_TYPE = ResourceType("Group", "/Groups", "Group", GROUP)
