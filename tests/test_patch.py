@@ -977,6 +977,24 @@ def test_an_empty_manager_unassigns_it() -> None:
     assert ENT not in user(**{ENT: {"manager": ""}})
 
 
+def test_a_second_copy_of_an_element_is_not_kept() -> None:
+    """RFC 7643 §2.4: a service provider SHOULD NOT return the same value twice; a second
+    copy, sent or made by a value-path write, adds nothing and is dropped."""
+    work = {"type": "work", "value": "a@x.com"}
+    assert user(emails=[work, dict(work)])["emails"] == [work]
+    doc = user(roles=[{"type": "t", "value": "1"}, {"type": "t", "value": "2"}])
+    result = patch(doc, {"op": "replace", "path": 'roles[type eq "t"].value', "value": "1"})
+    assert result.doc["roles"] == [{"type": "t", "value": "1"}]
+    again = patch(result.doc, {"op": "replace", "path": 'roles[type eq "t"].value', "value": "1"})
+    assert not again.changed
+
+
+def test_a_qualified_key_holding_only_read_only_parts_leaves_no_empty_extension() -> None:
+    """``"...:enterprise:2.0:User:manager": {"displayName": "Boss"}`` stores nothing: no
+    ``{}`` extension that a later identical PUT would differ from."""
+    assert ENT not in user(**{MANAGER: {"displayName": "Boss"}})
+
+
 def test_add_null_unassigns() -> None:
     """add with a null value unassigns the target."""
     assert "title" not in patch(user(title="T"), {"op": "add", "path": "title", "value": None}).doc

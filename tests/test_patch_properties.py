@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from scimd.scim import resource as R
@@ -195,12 +196,25 @@ replace_op = st.one_of(
 )
 
 
+def _attributes(o: dict[str, Any]) -> list[str]:
+    """The top-level attributes an operation writes."""
+    paths = [o["path"]] if "path" in o else list(o["value"])
+    return [re.split(r"[\[.]", path, maxsplit=1)[0].lower() for path in paths]
+
+
 @settings(max_examples=300, deadline=None)
 @given(users(), st.lists(replace_op, min_size=1, max_size=4))
 def test_replace_then_same_replace_changes_nothing(
     doc: dict[str, Any], ops: list[dict[str, Any]]
 ) -> None:
-    """Re-sending the same replace operations (as Entra does) gives changed False."""
+    """Re-sending the same replace operations (as Entra does) gives changed False.
+
+    Each attribute is written by one operation, as Entra sends them: when a later operation
+    rewrites what an earlier one targeted (a primary set through a value path, then a list
+    with two elements of that type), the earlier one means something else the second time,
+    and may rightly fail (two primaries)."""
+    targets = [t for o in ops for t in _attributes(o)]
+    assume(len(targets) == len(set(targets)))
     try:
         first = apply_patch(USERS, doc, patch_body(ops))
     except ScimError:

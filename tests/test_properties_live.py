@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 from support.live_server import add_user_property, provisioned_server, start_server
 
@@ -65,3 +67,42 @@ def test_a_create_right_after_a_change_is_judged_by_the_new_definitions(
         # Only an authorised caller learns what is wrong with its body.
         r = httpx.post(users, json={"userName": "o2@x.com", "bogus": 1}, headers=oh, timeout=10)
         assert r.status_code == 401, r.text
+
+
+def test_removing_a_users_only_property_leaves_no_empty_extension(any_database_url: str) -> None:
+    """The user whose only property was removed keeps no ``{}`` extension object: a PUT of
+    what a GET returns then changes nothing (it got a new version and an audit record)."""
+    from scimd.store import audit, migrate
+    from scimd.store import properties as props
+    from scimd.store.directory import Directory
+    from scimd.store.engine import create_engine
+
+    engine = create_engine(any_database_url)
+    migrate.ensure_current(engine)
+    with engine.begin() as conn:
+        props.add_property(conn, "Only", "String", "", audit.CLI)
+        props.add_property(conn, "Kept", "String", "", audit.CLI)
+    d = Directory(engine)
+    try:
+        base = "http://x/scim/v2"
+        one = d.create("User", {"userName": "one@x", PROPS: {"Only": "a"}}, audit.CLI, base)
+        two = d.create(
+            "User", {"userName": "two@x", PROPS: {"Only": "a", "Kept": "b"}}, audit.CLI, base
+        )
+        with engine.begin() as conn:
+            props.remove_property(conn, "Only", audit.CLI)
+        for w, ext in ((one, None), (two, {"Kept": "b"})):
+            assert w.resource is not None
+            uid = w.resource["id"]
+            with engine.connect() as conn:
+                raw = conn.execute(
+                    sa.text("SELECT doc FROM users WHERE id = :i"), {"i": uid}
+                ).scalar_one()
+            doc = raw if isinstance(raw, dict) else json.loads(raw)
+            assert doc.get(PROPS) == ext
+            got, tag = d.get("User", uid, base)
+            again = d.replace("User", uid, got, audit.CLI, base, None)
+            assert again.etag == tag and not again.changed
+    finally:
+        d.close()
+        engine.dispose()

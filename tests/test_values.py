@@ -103,6 +103,16 @@ def test_a_negative_zero_decimal_is_zero_on_every_database() -> None:
     assert kept == 0.0 and math.copysign(1.0, kept) == 1.0
 
 
+@pytest.mark.parametrize(
+    ("text", "number"), [("2.0", 2.0), ("42", 42), ("-0.0", 0.0), ("4.2E1", 42.0), ("1e3", 1e3)]
+)
+def test_a_decimal_in_a_string_is_kept_as_the_same_json_number_is(text: str, number: Any) -> None:
+    """RFC 7643 §2.3.3: "2.0" was stored and returned as 2, while the number 2.0 stayed 2.0."""
+    kept = coerce_scalar(_attr(S.DECIMAL), text, "p")
+    assert kept == number and type(kept) is type(number)
+    assert type(coerce_scalar(_attr(S.DECIMAL), number, "p")) is type(number)
+
+
 def test_refusals_say_what_is_wrong_with_a_value_of_the_right_type() -> None:
     """A dateTime its offset moves out of years 1-9999 was "not a dateTime"; a whole decimal
     past 64 bits was "not a decimal"."""

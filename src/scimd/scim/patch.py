@@ -51,6 +51,7 @@ from scimd.scim.query import bind_element, compare, matches_element
 from scimd.scim.resource import (
     check_required,
     display_path,
+    distinct_elements,
     normalise_complex,
     normalise_value,
 )
@@ -415,10 +416,19 @@ class _Patcher:
             self.set(op, target, value)
 
     def cleanup(self) -> None:
-        """Drop extension objects the operations left empty."""
+        """Drop extension objects the operations left empty, and second copies of an element
+        (a value-path write can make two elements equal)."""
         for urn in self.touched:
             if self.doc.get(urn) == {}:
                 del self.doc[urn]
+        for schema in self.rt.schemas:
+            container = self.doc if schema is self.rt.core else self.doc.get(schema.id)
+            if not isinstance(container, dict):
+                continue
+            for attr in schema.attributes:
+                items = container.get(attr.name) if attr.multi_valued and attr.is_complex else None
+                if isinstance(items, list) and len(items) > 1:
+                    container[attr.name] = distinct_elements(items)
 
     def container(self, urn: str, *, create: bool) -> dict[str, Any]:
         """The object holding ``urn``'s attributes: the document or an extension object."""

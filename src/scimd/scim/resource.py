@@ -63,6 +63,9 @@ def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[s
         except InvalidPath as e:
             raise InvalidValue(f"{e.detail}: {rt.name} has no such attribute") from None
         set_attribute(rt, doc, res, value)
+    for ext, _ in rt.extensions:
+        if doc.get(ext.id) == {}:
+            del doc[ext.id]  # a qualified key whose value held only read-only parts
     if not partial:
         check_required(rt, doc)
     return doc
@@ -124,8 +127,8 @@ def normalise_value(attr: S.Attribute, value: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise InvalidValue(f"'{where}' is multi-valued: send a JSON array")
         if attr.is_complex:
-            items = [normalise_complex(attr, v, where) for v in value if v is not None]
-            items = [i for i in items if i]
+            given = [normalise_complex(attr, v, where) for v in value if v is not None]
+            items = distinct_elements(given)
             if sum(1 for i in items if i.get("primary") is True) > 1:
                 raise InvalidValue(f"'{where}' has more than one value marked primary")
             return items or None
@@ -136,6 +139,19 @@ def normalise_value(attr: S.Attribute, value: Any, where: str) -> Any:
         out = normalise_complex(attr, value, where)
         return out or None
     return coerce_scalar(attr, compat.single_from_list(value), where)
+
+
+def distinct_elements(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The non-empty values, each once: RFC 7643 §2.4 says a service provider SHOULD NOT
+    return the same value twice, and a second copy of an element adds nothing."""
+    seen: set[tuple[tuple[str, Any], ...]] = set()
+    out = []
+    for item in items:
+        key = tuple(sorted(item.items()))
+        if item and key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
 
 
 def normalise_complex(attr: S.Attribute, value: Any, where: str) -> dict[str, Any]:

@@ -125,6 +125,8 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
                     f"'{where}': {text!r} cannot be kept exactly as a decimal, a double (about"
                     " 15 significant digits, magnitudes from about 1e-308 to 1e308)"
                 )
+            if isinstance(value, int) and abs(value) <= 2**53 and any(c in text for c in ".eE"):
+                value = float(value)  # "2.0" is kept as the number 2.0 is, not as 2
         if isinstance(value, int) and -_INT_MAX - 1 <= value <= _INT_MAX:
             return value
         if isinstance(value, int):

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 
 from scimd.scim import schema as S
 from scimd.scim.errors import InvalidValue, NotFound, Uniqueness
@@ -143,10 +144,17 @@ def remove_property(
     if row is None:
         raise NotFound(f"custom property '{name}' is not defined")
     conn.execute(user_properties.delete().where(user_properties.c.pk == row.pk))
+    # A user whose only property it was keeps no empty extension object: a PUT of what a GET
+    # returns would otherwise differ from it, and give the user a new version.
     if conn.dialect.name == "sqlite":
-        stripped: Any = sa.func.json_remove(users.c.doc, f'$."{urn}"."{row.name}"')
+        without: Any = sa.func.json_remove(users.c.doc, f'$."{urn}"."{row.name}"')
+        emptied: Any = sa.func.json_extract(without, f'$."{urn}"') == "{}"
+        no_ext: Any = sa.func.json_remove(users.c.doc, f'$."{urn}"')
     else:
-        stripped = users.c.doc.op("#-")(sa.literal([urn, row.name], sa.ARRAY(sa.Text)))
+        without = users.c.doc.op("#-")(sa.literal([urn, row.name], sa.ARRAY(sa.Text)))
+        emptied = without.op("->")(sa.literal(urn)) == sa.cast(sa.literal("{}"), JSONB)
+        no_ext = users.c.doc.op("-")(sa.literal(urn))
+    stripped = sa.case((emptied, no_ext), else_=without)
     # The users who held a value changed: a new version, so an ETag taken before does not match.
     held = conn.execute(
         users.update()
