@@ -511,6 +511,9 @@ def test_wrong_json_types_never_match_nor_error(backend: Backend, conn: sa.Conne
         StoredUser(
             "w4", {"userName": "w4", "emails": ["home"], PROPS: {"Score": "x1", "Level": True}}
         ),
+        # Only "" values: returned, so listed in schemas (the SQL said absent).
+        StoredUser("w5", {"userName": "w5", ENT: {"department": ""}, PROPS: {"Code": ""}}),
+        StoredUser("w6", {"userName": "w6", ENT: {}, PROPS: {}}),
     ]
     odd[0].doc.pop("active")
     texts = [
@@ -534,6 +537,9 @@ def test_wrong_json_types_never_match_nor_error(backend: Backend, conn: sa.Conne
         'department eq "sales"',
         'displayName eq "false"',
         "displayName pr",
+        f'schemas eq "{ENT}"',
+        f'schemas eq "{PROPS}"',
+        f'not (schemas eq "{PROPS}")',
     ]
     insert(conn, odd)
     resources = [render_user(u, []) for u in odd]

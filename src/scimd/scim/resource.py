@@ -185,7 +185,8 @@ def schemas_of(rt: S.ResourceType, doc: dict[str, Any]) -> list[str]:
     """The ``schemas`` list: the core schema plus each extension that holds data."""
     out = [rt.core.id]
     for ext, _ in rt.extensions:
-        if doc.get(ext.id):
+        data = doc.get(ext.id)
+        if isinstance(data, dict) and data:  # "" values included: they are returned
             out.append(ext.id)
     return out
 

@@ -315,6 +315,10 @@ class _SqliteJson(_Value):
         tree = sa.func.json_tree(self.container, _text(self.path))
         return _sqlite_present(self.type, self.value, tree)
 
+    def holds_object(self) -> Bool:
+        """An object with at least one key (``""`` values included), as ``schemas`` lists."""
+        return sa.and_(self.type == _text("object"), self.value != _text("{}"))
+
 
 class _SqliteAtom(_SqliteJson):
     """An element of a ``json_each``: its ``type``, ``atom`` and ``value`` columns."""
@@ -373,6 +377,10 @@ class _PgJson(_Value):
     def bool_value(self) -> Expr:
         return sa.case((self.type == _text("boolean"), self.text == _text("true")))
 
+    def holds_object(self) -> Bool:
+        """An object with at least one key (``""`` values included), as ``schemas`` lists."""
+        return sa.and_(self.type == _text("object"), self.json != sa.cast(_text("{}"), JSONB))
+
     def present(self) -> Bool:
         """``query.is_present``: a scalar other than "", or a container holding one."""
         scalar = sa.or_(
@@ -418,9 +426,13 @@ class _Schemas(_Target):
         self.c = c
 
     def _holds(self, urn: str) -> Bool:
+        # As ``resource.schemas_of`` decides what a reply lists: an extension object holding
+        # anything, ``""`` values included (``present`` would skip those).
         if urn == self.c.rt.core.id:
             return _const(True)
-        return self.c.json([urn]).present()
+        value = self.c.json([urn])
+        assert isinstance(value, (_SqliteJson, _PgJson))
+        return value.holds_object()
 
     def any(self, pred: Pred) -> Bool:
         urns = [self.c.rt.core.id, *(ext.id for ext, _ in self.c.rt.extensions)]
