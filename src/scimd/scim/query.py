@@ -30,7 +30,7 @@ from scimd.scim.filter import (
     ValuePath,
 )
 from scimd.scim.resource import schemas_of
-from scimd.scim.values import coerce_scalar
+from scimd.scim.values import coerce_scalar, finer_than_stored
 
 STRINGISH = frozenset({S.STRING, S.REFERENCE, S.BINARY})
 ORDERED = frozenset({S.STRING, S.REFERENCE, S.INTEGER, S.DECIMAL, S.DATETIME})
@@ -177,7 +177,23 @@ def _bind_leaf(
         value = coerce_scalar(target, f.value, str(path))
     except InvalidValue as e:
         raise InvalidFilter(e.detail) from None
+    if target.type == S.DATETIME and isinstance(f.value, str) and finer_than_stored(f.value):
+        return _finer_datetime(path, f.op, value)
     return Compare(path, f.op, value)
+
+
+def _finer_datetime(path: AttrPath, op: str, floor: str) -> Filter:
+    """A comparison with a dateTime literal finer than the millisecond stored values keep,
+    as its exact meaning (RFC 7644 §3.4.2.2), on ``floor``, the literal cut to milliseconds:
+    a stored value is never equal to it, is later than it when later than ``floor``, and
+    earlier than it when not later than ``floor``. (Cut alone, ``lt "...27.5371Z"`` missed
+    a value at .537, and ``eq "...27.5379Z"`` matched it.)"""
+    if op in ("gt", "ge"):
+        return Compare(path, "gt", floor)
+    if op in ("lt", "le"):
+        return Compare(path, "le", floor)
+    never = And(Compare(path, "gt", floor), Compare(path, "le", floor))
+    return never if op == "eq" else Not(never)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,6 +36,15 @@ def canonical_datetime(value: str) -> str | None:
     return _format(dt)
 
 
+def finer_than_stored(value: str) -> bool:
+    """Whether a dateTime literal has digits past the millisecond, which stored values (and
+    ``canonical_datetime``) do not keep: comparisons with it must not simply drop them."""
+    try:
+        return datetime.fromisoformat(value.strip()).microsecond % 1000 != 0
+    except ValueError:
+        return False
+
+
 def _is_iso(value: str) -> bool:
     try:
         datetime.fromisoformat(value.strip())
