@@ -557,6 +557,21 @@ def test_wrong_json_types_never_match_nor_error(backend: Backend, conn: sa.Conne
         assert sql_ids(conn, backend, f, RT) == model_ids(resources, f, RT), text
 
 
+def test_binary_values_compare_case_exactly(backend: Backend, conn: sa.Connection) -> None:
+    """RFC 7643 §2.3.6: a binary is case exact; base64 "TUlJ" and "tulj" are other bytes."""
+    certs = [StoredUser("c1", {"userName": "c1", "x509Certificates": [{"value": "TUlJ"}]})]
+    insert(conn, certs)
+    resources = [render_user(u, []) for u in certs]
+    for text, want in (
+        ('x509Certificates.value eq "TUlJ"', {"c1"}),
+        ('x509Certificates.value eq "tulj"', set()),
+        ('x509Certificates[value sw "tulj"]', set()),
+        ('x509Certificates[value sw "TUlJ"]', {"c1"}),
+    ):
+        f = bind(parse(text), RT)
+        assert sql_ids(conn, backend, f, RT) == model_ids(resources, f, RT) == want, text
+
+
 def test_array_in_single_valued_attribute_does_not_match(
     backend: Backend, conn: sa.Connection
 ) -> None:

@@ -216,7 +216,7 @@ USER = Schema(
         ),
         _multi("entitlements", ()),
         _multi("roles", ()),
-        _multi("x509Certificates", (), BINARY),
+        _multi("x509Certificates", (), BINARY, case_exact=True),  # binary: RFC 7643 §2.3.6
     ),
 )
 
