@@ -141,16 +141,25 @@ def normalise_value(attr: S.Attribute, value: Any, where: str) -> Any:
     return coerce_scalar(attr, compat.single_from_list(value), where)
 
 
-def distinct_elements(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The non-empty values, each once: RFC 7643 §2.4 says a service provider SHOULD NOT
-    return the same value twice, and a second copy of an element adds nothing."""
-    seen: set[tuple[tuple[str, Any], ...]] = set()
+def distinct_elements(items: list[Any]) -> list[Any]:
+    """The elements without empty objects, each once: RFC 7643 §2.4 says a service provider
+    SHOULD NOT return the same value twice, and a second copy of an element adds nothing.
+    (Anything but an object of scalars is kept as it is.)"""
+    seen: set[frozenset[tuple[str, Any]]] = set()
     out = []
     for item in items:
-        key = tuple(sorted(item.items()))
-        if item and key not in seen:
+        if isinstance(item, dict):
+            if not item:
+                continue
+            try:
+                key = frozenset(item.items())
+            except TypeError:  # a nested list or object: not a normal element
+                out.append(item)
+                continue
+            if key in seen:
+                continue
             seen.add(key)
-            out.append(item)
+        out.append(item)
     return out
 
 
