@@ -292,12 +292,25 @@ def test_duplicate_parameter_is_invalid_request(server: Server, param: str) -> N
     oauth_error(server.token(body), 400, "invalid_request")
 
 
-def test_both_auth_methods_is_invalid_request(server: Server) -> None:
-    """Basic auth plus a client_secret form field is invalid_request."""
+def test_the_same_credentials_in_header_and_body_are_accepted(server: Server) -> None:
+    """Entra ID's "How credentials are sent: Both" (facts §5.2): Basic auth and the same
+    client_id and client_secret in the form obtain a token (it was an invalid_request);
+    a form secret that differs from the Basic one is still refused."""
     cid, secret = server.app()
     r = server.token(
         {"grant_type": "client_credentials", "client_id": cid, "client_secret": secret},
         Authorization=basic(cid, secret),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["access_token"]
+    r = server.token(
+        {"grant_type": "client_credentials", "client_id": cid, "client_secret": secret + "x"},
+        Authorization=basic(cid, secret),
+    )
+    oauth_error(r, 400, "invalid_request")
+    r = server.token(
+        {"grant_type": "client_credentials", "client_secret": secret},
+        Authorization=basic(cid, secret + "x"),
     )
     oauth_error(r, 400, "invalid_request")
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 from collections.abc import Mapping
 from urllib.parse import parse_qs, unquote_plus
 
@@ -128,18 +129,21 @@ class TokenEndpoint:
 
 
 def client_credentials(authorization: str | None, form: dict[str, str]) -> tuple[str, str]:
-    """The client id and secret from HTTP Basic or the form (RFC 6749 §2.3.1), exactly one."""
+    """The client id and secret from HTTP Basic or the form (RFC 6749 §2.3.1).
+
+    Entra ID's "How credentials are sent: Both" sends them in the header and in the body at
+    once (facts §5.2). RFC 6749 tells clients not to; the same credentials twice are accepted,
+    two different ones are an ``invalid_request``."""
     posted_id = form.get("client_id")
     posted_secret = form.get("client_secret")
     if authorization:
-        if posted_secret is not None:
-            raise TokenError(
-                "invalid_request",
-                "authenticate with HTTP Basic or with client_id/client_secret, not both",
-            )
         client_id, client_secret = basic_credentials(authorization)
         if posted_id is not None and posted_id != client_id:
             raise TokenError("invalid_request", "client_id differs from the Basic credentials")
+        if posted_secret is not None and not hmac.compare_digest(
+            posted_secret.encode(), client_secret.encode()
+        ):
+            raise TokenError("invalid_request", "client_secret differs from the Basic credentials")
         return client_id, client_secret
     if posted_id is None or posted_secret is None:
         raise invalid_client()
