@@ -103,3 +103,38 @@ def test_a_write_lock_held_past_the_busy_timeout_is_an_operational_error(tmp_pat
         holder.rollback()
         holder.close()
         engine.dispose()
+
+
+def test_a_database_gone_is_a_503_everywhere_with_few_tracebacks(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """With the database gone, the SCIM API and the token endpoint answer 503 with
+    Retry-After (the token endpoint answered 500), and the log holds one traceback, not one
+    per request (a 20 s outage wrote 70 MB of them)."""
+    from support.live_server import create_app
+
+    cc = create_app(postgres_url, "cc", grant="client_credentials", scopes=["USER SYNC"])
+    form = {
+        "grant_type": "client_credentials",
+        "client_id": cc.client_id,
+        "client_secret": cc.client_secret,
+    }
+    with provisioned_server(postgres_url, log_dir=tmp_path) as server:
+        token_url = f"{server.root_url}/oauth2/server/token"
+        assert httpx.post(token_url, data=form, timeout=30).status_code == 200
+        url = sa.engine.make_url(postgres_url)
+        admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{url.database}" WITH (FORCE)'))
+        admin.dispose()
+        headers = {"Authorization": f"Bearer {server.token}"}
+        for _ in range(5):
+            r = httpx.post(token_url, data=form, timeout=30)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"] == "temporarily_unavailable"
+            assert r.headers["retry-after"] == "5"
+            r = httpx.get(f"{server.base_url}/Users", headers=headers, timeout=30)
+            assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        log = server.process.stderr_text()
+        assert log.count("database unavailable on") >= 10
+        assert log.count('"exc":') == 1, log[-3000:]  # one record with a traceback

@@ -20,11 +20,13 @@ from collections.abc import Mapping
 from urllib.parse import parse_qs, unquote_plus
 
 import orjson
+from sqlalchemy import exc as sa_exc
 from starlette.requests import Request
 from starlette.responses import Response
 
 from scimd.auth.tokens import TokenError, invalid_client, issue_token
-from scimd.web.scim import Scim
+from scimd.scim.errors import ScimError
+from scimd.web.scim import Scim, database_unavailable
 from scimd.web.security import TooManyFailures
 
 MAX_BODY = 16 * 1024
@@ -45,6 +47,16 @@ def token_response(
     )
 
 
+def _unavailable(detail: str) -> Response:
+    """RFC 6749 §5.2 has no error for it; ``temporarily_unavailable`` is the authorization
+    endpoint's (§4.1.2.1), the one a client recognises as "retry" (a 500 looked like a bug)."""
+    return token_response(
+        {"error": "temporarily_unavailable", "error_description": detail},
+        503,
+        {"Retry-After": "5"},
+    )
+
+
 class TokenEndpoint:
     """The token endpoint; shares the SCIM handlers' database runner and failure throttle."""
 
@@ -56,6 +68,13 @@ class TokenEndpoint:
         address = request.client.host if request.client else "-"
         try:
             return await self.issue(request)
+        except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
+            database_unavailable(e, f"{request.method} {request.url.path}")
+            return _unavailable("the database is unavailable; retry the request")
+        except ScimError as e:
+            if e.status != 503:  # the write queue's "busy, retry"
+                raise
+            return _unavailable(e.detail)
         except TokenError as e:
             if e.error == "invalid_client":
                 # As on the SCIM API: valid credentials always get a token; past the limit a
