@@ -138,3 +138,49 @@ def test_a_database_gone_is_a_503_everywhere_with_few_tracebacks(
         log = server.process.stderr_text()
         assert log.count("database unavailable on") >= 10
         assert log.count('"exc":') == 1, log[-3000:]  # one record with a traceback
+
+
+def test_a_write_lock_held_by_another_process_stops_no_read(tmp_path: Path) -> None:
+    """While another process holds SQLite's write lock (a second server on the file, a
+    command, a backup), reads and health checks are answered at once, and the write waiting
+    for the lock completes once it is free. The event loop used to wait inside SQLite's busy
+    handler: every request of the server waited with it, and a read whose "last used" write
+    met the lock failed with a 503 after 30 s."""
+    import sqlite3
+
+    path = tmp_path / "shared.db"
+    url = f"sqlite:///{path}"
+    with provisioned_server(url, log_dir=tmp_path) as server:
+        headers = {"Authorization": f"Bearer {server.token}"}
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        held = True
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                post = pool.submit(
+                    httpx.post,
+                    f"{server.base_url}/Users",
+                    json={"userName": "waited@x.com"},
+                    headers=headers,
+                    timeout=60,
+                )
+                time.sleep(0.3)  # the POST is waiting for the lock
+                # Answered while the lock is still held (a 20 s bound only to fail, not hang).
+                assert httpx.get(f"{server.root_url}/healthz", timeout=20).status_code == 200
+                r = httpx.get(f"{server.base_url}/Users?count=1", headers=headers, timeout=20)
+                assert r.status_code == 200, r.text
+                assert not post.done()
+                holder.rollback()
+                held = False
+                assert post.result().status_code == 201
+        finally:
+            if held:
+                holder.rollback()
+            holder.close()
+        r = httpx.get(
+            f"{server.base_url}/Users",
+            params={"filter": 'userName eq "waited@x.com"'},
+            headers=headers,
+            timeout=20,
+        )
+        assert r.json()["totalResults"] == 1

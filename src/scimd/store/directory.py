@@ -26,6 +26,7 @@ from scimd.scim.query import bind, bind_each, sort_path
 from scimd.store import audit as A
 from scimd.store import conditional, onloop, versions
 from scimd.store import properties as props
+from scimd.store.engine import IMMEDIATE_NOWAIT
 from scimd.store.resources import (
     GROUPS,
     USERS,
@@ -127,18 +128,20 @@ class Directory:
                 conn.rollback()
 
     @contextmanager
-    def write(self) -> Iterator[sa.Connection]:
+    def write(self, *, wait: bool = True) -> Iterator[sa.Connection]:
         """A write transaction; inside another one on this thread, that one is joined.
 
         The SCIM API authenticates a write in the transaction that makes it, so the version
         counters it reads are those the write sees. Inside a group commit (``begin_batch``)
         the outermost write is a savepoint: if it fails, only its own changes are undone.
+        ``wait=False``: on SQLite, fail at once ("database is locked", ``engine.is_busy``)
+        rather than wait while another process writes.
         """
         conn = self._thread_connection()
         local = self._local
         if not conn.in_transaction():
             if self.sqlite:
-                _begin_mode(conn, "IMMEDIATE")
+                _begin_mode(conn, "IMMEDIATE" if wait else IMMEDIATE_NOWAIT)
             with conn.begin():
                 yield conn
             return
@@ -160,15 +163,16 @@ class Directory:
         finally:
             local.in_unit = False
 
-    def begin_batch(self) -> sa.RootTransaction:
+    def begin_batch(self, *, wait: bool = True) -> sa.RootTransaction:
         """Open a transaction that several writes of this thread join (a group commit).
 
         Each write runs in its own savepoint; ``end_batch`` commits them together, so the pages
         they share (table ends, the counters, the audit log) are written once per batch.
+        ``wait=False`` as for ``write``.
         """
         conn = self._thread_connection()
         if self.sqlite:
-            _begin_mode(conn, "IMMEDIATE")
+            _begin_mode(conn, "IMMEDIATE" if wait else IMMEDIATE_NOWAIT)
         tx = conn.begin()
         self._local.batch = True
         return tx

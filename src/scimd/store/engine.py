@@ -33,6 +33,12 @@ MMAP_SIZE_BYTES = 8 * 1024**3
 # After a checkpoint that starts the log over, SQLite truncates a larger -wal file to this size.
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 _TEMP_IN_MEMORY = "scimd_temp_store_memory"
+# How long a SQLite connection waits for another process's write lock before "database is
+# locked". The server's event loop never waits on it: its writes begin with IMMEDIATE_NOWAIT
+# and wait asynchronously (``web.batching.GroupCommit``).
+BUSY_TIMEOUT_MS = 30_000
+# ``sqlite_begin`` mode: BEGIN IMMEDIATE that fails at once if another process holds the lock.
+IMMEDIATE_NOWAIT = "IMMEDIATE NOWAIT"
 
 
 def json_text(value: Any) -> str:
@@ -67,7 +73,7 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             cur.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
@@ -82,7 +88,7 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
             # Straight on the driver: exec_driver_sql costs ~15 µs more, on every write.
             mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
             driver = conn.connection.driver_connection
-            if mode == "IMMEDIATE" and _TEMP_IN_MEMORY not in conn.connection.info:
+            if mode.startswith("IMMEDIATE") and _TEMP_IN_MEMORY not in conn.connection.info:
                 # A write connection keeps its statement journal in memory. Inside a savepoint
                 # (a write in a group commit) SQLite keeps a copy of every page the write
                 # changes, and past 64 KB it spilled them to a temporary file: a 100-member
@@ -95,6 +101,10 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
                 # sends no ROLLBACK for it): without this, every later BEGIN on the connection
                 # failed until a restart.
                 driver.rollback()  # type: ignore[union-attr]
+            nowait = mode == IMMEDIATE_NOWAIT
+            if nowait:  # fail at once when another process writes (the caller waits, async)
+                driver.execute("PRAGMA busy_timeout=0")  # type: ignore[union-attr]
+                mode = "IMMEDIATE"
             try:
                 driver.execute(f"BEGIN {mode}")  # type: ignore[union-attr]
             except sqlite3.OperationalError as e:
@@ -102,6 +112,9 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
                 # statement handling, so wrap it as SQLAlchemy would for callers to handle (a
                 # 503, one line from the command line) instead of a traceback and a 500.
                 raise sa.exc.OperationalError(f"BEGIN {mode}", None, e) from e
+            finally:
+                if nowait:
+                    driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # type: ignore[union-attr]
 
         return engine
     return sa.create_engine(
@@ -131,6 +144,16 @@ def postgres_connect_args(url: str | sa.URL) -> dict[str, Any]:
     own = make_url(url).query.get("options")
     extra = " ".join(own) if isinstance(own, tuple) else (own or "")
     return {"options": f"-c jit=off {extra}".strip()}
+
+
+def is_busy(error: BaseException) -> bool:
+    """Whether ``error`` is SQLite's "database is locked": another process holds the write
+    lock (a second server on the file, a command, a backup)."""
+    orig = getattr(error, "orig", error)
+    return isinstance(orig, sqlite3.OperationalError) and (
+        getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+        or "database is locked" in str(orig)
+    )
 
 
 def is_sqlite(engine: sa.Engine) -> bool:

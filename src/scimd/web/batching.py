@@ -6,7 +6,7 @@ indexes, the counters, the audit row and its index, the file header); most of th
 the same for writes made together. Here the first write of a turn opens a transaction and
 schedules its COMMIT for the next turn; writes that start before then join it, each in its own
 savepoint (a failing write undoes only its own changes). Every reply waits for the COMMIT, so a
-2xx still means "durable", and reads use another connection, so nothing uncommitted is ever
+2xx still means "committed", and reads use another connection, so nothing uncommitted is ever
 returned.
 """
 
@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from scimd.scim.errors import ScimError
 from scimd.store.directory import Directory
+from scimd.store.engine import BUSY_TIMEOUT_MS, is_busy
 
 log = logging.getLogger("scimd.web")
 T = TypeVar("T")
@@ -33,18 +34,50 @@ class GroupCommit:
         self.directory = directory
         self._tx: sa.RootTransaction | None = None
         self._waiters: list[asyncio.Future[None]] = []
+        self._locked_out: asyncio.Event | None = None  # set when the lock wait ends
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (which writes through ``Directory.write``) and return once committed."""
         loop = asyncio.get_running_loop()
-        if self._tx is None:
-            self._tx = self.directory.begin_batch()
-            loop.call_soon(self._commit)
+        while self._tx is None:
+            if self._locked_out is not None:  # another write is waiting for the lock
+                await self._locked_out.wait()
+                continue
+            if self.directory.sqlite:
+                await self._open(loop)
+            else:
+                self._tx = self.directory.begin_batch()
+                loop.call_soon(self._commit)
         result = fn()  # raises after its savepoint was rolled back: nothing of it to commit
         done: asyncio.Future[None] = loop.create_future()
         self._waiters.append(done)
         await done
         return result
+
+    async def _open(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Take SQLite's write lock without stopping the event loop: while another process
+        holds it (a second server on the file, a command, a backup), the loop went on
+        waiting inside SQLite's busy handler, and every request of the process, reads and
+        health checks included, waited with it (up to 30 s). Try, and pause asynchronously
+        between tries, for as long as the busy timeout."""
+        deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+        pause = 0.001
+        waiting = self._locked_out = asyncio.Event()
+        try:
+            while True:
+                try:
+                    self._tx = self.directory.begin_batch(wait=False)
+                    break
+                except sa.exc.OperationalError as e:
+                    if not is_busy(e) or loop.time() >= deadline:
+                        raise
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.05)
+        finally:
+            # The writes that waited resume before the COMMIT below, and join this batch.
+            self._locked_out = None
+            waiting.set()
+        loop.call_soon(self._commit)
 
     def _commit(self) -> None:
         tx, waiters = self._tx, self._waiters

@@ -38,6 +38,7 @@ from scimd.scim.resource import parse_attribute_list, resource_id
 from scimd.settings import Settings
 from scimd.store.audit import Actor
 from scimd.store.directory import Directory, Gate, Listing
+from scimd.store.engine import is_busy
 from scimd.store.onloop import LoopRunner
 from scimd.store.resources import Conditions, etag_listed
 from scimd.store.versions import Versions
@@ -267,10 +268,17 @@ class Scim:
         require_scope(principal.scopes, apps.SCIM_SCOPE)
         now = time.monotonic()
         if now - self._last_used.get(principal.app_pk, 0.0) > 60:
-            # "Last used" for the portal, written at most once a minute per application.
+            # "Last used" for the portal, written at most once a minute per application. It
+            # never waits for another process's write lock (a read would wait, and then fail,
+            # for it): then it is written by a later request.
             self._last_used[principal.app_pk] = now
-            with self.directory.write() as wconn:
-                apps.touch_last_used(wconn, principal.app_pk)
+            try:
+                with self.directory.write(wait=False) as wconn:
+                    apps.touch_last_used(wconn, principal.app_pk)
+            except sa_exc.OperationalError as e:
+                if not is_busy(e):
+                    raise
+                self._last_used[principal.app_pk] = now - 55  # try again in five seconds
         return principal
 
     def _authorized(self, request: ScimRequest, token: str, work: Work) -> Reply:
