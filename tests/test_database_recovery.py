@@ -108,9 +108,9 @@ def test_a_write_lock_held_past_the_busy_timeout_is_an_operational_error(tmp_pat
 def test_a_database_gone_is_a_503_everywhere_with_few_tracebacks(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    """With the database gone, the SCIM API and the token endpoint answer 503 with
-    Retry-After (the token endpoint answered 500), and the log holds one traceback, not one
-    per request (a 20 s outage wrote 70 MB of them)."""
+    """With the database gone, the SCIM API, the token endpoint and the portal answer 503
+    with Retry-After (the token endpoint and the portal answered 500), and the log holds one
+    traceback, not one per request (a 20 s outage wrote 70 MB of them)."""
     from support.live_server import create_app
 
     cc = create_app(postgres_url, "cc", grant="client_credentials", scopes=["USER SYNC"])
@@ -135,6 +135,13 @@ def test_a_database_gone_is_a_503_everywhere_with_few_tracebacks(
             assert r.headers["retry-after"] == "5"
             r = httpx.get(f"{server.base_url}/Users", headers=headers, timeout=30)
             assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        # A portal page answers 503 with its request id, on a connection that stays usable
+        # (it was a 500 whose connection uvicorn then closed: the next request was reset).
+        with httpx.Client(base_url=server.root_url, timeout=30) as portal:
+            for _ in range(2):
+                r = portal.get("/admin/setup", params={"token": "x"})
+                assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+                assert r.headers["x-request-id"]
         log = server.process.stderr_text()
         assert log.count("database unavailable on") >= 10
         assert log.count('"exc":') == 1, log[-3000:]  # one record with a traceback

@@ -36,7 +36,7 @@ from scimd.web.observability import (
     app_routes,
 )
 from scimd.web.portal import Portal
-from scimd.web.scim import Scim
+from scimd.web.scim import Scim, database_unavailable
 
 log = logging.getLogger("scimd.web")
 _SLASHES = re.compile(r"/{2,}")
@@ -161,6 +161,18 @@ def create_app(
         log.info("client went away during %s %s", request.method, request.url.path)
         return error_response(InvalidSyntax("the client went away before sending the whole body"))
 
+    async def database_gone(request: Request, exc: Exception) -> Response:
+        # The portal's and the token endpoint's pages, as the SCIM API does: a 503 "retry",
+        # answered (with its request id) on a connection that stays usable. As a 500 it went
+        # through Starlette's last-resort handler, which re-raises: uvicorn then closed the
+        # keep-alive connection unannounced, and the client's next request was reset.
+        assert isinstance(exc, Exception)
+        database_unavailable(exc, f"{request.method} {request.url.path}")
+        return error_response(
+            ScimError("the database is unavailable; retry the request", status=503),
+            {"Retry-After": "5"},
+        )
+
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(
@@ -178,7 +190,12 @@ def create_app(
             *portal.routes(),
         ],
         lifespan=lifespan,
-        exception_handlers={ClientDisconnect: client_gone, Exception: server_error},
+        exception_handlers={
+            ClientDisconnect: client_gone,
+            sa.exc.OperationalError: database_gone,
+            sa.exc.InterfaceError: database_gone,
+            Exception: server_error,
+        },
     )
     observer.routes = app_routes(app.routes)
     app.state.settings = settings
