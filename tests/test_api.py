@@ -634,6 +634,43 @@ def test_before_the_first_property_a_value_for_one_names_it(tmp_path: Path) -> N
         assert got["schemas"] == [USER] and got["userName"] == "noprops@x.com"
 
 
+def test_a_datetime_property_reads_back_as_written_and_compares_as_an_instant(api: Api) -> None:
+    """Microsoft's gallery validation writes ``utcNow()`` (seven fractional digits) and
+    compares the text it reads back: an RFC 3339 value is kept as sent (it came back in UTC to
+    the millisecond). Filters and sorting compare the instants, whatever the spelling."""
+    with api.engine.begin() as conn:
+        props.add_property(conn, "Hired", "DateTime", "", audit.CLI)
+    hired = f"{PROPS}:Hired"
+    sent = {
+        "dt-a": "2026-11-29T16:26:59.1146867Z",
+        "dt-b": "2026-11-29T18:00:00+01:00",  # 17:00 UTC
+        "dt-c": "2026-11-29T16:27:00Z",
+        "dt-d": "2026-11-29 16:00:00",  # not RFC 3339: stored canonically, as UTC
+    }
+    ids = {}
+    for name, value in sent.items():
+        u = api.user(name, **{PROPS: {"Hired": value}})
+        ids[name] = u["id"]
+        expected = value if name != "dt-d" else "2026-11-29T16:00:00.000Z"
+        assert u[PROPS]["Hired"] == expected
+        assert api.req("GET", f"/Users/{u['id']}").json()[PROPS]["Hired"] == expected
+    ops = [{"op": "replace", "path": hired, "value": "2026-11-29T16:26:59.1146868Z"}]
+    r = api.req("PATCH", f"/Users/{ids['dt-a']}", {"schemas": [PATCH], "Operations": ops})
+    assert r.json()[PROPS]["Hired"] == "2026-11-29T16:26:59.1146868Z"
+
+    def names(flt: str, **params: str) -> list[str]:
+        r = api.req("GET", "/Users", params={"filter": flt, **params})
+        assert r.status_code == 200, r.text
+        return [x["userName"] for x in r.json()["Resources"]]
+
+    assert names(f'{hired} eq "2026-11-29T17:00:00Z"') == ["dt-b"]
+    assert names(f'{hired} eq "2026-11-29T16:26:59.114686+00:00"') == ["dt-a"]
+    assert sorted(names(f'{hired} gt "2026-11-29T16:26:59.114Z"')) == ["dt-a", "dt-b", "dt-c"]
+    assert sorted(names(f'{hired} lt "2026-11-29T16:26:59.115Z"')) == ["dt-a", "dt-d"]
+    order = names(f"{hired} pr", sortBy=hired)
+    assert order == ["dt-d", "dt-a", "dt-c", "dt-b"]
+
+
 def test_bulk_version_must_be_an_etag(api: Api) -> None:
     """A bulk operation's ``version`` that is not a string is that operation's 400 (it was a
     500 for the whole request); a string version is checked like ``If-Match``."""

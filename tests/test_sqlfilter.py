@@ -12,7 +12,7 @@ import string
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -754,6 +754,26 @@ def canonical(d: datetime) -> str:
     return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
 
 
+@st.composite
+def datetime_texts(draw: st.DrawFn) -> str:
+    """A dateTime property's value as clients send it (stored as sent): RFC 3339 with 0 to 7
+    fractional digits (.NET sends 7) and any offset, or the canonical UTC form."""
+    d = draw(
+        st.datetimes(min_value=datetime(2019, 12, 31, 23, 0), max_value=datetime(2020, 1, 1, 1, 0))
+    )
+    digits = draw(st.sampled_from([0, 0, 1, 3, 3, 6, 7]))
+    offset = draw(st.sampled_from([0, 0, 330, -480, 60]))
+    local = d + timedelta(minutes=offset)
+    text = local.strftime("%Y-%m-%dT%H:%M:%S")
+    if digits:
+        frac = f"{d.microsecond:06d}" + str(draw(st.integers(0, 9)))
+        text += "." + frac[:digits]
+    if offset == 0 and draw(st.booleans()):
+        return text + "Z"
+    sign = "+" if offset >= 0 else "-"
+    return text + f"{sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
+
+
 DATES = st.dates(min_value=date(1990, 1, 1), max_value=date(1990, 1, 9))
 EMAIL_TYPES = ["work", "home", "Work", "other"]
 
@@ -809,7 +829,7 @@ def user_docs(draw: st.DrawFn, alphabet: str) -> dict[str, Any]:
             ),
         )
         _put(props, "Vip", _maybe(draw, st.booleans()))
-        _put(props, "HiredAt", _maybe(draw, DATETIMES.map(canonical)))
+        _put(props, "HiredAt", _maybe(draw, datetime_texts()))
         _put(props, "Code", _maybe(draw, text))
         _put(props, "Birthday", _maybe(draw, DATES.map(str)))
         doc[PROPS] = props
@@ -947,7 +967,9 @@ class Pool:
         if kind == DT:
             if present and from_pool:
                 return draw(st.sampled_from(present))
-            return canonical(draw(DATETIMES))
+            if path.startswith("meta."):
+                return canonical(draw(DATETIMES))
+            return draw(datetime_texts())
         assert kind == DATE
         if present and from_pool:
             return draw(st.sampled_from(present))

@@ -30,7 +30,7 @@ from scimd.scim.filter import (
     ValuePath,
 )
 from scimd.scim.resource import schemas_of
-from scimd.scim.values import coerce_scalar, finer_than_stored
+from scimd.scim.values import canonical_datetime, coerce_scalar, finer_than_stored, instant
 
 STRINGISH = frozenset({S.STRING, S.REFERENCE, S.BINARY})
 ORDERED = frozenset({S.STRING, S.REFERENCE, S.INTEGER, S.DECIMAL, S.DATETIME})
@@ -177,8 +177,14 @@ def _bind_leaf(
         value = coerce_scalar(target, f.value, str(path))
     except InvalidValue as e:
         raise InvalidFilter(e.detail) from None
-    if target.type == S.DATETIME and isinstance(f.value, str) and finer_than_stored(f.value):
-        return _finer_datetime(path, f.op, value)
+    if target.type == S.DATETIME and isinstance(f.value, str):
+        if path.attr != "meta":  # custom properties, stored as sent: compared as instants
+            return Compare(path, f.op, instant(f.value))
+        # meta.created and meta.lastModified are stored in UTC to the millisecond.
+        value = canonical_datetime(f.value)
+        assert value is not None  # coerce_scalar accepted it
+        if finer_than_stored(f.value):
+            return _finer_datetime(path, f.op, value)
     return Compare(path, f.op, value)
 
 
@@ -291,10 +297,16 @@ def _leaf(f: Filter, values: list[Any], attr: S.Attribute) -> bool:
 def compare(op: str, x: Any, v: Literal, attr: S.Attribute) -> bool:
     """One stored value ``x`` against a bound literal ``v``."""
     t = attr.type
-    if t in STRINGISH or t == S.DATETIME:
+    if t == S.DATETIME:
+        # Stored as sent: compared as instants (meta's values and literals are canonical).
+        xi, vi = instant(x), instant(v)
+        if xi is None or vi is None:
+            return False
+        x, v = xi, vi
+    elif t in STRINGISH:
         if not isinstance(x, str) or not isinstance(v, str):
             return False
-        if t != S.DATETIME and not attr.case_exact:
+        if not attr.case_exact:
             x, v = x.lower(), v.lower()
     elif t == S.BOOLEAN:
         return op == "eq" and isinstance(x, bool) and x is v

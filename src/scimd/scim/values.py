@@ -36,6 +36,34 @@ def canonical_datetime(value: str) -> str | None:
     return _format(dt)
 
 
+# RFC 3339's date-time, with seconds and an offset: a form every client and PostgreSQL read
+# the same way. A DateTime value sent in it is kept as sent; other ISO 8601 forms are stored
+# in UTC to the millisecond (a value without an offset is taken as UTC).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
+# Digits past the microsecond (.NET and Logic Apps send seven): cut, as PostgreSQL's twin
+# (``store.sqlfilter``) cuts them.
+_PAST_MICROSECONDS = re.compile(r"(\.\d{6})\d+")
+
+
+def instant(value: Any) -> str | None:
+    """The comparable form of a stored or literal dateTime: UTC, to the microsecond, one
+    fixed width (``YYYY-MM-DDTHH:MM:SS.ffffffZ``), so that text order is time order; None if
+    ``value`` is not one. Values are stored as sent, so filters and sorting compare these."""
+    if not isinstance(value, str):
+        return None
+    try:
+        dt = datetime.fromisoformat(_PAST_MICROSECONDS.sub(r"\1", value.strip()))
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=UTC)
+        dt = dt.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    return (
+        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
+        f"{dt.second:02d}.{dt.microsecond:06d}Z"
+    )
+
+
 def finer_than_stored(value: str) -> bool:
     """Whether a dateTime literal has digits past the millisecond, which stored values (and
     ``canonical_datetime``) do not keep: comparisons with it must not simply drop them."""
@@ -150,7 +178,10 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
         if isinstance(value, str):
             c = canonical_datetime(value)
             if c is not None:
-                return c
+                # Read back as written (Microsoft's gallery validation compares the text);
+                # filters and sorting compare ``instant``s.
+                text = value.strip()
+                return text if _RFC3339.fullmatch(text) else c
             if _is_iso(value):  # a dateTime, but its offset moves it out of years 1-9999
                 raise InvalidValue(
                     f"'{where}': {value.strip()!r} falls outside years 1-9999 once converted to"

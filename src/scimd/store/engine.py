@@ -12,6 +12,8 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from scimd.scim.values import instant
+
 # The automatic checkpoint of request connections, in pages. ``store.checkpoint.Checkpointer``
 # copies the log back into the database file in the background long before it gets this large;
 # this is the bound on the log (about 40 MB at the default 4 KB page) if the background thread
@@ -80,6 +82,8 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
             cur.execute(f"PRAGMA mmap_size={MMAP_SIZE_BYTES}")
             cur.close()
             dbapi_conn.create_function("py_lower", 1, _py_lower, deterministic=True)
+            # dateTime properties are stored as sent; filters and sorting compare instants.
+            dbapi_conn.create_function("scim_instant", 1, instant, deterministic=True)
 
         @sa.event.listens_for(engine, "begin")
         def _on_begin(conn: sa.Connection) -> None:

@@ -48,6 +48,7 @@ from scimd.scim import schema as S
 from scimd.scim.errors import InvalidFilter
 from scimd.scim.filter import And, AttrPath, Compare, Filter, Literal, Not, Or, Present, ValuePath
 from scimd.scim.query import STRINGISH, bind, compare, is_present, resolve_path
+from scimd.scim.values import instant
 from scimd.store import tables
 
 __all__ = ["PG_FOLD", "compile_filter", "sort_clauses", "sort_key", "sort_value"]
@@ -127,7 +128,9 @@ def sort_value(resource: dict[str, Any], path: AttrPath, rt: S.ResourceType) -> 
         v = v.get(sub.name) if isinstance(v, dict) else None
     target = sub or attr
     t = target.type
-    if t in STRINGISH or t == S.DATETIME:
+    if t == S.DATETIME:
+        return instant(v)  # meta's canonical values sort the same way as their instants
+    if t in STRINGISH:
         if not isinstance(v, str):
             return None
         return v.lower() if _folds(target) else v
@@ -355,6 +358,10 @@ _PG_PRESENT_PATH = (
     'strict $.** ? (@.type() == "number" || @.type() == "boolean"'
     ' || (@.type() == "string" && @ != ""))'
 )
+
+
+# The dateTime texts PostgreSQL casts as Python reads them: values.py's stored forms.
+_PG_INSTANT = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
 
 
 class _PgJson(_Value):
@@ -760,6 +767,11 @@ class _Compiler:
             if not isinstance(lit, str):
                 raise InvalidFilter(f"'{attr.name}' is a string attribute: quote the value")
             guard, text, lowered = value.string()
+            if t == S.DATETIME and not isinstance(value, _Column):
+                # A property's dateTime is stored as sent: compared as its instant (the
+                # literal already is one, ``query._bind_leaf``). meta's columns are canonical.
+                text = self.instant(text, guard)
+                guard = None
             if _folds(attr):
                 lit = lit.lower()
                 if not lowered:
@@ -777,6 +789,19 @@ class _Compiler:
             guard, num = value.number()
             return _and(guard, _ORDER[op](num, self.number(lit)))
         raise InvalidFilter(f"cannot compare '{attr.name}', a {t} attribute")
+
+    def instant(self, text: Expr, guard: Bool | None) -> Expr:
+        """``values.instant`` of a stored dateTime text, NULL for anything else: on SQLite
+        the Python function itself; on PostgreSQL the same cut to the microsecond, in UTC, for
+        the RFC 3339 forms values are stored in (a CASE, so nothing else is ever cast)."""
+        if not self.pg:
+            out: Expr = sa.func.scim_instant(text)
+            return out if guard is None else sa.case((guard, out))
+        cut = sa.func.regexp_replace(text, _text(r"(\.\d{6})\d+"), _text(r"\1"))
+        utc = sa.func.timezone(_text("UTC"), sa.cast(cut, sa.TIMESTAMP(timezone=True)))
+        formatted = sa.func.to_char(utc, _text('YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+        castable = text.op("~")(_text(_PG_INSTANT))
+        return sa.case((sa.and_(guard, castable) if guard is not None else castable, formatted))
 
     def string_op(self, op: str, x: Expr, v: str, folded: bool) -> Bool:
         if op == "eq":
@@ -883,6 +908,8 @@ class _Compiler:
         t = attr.type
         if t in STRINGISH or t == S.DATETIME:
             guard, text, lowered = value.string()
+            if t == S.DATETIME and not isinstance(value, _Column):
+                return self.ordered(self.instant(text, guard))
             if _folds(attr) and not lowered:
                 text = self.lower(text)
             return self.ordered(text if guard is None else sa.case((guard, text)))
