@@ -185,3 +185,41 @@ def test_a_failed_or_cancelled_call_leaves_its_slot_usable(postgres_url: str) ->
             await runner.close()
 
     assert asyncio.run(scenario()) == ("from the call", True, 42)
+
+
+def test_a_slot_on_a_descriptor_past_1023_is_not_taken_for_hung_up(postgres_url: str) -> None:
+    """The idle-slot check reads its sockets with poll(): select() refuses descriptors past
+    1023, and every slot of a process with that many open files was taken for one the
+    database had ended, so each request opened two new connections."""
+    import os
+    import resource
+
+    from scimd.store.onloop import LoopRunner
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+
+    async def scenario() -> tuple[int, bool, bool]:
+        runner = LoopRunner(postgres_url, 1)
+        try:
+            await runner.run(lambda: 1)
+            slot = await runner._slot()
+            fd = slot.read.sync_connection.connection.driver_connection.fileno()  # type: ignore[union-attr]
+            hung = slot.hung_up()
+            runner._slots.put_nowait(slot)  # type: ignore[union-attr]
+            for _ in range(5):
+                await runner.run(lambda: 1)
+            again = await runner._slot()
+            runner._slots.put_nowait(again)  # type: ignore[union-attr]
+            return fd, hung, again is slot
+        finally:
+            await runner.close()
+
+    try:
+        fd, hung, kept = asyncio.run(scenario())
+    finally:
+        for h in held:
+            os.close(h)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert fd > 1023 and not hung and kept  # the same slot served every call

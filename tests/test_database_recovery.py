@@ -99,6 +99,15 @@ def test_a_write_lock_held_past_the_busy_timeout_is_an_operational_error(tmp_pat
             conn.execution_options(sqlite_begin="IMMEDIATE")
             with pytest.raises(sa.exc.OperationalError, match="database is locked"):
                 conn.begin()
+            # What the server's writes now do on every try: fail at once, and leave the
+            # connection able to begin again (SQLAlchemy's "in begin" flag stayed set).
+            conn.execution_options(sqlite_begin="IMMEDIATE NOWAIT")
+            with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+                conn.begin()
+            conn.execution_options(sqlite_begin="DEFERRED")
+            conn.execute(sa.text("SELECT 1"))
+            assert conn.in_transaction()  # begun by itself
+            conn.rollback()
     finally:
         holder.rollback()
         holder.close()

@@ -387,6 +387,10 @@ USER_CASES: list[tuple[str, set[str]]] = [
     (f'{PROPS}:HiredAt lt "2020-01-02T03:04:04.9999Z"', set()),
     (f'{PROPS}:HiredAt eq "2020-01-02T03:04:05.0009Z"', set()),
     (f'{PROPS}:HiredAt ne "2020-01-02T03:04:05.0009Z"', {"u1", "u2", "u3", "u4", "u5"}),
+    # Seven digits, as .NET writes them (Python's datetime keeps six).
+    (f'{PROPS}:HiredAt eq "2020-01-02T03:04:05.0000001Z"', set()),
+    (f'{PROPS}:HiredAt lt "2020-01-02T03:04:05.0000001Z"', {"u1"}),
+    (f'{PROPS}:HiredAt eq "2020-01-02T04:04:05.0000000+01:00"', {"u1"}),
     (f'{PROPS}:Code co "%_"', {"u2"}),
     (f'{PROPS}:Code eq "a-1"', {"u1"}),
     (f'{PROPS}:Birthday lt "2000-01-01"', {"u1"}),

@@ -113,6 +113,25 @@ def test_a_decimal_in_a_string_is_kept_as_the_same_json_number_is(text: str, num
     assert type(coerce_scalar(_attr(S.DECIMAL), number, "p")) is type(number)
 
 
+def test_instants_keep_nine_digits_and_finer_is_read_from_the_text() -> None:
+    """dateTimes compare as UTC instants to the nanosecond; a literal finer than meta's
+    millisecond is told from its text (Python's datetime read ".1230004" as ".123")."""
+    from scimd.scim.filter import parse
+    from scimd.scim.query import bind, matches
+    from scimd.scim.values import finer_than_stored, instant
+
+    assert instant("2026-11-29T16:26:59.1146867Z") == "2026-11-29T16:26:59.114686700Z"
+    assert instant("2020-01-02T04:04:05.123456789+01:00") == "2020-01-02T03:04:05.123456789Z"
+    assert instant("2020-01-02T03:04:05Z") == "2020-01-02T03:04:05.000000000Z"
+    assert finer_than_stored("2020-01-02T03:04:05.1230004Z")
+    assert not finer_than_stored("2020-01-02T03:04:05.1230000Z")
+    rt = S.user_type()
+    user = {"userName": "u", "meta": {"lastModified": "2020-01-02T03:04:05.123Z"}}
+    for op, want in (("eq", False), ("lt", True), ("le", True), ("gt", False), ("ne", True)):
+        f = bind(parse(f'meta.lastModified {op} "2020-01-02T03:04:05.1230004Z"'), rt)
+        assert matches(f, user, rt) is want, op
+
+
 def test_refusals_say_what_is_wrong_with_a_value_of_the_right_type() -> None:
     """A dateTime its offset moves out of years 1-9999 was "not a dateTime"; a whole decimal
     past 64 bits was "not a decimal"."""

@@ -178,7 +178,7 @@ def _bind_leaf(
     except InvalidValue as e:
         raise InvalidFilter(e.detail) from None
     if target.type == S.DATETIME and isinstance(f.value, str):
-        if path.attr != "meta":  # custom properties, stored as sent: compared as instants
+        if attr is not S.COMMON["meta"]:  # properties, stored as sent: compared as instants
             return Compare(path, f.op, instant(f.value))
         # meta.created and meta.lastModified are stored in UTC to the millisecond.
         value = canonical_datetime(f.value)

@@ -40,19 +40,25 @@ def canonical_datetime(value: str) -> str | None:
 # the same way. A DateTime value sent in it is kept as sent; other ISO 8601 forms are stored
 # in UTC to the millisecond (a value without an offset is taken as UTC).
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
-# Digits past the microsecond (.NET and Logic Apps send seven): cut, as PostgreSQL's twin
-# (``store.sqlfilter``) cuts them.
-_PAST_MICROSECONDS = re.compile(r"(\.\d{6})\d+")
+# The fraction of a dateTime's seconds, as written.
+_FRACTION = re.compile(r"T\d{2}:\d{2}:\d{2}\.(\d+)")
 
 
 def instant(value: Any) -> str | None:
-    """The comparable form of a stored or literal dateTime: UTC, to the microsecond, one
-    fixed width (``YYYY-MM-DDTHH:MM:SS.ffffffZ``), so that text order is time order; None if
-    ``value`` is not one. Values are stored as sent, so filters and sorting compare these."""
+    """The comparable form of a stored or literal dateTime: UTC, to the nanosecond, one fixed
+    width (``YYYY-MM-DDTHH:MM:SS.fffffffffZ``), so that text order is time order; None if
+    ``value`` is not one. Values are stored as sent, so filters and sorting compare these.
+    (Python's datetime keeps microseconds; digits 7 to 9, which .NET and Logic Apps send and
+    no offset changes, are taken from the text.)"""
     if not isinstance(value, str):
         return None
+    text = value.strip()
+    m = _FRACTION.search(text)
+    digits = m.group(1) if m else ""
     try:
-        dt = datetime.fromisoformat(_PAST_MICROSECONDS.sub(r"\1", value.strip()))
+        if len(digits) > 6:
+            text = text[: m.start(1) + 6] + text[m.end(1) :]  # type: ignore[union-attr]
+        dt = datetime.fromisoformat(text)
         if dt.tzinfo is None:
             dt = dt.replace(tzinfo=UTC)
         dt = dt.astimezone(UTC)
@@ -60,17 +66,16 @@ def instant(value: Any) -> str | None:
         return None
     return (
         f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
-        f"{dt.second:02d}.{dt.microsecond:06d}Z"
+        f"{dt.second:02d}.{dt.microsecond:06d}{digits[6:9]:0<3}Z"
     )
 
 
 def finer_than_stored(value: str) -> bool:
-    """Whether a dateTime literal has digits past the millisecond, which stored values (and
-    ``canonical_datetime``) do not keep: comparisons with it must not simply drop them."""
-    try:
-        return datetime.fromisoformat(value.strip()).microsecond % 1000 != 0
-    except ValueError:
-        return False
+    """Whether a dateTime literal has digits past the millisecond, which meta's values (and
+    ``canonical_datetime``) do not keep: comparisons with it must not simply drop them. Read
+    from the text: Python keeps six digits, so ``.1230004`` looked like ``.123``."""
+    m = _FRACTION.search(value)
+    return bool(m and m.group(1)[3:].strip("0"))
 
 
 def _is_iso(value: str) -> bool:

@@ -115,6 +115,10 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
                 # "database is locked" past the busy timeout: raised here, outside SQLAlchemy's
                 # statement handling, so wrap it as SQLAlchemy would for callers to handle (a
                 # 503, one line from the command line) instead of a traceback and a 500.
+                # SQLAlchemy resets its "in begin" flag only after its own BEGIN: reset it
+                # here, or the connection would stop beginning transactions by itself.
+                if hasattr(conn, "_Connection__in_begin"):
+                    conn._Connection__in_begin = False
                 raise sa.exc.OperationalError(f"BEGIN {mode}", None, e) from e
             finally:
                 if nowait:

@@ -110,14 +110,14 @@ class Slot:
         ``idle_session_timeout``) and closes it, which makes its socket readable. Checked
         before each use (one ``select``, about a microsecond): after a restart, each idle
         slot used to fail one request with a 503 before it was replaced."""
-        try:
-            fds = [
-                c.sync_connection.connection.driver_connection.fileno()  # type: ignore[union-attr]
-                for c in (self.read, self.write)
-            ]
-            return bool(select.select(fds, [], [], 0)[0])
-        except Exception:  # a closed connection has no socket (the driver raises its own error)
-            return True
+        poll = select.poll()  # not select(): it refuses descriptors past 1023
+        for c in (self.read, self.write):
+            try:
+                fd = c.sync_connection.connection.driver_connection.fileno()  # type: ignore[union-attr]
+            except Exception:  # a closed connection has no socket (the driver says so its way)
+                return True
+            poll.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+        return bool(poll.poll(0))
 
 
 # The connections of the call running in the current greenlet (see ``Directory``).
@@ -259,9 +259,9 @@ class LoopRunner:
         try:
             return await slot.worker.call(_call, (slot, self.batch, fn, args))
         finally:
-            if not slot.worker.idle:  # left mid-call (its coroutine was closed): never resume it
-                slot.worker = Worker()
-            if slot.broken():
+            # Left mid-call (its coroutine was closed): never resume it, nor reuse its
+            # connections, which a statement (a read batch's) may still be using.
+            if not slot.worker.idle or slot.broken():
                 await self._discard(slot)
             else:
                 self._slots.put_nowait(slot)

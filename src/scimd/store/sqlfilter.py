@@ -792,14 +792,21 @@ class _Compiler:
 
     def instant(self, text: Expr, guard: Bool | None) -> Expr:
         """``values.instant`` of a stored dateTime text, NULL for anything else: on SQLite
-        the Python function itself; on PostgreSQL the same cut to the microsecond, in UTC, for
-        the RFC 3339 forms values are stored in (a CASE, so nothing else is ever cast)."""
+        the Python function itself; on PostgreSQL its twin (the text cut to the microsecond,
+        cast, in UTC, and the fraction's digits 7 to 9 put back), for the RFC 3339 forms
+        values are stored in (a CASE, so nothing else is ever cast)."""
         if not self.pg:
             out: Expr = sa.func.scim_instant(text)
             return out if guard is None else sa.case((guard, out))
         cut = sa.func.regexp_replace(text, _text(r"(\.\d{6})\d+"), _text(r"\1"))
         utc = sa.func.timezone(_text("UTC"), sa.cast(cut, sa.TIMESTAMP(timezone=True)))
-        formatted = sa.func.to_char(utc, _text('YYYY-MM-DD"T"HH24:MI:SS.US"Z"'))
+        # Digits 7 to 9 of the fraction (no offset changes them), as ``values.instant``.
+        past = sa.func.substring(text, _text(r"T\d{2}:\d{2}:\d{2}\.\d{6}(\d{1,3})"))
+        formatted = sa.func.concat(
+            sa.func.to_char(utc, _text('YYYY-MM-DD"T"HH24:MI:SS.US')),
+            sa.func.rpad(sa.func.coalesce(past, _text("")), 3, _text("0")),
+            _text("Z"),
+        )
         castable = text.op("~")(_text(_PG_INSTANT))
         return sa.case((sa.and_(guard, castable) if guard is not None else castable, formatted))
 

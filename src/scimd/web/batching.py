@@ -27,6 +27,16 @@ log = logging.getLogger("scimd.web")
 T = TypeVar("T")
 
 
+class _LockWait:
+    """One wait for SQLite's write lock, shared by the writes that queue behind it."""
+
+    __slots__ = ("error", "over")
+
+    def __init__(self) -> None:
+        self.over = asyncio.Event()
+        self.error: Exception | None = None
+
+
 class GroupCommit:
     """One per event loop thread (the SQLite server's), used by every write it makes."""
 
@@ -34,14 +44,17 @@ class GroupCommit:
         self.directory = directory
         self._tx: sa.RootTransaction | None = None
         self._waiters: list[asyncio.Future[None]] = []
-        self._locked_out: asyncio.Event | None = None  # set when the lock wait ends
+        self._lock_wait: _LockWait | None = None  # while a write waits for the write lock
 
     async def run(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` (which writes through ``Directory.write``) and return once committed."""
         loop = asyncio.get_running_loop()
         while self._tx is None:
-            if self._locked_out is not None:  # another write is waiting for the lock
-                await self._locked_out.wait()
+            wait = self._lock_wait
+            if wait is not None:  # another write is waiting for the lock: its wait is ours
+                await wait.over.wait()
+                if wait.error is not None:  # it gave up: so do the writes that waited with it
+                    raise sa.exc.OperationalError("BEGIN IMMEDIATE", None, wait.error)
                 continue
             if self.directory.sqlite:
                 await self._open(loop)
@@ -62,7 +75,7 @@ class GroupCommit:
         between tries, for as long as the busy timeout."""
         deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
         pause = 0.001
-        waiting = self._locked_out = asyncio.Event()
+        wait = self._lock_wait = _LockWait()
         try:
             while True:
                 try:
@@ -70,13 +83,15 @@ class GroupCommit:
                     break
                 except sa.exc.OperationalError as e:
                     if not is_busy(e) or loop.time() >= deadline:
+                        wait.error = e.orig if isinstance(e.orig, Exception) else e
                         raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 0.05)
         finally:
-            # The writes that waited resume before the COMMIT below, and join this batch.
-            self._locked_out = None
-            waiting.set()
+            # The writes that waited resume before the COMMIT below, and join this batch (or,
+            # past the timeout, fail with it instead of each waiting the timeout again).
+            self._lock_wait = None
+            wait.over.set()
         loop.call_soon(self._commit)
 
     def _commit(self) -> None:
