@@ -916,3 +916,74 @@ def test_a_write_that_keeps_losing_deadlocks_is_a_503_that_says_so(
     assert "unavailable" not in e.value.detail
     assert len(tries) == directory_mod._DEADLOCK_ATTEMPTS == len(pauses) + 1
     assert all(0 <= p <= 0.5 for p in pauses)
+
+
+def test_writes_of_groups_nested_in_each_other_do_not_deadlock(postgres_url: str) -> None:
+    """Groups added to each other from many connections, with groups and users deleted
+    meanwhile: writes lock the groups they touch in pk order, so they queue and none is a
+    deadlock victim (from 12 threads, 1,800 such writes lost 54-277 deadlocks, each retried)."""
+    import random
+    import time
+    import uuid
+
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    d = Directory(engine)
+    gate = _gate()
+    groups = [_group(d, f"N{i}") for i in range(6)]
+    users = [_user(d, f"n{i}@x.test") for i in range(12)]
+    failures: list[str] = []
+
+    def patch(gid: str, op: str, ids: list[str]) -> None:
+        body = {"schemas": [PATCH], "Operations": [_op(op, ids)]}
+        d.patch("Group", gid, body, gate, BASE, None, render=False)
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        for _ in range(40):
+            a, b = rng.sample(groups, 2)
+            members = [b, *rng.sample(users, 2)]
+            kind = rng.choice(["add", "remove", "put", "temporary group", "temporary user"])
+            try:
+                if kind == "put":
+                    doc = {"schemas": [GROUP], "displayName": f"N{groups.index(a)}"}
+                    doc["members"] = [{"value": m} for m in members]
+                    d.replace("Group", a, doc, gate, BASE, None)
+                elif kind.startswith("temporary"):
+                    what = "Group" if kind.endswith("group") else "User"
+                    body = {"schemas": [GROUP if what == "Group" else USER]}
+                    body["displayName" if what == "Group" else "userName"] = uuid.uuid4().hex
+                    made = d.create(what, body, gate, BASE).resource
+                    assert made is not None
+                    for g in (a, b):
+                        patch(g, "add", [made["id"]])
+                    d.delete(what, made["id"], gate, None)
+                else:
+                    patch(a, kind, members)
+            except Exception as e:
+                failures.append(f"{kind}: {e}")
+
+    def deadlocks() -> int:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+                    )
+                ).scalar_one()
+            )
+
+    before = deadlocks()
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    retries = d.write_retries
+    d.close()
+    engine.dispose()  # the sessions end, and report their statistics
+    time.sleep(1.0)
+    after = deadlocks()
+    engine.dispose()
+    assert failures == []
+    assert retries == 0 and after == before

@@ -222,8 +222,9 @@ def test_metrics_count_lookups_and_the_statements_that_answered_them(
         values = {
             line.split()[0]: float(line.split()[1])
             for line in text.splitlines()
-            if line.startswith("scimd_db_lookup")
+            if line.startswith("scimd_db_")
         }
         # The POST's own probe is not batched (a write); the 80 GETs are.
         assert values["scimd_db_lookups_total"] >= 80
         assert 1 <= values["scimd_db_lookup_statements_total"] < values["scimd_db_lookups_total"]
+        assert values["scimd_db_write_retries_total"] == 0  # exported, and nothing lost a deadlock

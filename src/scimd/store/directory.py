@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -27,8 +27,11 @@ from scimd.store import audit as A
 from scimd.store import conditional, onloop, versions
 from scimd.store import properties as props
 from scimd.store.engine import IMMEDIATE_NOWAIT
+from scimd.store.prepared import dump_json
 from scimd.store.resources import (
     GROUPS,
+    PG_IDS,
+    STATEMENTS,
     USERS,
     Conditions,
     Rec,
@@ -82,6 +85,9 @@ class Directory:
         self._lock = threading.Lock()
         self._local = threading.local()
         self.sqlite = engine.dialect.name == "sqlite"
+        # Writes PostgreSQL ended as deadlock (or serialization) victims, run again: exported
+        # as ``scimd_db_write_retries``; none are expected from any client's pattern.
+        self.write_retries = 0
         self._user_type: tuple[int, S.ResourceType] = (-1, S.user_type((), properties_urn))
         self.repos = {"User": Repository(USERS), "Group": Repository(GROUPS)}
         # The version counters this process saw last (every authorised request reads them).
@@ -512,6 +518,27 @@ class Directory:
         return out
 
     # -- writes -------------------------------------------------------------------------------
+    def _lock_groups(self, conn: sa.Connection, rid: str, items: Sequence[Any]) -> None:
+        """PostgreSQL: lock the group ``rid`` and the groups among its new members, in ``pk``
+        order, before anything else in the transaction. Group deletes lock the groups they
+        touch in that order too, so writes of groups nested in each other queue instead of
+        deadlocking (locking the group, then its member groups, they deadlocked: 277 in 1,800
+        random nested writes from 12 threads, each retried). Users are locked after groups,
+        by every write."""
+        if self.sqlite:
+            return
+        ids = [i["value"] for i in items if isinstance(i, dict) and isinstance(i.get("value"), str)]
+        if not ids:
+            return
+        STATEMENTS.get(
+            conn,
+            "groups.lock_nested",
+            lambda: sa.text(
+                "SELECT pk FROM groups WHERE id = :rid OR id IN"
+                f" (SELECT {PG_IDS.format(':ids')}) ORDER BY pk FOR UPDATE"
+            ),
+        ).run(conn, {"rid": rid, "ids": dump_json(sorted(set(ids)))}).rowcount()
+
     # ``actor`` is who acts, or a ``Gate``: the request's authorisation, run inside the
     # write's transaction with the version counters (read with the row, where there is one)
     # and returning who acts.
@@ -584,6 +611,7 @@ class Directory:
                         " nothing; retry it",
                         status=503,
                     ) from None
+                self.write_retries += 1
                 onloop.pause(random.uniform(0, min(0.5, 0.01 * 2**attempt_no)))
         raise AssertionError("unreachable")
 
@@ -668,6 +696,8 @@ class Directory:
         excluded: list[str] | None = None,
     ) -> Written:
         def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
+            if name == "Group" and not at_once and isinstance(body, dict):
+                self._lock_groups(conn, rid, _split_members(body)[1])
             rt, who, found, v = self._begin(
                 conn, name, actor, rid, with_groups=name == "User", lock=not at_once
             )
@@ -723,6 +753,8 @@ class Directory:
         )
 
         def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
+            if name == "Group" and not at_once:
+                self._lock_groups(conn, rid, _patch_members(body))
             rt, who, found, v = self._begin(conn, name, actor, rid, want_groups, lock=not at_once)
             assert found is not None
             row = found
@@ -824,6 +856,8 @@ def _patch_group(
     except conditional.MissingMembers:
         resolve_members(conn, [{"value": x} for x in adds])  # raises, naming the unknown ids
         return None  # they exist now: start over
+    except conditional.NestedMembers:
+        raise _UseTransaction from None
 
 
 def _begin_mode(conn: sa.Connection, mode: str) -> None:
@@ -873,6 +907,27 @@ def _members_of(conn: sa.Connection, pks: list[int]) -> dict[int, list[dict[str,
 
 
 _MEMBERS_KEYS = frozenset({"members", f"{S.GROUP_SCHEMA}:members".lower()})
+
+
+def _patch_members(body: Any) -> list[Any]:
+    """The member objects a PatchOp request adds or sets (a best effort on the raw body, read
+    before the row: ``Directory._lock_groups``); what it cannot read is validated later."""
+    if not isinstance(body, dict):
+        return []
+    ops = next((v for k, v in body.items() if k.lower() == "operations"), None)
+    out: list[Any] = []
+    for op in ops if isinstance(ops, list) else []:
+        if not isinstance(op, dict):
+            continue
+        fields = {k.lower(): v for k, v in op.items()}
+        path, value = fields.get("path"), fields.get("value")
+        if isinstance(path, str) and path.strip().lower() in _MEMBERS_KEYS:
+            out += value if isinstance(value, list) else [value]
+        elif path is None and isinstance(value, dict):
+            for k, v in value.items():
+                if k.lower() in _MEMBERS_KEYS and isinstance(v, list):
+                    out += v
+    return out
 
 
 def _split_members(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:

@@ -116,6 +116,11 @@ def create_app(
             "Statements that answered those lookups (fewer: concurrent lookups share one)",
             lambda: batch.statements,
         )
+    metrics.add_counter(
+        "scimd_db_write_retries",
+        "Writes PostgreSQL ended as deadlock victims, run again",
+        lambda: directory.write_retries,
+    )
     access_log = AccessLog(log_stream) if settings.access_log else None
     observer = Observer(metrics, access_log)
     with write_transaction(engine) as conn:  # made on first start: a read, then a write
