@@ -24,22 +24,28 @@ from scimd.scim.filter import NUL_IN_TEXT
 _INT_MAX = 2**63 - 1
 
 
+def _utc(text: str) -> datetime | None:
+    """An ISO 8601 dateTime in UTC (naive values are taken as UTC); None if it is not one, or
+    if its offset moves it out of years 1-9999 (OverflowError)."""
+    try:
+        dt = datetime.fromisoformat(text.strip())
+        return (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
 def canonical_datetime(value: str) -> str | None:
     """Parse an ISO 8601 / RFC 3339 dateTime; naive values are taken as UTC."""
-    try:
-        dt = datetime.fromisoformat(value.strip())
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        dt = dt.astimezone(UTC)
-    except (ValueError, OverflowError):  # OverflowError: an offset moves it out of years 1-9999
-        return None
-    return _format(dt)
+    dt = _utc(value)
+    return None if dt is None else _format(dt)
 
 
 # RFC 3339's date-time, with seconds and an offset: a form every client and PostgreSQL read
 # the same way. A DateTime value sent in it is kept as sent; other ISO 8601 forms are stored
-# in UTC to the millisecond (a value without an offset is taken as UTC).
-_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})")
+# in UTC to the millisecond (a value without an offset is taken as UTC). ``store.sqlfilter``
+# casts only texts of this form.
+RFC3339 = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})"
+_RFC3339 = re.compile(RFC3339)
 # The fraction of a dateTime's seconds, as written.
 _FRACTION = re.compile(r"T\d{2}:\d{2}:\d{2}\.(\d+)")
 
@@ -55,19 +61,10 @@ def instant(value: Any) -> str | None:
     text = value.strip()
     m = _FRACTION.search(text)
     digits = m.group(1) if m else ""
-    try:
-        if len(digits) > 6:
-            text = text[: m.start(1) + 6] + text[m.end(1) :]  # type: ignore[union-attr]
-        dt = datetime.fromisoformat(text)
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=UTC)
-        dt = dt.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None
-    return (
-        f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
-        f"{dt.second:02d}.{dt.microsecond:06d}{digits[6:9]:0<3}Z"
-    )
+    if m is not None and len(digits) > 6:
+        text = text[: m.start(1) + 6] + text[m.end(1) :]
+    dt = _utc(text)
+    return None if dt is None else _format(dt, f"{dt.microsecond:06d}{digits[6:9]:0<3}")
 
 
 def finer_than_stored(value: str) -> bool:
@@ -90,12 +87,14 @@ def now_datetime() -> str:
     return _format(datetime.now(UTC))
 
 
-def _format(dt: datetime) -> str:
+def _format(dt: datetime, fraction: str | None = None) -> str:
     # Not strftime: its %Y does not pad years below 1000 (.NET's DateTime.MinValue is year 1),
-    # and string order must stay time order.
+    # and string order must stay time order. The fraction: milliseconds unless given.
+    if fraction is None:
+        fraction = f"{dt.microsecond // 1000:03d}"
     return (
         f"{dt.year:04d}-{dt.month:02d}-{dt.day:02d}T{dt.hour:02d}:{dt.minute:02d}:"
-        f"{dt.second:02d}.{dt.microsecond // 1000:03d}Z"
+        f"{dt.second:02d}.{fraction}Z"
     )
 
 

@@ -48,7 +48,7 @@ from scimd.scim import schema as S
 from scimd.scim.errors import InvalidFilter
 from scimd.scim.filter import And, AttrPath, Compare, Filter, Literal, Not, Or, Present, ValuePath
 from scimd.scim.query import STRINGISH, bind, compare, is_present, resolve_path
-from scimd.scim.values import instant
+from scimd.scim.values import RFC3339, instant
 from scimd.store import tables
 
 __all__ = ["PG_FOLD", "compile_filter", "sort_clauses", "sort_key", "sort_value"]
@@ -361,7 +361,7 @@ _PG_PRESENT_PATH = (
 
 
 # The dateTime texts PostgreSQL casts as Python reads them: values.py's stored forms.
-_PG_INSTANT = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+_PG_INSTANT = f"^{RFC3339}$"
 
 
 class _PgJson(_Value):
