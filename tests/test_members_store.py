@@ -987,3 +987,22 @@ def test_writes_of_groups_nested_in_each_other_do_not_deadlock(postgres_url: str
     engine.dispose()
     assert failures == []
     assert retries == 0 and after == before
+
+
+def test_a_group_write_is_authorised_before_its_members_are_judged(directory: Directory) -> None:
+    """The members a group write locks first (PostgreSQL, ``_lock_groups``) are read without
+    judging them: a caller without access gets its 401, not a 400 about the body."""
+    from scimd.scim.errors import InvalidToken
+
+    d = directory
+    gid = _group(d, "Guarded")
+
+    def refuses(conn: sa.Connection, v: Any) -> audit.Actor:
+        raise InvalidToken("no access")
+
+    put = {"schemas": [GROUP], "displayName": "Guarded", "members": [1, {"value": 2}]}
+    with pytest.raises(InvalidToken):
+        d.replace("Group", gid, put, refuses, BASE, None)
+    bad = {"schemas": [PATCH], "Operations": [{"op": "add", "path": "members", "value": 7}]}
+    with pytest.raises(InvalidToken):
+        d.patch("Group", gid, bad, refuses, BASE, None)

@@ -696,8 +696,8 @@ class Directory:
         excluded: list[str] | None = None,
     ) -> Written:
         def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
-            if name == "Group" and not at_once and isinstance(body, dict):
-                self._lock_groups(conn, rid, _split_members(body)[1])
+            if name == "Group" and not at_once:
+                self._lock_groups(conn, rid, _members_in(body, patch=False))
             rt, who, found, v = self._begin(
                 conn, name, actor, rid, with_groups=name == "User", lock=not at_once
             )
@@ -754,7 +754,7 @@ class Directory:
 
         def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
             if name == "Group" and not at_once:
-                self._lock_groups(conn, rid, _patch_members(body))
+                self._lock_groups(conn, rid, _members_in(body, patch=True))
             rt, who, found, v = self._begin(conn, name, actor, rid, want_groups, lock=not at_once)
             assert found is not None
             row = found
@@ -909,11 +909,15 @@ def _members_of(conn: sa.Connection, pks: list[int]) -> dict[int, list[dict[str,
 _MEMBERS_KEYS = frozenset({"members", f"{S.GROUP_SCHEMA}:members".lower()})
 
 
-def _patch_members(body: Any) -> list[Any]:
-    """The member objects a PatchOp request adds or sets (a best effort on the raw body, read
-    before the row: ``Directory._lock_groups``); what it cannot read is validated later."""
+def _members_in(body: Any, *, patch: bool) -> list[Any]:
+    """The member objects a PUT sets or a PatchOp request adds or sets, read from the raw body
+    without judging it (``Directory._lock_groups`` runs before the caller is authorised; the
+    body is validated after): what it cannot read is left out."""
     if not isinstance(body, dict):
         return []
+    if not patch:
+        lists = [v for k, v in body.items() if k.lower() in _MEMBERS_KEYS and isinstance(v, list)]
+        return [m for v in lists for m in v]
     ops = next((v for k, v in body.items() if k.lower() == "operations"), None)
     out: list[Any] = []
     for op in ops if isinstance(ops, list) else []:
@@ -924,9 +928,7 @@ def _patch_members(body: Any) -> list[Any]:
         if isinstance(path, str) and path.strip().lower() in _MEMBERS_KEYS:
             out += value if isinstance(value, list) else [value]
         elif path is None and isinstance(value, dict):
-            for k, v in value.items():
-                if k.lower() in _MEMBERS_KEYS and isinstance(v, list):
-                    out += v
+            out += _members_in(value, patch=False)
     return out
 
 
