@@ -261,6 +261,7 @@ def _scimd(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
         (["serve", "--config", "/nonexistent/scimd.toml"], {}, "cannot read the settings file"),
         (["serve", "--port", "99999"], {}, "--port: 99999 is not a TCP port"),
         (["serve"], {"SCIMD_PORT": "abc"}, "SCIMD_PORT: 'abc' is not a whole number"),
+        (["serve"], {"SCIMD_DATABASE_TIMEOUT": "-1"}, "SCIMD_DATABASE_TIMEOUT: -1 is negative"),
         (["apps", "create", "--name", "x", "--database-url", "sqlite://"], {}, "in-memory"),
     ],
 )

@@ -87,6 +87,18 @@ def test_connections_start_without_jit(postgres_url: str) -> None:
     assert asyncio.run(show_async(mine)) == "on"
 
 
+def test_opening_a_connection_is_bounded_unless_the_url_says_otherwise() -> None:
+    """A silent server held a connect forever: the timeout becomes libpq's connect_timeout
+    (at least its 2 s), and a URL's own connect_timeout wins."""
+    from scimd.store.engine import postgres_connect_args
+
+    url = "postgresql+psycopg://u@127.0.0.1:5432/d"
+    assert postgres_connect_args(url, 30)["connect_timeout"] == 30
+    assert postgres_connect_args(url, 0.5)["connect_timeout"] == 2
+    assert "connect_timeout" not in postgres_connect_args(url, 0)
+    assert "connect_timeout" not in postgres_connect_args(f"{url}?connect_timeout=9", 30)
+
+
 def test_a_pause_in_a_runner_call_leaves_the_loop_running(postgres_url: str) -> None:
     """A write retried after a deadlock pauses first; in a runner's greenlet that pause must
     not stop the event loop (a time.sleep there would stop every request in progress)."""

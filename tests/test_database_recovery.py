@@ -7,6 +7,7 @@ the server must replace the connection, not keep failing on it.
 
 from __future__ import annotations
 
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,7 +16,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from support.live_server import provisioned_server
+from support.freezing_proxy import FreezingProxy
+from support.live_server import create_app, provisioned_server, start_server
 
 
 def _drop_connections(database_url: str) -> int:
@@ -73,6 +75,71 @@ def test_recovers_after_connections_are_dropped(postgres_url: str, tmp_path: Pat
             assert statuses == [201, 200] * 24, statuses
             body = c.get("/Users/does-not-exist").json()
             assert body["status"] == "404"
+
+
+def test_a_silent_database_is_answered_503_and_then_recovered(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A database that stops answering (a stopped server, a network path that drops
+    everything) held every request, and every later one queued behind it, for as long as the
+    clients waited. Now a call waits at most ``database_timeout`` seconds: its connections are
+    closed and the request answered 503; requests queued for a connection, and new
+    connections the silent server never answers, end the same way. Nothing sent meanwhile is
+    saved, and the server recovers when the database answers again."""
+    url = sa.engine.make_url(postgres_url)
+    creds = create_app(postgres_url, "entra")
+    headers = {"Authorization": f"Bearer {creds.client_secret}"}
+    with FreezingProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        env = {"SCIMD_DATABASE_TIMEOUT": "2", "SCIMD_DATABASE_CONNECTIONS": "2"}
+        with (
+            start_server(via_proxy, log_dir=tmp_path, env=env) as server,
+            httpx.Client(base_url=server.scim_url, headers=headers, timeout=120) as c,
+        ):
+            first = c.post("/Users", json={"userName": "before@x.com"})
+            assert first.status_code == 201, first.text
+            user_id = first.json()["id"]
+            portal = httpx.Client(base_url=server.root_url, timeout=120)
+            page = portal.get("/admin/login").text
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+            assert csrf is not None
+
+            proxy.freeze()
+            # The portal's queries run in threads: the page is answered, the thread waits.
+            signin = portal.post(
+                "/admin/login",
+                data={"username": "admin", "password": "x" * 12, "csrf": csrf.group(1)},
+            )
+            portal.close()
+            assert signin.status_code == 503, signin.text
+            assert "did not answer within 2 s" in signin.json()["detail"]
+
+            def request(i: int) -> httpx.Response:
+                with httpx.Client(headers=headers, timeout=120) as own:
+                    if i % 3 == 0:
+                        return own.get(f"{server.scim_url}/Users/{user_id}")
+                    if i % 3 == 1:
+                        return own.post(
+                            f"{server.scim_url}/Users", json={"userName": f"during{i}@x.com"}
+                        )
+                    return own.get(f"{server.root_url}/healthz")
+
+            # Twice the connection slots at once: half of them queue for a slot.
+            with ThreadPoolExecutor(6) as pool:
+                replies = list(pool.map(request, range(6)))
+            assert [r.status_code for r in replies] == [503] * 6, [r.text for r in replies]
+            scim_errors = [r.json() for r in replies if r.url.path.startswith("/scim/")]
+            assert all(e["status"] == "503" for e in scim_errors)
+            assert any("did not answer within 2 s" in e["detail"] for e in scim_errors), scim_errors
+
+            proxy.thaw()
+            assert c.get(f"/Users/{user_id}").status_code == 200
+            found = c.get("/Users", params={"filter": 'userName sw "during"'}).json()
+            assert found["totalResults"] == 0  # nothing sent while frozen was saved
+            after = c.post("/Users", json={"userName": "after@x.com"})
+            assert after.status_code == 201, after.text
+            assert httpx.get(f"{server.root_url}/healthz").status_code == 200
+        assert "waited over 2 s" in server.stderr_text()
 
 
 def test_a_write_lock_held_past_the_busy_timeout_is_an_operational_error(tmp_path: Path) -> None:

@@ -42,6 +42,10 @@ class Settings:
     # and a write connection (``store.onloop``); the others queue. SQLite needs none. 8 beat 4
     # once concurrent reads shared statements (more of them wait together).
     database_connections: int = 8
+    # Seconds a request may wait for PostgreSQL (a call, or opening a connection) before its
+    # connections are closed and it is answered 503; 0 waits forever. A server that is up but
+    # silent otherwise holds every request until the clients give up.
+    database_timeout: int = 30
 
 
 class SettingsError(ValueError):
@@ -95,6 +99,11 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
     out = replace(s, **typed)
     if not 0 <= out.port <= 65535:
         raise SettingsError(f"{where.get('port', 'port')}: {out.port} is not a TCP port (0-65535)")
+    if out.database_timeout < 0:
+        raise SettingsError(
+            f"{where.get('database_timeout', 'database_timeout')}: {out.database_timeout} is"
+            " negative (seconds; 0 waits forever)"
+        )
     if out.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise SettingsError(
             f"{where.get('log_level', 'log_level')}: {out.log_level!r} is not a log level"

@@ -91,7 +91,7 @@ def _engine(url: str | None, create: bool = True) -> sa.Engine:
             raise ScimError(f"{url} is an in-memory database, gone when this command ends")
         if not create and not path.startswith("file:") and not Path(path).exists():
             raise ScimError(f"no database at {path}: check --database-url / SCIMD_DATABASE_URL")
-    engine = create_engine(url)
+    engine = create_engine(url, connect_timeout=_settings().database_timeout)
     migrate.ensure_current(engine)
     return engine
 
@@ -137,7 +137,7 @@ def serve(
 
     s = _settings(config, host=host, port=port, database_url=database_url, public_url=public_url)
     _setup_logging(s.log_level)
-    engine = create_engine(s.database_url)
+    engine = create_engine(s.database_url, connect_timeout=s.database_timeout)
     migrate.ensure_current(engine)
     with write_transaction(engine) as conn:
         n_apps: int = conn.execute(sa.text("SELECT count(*) FROM applications")).scalar_one()
@@ -476,7 +476,8 @@ def admin_reset_password(
 @db_app.command("upgrade")
 def db_upgrade(database_url: DbUrl = None) -> None:
     """Upgrade the database schema to the newest version."""
-    engine = create_engine(database_url or _settings().database_url)
+    s = _settings()
+    engine = create_engine(database_url or s.database_url, connect_timeout=s.database_timeout)
     migrate.upgrade(engine)
     typer.echo(f"database at revision {migrate.current(engine)}")
     engine.dispose()
@@ -485,7 +486,8 @@ def db_upgrade(database_url: DbUrl = None) -> None:
 @db_app.command("current")
 def db_current(database_url: DbUrl = None) -> None:
     """Show the database's schema revision and the newest one."""
-    engine = create_engine(database_url or _settings().database_url)
+    s = _settings()
+    engine = create_engine(database_url or s.database_url, connect_timeout=s.database_timeout)
     typer.echo(f"current: {migrate.current(engine)}  head: {migrate.head()}")
     engine.dispose()
 

@@ -53,8 +53,9 @@ def _py_lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
-def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
-    """Create an engine for ``url`` (``sqlite:///file.db`` or ``postgresql+psycopg://...``)."""
+def create_engine(url: str, *, echo: bool = False, connect_timeout: float = 30) -> sa.Engine:
+    """Create an engine for ``url`` (``sqlite:///file.db`` or ``postgresql+psycopg://...``);
+    on PostgreSQL opening a connection waits at most ``connect_timeout`` seconds (0: forever)."""
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
@@ -135,12 +136,14 @@ def create_engine(url: str, *, echo: bool = False) -> sa.Engine:
         pool_size=10,
         max_overflow=40,
         pool_recycle=3600,
-        connect_args=postgres_connect_args(u),
+        connect_args=postgres_connect_args(u, connect_timeout),
     )
 
 
-def postgres_connect_args(url: str | sa.URL) -> dict[str, Any]:
-    """Connection options for PostgreSQL: JIT compilation off, before the URL's own options.
+def postgres_connect_args(url: str | sa.URL, timeout: float = 0) -> dict[str, Any]:
+    """Connection options for PostgreSQL: JIT compilation off, before the URL's own options;
+    with ``timeout``, a bound on opening a connection (libpq's ``connect_timeout``, unless the
+    URL sets one): a silent server otherwise holds the connect forever.
 
     PostgreSQL JIT-compiles a statement whose estimated cost passes ``jit_above_cost``, which
     stale statistics make easy: right after a few hundred thousand memberships were added
@@ -149,9 +152,13 @@ def postgres_connect_args(url: str | sa.URL) -> dict[str, Any]:
     about 1). Every statement here is short; compiling never pays. Options in the URL come
     after, so ``?options=-c jit=on`` still turns it back on.
     """
-    own = make_url(url).query.get("options")
+    query = make_url(url).query
+    own = query.get("options")
     extra = " ".join(own) if isinstance(own, tuple) else (own or "")
-    return {"options": f"-c jit=off {extra}".strip()}
+    args: dict[str, Any] = {"options": f"-c jit=off {extra}".strip()}
+    if timeout > 0 and "connect_timeout" not in query:
+        args["connect_timeout"] = max(2, round(timeout))  # libpq's smallest
+    return args
 
 
 def is_busy(error: BaseException) -> bool:

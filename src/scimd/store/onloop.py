@@ -14,7 +14,10 @@ its duration; the directory uses the borrowed connections instead of its per-thr
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import select
+import socket
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -32,6 +35,18 @@ from scimd.store.engine import json_text, postgres_connect_args
 from scimd.store.prepared import Prepared
 
 T = TypeVar("T")
+
+log = logging.getLogger("scimd.store")
+
+
+class DatabaseTimeout(sa.exc.OperationalError):
+    """A call the database did not answer in time: its connections were closed under it."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(
+            None, None, TimeoutError(f"the database did not answer within {seconds:g} s")
+        )
+        self.seconds = seconds
 
 
 class _Done:
@@ -94,6 +109,26 @@ class Slot:
     read: AsyncConnection
     write: AsyncConnection
     worker: Worker = field(default_factory=Worker)
+    started: float = 0.0  # when its running call started (monotonic seconds)
+    severed: bool = False
+
+    def sever(self) -> None:
+        """Shut the slot's sockets down, so that a call waiting on them fails at once.
+
+        A database that is up but silent (a stopped or swapped-out server, a network path
+        that drops packets without a reset) never answers, and the call would wait forever
+        with its request. Closing the descriptor under the driver is unsafe (it may be
+        reused); a shutdown makes the pending read see the end of the stream, which the
+        driver reports as a lost connection.
+        """
+        self.severed = True
+        for c in (self.read, self.write):
+            try:
+                fd = c.sync_connection.connection.driver_connection.fileno()  # type: ignore[union-attr]
+                with socket.socket(fileno=os.dup(fd)) as s:
+                    s.shutdown(socket.SHUT_RDWR)
+            except Exception:  # already closed: nothing waits on it
+                continue
 
     def connections(self) -> tuple[sa.Connection, sa.Connection]:
         return self.read.sync_connection, self.write.sync_connection  # type: ignore[return-value]
@@ -217,7 +252,7 @@ class _Lookups:
 class LoopRunner:
     """Runs synchronous directory calls in greenlets on the loop, ``size`` at a time."""
 
-    def __init__(self, url: str, size: int) -> None:
+    def __init__(self, url: str, size: int, timeout: float = 0) -> None:
         self.engine: AsyncEngine = create_async_engine(
             url,
             json_serializer=json_text,
@@ -225,16 +260,22 @@ class LoopRunner:
             pool_size=2 * size,
             max_overflow=0,
             pool_recycle=3600,
-            connect_args=postgres_connect_args(url),
+            connect_args=postgres_connect_args(url, timeout),
         )
         self.size = size
+        self.timeout = timeout  # seconds a call may wait for the database; 0: no limit
         self.batch = ReadBatch()
-        self._slots: asyncio.Queue[Slot] | None = None
+        # Idle slots, and None for each discarded one: a waiter that gets it opens a new one.
+        self._slots: asyncio.Queue[Slot | None] | None = None
         self._made = 0
+        self._busy: dict[int, Slot] = {}
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def _slot(self) -> Slot:
         if self._slots is None:
             self._slots = asyncio.Queue()
+            if self.timeout > 0:
+                self._watchdog = asyncio.get_running_loop().create_task(self._watch())
         while True:
             if self._slots.empty() and self._made < self.size:
                 self._made += 1
@@ -242,8 +283,11 @@ class LoopRunner:
                     return await self._open()
                 except BaseException:
                     self._made -= 1
+                    self._slots.put_nowait(None)  # the next waiter tries in its turn
                     raise
             slot = await self._slots.get()
+            if slot is None:
+                continue  # a discarded slot's place: open one (or take one freed meanwhile)
             if not slot.hung_up():
                 return slot
             await self._discard(slot)  # and take (or open) another
@@ -256,18 +300,43 @@ class LoopRunner:
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         slot = await self._slot()
         assert self._slots is not None
+        slot.started = time.monotonic()
+        self._busy[id(slot)] = slot
         try:
             return await slot.worker.call(_call, (slot, self.batch, fn, args))
+        except Exception as e:
+            if slot.severed:  # whatever the driver made of its connection's end
+                raise DatabaseTimeout(self.timeout) from e
+            raise
         finally:
+            del self._busy[id(slot)]
             # Left mid-call (its coroutine was closed): never resume it, nor reuse its
             # connections, which a statement (a read batch's) may still be using.
-            if not slot.worker.idle or slot.broken():
+            if not slot.worker.idle or slot.severed or slot.broken():
                 await self._discard(slot)
             else:
                 self._slots.put_nowait(slot)
 
+    async def _watch(self) -> None:
+        """Sever the slots whose call has waited longer than the timeout. One task checking
+        every quarter of the timeout (at most every second) costs the calls nothing; a
+        timer per call would cost each ~2 µs."""
+        while True:
+            await asyncio.sleep(min(1.0, self.timeout / 4))
+            now = time.monotonic()
+            for slot in list(self._busy.values()):
+                if not slot.severed and now - slot.started > self.timeout:
+                    log.error(
+                        "a database call waited over %g s: its connections are closed and"
+                        " its request answered 503",
+                        self.timeout,
+                    )
+                    slot.sever()
+
     async def _discard(self, slot: Slot) -> None:
         self._made -= 1
+        if self._slots is not None:
+            self._slots.put_nowait(None)  # a waiter opens a new one in its place
         for conn in (slot.read, slot.write):
             try:
                 if not conn.closed:
@@ -277,11 +346,14 @@ class LoopRunner:
                 pass
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         if self._slots is not None:
             while not self._slots.empty():
                 slot = self._slots.get_nowait()
-                await slot.read.close()
-                await slot.write.close()
+                if slot is not None:
+                    await slot.read.close()
+                    await slot.write.close()
         await self.engine.dispose()
 
 

@@ -36,7 +36,7 @@ from scimd.web.observability import (
     app_routes,
 )
 from scimd.web.portal import Portal
-from scimd.web.scim import Scim, database_unavailable
+from scimd.web.scim import Scim, database_unavailable, unavailable_detail
 
 log = logging.getLogger("scimd.web")
 _SLASHES = re.compile(r"/{2,}")
@@ -96,7 +96,9 @@ def create_app(
 
     Access log lines go to ``log_stream`` (standard error by default).
     """
-    engine = engine or create_engine(settings.database_url)
+    engine = engine or create_engine(
+        settings.database_url, connect_timeout=settings.database_timeout
+    )
     migrate.ensure_current(engine)
     directory = Directory(engine, properties_urn=settings.properties_urn)
     scim = Scim(settings, directory)
@@ -174,7 +176,7 @@ def create_app(
         assert isinstance(exc, Exception)
         database_unavailable(exc, f"{request.method} {request.url.path}")
         return error_response(
-            ScimError("the database is unavailable; retry the request", status=503),
+            ScimError(unavailable_detail(exc), status=503),
             {"Retry-After": "5"},
         )
 

@@ -26,7 +26,7 @@ from starlette.responses import Response
 
 from scimd.auth.tokens import TokenError, invalid_client, issue_token
 from scimd.scim.errors import ScimError
-from scimd.web.scim import Scim, database_unavailable
+from scimd.web.scim import Scim, database_unavailable, unavailable_detail
 from scimd.web.security import TooManyFailures
 
 MAX_BODY = 16 * 1024
@@ -70,7 +70,7 @@ class TokenEndpoint:
             return await self.issue(request)
         except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
             database_unavailable(e, f"{request.method} {request.url.path}")
-            return _unavailable("the database is unavailable; retry the request")
+            return _unavailable(unavailable_detail(e))
         except ScimError as e:
             if e.status != 503:  # the write queue's "busy, retry"
                 raise

@@ -31,6 +31,7 @@ from starlette.templating import Jinja2Templates
 from scimd.auth import admins
 from scimd.auth import apps as apps_mod
 from scimd.scim.errors import ScimError
+from scimd.store.onloop import DatabaseTimeout
 from scimd.web.scim import Scim
 
 HERE = Path(__file__).parent
@@ -140,7 +141,15 @@ class Portal:
         """Portal queries (searches over 100k users, value counts) run off the event loop even
         on SQLite, so an admin browsing never stalls provisioning traffic."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+        call = loop.run_in_executor(self.executor, functools.partial(fn, *args))
+        timeout = self.scim.settings.database_timeout
+        if self.scim.runner is None or timeout <= 0:  # SQLite answers, or says it is busy
+            return await call
+        try:
+            # A silent PostgreSQL holds the thread until it answers; the page need not wait.
+            return await asyncio.wait_for(call, timeout)
+        except TimeoutError:
+            raise DatabaseTimeout(timeout) from None
 
     async def current_admin(self, request: Request) -> admins.Admin | None:
         pk, sid = request.session.get("admin"), request.session.get("sid")

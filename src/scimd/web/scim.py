@@ -39,7 +39,7 @@ from scimd.settings import Settings
 from scimd.store.audit import Actor
 from scimd.store.directory import Directory, Gate, Listing
 from scimd.store.engine import is_busy
-from scimd.store.onloop import LoopRunner
+from scimd.store.onloop import DatabaseTimeout, LoopRunner
 from scimd.store.resources import Conditions, etag_listed
 from scimd.store.versions import Versions
 from scimd.web import bulk, discovery
@@ -106,6 +106,7 @@ class Scim:
             LoopRunner(
                 directory.engine.url.render_as_string(hide_password=False),
                 max(1, settings.database_connections),
+                settings.database_timeout,
             )
             if directory.engine.dialect.name != "sqlite"
             else None
@@ -174,9 +175,7 @@ class Scim:
             # The database is unreachable or dropped the connection (restart, failover): the
             # request changed nothing, and the next one gets a new connection.
             database_unavailable(e, f"{request.method} {request.path}")
-            reply = error_reply(
-                ScimError("the database is unavailable; retry the request", status=503)
-            )
+            reply = error_reply(ScimError(unavailable_detail(e), status=503))
         except Exception:
             log.exception("unhandled error on %s %s", request.method, request.path)
             reply = error_reply(
@@ -570,6 +569,17 @@ def database_unavailable(error: Exception, what: str) -> None:
     else:
         first = str(getattr(error, "orig", None) or error).strip().splitlines()
         log.error("database unavailable on %s: %s", what, first[0] if first else type(error))
+
+
+def unavailable_detail(error: Exception) -> str:
+    """What a client is told when the database could not serve its request."""
+    if isinstance(error, DatabaseTimeout):
+        # Cut off mid-call: a commit may have been on its way.
+        return (
+            f"the database did not answer within {error.seconds:g} s; retry the request"
+            " (a change it asked for may have been saved: read it back first)"
+        )
+    return "the database is unavailable; retry the request"
 
 
 def _failing(d: Directory, err: ScimError) -> Work:
