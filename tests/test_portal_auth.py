@@ -81,6 +81,74 @@ def test_wrong_password_and_throttling(portal: Portal) -> None:
     assert r.status_code == 429 and "Too many failed sign-ins" in r.text
 
 
+def test_failures_from_one_address_do_not_lock_the_admin_out_elsewhere(tmp_path: Path) -> None:
+    """The per-account limit was keyed on the account alone: five wrong passwords from any
+    address every 15 minutes kept the admin out. It now counts per account and address; the
+    admin signs in from another address, and the guessing address stays refused."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'portal.db'}")
+    app = create_app(Settings(), engine)
+    with engine.begin() as conn:
+        admins.create(conn, "admin", PASSWORD, audit.CLI)
+    with (
+        TestClient(app, client=("192.0.2.1", 1000)) as guesser,
+        TestClient(app, client=("192.0.2.2", 1000)) as owner,
+    ):
+        attacker, admin = Portal(guesser, engine), Portal(owner, engine)
+        for _ in range(5):
+            assert attacker.login(password="wrong password!").status_code == 401
+        assert attacker.login().status_code == 429
+        assert admin.login().status_code == 303
+
+
+def test_the_throttle_counts_an_attempt_when_it_starts() -> None:
+    """Counted only after the ~0.2 s password check, 60 guesses sent together were all
+    checked against a limit of 5 (59 wrong ones, then the right one signed in)."""
+    from scimd.web.portal import LoginThrottle
+
+    throttle = LoginThrottle(per_account=5, per_address=20, per_account_anywhere=8)
+    started = [throttle.attempt("Admin", "192.0.2.1") for _ in range(7)]  # none finished yet
+    assert [wait == 0 for wait, _ in started] == [True] * 5 + [False] * 2
+    assert all(wait > 0 for wait, _ in started[5:])
+    # A success forgives its own attempt and the account's failures from that address.
+    throttle.succeeded("admin", "192.0.2.1", started[0][1])
+    assert throttle.attempt("admin", "192.0.2.1")[0] == 0
+    # Wider limits: the account from anywhere (8 here: 5 counted so far), and an address
+    # over all accounts.
+    others = [throttle.attempt("admin", f"198.51.100.{i}")[0] == 0 for i in range(4)]
+    assert others == [True, True, True, False]
+    many = [throttle.attempt(f"user{i}", "203.0.113.9")[0] == 0 for i in range(21)]
+    assert many == [True] * 20 + [False]
+
+
+def test_a_failed_sign_in_needs_no_write_lock(tmp_path: Path) -> None:
+    """The password check (argon2, ~0.2 s) ran inside a write transaction, holding SQLite's
+    write lock: a burst of wrong sign-ins stalled every SCIM write (one POST took 10.9 s).
+    Now only a successful sign-in writes, after the check: with another process holding the
+    write lock, a wrong password is still answered at once."""
+    db = tmp_path / "portal.db"
+    engine = create_engine(f"sqlite:///{db}")
+    app = create_app(Settings(), engine)
+    with engine.begin() as conn:
+        admins.create(conn, "admin", PASSWORD, audit.CLI)
+    import sqlite3
+
+    with TestClient(app) as client:
+        portal = Portal(client, engine)
+        token = portal.csrf("/admin/login")
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            r = client.post(
+                "/admin/login",
+                data={"username": "admin", "password": "wrong password!", "csrf": token},
+                follow_redirects=False,
+            )
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert r.status_code == 401 and "Wrong username or password" in r.text
+
+
 def test_login_without_csrf_token_is_refused(portal: Portal) -> None:
     """A sign-in form posted without the CSRF token is refused."""
     portal.client.get("/admin/login")
@@ -368,3 +436,31 @@ def test_a_cookie_signed_with_the_database_key_is_not_a_session(portal: Portal) 
     assert logout.status_code == 303
     with portal.engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(admin_sessions)).scalar() == 0
+
+
+def test_oversized_or_multipart_forms_are_refused_before_they_are_buffered(
+    portal: Portal,
+) -> None:
+    """The sign-in page takes posts from anyone, and Starlette's form parser buffered up to
+    1,000 fields of 1 MB each: one request could hold a gigabyte of the server's memory. The
+    portal now reads at most 64 KiB of a form, urlencoded only."""
+    token = portal.csrf("/admin/login")
+    fields = {"username": "admin", "password": PASSWORD, "csrf": token, "next": "/admin/"}
+    big = portal.client.post("/admin/login", data={**fields, "pad": "x" * 70_000})
+    assert big.status_code == 400 and "larger than 64 KiB" in big.text
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: read until the cap
+        yield b"username=admin&pad="
+        for _ in range(100):
+            yield b"x" * 10_000
+
+    streamed = portal.client.post(
+        "/admin/login",
+        content=chunks(),
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert streamed.status_code == 400 and "larger than 64 KiB" in streamed.text
+    multipart = portal.client.post("/admin/login", data=fields, files={"f": ("f", b"x" * 10)})
+    assert multipart.status_code == 400 and "x-www-form-urlencoded" in multipart.text
+    assert portal.client.get(APPS, follow_redirects=False).status_code == 303  # not signed in
+    assert portal.login().status_code == 303  # the same form, small, signs in

@@ -138,18 +138,43 @@ def session_admin(conn: sa.Connection, pk: int, sid: str) -> Admin | None:
 
 
 def verify(conn: sa.Connection, username: str, password: str) -> Admin | None:
+    found = lookup(conn, username)
+    if not password_matches(found, password) or found is None:  # (mypy: found is set)
+        return None
+    record_login(conn, found.admin.pk)
+    return found.admin
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """An admin being signed in, with the digest the password is checked against."""
+
+    admin: Admin
+    password_hash: str
+
+
+def lookup(conn: sa.Connection, username: str) -> Candidate | None:
     row = conn.execute(
         sa.select(admins).where(admins.c.username_lower == username.strip().lower())
     ).first()
-    stored = row.password_hash if row is not None else _DUMMY
-    try:
-        _hasher.verify(stored, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return None
     if row is None:
         return None
-    conn.execute(admins.update().where(admins.c.pk == row.pk).values(last_login=now_datetime()))
-    return Admin(row.pk, row.username, row.session_epoch)
+    return Candidate(Admin(row.pk, row.username, row.session_epoch), row.password_hash)
+
+
+def password_matches(found: Candidate | None, password: str) -> bool:
+    """The password check (argon2, ~0.2 s), outside any transaction: inside a write one it
+    held SQLite's write lock, so a burst of sign-ins stalled every SCIM write. An unknown
+    account is checked against a dummy digest, so it takes as long."""
+    try:
+        _hasher.verify(found.password_hash if found is not None else _DUMMY, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+    return found is not None
+
+
+def record_login(conn: sa.Connection, pk: int) -> None:
+    conn.execute(admins.update().where(admins.c.pk == pk).values(last_login=now_datetime()))
 
 
 def get(conn: sa.Connection, pk: int) -> Admin | None:
