@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from scimd.auth import apps
@@ -88,13 +89,29 @@ def test_access_log_is_json_with_request_id_and_no_secret(tmp_path: Path) -> Non
             headers={"Authorization": f"Bearer {token}", "X-Request-Id": "req-123"},
         )
         c.get("/scim/v2/Users", headers={"Authorization": f"Bearer {token}"})
-    assert r.headers["x-request-id"] == "req-123"
+        made = c.post(
+            "/scim/v2/Users",
+            json={"userName": "audited@x.com"},
+            headers={"Authorization": f"Bearer {token}", "X-Request-Id": "req-123"},
+        )
+    with engine.connect() as conn:
+        recorded = conn.execute(
+            sa.text("SELECT request_id FROM audit WHERE resource_id = :id"),
+            {"id": made.json()["id"]},
+        ).scalar_one()
+    assert recorded == made.headers["x-request-id"] != "req-123"
+    # The id is the server's (audit records name it; a client could reuse another request's),
+    # and the client's is logged beside it.
+    rid = r.headers["x-request-id"]
+    assert rid != "req-123"
     lines = stream.getvalue().decode().splitlines()  # flushed at shutdown at the latest
-    assert len(lines) == 2
+    assert len(lines) == 3
     data = json.loads(lines[0])
-    assert data["request_id"] == "req-123" and data["status"] == 200 and data["ts"].endswith("Z")
+    assert data["request_id"] == rid and data["client_request_id"] == "req-123"
+    assert data["status"] == 200 and data["ts"].endswith("Z")
     assert data["route"] == "/scim/v2/Users" and data["app"] and data["duration_ms"] >= 0
-    assert json.loads(lines[1])["request_id"] != "req-123"
+    second = json.loads(lines[1])
+    assert second["request_id"] not in (rid, "req-123") and "client_request_id" not in second
     assert token not in stream.getvalue().decode() and "Bearer" not in stream.getvalue().decode()
 
 

@@ -201,14 +201,16 @@ class Observer:
         self._seq = itertools.count(1)
 
     def start(self, scope: Scope) -> str:
-        """The request's id (the client's ``X-Request-Id`` if it sent one), kept in its state."""
-        rid = None
+        """The request's id, kept in its state; always the server's own. It is what the audit
+        records name, and a client's ``X-Request-Id`` (taken as the id before) could give its
+        writes the id of another request's. The client's is logged beside it."""
+        rid = f"{self._prefix}{next(self._seq):011x}"
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
         for k, v in scope.get("headers", ()):
             if k == b"x-request-id":
-                rid = v.decode("latin-1")[:64]
+                state["client_request_id"] = v.decode("latin-1")[:64]
                 break
-        rid = rid or f"{self._prefix}{next(self._seq):011x}"
-        scope.setdefault("state", {})["request_id"] = rid
         return rid
 
     def finish(self, scope: Scope, rid: str, status: int, started: float) -> None:
@@ -222,17 +224,19 @@ class Observer:
             route = "other"  # a scanner's random paths: one series
         self.metrics.observe(route, method, status, elapsed)
         if self.log is not None:
-            self.log.write(
-                {
-                    "request_id": rid,
-                    "method": method,
-                    "path": path,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "app": scope["state"].get("client_id"),
-                }
-            )
+            line = {
+                "request_id": rid,
+                "method": method,
+                "path": path,
+                "route": route,
+                "status": status,
+                "duration_ms": round(elapsed * 1000, 3),
+                "app": scope["state"].get("client_id"),
+            }
+            client_rid = scope["state"].get("client_request_id")
+            if client_rid is not None:
+                line["client_request_id"] = client_rid
+            self.log.write(line)
 
 
 class ObservabilityMiddleware:
