@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -262,6 +264,18 @@ def _scimd(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
         (["serve", "--port", "99999"], {}, "--port: 99999 is not a TCP port"),
         (["serve"], {"SCIMD_PORT": "abc"}, "SCIMD_PORT: 'abc' is not a whole number"),
         (["serve"], {"SCIMD_DATABASE_TIMEOUT": "-1"}, "SCIMD_DATABASE_TIMEOUT: -1 is negative"),
+        (
+            ["serve", "--database-url", "sqlite:///:memory:"],
+            {},
+            "in-memory database: gone when the server stops",
+        ),
+        (["apps", "list", "--database-url", "postgres://u@h/d"], {}, "write postgresql+psycopg://"),
+        (["apps", "list", "--database-url", "scimd.db"], {}, "e.g. sqlite:///scimd.db"),
+        (
+            ["serve", "--database-url", "sqlite:////dev/null/x.db"],
+            {},
+            "cannot make the database's directory (File exists): /dev/null",
+        ),
         (["apps", "create", "--name", "x", "--database-url", "sqlite://"], {}, "in-memory"),
     ],
 )
@@ -297,7 +311,12 @@ def test_printed_commands_work_as_printed(monkeypatch: pytest.MonkeyPatch) -> No
     assert cli._self_command() == ".venv/bin/scimd"
     monkeypatch.setattr(sys, "argv", ["/x/scimd/cli/main.py", "serve"])
     assert cli._self_command().endswith(" -m scimd.cli.main")
-    assert cli._url_argument("sqlite:///scimd.db") == "sqlite:///scimd.db"
+    # A relative path is printed absolute: run from another directory, the printed command
+    # made a new, empty database there (and its token got 401s from the server).
+    assert cli._url_argument("sqlite:///scimd.db") == shlex.quote(
+        f"sqlite:///{Path.cwd() / 'scimd.db'}"
+    )
+    assert cli._url_argument("sqlite:////srv/a:b.db") == "sqlite:////srv/a:b.db"  # no "***"
     shown = cli._url_argument("postgresql+psycopg://u:secret@db/x?a=1&b=2")
     assert "secret" not in shown and shown.startswith("'postgresql+psycopg://u:***@db/x?a=1&b=2'")
 
@@ -370,3 +389,74 @@ def test_every_command_reads_the_settings_file(tmp_path: Path) -> None:
     conf.write_text(f'[scimd]\ndatabse_url = "{db}"\n')
     r = runner.invoke(app, ["--config", str(conf), "apps", "list"])
     assert r.exit_code != 0 and "databse_url" in str(r.exception or r.output)
+
+
+def test_serve_on_an_address_in_use_says_so_before_printing_a_set_up_link(
+    tmp_path: Path,
+) -> None:
+    """uvicorn reported a busy port only after the banner and a set-up link (pointing at the
+    other server), as a JSON log line, without saying what to do."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = _scimd(
+            "serve", "--port", str(port), "--database-url", f"sqlite:///{tmp_path / 'p.db'}"
+        )
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr and "--port" in done.stderr
+    assert "setup?token" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_misspelt_environment_variable_is_pointed_out(db: str) -> None:
+    """A misspelt SCIMD_ variable was silently ignored (the default database was used)."""
+    _ok("apps", "create", "--name", "w", "--database-url", db)
+    done = _scimd("apps", "list", "--database-url", db, env={"SCIMD_DATABSE_URL": "x"})
+    assert done.returncode == 0, done.stderr
+    assert (
+        "warning: SCIMD_DATABSE_URL is not a scimd setting and is ignored"
+        " (did you mean SCIMD_DATABASE_URL?)" in done.stderr
+    )
+    quiet = _scimd("apps", "list", "--database-url", db, env={"SCIMD_TEST_ANYTHING": "x"})
+    assert "warning" not in quiet.stderr
+
+
+def test_enabling_an_application_whose_secrets_are_revoked_says_what_to_do(db: str) -> None:
+    """`apps revoke` revokes every secret; `apps enable` then said "enabled" while every
+    request still got a 401."""
+    made = json.loads(_ok("apps", "create", "--name", "r", "--json", "--database-url", db))
+    cid = made["client_id"]
+    _ok("apps", "revoke", cid, "--database-url", db)
+    out = _ok("apps", "enable", cid, "--database-url", db)
+    assert "every secret of it is revoked" in out and f"scimd apps rotate {cid}" in out
+    rotated = _ok("apps", "rotate", cid, "--database-url", db)
+    assert "Copy the secret now: it is not shown again." in rotated
+    secret = rotated.split("client_secret: ")[1].split()[0]
+    assert _authenticates(db, secret)
+    _ok("apps", "disable", cid, "--database-url", db)
+    assert _ok("apps", "enable", cid, "--database-url", db).strip() == f"enabled {cid}"
+
+
+def test_a_full_disk_is_named_as_such(tmp_path: Path) -> None:
+    """On a full disk SQLite says only "disk I/O error". A 1 MiB tmpfs in a private mount
+    namespace (``unshare``: no root needed where user namespaces are allowed) is filled, and
+    the server is started on a database there."""
+    import os
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    script = (
+        f"mount -t tmpfs -o size=1m tmpfs {disk} && "
+        f"{shlex.quote(sys.executable)} -m scimd.cli.main apps create --name a"
+        f" --database-url sqlite:///{disk}/s.db >/dev/null && "
+        f"(dd if=/dev/zero of={disk}/fill bs=64k 2>/dev/null; true) && "
+        f"{shlex.quote(sys.executable)} -m scimd.cli.main serve --port 0"
+        f" --database-url sqlite:///{disk}/s.db"
+    )
+    args = ["unshare", "--mount", "sh", "-c", script]
+    if os.geteuid() != 0:
+        args[1:1] = ["--map-root-user"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert f"the disk holding {disk} is full" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -303,8 +303,8 @@ def test_first_start_setup_link(tmp_path: Path) -> None:
             follow_redirects=False,
         )
         assert r.status_code == 303
-        assert "not valid any more" in c.get(f"/admin/setup?token={token}").text
-        assert "not valid any more" in c.get(f"/admin/setup?token={later}").text
+        assert "it was used, or it expired" in c.get(f"/admin/setup?token={token}").text
+        assert "it was used, or it expired" in c.get(f"/admin/setup?token={later}").text
     with engine.begin() as conn:
         assert admins.new_setup_token(conn) is None
         assert admins.verify(conn, "ROOT", PASSWORD) is not None
@@ -464,3 +464,17 @@ def test_oversized_or_multipart_forms_are_refused_before_they_are_buffered(
     assert multipart.status_code == 400 and "x-www-form-urlencoded" in multipart.text
     assert portal.client.get(APPS, follow_redirects=False).status_code == 303  # not signed in
     assert portal.login().status_code == 303  # the same form, small, signs in
+
+
+def test_the_sign_in_page_says_when_no_admin_exists_yet(tmp_path: Path) -> None:
+    """Before the first admin, /admin/ led to a sign-in form nobody could use, with no word
+    of the set-up link or `scimd admin create`."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    with TestClient(create_app(Settings(), engine)) as client:
+        page = client.get("/admin/")
+        assert "No admin exists yet" in page.text and "scimd admin create" in page.text
+        with engine.begin() as conn:
+            admins.create(conn, "admin", PASSWORD, audit.CLI)
+        assert "No admin exists yet" not in client.get("/admin/login").text
+        stale = client.get("/admin/setup?token=stale").text
+        assert "it was used, or it expired" in stale and "scimd admin reset-password" in stale

@@ -6,6 +6,7 @@ environment.
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -46,6 +47,30 @@ class Settings:
     # connections are closed and it is answered 503; 0 waits forever. A server that is up but
     # silent otherwise holds every request until the clients give up.
     database_timeout: int = 30
+
+
+# SCIMD_ variables that are not settings: the settings file, and the test and benchmark tools'.
+_NOT_SETTINGS = ("SCIMD_CONFIG", "SCIMD_SCREENSHOTS")
+_OTHER_TOOLS = ("SCIMD_TEST_", "SCIMD_BENCH_", "SCIMD_FUZZ_")
+
+
+def unknown_environment() -> list[str]:
+    """What to say about ``SCIMD_`` variables that name no setting: a misspelt one was
+    silently ignored (``SCIMD_DATABSE_URL`` ran on the default database)."""
+    known = {f"SCIMD_{f.name.upper()}" for f in fields(Settings)}
+    out = []
+    for name in sorted(os.environ):
+        if (
+            not name.startswith("SCIMD_")
+            or name in known
+            or name in _NOT_SETTINGS
+            or name.startswith(_OTHER_TOOLS)
+        ):
+            continue
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        guess = f" (did you mean {close[0]}?)" if close else ""
+        out.append(f"{name} is not a scimd setting and is ignored{guess}")
+    return out
 
 
 class SettingsError(ValueError):

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import gc
 import json
 import logging
+import os
 import shlex
+import shutil
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import sqlalchemy as sa
 import typer
@@ -25,15 +29,23 @@ from scimd.store import properties as props_mod
 from scimd.store.engine import create_engine, write_transaction
 from scimd.web.observability import JsonFormatter
 
+# Help texts are Markdown: docstrings wrap at 100 columns, and rich's default mode kept
+# their line breaks, cutting sentences in the command lists.
+MARKDOWN: Final = "markdown"
 app = typer.Typer(
     help="scimd: a SCIM 2.0 service provider (and, later, provisioning engine).",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=MARKDOWN,
 )
-apps_app = typer.Typer(help="OAuth 2 applications and their secrets (bearer tokens).")
-props_app = typer.Typer(help="Custom user properties (the UserProperties extension).")
-db_app = typer.Typer(help="Database schema migrations.")
-admin_app = typer.Typer(help="Admin accounts of the work portal.")
+apps_app = typer.Typer(
+    help="OAuth 2 applications and their secrets (bearer tokens).", rich_markup_mode=MARKDOWN
+)
+props_app = typer.Typer(
+    help="Custom user properties (the UserProperties extension).", rich_markup_mode=MARKDOWN
+)
+db_app = typer.Typer(help="Database schema migrations.", rich_markup_mode=MARKDOWN)
+admin_app = typer.Typer(help="Admin accounts of the work portal.", rich_markup_mode=MARKDOWN)
 
 
 @app.callback()
@@ -58,7 +70,15 @@ _config_file: str | None = None
 
 
 def _settings(config: str | None = None, **overrides: Any) -> settings_mod.Settings:
-    return settings_mod.load(config or _config_file, **overrides)
+    loaded = settings_mod.load(config or _config_file, **overrides)
+    if not _warned:
+        _warned.append(True)
+        for line in settings_mod.unknown_environment():
+            typer.echo(f"warning: {line}", err=True)
+    return loaded
+
+
+_warned: list[bool] = []
 
 
 app.add_typer(apps_app, name="apps")
@@ -74,7 +94,7 @@ DbUrl = Annotated[
         help="sqlite:///path/to.db (default sqlite:///scimd.db) or postgresql+psycopg://...",
     ),
 ]
-Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.", metavar="")]
 T = TypeVar("T")
 
 
@@ -84,10 +104,11 @@ def _engine(url: str | None, create: bool = True) -> sa.Engine:
     mistyped path would otherwise answer "no applications". (A ``file:`` URI is SQLite's to
     open: its path is not checked here.)"""
     url = url or _settings().database_url
+    _opened[0] = url
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database or ""
-        if path in ("", ":memory:") or path.startswith("file::memory:"):
+        if _in_memory(path):
             raise ScimError(f"{url} is an in-memory database, gone when this command ends")
         if not create and not path.startswith("file:") and not Path(path).exists():
             raise ScimError(f"no database at {path}: check --database-url / SCIMD_DATABASE_URL")
@@ -122,12 +143,15 @@ def _print(data: Any, as_json: bool, text: str) -> None:
 # -- serve ---------------------------------------------------------------------------------
 @app.command()
 def serve(
-    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1; env SCIMD_HOST).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000; env SCIMD_PORT).")] = None,
     database_url: DbUrl = None,
     config: Annotated[str | None, typer.Option(help="TOML settings file.")] = None,
     public_url: Annotated[
-        str | None, typer.Option(help="Public base URL, e.g. https://idp.example.com")
+        str | None,
+        typer.Option(help="Public base URL, e.g. https://idp.example.com (env SCIMD_PUBLIC_URL)"),
     ] = None,
 ) -> None:
     """Run the SCIM server (upgrades the database schema first)."""
@@ -137,6 +161,14 @@ def serve(
 
     s = _settings(config, host=host, port=port, database_url=database_url, public_url=public_url)
     _setup_logging(s.log_level)
+    parsed = sa.engine.make_url(s.database_url)
+    if parsed.get_backend_name() == "sqlite" and _in_memory(parsed.database or ""):
+        _fail(
+            f"{s.database_url} is an in-memory database: gone when the server stops, and out of"
+            " reach of the scimd commands that create its token; use sqlite:///scimd.db"
+        )
+    _check_listen(s.host, s.port)
+    _opened[0] = s.database_url
     engine = create_engine(s.database_url, connect_timeout=s.database_timeout)
     migrate.ensure_current(engine)
     with write_transaction(engine) as conn:
@@ -207,7 +239,55 @@ def _has(module: str) -> bool:
 
 
 def _safe_url(url: str) -> str:
-    return sa.engine.make_url(url).render_as_string(hide_password=True)
+    parsed = _absolute(url)
+    if parsed.get_backend_name() == "sqlite" and not parsed.query:
+        # As typed: render_as_string escapes a ':' in the path (a%3Ab.db).
+        return f"{parsed.drivername}:///{parsed.database or ''}"
+    return parsed.render_as_string(hide_password=True)
+
+
+def _absolute(url: str) -> sa.URL:
+    """The URL with a relative SQLite path made absolute: a printed command then works from
+    any directory (run elsewhere, a relative one made a new, empty database there)."""
+    parsed = sa.engine.make_url(url)
+    path = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or _in_memory(path) or path.startswith("file:"):
+        return parsed
+    return parsed.set(database=str(Path(path).expanduser().absolute()))
+
+
+def _in_memory(path: str) -> bool:
+    return path in ("", ":memory:") or path.startswith("file::memory:")
+
+
+# The database URL a command opened last: what a database error is explained against.
+_opened: list[str | None] = [None]
+
+
+def _check_listen(host: str, port: int) -> None:
+    """Fail before the banner (and a set-up link for this server) when the address cannot be
+    bound: uvicorn said so only after them, in a JSON log line, as if it had started."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        _fail(
+            f"cannot listen on {host}: {e.strerror}; --host takes an address of this machine"
+            " (127.0.0.1, or 0.0.0.0 for every interface)"
+        )
+        return
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind(address)
+        except OSError as e:
+            hint = (
+                "another process listens there: stop it, or pick another port with --port"
+                " (or SCIMD_PORT)"
+                if e.errno == errno.EADDRINUSE
+                else "--host takes an address of this machine (127.0.0.1, or 0.0.0.0)"
+            )
+            _fail(f"cannot listen on {host}:{port}: {e.strerror}; {hint}")
 
 
 def _self_command() -> str:
@@ -219,11 +299,40 @@ def _self_command() -> str:
 
 
 def _url_argument(url: str) -> str:
-    """A database URL for a printed command: quoted, its password never shown."""
+    """A database URL for a printed command: quoted, absolute, its password never shown."""
     safe = _safe_url(url)
-    if safe != url:
+    if sa.engine.make_url(url).password is not None:
         return f"{shlex.quote(safe)}  # put the password back in place of ***"
-    return shlex.quote(url)
+    return shlex.quote(safe)
+
+
+def _sqlite_hint(message: str) -> str:
+    """What is behind SQLite's terse errors about the file, checked on the spot."""
+    url = _opened[0]
+    if url is None:
+        return ""
+    parsed = sa.engine.make_url(url)
+    path = parsed.database or ""
+    if parsed.get_backend_name() != "sqlite" or _in_memory(path) or path.startswith("file:"):
+        return ""
+    file = Path(path).expanduser().absolute()
+    folder = file.parent
+    if not folder.is_dir():
+        return f" ({folder} is not a directory)"
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    if free is not None and free < 1024 * 1024 and ("disk" in message or "full" in message):
+        return (
+            f" (the disk holding {folder} is full: {free} bytes free; free some space and"
+            " start again)"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f" (this user cannot write in {folder}, where {file.name} and its -wal file live)"
+    if file.exists() and not os.access(file, os.R_OK | os.W_OK):
+        return f" (this user cannot read and write {file})"
+    return f" ({file})" if "unable to open" in message else ""
 
 
 def main() -> None:
@@ -233,10 +342,18 @@ def main() -> None:
     except (settings_mod.SettingsError, migrate.DatabaseUnsupported) as e:
         _fail(str(e))
     except sa.exc.ArgumentError as e:
-        _fail(f"not a database URL: {e}")
+        hint = (
+            "for PostgreSQL write postgresql+psycopg://USER@HOST/DATABASE"
+            if "dialects:postgres" in str(e)
+            else "e.g. sqlite:///scimd.db or postgresql+psycopg://USER@HOST/DATABASE"
+        )
+        _fail(f"not a database URL: {e} ({hint})")
     except sa.exc.DBAPIError as e:
         first = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
-        _fail(f"the database cannot be used: {first}")
+        _fail(f"the database cannot be used: {first}{_sqlite_hint(first)}")
+    except OSError as e:  # e.g. the database's directory cannot be made
+        where = f": {e.filename}" if e.filename else ""
+        _fail(f"{e.strerror or e}{where}")
     except ModuleNotFoundError as e:
         _fail(f"no driver for this database URL ({e.name} is not installed)")
     except OverflowError:
@@ -254,6 +371,8 @@ def _setup_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    if level.upper() != "DEBUG":  # "Context impl SQLiteImpl." at every start hid the banner
+        logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 # -- apps ----------------------------------------------------------------------------------
@@ -265,7 +384,9 @@ def apps_create(
     ] = "bearer",
     scope: Annotated[
         list[str] | None,
-        typer.Option(help="Allowed scope; repeat: --scope API --scope 'USER SYNC'."),
+        typer.Option(
+            help="Allowed scope; repeat: --scope API --scope 'USER SYNC' (the default: both)."
+        ),
     ] = None,
     lifetime: Annotated[
         int, typer.Option(help="Access token lifetime in seconds (0 = never expires).")
@@ -339,7 +460,11 @@ def apps_rotate(client_id: str, database_url: DbUrl = None, as_json: Json = Fals
     """Add a new secret; the old ones keep working until revoked (`apps revoke-secret`), so
     clients can be switched without downtime."""
     secret = _app_action(client_id, database_url, apps_mod.rotate_secret)
-    _print({"client_id": client_id, "client_secret": secret}, as_json, f"client_secret: {secret}")
+    _print(
+        {"client_id": client_id, "client_secret": secret},
+        as_json,
+        f"client_secret: {secret}\nCopy the secret now: it is not shown again.",
+    )
 
 
 @apps_app.command("disable")
@@ -353,8 +478,20 @@ def apps_disable(client_id: str, database_url: DbUrl = None) -> None:
 @apps_app.command("enable")
 def apps_enable(client_id: str, database_url: DbUrl = None) -> None:
     """Enable a disabled application."""
-    _app_action(client_id, database_url, lambda c, i, a: apps_mod.set_enabled(c, i, True, a))
-    typer.echo(f"enabled {client_id}")
+
+    def enable(conn: sa.Connection, i: str, actor: audit.Actor) -> bool:
+        """Whether the application has a secret that works (a revoked one stays revoked)."""
+        apps_mod.set_enabled(conn, i, True, actor)
+        mine = [r for r in apps_mod.list_apps(conn) if r["client_id"] == i]
+        return any(not sec["revoked"] for r in mine for sec in r["secrets"])
+
+    if _app_action(client_id, database_url, enable):
+        typer.echo(f"enabled {client_id}")
+    else:
+        typer.echo(
+            f"enabled {client_id}, but every secret of it is revoked: give it a new one with"
+            f" `scimd apps rotate {client_id}`"
+        )
 
 
 @apps_app.command("delete")
@@ -406,7 +543,9 @@ def properties_list(database_url: DbUrl = None, as_json: Json = False) -> None:
 def properties_remove(
     name: str,
     database_url: DbUrl = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Remove even if users hold values.")] = False,
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Remove even if users hold values.", metavar="")
+    ] = False,
 ) -> None:
     """Remove a custom user property definition."""
     urn = _settings().properties_urn
@@ -427,7 +566,11 @@ def properties_remove(
 # -- admin -----------------------------------------------------------------------------------
 PasswordStdin = Annotated[
     bool,
-    typer.Option("--password-stdin", help="Read the password from standard input (for scripts)."),
+    typer.Option(
+        "--password-stdin",
+        help="Read the password from standard input (for scripts).",
+        metavar="",
+    ),
 ]
 
 
@@ -477,7 +620,8 @@ def admin_reset_password(
 def db_upgrade(database_url: DbUrl = None) -> None:
     """Upgrade the database schema to the newest version."""
     s = _settings()
-    engine = create_engine(database_url or s.database_url, connect_timeout=s.database_timeout)
+    url = _opened[0] = database_url or s.database_url
+    engine = create_engine(url, connect_timeout=s.database_timeout)
     migrate.upgrade(engine)
     typer.echo(f"database at revision {migrate.current(engine)}")
     engine.dispose()
@@ -487,7 +631,8 @@ def db_upgrade(database_url: DbUrl = None) -> None:
 def db_current(database_url: DbUrl = None) -> None:
     """Show the database's schema revision and the newest one."""
     s = _settings()
-    engine = create_engine(database_url or s.database_url, connect_timeout=s.database_timeout)
+    url = _opened[0] = database_url or s.database_url
+    engine = create_engine(url, connect_timeout=s.database_timeout)
     typer.echo(f"current: {migrate.current(engine)}  head: {migrate.head()}")
     engine.dispose()
 

@@ -59,7 +59,13 @@ def create_engine(url: str, *, echo: bool = False, connect_timeout: float = 30) 
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
         if u.database and u.database != ":memory:":
-            Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(u.database).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # said with the path, by the command line
+                raise OSError(
+                    e.errno, f"cannot make the database's directory ({e.strerror})", e.filename
+                ) from e
         engine = sa.create_engine(
             u,
             echo=echo,

@@ -330,8 +330,19 @@ class Portal:
         if request.method == "GET":
             if await self.current_admin(request) is not None:
                 return RedirectResponse(_safe_next(nxt), status_code=303)
+
+            def none_yet() -> bool:
+                with self.directory.read() as conn:
+                    return admins.count(conn) == 0
+
             return self.render(
-                request, "login.html", title="Sign in", next=nxt, username="", error=None
+                request,
+                "login.html",
+                title="Sign in",
+                next=nxt,
+                username="",
+                error=None,
+                no_admin=await self.db(none_yet),
             )
         try:
             form = await self.form(request)
