@@ -84,6 +84,9 @@ class Directory:
         self.properties_urn = properties_urn
         self._lock = threading.Lock()
         self._local = threading.local()
+        # Every thread's connections, so that ``close`` ends them all: the portal's worker
+        # threads leave theirs behind, garbage collected open once the threads are gone.
+        self._open: set[sa.Connection] = set()
         self.sqlite = engine.dialect.name == "sqlite"
         # Writes PostgreSQL ended as deadlock (or serialization) victims, run again: exported
         # as ``scimd_db_write_retries``; none are expected from any client's pattern.
@@ -110,10 +113,14 @@ class Directory:
                 if not conn.invalidated:
                     conn.invalidate()  # never back to the pool
                 conn.close()
+            with self._lock:
+                self._open.discard(conn)
             conn = self.engine.connect()
             if reads and not self.sqlite:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             setattr(self._local, attr, conn)
+            with self._lock:
+                self._open.add(conn)
         return conn
 
     def _lost(self, conn: sa.Connection) -> bool:
@@ -207,10 +214,11 @@ class Directory:
             raise
 
     def close(self) -> None:
-        for attr in ("conn", "rconn"):
-            conn = getattr(self._local, attr, None)
-            if conn is not None:
-                conn.close()
+        """Close every thread's connections (call it once the threads are done with them)."""
+        with self._lock:
+            conns, self._open = list(self._open), set()
+        for conn in conns:
+            conn.close()
 
     # -- schema -------------------------------------------------------------------------------
     def check_versions(self, conn: sa.Connection) -> versions.Versions:
