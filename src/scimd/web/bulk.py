@@ -17,6 +17,7 @@ BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 _PREFIX = "bulkId:"
 _RESOURCES = {"users": "User", "groups": "Group"}
+_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class Unresolved(Exception):
@@ -37,10 +38,27 @@ class _Refs:
         self.created: dict[str, str] = {}
         self.failed: set[str] = set()
 
-    def resolve(self, value: Any) -> Any:
+    def resolve_data(self, data: Any) -> Any:
+        """An operation's data with its references replaced; never in the read-only ``id`` and
+        ``meta`` (a POST's ``"id": "bulkId:me"`` was taken for a reference to itself)."""
+        if not isinstance(data, dict):
+            return self.resolve(data)
+        return {
+            k: v if k.lower() in _NOT_REFERENCES else self.resolve(v, k) for k, v in data.items()
+        }
+
+    def resolve(self, value: Any, key: str = "") -> Any:
         if isinstance(value, str):
-            if not value.startswith(_PREFIX) or value[len(_PREFIX) :] not in self.declared:
+            if not value.startswith(_PREFIX):
                 return value
+            if value[len(_PREFIX) :] not in self.declared:
+                if key.lower() == "value":  # a reference's place: a member, the manager
+                    raise InvalidValue(
+                        f"'{value}' names no operation of this request (no operation has"
+                        f" bulkId '{value[len(_PREFIX) :]}')",
+                        status=409,
+                    )
+                return value  # text that looks like one
             key = value[len(_PREFIX) :]
             if key in self.created:
                 return self.created[key]
@@ -57,15 +75,39 @@ class _Refs:
                 )
             raise Unresolved(key)
         if isinstance(value, list):
-            return [self.resolve(v) for v in value]
+            return [self.resolve(v, key) for v in value]
         if isinstance(value, dict):
-            return {k: self.resolve(v) for k, v in value.items()}
+            return {k: self.resolve(v, k) for k, v in value.items()}
         return value
 
     def resolve_path(self, path: Any) -> Any:
         if not isinstance(path, str):
             return path
-        return "/".join(self.resolve(p) for p in path.split("/"))
+        return "/".join(self.resolve(p, "value") for p in path.split("/"))
+
+    def references(self, op: dict[str, Any]) -> list[str]:
+        """The declared bulkIds an operation references, in its path and data (in order)."""
+        found: dict[str, None] = {}
+        stack: list[Any] = [op.get("path")]
+        data = op.get("data")
+        if isinstance(data, dict):
+            stack += [v for k, v in data.items() if k.lower() not in _NOT_REFERENCES]
+        else:
+            stack.append(data)
+        while stack:
+            value = stack.pop()
+            if isinstance(value, str):
+                for part in value.split("/") if value.startswith("/") else (value,):
+                    if part.startswith(_PREFIX) and part[len(_PREFIX) :] in self.declared:
+                        found[part[len(_PREFIX) :]] = None
+            elif isinstance(value, list):
+                stack.extend(reversed(value))
+            elif isinstance(value, dict):
+                stack.extend(reversed(list(value.values())))
+        return list(found)
+
+
+_NOT_REFERENCES = frozenset({"id", "meta"})
 
 
 def _declared(ops: list[Any]) -> dict[str, int]:
@@ -118,53 +160,86 @@ async def run(scim: Scim, base: str, body: Any, actor: Actor | Gate) -> dict[str
     if len(ops) > limit:
         raise PayloadTooLarge(f"a BulkRequest may hold at most {limit} operations")
     fail_on = body.get("failOnErrors")
-    if fail_on is not None and (not isinstance(fail_on, int) or fail_on < 1):
+    if fail_on is not None and (
+        isinstance(fail_on, bool) or not isinstance(fail_on, int) or fail_on < 1
+    ):
         raise InvalidValue("'failOnErrors' must be a positive integer")
     declared = _declared(ops)
     creating = {k for k, i in declared.items() if str(ops[i].get("method", "")).upper() == "POST"}
     refs = _Refs(declared, creating)
+    order, cycles = _schedule(ops, refs)
     results: list[dict[str, Any] | None] = [None] * len(ops)
     errors = 0
-    pending = list(range(len(ops)))
-    # Operations whose bulkId references are not yet resolvable wait for a later pass
-    # (RFC 7644 §3.7.1 lets the server reorder). A pass that runs none of them leaves only
-    # operations waiting for each other: circular references, answered 409 (§3.7.1 allows it).
-    while pending:
-        waiting = []
-        for i in pending:
-            if fail_on is not None and errors >= fail_on:
-                break  # §3.7.3: operations not processed get no result
-            try:
-                result = await _one(scim, ops[i], refs, base, actor)
-            except Unresolved:
-                waiting.append(i)
-                continue
-            results[i] = result
-            if int(result["status"]) >= 400:
-                errors += 1
-                if isinstance(ops[i], dict) and ops[i].get("bulkId") is not None:
-                    refs.failed.add(str(ops[i]["bulkId"]))
+    for i in order:
         if fail_on is not None and errors >= fail_on:
-            break
-        if len(waiting) == len(pending):
-            cycle = ", ".join(f"'{ops[i].get('bulkId', i + 1)}'" for i in waiting)
-            for i in waiting:
-                results[i] = _error_result(
-                    ops[i],
-                    InvalidValue(
-                        f"operations {cycle} reference each other by bulkId, so none can be"
-                        " created first; create them without the references, then add"
-                        " those with a PATCH",
-                        status=409,
-                    ),
-                    _location(base, ops[i]),
-                )
-            break
-        pending = waiting
+            break  # §3.7.3: operations not processed get no result
+        if i in cycles:
+            names = ", ".join(f"'{ops[j].get('bulkId', j + 1)}'" for j in cycles[i])
+            what = (
+                f"operations {names} reference each other by bulkId, so none can be created first"
+                if len(cycles[i]) > 1
+                else f"operation {names} references itself by bulkId"
+            )
+            result = _error_result(
+                ops[i],
+                InvalidValue(
+                    f"{what}; create them without the references, then add those with a PATCH",
+                    status=409,
+                ),
+                _location(base, ops[i]),
+            )
+        else:
+            result = await _one(scim, ops[i], refs, base, actor)
+        results[i] = result
+        if int(result["status"]) >= 400:
+            errors += 1
+            if isinstance(ops[i], dict) and ops[i].get("bulkId") is not None:
+                refs.failed.add(str(ops[i]["bulkId"]))
     return {
         "schemas": [BULK_RESPONSE],
         "Operations": [r for r in results if r is not None],
     }
+
+
+def _schedule(ops: list[Any], refs: _Refs) -> tuple[list[int], dict[int, list[int]]]:
+    """The order to run the operations in, and the operations on a cycle (each with its cycle).
+
+    Request order, except that an operation referencing a POST later in the request runs
+    right after it (RFC 7644 §3.7.2: references resolve "in any order"; §3.7: a reordering
+    must keep the client's intent). Running such operations in a later pass instead put them
+    after every operation that followed them: a PATCH adding a user the request creates ran
+    after the DELETE of its group. Operations that reference each other (§3.7.1) are on a
+    cycle; those that merely depend on one fail as references to a failed operation.
+    """
+    deps = [
+        [refs.declared[k] for k in refs.references(op)] if isinstance(op, dict) else []
+        for op in ops
+    ]
+    state = [0] * len(ops)  # 0: not seen, 1: on the path being explored, 2: placed
+    order: list[int] = []
+    cycles: dict[int, list[int]] = {}
+    for root in range(len(ops)):
+        if state[root]:
+            continue
+        path = [root]
+        children = [iter(deps[root])]
+        state[root] = 1
+        while path:  # depth-first without recursion: a chain of 1,000 references is fine
+            nxt = next(children[-1], None)
+            if nxt is None:
+                state[path[-1]] = 2
+                order.append(path.pop())
+                children.pop()
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                path.append(nxt)
+                children.append(iter(deps[nxt]))
+            elif state[nxt] == 1:  # back on the path: the operations from there on a cycle
+                cycle = path[path.index(nxt) :]
+                members = sorted({*cycle, *(j for i in cycle for j in cycles.get(i, ()))})
+                for i in members:
+                    cycles[i] = members
+    return order, cycles
 
 
 def _location(base: str, op: Any) -> str | None:
@@ -181,7 +256,9 @@ def _location(base: str, op: Any) -> str | None:
 
 def _error_result(op: Any, err: ScimError, location: str | None = None) -> dict[str, Any]:
     op = op if isinstance(op, dict) else {}
-    out: dict[str, Any] = {"method": op.get("method"), "status": str(err.status)}
+    out: dict[str, Any] = {"status": str(err.status)}
+    if isinstance(op.get("method"), str):  # never "method": null (it is required, §3.7)
+        out = {"method": op["method"], **out}
     if op.get("bulkId"):
         out["bulkId"] = op["bulkId"]
     if location is not None and str(op.get("method", "")).upper() != "POST":
@@ -193,11 +270,18 @@ def _error_result(op: Any, err: ScimError, location: str | None = None) -> dict[
 async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate) -> dict[str, Any]:
     if not isinstance(op, dict):
         return _error_result({}, InvalidSyntax("each bulk operation must be a JSON object"))
-    method = str(op.get("method", "")).upper()
+    method = str(op.get("method") or "").upper()
     location: str | None = None
     try:
+        if method not in _METHODS:
+            given = op.get("method")
+            raise InvalidValue(
+                "a bulk operation needs a 'method': POST, PUT, PATCH or DELETE"
+                if given is None
+                else f"unsupported bulk method {given!r}: use POST, PUT, PATCH or DELETE"
+            )
         path = refs.resolve_path(op.get("path"))
-        data = refs.resolve(op.get("data"))
+        data = refs.resolve_data(op.get("data"))
         if not isinstance(path, str) or not path.startswith("/"):
             raise InvalidValue("a bulk operation needs a 'path' such as /Users or /Users/{id}")
         parts = [p for p in path.split("/") if p]
@@ -221,7 +305,9 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
         out: dict[str, Any] = {"method": method}
         if op.get("bulkId"):
             out["bulkId"] = op["bulkId"]
-        if method == "POST" and len(parts) == 1:
+        if method == "POST" and len(parts) != 1:
+            raise InvalidValue(f"POST takes /{parts[0]}, without an id (it creates one)")
+        if method == "POST":
             if not op.get("bulkId"):
                 raise InvalidValue("a bulk POST needs a 'bulkId'")
             w = await scim.write(d.create, name, data, actor, base)
@@ -238,13 +324,12 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
         elif method == "PATCH":
             w = await scim.write(d.patch, name, rid, data, actor, base, version, render=False)
             out.update(location=location, version=w.etag, status="200")
-        elif method == "DELETE":
+        else:
             await scim.write(d.delete, name, rid, actor, version)
             out.update(location=location, status="204")
-        else:
-            raise InvalidValue(f"unsupported bulk method '{op.get('method')}'")
         return out
-    except Unresolved:
-        raise
+    except Unresolved as e:  # scheduled after what it names: that never created anything
+        err = InvalidValue(f"bulkId '{e}' could not be resolved", status=409)
+        return _error_result(op, err, location or _location(base, op))
     except ScimError as e:
         return _error_result(op, e, location or _location(base, op))
