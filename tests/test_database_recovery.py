@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -89,7 +90,7 @@ def test_a_silent_database_is_answered_503_and_then_recovered(
     url = sa.engine.make_url(postgres_url)
     creds = create_app(postgres_url, "entra")
     headers = {"Authorization": f"Bearer {creds.client_secret}"}
-    with FreezingProxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+    with closing(FreezingProxy(url.host or "127.0.0.1", url.port or 5432)) as proxy:
         via_proxy = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
         env = {"SCIMD_DATABASE_TIMEOUT": "2", "SCIMD_DATABASE_CONNECTIONS": "2"}
         with (

@@ -3,7 +3,7 @@ path that drops everything: connections stay open, and nothing comes back.
 
 While frozen, the proxy accepts new connections and never connects them, and it drops what
 either side sends (a connection that lost data is never forwarded again). Thawed, new
-connections work as before.
+connections work as before. Use it as ``with contextlib.closing(FreezingProxy(...))``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
-from types import TracebackType
-from typing import Self
 
 _CHUNK = 65536
 
@@ -87,14 +85,3 @@ class FreezingProxy:
             for s in self._sockets:
                 with contextlib.suppress(OSError):
                     s.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
