@@ -890,7 +890,7 @@ def test_remove_with_old_value_on_value_path_sub_attribute() -> None:
         user(),
         {"op": "Remove", "path": 'emails[type eq "work"].value', "value": "updated@example.org"},
     )
-    assert result.doc["emails"] == [{"type": "work", "primary": True}]
+    assert "emails" not in result.doc  # the element went with its value (see below)
     assert "updated@example.org" not in str(result.doc)
 
 
@@ -1629,3 +1629,28 @@ def test_an_unqualified_enterprise_name_is_the_enterprise_attribute_beside_a_pro
     )
     assert result.doc[S.ENTERPRISE_SCHEMA]["manager"] == {"value": "boss-id"}
     assert result.doc[S.USER_PROPERTIES_SCHEMA]["manager"] == "text"
+
+
+def test_an_element_that_loses_its_value_goes() -> None:
+    """Entra clears a work email with ``remove emails[type eq "work"].value`` (carrying the
+    old address); the element stayed as ``{"type": "work", "primary": true}``, an email of no
+    address. A null through the same path does the same; other sub-attributes leave the
+    element, and single-valued complex attributes keep what remains."""
+    doc = user(
+        emails=[
+            {"value": "w@x.com", "type": "work", "primary": True},
+            {"value": "h@x.com", "type": "home"},
+        ],
+        phoneNumbers=[{"value": "+1 555", "type": "mobile"}],
+    )
+    removed = patch(
+        doc,
+        {"op": "Remove", "path": 'emails[type eq "work"].value', "value": "w@x.com"},
+        {"op": "replace", "path": 'phoneNumbers[type eq "mobile"].value', "value": None},
+    ).doc
+    assert removed["emails"] == [{"value": "h@x.com", "type": "home"}]
+    assert "phoneNumbers" not in removed
+    typed = patch(doc, {"op": "remove", "path": 'emails[type eq "home"].type'}).doc
+    assert {"value": "h@x.com"} in typed["emails"] and len(typed["emails"]) == 2
+    named = patch(doc, {"op": "remove", "path": "name.givenName"}).doc
+    assert named["name"] == {k: v for k, v in doc["name"].items() if k != "givenName"}

@@ -620,9 +620,7 @@ class _Patcher:
             sub = t.sub
             v = normalise_value(sub, value, t.where)
             if v is None:
-                for e in matched:
-                    e.pop(sub.name, None)
-                self.store_elements(container, attr, [e for e in elements if e])
+                self.unassign_sub(container, attr, sub, elements, matched)
                 return
             if matched:
                 for e in matched:
@@ -721,9 +719,28 @@ class _Patcher:
             ids = {id(e) for e in matched}
             self.store_elements(container, attr, [e for e in elements if id(e) not in ids])
             return
+        self.unassign_sub(container, attr, t.sub, elements, matched)
+
+    def unassign_sub(
+        self,
+        container: dict[str, Any],
+        attr: S.Attribute,
+        sub: S.Attribute,
+        elements: list[Any],
+        matched: list[Any],
+    ) -> None:
+        """Unassign ``sub`` in the matched elements. An element of a multi-valued attribute
+        that loses its ``value`` goes: Entra clears a work email with ``remove
+        emails[type eq "work"].value``, which left ``{"type": "work", "primary": true}``,
+        an email of no address."""
         for e in matched:
-            e.pop(t.sub.name, None)
-        self.store_elements(container, attr, [e for e in elements if e])
+            e.pop(sub.name, None)
+        if attr.multi_valued and sub.name == "value":
+            gone = {id(e) for e in matched}
+            kept = [e for e in elements if id(e) not in gone]
+        else:
+            kept = [e for e in elements if e]
+        self.store_elements(container, attr, kept)
 
     def remove_values(
         self, container: dict[str, Any], attr: S.Attribute, value: Any, where: str
