@@ -1335,3 +1335,27 @@ def test_bulk_puts_with_the_same_password_keep_the_version(api: Api) -> None:
     results = r.json()["Operations"]
     assert [o["status"] for o in results] == ["200", "200", "404"]
     assert results[0]["version"] == results[1]["version"] == v1
+
+
+def test_a_user_is_always_active_or_inactive(api: Api) -> None:
+    """RFC 7643 gives `active` no default: a user created without it, or PUT without it, was
+    neither (no `active eq` filter found it; Okta's spec tests want it set). A new user is
+    active; a PUT without `active` keeps the stored one, as it keeps the password."""
+    made = api.user("noactive@x.com")
+    assert made["active"] is True
+    disabled = api.req(
+        "PATCH",
+        f"/Users/{made['id']}",
+        {"Operations": [{"op": "replace", "path": "active", "value": False}]},
+    ).json()
+    assert disabled["active"] is False
+    put = api.req("PUT", f"/Users/{made['id']}", {"schemas": [USER], "userName": "noactive@x.com"})
+    assert put.status_code == 200 and put.json()["active"] is False
+    found = api.req("GET", '/Users?filter=active eq false and userName eq "noactive@x.com"')
+    assert found.json()["totalResults"] == 1
+    back = api.req(
+        "PUT",
+        f"/Users/{made['id']}",
+        {"schemas": [USER], "userName": "noactive@x.com", "active": True},
+    )
+    assert back.json()["active"] is True

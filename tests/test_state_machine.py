@@ -48,7 +48,7 @@ names = st.sampled_from(["ann", "Ann", "bob", "BOB", "cy", "dee"])
 @dataclass
 class ModelUser:
     user_name: str
-    active: bool | None = None  # absent until set
+    active: bool = True  # a new user is active; a PUT without `active` keeps it
     title: str | None = None
     age: int | None = None  # the custom Integer property, set the ways Entra sends it
     etag: str = ""
@@ -153,7 +153,7 @@ class Directory(RuleBasedStateMachine):
             return
         assert r.status_code == 200, r.text
         user = self.users[uid]
-        user.user_name, user.title, user.active, user.age = user_name, title, None, None
+        user.user_name, user.title, user.age = user_name, title, None
         user.etag = r.headers["etag"]
 
     @rule(uid=consumes(users_b))

@@ -668,6 +668,10 @@ class Directory:
                 doc_in = body
             try:
                 doc = R.normalise(rt, doc_in)
+                if name == "User":
+                    # RFC 7643 gives `active` no default; clients (Okta's spec tests) expect a
+                    # new user to be active or inactive, never neither.
+                    doc.setdefault("active", True)
             except ScimError:
                 if assumed is not None:
                     # Judged by counters that may have moved (a property added, the caller's
@@ -723,6 +727,10 @@ class Directory:
             doc = R.normalise(rt, doc_in)
             if "password" in row.doc and "password" not in doc:
                 doc["password"] = row.doc["password"]  # writeOnly: PUT without it keeps it
+            if name == "User" and "active" not in doc and "active" in row.doc:
+                # RFC 7644 §3.5.1 lets a PUT's missing attribute be cleared or defaulted: a
+                # user neither active nor inactive matched no `active eq` filter.
+                doc["active"] = row.doc["active"]
             changed = doc != row.doc or (
                 items is not None
                 and {m["value"] for m in items} != {m["value"] for m in load_members(conn, row.pk)}
