@@ -105,6 +105,10 @@ def test_a_silent_database_is_answered_503_and_then_recovered(
             csrf = re.search(r'name="csrf" value="([^"]+)"', page)
             assert csrf is not None
 
+            with ThreadPoolExecutor(4) as pool:  # open both connection slots
+                opened = list(pool.map(lambda _: c.get(f"/Users/{user_id}").status_code, range(8)))
+            assert opened == [200] * 8
+
             proxy.freeze()
             # The portal's queries run in threads: the page is answered, the thread waits.
             signin = portal.post(
@@ -125,13 +129,21 @@ def test_a_silent_database_is_answered_503_and_then_recovered(
                         )
                     return own.get(f"{server.root_url}/healthz")
 
-            # Twice the connection slots at once: half of them queue for a slot.
+            # Twice the connection slots: a GET and a POST take the two slots and wait on the
+            # silent database; the four sent after them queue for a slot, then for a new
+            # connection the database never answers.
             with ThreadPoolExecutor(6) as pool:
-                replies = list(pool.map(request, range(6)))
+                first = [pool.submit(request, i) for i in (0, 1)]
+                time.sleep(0.5)
+                queued = [pool.submit(request, i) for i in range(2, 6)]
+                replies = [f.result() for f in first + queued]
             assert [r.status_code for r in replies] == [503] * 6, [r.text for r in replies]
             scim_errors = [r.json() for r in replies if r.url.path.startswith("/scim/")]
             assert all(e["status"] == "503" for e in scim_errors)
-            assert any("did not answer within 2 s" in e["detail"] for e in scim_errors), scim_errors
+            # Cut off in a slot (a request that had to open a connection instead is told the
+            # database is unavailable: the silent server never completes the connection).
+            cut = [r.json()["detail"] for r in replies[:2]]
+            assert any("did not answer within 2 s" in d for d in cut), cut
 
             proxy.thaw()
             assert c.get(f"/Users/{user_id}").status_code == 200
