@@ -363,3 +363,25 @@ def test_delete_checks_if_match_against_the_version_it_read(directory: Directory
     d.delete("User", u.id, gate, 'W/"1"')
     with pytest.raises(NotFound):
         d.get("User", u.id, BASE)
+
+
+def test_a_delete_of_a_row_that_moved_leaves_its_groups_versions(directory: Directory) -> None:
+    """The DELETE first gives the user's groups new versions (their member lists change);
+    when the user had moved and nothing was deleted, those versions were committed anyway:
+    a new version of each group, with no change and no audit record."""
+    d = directory
+    row = _row(d, "moved@x.com")
+    g = _group_row(d, "Moved")
+    v = _counters(d)
+    with d.read() as conn:
+        assert conditional.patch_group(conn, g, g.doc, [row.id], [], APP, {"n": 1}, v, exact=False)
+        moved = conditional.replace_user(
+            conn, row, {**row.doc, "title": "t"}, APP, "patch", None, v
+        )
+    assert moved is not None
+    with d.read() as conn:
+        before = d.repos["Group"].get_row(conn, g.id).version
+        assert not conditional.delete(conn, USERS_KIND, row, APP, _counters(d))  # stale version
+        assert d.repos["Group"].get_row(conn, g.id).version == before
+    assert _members(d, g.id) == {row.id}
+    assert _audits(d, g.id) == ["create", "patch"]

@@ -376,7 +376,8 @@ def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: version
     except BaseException:
         _transaction(conn, "ROLLBACK")
         raise
-    _transaction(conn, "COMMIT")
+    # Not deleted (the row moved): the groups' new versions announce no change, so they go.
+    _transaction(conn, "COMMIT" if gone else "ROLLBACK")
     return gone
 
 
