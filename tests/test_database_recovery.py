@@ -7,6 +7,7 @@ the server must replace the connection, not keep failing on it.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -152,7 +153,16 @@ def test_a_silent_database_is_answered_503_and_then_recovered(
             after = c.post("/Users", json={"userName": "after@x.com"})
             assert after.status_code == 201, after.text
             assert httpx.get(f"{server.root_url}/healthz").status_code == 200
-        assert "waited over 2 s" in server.stderr_text()
+        log = server.stderr_text()
+        assert "waited over 2 s" in log
+        # Each error line names its request, as the access line and the reply do.
+        errors = [
+            json.loads(line)
+            for line in log.splitlines()
+            if line.startswith("{") and "database unavailable on" in line
+        ]
+        scim_ids = {r.headers["x-request-id"] for r in replies if r.url.path.startswith("/scim/")}
+        assert scim_ids <= {e.get("request_id") for e in errors}, (scim_ids, errors)
 
 
 def test_a_write_lock_held_past_the_busy_timeout_is_an_operational_error(tmp_path: Path) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from starlette.testclient import TestClient
@@ -167,3 +170,80 @@ def test_latency_histogram_is_cumulative_with_le_bounds() -> None:
     assert f'scimd_request_duration_seconds_bucket{{le="+Inf",{labels}}} 5.0' in text
     assert f"scimd_request_duration_seconds_count{{{labels}}} 5.0" in text
     assert 'scimd_requests_total{method="GET",route="/scim/v2/Users",status="200"} 4.0' in text
+
+
+def test_a_stopping_server_does_not_wait_forever_for_a_slow_client(tmp_path: Path) -> None:
+    """SIGTERM waits for requests in progress, but at most ``shutdown_timeout`` seconds: a
+    client sending its body a byte every half second (no token needed) kept the server
+    alive until it was killed."""
+    import signal
+    import socket
+    import subprocess
+    import threading
+
+    from support.live_server import sqlite_url, start_server
+
+    with start_server(
+        sqlite_url(tmp_path / "slow.db"), log_dir=tmp_path, env={"SCIMD_SHUTDOWN_TIMEOUT": "2"}
+    ) as server:
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(
+            b"POST /scim/v2/Users HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer nope\r\n"
+            b"Content-Type: application/scim+json\r\nContent-Length: 100000\r\n\r\n{"
+        )
+        done = threading.Event()
+
+        def trickle() -> None:
+            while not done.wait(0.5):
+                try:
+                    sock.sendall(b" ")
+                except OSError:
+                    return
+
+        threading.Thread(target=trickle, daemon=True).start()
+        try:
+            server.process.send_signal(signal.SIGTERM)
+            try:
+                server.process.wait(timeout=60)  # a bound for the test, not a measured time
+            except subprocess.TimeoutExpired:
+                pytest.fail("the server still waited for the slow client after 60 s")
+        finally:
+            done.set()
+            sock.close()
+        # uvicorn cancels the request it gave up on, and says so.
+        assert "timeout graceful shutdown exceeded" in server.stderr_text()
+
+
+def test_a_forced_quit_keeps_the_access_log(tmp_path: Path) -> None:
+    """A second Ctrl+C skips the app's shutdown, which flushed the access log: the last
+    250 ms of lines, answered requests among them, were lost."""
+    import signal
+    import threading
+
+    from support.live_server import create_app as make_app
+    from support.live_server import sqlite_url, start_server
+
+    url = sqlite_url(tmp_path / "quit.db")
+    creds = make_app(url, "q")
+    headers = {"Authorization": f"Bearer {creds.client_secret}"}
+    ops = [
+        {"method": "POST", "path": "/Users", "bulkId": f"b{i}", "data": {"userName": f"b{i}@x"}}
+        for i in range(1000)
+    ]
+    bulk = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops}
+    with start_server(url, log_dir=tmp_path) as server:
+
+        def long_bulk() -> None:  # in progress when the server is stopped
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(f"{server.scim_url}/Bulk", json=bulk, headers=headers, timeout=60)
+
+        threading.Thread(target=long_bulk, daemon=True).start()
+        r = httpx.post(f"{server.scim_url}/Users", json={"userName": "last@x.com"}, headers=headers)
+        assert r.status_code == 201
+        server.process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        server.process.send_signal(signal.SIGINT)
+        server.process.wait(timeout=30)
+    rid = r.headers["x-request-id"]
+    lines = [json.loads(x) for x in server.stderr_text().splitlines() if x.startswith("{")]
+    assert [x["status"] for x in lines if x.get("request_id") == rid] == [201]

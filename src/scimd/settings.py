@@ -47,6 +47,10 @@ class Settings:
     # connections are closed and it is answered 503; 0 waits forever. A server that is up but
     # silent otherwise holds every request until the clients give up.
     database_timeout: int = 30
+    # Seconds a stopping server (SIGTERM, Ctrl+C) waits for requests in progress; then it
+    # closes their connections. Without a bound one client sending its body a byte at a time
+    # kept the process alive until it was killed (losing the last access log lines).
+    shutdown_timeout: int = 15
 
 
 # SCIMD_ variables that are not settings: the settings file, and the test and benchmark tools'.
@@ -124,11 +128,12 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
     out = replace(s, **typed)
     if not 0 <= out.port <= 65535:
         raise SettingsError(f"{where.get('port', 'port')}: {out.port} is not a TCP port (0-65535)")
-    if out.database_timeout < 0:
-        raise SettingsError(
-            f"{where.get('database_timeout', 'database_timeout')}: {out.database_timeout} is"
-            " negative (seconds; 0 waits forever)"
-        )
+    for name in ("database_timeout", "shutdown_timeout"):
+        if getattr(out, name) < 0:
+            raise SettingsError(
+                f"{where.get(name, name)}: {getattr(out, name)} is negative (seconds; 0 waits"
+                " forever)"
+            )
     if out.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise SettingsError(
             f"{where.get('log_level', 'log_level')}: {out.log_level!r} is not a log level"

@@ -210,6 +210,7 @@ def serve(
         log_config=None,
         access_log=False,
         server_header=False,
+        timeout_graceful_shutdown=s.shutdown_timeout or None,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import bisect
 import itertools
 import logging
@@ -10,7 +11,9 @@ import os
 import re
 import sys
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from typing import Any, BinaryIO
 
 import orjson
@@ -19,6 +22,11 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 from prometheus_client.utils import floatToGoString
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+# The id of the request being answered in this task, for the log lines it causes: an error
+# line without it could be matched to its access line (and the id a 500 tells the client) only
+# by time and path.
+REQUEST_ID: ContextVar[str | None] = ContextVar("scimd_request_id", default=None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,6 +39,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        rid = REQUEST_ID.get()
+        if rid is not None:  # logged while answering a request: the access line's id
+            data["request_id"] = rid
         data.update(getattr(record, "fields", {}))
         if record.exc_info:
             data["exc"] = self.formatException(record.exc_info)
@@ -151,6 +162,7 @@ class AccessLog:
         self._scheduled = False
         self._second = -1
         self._stamp = ""
+        _LOGS.add(self)  # flushed at exit: a forced quit skips the app's shutdown
 
     def _now(self) -> str:
         now = time.time()
@@ -184,6 +196,17 @@ class AccessLog:
             pass
 
 
+_LOGS: weakref.WeakSet[AccessLog] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_logs() -> None:
+    """A second Ctrl+C (uvicorn's forced quit) skips the lifespan shutdown that flushes the
+    access log: the lines of the last 250 ms, answered requests among them, were lost."""
+    for access_log in list(_LOGS):
+        access_log.flush()
+
+
 class Observer:
     """Request ids, metrics and the access log for one app.
 
@@ -205,6 +228,7 @@ class Observer:
         records name, and a client's ``X-Request-Id`` (taken as the id before) could give its
         writes the id of another request's. The client's is logged beside it."""
         rid = f"{self._prefix}{next(self._seq):011x}"
+        REQUEST_ID.set(rid)  # the request's own task: its context ends with it
         state = scope.setdefault("state", {})
         state["request_id"] = rid
         for k, v in scope.get("headers", ()):
