@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
@@ -21,3 +24,42 @@ def test_an_upgraded_database_matches_the_table_definitions(any_database_url: st
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_servers_starting_together_on_an_empty_postgres_both_upgrade_it(postgres_url: str) -> None:
+    """Two servers started at once on an empty PostgreSQL database both created the tables,
+    and one died on a duplicate key (7 times in 8). The upgrade now holds an advisory lock:
+    the others wait, then find the schema current. Three processes upgrade at once."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "scimd.cli.main", "db", "upgrade"]
+    runs = [
+        subprocess.Popen(
+            [*command, "--database-url", postgres_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outcomes = [(run.communicate(timeout=120)[1], run.returncode) for run in runs]
+    assert [code for _, code in outcomes] == [0, 0, 0], outcomes
+    engine = create_engine(postgres_url)
+    assert migrate.current(engine) == migrate.head()
+    engine.dispose()
+
+
+def test_a_database_from_before_the_first_schema_was_final_is_refused(tmp_path: Path) -> None:
+    """Early builds changed the first migration in place: a database they made upgraded to
+    the newest revision, then every write failed on the counters' missing `slot` column."""
+    import sqlalchemy as sa
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'early.db'}")
+    migrate.ensure_current(engine)
+    with engine.begin() as conn:  # the counters table as those builds made it
+        conn.execute(sa.text("DROP TABLE counters"))
+        conn.execute(sa.text("CREATE TABLE counters (name VARCHAR(32) PRIMARY KEY, value INTEGER)"))
+    with pytest.raises(migrate.DatabaseUnsupported, match="no 'slot' column"):
+        migrate.ensure_current(engine)
+    engine.dispose()

@@ -30,8 +30,21 @@ def current(engine: sa.Engine) -> str | None:
         return MigrationContext.configure(conn).get_current_revision()
 
 
+# pg_advisory_xact_lock key of schema upgrades ("scimd" in ASCII).
+_UPGRADE_LOCK = 0x7363696D64
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
     with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Two servers starting on an empty database both created the tables, and one
+            # died on a duplicate key (7 times in 8). The second now waits for the first's
+            # upgrade (DDL is transactional here) and finds nothing left to do.
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
+            if revision == "head" and MigrationContext.configure(conn).get_current_revision() == (
+                head()
+            ):
+                return
         command.upgrade(_config(conn), revision)
 
 
@@ -41,6 +54,19 @@ def ensure_current(engine: sa.Engine) -> None:
         check_postgres(engine)
     if current(engine) != head():
         upgrade(engine)
+    check_counters(engine)
+
+
+def check_counters(engine: sa.Engine) -> None:
+    """Refuse a database made by a build from before the first migration was final: it
+    upgrades to the newest revision, yet every write then fails on a column it lacks."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("counters")}
+    if "slot" not in columns:
+        raise DatabaseUnsupported(
+            "this database was made by a development build of scimd from before its first"
+            " schema was final (its counters table has no 'slot' column), and cannot be"
+            " upgraded; create a new database"
+        )
 
 
 class DatabaseUnsupported(RuntimeError):
