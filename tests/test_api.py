@@ -515,6 +515,48 @@ def test_bulk_forward_references_keep_the_clients_order(api: Api) -> None:
     assert x[ent]["manager"]["value"] == r[4]["location"].rsplit("/", 1)[1]
 
 
+def test_bulk_a_waiting_operation_runs_after_the_post_it_names_not_before_others(
+    api: Api,
+) -> None:
+    """An operation waits for the POST it references; the POST is not moved before the
+    operations between them. Moving it first made this request (delete alice, create a new
+    alice, add her to a group, sent with the add first) fail: the new alice was created
+    before the old one was deleted (409), and the add failed with her."""
+    old = api.user("alice@x.com")["id"]
+    gid = api.req("POST", "/Groups", {"displayName": "Team"}).json()["id"]
+    add = {"Operations": [{"op": "Add", "path": "members", "value": [{"value": "bulkId:new"}]}]}
+    ops = [
+        {"method": "PATCH", "path": f"/Groups/{gid}", "data": add},
+        {"method": "DELETE", "path": f"/Users/{old}"},
+        {"method": "POST", "path": "/Users", "bulkId": "new", "data": {"userName": "alice@x.com"}},
+    ]
+    r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
+    assert [o["status"] for o in r] == ["200", "204", "201"], r
+    new = r[2]["location"].rsplit("/", 1)[1]
+    assert [m["value"] for m in api.req("GET", f"/Groups/{gid}").json()["members"]] == [new]
+
+
+def test_bulk_text_that_looks_like_a_reference_is_data_outside_paths_and_the_manager(
+    api: Api,
+) -> None:
+    """Only a path segment or the manager naming no operation is refused: a title or an
+    email that reads ``bulkId:...`` is data, in a Bulk as outside one."""
+    uid = api.user("text@x.com")["id"]
+    title = {"Operations": [{"op": "replace", "path": "title", "value": "bulkId:legacy-42"}]}
+    ops = [
+        {"method": "PATCH", "path": f"/Users/{uid}", "data": title},
+        {
+            "method": "POST",
+            "path": "/Users",
+            "bulkId": "e",
+            "data": {"userName": "e@x.com", "emails": [{"value": "bulkId:e@x.com"}]},
+        },
+    ]
+    r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
+    assert [o["status"] for o in r] == ["200", "201"], r
+    assert api.req("GET", f"/Users/{uid}").json()["title"] == "bulkId:legacy-42"
+
+
 def test_bulk_cycles_count_toward_fail_on_errors_and_name_only_their_members(api: Api) -> None:
     """§3.7.1: operations that reference each other get a 409; those that merely reference
     one of them get a 409 for a failed reference, not a place in the cycle. Cycle errors
@@ -551,7 +593,9 @@ def test_bulk_cycles_count_toward_fail_on_errors_and_name_only_their_members(api
         "self": "409",
     }
     assert "'A', 'B' reference each other" in by["A"]["response"]["detail"]
-    assert "'A'" in by["C"]["response"]["detail"] and "failed" in by["C"]["response"]["detail"]
+    assert (
+        "'A'" in by["C"]["response"]["detail"] and "could not run" in by["C"]["response"]["detail"]
+    )
     assert "references itself" in by["self"]["response"]["detail"]
     once = {"schemas": [BULK], "failOnErrors": 1, "Operations": ops[:3]}
     assert len(api.req("POST", "/Bulk", once).json()["Operations"]) == 1

@@ -3,6 +3,7 @@ references resolved as the resources they name are created."""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from scimd.scim.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
@@ -44,15 +45,20 @@ class _Refs:
         if not isinstance(data, dict):
             return self.resolve(data)
         return {
-            k: v if k.lower() in _NOT_REFERENCES else self.resolve(v, k) for k, v in data.items()
+            k: v if k.lower() in _NOT_REFERENCES else self.resolve(v, _within(k, ""))
+            for k, v in data.items()
         }
 
-    def resolve(self, value: Any, key: str = "") -> Any:
+    def resolve(self, value: Any, within: str = "") -> Any:
+        """``value`` with its references replaced. ``within`` is the attribute holding it:
+        a ``bulkId:`` that names no operation is a 409 in a path and as the manager (stored as
+        sent it was a manager of ``bulkId:nope``), and data anywhere else (a title or an
+        address may read so); a member naming no resource is refused as an unknown id."""
         if isinstance(value, str):
             if not value.startswith(_PREFIX):
                 return value
             if value[len(_PREFIX) :] not in self.declared:
-                if key.lower() == "value":  # a reference's place: a member, the manager
+                if within in ("/", "manager"):
                     raise InvalidValue(
                         f"'{value}' names no operation of this request (no operation has"
                         f" bulkId '{value[len(_PREFIX) :]}')",
@@ -75,15 +81,15 @@ class _Refs:
                 )
             raise Unresolved(key)
         if isinstance(value, list):
-            return [self.resolve(v, key) for v in value]
+            return [self.resolve(v, within) for v in value]
         if isinstance(value, dict):
-            return {k: self.resolve(v, k) for k, v in value.items()}
+            return {k: self.resolve(v, _within(k, within)) for k, v in value.items()}
         return value
 
     def resolve_path(self, path: Any) -> Any:
         if not isinstance(path, str):
             return path
-        return "/".join(self.resolve(p, "value") for p in path.split("/"))
+        return "/".join(self.resolve(p, "/") for p in path.split("/"))
 
     def references(self, op: dict[str, Any]) -> list[str]:
         """The declared bulkIds an operation references, in its path and data (in order)."""
@@ -108,6 +114,15 @@ class _Refs:
 
 
 _NOT_REFERENCES = frozenset({"id", "meta"})
+
+
+def _within(key: str, parent: str) -> str:
+    """What a value under ``key`` is part of: the manager (``manager``, its URN-qualified
+    name, or the ``value`` of a manager object), or ``key`` itself."""
+    name = key.lower()
+    if name == "manager" or name.endswith(":manager") or (name == "value" and parent == "manager"):
+        return "manager"
+    return name
 
 
 def _declared(ops: list[Any]) -> dict[str, int]:
@@ -167,79 +182,143 @@ async def run(scim: Scim, base: str, body: Any, actor: Actor | Gate) -> dict[str
     declared = _declared(ops)
     creating = {k for k, i in declared.items() if str(ops[i].get("method", "")).upper() == "POST"}
     refs = _Refs(declared, creating)
-    order, cycles = _schedule(ops, refs)
-    results: list[dict[str, Any] | None] = [None] * len(ops)
-    errors = 0
-    for i in order:
-        if fail_on is not None and errors >= fail_on:
-            break  # §3.7.3: operations not processed get no result
-        if i in cycles:
-            names = ", ".join(f"'{ops[j].get('bulkId', j + 1)}'" for j in cycles[i])
-            what = (
-                f"operations {names} reference each other by bulkId, so none can be created first"
-                if len(cycles[i]) > 1
-                else f"operation {names} references itself by bulkId"
-            )
-            result = _error_result(
-                ops[i],
-                InvalidValue(
-                    f"{what}; create them without the references, then add those with a PATCH",
-                    status=409,
-                ),
-                _location(base, ops[i]),
-            )
-        else:
-            result = await _one(scim, ops[i], refs, base, actor)
-        results[i] = result
-        if int(result["status"]) >= 400:
-            errors += 1
-            if isinstance(ops[i], dict) and ops[i].get("bulkId") is not None:
-                refs.failed.add(str(ops[i]["bulkId"]))
     return {
         "schemas": [BULK_RESPONSE],
-        "Operations": [r for r in results if r is not None],
+        "Operations": await _Run(scim, base, actor, ops, refs, fail_on).all(),
     }
 
 
-def _schedule(ops: list[Any], refs: _Refs) -> tuple[list[int], dict[int, list[int]]]:
-    """The order to run the operations in, and the operations on a cycle (each with its cycle).
-
-    Request order, except that an operation referencing a POST later in the request runs
-    right after it (RFC 7644 §3.7.2: references resolve "in any order"; §3.7: a reordering
-    must keep the client's intent). Running such operations in a later pass instead put them
-    after every operation that followed them: a PATCH adding a user the request creates ran
-    after the DELETE of its group. Operations that reference each other (§3.7.1) are on a
-    cycle; those that merely depend on one fail as references to a failed operation.
+class _Run:
+    """The operations in request order, except that one referencing a POST that has not run
+    yet waits for it and runs right after it (RFC 7644 §3.7.2: references resolve "in any
+    order"; §3.7: a reordering must keep the client's intent). Waiting for a second pass put
+    such an operation after every operation that followed it (a PATCH adding a new user to a
+    group ran after the group's DELETE); running the POST early instead broke a request that
+    deletes a user and creates one of the same name. Operations still waiting at the end wait
+    for each other (§3.7.1, a cycle) or for such operations: each gets a 409 that says which.
     """
-    deps = [
-        [refs.declared[k] for k in refs.references(op)] if isinstance(op, dict) else []
-        for op in ops
-    ]
-    state = [0] * len(ops)  # 0: not seen, 1: on the path being explored, 2: placed
-    order: list[int] = []
+
+    def __init__(
+        self,
+        scim: Scim,
+        base: str,
+        actor: Actor | Gate,
+        ops: list[Any],
+        refs: _Refs,
+        fail_on: int | None,
+    ) -> None:
+        self.scim, self.base, self.actor, self.ops, self.refs = scim, base, actor, ops, refs
+        self.fail_on = fail_on
+        self.results: list[dict[str, Any] | None] = [None] * len(ops)
+        self.errors = 0
+        self.waiting: dict[str, list[int]] = {}  # bulkId -> operations waiting for its POST
+        self.missing: list[set[str]] = [set() for _ in ops]
+        self.ran: set[str] = set()  # bulkIds whose POST has run (created or failed)
+
+    def stopped(self) -> bool:
+        return self.fail_on is not None and self.errors >= self.fail_on  # §3.7.3
+
+    async def all(self) -> list[dict[str, Any]]:
+        for i, op in enumerate(self.ops):
+            if self.stopped():
+                break  # operations not processed get no result
+            wanted = self.refs.references(op) if isinstance(op, dict) else []
+            self.missing[i] = {k for k in wanted if k in self.refs.creating and k not in self.ran}
+            if self.missing[i]:
+                for key in self.missing[i]:
+                    self.waiting.setdefault(key, []).append(i)
+                continue
+            await self.execute(i)
+        if not self.stopped():
+            self.unresolvable()
+        return [r for r in self.results if r is not None]
+
+    async def execute(self, first: int) -> None:
+        """Run an operation, then those it lets run, each right after what it waited for."""
+        queue = deque([first])
+        while queue and not self.stopped():
+            i = queue.popleft()
+            self.record(i, await _one(self.scim, self.ops[i], self.refs, self.base, self.actor))
+            key = _bulk_id(self.ops[i])
+            if key is None or key not in self.refs.creating:
+                continue
+            self.ran.add(key)
+            released = []
+            for w in self.waiting.pop(key, []):
+                self.missing[w].discard(key)
+                if not self.missing[w]:
+                    released.append(w)
+            queue.extendleft(sorted(released, reverse=True))
+
+    def record(self, i: int, result: dict[str, Any]) -> None:
+        self.results[i] = result
+        if int(result["status"]) >= 400:
+            self.errors += 1
+            key = _bulk_id(self.ops[i])
+            if key is not None:
+                self.refs.failed.add(key)
+
+    def unresolvable(self) -> None:
+        """409s for the operations still waiting: on a cycle, or waiting for one."""
+        stuck = [i for i, r in enumerate(self.results) if r is None and self.missing[i]]
+        edges = {i: [self.refs.declared[k] for k in sorted(self.missing[i])] for i in stuck}
+        cycles = _cycles(edges)
+        for i in stuck:
+            if self.stopped():
+                return
+            if i in cycles:
+                names = ", ".join(f"'{self.ops[j].get('bulkId', j + 1)}'" for j in cycles[i])
+                what = (
+                    f"operations {names} reference each other by bulkId, so none can be"
+                    " created first"
+                    if len(cycles[i]) > 1
+                    else f"operation {names} references itself by bulkId"
+                )
+                detail = f"{what}; create them without the references, then add those with a PATCH"
+            else:
+                names = ", ".join(f"'{k}'" for k in sorted(self.missing[i]))
+                detail = (
+                    f"bulkId {names} names an operation that could not run (its references"
+                    " form a cycle), so it has no resource"
+                )
+            err = InvalidValue(detail, status=409)
+            self.record(i, _error_result(self.ops[i], err, _location(self.base, self.ops[i])))
+
+
+def _bulk_id(op: Any) -> str | None:
+    if not isinstance(op, dict) or op.get("bulkId") is None:
+        return None
+    return str(op["bulkId"])
+
+
+def _cycles(edges: dict[int, list[int]]) -> dict[int, list[int]]:
+    """The nodes on a cycle of ``edges`` (each with the members of its cycles), found without
+    recursion: a chain of 1,000 references is fine."""
+    state = dict.fromkeys(edges, 0)  # 0: not seen, 1: on the path being explored, 2: done
     cycles: dict[int, list[int]] = {}
-    for root in range(len(ops)):
+    for root in edges:
         if state[root]:
             continue
         path = [root]
-        children = [iter(deps[root])]
+        children = [iter(edges[root])]
         state[root] = 1
-        while path:  # depth-first without recursion: a chain of 1,000 references is fine
+        while path:
             nxt = next(children[-1], None)
             if nxt is None:
-                state[path[-1]] = 2
-                order.append(path.pop())
+                state[path.pop()] = 2
                 children.pop()
+            elif nxt not in state or state[nxt] == 2:
+                continue
             elif state[nxt] == 0:
                 state[nxt] = 1
                 path.append(nxt)
-                children.append(iter(deps[nxt]))
-            elif state[nxt] == 1:  # back on the path: the operations from there on a cycle
+                children.append(iter(edges[nxt]))
+            else:  # back on the path: the nodes from there are on a cycle
                 cycle = path[path.index(nxt) :]
                 members = sorted({*cycle, *(j for i in cycle for j in cycles.get(i, ()))})
                 for i in members:
                     cycles[i] = members
-    return order, cycles
+    return cycles
 
 
 def _location(base: str, op: Any) -> str | None:
