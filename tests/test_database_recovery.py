@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -111,14 +112,15 @@ def test_a_silent_database_is_answered_503_and_then_recovered(
             assert opened == [200] * 8
 
             proxy.freeze()
-            # The portal's queries run in threads: the page is answered, the thread waits.
+            # The portal's queries run in its two threads: each page is answered, and the
+            # thread's connections are shut down so that it is free again.
             signin = portal.post(
                 "/admin/login",
                 data={"username": "admin", "password": "x" * 12, "csrf": csrf.group(1)},
             )
-            portal.close()
             assert signin.status_code == 503, signin.text
             assert "did not answer within 2 s" in signin.json()["detail"]
+            assert portal.get("/admin/login").status_code == 503
 
             def request(i: int) -> httpx.Response:
                 with httpx.Client(headers=headers, timeout=120) as own:
@@ -148,13 +150,20 @@ def test_a_silent_database_is_answered_503_and_then_recovered(
 
             proxy.thaw()
             assert c.get(f"/Users/{user_id}").status_code == 200
+            # The portal too (its threads stayed stuck on their connections, and the page
+            # was a 503 until the server was killed: a stopping server waited for them).
+            assert portal.get("/admin/login").status_code == 200
+            portal.close()
             found = c.get("/Users", params={"filter": 'userName sw "during"'}).json()
             assert found["totalResults"] == 0  # nothing sent while frozen was saved
             after = c.post("/Users", json={"userName": "after@x.com"})
             assert after.status_code == 201, after.text
             assert httpx.get(f"{server.root_url}/healthz").status_code == 200
+        assert server.process.returncode != -signal.SIGKILL  # it stopped when asked to
         log = server.stderr_text()
         assert "waited over 2 s" in log
+        watchdog = [json.loads(x) for x in log.splitlines() if "waited over 2 s" in x]
+        assert all("request_id" not in w for w in watchdog), watchdog  # no request's line
         # Each error line names its request, as the access line and the reply do.
         errors = [
             json.loads(line)

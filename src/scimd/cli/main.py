@@ -282,12 +282,18 @@ def _check_listen(host: str, port: int) -> None:
         try:
             sock.bind(address)
         except OSError as e:
-            hint = (
-                "another process listens there: stop it, or pick another port with --port"
-                " (or SCIMD_PORT)"
-                if e.errno == errno.EADDRINUSE
-                else "--host takes an address of this machine (127.0.0.1, or 0.0.0.0)"
-            )
+            if e.errno == errno.EADDRINUSE:
+                hint = (
+                    "another process listens there: stop it, or pick another port with --port"
+                    " (or SCIMD_PORT)"
+                )
+            elif e.errno == errno.EACCES:
+                hint = (
+                    "ports below 1024 need root (or CAP_NET_BIND_SERVICE): pick another with"
+                    " --port, behind a proxy on the low port"
+                )
+            else:
+                hint = "--host takes an address of this machine (127.0.0.1, or 0.0.0.0)"
             _fail(f"cannot listen on {host}:{port}: {e.strerror}; {hint}")
 
 

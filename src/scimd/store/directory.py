@@ -86,7 +86,7 @@ class Directory:
         self._local = threading.local()
         # Every thread's connections, so that ``close`` ends them all: the portal's worker
         # threads leave theirs behind, garbage collected open once the threads are gone.
-        self._open: set[sa.Connection] = set()
+        self._open: dict[sa.Connection, int] = {}  # and the thread that uses each
         self.sqlite = engine.dialect.name == "sqlite"
         # Writes PostgreSQL ended as deadlock (or serialization) victims, run again: exported
         # as ``scimd_db_write_retries``; none are expected from any client's pattern.
@@ -114,13 +114,13 @@ class Directory:
                     conn.invalidate()  # never back to the pool
                 conn.close()
             with self._lock:
-                self._open.discard(conn)
+                self._open.pop(conn, None)  # type: ignore[arg-type]
             conn = self.engine.connect()
             if reads and not self.sqlite:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
             setattr(self._local, attr, conn)
             with self._lock:
-                self._open.add(conn)
+                self._open[conn] = threading.get_ident()
         return conn
 
     def _lost(self, conn: sa.Connection) -> bool:
@@ -216,9 +216,23 @@ class Directory:
     def close(self) -> None:
         """Close every thread's connections (call it once the threads are done with them)."""
         with self._lock:
-            conns, self._open = list(self._open), set()
+            conns, self._open = list(self._open), {}
         for conn in conns:
             conn.close()
+
+    def sever_thread(self, thread: int) -> None:
+        """Shut down the sockets of a thread's network connections, from another thread: a
+        statement waiting on a silent server then fails at once (``onloop.sever``)."""
+        if self.sqlite:
+            return
+        with self._lock:
+            theirs = [c for c, t in self._open.items() if t == thread]
+        for conn in theirs:
+            try:
+                driver = conn.connection.driver_connection
+            except sa.exc.SQLAlchemyError:  # closed meanwhile: nothing waits on it
+                continue
+            onloop.sever(driver)
 
     # -- schema -------------------------------------------------------------------------------
     def check_versions(self, conn: sa.Connection) -> versions.Versions:

@@ -14,6 +14,7 @@ its duration; the directory uses the borrowed connections instead of its per-thr
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import os
 import select
@@ -123,12 +124,7 @@ class Slot:
         """
         self.severed = True
         for c in (self.read, self.write):
-            try:
-                fd = c.sync_connection.connection.driver_connection.fileno()  # type: ignore[union-attr]
-                with socket.socket(fileno=os.dup(fd)) as s:
-                    s.shutdown(socket.SHUT_RDWR)
-            except Exception:  # already closed: nothing waits on it
-                continue
+            sever(c.sync_connection.connection.driver_connection)  # type: ignore[union-attr]
 
     def connections(self) -> tuple[sa.Connection, sa.Connection]:
         return self.read.sync_connection, self.write.sync_connection  # type: ignore[return-value]
@@ -153,6 +149,16 @@ class Slot:
                 return True
             poll.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
         return bool(poll.poll(0))
+
+
+def sever(driver: Any) -> None:
+    """Shut down a driver connection's socket (see ``Slot.sever``); closed already: nothing."""
+    try:
+        fd = driver.fileno()
+        with socket.socket(fileno=os.dup(fd)) as s:
+            s.shutdown(socket.SHUT_RDWR)
+    except Exception:  # already closed: nothing waits on it
+        return
 
 
 # The connections of the call running in the current greenlet (see ``Directory``).
@@ -275,7 +281,11 @@ class LoopRunner:
         if self._slots is None:
             self._slots = asyncio.Queue()
             if self.timeout > 0:
-                self._watchdog = asyncio.get_running_loop().create_task(self._watch())
+                # In a context of its own: made from a request's, its log lines named that
+                # request (the first the server served).
+                self._watchdog = asyncio.get_running_loop().create_task(
+                    self._watch(), context=contextvars.Context()
+                )
         while True:
             if self._slots.empty() and self._made < self.size:
                 self._made += 1
@@ -294,7 +304,11 @@ class LoopRunner:
 
     async def _open(self) -> Slot:
         read = await (await self.engine.connect()).execution_options(isolation_level="AUTOCOMMIT")
-        write = await self.engine.connect()
+        try:
+            write = await self.engine.connect()
+        except BaseException:
+            await read.close()  # not left open when the second connection fails
+            raise
         return Slot(read, write)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -13,6 +13,7 @@ import asyncio
 import functools
 import hmac
 import secrets
+import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -173,14 +174,24 @@ class Portal:
         """Portal queries (searches over 100k users, value counts) run off the event loop even
         on SQLite, so an admin browsing never stalls provisioning traffic."""
         loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(self.executor, functools.partial(fn, *args))
         timeout = self.scim.settings.database_timeout
         if self.scim.runner is None or timeout <= 0:  # SQLite answers, or says it is busy
-            return await call
+            return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+        thread: list[int] = []
+
+        def call() -> Any:
+            thread.append(threading.get_ident())
+            return fn(*args)
+
         try:
-            # A silent PostgreSQL holds the thread until it answers; the page need not wait.
-            return await asyncio.wait_for(call, timeout)
+            return await asyncio.wait_for(loop.run_in_executor(self.executor, call), timeout)
         except TimeoutError:
+            # A silent PostgreSQL holds the thread until it answers: the page is answered,
+            # and the thread's connections are shut down so that it is freed (else the
+            # portal's two threads stayed stuck after the database came back, and a stopping
+            # server waited for them forever).
+            if thread:
+                self.directory.sever_thread(thread[0])
             raise DatabaseTimeout(timeout) from None
 
     async def current_admin(self, request: Request) -> admins.Admin | None:
@@ -414,7 +425,7 @@ class Portal:
     async def logout(self, request: Request) -> Response:
         try:
             await self.form(request)
-        except CsrfError:
+        except (CsrfError, FormError):  # a FormError was a 500, for anyone
             return RedirectResponse("/admin/", status_code=303)
         admin = await self.current_admin(request)
         if admin is not None:
