@@ -1403,3 +1403,72 @@ def test_a_user_is_always_active_or_inactive(api: Api) -> None:
         {"schemas": [USER], "userName": "noactive@x.com", "active": True},
     )
     assert back.json()["active"] is True
+
+
+def test_bulk_cycles_are_found_whole_and_named_briefly(api: Api) -> None:
+    """Cycles are strongly connected components: d (a -> d -> c -> a) was told it waited for
+    a failed operation, as the search saw only back edges. Big cycles took seconds (cycle
+    lists merged over and over), and each result listed every member (8 MB for 1,000)."""
+    ops = [
+        {
+            "method": "POST",
+            "path": "/Groups",
+            "bulkId": k,
+            "data": {"displayName": k, "members": [{"value": f"bulkId:{m}"} for m in refs]},
+        }
+        for k, refs in (("a", "bd"), ("b", "c"), ("c", "a"), ("d", "c"))
+    ]
+    r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
+    assert [o["status"] for o in r] == ["409"] * 4
+    assert all("'a', 'b', 'c', 'd' reference each other" in o["response"]["detail"] for o in r)
+    n = 300  # a ring, each also naming the first three
+    ring = [
+        {
+            "method": "POST",
+            "path": "/Groups",
+            "bulkId": f"r{i}",
+            "data": {
+                "displayName": f"R{i}",
+                "members": [{"value": f"bulkId:r{j}"} for j in {(i + 1) % n, 0, 1, 2}],
+            },
+        }
+        for i in range(n)
+    ]
+    big = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ring}).json()["Operations"]
+    assert [o["status"] for o in big] == ["409"] * n
+    assert "and 295 more reference each other" in big[0]["response"]["detail"]
+    assert max(len(o["response"]["detail"]) for o in big) < 300
+
+
+def test_bulk_manager_references_through_patch_and_slash_text(api: Api) -> None:
+    """A PATCH setting the manager to an undeclared ``bulkId:`` stored it (a PUT was
+    refused); text that starts with a slash was split like a path and taken for a reference."""
+    uid = api.user("boss-less@x.com")["id"]
+    ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    ops = [
+        {
+            "method": "PATCH",
+            "path": f"/Users/{uid}",
+            "data": {
+                "Operations": [{"op": "replace", "path": f"{ent}:manager", "value": "bulkId:nope"}]
+            },
+        },
+        {
+            "method": "PATCH",
+            "path": f"/Users/{uid}",
+            "data": {
+                "Operations": [
+                    {"op": "replace", "path": "manager", "value": {"value": "bulkId:no2"}}
+                ]
+            },
+        },
+        {
+            "method": "POST",
+            "path": "/Users",
+            "bulkId": "s",
+            "data": {"userName": "s@x.com", "title": "/bulkId:s"},
+        },
+    ]
+    r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
+    assert [o["status"] for o in r] == ["409", "409", "201"], r
+    assert ent not in api.req("GET", f"/Users/{uid}").json()

@@ -7,9 +7,11 @@ statement waits (here for a row lock another session holds), the server keeps an
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from support.live_server import provisioned_server
@@ -235,3 +237,61 @@ def test_a_slot_on_a_descriptor_past_1023_is_not_taken_for_hung_up(postgres_url:
             os.close(h)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert fd > 1023 and not hung and kept  # the same slot served every call
+
+
+def test_a_severed_thread_gets_new_connections_and_nothing_connects_on_the_caller(
+    postgres_url: str,
+) -> None:
+    """The portal cuts a thread's connections when its query outlives the database timeout.
+    The thread's idle connection, cut too, looked alive and failed its next statement on a
+    healthy database; and cutting an invalidated connection made SQLAlchemy connect again on
+    the calling thread (the event loop, held by a silent server for the connect timeout)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scimd.store.directory import Directory
+    from scimd.store.engine import create_engine
+
+    engine = create_engine(postgres_url)
+    d = Directory(engine)
+    connects: list[str] = []
+    sa.event.listen(engine, "connect", lambda *_: connects.append(threading.current_thread().name))
+    pool = ThreadPoolExecutor(1, thread_name_prefix="portal")
+    try:
+
+        def both() -> int:
+            with d.read() as r:
+                r.execute(sa.text("SELECT 1"))
+            with d.write() as w:
+                w.execute(sa.text("SELECT 1"))
+            return threading.get_ident()
+
+        thread = pool.submit(both).result()
+
+        def slow() -> None:
+            with d.read() as r:
+                r.execute(sa.text("SELECT pg_sleep(5)"))
+
+        waiting = pool.submit(slow)
+        time.sleep(0.5)
+        before = list(connects)
+        d.sever_thread(thread)
+        with pytest.raises(sa.exc.OperationalError):
+            waiting.result(timeout=30)
+        d.sever_thread(thread)  # again, on connections now invalidated: no new connection
+        assert connects == before
+
+        def write_then_read() -> int:
+            with d.write() as w:
+                w.execute(sa.text("SELECT 1"))
+            with d.read() as r:
+                return int(r.execute(sa.text("SELECT 2")).scalar_one())
+
+        assert pool.submit(write_then_read).result(timeout=30) == 2
+        assert set(connects[len(before) :]) <= {t.name for t in threading.enumerate()} - {
+            threading.main_thread().name
+        }
+    finally:
+        pool.shutdown()
+        d.close()
+        engine.dispose()

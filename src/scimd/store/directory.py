@@ -87,6 +87,7 @@ class Directory:
         # Every thread's connections, so that ``close`` ends them all: the portal's worker
         # threads leave theirs behind, garbage collected open once the threads are gone.
         self._open: dict[sa.Connection, int] = {}  # and the thread that uses each
+        self._severed: set[int] = set()  # connections cut by ``sever_thread``: replace them
         self.sqlite = engine.dialect.name == "sqlite"
         # Writes PostgreSQL ended as deadlock (or serialization) victims, run again: exported
         # as ``scimd_db_write_retries``; none are expected from any client's pattern.
@@ -108,7 +109,15 @@ class Directory:
             return borrowed[0] if reads else borrowed[1]
         attr = "rconn" if reads else "conn"
         conn: sa.Connection | None = getattr(self._local, attr, None)
-        if conn is None or conn.closed or conn.invalidated or self._lost(conn):
+        if (
+            conn is None
+            or conn.closed
+            or conn.invalidated
+            or id(conn) in self._severed
+            or self._lost(conn)
+        ):
+            if conn is not None:
+                self._severed.discard(id(conn))
             if conn is not None and not conn.closed:
                 if not conn.invalidated:
                     conn.invalidate()  # never back to the pool
@@ -228,11 +237,15 @@ class Directory:
         with self._lock:
             theirs = [c for c, t in self._open.items() if t == thread]
         for conn in theirs:
-            try:
-                driver = conn.connection.driver_connection
-            except sa.exc.SQLAlchemyError:  # closed meanwhile: nothing waits on it
+            # The thread's other connection is cut too (which one waits is not known here),
+            # so both are replaced before the thread's next use; a cut idle one looked alive.
+            self._severed.add(id(conn))
+            # Never ``conn.connection``: on an invalidated connection it connects again, on
+            # the calling thread (the event loop), and a silent server held the loop there.
+            fairy = getattr(conn, "_dbapi_connection", None)
+            if fairy is None or conn.closed or conn.invalidated:
                 continue
-            onloop.sever(driver)
+            onloop.sever(fairy.driver_connection)
 
     # -- schema -------------------------------------------------------------------------------
     def check_versions(self, conn: sa.Connection) -> versions.Versions:

@@ -83,7 +83,13 @@ class _Refs:
         if isinstance(value, list):
             return [self.resolve(v, within) for v in value]
         if isinstance(value, dict):
-            return {k: self.resolve(v, _within(k, within)) for k, v in value.items()}
+            target = _patch_target(value)
+            return {
+                k: self.resolve(
+                    v, target if target and k.lower() == "value" else _within(k, within)
+                )
+                for k, v in value.items()
+            }
         return value
 
     def resolve_path(self, path: Any) -> Any:
@@ -94,7 +100,11 @@ class _Refs:
     def references(self, op: dict[str, Any]) -> list[str]:
         """The declared bulkIds an operation references, in its path and data (in order)."""
         found: dict[str, None] = {}
-        stack: list[Any] = [op.get("path")]
+        path = op.get("path")
+        for part in path.split("/") if isinstance(path, str) else ():  # segments: as resolved
+            if part.startswith(_PREFIX) and part[len(_PREFIX) :] in self.declared:
+                found[part[len(_PREFIX) :]] = None
+        stack: list[Any] = []
         data = op.get("data")
         if isinstance(data, dict):
             stack += [v for k, v in data.items() if k.lower() not in _NOT_REFERENCES]
@@ -102,10 +112,9 @@ class _Refs:
             stack.append(data)
         while stack:
             value = stack.pop()
-            if isinstance(value, str):
-                for part in value.split("/") if value.startswith("/") else (value,):
-                    if part.startswith(_PREFIX) and part[len(_PREFIX) :] in self.declared:
-                        found[part[len(_PREFIX) :]] = None
+            if isinstance(value, str):  # a whole value, as resolved ("/bulkId:x" is text)
+                if value.startswith(_PREFIX) and value[len(_PREFIX) :] in self.declared:
+                    found[value[len(_PREFIX) :]] = None
             elif isinstance(value, list):
                 stack.extend(reversed(value))
             elif isinstance(value, dict):
@@ -114,6 +123,15 @@ class _Refs:
 
 
 _NOT_REFERENCES = frozenset({"id", "meta"})
+
+
+def _patch_target(obj: dict[str, Any]) -> str:
+    """ "manager" for a PATCH operation whose path is the manager (its ``value`` names it)."""
+    path = next((v for k, v in obj.items() if k.lower() == "path"), None)
+    if not isinstance(path, str) or not any(k.lower() == "op" for k in obj):
+        return ""
+    name = path.strip().lower()
+    return "manager" if name == "manager" or name.endswith(":manager") else ""
 
 
 def _within(key: str, parent: str) -> str:
@@ -267,7 +285,7 @@ class _Run:
             if self.stopped():
                 return
             if i in cycles:
-                names = ", ".join(f"'{self.ops[j].get('bulkId', j + 1)}'" for j in cycles[i])
+                names = _names(self.ops, cycles[i])
                 what = (
                     f"operations {names} reference each other by bulkId, so none can be"
                     " created first"
@@ -292,33 +310,62 @@ def _bulk_id(op: Any) -> str | None:
 
 
 def _cycles(edges: dict[int, list[int]]) -> dict[int, list[int]]:
-    """The nodes on a cycle of ``edges`` (each with the members of its cycles), found without
-    recursion: a chain of 1,000 references is fine."""
-    state = dict.fromkeys(edges, 0)  # 0: not seen, 1: on the path being explored, 2: done
-    cycles: dict[int, list[int]] = {}
+    """The nodes on a cycle of ``edges``, each with the members of its strongly connected
+    component (Tarjan's algorithm, without recursion: linear in the references, where
+    merging the cycles found by back edges grew with the cube of the operations)."""
+    index: dict[int, int] = {}
+    low: dict[int, int] = {}
+    stack: list[int] = []
+    on_stack: set[int] = set()
+    out: dict[int, list[int]] = {}
+    counter = 0
     for root in edges:
-        if state[root]:
+        if root in index:
             continue
-        path = [root]
-        children = [iter(edges[root])]
-        state[root] = 1
-        while path:
-            nxt = next(children[-1], None)
-            if nxt is None:
-                state[path.pop()] = 2
-                children.pop()
-            elif nxt not in state or state[nxt] == 2:
+        work = [(root, iter(edges[root]))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in edges:
+                    continue
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(edges[child])))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
                 continue
-            elif state[nxt] == 0:
-                state[nxt] = 1
-                path.append(nxt)
-                children.append(iter(edges[nxt]))
-            else:  # back on the path: the nodes from there are on a cycle
-                cycle = path[path.index(nxt) :]
-                members = sorted({*cycle, *(j for i in cycle for j in cycles.get(i, ()))})
-                for i in members:
-                    cycles[i] = members
-    return cycles
+            work.pop()
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1 or node in edges[node]:
+                    members = sorted(component)
+                    for member in members:
+                        out[member] = members
+    return out
+
+
+def _names(ops: list[Any], indices: list[int], most: int = 5) -> str:
+    """Quoted bulkIds of ``indices``, at most ``most`` (a 1,000-long cycle listed all of them
+    in each of its 1,000 results: an 8 MB reply)."""
+    shown = ", ".join(f"'{ops[j].get('bulkId', j + 1)}'" for j in indices[:most])
+    return shown if len(indices) <= most else f"{shown} and {len(indices) - most} more"
 
 
 def _location(base: str, op: Any) -> str | None:

@@ -178,13 +178,17 @@ class Portal:
         if self.scim.runner is None or timeout <= 0:  # SQLite answers, or says it is busy
             return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
         thread: list[int] = []
+        started = asyncio.Event()
 
         def call() -> Any:
             thread.append(threading.get_ident())
+            loop.call_soon_threadsafe(started.set)
             return fn(*args)
 
+        running = loop.run_in_executor(self.executor, call)
+        await started.wait()  # the timeout counts from here, not from the wait for a thread
         try:
-            return await asyncio.wait_for(loop.run_in_executor(self.executor, call), timeout)
+            return await asyncio.wait_for(running, timeout)
         except TimeoutError:
             # A silent PostgreSQL holds the thread until it answers: the page is answered,
             # and the thread's connections are shut down so that it is freed (else the
