@@ -34,6 +34,7 @@ from scimd.scim.filter import (
     render_literal,
 )
 from scimd.scim.query import bind, matches
+from scimd.scim.values import finer_than_stored
 
 # No deadline and no too_slow check: generation time depends on machine load, not on scimd.
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -314,18 +315,39 @@ def test_bind_is_idempotent_across_rendering(tree: Filter) -> None:
 @SETTINGS
 @given(USER_TREES)
 def test_bind_preserves_tree_shape(tree: Filter) -> None:
-    """Binding changes paths and literals only: the boolean skeleton is untouched."""
+    """Binding changes paths and literals only: the boolean skeleton is untouched, except
+    for a comparison of ``meta.created``/``lastModified`` with a literal finer than the
+    stored millisecond, which becomes its exact meaning on the cut literal (``eq``: never,
+    ``gt``/``ge``: later than the cut, ``lt``/``le``: not later; ``query._finer_datetime``).
+    Random cases met that rewrite about once in eight runs."""
 
-    def shape(n: Filter) -> object:
+    def shape(n: Filter, expected: bool = False) -> object:
         if isinstance(n, And | Or):
-            return (type(n).__name__, shape(n.left), shape(n.right))
+            return (type(n).__name__, shape(n.left, expected), shape(n.right, expected))
         if isinstance(n, Not):
-            return ("not", shape(n.expr))
+            return ("not", shape(n.expr, expected))
         if isinstance(n, ValuePath):
-            return ("vp", shape(n.filter))
-        return type(n).__name__ if isinstance(n, Present) else (n.op, n.value is None)
+            return ("vp", shape(n.filter, expected))
+        if isinstance(n, Present):
+            return type(n).__name__
+        if expected and _finer_meta_time(n):
+            later, not_later = ("gt", False), ("le", False)
+            never = ("And", later, not_later)
+            rewrite = {"eq": never, "ne": ("not", never), "gt": later, "ge": later}
+            return rewrite.get(n.op, not_later)
+        return (n.op, n.value is None)
 
-    assert shape(bind(tree, USER)) == shape(tree)
+    assert shape(bind(tree, USER)) == shape(tree, expected=True)
+
+
+def _finer_meta_time(n: Compare) -> bool:
+    sub = (n.path.sub or "").lower()
+    return (
+        n.path.attr.lower() == "meta"
+        and sub in ("created", "lastmodified")
+        and isinstance(n.value, str)
+        and finer_than_stored(n.value)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
