@@ -372,6 +372,11 @@ def _group_op(bulk_id: str, name: str, member_ref: str) -> dict[str, Any]:
     }
 
 
+def _patch_op(path: str, *operations: dict[str, Any]) -> dict[str, Any]:
+    """A bulk PATCH of ``path`` with ``operations``."""
+    return {"method": "PATCH", "path": path, "data": {"Operations": list(operations)}}
+
+
 def test_bulk_with_bulk_id_references(api: Api) -> None:
     """Bulk creates a user and a group whose member is that user, by bulkId reference."""
     body = {
@@ -482,31 +487,18 @@ def test_bulk_forward_references_keep_the_clients_order(api: Api) -> None:
     xid = api.user("x@x.com")["id"]
     ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
     ops = [
-        {
-            "method": "PATCH",
-            "path": f"/Groups/{gid}",
-            "data": {
-                "Operations": [{"op": "Add", "path": "members", "value": [{"value": "bulkId:u1"}]}]
-            },
-        },
+        _patch_op(
+            f"/Groups/{gid}", {"op": "Add", "path": "members", "value": [{"value": "bulkId:u1"}]}
+        ),
         {"method": "POST", "path": "/Users", "bulkId": "u1", "data": {"userName": "u1@x.com"}},
         {"method": "DELETE", "path": f"/Groups/{gid}"},
-        {
-            "method": "PATCH",
-            "path": f"/Users/{xid}",
-            "data": {
-                "Operations": [
-                    {"op": "replace", "path": "displayName", "value": "A"},
-                    {"op": "replace", "path": f"{ent}:manager", "value": "bulkId:m"},
-                ]
-            },
-        },
+        _patch_op(
+            f"/Users/{xid}",
+            {"op": "replace", "path": "displayName", "value": "A"},
+            {"op": "replace", "path": f"{ent}:manager", "value": "bulkId:m"},
+        ),
         {"method": "POST", "path": "/Users", "bulkId": "m", "data": {"userName": "m@x.com"}},
-        {
-            "method": "PATCH",
-            "path": f"/Users/{xid}",
-            "data": {"Operations": [{"op": "replace", "path": "displayName", "value": "B"}]},
-        },
+        _patch_op(f"/Users/{xid}", {"op": "replace", "path": "displayName", "value": "B"}),
     ]
     r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
     assert [o["status"] for o in r] == ["200", "201", "204", "200", "201", "200"], r
@@ -1446,22 +1438,12 @@ def test_bulk_manager_references_through_patch_and_slash_text(api: Api) -> None:
     uid = api.user("boss-less@x.com")["id"]
     ent = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
     ops = [
-        {
-            "method": "PATCH",
-            "path": f"/Users/{uid}",
-            "data": {
-                "Operations": [{"op": "replace", "path": f"{ent}:manager", "value": "bulkId:nope"}]
-            },
-        },
-        {
-            "method": "PATCH",
-            "path": f"/Users/{uid}",
-            "data": {
-                "Operations": [
-                    {"op": "replace", "path": "manager", "value": {"value": "bulkId:no2"}}
-                ]
-            },
-        },
+        _patch_op(
+            f"/Users/{uid}", {"op": "replace", "path": f"{ent}:manager", "value": "bulkId:nope"}
+        ),
+        _patch_op(
+            f"/Users/{uid}", {"op": "replace", "path": "manager", "value": {"value": "bulkId:no2"}}
+        ),
         {
             "method": "POST",
             "path": "/Users",
