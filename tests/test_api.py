@@ -1454,3 +1454,25 @@ def test_bulk_manager_references_through_patch_and_slash_text(api: Api) -> None:
     r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
     assert [o["status"] for o in r] == ["409", "409", "201"], r
     assert ent not in api.req("GET", f"/Users/{uid}").json()
+
+
+def test_bulk_a_cycle_counts_toward_fail_on_errors_when_it_closes(api: Api) -> None:
+    """Cycles were found once the rest of the request had run, so with ``failOnErrors: 1``
+    the operations after a cycle still ran (z was created)."""
+    ops = [
+        _group_op("x", "X", "y"),
+        _group_op("y", "Y", "x"),
+        {"method": "POST", "path": "/Users", "bulkId": "z", "data": {"userName": "z@x.com"}},
+        _group_op("w", "W", "x"),
+    ]
+    body = {"schemas": [BULK], "failOnErrors": 1, "Operations": ops}
+    r = api.req("POST", "/Bulk", body).json()["Operations"]
+    assert [(o["bulkId"], o["status"]) for o in r] == [("x", "409")]
+    assert api.req("GET", "/Users").json()["totalResults"] == 0
+    every = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
+    assert [(o["bulkId"], o["status"]) for o in every] == [
+        ("x", "409"),
+        ("y", "409"),
+        ("z", "201"),
+        ("w", "409"),
+    ]

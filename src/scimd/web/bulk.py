@@ -245,6 +245,10 @@ class _Run:
             if self.missing[i]:
                 for key in self.missing[i]:
                     self.waiting.setdefault(key, []).append(i)
+                if self.fail_on is not None and self.closes_cycle(i):
+                    # Its errors count now: the operations after it must not run past the
+                    # limit (found only at the end, they did).
+                    self.unresolvable(only_cycles=True)
                 continue
             await self.execute(i)
         if not self.stopped():
@@ -276,7 +280,22 @@ class _Run:
             if key is not None:
                 self.refs.failed.add(key)
 
-    def unresolvable(self) -> None:
+    def closes_cycle(self, start: int) -> bool:
+        """Whether the operation just deferred waits, through other waiting operations, for
+        itself (checked with ``failOnErrors`` only: a walk of the waiting operations)."""
+        seen: set[int] = set()
+        todo = [self.refs.declared[k] for k in self.missing[start]]
+        while todo:
+            j = todo.pop()
+            if j == start:
+                return True
+            if j in seen or self.results[j] is not None or not self.missing[j]:
+                continue
+            seen.add(j)
+            todo.extend(self.refs.declared[k] for k in self.missing[j])
+        return False
+
+    def unresolvable(self, only_cycles: bool = False) -> None:
         """409s for the operations still waiting: on a cycle, or waiting for one."""
         stuck = [i for i, r in enumerate(self.results) if r is None and self.missing[i]]
         edges = {i: [self.refs.declared[k] for k in sorted(self.missing[i])] for i in stuck}
@@ -284,6 +303,8 @@ class _Run:
         for i in stuck:
             if self.stopped():
                 return
+            if only_cycles and i not in cycles:
+                continue
             if i in cycles:
                 names = _names(self.ops, cycles[i])
                 what = (
@@ -301,6 +322,9 @@ class _Run:
                 )
             err = InvalidValue(detail, status=409)
             self.record(i, _error_result(self.ops[i], err, _location(self.base, self.ops[i])))
+            key = _bulk_id(self.ops[i])
+            if key is not None:
+                self.ran.add(key)  # later references fail at once, as to a failed POST
 
 
 def _bulk_id(op: Any) -> str | None:
