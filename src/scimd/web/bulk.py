@@ -4,6 +4,7 @@ references resolved as the resources they name are created."""
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from scimd.scim.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
@@ -39,89 +40,90 @@ class _Refs:
         self.created: dict[str, str] = {}
         self.failed: set[str] = set()
 
-    def resolve_data(self, data: Any) -> Any:
-        """An operation's data with its references replaced; never in the read-only ``id`` and
-        ``meta`` (a POST's ``"id": "bulkId:me"`` was taken for a reference to itself)."""
-        if not isinstance(data, dict):
-            return self.resolve(data)
-        return {
-            k: v if k.lower() in _NOT_REFERENCES else self.resolve(v, _within(k, ""))
-            for k, v in data.items()
-        }
+    def resolve_op(self, op: dict[str, Any]) -> tuple[Any, Any]:
+        """An operation's path and data with their references replaced."""
+        return self._walk_op(op, self._resolve)
 
-    def resolve(self, value: Any, within: str = "") -> Any:
-        """``value`` with its references replaced. ``within`` is the attribute holding it:
-        a ``bulkId:`` that names no operation is a 409 in a path and as the manager (stored as
-        sent it was a manager of ``bulkId:nope``), and data anywhere else (a title or an
-        address may read so); a member naming no resource is refused as an unknown id."""
+    def references(self, op: dict[str, Any]) -> list[str]:
+        """The declared bulkIds an operation references, in its path and data (in order):
+        found by the same walk that replaces them, so the two cannot disagree."""
+        found: dict[str, None] = {}
+
+        def note(value: str, within: str) -> str:
+            if value.startswith(_PREFIX) and value[len(_PREFIX) :] in self.declared:
+                found[value[len(_PREFIX) :]] = None
+            return value
+
+        self._walk_op(op, note)
+        return list(found)
+
+    def _walk_op(self, op: dict[str, Any], on_str: _OnStr) -> tuple[Any, Any]:
+        """``on_str`` applied to every path segment and every string of the data, except in
+        the read-only ``id`` and ``meta`` (a POST's ``"id": "bulkId:me"`` was taken for a
+        reference to itself)."""
+        path = op.get("path")
+        if isinstance(path, str):
+            path = "/".join(on_str(part, "/") for part in path.split("/"))
+        data = op.get("data")
+        if isinstance(data, dict):
+            data = {
+                k: v if k.lower() in _NOT_REFERENCES else self._walk(v, _within(k, ""), on_str)
+                for k, v in data.items()
+            }
+        else:
+            data = self._walk(data, "", on_str)
+        return path, data
+
+    def _walk(self, value: Any, within: str, on_str: _OnStr) -> Any:
+        """``value`` rebuilt with ``on_str`` applied to its strings; ``within`` is the
+        attribute holding it ("/" for a path segment, "manager" for the manager)."""
         if isinstance(value, str):
-            if not value.startswith(_PREFIX):
-                return value
-            if value[len(_PREFIX) :] not in self.declared:
-                if within in ("/", "manager"):
-                    raise InvalidValue(
-                        f"'{value}' names no operation of this request (no operation has"
-                        f" bulkId '{value[len(_PREFIX) :]}')",
-                        status=409,
-                    )
-                return value  # text that looks like one
-            key = value[len(_PREFIX) :]
-            if key in self.created:
-                return self.created[key]
-            if key not in self.creating:
-                raise InvalidValue(
-                    f"bulkId '{key}' names an operation that creates nothing (only a POST"
-                    " creates a resource a reference can name)",
-                    status=409,
-                )
-            if key in self.failed:
-                raise InvalidValue(
-                    f"bulkId '{key}' names an operation that failed, so it has no resource",
-                    status=409,
-                )
-            raise Unresolved(key)
+            return on_str(value, within)
         if isinstance(value, list):
-            return [self.resolve(v, within) for v in value]
+            return [self._walk(v, within, on_str) for v in value]
         if isinstance(value, dict):
             target = _patch_target(value)
             return {
-                k: self.resolve(
-                    v, target if target and k.lower() == "value" else _within(k, within)
+                k: self._walk(
+                    v, target if target and k.lower() == "value" else _within(k, within), on_str
                 )
                 for k, v in value.items()
             }
         return value
 
-    def resolve_path(self, path: Any) -> Any:
-        if not isinstance(path, str):
-            return path
-        return "/".join(self.resolve(p, "/") for p in path.split("/"))
+    def _resolve(self, value: str, within: str) -> str:
+        """A string with its reference replaced. A ``bulkId:`` that names no operation is a
+        409 in a path and as the manager (stored as sent it was a manager of
+        ``bulkId:nope``), and data anywhere else (a title or an address may read so); a
+        member naming no resource is refused as an unknown id."""
+        if not value.startswith(_PREFIX):
+            return value
+        key = value[len(_PREFIX) :]
+        if key not in self.declared:
+            if within in ("/", "manager"):
+                raise InvalidValue(
+                    f"'{value}' names no operation of this request (no operation has bulkId"
+                    f" '{key}')",
+                    status=409,
+                )
+            return value  # text that looks like one
+        if key in self.created:
+            return self.created[key]
+        if key not in self.creating:
+            raise InvalidValue(
+                f"bulkId '{key}' names an operation that creates nothing (only a POST"
+                " creates a resource a reference can name)",
+                status=409,
+            )
+        if key in self.failed:
+            raise InvalidValue(
+                f"bulkId '{key}' names an operation that failed, so it has no resource",
+                status=409,
+            )
+        raise Unresolved(key)
 
-    def references(self, op: dict[str, Any]) -> list[str]:
-        """The declared bulkIds an operation references, in its path and data (in order)."""
-        found: dict[str, None] = {}
-        path = op.get("path")
-        for part in path.split("/") if isinstance(path, str) else ():  # segments: as resolved
-            if part.startswith(_PREFIX) and part[len(_PREFIX) :] in self.declared:
-                found[part[len(_PREFIX) :]] = None
-        stack: list[Any] = []
-        data = op.get("data")
-        if isinstance(data, dict):
-            stack += [v for k, v in data.items() if k.lower() not in _NOT_REFERENCES]
-        else:
-            stack.append(data)
-        while stack:
-            value = stack.pop()
-            if isinstance(value, str):  # a whole value, as resolved ("/bulkId:x" is text)
-                if value.startswith(_PREFIX) and value[len(_PREFIX) :] in self.declared:
-                    found[value[len(_PREFIX) :]] = None
-            elif isinstance(value, list):
-                stack.extend(reversed(value))
-            elif isinstance(value, dict):
-                stack.extend(reversed(list(value.values())))
-        return list(found)
 
-
+_OnStr = Callable[[str, str], str]
 _NOT_REFERENCES = frozenset({"id", "meta"})
 
 
@@ -430,8 +432,7 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
                 if given is None
                 else f"unsupported bulk method {given!r}: use POST, PUT, PATCH or DELETE"
             )
-        path = refs.resolve_path(op.get("path"))
-        data = refs.resolve_data(op.get("data"))
+        path, data = refs.resolve_op(op)
         if not isinstance(path, str) or not path.startswith("/"):
             raise InvalidValue("a bulk operation needs a 'path' such as /Users or /Users/{id}")
         parts = [p for p in path.split("/") if p]
