@@ -240,12 +240,9 @@ class Directory:
             # The thread's other connection is cut too (which one waits is not known here),
             # so both are replaced before the thread's next use; a cut idle one looked alive.
             self._severed.add(id(conn))
-            # Never ``conn.connection``: on an invalidated connection it connects again, on
-            # the calling thread (the event loop), and a silent server held the loop there.
-            fairy = getattr(conn, "_dbapi_connection", None)
-            if fairy is None or conn.closed or conn.invalidated:
-                continue
-            onloop.sever(fairy.driver_connection)
+            driver = onloop.driver_of(conn)
+            if driver is not None:
+                onloop.sever(driver)
 
     # -- schema -------------------------------------------------------------------------------
     def check_versions(self, conn: sa.Connection) -> versions.Versions:

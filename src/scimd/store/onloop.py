@@ -123,17 +123,21 @@ class Slot:
         driver reports as a lost connection.
         """
         self.severed = True
-        for c in (self.read, self.write):
-            sever(c.sync_connection.connection.driver_connection)  # type: ignore[union-attr]
+        for driver in self._drivers():
+            if driver is not None:
+                sever(driver)
+
+    def _drivers(self) -> list[Any]:
+        return [
+            None if c.sync_connection is None else driver_of(c.sync_connection)
+            for c in (self.read, self.write)
+        ]
 
     def connections(self) -> tuple[sa.Connection, sa.Connection]:
         return self.read.sync_connection, self.write.sync_connection  # type: ignore[return-value]
 
     def broken(self) -> bool:
-        return any(
-            c.closed or c.invalidated or bool(c.sync_connection.connection.driver_connection.closed)  # type: ignore[union-attr]
-            for c in (self.read, self.write)
-        )
+        return any(d is None or bool(d.closed) for d in self._drivers())
 
     def hung_up(self) -> bool:
         """Whether the server ended a connection while the slot was idle. An idle connection
@@ -142,13 +146,23 @@ class Slot:
         before each use (one ``select``, about a microsecond): after a restart, each idle
         slot used to fail one request with a 503 before it was replaced."""
         poll = select.poll()  # not select(): it refuses descriptors past 1023
-        for c in (self.read, self.write):
+        for driver in self._drivers():
             try:
-                fd = c.sync_connection.connection.driver_connection.fileno()  # type: ignore[union-attr]
+                fd = driver.fileno()
             except Exception:  # a closed connection has no socket (the driver says so its way)
                 return True
             poll.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
         return bool(poll.poll(0))
+
+
+def driver_of(conn: sa.Connection) -> Any | None:
+    """The driver connection under ``conn``; None when it has none (closed, invalidated).
+    Never ``conn.connection``: on an invalidated connection it connects again, on the
+    calling thread (the event loop, which a silent server then held)."""
+    if conn.closed or conn.invalidated:
+        return None
+    fairy = getattr(conn, "_dbapi_connection", None)
+    return None if fairy is None else fairy.driver_connection
 
 
 def sever(driver: Any) -> None:
