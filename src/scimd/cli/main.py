@@ -104,7 +104,6 @@ def _engine(url: str | None, create: bool = True) -> sa.Engine:
     mistyped path would otherwise answer "no applications". (A ``file:`` URI is SQLite's to
     open: its path is not checked here.)"""
     url = url or _settings().database_url
-    _opened[0] = url
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database or ""
@@ -112,9 +111,15 @@ def _engine(url: str | None, create: bool = True) -> sa.Engine:
             raise ScimError(f"{url} is an in-memory database, gone when this command ends")
         if not create and not path.startswith("file:") and not Path(path).exists():
             raise ScimError(f"no database at {path}: check --database-url / SCIMD_DATABASE_URL")
-    engine = create_engine(url, connect_timeout=_settings().database_timeout)
+    engine = _new_engine(url)
     migrate.ensure_current(engine)
     return engine
+
+
+def _new_engine(url: str, s: settings_mod.Settings | None = None) -> sa.Engine:
+    """The engine of ``url``, remembered as the database a later error is explained against."""
+    _opened[0] = url
+    return create_engine(url, connect_timeout=(s or _settings()).database_timeout)
 
 
 @contextmanager
@@ -168,8 +173,7 @@ def serve(
             " reach of the scimd commands that create its token; use sqlite:///scimd.db"
         )
     _check_listen(s.host, s.port)
-    _opened[0] = s.database_url
-    engine = create_engine(s.database_url, connect_timeout=s.database_timeout)
+    engine = _new_engine(s.database_url, s)
     migrate.ensure_current(engine)
     with write_transaction(engine) as conn:
         n_apps: int = conn.execute(sa.text("SELECT count(*) FROM applications")).scalar_one()
@@ -250,11 +254,19 @@ def _safe_url(url: str) -> str:
 def _absolute(url: str) -> sa.URL:
     """The URL with a relative SQLite path made absolute: a printed command then works from
     any directory (run elsewhere, a relative one made a new, empty database there)."""
+    file = _sqlite_file(url)
+    parsed = sa.engine.make_url(url)
+    return parsed if file is None else parsed.set(database=str(file))
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The absolute path of a SQLite database file named by ``url`` (not a ``file:`` URI,
+    nor an in-memory database), else None."""
     parsed = sa.engine.make_url(url)
     path = parsed.database or ""
     if parsed.get_backend_name() != "sqlite" or _in_memory(path) or path.startswith("file:"):
-        return parsed
-    return parsed.set(database=str(Path(path).expanduser().absolute()))
+        return None
+    return Path(path).expanduser().absolute()
 
 
 def _in_memory(path: str) -> bool:
@@ -315,14 +327,9 @@ def _url_argument(url: str) -> str:
 
 def _sqlite_hint(message: str) -> str:
     """What is behind SQLite's terse errors about the file, checked on the spot."""
-    url = _opened[0]
-    if url is None:
+    file = None if _opened[0] is None else _sqlite_file(_opened[0])
+    if file is None:
         return ""
-    parsed = sa.engine.make_url(url)
-    path = parsed.database or ""
-    if parsed.get_backend_name() != "sqlite" or _in_memory(path) or path.startswith("file:"):
-        return ""
-    file = Path(path).expanduser().absolute()
     folder = file.parent
     if not folder.is_dir():
         return f" ({folder} is not a directory)"
@@ -627,8 +634,7 @@ def admin_reset_password(
 def db_upgrade(database_url: DbUrl = None) -> None:
     """Upgrade the database schema to the newest version."""
     s = _settings()
-    url = _opened[0] = database_url or s.database_url
-    engine = create_engine(url, connect_timeout=s.database_timeout)
+    engine = _new_engine(database_url or s.database_url, s)
     migrate.upgrade(engine)
     typer.echo(f"database at revision {migrate.current(engine)}")
     engine.dispose()
@@ -638,8 +644,7 @@ def db_upgrade(database_url: DbUrl = None) -> None:
 def db_current(database_url: DbUrl = None) -> None:
     """Show the database's schema revision and the newest one."""
     s = _settings()
-    url = _opened[0] = database_url or s.database_url
-    engine = create_engine(url, connect_timeout=s.database_timeout)
+    engine = _new_engine(database_url or s.database_url, s)
     typer.echo(f"current: {migrate.current(engine)}  head: {migrate.head()}")
     engine.dispose()
 
