@@ -653,7 +653,22 @@ class _Relation(_Elements):
         inner = cond(_CheckedElement(elem, self))
         if _is_const(inner, False):
             return sa.false()
-        return self.c.table.c.pk.in_(sa.select(m.c.group_pk).where(inner))
+        if self.c.pg:  # ix_members_member_id serves a condition on the member's id
+            return self.c.table.c.pk.in_(sa.select(m.c.group_pk).where(inner))
+        # SQLite has no index on members.member_id: its pairs are found through
+        # member_groups and the pending ones (see tables.member_groups), each checked against
+        # members, so a condition on the member's id probes them by key.
+        found = [
+            sa.select(m.c.group_pk)
+            .select_from(
+                side.join(
+                    m, sa.and_(m.c.group_pk == side.c.group_pk, m.c.member_id == side.c.member_id)
+                )
+            )
+            .where(inner)
+            for side in (tables.member_groups.alias(), tables.member_groups_pending.alias())
+        ]
+        return self.c.table.c.pk.in_(sa.union(*found))
 
     def present(self) -> Bool:
         if self.sub is None:  # every element has a non-empty value
