@@ -344,3 +344,47 @@ def test_migration_0007_indexes_existing_memberships_and_downgrades(
         triggers = conn.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
         assert list(triggers) == []
     assert len(_memberships(engine)) == 4
+
+
+def test_a_membership_whose_key_changes_leaves_both_pairs_pending(tmp_path: Path) -> None:
+    """Nothing in scimd updates a membership's key; should anything, readers stay right."""
+    engine = _sqlite(tmp_path / "moved.db")
+    d = Directory(engine)
+    a, b = _user(d, "a@x.test"), _user(d, "b@x.test")
+    gid = _group(d, "Moved")
+    _patch(d, gid, _members_op("Add", [a]))
+    _apply(engine, 1000)
+    with engine.begin() as conn:
+        move = sa.text("UPDATE members SET member_id = :b WHERE member_id = :a")
+        conn.execute(move, {"a": a, "b": b})
+    _check_index(engine)
+    assert {g["value"] for g in d.get("User", b, BASE)[0].get("groups", [])} == {gid}
+    assert d.get("User", a, BASE)[0].get("groups", []) == []
+    d.close()
+    engine.dispose()
+
+
+def test_a_full_disk_is_reported_as_such(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """SQLite rolls back by itself on a full disk; the thread's own ROLLBACK then failed and
+    its "no transaction is active" was logged instead of the cause."""
+    engine = _sqlite(tmp_path / "full.db")
+    d = Directory(engine)
+    users = [_user(d, f"f{i}@x.test") for i in range(300)]
+    gid = _group(d, "Full")
+    _patch(d, gid, _members_op("Add", users))
+    indexer = MI.MemberIndexer(engine, interval=0.01, poll=0.005)
+    indexer.start()
+    try:
+        db = indexer._conn.dbapi_connection
+        pages = db.execute("PRAGMA page_count").fetchone()[0]
+        db.execute(f"PRAGMA max_page_count={pages}")  # this connection cannot grow the file
+        with caplog.at_level("WARNING", logger="scimd.store"):
+            _wait_until(lambda: "applying pending" in caplog.text, "a warning")
+    finally:
+        indexer.stop()
+    assert "full" in caplog.text, caplog.text
+    assert "no transaction is active" not in caplog.text
+    assert len(_pairs(engine, "member_groups_pending")) == 300  # nothing half-applied
+    _check_index(engine)
+    d.close()
+    engine.dispose()

@@ -71,3 +71,24 @@ def test_a_database_from_before_the_first_schema_was_final_is_refused(tmp_path: 
     with pytest.raises(migrate.DatabaseUnsupported, match="no 'slot' column"):
         migrate.ensure_current(engine)
     engine.dispose()
+
+
+def test_the_membership_triggers_are_there_after_every_upgrade(tmp_path: Path) -> None:
+    """SQLite's member -> groups pairs depend on triggers on ``members`` (migration 0007),
+    which ``compare_metadata`` does not see: a later migration that rebuilt the table (as 0003
+    and 0004 did) would drop them silently."""
+    import sqlalchemy as sa
+
+    from scimd.store.tables import MEMBER_TRIGGERS
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'triggers.db'}")
+    try:
+        migrate.ensure_current(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'trigger'")
+            )
+            found = {str(name): str(sql) for name, sql in rows}
+    finally:
+        engine.dispose()
+    assert found == {sql.split()[2]: sql for sql in MEMBER_TRIGGERS}

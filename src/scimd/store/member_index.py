@@ -156,7 +156,10 @@ class MemberIndexer:
             done = apply_batch(db, self.batch)
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            # SQLite has rolled back by itself after some errors (a full disk): a ROLLBACK
+            # then fails, and its error would hide the one that says what happened.
+            if db.in_transaction:
+                db.execute("ROLLBACK")
             raise
         return done
 
@@ -166,7 +169,7 @@ class MemberIndexer:
         while not self._stop.wait(self.poll):
             try:
                 due = time.monotonic() - last_all >= self.interval
-                if not (due and self._pending_over(0)) and not self._pending_over(self.high_water):
+                if not self._pending_over(0) or not (due or self._pending_over(self.high_water)):
                     if due:
                         last_all = time.monotonic()
                     continue

@@ -105,14 +105,22 @@ member_groups_pending = sa.Table(
 
 # SQLite: every membership added or removed is a pending pair (see ``member_groups``). Created
 # by migration 0007 (and here for ``metadata.create_all``); only rows really inserted or
-# deleted fire them (an add that conflicts does nothing).
+# deleted fire them (an add that conflicts does nothing). A migration that rebuilds ``members``
+# must create them again (``tests/test_migrations.py`` checks that they are there). Their own
+# conflict clause is ``ON CONFLICT DO NOTHING``: an ``OR ...`` clause on the statement that fires
+# them would override an ``OR IGNORE`` here.
 MEMBER_TRIGGERS = (
     "CREATE TRIGGER members_added AFTER INSERT ON members BEGIN"
-    " INSERT OR IGNORE INTO member_groups_pending (member_id, group_pk)"
-    " VALUES (NEW.member_id, NEW.group_pk); END",
+    " INSERT INTO member_groups_pending (member_id, group_pk)"
+    " VALUES (NEW.member_id, NEW.group_pk) ON CONFLICT DO NOTHING; END",
     "CREATE TRIGGER members_removed AFTER DELETE ON members BEGIN"
-    " INSERT OR IGNORE INTO member_groups_pending (member_id, group_pk)"
-    " VALUES (OLD.member_id, OLD.group_pk); END",
+    " INSERT INTO member_groups_pending (member_id, group_pk)"
+    " VALUES (OLD.member_id, OLD.group_pk) ON CONFLICT DO NOTHING; END",
+    # Nothing updates a membership's key today; should anything, both pairs are pending.
+    "CREATE TRIGGER members_moved AFTER UPDATE OF member_id, group_pk ON members BEGIN"
+    " INSERT INTO member_groups_pending (member_id, group_pk)"
+    " VALUES (OLD.member_id, OLD.group_pk), (NEW.member_id, NEW.group_pk)"
+    " ON CONFLICT DO NOTHING; END",
 )
 for _trigger in MEMBER_TRIGGERS:
     _ddl = sa.DDL(_trigger).execute_if(dialect="sqlite")  # type: ignore[no-untyped-call]

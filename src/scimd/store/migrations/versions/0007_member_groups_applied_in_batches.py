@@ -25,11 +25,16 @@ depends_on = None
 # The SQL of this revision's day (a migration does not import code a later edit could change).
 TRIGGERS = (
     "CREATE TRIGGER members_added AFTER INSERT ON members BEGIN"
-    " INSERT OR IGNORE INTO member_groups_pending (member_id, group_pk)"
-    " VALUES (NEW.member_id, NEW.group_pk); END",
+    " INSERT INTO member_groups_pending (member_id, group_pk)"
+    " VALUES (NEW.member_id, NEW.group_pk) ON CONFLICT DO NOTHING; END",
     "CREATE TRIGGER members_removed AFTER DELETE ON members BEGIN"
-    " INSERT OR IGNORE INTO member_groups_pending (member_id, group_pk)"
-    " VALUES (OLD.member_id, OLD.group_pk); END",
+    " INSERT INTO member_groups_pending (member_id, group_pk)"
+    " VALUES (OLD.member_id, OLD.group_pk) ON CONFLICT DO NOTHING; END",
+    # Nothing updates a membership's key today; should anything, both pairs are pending.
+    "CREATE TRIGGER members_moved AFTER UPDATE OF member_id, group_pk ON members BEGIN"
+    " INSERT INTO member_groups_pending (member_id, group_pk)"
+    " VALUES (OLD.member_id, OLD.group_pk), (NEW.member_id, NEW.group_pk)"
+    " ON CONFLICT DO NOTHING; END",
 )
 
 
@@ -63,7 +68,7 @@ def downgrade() -> None:
     if op.get_bind().dialect.name != "sqlite":
         return
     op.execute("CREATE INDEX ix_members_member_id ON members (member_id)")
-    op.execute("DROP TRIGGER members_added")
-    op.execute("DROP TRIGGER members_removed")
+    for trigger in ("members_added", "members_removed", "members_moved"):
+        op.execute(f"DROP TRIGGER {trigger}")
     op.execute("DROP TABLE member_groups_pending")
     op.execute("DROP TABLE member_groups")
