@@ -39,9 +39,27 @@ HIGH_WATER = 4000
 POLL = 0.02
 
 
+_IS_MEMBER = (
+    "EXISTS (SELECT 1 FROM members AS m WHERE m.group_pk = {0}.group_pk"
+    " AND m.member_id = {0}.member_id)"
+)
+# The two sides of a member's memberships, each joined to its groups (``{member}``: a condition
+# on the member's id): the pairs of member_groups that are not pending, and the pending pairs
+# that are memberships.
+INDEXED_SQL = (
+    "member_groups AS mg JOIN groups AS g ON g.pk = mg.group_pk"
+    " WHERE mg.member_id {member} AND NOT EXISTS (SELECT 1 FROM member_groups_pending AS p"
+    " WHERE p.member_id = mg.member_id AND p.group_pk = mg.group_pk)"
+)
+PENDING_SQL = (
+    "member_groups_pending AS p JOIN groups AS g ON g.pk = p.group_pk"
+    " WHERE p.member_id {member} AND " + _IS_MEMBER.format("p")
+)
+
+
 def pairs_sql(member: str) -> str:
     """The (member_id, group_pk) memberships of the members ``member_id {member}``: e.g.
-    ``= :id``, ``IN (SELECT ...)``, ``= users.id`` in a correlated subquery."""
+    ``= :id``, ``IN (SELECT ...)``."""
     return (
         "SELECT mg.member_id, mg.group_pk FROM member_groups AS mg"
         f" WHERE mg.member_id {member} AND NOT EXISTS (SELECT 1 FROM member_groups_pending AS p"
@@ -51,10 +69,6 @@ def pairs_sql(member: str) -> str:
     )
 
 
-_IS_MEMBER = (
-    "EXISTS (SELECT 1 FROM members AS m WHERE m.group_pk = {0}.group_pk"
-    " AND m.member_id = {0}.member_id)"
-)
 # The last pair of the first ``limit`` pending pairs (key order): where one apply stops.
 _LAST_OF_BATCH = (
     "SELECT member_id, group_pk FROM member_groups_pending"
@@ -166,12 +180,15 @@ class MemberIndexer:
     def _run(self) -> None:
         last_all = time.monotonic()  # when the pending list was last emptied
         failing = False
-        while not self._stop.wait(self.poll):
+        wait = self.poll
+        while not self._stop.wait(wait):
             try:
+                if not self._pending_over(0):  # idle: looked at four times a second
+                    wait, last_all = self.interval / 4, time.monotonic()
+                    continue
+                wait = self.poll
                 due = time.monotonic() - last_all >= self.interval
-                if not self._pending_over(0) or not (due or self._pending_over(self.high_water)):
-                    if due:
-                        last_all = time.monotonic()
+                if not (due or self._pending_over(self.high_water)):
                     continue
                 if self.apply_once() < self.batch:
                     last_all = time.monotonic()
