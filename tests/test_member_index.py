@@ -11,6 +11,7 @@ migration of a database that already has memberships.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
@@ -35,6 +36,8 @@ USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 BASE = "http://scim.test/scim/v2"
+# More examples with fresh seeds: SCIMD_FUZZ_EXAMPLES (as for tests/test_state_machine.py).
+EXAMPLES = int(os.environ.get("SCIMD_FUZZ_EXAMPLES", "0")) or 25
 
 
 def _sqlite(path: Path) -> sa.Engine:
@@ -208,7 +211,7 @@ def test_pending_pairs_never_change_what_readers_see(tmp_path: Path) -> None:
         run_state_machine_as_test(
             MemberIndexMachine,
             settings=settings(
-                max_examples=25,
+                max_examples=EXAMPLES,
                 stateful_step_count=25,
                 deadline=None,
                 suppress_health_check=[HealthCheck.too_slow],
@@ -388,3 +391,73 @@ def test_a_full_disk_is_reported_as_such(tmp_path: Path, caplog: pytest.LogCaptu
     _check_index(engine)
     d.close()
     engine.dispose()
+
+
+def test_two_servers_on_one_file_churn_members_and_agree_afterwards(tmp_path: Path) -> None:
+    """Two ``scimd serve`` processes on one SQLite file, each with its own indexer thread,
+    add and remove members of the same groups concurrently (bounded: 480 PATCHes). Every
+    read during the churn and after it matches the memberships, and once the pending pairs
+    are applied ``member_groups`` holds exactly the memberships."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from support.live_server import create_app, sqlite_url, start_server
+
+    path = tmp_path / "two.db"
+    url = sqlite_url(path)
+    creds = create_app(url, "entra")
+    headers = {"Authorization": f"Bearer {creds.client_secret}"}
+    with (
+        start_server(url, log_dir=tmp_path / "a") as a,
+        start_server(url, log_dir=tmp_path / "b") as b,
+        httpx.Client(base_url=a.scim_url, headers=headers, timeout=30) as ca,
+        httpx.Client(base_url=b.scim_url, headers=headers, timeout=30) as cb,
+    ):
+        users = []
+        for i in range(40):
+            r = ca.post("/Users", json={"schemas": [USER], "userName": f"two{i}@x.test"})
+            assert r.status_code == 201, r.text
+            users.append(r.json()["id"])
+        groups = []
+        for g in range(3):
+            r = cb.post("/Groups", json={"schemas": [GROUP], "displayName": f"Two{g}"})
+            assert r.status_code == 201, r.text
+            groups.append(r.json()["id"])
+
+        def worker(w: int) -> None:
+            rng = random.Random(w)
+            client = ca if w % 2 else cb
+            for _ in range(60):
+                op = rng.choice(["add", "remove"])
+                picks = rng.sample(users, rng.randint(1, 10))
+                body = {
+                    "schemas": [PATCH],
+                    "Operations": [
+                        {"op": op, "path": "members", "value": [{"value": u} for u in picks]}
+                    ],
+                }
+                r = client.patch(f"/Groups/{rng.choice(groups)}", json=body)
+                assert r.status_code in (200, 204), r.text
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(worker, range(8)))
+
+        def agree(client: httpx.Client) -> None:
+            held = {
+                g: {m["value"] for m in client.get(f"/Groups/{g}").json().get("members", [])}
+                for g in groups
+            }
+            for u in users:
+                got = {x["value"] for x in client.get(f"/Users/{u}").json().get("groups", [])}
+                assert got == {g for g in groups if u in held[g]}
+
+        agree(ca)  # pending pairs or not
+        engine = create_engine(url)
+        try:
+            _wait_until(lambda: not _pairs(engine, "member_groups_pending"), "pairs applied")
+            assert _pairs(engine, "member_groups") == _memberships(engine)
+        finally:
+            engine.dispose()
+        agree(cb)
