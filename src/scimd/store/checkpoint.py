@@ -3,10 +3,9 @@
 In WAL mode every commit appends the pages it changed to the ``-wal`` file, and a checkpoint
 copies them back into the database file (after an fsync of the log, then an fsync of the
 database). SQLite runs that checkpoint inside the commit that takes the log past
-``wal_autocheckpoint`` pages (1,000 by default). A 100-member group PATCH wrote ~110 pages (one
-per member in the member -> groups index, before migration 0007), so every ~10th such request
-paid a checkpoint of the others' pages: in-process, 100-member adds and removes averaged 2.1 ms
-with it, 1.3 ms without.
+``wal_autocheckpoint`` pages (1,000 by default). A 100-member group PATCH writes ~110 pages (one
+per member in ``ix_members_member_id``), so every ~10th such request paid a checkpoint of the
+others' pages: in-process, 100-member adds and removes averaged 2.1 ms with it, 1.3 ms without.
 
 ``Checkpointer`` runs ``PRAGMA wal_checkpoint(PASSIVE)`` on its own connection every
 ``interval`` seconds. A passive checkpoint blocks neither readers nor the writer, and the

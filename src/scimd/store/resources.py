@@ -26,7 +26,6 @@ from scimd.scim.errors import InvalidValue, NotFound, PreconditionFailed, Unique
 from scimd.scim.filter import AttrPath, Compare, Filter
 from scimd.scim.values import now_datetime
 from scimd.store import audit as A
-from scimd.store import member_index as MI
 from scimd.store import onloop, sqlfilter, versions
 from scimd.store.prepared import StatementCache, dump_json, load_json
 from scimd.store.tables import COUNTER_SLOTS, counters, groups, members, users
@@ -223,15 +222,13 @@ class Repository:
 
     def _rec_groups(self, row: Any) -> Rec:
         pairs = load_json(row[6])
-        if len(row) > 7 and row[7] != "[]":  # SQLite: the pending memberships' column
-            pairs += load_json(row[7])
         if len(pairs) > 1:
             pairs.sort(key=lambda p: p[1].lower())
         return Rec(row[0], row[1], row[2], row[3], row[4], load_json(row[5]), pairs)
 
     def _cols_groups(self, conn: sa.Connection) -> list[Any]:
         """The row's columns plus, for users, their groups in the same statement."""
-        return [*self.cols, *_groups_columns(conn.dialect.name)]
+        return [*self.cols, _groups_column(conn.dialect.name)]
 
     # -- rendering ----------------------------------------------------------------------------
     def render(
@@ -627,23 +624,18 @@ def unlink(
     it here. Returns the ids of the groups it left, sorted, for the delete's audit record."""
     if touched is None:
         touched = touch_groups(conn, row.id)
-    if conn.dialect.name == "sqlite":
-        left = _unlink_sqlite(conn, kind, row)
-    else:
-        if kind is GROUPS:
-            name, cond = (
-                "members.unlink_group",
-                sa.or_(members.c.member_id == _B("id"), members.c.group_pk == _B("pk")),
-            )
-            params: dict[str, Any] = {"id": row.id, "pk": row.pk}
-        else:
-            name, cond = "members.unlink", members.c.member_id == _B("id")
-            params = {"id": row.id}
-        left = list(
-            STATEMENTS.get(
-                conn, name, lambda: members.delete().where(cond).returning(members.c.group_pk)
-            ).run(conn, params)
+    if kind is GROUPS:
+        name, cond = (
+            "members.unlink_group",
+            sa.or_(members.c.member_id == _B("id"), members.c.group_pk == _B("pk")),
         )
+        params: dict[str, Any] = {"id": row.id, "pk": row.pk}
+    else:
+        name, cond = "members.unlink", members.c.member_id == _B("id")
+        params = {"id": row.id}
+    left = STATEMENTS.get(
+        conn, name, lambda: members.delete().where(cond).returning(members.c.group_pk)
+    ).run(conn, params)
     # A membership a concurrent PATCH committed after ``touched`` was read. (A deleted
     # group's own memberships name itself: not a group it leaves.)
     late = {pk for (pk,) in left} - touched.keys() - ({row.pk} if kind is GROUPS else set())
@@ -651,38 +643,6 @@ def unlink(
     if late:
         ids.update(_touch(conn, sorted(late)))
     return sorted(ids)
-
-
-def _unlink_sqlite(conn: sa.Connection, kind: Kind, row: Rec) -> list[tuple[int]]:
-    """``unlink`` on SQLite, where members.member_id has no index: the member's memberships
-    are found through ``member_groups`` (see ``store/member_index.py``), then its pairs are
-    taken out of that index at once, so none is left to apply."""
-    left = list(
-        STATEMENTS.get(
-            conn,
-            "members.unlink",
-            lambda: sa.text(
-                "DELETE FROM members WHERE (group_pk, member_id) IN"
-                f" (SELECT group_pk, member_id FROM ({MI.pairs_sql('= :id')}))"
-                " RETURNING group_pk"
-            ),
-        ).run(conn, {"id": row.id})
-    )
-    for table in ("member_groups", "member_groups_pending"):
-        STATEMENTS.get(
-            conn,
-            f"members.unlink_{table}",
-            lambda t=table: sa.text(f"DELETE FROM {t} WHERE member_id = :id"),
-        ).run(conn, {"id": row.id})
-    if kind is GROUPS:  # its own members (their pairs become pending: the triggers)
-        left += STATEMENTS.get(
-            conn,
-            "members.unlink_members",
-            lambda: (
-                members.delete().where(members.c.group_pk == _B("pk")).returning(members.c.group_pk)
-            ),
-        ).run(conn, {"pk": row.pk})
-    return left
 
 
 def left_detail(group_ids: list[str]) -> dict[str, Any] | None:
@@ -706,11 +666,6 @@ def touch_groups(conn: sa.Connection, member_id: str) -> dict[int, str]:
 
 
 def _touch_groups(conn: sa.Connection) -> Any:
-    if conn.dialect.name == "sqlite":
-        return sa.text(
-            "UPDATE groups SET version = version + 1, last_modified = :now WHERE pk IN"
-            f" (SELECT group_pk FROM ({MI.pairs_sql('= :id')})) RETURNING pk, id"
-        )
     of_member: Any = sa.select(members.c.group_pk).where(members.c.member_id == _B("id"))
     if conn.dialect.name == "postgresql":
         of_member = (
@@ -968,26 +923,23 @@ def _pg_member_rows(member_id: str) -> str:
     return f"(SELECT member_id, group_pk FROM members WHERE member_id = {member_id} OFFSET 0) AS m"
 
 
-def _groups_columns(dialect: str) -> list[Any]:
-    """User.groups as JSON arrays of [id, displayName] pairs: correlated subqueries. On SQLite
-    two, one per side of ``member_index.pairs_sql`` (a ~1 µs cheaper statement than one
-    subquery over their union, which SQLite materialises for every row)."""
+def _groups_column(dialect: str) -> Any:
+    """User.groups as a JSON array of [id, displayName] pairs: a correlated subquery."""
     if dialect == "postgresql":
         pairs = _pg_groups_of(_pg_member_rows("users.id"))
-        return [
-            sa.literal_column(
-                "(SELECT coalesce(json_agg(json_build_array(p.id, p.display_name)), '[]'::json)"
-                f" FROM ({pairs}) AS p)"
-            ).label("groups")
-        ]
-    pair = "json_group_array(json_array(g.id, g.display_name))"
-    return [
-        sa.literal_column(f"(SELECT {pair} FROM {side})").label(label)
-        for side, label in (
-            (MI.INDEXED_SQL.format(member="= users.id"), "groups"),
-            (MI.PENDING_SQL.format(member="= users.id"), "groups_pending"),
-        )
-    ]
+        return sa.literal_column(
+            "(SELECT coalesce(json_agg(json_build_array(p.id, p.display_name)), '[]'::json)"
+            f" FROM ({pairs}) AS p)"
+        ).label("groups")
+    pair_src = members.join(groups, groups.c.pk == members.c.group_pk)
+    agg = sa.func.json_group_array(sa.func.json_array(groups.c.id, groups.c.display_name))
+    return (
+        sa.select(agg)
+        .select_from(pair_src)
+        .where(members.c.member_id == users.c.id)
+        .scalar_subquery()
+        .label("groups")
+    )
 
 
 def groups_of(
@@ -1006,10 +958,10 @@ def groups_of(
         sql = f"SELECT p.member_id, p.id, p.display_name FROM ({_pg_groups_of(found)})"
         sql += " AS p ORDER BY p.display_name_lower"
     else:
-        of_them = MI.pairs_sql("IN IDS" if many else "= :id")
         sql = (
-            f"SELECT x.member_id, g.id, g.display_name FROM ({of_them}) AS x"
-            " JOIN groups AS g ON g.pk = x.group_pk ORDER BY g.display_name_lower"
+            "SELECT members.member_id, groups.id, groups.display_name FROM members"
+            " JOIN groups ON groups.pk = members.group_pk WHERE members.member_id"
+            f" {'IN IDS' if many else '= :id'} ORDER BY groups.display_name_lower"
         )
     if many:  # a page of users: one prepared statement, the ids as one parameter
         stmt = STATEMENTS.get(conn, "groups_of.many", lambda: _members_sql(conn, sql))

@@ -43,8 +43,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
-from sqlalchemy.sql import operators
-from sqlalchemy.sql.elements import BinaryExpression, BooleanClauseList
 
 from scimd.scim import schema as S
 from scimd.scim.errors import InvalidFilter
@@ -655,39 +653,12 @@ class _Relation(_Elements):
         inner = cond(_CheckedElement(elem, self))
         if _is_const(inner, False):
             return sa.false()
-        if self.c.pg or not _pins(inner, m.c.member_id):
-            # PostgreSQL: ix_members_member_id serves a condition on the member's id. SQLite:
-            # a condition that does not name one id reads the memberships in one pass.
-            return self.c.table.c.pk.in_(sa.select(m.c.group_pk).where(inner))
-        # SQLite has no index on members.member_id: the pairs of one id are found through
-        # member_groups and the pending ones (see tables.member_groups), each checked against
-        # members.
-        found = [
-            sa.select(m.c.group_pk)
-            .select_from(
-                side.join(
-                    m, sa.and_(m.c.group_pk == side.c.group_pk, m.c.member_id == side.c.member_id)
-                )
-            )
-            .where(inner)
-            for side in (tables.member_groups.alias(), tables.member_groups_pending.alias())
-        ]
-        return self.c.table.c.pk.in_(sa.union(*found))
+        return self.c.table.c.pk.in_(sa.select(m.c.group_pk).where(inner))
 
     def present(self) -> Bool:
         if self.sub is None:  # every element has a non-empty value
             return self.exists(lambda e: sa.true(), objects_only=True)
         return super().present()
-
-
-def _pins(cond: Bool, column: Any) -> bool:
-    """Whether ``cond`` holds only where ``column`` equals one value: ``column = x``, alone or
-    in an AND."""
-    if isinstance(cond, BinaryExpression):
-        return cond.operator is operators.eq and cond.left is column
-    if isinstance(cond, BooleanClauseList) and cond.operator is operators.and_:
-        return any(_pins(c, column) for c in cond.clauses)
-    return False
 
 
 class _CheckedElement(_Element):

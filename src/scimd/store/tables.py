@@ -68,63 +68,13 @@ members = sa.Table(
     # The member's SCIM id (a user or a group).
     sa.Column("member_id", sa.String(64), primary_key=True),
     sa.Column("member_type", sa.String(16), nullable=False),
-    # PostgreSQL: member id -> groups, for User.groups and deleting a member. Every add or
-    # remove of a member changes it at a random place. SQLite has ``member_groups`` instead.
-    sa.Index("ix_members_member_id", "member_id", info={"dialect": "postgresql"}).ddl_if(
-        dialect="postgresql"
-    ),
-    # SQLite: clustered on the primary key (migration 0003).
+    # member id -> groups: User.groups and deleting a user. Every add or remove of a member
+    # writes one page of it, at a random place (measured: most of a 100-member PATCH's writes).
+    sa.Index("ix_members_member_id", "member_id"),
+    # SQLite: clustered on the primary key, so a membership is stored in two B-trees, not three
+    # (migration 0003), and the member_id index holds group_pk.
     sqlite_with_rowid=False,
 )
-
-# SQLite: member id -> groups, brought up to date in batches (``store/member_index.py``). As an
-# index of ``members`` it cost a page write at a random place per member added or removed: a
-# 100-member PATCH wrote ~100 pages at COMMIT, two thirds of its time (migration 0007).
-# ``member_groups`` may lack or keep a pair for a while; every such pair is in
-# ``member_groups_pending`` (triggers on ``members`` put it there in the same transaction), so
-# a reader trusts ``member_groups`` for the pairs not pending and checks the pending ones
-# against ``members``.
-# ``info["dialect"]``: the database that has them (the migrations make them on SQLite only, and
-# ``tests/test_migrations.py`` compares them there only).
-member_groups = sa.Table(
-    "member_groups",
-    metadata,
-    sa.Column("member_id", sa.String(64), primary_key=True),
-    sa.Column("group_pk", sa.Integer, primary_key=True),
-    sqlite_with_rowid=False,
-    info={"dialect": "sqlite"},
-)
-member_groups_pending = sa.Table(
-    "member_groups_pending",
-    metadata,
-    sa.Column("member_id", sa.String(64), primary_key=True),
-    sa.Column("group_pk", sa.Integer, primary_key=True),
-    sqlite_with_rowid=False,
-    info={"dialect": "sqlite"},
-)
-
-# SQLite: every membership added or removed is a pending pair (see ``member_groups``). Created
-# by migration 0007 (and here for ``metadata.create_all``); only rows really inserted or
-# deleted fire them (an add that conflicts does nothing). A migration that rebuilds ``members``
-# must create them again (``tests/test_migrations.py`` checks that they are there). Their own
-# conflict clause is ``ON CONFLICT DO NOTHING``: an ``OR ...`` clause on the statement that fires
-# them would override an ``OR IGNORE`` here.
-MEMBER_TRIGGERS = (
-    "CREATE TRIGGER members_added AFTER INSERT ON members BEGIN"
-    " INSERT INTO member_groups_pending (member_id, group_pk)"
-    " VALUES (NEW.member_id, NEW.group_pk) ON CONFLICT DO NOTHING; END",
-    "CREATE TRIGGER members_removed AFTER DELETE ON members BEGIN"
-    " INSERT INTO member_groups_pending (member_id, group_pk)"
-    " VALUES (OLD.member_id, OLD.group_pk) ON CONFLICT DO NOTHING; END",
-    # Nothing updates a membership's key today; should anything, both pairs are pending.
-    "CREATE TRIGGER members_moved AFTER UPDATE OF member_id, group_pk ON members BEGIN"
-    " INSERT INTO member_groups_pending (member_id, group_pk)"
-    " VALUES (OLD.member_id, OLD.group_pk), (NEW.member_id, NEW.group_pk)"
-    " ON CONFLICT DO NOTHING; END",
-)
-for _trigger in MEMBER_TRIGGERS:
-    _ddl = sa.DDL(_trigger).execute_if(dialect="sqlite")  # type: ignore[no-untyped-call]
-    sa.event.listen(metadata, "after_create", _ddl)
 
 # Cached row counts so an unfiltered page never pays count(*) over the whole table. Each count is
 # spread over COUNTER_SLOTS rows and a write bumps a random one: concurrent creates on

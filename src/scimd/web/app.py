@@ -25,7 +25,6 @@ from scimd.store import migrate
 from scimd.store.checkpoint import Checkpointer
 from scimd.store.directory import Directory
 from scimd.store.engine import create_engine, write_transaction
-from scimd.store.member_index import MemberIndexer
 from scimd.web import portal_pages
 from scimd.web.http import error_response
 from scimd.web.oauth import TokenEndpoint
@@ -152,19 +151,16 @@ def create_app(
         )
 
     checkpointer = Checkpointer(engine)  # SQLite: WAL checkpoints off the request path
-    member_indexer = MemberIndexer(engine)  # SQLite: member -> groups pairs, in batches
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         checkpointer.start()
-        member_indexer.start()
         yield
         if access_log is not None:
             access_log.flush()
         portal.close()
         await scim.aclose()
         directory.close()
-        member_indexer.stop()
         checkpointer.stop()
         engine.dispose()
 
