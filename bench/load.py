@@ -44,7 +44,9 @@ Operations (``--ops``, comma separated, all by default):
     and reported as four rows: ``group_add_100_small``, ``group_remove_100_small``,
     ``group_add_100_large`` and ``group_remove_100_large``. ``--requests`` caps adds and removes
     together, and each row's req/s counts its own requests over the whole alternating run
-    (half the rate of requests sent).
+    (half the rate of requests sent). The same memberships come and go again and again: a
+    server that defers its index writes sees them cancel out, which a sync adding new members
+    would not (docs/performance.md, the section of b938499).
 
 Before the measurements, ``--seed-users N`` users are created with 32 concurrent POSTs; their ids
 and userNames are kept in memory for the read and update operations. Every user name carries a
