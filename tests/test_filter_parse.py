@@ -324,6 +324,17 @@ def test_unquoted_word_that_starts_like_a_number_is_a_string() -> None:
     assert parse("externalId eq 1x") == eq("externalId", "1x")
 
 
+def test_single_quoted_value_is_refused_with_a_hint() -> None:
+    """``userName eq 'x'`` is not a bare word: read as one it would look for the quotes too
+    and silently find nobody, so a script checking whether a user exists would then create it
+    again and get a 409. An apostrophe inside an unquoted word is still part of the word."""
+    for text in ("userName eq 'bjensen'", "userName eq 'b jensen'", "emails[value sw 'x']"):
+        with pytest.raises(InvalidFilter, match="double quotes") as info:
+            parse(text)
+        assert "position" in str(info.value)
+    assert parse("externalId eq o'malley") == eq("externalId", "o'malley")
+
+
 # ---------------------------------------------------------------------------------------------
 # RFC 7644 §3.4.2.2 example filters
 

@@ -333,6 +333,12 @@ class _Parser:
                 return int(s)
             except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
                 raise self.fail("number is out of range", pos) from None
+        if text[pos] == "'":
+            # Not a bare word: ``userName eq 'x'`` would otherwise look for the seven characters
+            # ``'x'`` and silently find nothing (RFC 7644 §3.4.2.2 takes JSON strings).
+            raise self.fail(
+                'strings are written in double quotes ("like this"), not single quotes', pos
+            )
         m = _BARE_WORD.match(text, pos)
         if m:
             # Compat: Microsoft's tutorial shows ``externalId eq jyoung``; an unquoted word that
