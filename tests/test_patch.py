@@ -285,6 +285,32 @@ def test_add_multi_valued_skips_exact_duplicates() -> None:
     assert not result.changed
 
 
+def test_add_multi_valued_skips_a_copy_differing_only_in_case() -> None:
+    """emails.value and type are not caseExact (RFC 7643 §2.3.1, §4.1.2): "H@X.com"/"Home"
+    is the value already there, so adding it changes nothing (RFC 7644 §3.5.2.1)."""
+    doc = user()
+    doc["emails"].append({"value": "h@x.org", "type": "home"})
+    again = [{"value": "H@X.ORG", "type": "Home"}]
+    result = patch(doc, {"op": "add", "path": "emails", "value": again})
+    assert result.doc == doc
+    assert not result.changed
+    # Another display is another value; so is a different address.
+    other = [{"value": "H@X.ORG", "type": "home", "display": "Home"}, {"value": "i@x.org"}]
+    result = patch(doc, {"op": "add", "path": "emails", "value": other})
+    assert result.doc["emails"][2:] == other
+
+
+def test_case_exact_sub_attributes_keep_copies_differing_in_case() -> None:
+    """x509Certificates.value is binary (caseExact): values differing in case are two values.
+    A POST body's own duplicates collapse by the same rule, keeping the first copy."""
+    certs = [{"value": "QUJD"}, {"value": "qujd"}]
+    result = patch(user(), {"op": "add", "path": "x509Certificates", "value": certs})
+    assert result.doc["x509Certificates"] == certs
+    attr = S.USER.attr["emails"]
+    given = [{"value": "a@x.org", "type": "work"}, {"value": "A@X.org", "type": "WORK"}]
+    assert R.normalise_value(attr, given, "emails") == [given[0]]
+
+
 def test_add_multi_valued_primary_clears_the_others() -> None:
     """An added value marked primary makes the previous primary value non-primary."""
     new = {"value": "h@x.org", "type": "home", "primary": True}

@@ -97,6 +97,10 @@ def theirs(
     return ("ok", out, changed)
 
 
+# No sub-attributes: elements compare exactly, as scim2-models compares them.
+_EXACT = S.Attribute("any", type=S.COMPLEX, multi_valued=True)
+
+
 def _one_copy(doc: dict[str, Any]) -> dict[str, Any]:
     """scim2-models keeps two equal elements of a multi-valued attribute (a value-path write
     can make them); scimd keeps one, as RFC 7643 §2.4 asks (SHOULD NOT return a value twice)."""
@@ -105,7 +109,7 @@ def _one_copy(doc: dict[str, Any]) -> dict[str, Any]:
         if isinstance(value, dict):
             value = _one_copy(value)
         elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
-            value = R.distinct_elements(value)
+            value = R.distinct_elements(_EXACT, value)
         out[key] = value
     return out
 

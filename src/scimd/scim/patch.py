@@ -52,6 +52,7 @@ from scimd.scim.resource import (
     check_required,
     display_path,
     distinct_elements,
+    element_key,
     normalise_complex,
     normalise_value,
 )
@@ -324,13 +325,14 @@ def _value_ids(f: Filter) -> list[str] | None:
     return None
 
 
-def _identity(value: Any) -> Any:
-    """A hashable stand-in for a JSON value, equal exactly when the values are (==)."""
+def _identity(attr: S.Attribute, value: Any) -> Any:
+    """A hashable stand-in for an element of ``attr``, equal when the elements are the same
+    value (``element_key``: strings without case unless ``caseExact``)."""
     if isinstance(value, dict):
-        try:
-            return ("object", frozenset(value.items()))
-        except TypeError:  # a nested list or object: rare in multi-valued elements
-            return ("json", json.dumps(value, sort_keys=True))
+        key = element_key(attr, value)
+        if key is not None:
+            return ("object", key)
+        return ("json", json.dumps(value, sort_keys=True))  # a nested list or object: rare
     if isinstance(value, list):
         return ("json", json.dumps(value, sort_keys=True))
     return ("value", value)
@@ -428,7 +430,7 @@ class _Patcher:
             for attr in schema.attributes:
                 items = container.get(attr.name) if attr.multi_valued and attr.is_complex else None
                 if isinstance(items, list) and len(items) > 1:
-                    container[attr.name] = distinct_elements(items)
+                    container[attr.name] = distinct_elements(attr, items)
 
     def container(self, urn: str, *, create: bool) -> dict[str, Any]:
         """The object holding ``urn``'s attributes: the document or an extension object."""
@@ -575,12 +577,12 @@ class _Patcher:
         old = container.get(attr.name)
         elements: list[Any] = old if isinstance(old, list) else []
         # A set, not ``item in elements``: a PATCH adding 30,000 emails took 8 s, the loop's.
-        seen = {_identity(e) for e in elements}
+        seen = {_identity(attr, e) for e in elements}
         marked = []
         for item in items:
-            key = _identity(item)
+            key = _identity(attr, item)
             if key in seen:
-                continue  # an exact duplicate: Entra re-sends what it already added
+                continue  # already there (Entra re-sends what it added): RFC 7644 §3.5.2.1
             seen.add(key)
             elements.append(item)
             if isinstance(item, dict) and item.get("primary") is True:

@@ -128,7 +128,7 @@ def normalise_value(attr: S.Attribute, value: Any, where: str) -> Any:
             raise InvalidValue(f"'{where}' is multi-valued: send a JSON array")
         if attr.is_complex:
             given = [normalise_complex(attr, v, where) for v in value if v is not None]
-            items = distinct_elements(given)
+            items = distinct_elements(attr, given)
             if sum(1 for i in items if i.get("primary") is True) > 1:
                 raise InvalidValue(f"'{where}' has more than one value marked primary")
             return items or None
@@ -141,19 +141,36 @@ def normalise_value(attr: S.Attribute, value: Any, where: str) -> Any:
     return coerce_scalar(attr, compat.single_from_list(value), where)
 
 
-def distinct_elements(items: list[Any]) -> list[Any]:
-    """The elements without empty objects, each once: RFC 7643 §2.4 says a service provider
-    SHOULD NOT return the same value twice, and a second copy of an element adds nothing.
-    (Anything but an object of scalars is kept as it is.)"""
+def element_key(attr: S.Attribute, item: dict[str, Any]) -> frozenset[tuple[str, Any]] | None:
+    """What makes two elements of ``attr`` the same value: equal sub-attributes, strings
+    compared without case unless the sub-attribute is ``caseExact`` (RFC 7643 §2.3.1), as
+    filters compare them. ``{"value": "A@x.com"}`` is then a second copy of ``{"value":
+    "a@x.com"}``. None for an element that is not an object of scalars."""
+    try:
+        return frozenset(
+            (k, v.lower() if isinstance(v, str) and _folds(attr, k) else v) for k, v in item.items()
+        )
+    except TypeError:  # a nested list or object: not a normal element
+        return None
+
+
+def _folds(attr: S.Attribute, key: str) -> bool:
+    sub = attr.sub.get(key.lower())
+    return sub is not None and sub.type == S.STRING and not sub.case_exact
+
+
+def distinct_elements(attr: S.Attribute, items: list[Any]) -> list[Any]:
+    """The elements without empty objects, each once (the first copy): RFC 7643 §2.4 says a
+    service provider SHOULD NOT return the same value twice, and a second copy of an element
+    adds nothing. (Anything but an object of scalars is kept as it is.)"""
     seen: set[frozenset[tuple[str, Any]]] = set()
     out = []
     for item in items:
         if isinstance(item, dict):
             if not item:
                 continue
-            try:
-                key = frozenset(item.items())
-            except TypeError:  # a nested list or object: not a normal element
+            key = element_key(attr, item)
+            if key is None:
                 out.append(item)
                 continue
             if key in seen:
