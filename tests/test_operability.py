@@ -15,10 +15,13 @@ import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from scimd.auth import apps
+from scimd.scim.schema import USER_SCHEMA
 from scimd.settings import Settings
 from scimd.store import audit
 from scimd.store.engine import create_engine
 from scimd.web.app import create_app
+from support.live_server import create_app as create_bearer_app
+from support.live_server import sqlite_url, start_server
 
 
 @pytest.fixture
@@ -141,6 +144,45 @@ def test_failed_authentications_are_throttled(tmp_path: Path) -> None:
         r = c.get("/scim/v2/Users", headers={"Authorization": f"Bearer {token}"})
         assert r.status_code == 200
         assert c.get("/scim/v2/Users", headers=bad).status_code == 429
+
+
+def _failures(url: str, addresses: list[str]) -> list[int]:
+    """Statuses of requests with a wrong token, each claiming to come from an address."""
+    bad = {"Authorization": "Bearer no"}
+    return [
+        httpx.get(f"{url}/Users", headers={**bad, "X-Forwarded-For": a}).status_code
+        for a in addresses
+    ]
+
+
+def _location_scheme(url: str, token: str, name: str) -> str:
+    r = httpx.post(
+        f"{url}/Users",
+        json={"schemas": [USER_SCHEMA], "userName": name},
+        headers={"Authorization": f"Bearer {token}", "X-Forwarded-Proto": "https"},
+    )
+    assert r.status_code == 201
+    return r.headers["location"].split(":", 1)[0]
+
+
+def test_forwarded_headers_are_believed_only_from_named_proxies(tmp_path: Path) -> None:
+    """By default X-Forwarded-For is not believed, even from loopback: a client naming a new
+    address on each request would otherwise never meet the failed-authentication limit
+    (uvicorn believes loopback unless told otherwise). With --forwarded-allow-ips naming the
+    proxy, its X-Forwarded-For is the client (each address its own limit) and its
+    X-Forwarded-Proto the scheme of locations."""
+    url = sqlite_url(tmp_path / "f.db")
+    token = create_bearer_app(url, "entra").client_secret
+    env = {"SCIMD_AUTH_FAILURES_PER_MINUTE": "3"}
+    with start_server(url, log_dir=tmp_path, env=env) as server:
+        spoofed = [f"10.0.0.{i}" for i in range(4)]
+        assert _failures(server.scim_url, spoofed) == [401, 401, 401, 429]
+        assert _location_scheme(server.scim_url, token, "a") == "http"
+    trusted = ["--forwarded-allow-ips", "127.0.0.1"]
+    with start_server(url, log_dir=tmp_path, env=env, extra_args=trusted) as server:
+        assert _failures(server.scim_url, [f"10.0.1.{i}" for i in range(4)]) == [401] * 4
+        assert _failures(server.scim_url, ["10.0.2.1"] * 4) == [401, 401, 401, 429]
+        assert _location_scheme(server.scim_url, token, "b") == "https"
 
 
 def test_entra_flag_query_parameter_is_ignored(client: tuple[TestClient, str]) -> None:

@@ -35,6 +35,12 @@ class Settings:
     properties_urn: str = USER_PROPERTIES_SCHEMA
     # Failed bearer authentications allowed per client address per minute before 429.
     auth_failures_per_minute: int = 30
+    # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are believed (comma-
+    # separated addresses or networks, "*" for any; uvicorn's --forwarded-allow-ips). Empty:
+    # none, the client is the peer. Believing loopback by default (uvicorn's default) let any
+    # local client, or any client behind a proxy that passes the header on unchanged, pick
+    # its address per request and so never meet the failed-authentication limit.
+    forwarded_allow_ips: str = ""
     # Key signing portal session cookies; empty = generated once and kept in the database.
     session_secret: str = ""
     log_level: str = "info"

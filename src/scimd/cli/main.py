@@ -158,13 +158,27 @@ def serve(
         str | None,
         typer.Option(help="Public base URL, e.g. https://idp.example.com (env SCIMD_PUBLIC_URL)"),
     ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="Reverse proxies whose X-Forwarded-For/-Proto headers are trusted, e.g."
+            " 127.0.0.1 (comma-separated; default none; env SCIMD_FORWARDED_ALLOW_IPS)."
+        ),
+    ] = None,
 ) -> None:
     """Run the SCIM server (upgrades the database schema first)."""
     import uvicorn
 
     from scimd.web.app import create_app
 
-    s = _settings(config, host=host, port=port, database_url=database_url, public_url=public_url)
+    s = _settings(
+        config,
+        host=host,
+        port=port,
+        database_url=database_url,
+        public_url=public_url,
+        forwarded_allow_ips=forwarded_allow_ips,
+    )
     _setup_logging(s.log_level)
     parsed = sa.engine.make_url(s.database_url)
     if parsed.get_backend_name() == "sqlite" and _in_memory(parsed.database or ""):
@@ -215,6 +229,8 @@ def serve(
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=s.shutdown_timeout or None,
+        proxy_headers=bool(s.forwarded_allow_ips.strip()),
+        forwarded_allow_ips=s.forwarded_allow_ips.strip() or None,
     )
 
 
