@@ -133,6 +133,24 @@ def test_malformed_json_is_invalid_syntax(api: Api) -> None:
     _error(api.req("POST", "/Users", b"[1, 2]"), 400, "invalidSyntax")
 
 
+def test_paging_numbers_are_ascii_digits(api: Api) -> None:
+    """int() read count=1_0 as 10 and Arabic-Indic digits as numbers; a sign is fine."""
+    for raw in ("1_0", "%D9%A3", "1.5", "0x10", "1%0A"):
+        r = api.req("GET", f"/Users?count={raw}")
+        assert "'count' must be an integer" in _error(r, 400, "invalidValue")["detail"]
+    assert api.req("GET", "/Users?startIndex=%2B1&count=-1").status_code == 200
+    assert api.req("GET", "/Users?startIndex=+1&count=%201").status_code == 200
+
+
+def test_query_that_is_not_utf8_is_refused(api: Api) -> None:
+    """%FF in a filter was read as U+FFFD, and the filter found a user with that character."""
+    api.user("repl\ufffdchar")
+    r = api.req("GET", "/Users?filter=userName%20eq%20%22repl%FFchar%22")
+    assert "not UTF-8" in _error(r, 400, "invalidValue")["detail"]
+    r = api.req("GET", "/Users?filter=userName%20eq%20%22repl%EF%BF%BDchar%22")
+    assert r.json()["totalResults"] == 1
+
+
 def test_deeply_nested_json_is_invalid_syntax_and_writes_nothing(api: Api) -> None:
     """500 levels of nesting (orjson reads up to 1,024) overflowed the recursive walks: a 500
     with a 170 KB traceback, and a Bulk whose earlier operations were already committed."""
@@ -360,6 +378,19 @@ def test_search_endpoints(api: Api) -> None:
     assert r["totalResults"] == 1 and set(r["Resources"][0]) == {"schemas", "id", "userName"}
     r = api.req("POST", "/.search", {"filter": "displayName pr or userName pr"}).json()
     assert r["totalResults"] == 1
+
+
+def test_search_request_fields_are_checked_like_query_ones(api: Api) -> None:
+    """A field given twice in different case, a sortOrder that is not a string and
+    attribute lists holding other things than strings were silently read one way."""
+    _error(api.req("POST", "/.search", {"filter": "userName pr", "FILTER": "id pr"}), 400)
+    r = api.req("POST", "/Users/.search", {"sortBy": "userName", "sortOrder": 1})
+    assert "sortOrder" in _error(r, 400, "invalidValue")["detail"]
+    for value in ([1], [["userName"]], {"a": 1}, 5):
+        r = api.req("POST", "/Users/.search", {"attributes": value})
+        assert "'attributes' must be a list" in _error(r, 400, "invalidValue")["detail"]
+    r = api.req("POST", "/Users/.search", {"excludedAttributes": "meta", "sortOrder": None})
+    assert r.status_code == 200
 
 
 def _group_op(bulk_id: str, name: str, member_ref: str) -> dict[str, Any]:

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from urllib.parse import parse_qsl, quote_plus
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scimd.scim.errors import InvalidValue
 from scimd.web.exchange import query_params
 
-PIECES = st.sampled_from(["filter", "Filter", "count", "a+b", "%20", "%zz", "=", "&", "+", "%"])
+PIECES = st.sampled_from(
+    ["filter", "Filter", "count", "a+b", "%20", "%zz", "=", "&", "+", "%", "%C3%A9", "é"]
+)
 TEXT = st.lists(st.one_of(PIECES, st.text(max_size=6)), max_size=8).map("".join)
 
 
 def reference(raw: bytes) -> dict[str, str]:
     out: dict[str, str] = {}
-    for k, v in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+    for k, v in parse_qsl(raw.decode(), keep_blank_values=True, errors="strict"):
         out.setdefault(k.lower(), v)
     return out
 
@@ -43,3 +47,14 @@ def test_entra_filter_query() -> None:
         "filter": 'userName eq "a+b@x.example"',
         "excludedattributes": "members",
     }
+
+
+def test_non_ascii_is_utf8_and_nothing_else() -> None:
+    """Raw or percent-encoded, a query is UTF-8 (RFC 3986 §2.5): é either way. Bytes that are
+    not UTF-8 are refused rather than read as U+FFFD (a filter would then look for, and
+    could find, another name) or as Latin-1."""
+    assert query_params('filter=userName eq "josé"'.encode()) == {"filter": 'userName eq "josé"'}
+    assert query_params(b"filter=jos%C3%A9") == {"filter": "josé"}
+    for raw in (b"filter=repl%FFchar", b"filter=repl\xffchar", b"a%E9=1", b"x=%C3"):
+        with pytest.raises(InvalidValue, match="not UTF-8"):
+            query_params(raw)

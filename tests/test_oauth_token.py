@@ -158,6 +158,29 @@ def test_basic_credentials_are_form_urlencoded(server: Server) -> None:
     assert r.status_code == 200, r.text
 
 
+def test_two_authorization_headers_are_invalid_request(server: Server) -> None:
+    """Two Authorization headers name two clients at once (or a good and a bad secret):
+    refused as malformed, whichever comes first, and on the SCIM API too, where a write with
+    two tokens was authorised, and audited, as the application of the last one."""
+    cid, secret = server.app()
+    other_id, other = server.app(grant="bearer", lifetime=0, name="other")
+    _, bearer = server.app(grant="bearer", lifetime=0, name="third")
+    form = urlencode({"grant_type": "client_credentials"})
+    for pair in ((basic(cid, secret), basic(cid, "wrong")), (basic(cid, "no"), basic(cid, secret))):
+        headers = [("Content-Type", FORM), ("Authorization", pair[0]), ("Authorization", pair[1])]
+        r = server.client.post(TOKEN_URL, content=form, headers=headers)
+        assert "repeat" not in oauth_error(r, 400, "invalid_request")
+    body = {"schemas": [USER], "userName": "two-tokens"}
+    headers = [("Authorization", f"Bearer {other}"), ("Authorization", f"Bearer {bearer}")]
+    r = server.client.post("/scim/v2/Users", json=body, headers=headers)
+    assert r.status_code == 400 and r.json()["scimType"] == "invalidSyntax"
+    assert "2 authorization headers" in r.json()["detail"]
+    written = sa.select(audit_table.c.resource_type).where(audit_table.c.actor == other_id)
+    assert server.sql(written).all() == []
+    r = server.client.get("/scim/v2/Users", headers={"Authorization": f"Bearer {other}"})
+    assert r.json()["totalResults"] == 0
+
+
 def test_basic_client_id_may_be_repeated_in_form(server: Server) -> None:
     """A client_id form field equal to the Basic user is accepted alongside Basic auth."""
     cid, secret = server.app()

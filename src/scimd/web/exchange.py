@@ -8,6 +8,7 @@ asked for.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
@@ -59,6 +60,18 @@ class ScimRequest:
             }
         return self._headers.get(name)
 
+    def single_header(self, name: str) -> str | None:
+        """A header that may appear once (RFC 9110 §5.3: not a list), such as Authorization:
+        two of them are a 400, not the last one winning (with two tokens a write was
+        authorised, and audited, as whichever came last)."""
+        value = self.header(name)
+        if value is not None and len(self._headers or ()) < len(self.scope["headers"]):
+            raw = name.encode("latin-1")
+            count = sum(1 for k, _ in self.scope["headers"] if k.lower() == raw)
+            if count > 1:
+                raise InvalidSyntax(f"the request has {count} {name} headers; send one")
+        return value
+
     def param(self, name: str) -> str | None:
         """A query parameter, matched case-insensitively (clients send startindex, Count...).
 
@@ -72,10 +85,11 @@ class ScimRequest:
         raw = self.param(name)
         if raw is None or raw == "":
             return default
-        try:
-            return int(raw)
-        except ValueError:
-            raise InvalidValue(f"'{name}' must be an integer, got '{raw}'") from None
+        # ASCII digits only: int() also reads "1_0" and other scripts' digits. (Spaces around
+        # are fine: "+1" in a query string is " 1".)
+        if not _INTEGER.fullmatch(raw.strip(" \t")):
+            raise InvalidValue(f"'{name}' must be an integer, got '{raw}'")
+        return int(raw)
 
     async def json(self, max_bytes: int) -> Any:
         """The body as JSON: 413 past ``max_bytes``, 415 for non-JSON types, 400 otherwise."""
@@ -130,21 +144,31 @@ def _check_depth(doc: Any) -> None:
                 stack.append((item, depth + 1))
 
 
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 def query_params(raw: bytes) -> dict[str, str]:
     """``parse_qsl(..., keep_blank_values=True)`` as a dict of lower-cased names (first wins),
     without its per-pair overhead: only parts holding ``%`` or ``+`` are unquoted."""
     out: dict[str, str] = {}
     if not raw:
         return out
-    for part in raw.decode("latin-1").split("&"):
-        if not part:
-            continue
-        k, _, v = part.partition("=")
-        if "%" in k or "+" in k:
-            k = unquote_plus(k)
-        if "%" in v or "+" in v:
-            v = unquote_plus(v)
-        out.setdefault(k.lower(), v)
+    try:
+        # UTF-8 throughout, strictly: bytes that are not UTF-8 became U+FFFD (or, unescaped,
+        # Latin-1 mojibake), so a filter could look for, and find, another name.
+        for part in raw.decode().split("&"):
+            if not part:
+                continue
+            k, _, v = part.partition("=")
+            if "%" in k or "+" in k:
+                k = unquote_plus(k, errors="strict")
+            if "%" in v or "+" in v:
+                v = unquote_plus(v, errors="strict")
+            out.setdefault(k.lower(), v)
+    except UnicodeDecodeError:
+        raise InvalidValue(
+            "the query string is not UTF-8: percent-encode the UTF-8 bytes of other characters"
+        ) from None
     return out
 
 

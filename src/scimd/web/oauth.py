@@ -99,6 +99,9 @@ class TokenEndpoint:
             raise TokenError(
                 "unsupported_grant_type", f"only the '{GRANT}' grant is supported here"
             )
+        authorizations = request.headers.getlist("authorization")
+        if len(authorizations) > 1:  # which client would it be? (RFC 6749 §3.2: no repeats)
+            raise TokenError("invalid_request", "send one Authorization header")
         client_id, client_secret = client_credentials(request.headers.get("authorization"), form)
         rid = getattr(request.state, "request_id", None)
 

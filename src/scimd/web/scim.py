@@ -187,7 +187,8 @@ class Scim:
 
     async def handle(self, request: ScimRequest) -> Reply:
         address = request.client_host
-        token = bearer_token(request.header("authorization"))  # none: 401, and not a failure
+        # None: 401, and not a failure; two: 400 (which one would count?).
+        token = bearer_token(request.single_header("authorization"))
         try:
             try:
                 work = await self.route(request)
@@ -401,17 +402,20 @@ class Scim:
             raise InvalidSyntax("a SearchRequest must be a JSON object")
 
         def field(key: str) -> Any:
-            for k, v in body.items():
-                if k.lower() == key.lower():
-                    return v
-            return None
+            found = [v for k, v in body.items() if k.lower() == key.lower()]
+            if len(found) > 1:  # which one was meant? (Bulk refuses the same)
+                raise InvalidSyntax(f"the SearchRequest has '{key}' {len(found)} times")
+            return found[0] if found else None
 
-        def join(v: Any) -> str | None:
+        def join(key: str) -> str | None:
+            v = field(key)
             if v is None:
                 return None
-            if isinstance(v, list):
-                return ",".join(str(x) for x in v)
-            return str(v)
+            if isinstance(v, str):
+                return v
+            if isinstance(v, list) and all(isinstance(x, str) for x in v):
+                return ",".join(v)
+            raise InvalidValue(f"'{key}' must be a list of attribute paths (strings)")
 
         start = field("startIndex")
         count = field("count")
@@ -429,8 +433,8 @@ class Scim:
             count=count if count is not None else self.settings.default_count,
             sort_by=field("sortBy"),
             sort_order=field("sortOrder"),
-            attributes=join(field("attributes")),
-            excluded=join(field("excludedAttributes")),
+            attributes=join("attributes"),
+            excluded=join("excludedAttributes"),
         )
         d = self.directory
         if name is None:
@@ -456,7 +460,9 @@ class Scim:
             raise InvalidValue("'filter' must be a string")
         if sort_by is not None and not isinstance(sort_by, str):
             raise InvalidValue("'sortBy' must be an attribute path")
-        order = (sort_order or "ascending").lower() if isinstance(sort_order, str) else "ascending"
+        if sort_order is not None and not isinstance(sort_order, str):
+            raise InvalidValue("'sortOrder' must be 'ascending' or 'descending'")
+        order = (sort_order or "ascending").lower()
         if order not in ("ascending", "descending"):
             raise InvalidValue("'sortOrder' must be 'ascending' or 'descending'")
         return {
