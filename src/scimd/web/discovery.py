@@ -56,7 +56,7 @@ def list_response(resources: list[dict[str, Any]], start: int = 1) -> dict[str, 
 def schemas(types: list[S.ResourceType], base: str) -> list[dict[str, Any]]:
     seen: dict[str, dict[str, Any]] = {}
     for rt in types:
-        for s in rt.schemas:
+        for s in (s for s in rt.schemas if s.advertised):
             seen.setdefault(s.id, s.to_dict(f"{base}/Schemas/{s.id}"))
     return list(seen.values())
 
