@@ -1183,6 +1183,41 @@ def test_if_none_match_on_a_read_answers_304_while_the_version_is_current(api: A
     _error(api.req("GET", "/Users/nobody", headers={"If-None-Match": "*"}), 404)
 
 
+def test_a_users_tag_changes_with_its_groups(api: Api) -> None:
+    """User.groups is part of a user's representation: joining or leaving a group, or the
+    group's rename, gives the user a new tag (a 304 served stale groups), while its own
+    version, which writes check, stays. Every reply and listing shows the same tag."""
+    u = api.user("member@x.com")
+    uid, alone = u["id"], u["meta"]["version"]
+    g = api.req("POST", "/Groups", {"displayName": "Team", "members": [{"value": uid}]}).json()
+    r = api.req("GET", f"/Users/{uid}", headers={"If-None-Match": alone})
+    assert r.status_code == 200 and [x["value"] for x in r.json()["groups"]] == [g["id"]]
+    joined = r.headers["etag"]
+    assert joined != alone and joined.startswith('W/"1.') and r.json()["meta"]["version"] == joined
+    for query in ("", "?excludedAttributes=groups", "?attributes=userName"):
+        assert api.req("GET", f"/Users/{uid}{query}").headers["etag"] == joined
+    listed = api.req("GET", '/Users?filter=userName eq "member@x.com"').json()["Resources"]
+    assert listed[0]["meta"]["version"] == joined
+    page = api.req("GET", "/Users?excludedAttributes=groups").json()["Resources"]
+    assert [x["meta"]["version"] for x in page if x["id"] == uid] == [joined]
+    assert api.req("GET", f"/Users/{uid}", headers={"If-None-Match": joined}).status_code == 304
+    rename = {
+        "schemas": [PATCH],
+        "Operations": [{"op": "replace", "path": "displayName", "value": "Crew"}],
+    }
+    api.req("PATCH", f"/Groups/{g['id']}", rename)
+    renamed = api.req("GET", f"/Users/{uid}", headers={"If-None-Match": joined})
+    assert renamed.status_code == 200 and renamed.headers["etag"] not in (joined, alone)
+    # A write's If-Match checks the user's own version: its groups are read-only there.
+    title = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": "t"}]}
+    r = api.req("PATCH", f"/Users/{uid}", title, headers={"If-Match": joined})
+    assert r.status_code == 200 and r.headers["etag"].startswith('W/"2.')
+    assert r.json()["meta"]["version"] == r.headers["etag"]
+    _error(api.req("PATCH", f"/Users/{uid}", title, headers={"If-Match": joined}), 412)
+    api.req("DELETE", f"/Groups/{g['id']}")
+    assert api.req("GET", f"/Users/{uid}").headers["etag"] == 'W/"2"'
+
+
 def test_etags_compare_weakly_and_if_match_holds_for_reads_too(api: Api) -> None:
     """RFC 9110 §13.1: If-None-Match compares weakly ("1" names W/"1"), and a false If-Match
     is a 412 for a read as for a write."""

@@ -746,9 +746,9 @@ def test_user_groups_read_only_the_users_memberships(postgres_url: str) -> None:
         user, _ = d.get("User", "u1", BASE)
         assert sorted(g["value"] for g in user["groups"]) == ["g10", "g11", "g7", "g8", "g9"]
         with d.read() as conn:
-            pages = resources.groups_of(conn, ["u1", "u2"], BASE)
-            one = resources.groups_of(conn, ["u2"], BASE)
-        assert [g["display"] for g in pages["u2"]] == ["G10", "G11", "G7", "G8", "G9"]
+            pages = resources.groups_of(conn, ["u1", "u2"])
+            one = resources.groups_of(conn, ["u2"])
+        assert [name for _, name in pages["u2"]] == ["G10", "G11", "G7", "G8", "G9"]
         assert one == {"u2": pages["u2"]}
         prepared = resources.STATEMENTS._by_dialect["postgresql"]
         cases = [

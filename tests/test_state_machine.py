@@ -45,6 +45,11 @@ RUNS = itertools.count()
 names = st.sampled_from(["ann", "Ann", "bob", "BOB", "cy", "dee"])
 
 
+def _version(tag: str) -> str:
+    """The version in a user's tag (``W/"3"``, or ``W/"3.<digest of its groups>"``)."""
+    return tag.removeprefix("W/").strip('"').split(".")[0]
+
+
 @dataclass
 class ModelUser:
     user_name: str
@@ -52,6 +57,8 @@ class ModelUser:
     title: str | None = None
     age: int | None = None  # the custom Integer property, set the ways Entra sends it
     etag: str = ""
+    # Its groups (id, displayName) when ``etag`` was seen: they are part of the user's tag.
+    groups: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass
@@ -79,6 +86,16 @@ class Directory(RuleBasedStateMachine):
     # -- helpers ------------------------------------------------------------------------------
     def _taken(self, table: dict[str, Any], name: str, attr: str, but: str | None = None) -> bool:
         return any(getattr(v, attr).lower() == name.lower() for k, v in table.items() if k != but)
+
+    def _groups_of(self, uid: str) -> frozenset[tuple[str, str]]:
+        return frozenset(
+            (gid, g.display_name) for gid, g in self.groups.items() if uid in g.members
+        )
+
+    def _saw(self, uid: str, r: httpx.Response) -> None:
+        """Record the user's tag from a reply, with the groups it has now."""
+        user = self.users[uid]
+        user.etag, user.groups = r.headers["etag"], self._groups_of(uid)
 
     def _patch(self, path: str, *ops: dict[str, Any]) -> httpx.Response:
         return self.client.patch(path, json={"schemas": [PATCH], "Operations": list(ops)})
@@ -111,7 +128,8 @@ class Directory(RuleBasedStateMachine):
             assert r.headers["etag"] == user.etag  # nothing changed: same version
         else:
             assert r.headers["etag"] != user.etag
-        user.active, user.etag = want, r.headers["etag"]
+        user.active = want
+        self._saw(uid, r)
 
     @rule(
         uid=users_b,
@@ -136,7 +154,8 @@ class Directory(RuleBasedStateMachine):
         assert r.status_code == 200, r.text
         assert r.json()[PROPS]["Age"] == age
         user = self.users[uid]
-        user.age, user.etag = age, r.headers["etag"]
+        user.age = age
+        self._saw(uid, r)
 
     @rule(uid=users_b, name=names, title=st.sampled_from(["Dev", "Ops", None]))
     def replace_user(self, uid: str, name: str, title: str | None) -> None:
@@ -154,7 +173,7 @@ class Directory(RuleBasedStateMachine):
         assert r.status_code == 200, r.text
         user = self.users[uid]
         user.user_name, user.title, user.age = user_name, title, None
-        user.etag = r.headers["etag"]
+        self._saw(uid, r)
 
     @rule(uid=consumes(users_b))
     def delete_user(self, uid: str) -> None:
@@ -266,7 +285,13 @@ class Directory(RuleBasedStateMachine):
             assert doc.get("active") is u.active
             assert doc.get("title") == u.title
             assert doc.get(PROPS, {}).get("Age") == u.age
-            assert r.headers["etag"] == u.etag
+            tag, now = r.headers["etag"], self._groups_of(uid)
+            if now == u.groups:
+                assert tag == u.etag  # neither the user nor its groups changed
+            else:  # its groups did (members, a group's name): a new tag, the same version
+                assert tag != u.etag and _version(tag) == _version(u.etag), (tag, u.etag)
+            assert doc["meta"]["version"] == tag
+            u.etag, u.groups = tag, now
             want = {gid for gid, g in self.groups.items() if uid in g.members}
             assert {g["value"] for g in doc.get("groups", [])} == want, uid
 

@@ -43,6 +43,7 @@ from scimd.store.resources import (
     render_groups,
     render_members,
     resolve_members,
+    user_etag,
 )
 from scimd.store.sqlfilter import sort_value
 from scimd.store.tables import members
@@ -311,7 +312,7 @@ class Directory:
         and ``gate`` (the request's authorisation) runs before anything else is decided."""
         with self.read() as conn:
             repo = self.repos[name]
-            with_groups = name == "User" and _wants("groups", attributes or [], excluded or [])
+            with_groups = name == "User"  # its ETag holds its groups, even when not returned
             if gate is None:
                 rt = self.resource_type(conn, name)
                 row = repo.get_row(conn, rid, with_groups)
@@ -323,7 +324,7 @@ class Directory:
                     raise NotFound(f"{name} '{rid}' not found")
                 row = found
             res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
-            return res, etag(row.version)
+            return res, _tag(row)
 
     def search(
         self,
@@ -343,7 +344,7 @@ class Directory:
         (Entra's matching probe) is then one statement, counters included."""
         with self.read() as conn:
             repo = self.repos[name]
-            with_groups = name == "User" and _wants("groups", attributes or [], excluded or [])
+            with_groups = name == "User" and _wants_groups(attributes or [], excluded or [])
             if gate is None:
                 rt = self.resource_type(conn, name)
             else:
@@ -533,14 +534,15 @@ class Directory:
         out = []
         if name == "User":
             want_groups = _wants("groups", attributes, excluded)
+            need = _wants_groups(attributes, excluded)  # the groups, or meta.version
             missing = [r.id for r in rows if r.groups is None]
-            gmap = groups_of(conn, missing, base) if want_groups and missing else {}
+            gmap = groups_of(conn, missing) if need and missing else {}
             for row in rows:
-                if want_groups and row.groups:
-                    extra: dict[str, Any] | None = {"groups": render_groups(row.groups, base)}
-                else:
-                    extra = {"groups": gmap[row.id]} if row.id in gmap else None
-                out.append(R.project(repo.render(row, rt, base, extra), rt, attributes, excluded))
+                pairs = row.groups if row.groups is not None else gmap.get(row.id, [])
+                extra = {"groups": render_groups(pairs, base)} if want_groups and pairs else None
+                tag = user_etag(row.version, pairs) if need else None
+                res = repo.render(row, rt, base, extra, tag)
+                out.append(R.project(res, rt, attributes, excluded))
         else:
             want_members = _wants("members", attributes, excluded)
             mmap = _members_of(conn, [r.pk for r in rows]) if want_members else {}
@@ -716,7 +718,7 @@ class Directory:
                 )
             else:
                 res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
-            return Written(res, etag(row.version))
+            return Written(res, etag(row.version))  # a new user is in no group
 
         return self._written(actor, attempt, name == "User")
 
@@ -771,7 +773,7 @@ class Directory:
                 detail = {"members": _member_changes(member_ops)} if member_ops else None
                 row = repo.replace(conn, row, doc, who, "replace", detail, member_ops)
             res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
-            return Written(res, etag(row.version), changed)
+            return Written(res, _tag(row), changed)
 
         return self._written(actor, attempt, name == "User")
 
@@ -788,9 +790,7 @@ class Directory:
         attributes: list[str] | None = None,
         excluded: list[str] | None = None,
     ) -> Written:
-        want_groups = (
-            render and name == "User" and _wants("groups", attributes or [], excluded or [])
-        )
+        want_groups = name == "User"  # its ETag holds its groups, even when not returned
 
         def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
             if name == "Group" and not at_once:
@@ -830,7 +830,7 @@ class Directory:
                 if render
                 else None
             )
-            return Written(res, etag(row.version), row is not found)
+            return Written(res, _tag(row), row is not found)
 
         return self._written(actor, attempt, True)
 
@@ -921,6 +921,16 @@ def _across_key(value: Any) -> tuple[bool, str, Any]:
 
 def _lists(attributes: list[str] | None, excluded: list[str] | None) -> tuple[list[str], list[str]]:
     return attributes or [], excluded or []
+
+
+def _tag(row: Rec) -> str:
+    """A resource's ETag: a user's holds its groups (read with the row)."""
+    return etag(row.version) if row.groups is None else user_etag(row.version, row.groups)
+
+
+def _wants_groups(attributes: list[str], excluded: list[str]) -> bool:
+    """Whether a user's reply needs its groups: to return them, or for meta.version."""
+    return _wants("groups", attributes, excluded) or _wants("meta", attributes, excluded)
 
 
 def _wants(attr: str, attributes: list[str], excluded: list[str]) -> bool:
