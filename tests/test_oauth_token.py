@@ -469,6 +469,34 @@ def test_malformed_authorization_is_invalid_client(server: Server, authorization
     oauth_error(r, 401, "invalid_client")
 
 
+def test_scim_api_takes_basic_credentials_of_a_bearer_application(server: Server) -> None:
+    """Okta's "Basic Auth" option sends the client id and secret as HTTP Basic: the secret is
+    the application's bearer token, and the id must be its application's. A write is audited
+    as that application; a wrong id, a wrong or revoked secret is a 401 that counts as a
+    failure; a malformed Basic header is a 401 that says how to send it."""
+    cid, secret = server.app(grant="bearer", lifetime=0)
+    other_id, _ = server.app(grant="bearer", lifetime=0, name="other")
+    body = {"schemas": [USER], "userName": "basic@x.example"}
+    r = server.client.post(
+        "/scim/v2/Users", json=body, headers={"Authorization": basic(cid, secret)}
+    )
+    assert r.status_code == 201, r.text
+    who = sa.select(audit_table.c.actor).where(audit_table.c.resource_id == r.json()["id"])
+    assert server.sql(who).scalar_one() == cid
+    for header in (basic(other_id, secret), basic(cid, secret + "x"), basic("ünï", secret)):
+        r = server.client.get("/scim/v2/Users", headers={"Authorization": header})
+        assert r.status_code == 401 and "client id and secret" in r.json()["detail"]
+        assert r.headers["www-authenticate"].startswith("Bearer")
+    colonless = "Basic " + base64.b64encode(cid.encode()).decode()
+    for header in ("Basic !!", colonless, "Basic " + base64.b64encode(b":x").decode()):
+        r = server.client.get("/scim/v2/Users", headers={"Authorization": header})
+        assert r.status_code == 401 and "client_id:client_secret" in r.json()["detail"]
+    with server.engine.begin() as conn:
+        apps.revoke_app(conn, cid, audit.CLI)
+    r = server.client.get("/scim/v2/Users", headers={"Authorization": basic(cid, secret)})
+    assert r.status_code == 401
+
+
 # -- secret lifecycle ---------------------------------------------------------------------------
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -45,7 +46,7 @@ from scimd.store.versions import Versions
 from scimd.web import bulk, discovery
 from scimd.web.batching import GroupCommit
 from scimd.web.exchange import Reply, ScimRequest, error_reply, json_reply
-from scimd.web.security import FailureThrottle, bearer_token, require_scope
+from scimd.web.security import Credentials, FailureThrottle, request_credentials, require_scope
 
 log = logging.getLogger("scimd.web")
 
@@ -188,7 +189,7 @@ class Scim:
     async def handle(self, request: ScimRequest) -> Reply:
         address = request.client_host
         # None: 401, and not a failure; two: 400 (which one would count?).
-        token = bearer_token(request.single_header("authorization"))
+        token = request_credentials(request.single_header("authorization"))
         try:
             try:
                 work = await self.route(request)
@@ -254,15 +255,22 @@ class Scim:
             return None
         return self._passwords(name, body, rid, patch=method == "PATCH")
 
-    def _authenticate(self, token: str) -> apps.Principal:
+    def _authenticate(self, token: Credentials) -> apps.Principal:
         with self.directory.read() as conn:
             return self._check(conn, token)
 
-    def _check(self, conn: sa.Connection, token: str) -> apps.Principal:
+    def _check(self, conn: sa.Connection, token: Credentials) -> apps.Principal:
         return self._principal(conn, token, self.directory.check_versions(conn))
 
-    def _principal(self, conn: sa.Connection, token: str, v: Versions) -> apps.Principal:
-        principal = self.tokens.authenticate(conn, token, v.auth)
+    def _principal(self, conn: sa.Connection, token: Credentials, v: Versions) -> apps.Principal:
+        principal = self.tokens.authenticate(conn, token.token, v.auth)
+        if token.client_id is not None and (
+            principal is None
+            or not hmac.compare_digest(principal.client_id.encode(), token.client_id.encode())
+        ):
+            raise InvalidToken(
+                "the client id and secret are not an application's, or it has been revoked"
+            )
         if principal is None:
             raise InvalidToken("the bearer token is not valid, or has been revoked or expired")
         require_scope(principal.scopes, apps.SCIM_SCOPE)
@@ -281,7 +289,7 @@ class Scim:
                 self._last_used[principal.app_pk] = now - 55  # try again in five seconds
         return principal
 
-    def _authorized(self, request: ScimRequest, token: str, work: Work) -> Reply:
+    def _authorized(self, request: ScimRequest, token: Credentials, work: Work) -> Reply:
         seen: list[apps.Principal] = []
 
         def gate(conn: sa.Connection, v: Versions) -> Actor:

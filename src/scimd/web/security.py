@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import time
 from collections import deque
+from dataclasses import dataclass
 
 from scimd.scim.errors import InsufficientScope, ScimError, Unauthorized
 
@@ -53,13 +56,39 @@ class FailureThrottle:
         self.check(address)
 
 
-def bearer_token(authorization: str | None) -> str:
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a SCIM request authenticates with: a bearer token, or an application's client id
+    and secret over HTTP Basic (Okta's "Basic Auth" option), the secret being the same one
+    that is the application's bearer token."""
+
+    token: str
+    client_id: str | None = None
+
+
+def request_credentials(authorization: str | None) -> Credentials:
     if not authorization:
         raise Unauthorized("authentication required: send 'Authorization: Bearer <token>'")
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "basic":
+        return _basic(value.strip())
+    if scheme.lower() != "bearer" or not value.strip():
         raise Unauthorized("use the Bearer scheme: 'Authorization: Bearer <token>'")
-    return token.strip()
+    return Credentials(value.strip())
+
+
+def _basic(value: str) -> Credentials:
+    """RFC 7617: base64 of ``user-id ":" password`` (UTF-8), here the client id and secret."""
+    try:
+        client_id, sep, secret = base64.b64decode(value, validate=True).decode().partition(":")
+    except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
+        client_id, sep, secret = "", "", ""
+    if not (sep and client_id and secret):
+        raise Unauthorized(
+            "malformed Basic credentials: send base64 of 'client_id:client_secret' (or use"
+            " 'Authorization: Bearer <client_secret>')"
+        )
+    return Credentials(secret, client_id)
 
 
 def require_scope(scopes: tuple[str, ...], scope: str) -> None:
