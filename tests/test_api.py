@@ -1028,6 +1028,13 @@ def test_an_extension_urn_alone_selects_or_drops_the_whole_extension(api: Api) -
     assert got["schemas"] == [USER]
     got = api.req("GET", f"/Users/{uid}", params={"attributes": "userName"}).json()
     assert got["schemas"] == [USER]
+    # The core schema's URN alone names the core attributes, the same way.
+    got = api.req("GET", f"/Users/{uid}", params={"attributes": USER}).json()
+    assert got["userName"] == "ext@x.com" and got["title"] == "T" and got["schemas"] == [USER]
+    assert ENTERPRISE not in got and "meta" not in got
+    got = api.req("GET", f"/Users/{uid}", params={"excludedAttributes": USER.lower()}).json()
+    assert "userName" not in got and "title" not in got and got["id"] == uid
+    assert got[ENTERPRISE] == {"employeeNumber": "7"} and "meta" in got
 
 
 def test_a_put_that_changes_nothing_keeps_the_version(api: Api) -> None:

@@ -292,6 +292,11 @@ def _resolve_list(rt: S.ResourceType, paths: list[str]) -> Wanted:
         if ext is not None:
             wanted[(ext.id, _WHOLE)] = None
             continue
+        if p.lower() == rt.core.id.lower():
+            # The core schema's URN alone names its attributes, as an extension's URN names
+            # the extension's (it selected nothing: a reply of id and schemas).
+            wanted.update({("", a.name): None for a in rt.core.attributes})
+            continue
         try:
             res = rt.resolve(p)
         except InvalidPath:
