@@ -18,6 +18,7 @@ from scimd.store.engine import create_engine
 from scimd.web.app import create_app
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 PROPS = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
@@ -135,7 +136,7 @@ def test_malformed_json_is_invalid_syntax(api: Api) -> None:
 
 def test_paging_numbers_are_ascii_digits(api: Api) -> None:
     """int() read count=1_0 as 10 and Arabic-Indic digits as numbers; a sign is fine."""
-    for raw in ("1_0", "%D9%A3", "1.5", "0x10", "1%0A"):
+    for raw in ("1_0", "%D9%A3", "1.5", "0x10", "1%0A", "9" * 5000):
         r = api.req("GET", f"/Users?count={raw}")
         assert "'count' must be an integer" in _error(r, 400, "invalidValue")["detail"]
     assert api.req("GET", "/Users?startIndex=%2B1&count=-1").status_code == 200
@@ -1028,13 +1029,24 @@ def test_an_extension_urn_alone_selects_or_drops_the_whole_extension(api: Api) -
     assert got["schemas"] == [USER]
     got = api.req("GET", f"/Users/{uid}", params={"attributes": "userName"}).json()
     assert got["schemas"] == [USER]
-    # The core schema's URN alone names the core attributes, the same way.
+    # The core schema's URN alone names the core attributes, the same way: the computed
+    # User.groups and Group.members included.
+    gid = api.req("POST", "/Groups", {"displayName": "Core", "members": [{"value": uid}]}).json()[
+        "id"
+    ]
     got = api.req("GET", f"/Users/{uid}", params={"attributes": USER}).json()
     assert got["userName"] == "ext@x.com" and got["title"] == "T" and got["schemas"] == [USER]
+    assert [g["value"] for g in got["groups"]] == [gid]
     assert ENTERPRISE not in got and "meta" not in got
+    listed = api.req("GET", "/Users", params={"attributes": USER}).json()["Resources"]
+    assert [g["value"] for u in listed for g in u.get("groups", [])] == [gid]
     got = api.req("GET", f"/Users/{uid}", params={"excludedAttributes": USER.lower()}).json()
-    assert "userName" not in got and "title" not in got and got["id"] == uid
-    assert got[ENTERPRISE] == {"employeeNumber": "7"} and "meta" in got
+    assert "userName" not in got and "title" not in got and "groups" not in got
+    assert got[ENTERPRISE] == {"employeeNumber": "7"} and got["id"] == uid
+    full = api.req("GET", f"/Users/{uid}")
+    assert got["meta"]["version"] == full.headers["etag"] == full.json()["meta"]["version"]
+    group = api.req("GET", f"/Groups/{gid}", params={"attributes": GROUP}).json()
+    assert group["displayName"] == "Core" and [m["value"] for m in group["members"]] == [uid]
 
 
 def test_a_put_that_changes_nothing_keeps_the_version(api: Api) -> None:
@@ -1221,6 +1233,17 @@ def test_a_users_tag_changes_with_its_groups(api: Api) -> None:
     assert r.status_code == 200 and r.headers["etag"].startswith('W/"2.')
     assert r.json()["meta"]["version"] == r.headers["etag"]
     _error(api.req("PATCH", f"/Users/{uid}", title, headers={"If-Match": joined}), 412)
+    # If-None-Match compares whole tags: the tag of another groups state is not the user's.
+    current = api.req("GET", f"/Users/{uid}").headers["etag"]
+    stale = current.split(".")[0] + '.00000000"'
+    _error(api.req("PATCH", f"/Users/{uid}", title, headers={"If-None-Match": current}), 412)
+    _error(api.req("DELETE", f"/Users/{uid}", headers={"If-None-Match": current}), 412)
+    r = api.req("PATCH", f"/Users/{uid}", title, headers={"If-None-Match": stale})
+    assert r.status_code == 200
+    # A group's tag is its version alone: a suffix names no version of it.
+    gtag = api.req("GET", f"/Groups/{g['id']}").headers["etag"]
+    dotted = {"If-Match": gtag[:-1] + '.1"'}
+    _error(api.req("PATCH", f"/Groups/{g['id']}", rename, headers=dotted), 412)
     api.req("DELETE", f"/Groups/{g['id']}")
     assert api.req("GET", f"/Users/{uid}").headers["etag"] == 'W/"2"'
 

@@ -469,11 +469,14 @@ def test_malformed_authorization_is_invalid_client(server: Server, authorization
     oauth_error(r, 401, "invalid_client")
 
 
-def test_scim_api_takes_basic_credentials_of_a_bearer_application(server: Server) -> None:
+def test_scim_api_takes_basic_credentials_of_a_bearer_application(
+    make_server: Callable[..., Server],
+) -> None:
     """Okta's "Basic Auth" option sends the client id and secret as HTTP Basic: the secret is
     the application's bearer token, and the id must be its application's. A write is audited
     as that application; a wrong id, a wrong or revoked secret is a 401 that counts as a
-    failure; a malformed Basic header is a 401 that says how to send it."""
+    failure; a malformed Basic header is a 401 that says how to send it, and does not."""
+    server = make_server(auth_failures_per_minute=4)
     cid, secret = server.app(grant="bearer", lifetime=0)
     other_id, _ = server.app(grant="bearer", lifetime=0, name="other")
     body = {"schemas": [USER], "userName": "basic@x.example"}
@@ -491,9 +494,20 @@ def test_scim_api_takes_basic_credentials_of_a_bearer_application(server: Server
     for header in ("Basic !!", colonless, "Basic " + base64.b64encode(b":x").decode()):
         r = server.client.get("/scim/v2/Users", headers={"Authorization": header})
         assert r.status_code == 401 and "client_id:client_secret" in r.json()["detail"]
-    with server.engine.begin() as conn:
-        apps.revoke_app(conn, cid, audit.CLI)
-    r = server.client.get("/scim/v2/Users", headers={"Authorization": basic(cid, secret)})
+    unpadded = basic(cid, secret).rstrip("=")
+    r = server.client.get("/scim/v2/Users", headers={"Authorization": unpadded})
+    assert r.status_code == 200
+    # The three wrong pairs above were failures; one more fills the limit of 4, the next is 429.
+    statuses = [
+        server.client.get("/scim/v2/Users", headers={"Authorization": basic(cid, "x")}).status_code
+        for _ in range(2)
+    ]
+    assert statuses == [401, 429]
+    other = make_server()  # a revoked application's pair, from an address not yet limited
+    oid, osecret = other.app(grant="bearer", lifetime=0)
+    with other.engine.begin() as conn:
+        apps.revoke_app(conn, oid, audit.CLI)
+    r = other.client.get("/scim/v2/Users", headers={"Authorization": basic(oid, osecret)})
     assert r.status_code == 401
 
 

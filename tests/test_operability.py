@@ -166,23 +166,23 @@ def _location_scheme(url: str, token: str, name: str) -> str:
 
 
 def test_forwarded_headers_are_believed_only_from_named_proxies(tmp_path: Path) -> None:
-    """By default X-Forwarded-For is not believed, even from loopback: a client naming a new
-    address on each request would otherwise never meet the failed-authentication limit
-    (uvicorn believes loopback unless told otherwise). With --forwarded-allow-ips naming the
-    proxy, its X-Forwarded-For is the client (each address its own limit) and its
-    X-Forwarded-Proto the scheme of locations."""
+    """By default X-Forwarded-For is believed from loopback, the TLS proxy on the same host
+    the docs recommend: each client address its own failed-authentication limit (believing
+    nobody made every client 127.0.0.1, one bucket anyone could fill), and X-Forwarded-Proto
+    the scheme of locations. --forwarded-allow-ips "" believes nobody: a client naming a
+    new address on each request then still meets the limit."""
     url = sqlite_url(tmp_path / "f.db")
     token = create_bearer_app(url, "entra").client_secret
     env = {"SCIMD_AUTH_FAILURES_PER_MINUTE": "3"}
     with start_server(url, log_dir=tmp_path, env=env) as server:
-        spoofed = [f"10.0.0.{i}" for i in range(4)]
-        assert _failures(server.scim_url, spoofed) == [401, 401, 401, 429]
-        assert _location_scheme(server.scim_url, token, "a") == "http"
-    trusted = ["--forwarded-allow-ips", "127.0.0.1"]
-    with start_server(url, log_dir=tmp_path, env=env, extra_args=trusted) as server:
         assert _failures(server.scim_url, [f"10.0.1.{i}" for i in range(4)]) == [401] * 4
         assert _failures(server.scim_url, ["10.0.2.1"] * 4) == [401, 401, 401, 429]
-        assert _location_scheme(server.scim_url, token, "b") == "https"
+        assert _location_scheme(server.scim_url, token, "a") == "https"
+    nobody = ["--forwarded-allow-ips", ""]
+    with start_server(url, log_dir=tmp_path, env=env, extra_args=nobody) as server:
+        spoofed = [f"10.0.0.{i}" for i in range(4)]
+        assert _failures(server.scim_url, spoofed) == [401, 401, 401, 429]
+        assert _location_scheme(server.scim_url, token, "b") == "http"
 
 
 def test_entra_flag_query_parameter_is_ignored(client: tuple[TestClient, str]) -> None:

@@ -300,6 +300,18 @@ def test_add_multi_valued_skips_a_copy_differing_only_in_case() -> None:
     assert result.doc["emails"][2:] == other
 
 
+def test_copies_stored_earlier_stay_until_their_attribute_is_written() -> None:
+    """Emails differing only in case were two values before they counted as one: a PATCH of
+    another attribute (Entra re-sending active) leaves them, and changes only what it says."""
+    doc = user()
+    doc["emails"] = [{"value": "a@x.org"}, {"value": "A@X.org"}]
+    result = patch(doc, {"op": "replace", "path": "active", "value": False})
+    assert result.doc["emails"] == doc["emails"] and result.doc["active"] is False
+    assert patch(doc, {"op": "replace", "path": "title", "value": doc.get("title")}).doc == doc
+    added = patch(doc, {"op": "add", "path": "emails", "value": [{"value": "b@x.org"}]})
+    assert added.doc["emails"] == [{"value": "a@x.org"}, {"value": "b@x.org"}]
+
+
 def test_case_exact_sub_attributes_keep_copies_differing_in_case() -> None:
     """x509Certificates.value is binary (caseExact): values differing in case are two values.
     A POST body's own duplicates collapse by the same rule, keeping the first copy."""

@@ -36,11 +36,14 @@ class Settings:
     # Failed bearer authentications allowed per client address per minute before 429.
     auth_failures_per_minute: int = 30
     # Reverse proxies whose X-Forwarded-For / X-Forwarded-Proto headers are believed (comma-
-    # separated addresses or networks, "*" for any; uvicorn's --forwarded-allow-ips). Empty:
-    # none, the client is the peer. Believing loopback by default (uvicorn's default) let any
-    # local client, or any client behind a proxy that passes the header on unchanged, pick
-    # its address per request and so never meet the failed-authentication limit.
-    forwarded_allow_ips: str = ""
+    # separated addresses or networks, "*" for any; uvicorn's --forwarded-allow-ips); empty:
+    # none, the client is the TCP peer. Loopback by default, for the TLS proxy on the same
+    # host that the docs recommend: believing nobody made every client 127.0.0.1, one bucket
+    # of the sign-in limits that anyone could fill to keep every admin out. A proxy that
+    # passes a client's X-Forwarded-For on unchanged (a raw TCP proxy) lets clients pick their
+    # address per attempt: name nobody ("") then. (uvicorn takes the rightmost address not
+    # believed, so nginx's $proxy_add_x_forwarded_for cannot be spoofed through.)
+    forwarded_allow_ips: str = "127.0.0.1"
     # Key signing portal session cookies; empty = generated once and kept in the database.
     session_secret: str = ""
     log_level: str = "info"

@@ -161,8 +161,9 @@ def serve(
     forwarded_allow_ips: Annotated[
         str | None,
         typer.Option(
-            help="Reverse proxies whose X-Forwarded-For/-Proto headers are trusted, e.g."
-            " 127.0.0.1 (comma-separated; default none; env SCIMD_FORWARDED_ALLOW_IPS)."
+            help="Reverse proxies whose X-Forwarded-For/-Proto headers are trusted"
+            " (comma-separated; default 127.0.0.1; '' for none; env"
+            " SCIMD_FORWARDED_ALLOW_IPS)."
         ),
     ] = None,
 ) -> None:
@@ -512,8 +513,7 @@ def apps_enable(client_id: str, database_url: DbUrl = None) -> None:
     def enable(conn: sa.Connection, i: str, actor: audit.Actor) -> bool:
         """Whether the application has a secret that works (a revoked one stays revoked)."""
         apps_mod.set_enabled(conn, i, True, actor)
-        mine = [r for r in apps_mod.list_apps(conn) if r["client_id"] == i]
-        return any(not sec["revoked"] for r in mine for sec in r["secrets"])
+        return any(not sec["revoked"] for sec in apps_mod.get_app(conn, i)["secrets"])
 
     if _app_action(client_id, database_url, enable):
         typer.echo(f"enabled {client_id}")

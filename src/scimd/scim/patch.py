@@ -110,7 +110,7 @@ def apply_patch(
             patcher.apply(op, path, value)
         except ScimError as e:
             raise _located(e, index, op, path) from None
-    patcher.cleanup()
+    patcher.cleanup(doc)
     check_required(rt, new)
     changed = bool(patcher.member_ops) or new != doc
     return PatchResult(new, patcher.member_ops, changed)
@@ -417,9 +417,11 @@ class _Patcher:
         else:
             self.set(op, target, value)
 
-    def cleanup(self) -> None:
+    def cleanup(self, before: dict[str, Any]) -> None:
         """Drop extension objects the operations left empty, and second copies of an element
-        (a value-path write can make two elements equal)."""
+        (a value-path write can make two elements equal) in the attributes they changed: one
+        left as it was is left alone (copies stored before two emails differing only in case
+        counted as one would otherwise make a PATCH of ``active`` a change of ``emails``)."""
         for urn in self.touched:
             if self.doc.get(urn) == {}:
                 del self.doc[urn]
@@ -427,9 +429,12 @@ class _Patcher:
             container = self.doc if schema is self.rt.core else self.doc.get(schema.id)
             if not isinstance(container, dict):
                 continue
+            old = before if schema is self.rt.core else before.get(schema.id)
             for attr in schema.attributes:
                 items = container.get(attr.name) if attr.multi_valued and attr.is_complex else None
                 if isinstance(items, list) and len(items) > 1:
+                    if isinstance(old, dict) and old.get(attr.name) == items:
+                        continue
                     container[attr.name] = distinct_elements(attr, items)
 
     def container(self, urn: str, *, create: bool) -> dict[str, Any]:

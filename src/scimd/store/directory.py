@@ -43,6 +43,7 @@ from scimd.store.resources import (
     render_groups,
     render_members,
     resolve_members,
+    row_tag,
     user_etag,
 )
 from scimd.store.sqlfilter import sort_value
@@ -324,7 +325,7 @@ class Directory:
                     raise NotFound(f"{name} '{rid}' not found")
                 row = found
             res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
-            return res, _tag(row)
+            return res, row_tag(row)
 
     def search(
         self,
@@ -742,7 +743,7 @@ class Directory:
             assert found is not None
             row = found
             repo = self.repos[name]
-            check_etag(if_match, row.version)
+            check_etag(if_match, row.version, row_tag(row), name == "User")
             member_ops: list[P.MemberOp] = []
             doc_in = body
             items: list[dict[str, Any]] | None = None
@@ -773,7 +774,7 @@ class Directory:
                 detail = {"members": _member_changes(member_ops)} if member_ops else None
                 row = repo.replace(conn, row, doc, who, "replace", detail, member_ops)
             res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
-            return Written(res, _tag(row), changed)
+            return Written(res, row_tag(row), changed)
 
         return self._written(actor, attempt, name == "User")
 
@@ -799,7 +800,7 @@ class Directory:
             assert found is not None
             row = found
             repo = self.repos[name]
-            check_etag(if_match, row.version)
+            check_etag(if_match, row.version, row_tag(row), name == "User")
             result = P.apply_patch(
                 rt, row.doc, body, load_members=lambda: load_members(conn, row.pk)
             )
@@ -830,7 +831,7 @@ class Directory:
                 if render
                 else None
             )
-            return Written(res, _tag(row), row is not found)
+            return Written(res, row_tag(row), row is not found)
 
         return self._written(actor, attempt, True)
 
@@ -840,11 +841,15 @@ class Directory:
         repo = self.repos[name]
 
         def attempt(conn: sa.Connection, at_once: bool) -> Written | None:
-            _, who, row, v = self._begin(conn, name, actor, rid, lock=not at_once)
+            # A user's If-None-Match compares its whole tag, which holds its groups.
+            inm = isinstance(if_match, Conditions) and bool(if_match.if_none_match)
+            _, who, row, v = self._begin(
+                conn, name, actor, rid, with_groups=name == "User" and inm, lock=not at_once
+            )
             assert row is not None
             if at_once:
                 assert v is not None
-                check_etag(if_match, row.version)
+                check_etag(if_match, row.version, row_tag(row), name == "User")
                 if not conditional.delete(conn, repo.kind, row, who, v):
                     return None
             else:
@@ -923,23 +928,28 @@ def _lists(attributes: list[str] | None, excluded: list[str] | None) -> tuple[li
     return attributes or [], excluded or []
 
 
-def _tag(row: Rec) -> str:
-    """A resource's ETag: a user's holds its groups (read with the row)."""
-    return etag(row.version) if row.groups is None else user_etag(row.version, row.groups)
-
-
 def _wants_groups(attributes: list[str], excluded: list[str]) -> bool:
     """Whether a user's reply needs its groups: to return them, or for meta.version."""
-    return _wants("groups", attributes, excluded) or _wants("meta", attributes, excluded)
+    return _wants("groups", attributes, excluded) or _wants("meta", attributes, excluded, False)
 
 
-def _wants(attr: str, attributes: list[str], excluded: list[str]) -> bool:
-    low = attr.lower()
+# The core schemas' URNs: alone in a list, they name every core attribute (groups, members).
+_CORE_URNS = frozenset(u.lower() for u in (S.USER_SCHEMA, S.GROUP_SCHEMA))
+
+
+def _wants(attr: str, attributes: list[str], excluded: list[str], core: bool = True) -> bool:
+    """Whether a reply holds ``attr``; ``core``: it is a core attribute (groups, members),
+    which the core schema's URN names too (``meta`` is not)."""
+    if not attributes and not excluded:  # the common case: every attribute
+        return True
+    names = (attr.lower(), *_CORE_URNS) if core else (attr.lower(),)
+    suffix = ":" + attr.lower()
     if attributes:
-        return any(a.lower() == low or a.lower().startswith(low + ".") for a in attributes) or any(
-            a.lower().endswith(":" + low) for a in attributes
+        return any(
+            a.lower() in names or a.lower().startswith(names[0] + ".") or a.lower().endswith(suffix)
+            for a in attributes
         )
-    return not any(e.lower() == low or e.lower().endswith(":" + low) for e in excluded)
+    return not any(e.lower() in names or e.lower().endswith(suffix) for e in excluded)
 
 
 def _members_of(conn: sa.Connection, pks: list[int]) -> dict[int, list[dict[str, Any]]]:

@@ -90,6 +90,11 @@ def user_etag(version: int, groups: Sequence[tuple[str, str]]) -> str:
     return f'W/"{version}.{zlib.crc32(text.encode("utf-8", "surrogatepass")):08x}"'
 
 
+def row_tag(row: Rec) -> str:
+    """A resource's ETag: a user's holds its groups when they were read with the row."""
+    return etag(row.version) if row.groups is None else user_etag(row.version, row.groups)
+
+
 def etag_listed(header: str, tag: str) -> bool:
     """Whether an ``If-Match``/``If-None-Match`` value lists ``tag`` or ``*``. Compared weakly
     (RFC 9110 §8.8.3.2): ``"3"`` names ``W/"3"``, as every tag here is weak."""
@@ -124,18 +129,26 @@ class Conditions:
     if_none_match: str | None = None
 
 
-def check_etag(cond: str | Conditions | None, version: int) -> None:
-    """A write whose preconditions fail changes nothing: 412. A string is an ``If-Match``."""
+def check_etag(
+    cond: str | Conditions | None, version: int, tag: str | None = None, own: bool = False
+) -> None:
+    """A write whose preconditions fail changes nothing: 412. A string is an ``If-Match``.
+
+    ``tag``: the resource's current tag when it is not the plain version (a user's, read with
+    its groups); ``own``: a user's, whose ``If-Match`` also holds with any tag of its version
+    (``version_listed``). ``If-None-Match`` compares whole tags."""
     if not cond:
         return
     if isinstance(cond, str):
         cond = Conditions(if_match=cond)
-    mine = etag(version)
-    if cond.if_match and not version_listed(cond.if_match, version):
+    mine = tag or etag(version)
+    if cond.if_match and not (
+        etag_listed(cond.if_match, mine) or (own and version_listed(cond.if_match, version))
+    ):
         raise PreconditionFailed(
             f"the resource is at version {mine}, not {cond.if_match}: fetch it again and retry"
         )
-    if cond.if_none_match and version_listed(cond.if_none_match, version):
+    if cond.if_none_match and etag_listed(cond.if_none_match, mine):
         raise PreconditionFailed(
             f"If-None-Match: {cond.if_none_match} matches the resource (at version {mine}),"
             " so the request was not applied"
@@ -630,7 +643,7 @@ class Repository:
         self, conn: sa.Connection, row: Rec, actor: A.Actor, if_match: str | Conditions | None
     ) -> None:
         rid = row.id
-        check_etag(if_match, row.version)
+        check_etag(if_match, row.version, row_tag(row), self.kind is USERS)
         stmt = STATEMENTS.get(
             conn, self._delete, lambda: self.t.delete().where(self.t.c.pk == _B("pk"))
         )

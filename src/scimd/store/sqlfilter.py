@@ -7,7 +7,8 @@ property tests hold the two equal. Where the values live:
 - ``id``, ``externalId``, ``meta.created``, ``meta.lastModified`` are columns; ``userName`` and
   group ``displayName`` compare through ``user_name_lower`` / ``display_name_lower`` (Python's
   ``str.lower()``) so the unique indexes serve ``eq`` and ``sw``; ``active`` is a column;
-  ``meta.resourceType`` is a constant and ``meta.version`` is ``W/"<version>"``;
+  ``meta.resourceType`` is a constant and ``meta.version`` is ``W/"<version>"`` (for a user in
+  groups, whose tag adds a digest of them, its own version: the digest is not stored);
 - everything else is in the JSON ``doc`` (extension attributes under their URN key): SQLite reads
   it with ``json_type``/``json_extract``/``json_each``, PostgreSQL with ``->``/``->>``/
   ``jsonb_array_elements``; a value of the wrong JSON type never matches and never errors;

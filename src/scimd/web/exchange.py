@@ -87,9 +87,12 @@ class ScimRequest:
             return default
         # ASCII digits only: int() also reads "1_0" and other scripts' digits. (Spaces around
         # are fine: "+1" in a query string is " 1".)
-        if not _INTEGER.fullmatch(raw.strip(" \t")):
-            raise InvalidValue(f"'{name}' must be an integer, got '{raw}'")
-        return int(raw)
+        try:
+            if _INTEGER.fullmatch(raw.strip(" \t")):
+                return int(raw)
+        except ValueError:  # more digits than int() converts (sys.get_int_max_str_digits)
+            pass
+        raise InvalidValue(f"'{name}' must be an integer, got '{raw[:40]}'")
 
     async def json(self, max_bytes: int) -> Any:
         """The body as JSON: 413 past ``max_bytes``, 415 for non-JSON types, 400 otherwise."""

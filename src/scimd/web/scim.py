@@ -270,6 +270,8 @@ class Scim:
         ):
             raise InvalidToken(
                 "the client id and secret are not an application's, or it has been revoked"
+                " (Basic takes a Bearer token application's; a Client credentials"
+                " application's secret is exchanged for a token at /oauth2/server/token)"
             )
         if principal is None:
             raise InvalidToken("the bearer token is not valid, or has been revoked or expired")

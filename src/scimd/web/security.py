@@ -60,7 +60,8 @@ class FailureThrottle:
 class Credentials:
     """What a SCIM request authenticates with: a bearer token, or an application's client id
     and secret over HTTP Basic (Okta's "Basic Auth" option), the secret being the same one
-    that is the application's bearer token."""
+    that is the application's bearer token (an access token of the application also works:
+    it is checked as the bearer token it is)."""
 
     token: str
     client_id: str | None = None
@@ -80,7 +81,8 @@ def request_credentials(authorization: str | None) -> Credentials:
 def _basic(value: str) -> Credentials:
     """RFC 7617: base64 of ``user-id ":" password`` (UTF-8), here the client id and secret."""
     try:
-        client_id, sep, secret = base64.b64decode(value, validate=True).decode().partition(":")
+        padded = value + "=" * (-len(value) % 4)  # some clients leave the padding out
+        client_id, sep, secret = base64.b64decode(padded, validate=True).decode().partition(":")
     except (binascii.Error, ValueError):  # UnicodeDecodeError is a ValueError
         client_id, sep, secret = "", "", ""
     if not (sep and client_id and secret):
