@@ -541,7 +541,7 @@ class Directory:
             for row in rows:
                 pairs = row.groups if row.groups is not None else gmap.get(row.id, [])
                 extra = {"groups": render_groups(pairs, base)} if want_groups and pairs else None
-                tag = user_etag(row.version, pairs) if need else None
+                tag = user_etag(row.version, pairs) if need and pairs else None
                 res = repo.render(row, rt, base, extra, tag)
                 out.append(R.project(res, rt, attributes, excluded))
         else:
