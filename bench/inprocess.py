@@ -1,0 +1,180 @@
+"""CPU per request of scimd's own code, in-process: POST, GET by id, filter by userName, PATCH.
+
+The load benchmark (``bench/run.py``) measures throughput over HTTP with the load generator on
+the same two cores; runs of the same code differ by a fifth or more there, which hides a change
+of a few microseconds. This calls the ASGI application directly, one request at a time, and
+reports the process CPU time per request (``time.process_time``): no HTTP parsing, no event loop
+contention, no other process. Compare two commits by running it against an export of each, in
+turn (``PYTHONPATH=/tmp/snap-COMMIT/src``), a few times: the spread between runs is a few
+percent.
+
+    python bench/inprocess.py --users 3000 [--database-url sqlite:///path.db]
+
+Without ``--database-url`` a SQLite file in a temporary directory is used. With a PostgreSQL URL
+the requests run one at a time, so the read batching never has two reads to share a statement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import quote
+
+from scimd.auth import apps
+from scimd.settings import Settings
+from scimd.store import audit
+from scimd.store.engine import create_engine
+from scimd.web.app import create_app
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
+ENTERPRISE = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+Message = MutableMapping[str, Any]
+
+
+def user_body(i: int) -> dict[str, Any]:
+    """An Entra-style user (~0.6 KB), as bench/load.py's post_user sends."""
+    name = f"user{i}@contoso.example"
+    return {
+        "schemas": [USER, ENTERPRISE],
+        "externalId": str(uuid.uuid4()),
+        "userName": name,
+        "active": True,
+        "displayName": f"User {i}",
+        "title": "Engineer",
+        "emails": [{"primary": True, "type": "work", "value": name}],
+        "phoneNumbers": [{"type": "mobile", "value": "+1 555 0100"}],
+        "name": {"formatted": f"User {i}", "familyName": "Doe", "givenName": "John"},
+        ENTERPRISE: {"employeeNumber": str(i), "department": "R&D"},
+    }
+
+
+class Caller:
+    """Sends requests straight to the ASGI app, with a bearer token."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]], token: str) -> None:
+        self.app = app
+        self.headers = [
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"content-type", b"application/scim+json"),
+            (b"host", b"127.0.0.1"),
+        ]
+
+    async def __call__(
+        self, method: str, path: str, query: str = "", data: Any = None
+    ) -> tuple[int, bytes]:
+        raw = json.dumps(data).encode() if data is not None else b""
+        sent = False
+        out: dict[str, Any] = {"body": b""}
+
+        async def receive() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            await asyncio.sleep(3600)  # the app never waits for a disconnect here
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                out["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                out["body"] += message.get("body", b"")
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query.encode(),
+            "root_path": "",
+            "headers": self.headers,
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+            "state": {},
+        }
+        await self.app(scope, receive, send)
+        return int(out["status"]), bytes(out["body"])
+
+
+async def measure(users: int, database_url: str) -> dict[str, float]:
+    engine = create_engine(database_url)
+    app = create_app(Settings(access_log=False), engine)
+    to_app: asyncio.Queue[Message] = asyncio.Queue()
+    from_app: asyncio.Queue[Message] = asyncio.Queue()
+    await to_app.put({"type": "lifespan.startup"})
+    lifespan = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    running = asyncio.create_task(app(lifespan, to_app.get, from_app.put))
+    started = await from_app.get()
+    assert started["type"] == "lifespan.startup.complete", started
+    with engine.begin() as conn:
+        _, token = apps.create_app(conn, "bench", "bearer", ["API", "USER SYNC"], audit.CLI)
+    call = Caller(app, token)
+    per: dict[str, float] = {}
+
+    async def timed(name: str, requests: list[tuple[str, str, str, Any]], ok: int) -> list[bytes]:
+        bodies = []
+        t0 = time.process_time()
+        for method, path, query, data in requests:
+            status, body = await call(method, path, query, data)
+            if status != ok:
+                raise SystemExit(f"{name}: {method} {path} answered {status}: {body[:300]!r}")
+            bodies.append(body)
+        per[name] = (time.process_time() - t0) / len(requests) * 1e6
+        return bodies
+
+    made = await timed(
+        "post_user", [("POST", "/scim/v2/Users", "", user_body(i)) for i in range(users)], 201
+    )
+    ids = [json.loads(b)["id"] for b in made]
+    await timed("get_user", [("GET", f"/scim/v2/Users/{i}", "", None) for i in ids * 4], 200)
+    probes = [
+        ("GET", "/scim/v2/Users", "filter=" + quote(f'userName eq "user{i}@contoso.example"'), None)
+        for i in range(users)
+    ]
+    await timed("filter_username", probes * 2, 200)
+    patches = [
+        (
+            "PATCH",
+            f"/scim/v2/Users/{rid}",
+            "",
+            {
+                "schemas": [PATCH_OP],
+                "Operations": [
+                    {"op": "Replace", "path": "name.familyName", "value": f"Doe{k}"},
+                    {"op": "Replace", "path": 'emails[type eq "work"].value', "value": f"w{k}@x"},
+                ],
+            },
+        )
+        for k, rid in enumerate(ids)
+    ]
+    await timed("patch_user", patches, 200)
+    await to_app.put({"type": "lifespan.shutdown"})
+    await from_app.get()
+    await running
+    engine.dispose()
+    return per
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=3000, help="users created, then read")
+    parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
+    args = parser.parse_args()
+    url = args.database_url or f"sqlite:///{tempfile.mkdtemp(prefix='scimd-inproc-')}/bench.db"
+    per = asyncio.run(measure(args.users, url))
+    figures = {k: round(v, 1) for k, v in per.items()}
+    print(json.dumps({"users": args.users, "us_cpu_per_request": figures}))
+
+
+if __name__ == "__main__":
+    main()
