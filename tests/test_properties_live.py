@@ -106,3 +106,93 @@ def test_removing_a_users_only_property_leaves_no_empty_extension(any_database_u
     finally:
         d.close()
         engine.dispose()
+
+
+def test_removing_a_property_while_users_are_written_leaves_none_of_its_values(
+    any_database_url: str, tmp_path: Path
+) -> None:
+    """Writes racing `properties remove` either land before it (their value is stripped) or
+    are judged by the definitions after it (a 400). On PostgreSQL a write that committed
+    between the strip and the removal's commit kept its value (5-9 of 50 racing POSTs), so a
+    later property of the same name and another type read "v59" as an Integer."""
+    import threading
+
+    from support.live_server import run_scimd
+
+    with provisioned_server(
+        any_database_url, log_dir=tmp_path, user_properties={"Race": "String"}
+    ) as server:
+        h = {"Authorization": f"Bearer {server.token}"}
+        stop = threading.Event()
+        statuses: list[int] = []
+
+        def write(worker: int) -> None:
+            with httpx.Client(base_url=server.base_url, headers=h, timeout=30) as c:
+                n = 0
+                while not stop.is_set():
+                    n += 1
+                    body = {"userName": f"race{worker}-{n}@x", PROPS: {"Race": f"v{n}"}}
+                    statuses.append(c.post("/Users", json=body).status_code)
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        try:
+            run_scimd(
+                "properties", "remove", "Race", "--yes", "--database-url", server.database_url
+            )
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert set(statuses) <= {201, 400} and 201 in statuses and 400 in statuses, statuses
+        engine = sa.create_engine(server.database_url)
+        try:
+            with engine.connect() as conn:
+                docs = conn.execute(sa.text("SELECT doc FROM users")).scalars().all()
+        finally:
+            engine.dispose()
+        kept = [
+            d for d in (x if isinstance(x, dict) else json.loads(x) for x in docs) if PROPS in d
+        ]
+        assert kept == [], f"{len(kept)} of {len(docs)} users kept a removed property's value"
+
+
+def test_the_same_property_added_twice_at_once_is_one_definition_and_a_clear_error(
+    any_database_url: str,
+) -> None:
+    """Two processes adding "Dup" and "dup" at the same moment: the second waits for the
+    first, then gets "already defined" (on PostgreSQL it was the unique index's raw error)."""
+    import threading
+
+    from scimd.scim.errors import Uniqueness
+    from scimd.store import audit, migrate
+    from scimd.store import properties as props
+    from scimd.store.engine import create_engine, write_transaction
+
+    engine = create_engine(any_database_url)
+    migrate.ensure_current(engine)
+    outcome: list[BaseException | None] = []
+    try:
+        with write_transaction(engine) as first:
+            props.add_property(first, "Dup", "String", "", audit.CLI)
+
+            def second() -> None:
+                try:
+                    with write_transaction(engine) as conn:
+                        props.add_property(conn, "dup", "Integer", "", audit.CLI)
+                    outcome.append(None)
+                except BaseException as e:  # reported below
+                    outcome.append(e)
+
+            racer = threading.Thread(target=second)
+            racer.start()
+            racer.join(0.5)  # it waits for this transaction
+            assert racer.is_alive()
+        racer.join(30)
+        assert len(outcome) == 1 and isinstance(outcome[0], Uniqueness), outcome
+        assert "already defined" in str(outcome[0])
+        with engine.connect() as conn:
+            assert [p.name for p in props.list_properties(conn)] == ["Dup"]
+    finally:
+        engine.dispose()
