@@ -26,9 +26,10 @@ def db(tmp_path: Path) -> str:
 
 
 def _ok(*args: str, env: dict[str, str] | None = None) -> str:
+    """What the command printed on stdout (notes and warnings go to stderr)."""
     result = runner.invoke(app, list(args), env=env)
     assert result.exit_code == 0, result.output
-    return result.output
+    return result.stdout
 
 
 def _authenticates(db: str, token: str) -> bool:
@@ -299,7 +300,41 @@ def test_commands_on_what_exists_do_not_create_a_database(tmp_path: Path) -> Non
     ):
         r = runner.invoke(app, [*args, "--database-url", url])
         assert r.exit_code == 1 and "no database at" in r.output, r.output
+    done = _scimd("db", "current", "--database-url", url)  # it made an empty database
+    assert done.returncode == 1 and "no database at" in done.stderr, done.stderr
     assert not missing.exists() and not missing.parent.exists()
+    # A command that makes what it needs says where it made the database.
+    r = runner.invoke(app, ["apps", "create", "--name", "a", "--json", "--database-url", url])
+    assert r.exit_code == 0 and f"note: created a new database at {missing}" in r.stderr
+    assert json.loads(r.stdout)["client_secret"]
+    r = runner.invoke(app, ["apps", "create", "--name", "b", "--json", "--database-url", url])
+    assert r.exit_code == 0 and "note:" not in r.stderr
+
+
+def test_a_database_scimd_did_not_make_is_refused_untouched(tmp_path: Path) -> None:
+    """Another application's SQLite file got scimd's 13 tables added by `apps list`; one at a
+    revision this scimd does not know (a newer scimd made it) gave a traceback."""
+    foreign = tmp_path / "foreign.db"
+    engine = sa.create_engine(f"sqlite:///{foreign}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY)"))
+    for args in (["apps", "list"], ["apps", "create", "--name", "x"], ["db", "current"]):
+        done = _scimd(*args, "--database-url", f"sqlite:///{foreign}")
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "tables of something else (customers)" in done.stderr, done.stderr
+    with engine.connect() as conn:
+        assert sa.inspect(conn).get_table_names() == ["customers"]
+    newer = f"sqlite:///{tmp_path / 'newer.db'}"
+    _ok("apps", "create", "--name", "x", "--database-url", newer)
+    newer_engine = sa.create_engine(newer)
+    with newer_engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+    newer_engine.dispose()
+    engine.dispose()
+    for args in (["apps", "list"], ["db", "upgrade"], ["db", "current"], ["serve"]):
+        done = _scimd(*args, "--database-url", newer)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert "schema revision 0099, which this scimd does not know" in done.stderr
 
 
 def test_printed_commands_work_as_printed(monkeypatch: pytest.MonkeyPatch) -> None:

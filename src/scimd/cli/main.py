@@ -105,14 +105,21 @@ def _engine(url: str | None, create: bool = True) -> sa.Engine:
     open: its path is not checked here.)"""
     url = url or _settings().database_url
     parsed = sa.engine.make_url(url)
+    made: Path | None = None
     if parsed.get_backend_name() == "sqlite":
         path = parsed.database or ""
         if _in_memory(path):
             raise ScimError(f"{url} is an in-memory database, gone when this command ends")
-        if not create and not path.startswith("file:") and not Path(path).exists():
-            raise ScimError(f"no database at {path}: check --database-url / SCIMD_DATABASE_URL")
+        if not path.startswith("file:") and not Path(path).exists():
+            if not create:
+                raise ScimError(
+                    f"no database at {path}: check --database-url / SCIMD_DATABASE_URL"
+                )
+            made = Path(path).expanduser().absolute()
     engine = _new_engine(url)
     migrate.ensure_current(engine)
+    if made is not None:  # a mistyped path made a database no server uses: say where
+        typer.echo(f"note: created a new database at {made}", err=True)
     return engine
 
 
@@ -660,7 +667,12 @@ def db_upgrade(database_url: DbUrl = None) -> None:
 def db_current(database_url: DbUrl = None) -> None:
     """Show the database's schema revision and the newest one."""
     s = _settings()
-    engine = _new_engine(database_url or s.database_url, s)
+    url = database_url or s.database_url
+    file = _sqlite_file(url)
+    if file is not None and not file.exists():  # opening it would make an empty database
+        _fail(f"no database at {file}: check --database-url / SCIMD_DATABASE_URL")
+    engine = _new_engine(url, s)
+    migrate.check_known(engine)
     typer.echo(f"current: {migrate.current(engine)}  head: {migrate.head()}")
     engine.dispose()
 

@@ -34,7 +34,31 @@ def current(engine: sa.Engine) -> str | None:
 _UPGRADE_LOCK = 0x7363696D64
 
 
+def check_known(engine: sa.Engine) -> None:
+    """Refuse a database scimd did not make, or made by a newer scimd: Alembic answered both
+    with a traceback (an unknown revision), or quietly added scimd's tables beside another
+    application's."""
+    at = current(engine)
+    if at is None:
+        tables = sorted(sa.inspect(engine).get_table_names())
+        if tables:
+            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            raise DatabaseUnsupported(
+                f"this database holds tables of something else ({shown}) and none of scimd's:"
+                " give scimd an empty database or its own"
+            )
+        return
+    known = {s.revision for s in ScriptDirectory.from_config(_config()).walk_revisions()}
+    if at not in known:
+        raise DatabaseUnsupported(
+            f"this database is at schema revision {at}, which this scimd does not know (it"
+            f" knows up to {head()}): a newer scimd made it, so run that one, or it belongs"
+            " to another application"
+        )
+
+
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+    check_known(engine)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             # Two servers starting on an empty database both created the tables, and one
@@ -53,7 +77,7 @@ def ensure_current(engine: sa.Engine) -> None:
     if engine.dialect.name == "postgresql":
         check_postgres(engine)
     if current(engine) != head():
-        upgrade(engine)
+        upgrade(engine)  # after check_known
     check_counters(engine)
 
 
