@@ -311,6 +311,17 @@ def test_commands_on_what_exists_do_not_create_a_database(tmp_path: Path) -> Non
     assert r.exit_code == 0 and "note:" not in r.stderr
 
 
+def test_apps_create_says_what_each_grant_type_s_secret_is_for(db: str) -> None:
+    """A client credentials secret pasted as Entra's Secret Token is a 401."""
+    bearer = _ok("apps", "create", "--name", "b", "--database-url", db)
+    assert "paste it as Secret Token" in bearer
+    cc = _ok(
+        "apps", "create", "--name", "c", "--grant", "client_credentials", "--lifetime", "3600",
+        "--database-url", db,
+    )  # fmt: skip
+    assert "Secret Token" not in cc and "exchange it at POST /oauth2/server/token" in cc
+
+
 def test_a_database_scimd_did_not_make_is_refused_untouched(tmp_path: Path) -> None:
     """Another application's SQLite file got scimd's 13 tables added by `apps list`; one at a
     revision this scimd does not know (a newer scimd made it) gave a traceback."""

@@ -212,6 +212,17 @@ def test_add_bearer_application_shows_secret_once(portal: Portal) -> None:
     assert ok.status_code == 200
     listing = portal.client.get(APPS).text
     assert "Entra" in listing and token not in listing and "never expires" in listing
+    assert "paste the client secret as the <strong>Secret Token</strong>" in r.text
+
+
+def test_a_client_credentials_secret_is_not_offered_as_the_secret_token(portal: Portal) -> None:
+    """Pasted as Entra's Secret Token, a client credentials secret is a 401: its page says to
+    exchange it at the token endpoint instead, as the command line does."""
+    portal.login()
+    form = {"name": "CC", "grant": "client_credentials", "scope": ["USER SYNC"], "lifetime": "3600"}
+    r = portal.post(f"{APPS}/add", form, f"{APPS}/add")
+    assert r.status_code == 200 and "Secret Token" not in r.text
+    assert "/oauth2/server/token" in r.text and "not a token" in r.text
 
 
 def test_add_form_errors_are_shown(portal: Portal) -> None:

@@ -112,9 +112,7 @@ def _engine(url: str | None, create: bool = True) -> sa.Engine:
             raise ScimError(f"{url} is an in-memory database, gone when this command ends")
         if not path.startswith("file:") and not Path(path).exists():
             if not create:
-                raise ScimError(
-                    f"no database at {path}: check --database-url / SCIMD_DATABASE_URL"
-                )
+                raise ScimError(f"no database at {path}: check --database-url / SCIMD_DATABASE_URL")
             made = Path(path).expanduser().absolute()
     engine = _new_engine(url)
     migrate.ensure_current(engine)
@@ -441,11 +439,17 @@ def apps_create(
 
     row, secret = _run(go)
     data = {**row, "client_secret": secret}
+    use = (
+        "For Entra ID, paste it as Secret Token."
+        if row["grant_type"] == "bearer"
+        else "It is not a token: exchange it at POST /oauth2/server/token (client credentials"
+        ' grant; in Entra ID, "OAuth2 Client Credentials Grant").'
+    )
     _print(
         data,
         as_json,
         f"client_id:     {row['client_id']}\nclient_secret: {secret}\n"
-        "Copy the secret now: it is not shown again. For Entra ID, paste it as Secret Token.",
+        f"Copy the secret now: it is not shown again. {use}",
     )
 
 

@@ -569,6 +569,7 @@ class Portal:
             app=app,
             secret=secret,
             tenant_url=self.tenant_url(request),
+            token_url=self.tenant_url(request).removesuffix("/scim/v2/") + "/oauth2/server/token",
         )
         response.headers["Cache-Control"] = "no-store"
         return response
