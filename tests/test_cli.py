@@ -437,6 +437,33 @@ def test_every_command_reads_the_settings_file(tmp_path: Path) -> None:
     assert r.exit_code != 0 and "databse_url" in str(r.exception or r.output)
 
 
+def test_settings_that_cannot_mean_what_was_written_are_errors(tmp_path: Path) -> None:
+    """A public URL with a trailing slash gave //admin links, one without a scheme or with a
+    path gave links that lead nowhere; settings beside a [scimd] table were ignored; and a
+    misspelt boolean ("flase") quietly meant false."""
+    from scimd.settings import SettingsError, load
+
+    assert load(public_url="https://idp.example.com/").public_url == "https://idp.example.com"
+    assert load(public_url="http://127.0.0.1:8000").public_url == "http://127.0.0.1:8000"
+    for bad, said in (
+        ("idp.example.com", "scheme://host"),
+        ("ftp://idp.example.com", "scheme://host"),
+        ("https://idp.example.com/scimd", "has a path"),
+        ("https://idp.example.com/?x=1", "has a path"),
+    ):
+        with pytest.raises(SettingsError, match=said):
+            load(public_url=bad)
+    conf = tmp_path / "scimd.toml"
+    conf.write_text('port = 8331\n[scimd]\nhost = "127.0.0.1"\n')
+    with pytest.raises(SettingsError, match=r"outside its \[scimd\] table \(port\)"):
+        load(str(conf))
+    with pytest.raises(SettingsError, match="'flase' is not true or false"):
+        load(access_log="flase")
+    assert load(access_log="off").access_log is False and load(access_log="Yes").access_log
+    done = _scimd("apps", "list", env={"SCIMD_PUBLIC_URL": "idp.example.com"})
+    assert done.returncode == 1 and "SCIMD_PUBLIC_URL" in done.stderr, done.stderr
+
+
 def test_serve_on_an_address_in_use_says_so_before_printing_a_set_up_link(
     tmp_path: Path,
 ) -> None:

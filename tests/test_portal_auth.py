@@ -493,3 +493,17 @@ def test_the_sign_in_page_says_when_no_admin_exists_yet(tmp_path: Path) -> None:
         assert "No admin exists yet" not in client.get("/admin/login").text
         stale = client.get("/admin/setup?token=stale").text
         assert "it was used, or it expired" in stale and "scimd admin reset-password" in stale
+
+
+def test_the_portal_links_its_own_files_by_path(tmp_path: Path) -> None:
+    """Its stylesheet and script were absolute http:// URLs built from the request: behind a
+    TLS proxy that does not say X-Forwarded-Proto, an https page then loaded them as mixed
+    content, blocked (no styles, no Copy buttons)."""
+    app = create_app(Settings(), create_engine(f"sqlite:///{tmp_path / 'p.db'}"))
+    with TestClient(app, base_url="http://idp.example.com") as client:
+        page = client.get("/admin/login").text
+        assert 'href="/admin/static/portal.css"' in page
+        assert (
+            'src="/admin/static/portal.js"' in page and "idp.example.com/admin/static" not in page
+        )
+        assert client.get("/admin/static/portal.css").status_code == 200

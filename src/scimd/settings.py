@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from scimd.scim.schema import USER_PROPERTIES_SCHEMA
 
@@ -86,8 +87,31 @@ def unknown_environment() -> list[str]:
     return out
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
 class SettingsError(ValueError):
     """A setting that cannot be used, said so that a person can fix it."""
+
+
+def _public_url(value: str, where: str | None) -> str:
+    """``scheme://host[:port]``, without a trailing slash: locations and links are built by
+    appending paths to it (``https://idp.example.com/`` gave ``//admin``), and the portal's
+    own links are absolute paths, so a path prefix cannot work behind it."""
+    parts = urlsplit(value.strip())
+    label = where or "public_url"
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise SettingsError(
+            f"{label}: {value!r} is not a base URL: write scheme://host[:port], e.g."
+            " https://idp.example.com"
+        )
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise SettingsError(
+            f"{label}: {value!r} has a path; scimd must be served at the root of its host"
+            " (https://idp.example.com, its SCIM base then being /scim/v2)"
+        )
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def load(config_file: str | None = None, **overrides: Any) -> Settings:
@@ -103,6 +127,14 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
         except tomllib.TOMLDecodeError as e:
             raise SettingsError(f"the settings file {path} is not valid TOML: {e}") from None
         table = data.get("scimd", data)
+        if "scimd" in data and len(data) > 1:  # these were silently ignored
+            stray = ", ".join(sorted(k for k in data if k != "scimd"))
+            raise SettingsError(
+                f"the settings file {path} has settings outside its [scimd] table ({stray}):"
+                " put every setting in the table, or none"
+            )
+        if not isinstance(table, dict):
+            raise SettingsError(f"the settings file {path}: [scimd] must be a table")
         known = {f.name for f in fields(Settings)}
         unknown = sorted(k for k in table if k not in known and k != "scimd")
         if unknown:  # a typo must not quietly run the server on its defaults
@@ -127,7 +159,14 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
             default = getattr(s, f.name)
             v = values[f.name]
             if isinstance(default, bool):
-                v = v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes", "on")
+                if not isinstance(v, bool):
+                    word = str(v).strip().lower()
+                    if word not in _TRUE + _FALSE:  # "flase" meant false, silently
+                        raise SettingsError(
+                            f"{where[f.name]}: {v!r} is not true or false (true/false, yes/no,"
+                            " on/off, 1/0)"
+                        )
+                    v = word in _TRUE
             elif isinstance(default, int):
                 try:
                     v = int(v)
@@ -143,6 +182,8 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
                 f"{where.get(name, name)}: {getattr(out, name)} is negative (seconds; 0 waits"
                 " forever)"
             )
+    if out.public_url:
+        out = replace(out, public_url=_public_url(out.public_url, where.get("public_url")))
     if out.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise SettingsError(
             f"{where.get('log_level', 'log_level')}: {out.log_level!r} is not a log level"

@@ -219,7 +219,7 @@ def serve(
         )
     app_ = create_app(s, engine)
     # What exists now (modules, schema, templates, prepared statements) lives as long as the
-    # process: keep it out of the cyclic collector's full passes, which took 60-90 ms each
+    # process: keep it out of the cyclic collector's full passes, which took 43-90 ms each
     # (measured), a stall for every request in flight.
     gc.collect()
     gc.freeze()
