@@ -179,6 +179,13 @@ def test_properties_add_list_remove(db: str) -> None:
             app, ["properties", "add", enterprise, "--type", "String", "--database-url", db]
         )
         assert r.exit_code == 1 and "enterprise extension" in r.output
+    for core in ("userName", "EMAILS", "active", "groups", "externalId"):
+        # A name without its schema means the core attribute: the property was reachable only
+        # by its full URN, and the portal showed "active" twice.
+        r = runner.invoke(
+            app, ["properties", "add", core, "--type", "String", "--database-url", db]
+        )
+        assert r.exit_code == 1 and "the User resource already has" in r.output, r.output
     r = runner.invoke(
         app, ["properties", "add", "A" * 129, "--type", "String", "--database-url", db]
     )

@@ -78,6 +78,12 @@ def add_property(
             f"invalid property name '{name}': id, schemas and meta name every resource's own"
             " attributes (RFC 7643 §3.1); choose another name"
         )
+    if name.lower() in S.USER.attr or name.lower() in S.COMMON:
+        core = (S.USER.attr.get(name.lower()) or S.COMMON[name.lower()]).name
+        raise InvalidValue(
+            f"invalid property name '{name}': the User resource already has '{core}' (RFC 7643"
+            " §4.1), and a name without its schema means that one; choose another name"
+        )
     if name.lower() in S.ENTERPRISE_USER.attr:
         raise InvalidValue(
             f"invalid property name '{name}': the enterprise extension ({S.ENTERPRISE_SCHEMA})"
