@@ -471,6 +471,25 @@ def test_settings_that_cannot_mean_what_was_written_are_errors(tmp_path: Path) -
     assert done.returncode == 1 and "SCIMD_PUBLIC_URL" in done.stderr, done.stderr
 
 
+def test_a_process_set_to_another_properties_urn_is_refused(db: str) -> None:
+    """`properties remove` run with SCIMD_PROPERTIES_URN set otherwise than the server found
+    no values under its URN, removed the definition without asking and left them behind."""
+    from scimd.scim.schema import USER_PROPERTIES_SCHEMA as URN
+    from scimd.store import audit
+    from scimd.store.directory import Directory
+
+    _ok("properties", "add", "Badge", "--type", "String", "--database-url", db)
+    d = Directory(create_engine(db))
+    d.create("User", {"userName": "u@x.com", URN: {"Badge": "B-7"}}, audit.CLI, "http://x")
+    d.close()
+    other = {"SCIMD_PROPERTIES_URN": "urn:example:other:2.0:UserProperties"}
+    for args in (["properties", "remove", "Badge", "--yes"], ["properties", "list"], ["serve"]):
+        done = _scimd(*args, "--database-url", db, env=other)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert f"keeps custom user properties under {URN}" in done.stderr, done.stderr
+    assert "Badge" in _ok("properties", "list", "--database-url", db)
+
+
 def test_serve_on_an_address_in_use_says_so_before_printing_a_set_up_link(
     tmp_path: Path,
 ) -> None:

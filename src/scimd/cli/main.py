@@ -557,12 +557,14 @@ def properties_add(
 ) -> None:
     """Define a custom user property; it appears in /Schemas at once."""
 
+    urn = _settings().properties_urn
+
     def go() -> Any:
         with _tx(database_url) as conn:
+            props_mod.check_urn(conn, urn)
             return props_mod.add_property(conn, name, type_, description, audit.CLI)
 
     p = _run(go)
-    urn = _settings().properties_urn
     typer.echo(f"added {p.name} ({p.type}); map it in Entra as {urn}:{p.name}")
 
 
@@ -572,6 +574,7 @@ def properties_list(database_url: DbUrl = None, as_json: Json = False) -> None:
 
     def go() -> Any:
         with _tx(database_url, create=False, write=False) as conn:
+            props_mod.check_urn(conn, _settings().properties_urn, record=False)
             return props_mod.list_properties(conn)
 
     rows = _run(go)
@@ -593,6 +596,7 @@ def properties_remove(
 
     def go() -> Any:
         with _tx(database_url, create=False) as conn:
+            props_mod.check_urn(conn, urn)
             n = props_mod.count_values(conn, name, urn)
             if n and not yes:
                 raise ScimError(

@@ -10,6 +10,7 @@ import re
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 
@@ -18,7 +19,8 @@ from scimd.scim.errors import InvalidValue, NotFound, Uniqueness
 from scimd.scim.values import now_datetime
 from scimd.store import audit as A
 from scimd.store import versions
-from scimd.store.tables import user_properties, users
+from scimd.store.migrate import DatabaseUnsupported
+from scimd.store.tables import settings, user_properties, users
 
 _NAME_MAX = 128
 _NAME = re.compile(rf"^[A-Za-z][A-Za-z0-9_]{{0,{_NAME_MAX - 1}}}$")
@@ -60,6 +62,33 @@ def schema_version(conn: sa.Connection) -> int:
 def list_properties(conn: sa.Connection) -> list[S.PropertyDef]:
     rows = conn.execute(sa.select(user_properties).order_by(user_properties.c.pk))
     return [S.PropertyDef(r.name, r.type, r.description) for r in rows]
+
+
+# The URN the database's users hold their custom property values under, recorded by the first
+# process that uses the database: one configured otherwise (SCIMD_PROPERTIES_URN) would not see
+# them, and `properties remove` run with it found no values and left them behind.
+URN_SETTING = "properties_urn"
+
+
+def check_urn(conn: sa.Connection, urn: str, record: bool = True) -> None:
+    """Refuse a process whose properties' URN is not the database's (``record``: note it
+    when the database has none yet)."""
+    query = sa.select(settings.c.value).where(settings.c.key == URN_SETTING)
+    stored: str | None = conn.execute(query).scalar_one_or_none()
+    if stored is None and record:
+        insert: Any = (
+            sqlite.insert(settings)
+            if conn.dialect.name == "sqlite"
+            else postgresql.insert(settings)
+        )
+        conn.execute(insert.values(key=URN_SETTING, value=urn).on_conflict_do_nothing())
+        stored = conn.execute(query).scalar_one()  # another process's, if it came first
+    if stored is not None and stored != urn:
+        raise DatabaseUnsupported(
+            f"this database keeps custom user properties under {stored}, but this process is"
+            f" set to {urn}: set SCIMD_PROPERTIES_URN={stored} (or properties_urn in the"
+            " settings file) to use it"
+        )
 
 
 def add_property(

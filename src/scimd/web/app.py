@@ -22,6 +22,7 @@ from scimd.auth import admins
 from scimd.scim.errors import InvalidSyntax, InvalidValue, ScimError
 from scimd.settings import Settings
 from scimd.store import migrate
+from scimd.store import properties as props
 from scimd.store.checkpoint import Checkpointer
 from scimd.store.directory import Directory
 from scimd.store.engine import create_engine, write_transaction
@@ -100,6 +101,8 @@ def create_app(
         settings.database_url, connect_timeout=settings.database_timeout
     )
     migrate.ensure_current(engine)
+    with write_transaction(engine) as conn:
+        props.check_urn(conn, settings.properties_urn)
     directory = Directory(engine, properties_urn=settings.properties_urn)
     scim = Scim(settings, directory)
     token_endpoint = TokenEndpoint(scim)
