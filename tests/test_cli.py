@@ -245,6 +245,36 @@ def test_admin_create_and_reset_password(db: str) -> None:
     engine.dispose()
 
 
+def test_admin_list_and_delete(db: str) -> None:
+    """A departed admin's account could only have its password reset: now it can be listed
+    and deleted (its sessions end with it), and deleting the last one says how to go on."""
+    from scimd.auth import admins
+    from scimd.store import audit, migrate
+
+    engine = create_engine(db)
+    migrate.ensure_current(engine)
+    with engine.begin() as conn:
+        ops = admins.create(conn, "ops", "first password here", audit.CLI)
+        admins.create(conn, "Ada", "second password here", audit.CLI)
+        session = admins.start_session(conn, ops.pk)
+    listed = json.loads(_ok("admin", "list", "--json", "--database-url", db))
+    assert [a["username"] for a in listed] == ["Ada", "ops"]
+    assert listed[0]["last_login"] is None and "password" not in json.dumps(listed)
+    assert "last sign-in never" in _ok("admin", "list", "--database-url", db)
+    assert _ok("admin", "delete", "OPS", "--database-url", db).strip() == "deleted admin OPS"
+    with engine.begin() as conn:
+        assert admins.session_admin(conn, ops.pk, session) is None
+        assert admins.verify(conn, "ops", "first password here") is None
+        who = conn.execute(sa.text("SELECT operation, resource_id FROM audit ORDER BY pk DESC"))
+        assert who.first() == ("admin.delete", "ops")
+    r = runner.invoke(app, ["admin", "delete", "ops", "--database-url", db])
+    assert r.exit_code == 1 and "no admin named 'ops'" in r.output
+    last = _ok("admin", "delete", "ada", "--database-url", db)
+    assert "no admin is left: create one with `scimd admin create USERNAME`" in last
+    assert _ok("admin", "list", "--database-url", db).strip() == "no admins"
+    engine.dispose()
+
+
 def _scimd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The real command (its entry point turns what a person can fix into one line)."""
     import os

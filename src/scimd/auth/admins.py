@@ -14,6 +14,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
@@ -95,6 +96,29 @@ def reset_password(conn: sa.Connection, username: str, password: str, actor: A.A
     )
     conn.execute(admin_sessions.delete().where(admin_sessions.c.admin_pk == row.pk))
     A.record(conn, actor, "admin.reset_password", "Admin", username, None)
+
+
+def list_admins(conn: sa.Connection) -> list[dict[str, Any]]:
+    """Every admin's name, creation and last sign-in (never a hash)."""
+    rows = conn.execute(
+        sa.select(admins.c.username, admins.c.created, admins.c.last_login).order_by(
+            admins.c.username_lower
+        )
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def delete(conn: sa.Connection, username: str, actor: A.Actor) -> int:
+    """Delete an admin (its sessions end with it); returns how many admins are left."""
+    row = conn.execute(
+        sa.select(admins.c.pk, admins.c.username).where(admins.c.username_lower == username.lower())
+    ).first()
+    if row is None:
+        raise NotFound(f"no admin named '{username}'")
+    conn.execute(admin_sessions.delete().where(admin_sessions.c.admin_pk == row.pk))
+    conn.execute(admins.delete().where(admins.c.pk == row.pk))
+    A.record(conn, actor, "admin.delete", "Admin", row.username, None)
+    return count(conn)
 
 
 def end_sessions(conn: sa.Connection, pk: int) -> None:

@@ -660,6 +660,35 @@ def admin_reset_password(
     typer.echo(f"password of {username} reset; their sessions are signed out")
 
 
+@admin_app.command("list")
+def admin_list(database_url: DbUrl = None, as_json: Json = False) -> None:
+    """List the portal's admins and when each last signed in."""
+
+    def go() -> list[dict[str, Any]]:
+        with _tx(database_url, create=False, write=False) as conn:
+            return admins_mod.list_admins(conn)
+
+    rows = _run(go)
+    text = "\n".join(
+        f"{a['username']}  created {a['created']}  last sign-in {a['last_login'] or 'never'}"
+        for a in rows
+    )
+    _print(rows, as_json, text or "no admins")
+
+
+@admin_app.command("delete")
+def admin_delete(username: str, database_url: DbUrl = None) -> None:
+    """Delete a portal admin; their open sessions end at once."""
+
+    def go() -> int:
+        with _tx(database_url, create=False) as conn:
+            return admins_mod.delete(conn, username, audit.CLI)
+
+    left = _run(go)
+    more = "" if left else "; no admin is left: create one with `scimd admin create USERNAME`"
+    typer.echo(f"deleted admin {username}{more}")
+
+
 # -- db ------------------------------------------------------------------------------------
 @db_app.command("upgrade")
 def db_upgrade(database_url: DbUrl = None) -> None:
