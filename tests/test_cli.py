@@ -245,6 +245,26 @@ def test_admin_create_and_reset_password(db: str) -> None:
     engine.dispose()
 
 
+def test_admin_create_without_a_terminal_points_to_password_stdin(db: str) -> None:
+    """getpass warned that the password "may be echoed" and read it from the pipe."""
+    done = subprocess.run(
+        [sys.executable, "-m", "scimd.cli.main", "admin", "create", "bob", "--database-url", db],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1 and "pass it with --password-stdin" in done.stderr, done.stderr
+    assert "Warning" not in done.stderr
+
+
+def test_a_command_group_alone_shows_its_commands() -> None:
+    """`scimd db` said only "Missing command."."""
+    for group, command in (("db", "upgrade"), ("apps", "create"), ("admin", "delete")):
+        done = _scimd(group)
+        assert command in done.stdout and "Missing command" not in done.stderr, done.stderr
+
+
 def test_admin_list_and_delete(db: str) -> None:
     """A departed admin's account could only have its password reset: now it can be listed
     and deleted (its sessions end with it), and deleting the last one says how to go on."""
@@ -315,6 +335,16 @@ def _scimd(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
             "cannot make the database's directory (File exists): /dev/null",
         ),
         (["apps", "create", "--name", "x", "--database-url", "sqlite://"], {}, "in-memory"),
+        (
+            ["serve", "--port", "0", "--database-url", "sqlite:////dev/null/never.db"],
+            {},
+            "port 0 would be a port chosen at random",
+        ),
+        (
+            ["apps", "list", "--database-url", "mysql://u@h/d"],
+            {},
+            "scimd works with sqlite:///PATH and postgresql+psycopg://",
+        ),
     ],
 )
 def test_user_errors_are_one_line_not_a_traceback(
@@ -574,12 +604,15 @@ def test_a_full_disk_is_named_as_such(tmp_path: Path) -> None:
 
     disk = tmp_path / "disk"
     disk.mkdir()
+    with socket.socket() as probe:  # a free port (0 is refused: no link could name it)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     script = (
         f"mount -t tmpfs -o size=1m tmpfs {disk} && "
         f"{shlex.quote(sys.executable)} -m scimd.cli.main apps create --name a"
         f" --database-url sqlite:///{disk}/s.db >/dev/null && "
         f"(dd if=/dev/zero of={disk}/fill bs=64k 2>/dev/null; true) && "
-        f"{shlex.quote(sys.executable)} -m scimd.cli.main serve --port 0"
+        f"{shlex.quote(sys.executable)} -m scimd.cli.main serve --port {port}"
         f" --database-url sqlite:///{disk}/s.db"
     )
     args = ["unshare", "--mount", "sh", "-c", script]

@@ -38,14 +38,23 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode=MARKDOWN,
 )
+# Each group shows its commands when given none ("Missing command." said nothing useful).
 apps_app = typer.Typer(
-    help="OAuth 2 applications and their secrets (bearer tokens).", rich_markup_mode=MARKDOWN
+    help="OAuth 2 applications and their secrets (bearer tokens).",
+    rich_markup_mode=MARKDOWN,
+    no_args_is_help=True,
 )
 props_app = typer.Typer(
-    help="Custom user properties (the UserProperties extension).", rich_markup_mode=MARKDOWN
+    help="Custom user properties (the UserProperties extension).",
+    rich_markup_mode=MARKDOWN,
+    no_args_is_help=True,
 )
-db_app = typer.Typer(help="Database schema migrations.", rich_markup_mode=MARKDOWN)
-admin_app = typer.Typer(help="Admin accounts of the work portal.", rich_markup_mode=MARKDOWN)
+db_app = typer.Typer(
+    help="Database schema migrations.", rich_markup_mode=MARKDOWN, no_args_is_help=True
+)
+admin_app = typer.Typer(
+    help="Admin accounts of the work portal.", rich_markup_mode=MARKDOWN, no_args_is_help=True
+)
 
 
 @app.callback()
@@ -147,7 +156,7 @@ def _run(fn: Callable[[], T]) -> T:
 
 
 def _print(data: Any, as_json: bool, text: str) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
+    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False) if as_json else text)
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -191,6 +200,11 @@ def serve(
         _fail(
             f"{s.database_url} is an in-memory database: gone when the server stops, and out of"
             " reach of the scimd commands that create its token; use sqlite:///scimd.db"
+        )
+    if s.port == 0:
+        _fail(
+            "port 0 would be a port chosen at random, which no link printed here could name:"
+            " give one with --port (or SCIMD_PORT)"
         )
     _check_listen(s.host, s.port)
     engine = _new_engine(s.database_url, s)
@@ -391,7 +405,10 @@ def main() -> None:
         where = f": {e.filename}" if e.filename else ""
         _fail(f"{e.strerror or e}{where}")
     except ModuleNotFoundError as e:
-        _fail(f"no driver for this database URL ({e.name} is not installed)")
+        _fail(
+            f"no driver for this database URL ({e.name} is not installed): scimd works with"
+            " sqlite:///PATH and postgresql+psycopg://USER@HOST/DATABASE"
+        )
     except OverflowError:
         _fail("a number given is too large")
 
@@ -622,6 +639,8 @@ PasswordStdin = Annotated[
 def _password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():  # getpass would warn that it may echo, and read the pipe
+        _fail("no terminal to ask for the password: pass it with --password-stdin")
     first: str = typer.prompt("Password", hide_input=True)
     again: str = typer.prompt("Repeat password", hide_input=True)
     if first != again:
