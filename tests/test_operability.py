@@ -34,6 +34,20 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, str]]:
         yield c, token
 
 
+def test_the_root_names_the_scim_base_and_the_portal(client: tuple[TestClient, str]) -> None:
+    """Someone opening the server's address learns where the SCIM base and the portal are."""
+    c, _ = client
+    r = c.get("/")
+    assert r.status_code == 200
+    assert r.json() == {
+        "service": "scimd",
+        "scim": "http://testserver/scim/v2/",
+        "portal": "http://testserver/admin/",
+        "health": "/healthz",
+    }
+    assert c.get("/admin/", follow_redirects=False).status_code in (302, 303, 307)
+
+
 def test_healthz(client: tuple[TestClient, str]) -> None:
     """GET /healthz answers 200 without authentication when the database answers."""
     c, _ = client

@@ -150,7 +150,12 @@ def create_app(
 
     async def root(request: Request) -> Response:
         return JSONResponse(
-            {"service": "scimd", "scim": f"{scim.base(request)}/", "health": "/healthz"}
+            {
+                "service": "scimd",
+                "scim": f"{scim.base(request)}/",
+                "portal": f"{scim.base(request).removesuffix('/scim/v2')}/admin/",
+                "health": "/healthz",
+            }
         )
 
     checkpointer = Checkpointer(engine)  # SQLite: WAL checkpoints off the request path
