@@ -252,6 +252,9 @@ def test_disable_rotate_revoke_delete_from_the_page(portal: Portal) -> None:
         return portal.client.get("/scim/v2/Users", headers=h).status_code
 
     detail = f"{APPS}/{cid}"
+    page = portal.client.get(detail).text  # times as the list shows them, not raw ISO
+    created = app["created"][:16].replace("T", " ")
+    assert f"<dd>{created} UTC</dd>" in page and app["created"] not in page
     assert portal.post(f"{detail}/disable", {}, detail).status_code == 303
     assert status(old) == 401
     portal.post(f"{detail}/enable", {}, detail)
