@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from support.live_server import add_user_property, provisioned_server, start_server
@@ -196,3 +197,88 @@ def test_the_same_property_added_twice_at_once_is_one_definition_and_a_clear_err
             assert [p.name for p in props.list_properties(conn)] == ["Dup"]
     finally:
         engine.dispose()
+
+
+def test_a_create_in_a_transaction_and_a_property_removal_are_ordered(postgres_url: str) -> None:
+    """A create on the transactional path (after three conditional attempts found the
+    counters moving) read them before touching users: a removal committed in between, and
+    the create stored a value of the removed property. It now takes users' write lock first,
+    so the removal waits for it, then strips the value."""
+    import threading
+    import time
+
+    from scimd.store import audit, migrate, versions
+    from scimd.store import properties as props
+    from scimd.store.directory import Directory
+    from scimd.store.engine import create_engine, write_transaction
+
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    with write_transaction(engine) as conn:
+        props.add_property(conn, "Race", "String", "", audit.CLI)
+    d = Directory(engine)
+    calls = [0]
+    removal: list[threading.Thread] = []
+
+    def remove() -> None:
+        with write_transaction(engine) as conn:
+            props.remove_property(conn, "Race", audit.CLI)
+
+    def gate(conn: sa.Connection, v: versions.Versions) -> audit.Actor:
+        calls[0] += 1
+        if calls[0] <= 3:  # the counters move under each conditional attempt
+            with write_transaction(engine) as other:
+                versions.bump(other, versions.AUTH)
+        else:  # the transactional attempt: a removal starts while it decides
+            removal.append(threading.Thread(target=remove))
+            removal[0].start()
+            time.sleep(0.5)
+        return audit.CLI
+
+    try:
+        made = d.create("User", {"userName": "r@x", PROPS: {"Race": "v"}}, gate, "http://x")
+        removal[0].join(30)
+        assert calls[0] == 4 and not removal[0].is_alive()
+        assert made.resource is not None
+        with engine.connect() as conn:
+            raw = conn.execute(
+                sa.text("SELECT doc FROM users WHERE id = :i"), {"i": made.resource["id"]}
+            ).scalar_one()
+            assert props.list_properties(conn) == []
+        doc = raw if isinstance(raw, dict) else json.loads(raw)
+        assert PROPS not in doc, doc
+    finally:
+        d.close()
+        engine.dispose()
+
+
+def test_a_removal_waits_for_user_writes_a_bounded_time(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a removal waits for the users table, every new user write queues behind it: a
+    transaction left open on users (a psql session) held them all indefinitely. The removal
+    now gives up after LOCK_WAIT_MS and says so, removing nothing."""
+    from scimd.scim.errors import ScimError
+    from scimd.store import audit, migrate
+    from scimd.store import properties as props
+    from scimd.store.engine import create_engine, write_transaction
+
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    with write_transaction(engine) as conn:
+        props.add_property(conn, "Held", "String", "", audit.CLI)
+    monkeypatch.setattr(props, "LOCK_WAIT_MS", 300)
+    blocker = engine.connect()
+    try:
+        blocker.execute(sa.text("UPDATE users SET version = version WHERE false"))  # open
+        refused = pytest.raises(ScimError, match="were being written for more than")
+        with refused as info, write_transaction(engine) as conn:
+            props.remove_property(conn, "Held", audit.CLI)
+        assert info.value.status == 409
+    finally:
+        blocker.rollback()
+        blocker.close()
+    with write_transaction(engine) as conn:
+        assert [p.name for p in props.list_properties(conn)] == ["Held"]
+        assert props.remove_property(conn, "Held", audit.CLI)[1] == 0
+    engine.dispose()

@@ -614,14 +614,14 @@ def properties_remove(
     def go() -> Any:
         with _tx(database_url, create=False) as conn:
             props_mod.check_urn(conn, urn)
-            n = props_mod.count_values(conn, name, urn)
-            if n and not yes:
+            try:
+                return props_mod.remove_property(conn, name, audit.CLI, urn, confirmed=yes)
+            except props_mod.ValuesHeld as e:  # counted with writes held off
                 raise ScimError(
-                    f"{n} user(s) hold a value for '{name}'; re-run with --yes to remove it"
-                )
-            return props_mod.remove_property(conn, name, audit.CLI, urn)
+                    f"{e.held} user(s) hold a value for '{name}'; re-run with --yes to remove it"
+                ) from None
 
-    p = _run(go)
+    p, _held = _run(go)
     typer.echo(f"removed {p.name}")
 
 

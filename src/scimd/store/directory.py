@@ -687,6 +687,13 @@ class Directory:
             # round trip instead of two); if they moved, it finds out and reads them.
             assumed = self._seen if at_once and first else None
             first = False
+            if not at_once and name == "User" and conn.dialect.name == "postgresql":
+                # The lock the INSERT takes anyway, taken before the counters are read: a
+                # property removal (which locks users against writes) then either commits
+                # first, and this create judges the body by the definitions after it, or
+                # waits for it. Read first, a removal could strip and commit in between and
+                # this create store a value of the removed property.
+                conn.execute(sa.text("LOCK TABLE users IN ROW EXCLUSIVE MODE"))
             rt, who, _, v = self._begin(conn, name, actor, assumed=assumed)
             member_items: list[dict[str, Any]] = []
             if name == "Group" and isinstance(body, dict):

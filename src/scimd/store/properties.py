@@ -12,10 +12,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from scimd.scim import schema as S
-from scimd.scim.errors import InvalidValue, NotFound, Uniqueness
+from scimd.scim.errors import InvalidValue, NotFound, ScimError, Uniqueness
 from scimd.scim.values import now_datetime
 from scimd.store import audit as A
 from scimd.store import versions
@@ -175,20 +175,59 @@ def value_counts(conn: sa.Connection, names: list[str], urn: str) -> dict[str, i
     return {n: int(v) for n, v in zip(names, row, strict=True)}
 
 
+class ValuesHeld(ScimError):
+    """Users hold values of a property whose removal was not confirmed for them."""
+
+    status = 409
+
+    def __init__(self, name: str, held: int) -> None:
+        super().__init__(
+            f"{held} user(s) hold a value for '{name}'; confirm to remove them with it"
+        )
+        self.held = held
+
+
+# How long a removal waits for user writes in progress (PostgreSQL) before giving up: while it
+# waits, every new user write queues behind it.
+LOCK_WAIT_MS = 5000
+
+
 def remove_property(
-    conn: sa.Connection, name: str, actor: A.Actor, urn: str = S.USER_PROPERTIES_SCHEMA
-) -> S.PropertyDef:
-    """Remove a definition and the values users hold for it (an admin confirmed that)."""
+    conn: sa.Connection,
+    name: str,
+    actor: A.Actor,
+    urn: str = S.USER_PROPERTIES_SCHEMA,
+    *,
+    confirmed: bool = True,
+) -> tuple[S.PropertyDef, int]:
+    """Remove a definition and the values users hold for it; how many held one. Without
+    ``confirmed``, users holding values (counted once writes are held off) are a
+    ``ValuesHeld``: a count taken before could be stale by the time of the removal."""
     if conn.dialect.name == "postgresql":
         # Writes of users wait until this commits, and those in progress finish first (their
         # row locks conflict too): otherwise a write judged by the old definitions that
         # committed after the strip below, but before the counter moved, kept a value of the
         # property (measured: 5-9 of 50 racing POSTs), which a later property of the same
         # name and another type would then read. Reads go on. SQLite serialises writes.
-        conn.execute(sa.text("LOCK TABLE users IN EXCLUSIVE MODE"))
+        conn.execute(sa.text(f"SET LOCAL lock_timeout = {LOCK_WAIT_MS}"))
+        try:
+            conn.execute(sa.text("LOCK TABLE users IN EXCLUSIVE MODE"))
+        except OperationalError as e:
+            if getattr(e.orig, "sqlstate", None) != "55P03":  # lock_not_available
+                raise
+            raise ScimError(
+                f"users were being written for more than {LOCK_WAIT_MS // 1000} s (a long"
+                f" transaction?); '{name}' was not removed: try again",
+                status=409,
+            ) from None
+        conn.execute(sa.text("SET LOCAL lock_timeout = 0"))
     row = _definition(conn, name)
     if row is None:
         raise NotFound(f"custom property '{name}' is not defined")
+    if not confirmed:
+        held_now = count_values(conn, row.name, urn)
+        if held_now:
+            raise ValuesHeld(row.name, held_now)
     conn.execute(user_properties.delete().where(user_properties.c.pk == row.pk))
     # A user whose only property it was keeps no empty extension object: a PUT of what a GET
     # returns would otherwise differ from it, and give the user a new version.
@@ -216,4 +255,4 @@ def remove_property(
         row.name,
         {"type": row.type, "values_removed": held},
     )
-    return S.PropertyDef(row.name, row.type, row.description)
+    return S.PropertyDef(row.name, row.type, row.description), held

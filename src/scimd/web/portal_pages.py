@@ -695,10 +695,10 @@ class Pages:
             )
             if d is None:
                 raise NotFound(f"custom property '{name}' is not defined")
-            held = props.count_values(conn, d.name, urn)
-            if held and not confirmed:
-                return d, held, False
-            props.remove_property(conn, d.name, actor, urn)
+            try:  # values are counted with user writes held off
+                _, held = props.remove_property(conn, d.name, actor, urn, confirmed=confirmed)
+            except props.ValuesHeld as e:
+                return d, e.held, False
             return d, held, True
 
         d, held, removed = await self._write(remove)
