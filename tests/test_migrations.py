@@ -63,3 +63,31 @@ def test_a_database_from_before_the_first_schema_was_final_is_refused(tmp_path: 
     with pytest.raises(migrate.DatabaseUnsupported, match="no 'slot' column"):
         migrate.ensure_current(engine)
     engine.dispose()
+
+
+def test_another_applications_or_a_newer_database_is_refused_untouched(
+    any_database_url: str,
+) -> None:
+    """Another application's tables got scimd's added beside them; a revision this scimd
+    does not know was a traceback. An empty alembic_version table is scimd's own."""
+    import sqlalchemy as sa
+
+    engine = create_engine(any_database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY)"))
+        with pytest.raises(migrate.DatabaseUnsupported, match="tables of something else"):
+            migrate.ensure_current(engine)
+        with engine.connect() as conn:
+            assert sa.inspect(conn).get_table_names() == ["customers"]  # untouched
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP TABLE customers"))
+            conn.execute(sa.text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)"))
+        migrate.ensure_current(engine)  # an empty alembic_version: upgraded
+        assert migrate.current(engine) == migrate.head()
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
+        with pytest.raises(migrate.DatabaseUnsupported, match="revision 0099, which this"):
+            migrate.ensure_current(engine)
+    finally:
+        engine.dispose()

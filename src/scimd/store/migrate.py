@@ -35,14 +35,30 @@ _UPGRADE_LOCK = 0x7363696D64
 
 
 def check_known(engine: sa.Engine) -> None:
-    """Refuse a database scimd did not make, or made by a newer scimd: Alembic answered both
-    with a traceback (an unknown revision), or quietly added scimd's tables beside another
-    application's."""
-    at = current(engine)
+    """Refuse a database scimd did not make, or made by a newer scimd (see ``_check_known``)."""
+    with engine.connect() as conn:
+        _check_known(conn)
+
+
+def _check_known(conn: sa.Connection) -> None:
+    """Alembic answered an unknown revision with a traceback, and quietly added scimd's
+    tables beside another application's. Run where ``upgrade`` holds its lock: a server
+    upgrading the same empty database at once is then done, or not started."""
+    at = MigrationContext.configure(conn).get_current_revision()
     if at is None:
-        tables = sorted(sa.inspect(engine).get_table_names())
+        tables = set(sa.inspect(conn).get_table_names())
+        if conn.dialect.name == "postgresql":  # tables of extensions (PostGIS's) are not others'
+            owned = conn.execute(
+                sa.text(
+                    "SELECT c.relname FROM pg_class c JOIN pg_depend d ON d.objid = c.oid"
+                    " WHERE d.deptype = 'e' AND c.relnamespace = current_schema()::regnamespace"
+                )
+            )
+            tables -= {name for (name,) in owned}
+        tables.discard("alembic_version")  # scimd's, even empty
         if tables:
-            shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
+            listed = sorted(tables)
+            shown = ", ".join(listed[:5]) + (", ..." if len(listed) > 5 else "")
             raise DatabaseUnsupported(
                 f"this database holds tables of something else ({shown}) and none of scimd's:"
                 " give scimd an empty database or its own"
@@ -58,7 +74,6 @@ def check_known(engine: sa.Engine) -> None:
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    check_known(engine)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
             # Two servers starting on an empty database both created the tables, and one
@@ -69,6 +84,7 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> None:
                 head()
             ):
                 return
+        _check_known(conn)
         command.upgrade(_config(conn), revision)
 
 
