@@ -548,6 +548,13 @@ def test_a_process_set_to_another_properties_urn_is_refused(db: str) -> None:
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert f"keeps custom user properties under {URN}" in done.stderr, done.stderr
     assert "Badge" in _ok("properties", "list", "--database-url", db)
+    # Until a property is defined the URN may change; the first definition records it.
+    fresh = db.replace("cli.db", "fresh.db")
+    _ok("properties", "add", "Floor", "--type", "Integer", "--database-url", fresh)
+    _ok("properties", "remove", "Floor", "--database-url", fresh)
+    _ok("properties", "add", "Desk", "--type", "String", "--database-url", fresh, env=other)
+    done = _scimd("properties", "list", "--database-url", fresh)
+    assert "keeps custom user properties under urn:example:other" in done.stderr, done.stderr
 
 
 def test_serve_on_an_address_in_use_says_so_before_printing_a_set_up_link(

@@ -578,8 +578,7 @@ def properties_add(
 
     def go() -> Any:
         with _tx(database_url) as conn:
-            props_mod.check_urn(conn, urn)
-            return props_mod.add_property(conn, name, type_, description, audit.CLI)
+            return props_mod.add_property(conn, name, type_, description, audit.CLI, urn)
 
     p = _run(go)
     typer.echo(f"added {p.name} ({p.type}); map it in Entra as {urn}:{p.name}")
@@ -591,7 +590,7 @@ def properties_list(database_url: DbUrl = None, as_json: Json = False) -> None:
 
     def go() -> Any:
         with _tx(database_url, create=False, write=False) as conn:
-            props_mod.check_urn(conn, _settings().properties_urn, record=False)
+            props_mod.check_urn(conn, _settings().properties_urn)
             return props_mod.list_properties(conn)
 
     rows = _run(go)

@@ -64,36 +64,49 @@ def list_properties(conn: sa.Connection) -> list[S.PropertyDef]:
     return [S.PropertyDef(r.name, r.type, r.description) for r in rows]
 
 
-# The URN the database's users hold their custom property values under, recorded by the first
-# process that uses the database: one configured otherwise (SCIMD_PROPERTIES_URN) would not see
-# them, and `properties remove` run with it found no values and left them behind.
+# The URN the database's users hold their custom property values under, recorded when a
+# property is defined: a process configured otherwise (SCIMD_PROPERTIES_URN) would not see the
+# values, and `properties remove` run with it found none and left them behind. While no
+# property is defined the URN may change freely. (A database whose properties were defined
+# before it was recorded gets it with the next definition.)
 URN_SETTING = "properties_urn"
 
 
-def check_urn(conn: sa.Connection, urn: str, record: bool = True) -> None:
-    """Refuse a process whose properties' URN is not the database's (``record``: note it
-    when the database has none yet)."""
+def check_urn(conn: sa.Connection, urn: str, record: bool = False) -> None:
+    """Refuse a process set to another URN than the one the database's properties are
+    under; ``record`` (a property is being defined): note ``urn`` as the database's."""
     query = sa.select(settings.c.value).where(settings.c.key == URN_SETTING)
     stored: str | None = conn.execute(query).scalar_one_or_none()
-    if stored is None and record:
-        insert: Any = (
-            sqlite.insert(settings)
-            if conn.dialect.name == "sqlite"
-            else postgresql.insert(settings)
-        )
-        conn.execute(insert.values(key=URN_SETTING, value=urn).on_conflict_do_nothing())
-        stored = conn.execute(query).scalar_one()  # another process's, if it came first
-    if stored is not None and stored != urn:
+    if stored == urn:
+        return
+    if stored is not None and conn.execute(sa.select(user_properties.c.pk).limit(1)).first():
         raise DatabaseUnsupported(
             f"this database keeps custom user properties under {stored}, but this process is"
             f" set to {urn}: set SCIMD_PROPERTIES_URN={stored} (or properties_urn in the"
             " settings file) to use it"
         )
+    if record:
+        insert: Any = (
+            sqlite.insert(settings)
+            if conn.dialect.name == "sqlite"
+            else postgresql.insert(settings)
+        )
+        conn.execute(
+            insert.values(key=URN_SETTING, value=urn).on_conflict_do_update(
+                index_elements=[settings.c.key], set_={"value": urn}
+            )
+        )
 
 
 def add_property(
-    conn: sa.Connection, name: str, type_name: str, description: str, actor: A.Actor
+    conn: sa.Connection,
+    name: str,
+    type_name: str,
+    description: str,
+    actor: A.Actor,
+    urn: str = S.USER_PROPERTIES_SCHEMA,
 ) -> S.PropertyDef:
+    """Define a property whose values users hold under ``urn`` (recorded, ``check_urn``)."""
     if len(name) > _NAME_MAX:
         raise InvalidValue(
             f"invalid property name '{name[:40]}...': at most {_NAME_MAX} characters"
@@ -120,6 +133,7 @@ def add_property(
             " without its schema (manager, department); choose another name"
         )
     t = canonical_type(type_name)
+    check_urn(conn, urn, record=True)
     exists = _definition(conn, name)
     if exists is not None:
         raise Uniqueness(f"custom property '{exists.name}' is already defined")

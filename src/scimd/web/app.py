@@ -101,7 +101,7 @@ def create_app(
         settings.database_url, connect_timeout=settings.database_timeout
     )
     migrate.ensure_current(engine)
-    with write_transaction(engine) as conn:
+    with engine.connect() as conn:
         props.check_urn(conn, settings.properties_urn)
     directory = Directory(engine, properties_urn=settings.properties_urn)
     scim = Scim(settings, directory)

@@ -639,17 +639,17 @@ class Pages:
             "description": str(form.get("description", "")).strip(),
         }
         actor = self._actor(request)
+        urn = self.portal.scim.settings.properties_urn
 
         def add(conn: Any) -> S.PropertyDef:
             return props.add_property(
-                conn, values["name"], values["type"], values["description"], actor
+                conn, values["name"], values["type"], values["description"], actor, urn
             )
 
         try:
             added: S.PropertyDef = await self._write(add)
         except ScimError as e:
             return await self._properties_page(request, values, e.detail)
-        urn = self.portal.scim.settings.properties_urn
         self.portal.flash(
             request,
             "ok",
