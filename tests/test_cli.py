@@ -253,6 +253,7 @@ def test_admin_create_without_a_terminal_points_to_password_stdin(db: str) -> No
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
+        start_new_session=True,  # no controlling terminal: /dev/tty does not open
     )
     assert done.returncode == 1 and "pass it with --password-stdin" in done.stderr, done.stderr
     assert "Warning" not in done.stderr
@@ -520,10 +521,20 @@ def test_settings_that_cannot_mean_what_was_written_are_errors(tmp_path: Path) -
     ):
         with pytest.raises(SettingsError, match=said):
             load(public_url=bad)
+    for bad in (
+        "idp.example.com:abc",
+        "https://idp.example.com:99999",
+        "https://u:p@idp.example.com",
+        5,
+    ):
+        with pytest.raises(SettingsError, match="not a"):
+            load(public_url=bad)
     conf = tmp_path / "scimd.toml"
     conf.write_text('port = 8331\n[scimd]\nhost = "127.0.0.1"\n')
     with pytest.raises(SettingsError, match=r"outside its \[scimd\] table \(port\)"):
         load(str(conf))
+    conf.write_text("[scimd]\nport = 8331\n[other_tool]\nx = 1\n")  # a shared file
+    assert load(str(conf)).port == 8331
     with pytest.raises(SettingsError, match="'flase' is not true or false"):
         load(access_log="flase")
     assert load(access_log="off").access_log is False and load(access_log="Yes").access_log

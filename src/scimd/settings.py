@@ -99,9 +99,20 @@ def _public_url(value: str, where: str | None) -> str:
     """``scheme://host[:port]``, without a trailing slash: locations and links are built by
     appending paths to it (``https://idp.example.com/`` gave ``//admin``), and the portal's
     own links are absolute paths, so a path prefix cannot work behind it."""
-    parts = urlsplit(value.strip())
     label = where or "public_url"
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if not isinstance(value, str):
+        raise SettingsError(f"{label}: {value!r} is not a URL (write it as a string)")
+    parts = urlsplit(value.strip())
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:  # not a number, or past 65535
+        port_ok = False
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or not port_ok
+        or parts.username is not None
+    ):
         raise SettingsError(
             f"{label}: {value!r} is not a base URL: write scheme://host[:port], e.g."
             " https://idp.example.com"
@@ -127,11 +138,11 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
         except tomllib.TOMLDecodeError as e:
             raise SettingsError(f"the settings file {path} is not valid TOML: {e}") from None
         table = data.get("scimd", data)
-        if "scimd" in data and len(data) > 1:  # these were silently ignored
-            stray = ", ".join(sorted(k for k in data if k != "scimd"))
+        stray = sorted(k for k, v in data.items() if k != "scimd" and not isinstance(v, dict))
+        if "scimd" in data and stray:  # these were silently ignored (other tables may be)
             raise SettingsError(
-                f"the settings file {path} has settings outside its [scimd] table ({stray}):"
-                " put every setting in the table, or none"
+                f"the settings file {path} has settings outside its [scimd] table"
+                f" ({', '.join(stray)}): put every setting in the table, or none"
             )
         if not isinstance(table, dict):
             raise SettingsError(f"the settings file {path}: [scimd] must be a table")

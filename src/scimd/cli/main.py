@@ -638,7 +638,9 @@ PasswordStdin = Annotated[
 def _password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\n")
-    if not sys.stdin.isatty():  # getpass would warn that it may echo, and read the pipe
+    try:  # where getpass asks; without it getpass warns that it may echo, and reads the pipe
+        open("/dev/tty").close()  # only whether it opens
+    except OSError:
         _fail("no terminal to ask for the password: pass it with --password-stdin")
     first: str = typer.prompt("Password", hide_input=True)
     again: str = typer.prompt("Repeat password", hide_input=True)
