@@ -64,6 +64,7 @@ def _settings_file(
         typer.Option(
             "--config",
             envvar="SCIMD_CONFIG",
+            metavar="FILE",
             help="TOML settings file for every command (as `serve --config`): the database,"
             " the custom properties' URN, ...",
         ),
@@ -100,10 +101,17 @@ DbUrl = Annotated[
     typer.Option(
         "--database-url",
         envvar="SCIMD_DATABASE_URL",
+        metavar="URL",
         help="sqlite:///path/to.db (default sqlite:///scimd.db) or postgresql+psycopg://...",
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.", metavar="")]
+ClientId = Annotated[
+    str, typer.Argument(metavar="CLIENT_ID", help="The application's client id (apps list).")
+]
+SecretId = Annotated[int, typer.Argument(metavar="SECRET_ID", help="The secret's id (apps list).")]
+PropertyName = Annotated[str, typer.Argument(metavar="NAME", help="The property's name.")]
+Username = Annotated[str, typer.Argument(metavar="USERNAME", help="The admin's username.")]
 T = TypeVar("T")
 
 
@@ -163,21 +171,30 @@ def _print(data: Any, as_json: bool, text: str) -> None:
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="Address to bind (default 127.0.0.1; env SCIMD_HOST).")
+        str | None,
+        typer.Option(
+            metavar="ADDRESS", help="Address to bind (default 127.0.0.1; env SCIMD_HOST)."
+        ),
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default 8000; env SCIMD_PORT).")] = None,
+    port: Annotated[
+        int | None, typer.Option(metavar="PORT", help="Port (default 8000; env SCIMD_PORT).")
+    ] = None,
     database_url: DbUrl = None,
-    config: Annotated[str | None, typer.Option(help="TOML settings file.")] = None,
+    config: Annotated[str | None, typer.Option(metavar="FILE", help="TOML settings file.")] = None,
     public_url: Annotated[
         str | None,
-        typer.Option(help="Public base URL, e.g. https://idp.example.com (env SCIMD_PUBLIC_URL)"),
+        typer.Option(
+            metavar="URL",
+            help="Public base URL, e.g. https://idp.example.com (env SCIMD_PUBLIC_URL)",
+        ),
     ] = None,
     forwarded_allow_ips: Annotated[
         str | None,
         typer.Option(
+            metavar="ADDRESSES",
             help="Reverse proxies whose X-Forwarded-For/-Proto headers are trusted"
             " (comma-separated; default 127.0.0.1; '' for none; env"
-            " SCIMD_FORWARDED_ALLOW_IPS)."
+            " SCIMD_FORWARDED_ALLOW_IPS).",
         ),
     ] = None,
 ) -> None:
@@ -431,18 +448,27 @@ def _setup_logging(level: str) -> None:
 # -- apps ----------------------------------------------------------------------------------
 @apps_app.command("create")
 def apps_create(
-    name: Annotated[str, typer.Option(help="A name to recognise the application by.")],
+    name: Annotated[
+        str, typer.Option(metavar="NAME", help="A name to recognise the application by.")
+    ],
     grant: Annotated[
-        str, typer.Option(help="'bearer' (the secret is the token) or 'client_credentials'.")
+        str,
+        typer.Option(
+            metavar="GRANT", help="'bearer' (the secret is the token) or 'client_credentials'."
+        ),
     ] = "bearer",
     scope: Annotated[
         list[str] | None,
         typer.Option(
-            help="Allowed scope; repeat: --scope API --scope 'USER SYNC' (the default: both)."
+            metavar="SCOPE",
+            help="Allowed scope; repeat: --scope API --scope 'USER SYNC' (the default: both).",
         ),
     ] = None,
     lifetime: Annotated[
-        int, typer.Option(help="Access token lifetime in seconds (0 = never expires).")
+        int,
+        typer.Option(
+            metavar="SECONDS", help="Access token lifetime in seconds (0 = never expires)."
+        ),
     ] = 0,
     database_url: DbUrl = None,
     as_json: Json = False,
@@ -491,7 +517,7 @@ def apps_list(database_url: DbUrl = None, as_json: Json = False) -> None:
     _print(rows, as_json, "\n".join(lines) or "no applications")
 
 
-def _app_action(client_id: str, database_url: str | None, fn: Callable[..., Any]) -> Any:
+def _app_action(client_id: ClientId, database_url: str | None, fn: Callable[..., Any]) -> Any:
     def go() -> Any:
         with _tx(database_url, create=False) as conn:
             return fn(conn, client_id, audit.CLI)
@@ -500,14 +526,16 @@ def _app_action(client_id: str, database_url: str | None, fn: Callable[..., Any]
 
 
 @apps_app.command("revoke")
-def apps_revoke(client_id: str, database_url: DbUrl = None) -> None:
+def apps_revoke(client_id: ClientId, database_url: DbUrl = None) -> None:
     """Revoke every secret and token of an application and disable it (takes effect at once)."""
     _app_action(client_id, database_url, apps_mod.revoke_app)
     typer.echo(f"revoked {client_id}")
 
 
 @apps_app.command("revoke-secret")
-def apps_revoke_secret(client_id: str, secret_id: int, database_url: DbUrl = None) -> None:
+def apps_revoke_secret(
+    client_id: ClientId, secret_id: SecretId, database_url: DbUrl = None
+) -> None:
     """Revoke one secret (its id is in `apps list`) and the access tokens it obtained: the
     end of a rotation, once every client uses the new secret."""
     _app_action(client_id, database_url, lambda c, i, a: apps_mod.revoke_secret(c, i, secret_id, a))
@@ -515,7 +543,7 @@ def apps_revoke_secret(client_id: str, secret_id: int, database_url: DbUrl = Non
 
 
 @apps_app.command("rotate")
-def apps_rotate(client_id: str, database_url: DbUrl = None, as_json: Json = False) -> None:
+def apps_rotate(client_id: ClientId, database_url: DbUrl = None, as_json: Json = False) -> None:
     """Add a new secret; the old ones keep working until revoked (`apps revoke-secret`), so
     clients can be switched without downtime."""
     secret = _app_action(client_id, database_url, apps_mod.rotate_secret)
@@ -527,7 +555,7 @@ def apps_rotate(client_id: str, database_url: DbUrl = None, as_json: Json = Fals
 
 
 @apps_app.command("disable")
-def apps_disable(client_id: str, database_url: DbUrl = None) -> None:
+def apps_disable(client_id: ClientId, database_url: DbUrl = None) -> None:
     """Disable an application: its secrets stop working until it is enabled again, and the
     access tokens it obtained are discarded (it asks for new ones once enabled)."""
     _app_action(client_id, database_url, lambda c, i, a: apps_mod.set_enabled(c, i, False, a))
@@ -535,7 +563,7 @@ def apps_disable(client_id: str, database_url: DbUrl = None) -> None:
 
 
 @apps_app.command("enable")
-def apps_enable(client_id: str, database_url: DbUrl = None) -> None:
+def apps_enable(client_id: ClientId, database_url: DbUrl = None) -> None:
     """Enable a disabled application."""
 
     def enable(conn: sa.Connection, i: str, actor: audit.Actor) -> bool:
@@ -553,7 +581,7 @@ def apps_enable(client_id: str, database_url: DbUrl = None) -> None:
 
 
 @apps_app.command("delete")
-def apps_delete(client_id: str, database_url: DbUrl = None) -> None:
+def apps_delete(client_id: ClientId, database_url: DbUrl = None) -> None:
     """Delete an application and all its secrets and tokens."""
     _app_action(client_id, database_url, apps_mod.delete_app)
     typer.echo(f"deleted {client_id}")
@@ -562,14 +590,16 @@ def apps_delete(client_id: str, database_url: DbUrl = None) -> None:
 # -- properties ----------------------------------------------------------------------------
 @props_app.command("add")
 def properties_add(
-    name: str,
+    name: PropertyName,
     type_: Annotated[
         str,
         typer.Option(
-            "--type", help="String, Integer, Decimal, Boolean, DateTime or Date (basic types only)."
+            "--type",
+            metavar="TYPE",
+            help="String, Integer, Decimal, Boolean, DateTime or Date (basic types only).",
         ),
     ],
-    description: Annotated[str, typer.Option(help="What the property holds.")] = "",
+    description: Annotated[str, typer.Option(metavar="TEXT", help="What the property holds.")] = "",
     database_url: DbUrl = None,
 ) -> None:
     """Define a custom user property; it appears in /Schemas at once."""
@@ -601,7 +631,7 @@ def properties_list(database_url: DbUrl = None, as_json: Json = False) -> None:
 
 @props_app.command("remove")
 def properties_remove(
-    name: str,
+    name: PropertyName,
     database_url: DbUrl = None,
     yes: Annotated[
         bool, typer.Option("--yes", help="Remove even if users hold values.", metavar="")
@@ -652,7 +682,7 @@ def _password(from_stdin: bool) -> str:
 
 @admin_app.command("create")
 def admin_create(
-    username: str, database_url: DbUrl = None, password_stdin: PasswordStdin = False
+    username: Username, database_url: DbUrl = None, password_stdin: PasswordStdin = False
 ) -> None:
     """Create a portal admin (password hashed with argon2id)."""
     password = _password(password_stdin)
@@ -667,7 +697,7 @@ def admin_create(
 
 @admin_app.command("reset-password")
 def admin_reset_password(
-    username: str, database_url: DbUrl = None, password_stdin: PasswordStdin = False
+    username: Username, database_url: DbUrl = None, password_stdin: PasswordStdin = False
 ) -> None:
     """Set a new password for an admin; their open sessions end."""
     password = _password(password_stdin)
@@ -697,7 +727,7 @@ def admin_list(database_url: DbUrl = None, as_json: Json = False) -> None:
 
 
 @admin_app.command("delete")
-def admin_delete(username: str, database_url: DbUrl = None) -> None:
+def admin_delete(username: Username, database_url: DbUrl = None) -> None:
     """Delete a portal admin; their open sessions end at once."""
 
     def go() -> int:
