@@ -1171,6 +1171,36 @@ def test_root_search_sorts_across_resource_types(api: Api) -> None:
     _error(_root_search(api, sortBy="displayName", startIndex=10_000, count=10), 400, "tooMany")
 
 
+def test_root_search_sorts_numbers_and_versions_as_each_type_does(api: Api) -> None:
+    """Sorted across types, a Decimal's values 2, 3.5, 1 came out 3.5, 1, 2 (floats before
+    ints), and meta.version was taken from the rendered tag, which holds a user's groups'
+    digest: its order differed from /Users/.search and pages repeated one user and lost
+    another."""
+    score = f"{PROPS}:Score"
+    with api.engine.begin() as conn:
+        props.add_property(conn, "Score", "Decimal", "", audit.CLI)
+    for name, value in (("two", 2), ("three-and-a-half", 3.5), ("one", 1)):
+        api.user(f"{name}@sort.example", **{PROPS: {"Score": value}})
+    flt = 'userName ew "@sort.example"'
+    for where in ("/Users/.search", "/.search"):
+        body = {"filter": flt, "sortBy": score}
+        got = api.req("POST", where, body).json()["Resources"]
+        assert [u[PROPS]["Score"] for u in got] == [1, 2, 3.5], where
+    x = api.user("x@ver.example")
+    api.user("y@ver.example")
+    api.req("POST", "/Groups", {"displayName": "Ver", "members": [{"value": x["id"]}]})
+    flt = 'userName ew "@ver.example"'
+    typed = api.req("POST", "/Users/.search", {"filter": flt, "sortBy": "meta.version"})
+    root = _root_search(api, filter=flt, sortBy="meta.version")
+    ids = [u["id"] for u in typed.json()["Resources"]]
+    assert [u["id"] for u in root.json()["Resources"]] == ids
+    pages = [
+        _root_search(api, filter=flt, sortBy="meta.version", startIndex=i, count=1).json()
+        for i in (1, 2)
+    ]
+    assert [p["Resources"][0]["id"] for p in pages] == ids
+
+
 def test_blank_required_names_and_self_membership_are_400(api: Api) -> None:
     """A userName or displayName of spaces names nobody; a group cannot contain itself."""
     d = _error(api.req("POST", "/Users", {"schemas": [USER], "userName": "   "}), 400)

@@ -925,9 +925,13 @@ def _not_its_own_member(gid: str, items: list[dict[str, Any]]) -> None:
 
 
 def _across_key(value: Any) -> tuple[bool, str, Any]:
-    """Absent values last (first when reversed); values of different types never compared."""
+    """Absent values last (first when reversed); values of different types never compared,
+    but 3.5 is compared with 2 (a Decimal's values are ints and floats: all fractional ones
+    sorted before all whole ones)."""
     if value is None:
         return (True, "", 0)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (False, "number", value)
     return (False, type(value).__name__, value)
 
 

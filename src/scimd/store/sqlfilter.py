@@ -134,6 +134,8 @@ def sort_value(resource: dict[str, Any], path: AttrPath, rt: S.ResourceType) -> 
     if t in STRINGISH:
         if not isinstance(v, str):
             return None
+        if sub is not None and sub.name == "version" and attr is S.COMMON["meta"] and "." in v:
+            v = v.split(".", 1)[0] + '"'  # a user's own version, as the SQL sorts it
         return v.lower() if _folds(target) else v
     if t == S.BOOLEAN:
         return v if isinstance(v, bool) else None
