@@ -171,11 +171,23 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
         if isinstance(value, int) and -_INT_MAX - 1 <= value <= _INT_MAX:
             return value
         if isinstance(value, int):
+            if _shortest_double(value) is not None:  # a double's digits: kept as they are
+                return value
             raise InvalidValue(
                 f"'{where}' must be a decimal, got {value}: a whole number out of"
                 " -2^63..2^63-1 (send it with a fraction or an exponent, as a double)"
             )
         if isinstance(value, float) and math.isfinite(value):
+            if value.is_integer() and abs(value) >= 2**53:
+                # PostgreSQL's jsonb keeps a double's shortest digits (2^60 came back as
+                # 1152921504606847000, 24 away), which JSON reads back as a whole number (up
+                # to 2^64; past it as the double again): stored as that number, the same on
+                # both databases. Within 64 bits its exact value; from 2^63 to 2^64 the
+                # shortest digits themselves, which is what comes back.
+                if -_INT_MAX - 1 <= value <= _INT_MAX:
+                    return int(value)
+                if _INT_MAX < value < 2**64:
+                    return int(Decimal(repr(value)))
             return value + 0.0  # -0.0 is 0.0: PostgreSQL's jsonb keeps no sign for zero
         raise _bad(attr, value, where)
     if t == S.DATETIME:
@@ -201,6 +213,19 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
             return value
         raise _bad(attr, value, where)
     raise _bad(attr, value, where)  # pragma: no cover - complex handled by the caller
+
+
+def _shortest_double(value: int) -> float | None:
+    """The double whose shortest form ``value`` is (``9223372036854776000`` is 2^63 written
+    with 16 significant digits, as a Decimal holds it), else None: any other whole number
+    that large would be rounded."""
+    try:
+        f = float(value)
+    except OverflowError:
+        return None
+    if math.isfinite(f) and int(Decimal(repr(f))) == value:
+        return f
+    return None
 
 
 def _out_of_range(where: str, shown: object) -> InvalidValue:
