@@ -385,3 +385,36 @@ def test_a_delete_of_a_row_that_moved_leaves_its_groups_versions(directory: Dire
         assert d.repos["Group"].get_row(conn, g.id).version == before
     assert _members(d, g.id) == {row.id}
     assert _audits(d, g.id) == ["create", "patch"]
+
+
+def test_a_group_renamed_to_a_taken_name_while_adding_an_unknown_member_is_a_409(
+    any_database_url: str,
+) -> None:
+    """Both backends gave different errors for the same PATCH: SQLite a 409 uniqueness (the
+    name's unique index), PostgreSQL's single statement a 400 for the unknown member (it
+    stops at the members before the name)."""
+    engine = create_engine(any_database_url)
+    migrate.ensure_current(engine)
+    d = Directory(engine)
+
+    def gate(conn: sa.Connection, v: versions.Versions) -> audit.Actor:
+        return APP  # an authorised request: PostgreSQL's single-statement path
+
+    try:
+        d.create("Group", {"displayName": "Admins"}, audit.CLI, BASE)
+        made = d.create("Group", {"displayName": "x"}, audit.CLI, BASE)
+        assert made.resource is not None
+        ops = [
+            {"op": "replace", "path": "displayName", "value": "admins"},
+            {"op": "add", "path": "members", "value": [{"value": "0" * 31 + "f"}]},
+        ]
+        for order in (ops, ops[::-1]):
+            body = {"schemas": [PATCH], "Operations": order}
+            with pytest.raises(Uniqueness):
+                d.patch("Group", made.resource["id"], body, gate, BASE, None)
+        body = {"schemas": [PATCH], "Operations": ops[1:]}
+        with pytest.raises(InvalidValue, match="unknown id"):
+            d.patch("Group", made.resource["id"], body, gate, BASE, None)
+    finally:
+        d.close()
+        engine.dispose()

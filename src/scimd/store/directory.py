@@ -44,9 +44,11 @@ from scimd.store.resources import (
     render_members,
     resolve_members,
     row_tag,
+    uniqueness_error,
     user_etag,
 )
 from scimd.store.sqlfilter import sort_value
+from scimd.store.tables import groups as groups_table
 from scimd.store.tables import members
 
 # A request's authorisation, run with the version counters before an operation decides
@@ -906,6 +908,17 @@ def _patch_group(
             conn, row, result.doc, adds, removes, who, detail, v, exact=if_match is not None
         )
     except conditional.MissingMembers:
+        # A rename to a name another group has is the 409 it is on every other path (the
+        # statement stopped at the members, before the name's unique index).
+        name = result.doc.get("displayName")
+        if isinstance(name, str) and name != row.doc.get("displayName"):
+            taken = conn.execute(
+                sa.select(groups_table.c.pk).where(
+                    groups_table.c.display_name_lower == name.lower(), groups_table.c.pk != row.pk
+                )
+            ).first()
+            if taken is not None:
+                raise uniqueness_error(GROUPS, result.doc) from None
         resolve_members(conn, [{"value": x} for x in adds])  # raises, naming the unknown ids
         return None  # they exist now: start over
     except conditional.NestedMembers:
