@@ -310,6 +310,7 @@ def test_large_decimal_values_read_back_and_compare_alike_on_both_databases(
             ("half", 3.5),
             ("below", -1.5e19),
             ("big", 1e20),
+            ("huge", 1.2345678901234567e25),  # its exact value is not its shortest digits
         )
         for name, value in values:
             made = d.create("User", {"userName": name, PROPS: {"Score": value}}, audit.CLI, base)
@@ -329,6 +330,8 @@ def test_large_decimal_values_read_back_and_compare_alike_on_both_databases(
             (f"{PROPS}:Score lt 4 and {PROPS}:Score gt 0", ["half"]),
             (f"{PROPS}:Score lt -1e19", ["below"]),
             (f"{PROPS}:Score eq 1e20", ["big"]),
+            (f"{PROPS}:Score eq 1.2345678901234567e25", ["huge"]),
+            (f"{PROPS}:Score gt 1e24", ["huge"]),
         ):
             listed = d.search("User", parse(text), base).resources
             assert sorted(u["userName"] for u in listed) == found, text

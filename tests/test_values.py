@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from scimd.scim import schema as S
@@ -69,8 +70,31 @@ def test_numbers_take_their_lossless_string_forms_and_say_what_is_wrong() -> Non
 
 
 @given(st.floats(allow_nan=False, allow_infinity=False))
+@example(2.0**63)
+@example(2.0**64 - 2048)
+@example(-(2.0**63))
+@example(2.0**60)
 def test_a_decimal_sent_as_the_shortest_text_of_a_double_is_kept_exactly(x: float) -> None:
-    assert coerce_scalar(_attr(S.DECIMAL), repr(x), "p") == x
+    """As that double, or, for a whole one from -2^63 to 2^64, as the integer it is stored as
+    (its exact value, or past 2^63 its shortest digits), which reads back as the double."""
+    kept = coerce_scalar(_attr(S.DECIMAL), repr(x), "p")
+    assert float(kept) == x
+    if isinstance(kept, int):
+        assert x.is_integer() and abs(x) >= 2**53 and -(2**63) <= kept < 2**64
+        assert kept == x or kept == int(Decimal(repr(x)))
+
+
+@pytest.mark.parametrize(
+    "text", ["-10000000000000000000", "100000000000000000000", "-9223372036854776000"]
+)
+def test_a_decimal_past_64_bits_sent_as_text_is_stored_not_a_500(text: str) -> None:
+    """Whole numbers that are a double's digits but past what JSON writes as an integer
+    (outside -2^63..2^64) were kept as integers, and storing them failed (a 500)."""
+    import orjson
+
+    kept = coerce_scalar(_attr(S.DECIMAL), text, "p")
+    assert float(kept) == float(text)
+    assert orjson.loads(orjson.dumps({"v": kept}))["v"] == kept
 
 
 def test_an_integer_sent_as_text_is_read_exactly_or_refused() -> None:

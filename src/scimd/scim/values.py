@@ -171,12 +171,13 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
         if isinstance(value, int) and -_INT_MAX - 1 <= value <= _INT_MAX:
             return value
         if isinstance(value, int):
-            if _shortest_double(value) is not None:  # a double's digits: kept as they are
-                return value
-            raise InvalidValue(
-                f"'{where}' must be a decimal, got {value}: a whole number out of"
-                " -2^63..2^63-1 (send it with a fraction or an exponent, as a double)"
-            )
+            shortest = _shortest_double(value)
+            if shortest is None:
+                raise InvalidValue(
+                    f"'{where}' must be a decimal, got {value}: a whole number out of"
+                    " -2^63..2^63-1 (send it with a fraction or an exponent, as a double)"
+                )
+            value = shortest  # a double's digits: stored as that double is, below
         if isinstance(value, float) and math.isfinite(value):
             if value.is_integer() and abs(value) >= 2**53:
                 # PostgreSQL's jsonb keeps a double's shortest digits (2^60 came back as

@@ -711,10 +711,7 @@ class _Compiler:
     def number(self, v: int | float) -> Expr:
         if self.pg:
             # The shortest decimal form, as the JSON text was written: see the module docstring.
-            # A whole double from 2^53 on is stored as its exact integer (values.coerce_scalar):
-            # compared so too.
-            if isinstance(v, float) and v.is_integer() and abs(v) >= 2**53:
-                return sa.literal(Decimal(int(v)), sa.Numeric())
+            # (A whole double from -2^63 to 2^64 is an integer by now: values.coerce_scalar.)
             return sa.literal(Decimal(repr(v)), sa.Numeric())
         if isinstance(v, int) and not -(2**63) <= v < 2**63:
             # A Decimal's shortest digits past 2^63 (values.coerce_scalar): SQLite's integers
