@@ -752,7 +752,7 @@ class Directory:
             assert found is not None
             row = found
             repo = self.repos[name]
-            check_etag(if_match, row.version, row_tag(row), name == "User")
+            check_etag(if_match, row, name == "User")
             member_ops: list[P.MemberOp] = []
             doc_in = body
             items: list[dict[str, Any]] | None = None
@@ -809,7 +809,7 @@ class Directory:
             assert found is not None
             row = found
             repo = self.repos[name]
-            check_etag(if_match, row.version, row_tag(row), name == "User")
+            check_etag(if_match, row, name == "User")
             result = P.apply_patch(
                 rt, row.doc, body, load_members=lambda: load_members(conn, row.pk)
             )
@@ -858,7 +858,7 @@ class Directory:
             assert row is not None
             if at_once:
                 assert v is not None
-                check_etag(if_match, row.version, row_tag(row), name == "User")
+                check_etag(if_match, row, name == "User")
                 if not conditional.delete(conn, repo.kind, row, who, v):
                     return None
             else:

@@ -129,21 +129,19 @@ class Conditions:
     if_none_match: str | None = None
 
 
-def check_etag(
-    cond: str | Conditions | None, version: int, tag: str | None = None, own: bool = False
-) -> None:
+def check_etag(cond: str | Conditions | None, row: Rec, own: bool = False) -> None:
     """A write whose preconditions fail changes nothing: 412. A string is an ``If-Match``.
 
-    ``tag``: the resource's current tag when it is not the plain version (a user's, read with
-    its groups); ``own``: a user's, whose ``If-Match`` also holds with any tag of its version
+    The current tag is ``row_tag(row)`` (a user's holds its groups when they were read with
+    the row); ``own``: a user's, whose ``If-Match`` also holds with any tag of its version
     (``version_listed``). ``If-None-Match`` compares whole tags."""
     if not cond:
         return
     if isinstance(cond, str):
         cond = Conditions(if_match=cond)
-    mine = tag or etag(version)
+    mine = row_tag(row)
     if cond.if_match and not (
-        etag_listed(cond.if_match, mine) or (own and version_listed(cond.if_match, version))
+        etag_listed(cond.if_match, mine) or (own and version_listed(cond.if_match, row.version))
     ):
         raise PreconditionFailed(
             f"the resource is at version {mine}, not {cond.if_match}: fetch it again and retry"
@@ -643,7 +641,7 @@ class Repository:
         self, conn: sa.Connection, row: Rec, actor: A.Actor, if_match: str | Conditions | None
     ) -> None:
         rid = row.id
-        check_etag(if_match, row.version, row_tag(row), self.kind is USERS)
+        check_etag(if_match, row, self.kind is USERS)
         stmt = STATEMENTS.get(
             conn, self._delete, lambda: self.t.delete().where(self.t.c.pk == _B("pk"))
         )
