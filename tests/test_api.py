@@ -1633,3 +1633,32 @@ def test_bulk_a_cycle_counts_toward_fail_on_errors_when_it_closes(api: Api) -> N
         ("z", "201"),
         ("w", "409"),
     ]
+
+
+def test_bulk_a_bulk_id_that_is_not_text_fails_its_operation(api: Api) -> None:
+    """``bulkId`` is a string (RFC 7644 §3.7): a number or an object fails its operation with
+    a 400 that says so, declares nothing (``bulkId:1`` names no operation) and is not echoed;
+    the other operations run (a number was echoed as given and ``"1"`` and ``1`` collided)."""
+    body = {
+        "schemas": [BULK],
+        "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": 1, "data": {"userName": "n@x.com"}},
+            {"method": "POST", "path": "/Users", "bulkId": "1", "data": {"userName": "s@x.com"}},
+            {"method": "POST", "path": "/Users", "bulkId": {"a": 1}, "data": {"userName": "o"}},
+            _group_op("g", "G", "1"),
+        ],
+    }
+    r = api.req("POST", "/Bulk", body)
+    assert r.status_code == 200, r.text
+    ops = r.json()["Operations"]
+    assert [o["status"] for o in ops] == ["400", "201", "400", "201"]
+    for bad in (ops[0], ops[2]):
+        assert "bulkId" not in bad
+        assert bad["response"]["scimType"] == "invalidValue"
+        assert "'bulkId' is a string" in bad["response"]["detail"]
+    assert [o.get("bulkId") for o in (ops[1], ops[3])] == ["1", "g"]
+    gid = ops[3]["location"].rsplit("/", 1)[1]
+    uid = ops[1]["location"].rsplit("/", 1)[1]
+    assert [m["value"] for m in api.req("GET", f"/Groups/{gid}").json()["members"]] == [uid]
+    found = api.req("GET", '/Users?filter=userName eq "n@x.com"').json()
+    assert found["totalResults"] == 0

@@ -149,9 +149,9 @@ def _declared(ops: list[Any]) -> dict[str, int]:
     """Each operation's ``bulkId``; one used twice makes the request ambiguous (§3.7)."""
     seen: dict[str, int] = {}
     for i, op in enumerate(ops):
-        if not isinstance(op, dict) or op.get("bulkId") is None:
+        key = _bulk_id(op)
+        if key is None:
             continue
-        key = str(op["bulkId"])
         if key in seen:
             raise InvalidValue(
                 f"bulkId '{key}' is used by operations {seen[key] + 1} and {i + 1};"
@@ -330,9 +330,11 @@ class _Run:
 
 
 def _bulk_id(op: Any) -> str | None:
-    if not isinstance(op, dict) or op.get("bulkId") is None:
-        return None
-    return str(op["bulkId"])
+    """An operation's ``bulkId``, when it is text: a number or an object is that operation's
+    400 (``_one``), never declared (``1`` and ``"1"`` were the same operation, echoed as
+    given)."""
+    key = op.get("bulkId") if isinstance(op, dict) else None
+    return key if isinstance(key, str) else None
 
 
 def _cycles(edges: dict[int, list[int]]) -> dict[int, list[int]]:
@@ -411,7 +413,7 @@ def _error_result(op: Any, err: ScimError, location: str | None = None) -> dict[
     out: dict[str, Any] = {"status": str(err.status)}
     if isinstance(op.get("method"), str):  # never "method": null (it is required, §3.7)
         out = {"method": op["method"], **out}
-    if op.get("bulkId"):
+    if _bulk_id(op):
         out["bulkId"] = op["bulkId"]
     if location is not None and str(op.get("method", "")).upper() != "POST":
         out["location"] = location
@@ -425,6 +427,8 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
     method = str(op.get("method") or "").upper()
     location: str | None = None
     try:
+        if op.get("bulkId") is not None and _bulk_id(op) is None:
+            raise InvalidValue(f"'bulkId' is a string (RFC 7644 §3.7), not {op['bulkId']!r}")
         if method not in _METHODS:
             given = op.get("method")
             raise InvalidValue(
@@ -454,16 +458,17 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
             await scim.digest(job)
             data = job.body
         out: dict[str, Any] = {"method": method}
-        if op.get("bulkId"):
-            out["bulkId"] = op["bulkId"]
+        bulk_id = _bulk_id(op)
+        if bulk_id:
+            out["bulkId"] = bulk_id
         if method == "POST" and len(parts) != 1:
             raise InvalidValue(f"POST takes /{parts[0]}, without an id (it creates one)")
         if method == "POST":
-            if not op.get("bulkId"):
+            if not bulk_id:
                 raise InvalidValue("a bulk POST needs a 'bulkId'")
             w = await scim.write(d.create, name, data, actor, base)
             assert w.resource is not None
-            refs.created[str(op["bulkId"])] = w.resource["id"]
+            refs.created[bulk_id] = w.resource["id"]
             out.update(location=w.resource["meta"]["location"], version=w.etag, status="201")
             return out
         if len(parts) != 2:
