@@ -18,6 +18,10 @@ Operations (``--ops``, comma separated, all by default):
     ``name.familyName`` and ``emails[type eq "work"].value``.
 ``list_page``
     GET /Users?startIndex=K&count=100 at random offsets within the seeded set.
+``list_cursor`` (not in the default set: only servers with RFC 9865 cursors answer it)
+    GET /Users?cursor=C&count=100 for random cursors C, collected untimed first by following
+    ``nextCursor`` through every user: a page at a random depth, as ``list_page`` asks for by
+    startIndex.
 ``group_add_members``
     PATCH /Groups/{id} adding 100 not-yet-member seeded users per request. Groups are created
     before the timed phase, one per pass over the seeded users: once a group holds every seeded
@@ -112,7 +116,8 @@ ALL_OPS = (
     "group_add_members",
     "group_add_large",
 )
-OPS_NEEDING_USERS = frozenset(ALL_OPS) - {"post_user"}
+EXTRA_OPS = ("list_cursor",)
+OPS_NEEDING_USERS = frozenset(ALL_OPS + EXTRA_OPS) - {"post_user"}
 GROUP_BATCH = 100
 SMALL_GROUP_SIZE = 100
 PAGE_SIZE = 100
@@ -646,6 +651,29 @@ class Benchmark:
 
         return plan
 
+    async def plan_list_cursor(self) -> Planner:
+        """Collect a cursor per page of 100 (untimed), then ask for pages at random cursors."""
+        cursors: list[str] = []
+        cursor = ""
+        deadline = time.perf_counter() + self.max_seconds
+        async with self.connections(1) as (connection,):
+            while time.perf_counter() < deadline:
+                url = f"Users?count={PAGE_SIZE}&cursor={quote(cursor, safe='')}"
+                status, content = await connection.request("GET", url, None)
+                if not 200 <= status < 300:
+                    raise RuntimeError(describe_error("GET", url, status, content))
+                cursor = json.loads(content).get("nextCursor", "")
+                if not cursor:
+                    break
+                cursors.append(cursor)
+        if not cursors:
+            raise RuntimeError("the first page had no nextCursor")
+
+        def plan(i: int, rng: random.Random) -> RequestSpec:
+            return "GET", f"Users?count={PAGE_SIZE}&cursor={rng.choice(cursors)}", None
+
+        return plan
+
     async def plan_group_add_members(self, concurrency: int) -> tuple[Planner, int]:
         """Create the groups the requests need, then plan 100-member adds into them.
 
@@ -977,6 +1005,13 @@ class Benchmark:
                 failed = OpResult(op, concurrency, errors=1, note="group creation failed")
                 failed.error_samples.append(str(exc)[:400])
                 return failed
+        elif op == "list_cursor":
+            try:
+                plan = await self.plan_list_cursor()
+            except (RuntimeError, TransportError, KeyError, ValueError) as exc:
+                failed = OpResult(op, concurrency, errors=1, note="collecting cursors failed")
+                failed.error_samples.append(str(exc)[:400])
+                return failed
         else:
             plan = planners[op]()
         return await self.measure(op, concurrency, plan, limit)
@@ -1074,9 +1109,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
 
     args.op_list = [op.strip() for op in args.ops.split(",") if op.strip()]
-    unknown = sorted(set(args.op_list) - set(ALL_OPS))
+    unknown = sorted(set(args.op_list) - set(ALL_OPS + EXTRA_OPS))
     if unknown:
-        parser.error(f"unknown ops {unknown}; choose from {', '.join(ALL_OPS)}")
+        parser.error(f"unknown ops {unknown}; choose from {', '.join(ALL_OPS + EXTRA_OPS)}")
     try:
         args.levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     except ValueError:

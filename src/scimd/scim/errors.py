@@ -55,6 +55,14 @@ class InvalidSyntax(ScimError):
     scim_type = "invalidSyntax"
 
 
+class InvalidCursor(ScimError):
+    scim_type = "invalidCursor"  # RFC 9865 §2.3
+
+
+class ExpiredCursor(ScimError):
+    scim_type = "expiredCursor"  # RFC 9865 §2.3
+
+
 class NoTarget(ScimError):
     scim_type = "noTarget"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,10 +18,18 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from scimd.scim import cursor as C
 from scimd.scim import patch as P
 from scimd.scim import resource as R
 from scimd.scim import schema as S
-from scimd.scim.errors import InvalidFilter, InvalidPath, InvalidValue, NotFound, ScimError
+from scimd.scim.errors import (
+    InvalidCursor,
+    InvalidFilter,
+    InvalidPath,
+    InvalidValue,
+    NotFound,
+    ScimError,
+)
 from scimd.scim.filter import AttrPath, Filter
 from scimd.scim.query import bind, bind_each, sort_path
 from scimd.store import audit as A
@@ -71,6 +80,8 @@ class Listing:
     total: int
     start: int
     resources: list[dict[str, Any]]
+    next_cursor: str | None = None  # a cursor-paged listing's (RFC 9865), None on its last page
+    by_cursor: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,6 +399,70 @@ class Directory:
             )
             resources = self._render_rows(conn, name, rt, rows, base, attributes, excluded)
             return Listing(total, start, resources)
+
+    def page(
+        self,
+        name: str | None,
+        flt: Filter | None,
+        base: str,
+        *,
+        cursor: str,
+        key: bytes,
+        count: int = 100,
+        sort_by: str | None = None,
+        descending: bool = False,
+        attributes: list[str] | None = None,
+        excluded: list[str] | None = None,
+        gate: Gate | None = None,
+    ) -> Listing:
+        """A page of a cursor-paged search (RFC 9865) of ``name`` (None: Users, then Groups),
+        ``cursor`` empty for the first page; ``key`` seals the cursors (the same in every
+        server process)."""
+        names = [name] if name is not None else ["User", "Group"]
+        if name is None and sort_by:
+            raise InvalidValue(
+                "cursors page a sorted search of one resource type: search /Users or /Groups"
+                " with this sortBy, or leave sortBy out across types"
+            )
+        query = C.fingerprint(name, flt, (sort_by or "").lower() or None, descending)
+        now = time.time()
+        at = C.open_cursor(key, cursor, query, now, C.TIMEOUT) if cursor else None
+        if at is not None and at.kind not in names:
+            raise InvalidCursor("the cursor names a resource type this search does not cover")
+        with self.read() as conn:
+            v = versions.read(conn)
+            if gate is not None:
+                gate(conn, v)
+            rts = {n: self._type_at(conn, n, v) for n in names}
+            bound = bind_each(flt, list(rts.values())) if flt is not None else [None] * len(names)
+            resources: list[dict[str, Any]] = []
+            last: C.Position | None = None
+            more = False
+            total = 0
+            first = names.index(at.kind) if at is not None else 0
+            for i, n in enumerate(names):
+                rt, repo = rts[n], self.repos[n]
+                if i < first or (i > first and len(resources) >= count):
+                    matched = repo.matching(conn, rt, bound[i])  # before the page, or after
+                    total += matched
+                    more = more or (i > first and matched > 0)
+                    continue
+                rows, values, m, matched = repo.seek(
+                    conn,
+                    rt,
+                    bound[i],
+                    after=(at.value, at.key) if at is not None and i == first else None,
+                    count=count - len(resources),
+                    sort_by=sort_path(rt, sort_by) if sort_by else None,
+                    descending=descending,
+                )
+                total += matched
+                more = more or m
+                if rows:
+                    resources += self._render_rows(conn, n, rt, rows, base, attributes, excluded)
+                    last = C.Position(n, values[-1], rows[-1].pk)
+            next_cursor = C.seal(key, query, last, now) if more and last is not None else None
+            return Listing(total, 1, resources, next_cursor, True)
 
     def _probe(self, name: str, flt: Filter | None) -> tuple[str, Any] | None:
         """(column, value) when ``flt`` is an ``eq`` on an indexed core attribute.

@@ -473,8 +473,18 @@ class Repository:
             else []
         )
         if start == 1 and len(rows) < count:
-            total = len(rows)  # the page holds every match: no count query needed
-        elif where is None:
+            return len(rows), rows  # the page holds every match: no count query needed
+        return self.total(conn, where), rows
+
+    def matching(self, conn: sa.Connection, rt: S.ResourceType, flt: Filter | None) -> int:
+        """How many resources match ``flt`` (a bound filter; None for all)."""
+        if flt is None:
+            return self.total(conn, None)
+        return self.total(conn, sqlfilter.compile_filter(flt, rt, self.t, conn.dialect.name))
+
+    def total(self, conn: sa.Connection, where: Any) -> int:
+        """How many rows match ``where`` (a compiled filter, None for all: the counter)."""
+        if where is None:
             stmt = STATEMENTS.get(
                 conn,
                 "counter.get",
@@ -482,12 +492,50 @@ class Repository:
                     counters.c.name == _B("name")
                 ),
             )
-            total = stmt.run(conn, {"name": self.kind.name}).scalar_one()
+            return int(stmt.run(conn, {"name": self.kind.name}).scalar_one())
+        return int(
+            conn.execute(sa.select(sa.func.count()).select_from(self.t).where(where)).scalar_one()
+        )
+
+    def seek(
+        self,
+        conn: sa.Connection,
+        rt: S.ResourceType,
+        flt: Filter | None,
+        *,
+        after: tuple[Any, int] | None,
+        count: int,
+        sort_by: AttrPath | None = None,
+        descending: bool = False,
+    ) -> tuple[list[Rec], list[Any], bool, int]:
+        """Up to ``count`` rows after the position ``after`` (sort value, pk) in the query's
+        order (RFC 9865 cursors): a keyset condition, so a page costs the same at any depth.
+        Returns the rows, their sort values, whether more follow and how many match."""
+        dialect = conn.dialect.name
+        where = sqlfilter.compile_filter(flt, rt, self.t, dialect) if flt is not None else None
+        pk = self.t.c.pk
+        key: Any = None
+        q = sa.select(*self.cols)
+        if sort_by is not None:
+            key, nullable = sqlfilter.sort_key_nullable(sort_by, rt, self.t, dialect)
+            q = q.add_columns(key.label("sort_key")).order_by(
+                *sqlfilter.sort_clauses(sort_by, rt, self.t, dialect, descending)
+            )
         else:
-            total = conn.execute(
-                sa.select(sa.func.count()).select_from(self.t).where(where)
-            ).scalar_one()
-        return int(total), rows
+            q = q.order_by(pk)
+        if where is not None:
+            q = q.where(where)
+        if after is not None:
+            value, last = after
+            if key is None:
+                q = q.where(pk > last)
+            else:
+                q = q.where(_after(key, nullable, value, last, pk, descending))
+        rows = conn.execute(q.limit(count + 1)).all() if count > 0 else []
+        more = len(rows) > count
+        rows = rows[:count]
+        values = [r[-1] if key is not None else None for r in rows]
+        return [self._rec(r) for r in rows], values, more, self.total(conn, where)
 
     def _page_ids(self) -> Any:
         """The ids of a page (``:n`` from offset ``:o``), in id order (ids are time-ordered, so
@@ -1024,3 +1072,16 @@ def render_groups(pairs: list[tuple[str, str]], base: str) -> list[dict[str, Any
         {"value": gid, "$ref": f"{base}/Groups/{gid}", "display": name, "type": "direct"}
         for gid, name in pairs
     ]
+
+
+def _after(key: Any, nullable: bool, value: Any, last: int, pk: Any, descending: bool) -> Any:
+    """Rows after (``value``, ``last``) in the order of ``sqlfilter.sort_clauses``: the key
+    ascending with absent values last (descending, first), then pk ascending."""
+    same = sa.and_(key.is_(None) if value is None else key == value, pk > last)
+    if value is None:
+        # Absent values: last ascending (only more of them follow), first descending.
+        return same if not descending else sa.or_(same, key.is_not(None))
+    beyond = key < value if descending else key > value
+    if nullable and not descending:
+        return sa.or_(beyond, same, key.is_(None))
+    return sa.or_(beyond, same)

@@ -52,7 +52,14 @@ from scimd.scim.query import STRINGISH, bind, compare, is_present, resolve_path
 from scimd.scim.values import RFC3339, instant
 from scimd.store import tables
 
-__all__ = ["PG_FOLD", "compile_filter", "sort_clauses", "sort_key", "sort_value"]
+__all__ = [
+    "PG_FOLD",
+    "compile_filter",
+    "sort_clauses",
+    "sort_key",
+    "sort_key_nullable",
+    "sort_value",
+]
 
 # The PostgreSQL collation whose lower() is Python's str.lower(): ICU's root locale, present in
 # every ICU-enabled build (``migrate.ensure_current`` checks for it).
@@ -88,6 +95,13 @@ def compile_filter(f: Filter, rt: S.ResourceType, table: sa.Table, dialect_name:
 def sort_key(path: AttrPath, rt: S.ResourceType, table: sa.Table, dialect_name: str) -> Expr:
     """The value ``sortBy=path`` orders by: NULL when absent (see ``sort_value``)."""
     return _Compiler(rt, table, dialect_name).sort_key(path)[0]
+
+
+def sort_key_nullable(
+    path: AttrPath, rt: S.ResourceType, table: sa.Table, dialect_name: str
+) -> tuple[Expr, bool]:
+    """``sort_key`` and whether it can be NULL (a cursor's condition needs to know)."""
+    return _Compiler(rt, table, dialect_name).sort_key(path)
 
 
 def sort_clauses(

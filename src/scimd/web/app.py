@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
 import time
@@ -130,6 +132,8 @@ def create_app(
     observer = Observer(metrics, access_log)
     with write_transaction(engine) as conn:  # made on first start: a read, then a write
         session_key = settings.session_secret or admins.session_secret(conn)
+    # Cursors (RFC 9865) are sealed with a key every process of this database shares.
+    scim.cursor_key = hmac.new(session_key.encode(), b"scimd cursors", hashlib.sha256).digest()
 
     async def healthz(request: Request) -> Response:
         def probe() -> None:

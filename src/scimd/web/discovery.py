@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from scimd.scim import cursor
 from scimd.scim import schema as S
 from scimd.settings import Settings
 
@@ -24,6 +25,14 @@ def service_provider_config(settings: Settings, base: str) -> dict[str, Any]:
         "changePassword": {"supported": True},  # PUT and PATCH set it (scim/passwords.py)
         "sort": {"supported": True},
         "etag": {"supported": True},
+        "pagination": {  # RFC 9865 §4
+            "cursor": True,
+            "index": True,
+            "defaultPaginationMethod": "index",
+            "defaultPageSize": settings.default_count,
+            "maxPageSize": settings.max_results,
+            "cursorTimeout": cursor.TIMEOUT,
+        },
         "authenticationSchemes": [
             {
                 "type": "oauthbearertoken",

@@ -100,6 +100,7 @@ class Scim:
         self.throttle = FailureThrottle(settings.auth_failures_per_minute)
         self.tokens = apps.TokenCache()
         self._bases: dict[tuple[str, str, str], str] = {}
+        self.cursor_key = b""  # set by the app from the database's key (scim/cursor.py)
         self._last_used: dict[int, float] = {}
         self.group_commit = GroupCommit(directory)
         # A network database: calls run in greenlets on the loop, on their own connections.
@@ -401,9 +402,36 @@ class Scim:
             attributes=request.param("attributes"),
             excluded=request.param("excludedAttributes"),
         )
+        return self._listing(name, base, q, request.param("cursor"), request.param("startIndex"))
+
+    def _listing(
+        self, name: str | None, base: str, q: dict[str, Any], cursor: Any, start: Any
+    ) -> Work:
+        """The search ``q`` paged by index, or by cursor (RFC 9865) when ``cursor`` is given
+        (empty for the first page)."""
+        d = self.directory
+        if cursor is None:
+            if name is None:
+                return Work(
+                    read=lambda gate: json_reply(
+                        _list_body(d.search_all(base=base, gate=gate, **q))
+                    )
+                )
+            return Work(
+                read=lambda gate: json_reply(_list_body(d.search(name, base=base, gate=gate, **q)))
+            )
+        if not isinstance(cursor, str):
+            raise InvalidValue("'cursor' is a string: empty for the first page, then nextCursor")
+        if start is not None:
+            raise InvalidValue(
+                "page by startIndex or by cursor, not both: leave startIndex out to follow"
+                " nextCursor"
+            )
+        del q["start"]
+        key = self.cursor_key
         return Work(
             read=lambda gate: json_reply(
-                _list_body(self.directory.search(name, base=base, gate=gate, **q))
+                _list_body(d.page(name, base=base, gate=gate, cursor=cursor, key=key, **q))
             )
         )
 
@@ -446,14 +474,7 @@ class Scim:
             attributes=join("attributes"),
             excluded=join("excludedAttributes"),
         )
-        d = self.directory
-        if name is None:
-            return Work(
-                read=lambda gate: json_reply(_list_body(d.search_all(base=base, gate=gate, **q)))
-            )
-        return Work(
-            read=lambda gate: json_reply(_list_body(d.search(name, base=base, gate=gate, **q)))
-        )
+        return self._listing(name, base, q, field("cursor"), field("startIndex"))
 
     def _list_params(
         self,
@@ -639,6 +660,16 @@ def _require(method: str, allowed: str, path: str) -> None:
 
 
 def _list_body(listing: Listing) -> dict[str, Any]:
+    if listing.by_cursor:  # RFC 9865 §2: no startIndex; nextCursor on every page but the last
+        body: dict[str, Any] = {
+            "schemas": [discovery.LIST_RESPONSE],
+            "totalResults": listing.total,
+            "itemsPerPage": len(listing.resources),
+        }
+        if listing.next_cursor is not None:
+            body["nextCursor"] = listing.next_cursor
+        body["Resources"] = listing.resources
+        return body
     return {
         "schemas": [discovery.LIST_RESPONSE],
         "totalResults": listing.total,
