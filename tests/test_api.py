@@ -324,6 +324,9 @@ def test_discovery_documents(api: Api) -> None:
     assert spc["patch"]["supported"] and spc["filter"]["maxResults"] == 50
     assert spc["changePassword"]["supported"]  # PUT and PATCH set a user's password
     assert spc["bulk"]["maxPayloadSize"] == 64 * 1024
+    # Both ways a client can authenticate (RFC 7643 §5): bearer tokens, and HTTP Basic.
+    schemes = {(s["type"], s["primary"]) for s in spc["authenticationSchemes"]}
+    assert schemes == {("oauthbearertoken", True), ("httpbasic", False)}
     rts = api.req("GET", "/ResourceTypes").json()
     assert {r["name"] for r in rts["Resources"]} == {"User", "Group"}
     schema = api.req("GET", f"/Schemas/{PROPS}").json()

@@ -303,7 +303,9 @@ def test_first_start_setup_link(tmp_path: Path) -> None:
         assert not admins.setup_token_valid(conn, "guess")
     assert token
     with TestClient(app) as c:
-        page = c.get(f"/admin/setup?token={token}").text
+        setup = c.get(f"/admin/setup?token={token}")
+        assert setup.headers["cache-control"] == "no-store"  # it holds the one-time token
+        page = setup.text
         csrf = re.search(r'name="csrf" value="([^"]+)"', page)
         assert csrf and "Create the first admin" in page
         r = c.post(

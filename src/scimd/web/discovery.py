@@ -43,7 +43,17 @@ def service_provider_config(settings: Settings, base: str) -> dict[str, Any]:
                 ),
                 "specUri": "https://www.rfc-editor.org/info/rfc6750",
                 "primary": True,
-            }
+            },
+            {
+                "type": "httpbasic",
+                "name": "HTTP Basic",
+                "description": (
+                    "The client id and a secret of a 'Bearer token' application as user name"
+                    " and password (Okta's Basic Auth option)."
+                ),
+                "specUri": "https://www.rfc-editor.org/info/rfc7617",
+                "primary": False,
+            },
         ],
         "meta": {
             "resourceType": "ServiceProviderConfig",

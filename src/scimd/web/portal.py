@@ -47,6 +47,8 @@ NAV = [
 ]
 Handler = Callable[[Request], Awaitable[Response]]
 SECURITY_HEADERS = {
+    # Pages hold personal data, one-time set-up links and CSRF tokens: no cache keeps them.
+    "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",

@@ -73,6 +73,7 @@ OPERATIONS = (
     "token.issue",
     "admin.create",
     "admin.reset_password",
+    "admin.delete",
 )
 UNSUPPORTED_NOTE = (
     "Only basic, single-valued types are offered, as in Entra's set-up for this app: references "
