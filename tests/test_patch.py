@@ -949,11 +949,13 @@ def test_remove_unmatched_value_path_changes_nothing() -> None:
         (GROUPS, group(), {"op": "Remove", "path": "displayName"}, "displayName"),
     ],
 )
-def test_removing_a_required_attribute_is_invalid_value(
+def test_removing_a_required_attribute_is_mutability(
     rt: S.ResourceType, doc: dict[str, Any], op: dict[str, Any], name: str
 ) -> None:
-    """Leaving userName or a group displayName unassigned is invalidValue naming it."""
-    check(fails(doc, op, rt=rt), 400, "invalidValue", name, "required")
+    """Leaving userName or a group displayName unassigned is a 400 ``mutability`` naming it
+    (RFC 7644 §3.5.2.2: "...defined as a required attribute or a read-only attribute, the
+    server SHALL return ... mutability"); it was invalidValue."""
+    check(fails(doc, op, rt=rt), 400, "mutability", name, "required")
 
 
 def test_remove_whole_extension() -> None:

@@ -111,7 +111,7 @@ def apply_patch(
         except ScimError as e:
             raise _located(e, index, op, path) from None
     patcher.cleanup(doc)
-    check_required(rt, new)
+    check_required(rt, new, patched=True)
     changed = bool(patcher.member_ops) or new != doc
     return PatchResult(new, patcher.member_ops, changed)
 
@@ -682,9 +682,9 @@ class _Patcher:
     # -- remove ---------------------------------------------------------------------------
 
     def remove_whole(self, container: dict[str, Any], attr: S.Attribute, where: str) -> None:
-        """Unassign an attribute; a required one cannot be (invalidValue naming it)."""
+        """Unassign an attribute; a required one cannot be (RFC 7644 §3.5.2.2: mutability)."""
         if attr.required:
-            raise InvalidValue(f"'{where}' is required and cannot be removed")
+            raise Mutability(f"'{where}' is required and cannot be removed")
         container.pop(attr.name, None)
 
     def remove(self, t: _Target, value: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from scimd.scim import compat
 from scimd.scim import schema as S
-from scimd.scim.errors import InvalidPath, InvalidSyntax, InvalidValue, NotFound
+from scimd.scim.errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability, NotFound
 from scimd.scim.filter import NUL_IN_TEXT
 from scimd.scim.passwords import Hashed, hash_password
 from scimd.scim.values import coerce_scalar
@@ -197,13 +197,20 @@ def normalise_complex(attr: S.Attribute, value: Any, where: str) -> dict[str, An
     return out
 
 
-def check_required(rt: S.ResourceType, doc: dict[str, Any]) -> None:
+def check_required(rt: S.ResourceType, doc: dict[str, Any], patched: bool = False) -> None:
+    """A missing required attribute: invalidValue in a body (RFC 7644 §3.12), ``mutability``
+    when a PATCH removed or emptied it (§3.5.2.2)."""
     for schema in rt.schemas:
         container = doc if schema is rt.core else doc.get(schema.id, {})
         for attr in schema.attributes:
             if attr.required and attr.mutability != "readOnly":
                 v = container.get(attr.name)
                 if v is None or v == [] or (isinstance(v, str) and not v.strip()):
+                    if patched:
+                        raise Mutability(
+                            f"'{attr.name}' is required for a {rt.name}: a PATCH can replace"
+                            " it, not remove or empty it"
+                        )
                     raise InvalidValue(f"'{attr.name}' is required for a {rt.name}")
 
 
