@@ -1694,3 +1694,46 @@ def test_an_element_that_loses_its_value_goes() -> None:
     assert {"value": "h@x.com"} in typed["emails"] and len(typed["emails"]) == 2
     named = patch(doc, {"op": "remove", "path": "name.givenName"}).doc
     assert named["name"] == {k: v for k, v in doc["name"].items() if k != "givenName"}
+
+
+def test_an_element_differing_only_in_primary_is_the_same_value() -> None:
+    """``primary`` marks a value, it is not part of it (RFC 7643 §2.4: a (type, value) once
+    per attribute). A demoted element (``primary: false``) added again stays one element; an
+    element added again with ``primary: true`` becomes the primary one; both made copies."""
+    doc = user(emails=[{"value": "a@x.com", "type": "work", "primary": True}])
+    home = {"value": "c@x.com", "type": "home", "primary": True}
+    step = patch(doc, {"op": "add", "path": "emails", "value": [home]}).doc
+    assert step["emails"] == [{"value": "a@x.com", "type": "work", "primary": False}, home]
+    again = patch(
+        step, {"op": "add", "path": "emails", "value": [{"value": "a@x.com", "type": "work"}]}
+    )
+    assert not again.changed
+    made = patch(
+        step,
+        {"op": "add", "value": {"emails": [{"value": "A@x.com", "type": "work", "primary": True}]}},
+    )
+    assert made.doc["emails"] == [
+        {"value": "a@x.com", "type": "work", "primary": True},
+        {"value": "c@x.com", "type": "home", "primary": False},
+    ]
+    twice = [
+        {"value": "b@x.com", "type": "home", "primary": True},
+        {"value": "B@X.com", "type": "home", "primary": True},
+    ]
+    emails = patch(user(), {"op": "add", "path": "emails", "value": twice}).doc["emails"]
+    assert emails[1:] == [twice[0]] and emails[0]["primary"] is False
+
+
+def test_copies_in_a_body_are_one_element_primary_if_any_copy_was() -> None:
+    doc = R.normalise(
+        USERS,
+        {
+            "userName": "u",
+            "emails": [
+                {"value": "b@x.com", "type": "home", "primary": False},
+                {"value": "b@x.com", "type": "home", "primary": True},
+                {"value": "b@x.com", "type": "home"},
+            ],
+        },
+    )
+    assert doc["emails"] == [{"value": "b@x.com", "type": "home", "primary": True}]

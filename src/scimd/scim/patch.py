@@ -582,16 +582,22 @@ class _Patcher:
         old = container.get(attr.name)
         elements: list[Any] = old if isinstance(old, list) else []
         # A set, not ``item in elements``: a PATCH adding 30,000 emails took 8 s, the loop's.
-        seen = {_identity(attr, e) for e in elements}
+        seen = {_identity(attr, e): e for e in elements}
         marked = []
         for item in items:
             key = _identity(attr, item)
-            if key in seen:
+            there = seen.get(key)
+            if there is None:
+                seen[key] = item
+                elements.append(item)
+            elif not (isinstance(item, dict) and item.get("primary") is True):
                 continue  # already there (Entra re-sends what it added): RFC 7644 §3.5.2.1
-            seen.add(key)
-            elements.append(item)
-            if isinstance(item, dict) and item.get("primary") is True:
-                marked.append(item)
+            elif isinstance(there, dict) and there.get("primary") is not True:
+                there["primary"] = True  # the value there is made primary (one copy of it)
+            chosen = there if there is not None else item
+            primary = isinstance(item, dict) and item.get("primary") is True
+            if primary and not any(m is chosen for m in marked):
+                marked.append(chosen)
         if marked:
             _mark_primary(elements, marked, where)
         if elements:

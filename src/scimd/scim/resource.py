@@ -145,10 +145,15 @@ def element_key(attr: S.Attribute, item: dict[str, Any]) -> frozenset[tuple[str,
     """What makes two elements of ``attr`` the same value: equal sub-attributes, strings
     compared without case unless the sub-attribute is ``caseExact`` (RFC 7643 §2.3.1), as
     filters compare them. ``{"value": "A@x.com"}`` is then a second copy of ``{"value":
-    "a@x.com"}``. None for an element that is not an object of scalars."""
+    "a@x.com"}``. ``primary`` marks a value rather than being part of it: ``{"value": "a",
+    "primary": false}`` and ``{"value": "a"}`` are one value (RFC 7643 §2.4: the same
+    (type, value) once per attribute; a demoted element, given ``primary: false``, was added
+    again beside itself). None for an element that is not an object of scalars."""
     try:
         return frozenset(
-            (k, v.lower() if isinstance(v, str) and _folds(attr, k) else v) for k, v in item.items()
+            (k, v.lower() if isinstance(v, str) and _folds(attr, k) else v)
+            for k, v in item.items()
+            if k != "primary"
         )
     except TypeError:  # a nested list or object: not a normal element
         return None
@@ -160,11 +165,12 @@ def _folds(attr: S.Attribute, key: str) -> bool:
 
 
 def distinct_elements(attr: S.Attribute, items: list[Any]) -> list[Any]:
-    """The elements without empty objects, each once (the first copy): RFC 7643 §2.4 says a
-    service provider SHOULD NOT return the same value twice, and a second copy of an element
-    adds nothing. (Anything but an object of scalars is kept as it is.)"""
-    seen: set[frozenset[tuple[str, Any]]] = set()
-    out = []
+    """The elements without empty objects, each once (the first copy, primary if any copy
+    was): RFC 7643 §2.4 says a service provider SHOULD NOT return the same value twice, and a
+    second copy of an element adds nothing. (Anything but an object of scalars is kept as
+    it is.)"""
+    seen: dict[frozenset[tuple[str, Any]], int] = {}
+    out: list[Any] = []
     for item in items:
         if isinstance(item, dict):
             if not item:
@@ -174,8 +180,11 @@ def distinct_elements(attr: S.Attribute, items: list[Any]) -> list[Any]:
                 out.append(item)
                 continue
             if key in seen:
+                kept = out[seen[key]]
+                if item.get("primary") is True and kept.get("primary") is not True:
+                    out[seen[key]] = {**kept, "primary": True}
                 continue
-            seen.add(key)
+            seen[key] = len(out)
         out.append(item)
     return out
 
