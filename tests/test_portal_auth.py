@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from scimd.store import audit
 from scimd.store.engine import create_engine
 from scimd.store.tables import applications
 from scimd.web.app import create_app
+from scimd.web.portal import LoginThrottle
 
 PASSWORD = "correct horse battery"
 APPS = "/admin/security/oauth2-applications"
@@ -100,11 +102,50 @@ def test_failures_from_one_address_do_not_lock_the_admin_out_elsewhere(tmp_path:
         assert admin.login().status_code == 303
 
 
+def test_guesses_from_many_addresses_do_not_lock_the_admin_out_of_a_known_browser(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The per-account limit from anywhere (100 guesses in 15 minutes) refused the right
+    password too: from 20 addresses, anyone could keep an admin out. A browser that signed in
+    to the account before (its signed device cookie) is not stopped by that limit; other
+    browsers are. Sign-ins, failures and refusals are logged with the client address."""
+    caplog.set_level(logging.INFO, logger="scimd.portal")
+    engine = create_engine(f"sqlite:///{tmp_path / 'portal.db'}")
+    app = create_app(Settings(), engine)
+    with engine.begin() as conn:
+        admins.create(conn, "admin", PASSWORD, audit.CLI)
+    app.state.portal.throttle = LoginThrottle(per_account=5, per_address=20, per_account_anywhere=6)
+    with (
+        TestClient(app, client=("192.0.2.2", 1000)) as owner_client,
+        TestClient(app, client=("192.0.2.3", 1000)) as stranger_client,
+    ):
+        owner, stranger = Portal(owner_client, engine), Portal(stranger_client, engine)
+        first = owner.login()
+        assert first.status_code == 303
+        assert "scimd_device=" in first.headers["set-cookie"]
+        owner.post("/admin/logout", {}, "/admin/")
+        for i in range(6):  # (not entered: leaving would run the app's shutdown)
+            guesser = Portal(TestClient(app, client=(f"203.0.113.{i}", 1000)), engine)
+            assert guesser.login(password="wrong password!").status_code == 401
+        assert stranger.login().status_code == 429  # the account is locked for others
+        assert owner.login().status_code == 303  # not for the browser it signed in from
+        forged = stranger_client.cookies
+        forged.set("scimd_device", "admin.forged.cookie", path="/admin")
+        assert stranger.login().status_code == 429
+    events = [
+        (r.getMessage(), r.fields["client"], r.fields["known_device"])  # type: ignore[attr-defined]
+        for r in caplog.records
+        if r.name == "scimd.portal"
+    ]
+    assert events[0] == ("portal sign-in", "192.0.2.2", False)
+    assert events.count(("portal sign-in", "192.0.2.2", True)) == 1
+    assert ("portal sign-in failed", "203.0.113.5", False) in events
+    assert ("portal sign-in refused: too many failures", "192.0.2.3", False) in events
+
+
 def test_the_throttle_counts_an_attempt_when_it_starts() -> None:
     """Counted only after the ~0.2 s password check, 60 guesses sent together were all
     checked against a limit of 5 (59 wrong ones, then the right one signed in)."""
-    from scimd.web.portal import LoginThrottle
-
     throttle = LoginThrottle(per_account=5, per_address=20, per_account_anywhere=8)
     started = [throttle.attempt("Admin", "192.0.2.1") for _ in range(7)]  # none finished yet
     assert [wait == 0 for wait, _ in started] == [True] * 5 + [False] * 2

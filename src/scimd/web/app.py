@@ -134,6 +134,8 @@ def create_app(
         session_key = settings.session_secret or admins.session_secret(conn)
     # Cursors (RFC 9865) are sealed with a key every process of this database shares.
     scim.cursor_key = hmac.new(session_key.encode(), b"scimd cursors", hashlib.sha256).digest()
+    portal.cookie_key = session_key
+    portal.secure_cookies = settings.public_url.startswith("https://")
 
     async def healthz(request: Request) -> Response:
         def probe() -> None:
@@ -221,6 +223,7 @@ def create_app(
     observer.routes = app_routes(app.routes)
     app.state.settings = settings
     app.state.directory = directory
+    app.state.portal = portal
     app.state.engine = engine
     # Portal sessions: signed cookies, HttpOnly, SameSite=Lax; Secure when served over https.
     app.add_middleware(

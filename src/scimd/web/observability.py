@@ -259,6 +259,8 @@ class Observer:
                 "status": status,
                 "duration_ms": round(elapsed * 1000, 3),
                 "app": scope["state"].get("client_id"),
+                # Who failed to sign in, or guessed tokens (behind a proxy: --forwarded-allow-ips).
+                "client": client[0] if (client := scope.get("client")) else None,
             }
             client_rid = scope["state"].get("client_request_id")
             if client_rid is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hmac
+import logging
 import secrets
 import threading
 import time
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
+import itsdangerous
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -46,6 +48,11 @@ NAV = [
     ("/admin/connection", "SCIM connection"),
 ]
 Handler = Callable[[Request], Awaitable[Response]]
+# A browser that signed in to an account gets a cookie saying so: a lockout by guesses from
+# elsewhere does not apply to it (``LoginThrottle.attempt``).
+DEVICE_COOKIE = "scimd_device"
+DEVICE_SECONDS = 180 * 24 * 3600
+log = logging.getLogger("scimd.portal")
 SECURITY_HEADERS = {
     # Pages hold personal data, one-time set-up links and CSRF tokens: no cache keeps them.
     "Cache-Control": "no-store",
@@ -93,10 +100,15 @@ class LoginThrottle:
         account = username.strip().lower()
         return [("pair", f"{account}\n{address}"), ("address", address), ("account", account)]
 
-    def attempt(self, username: str, address: str) -> tuple[int, float]:
+    def attempt(self, username: str, address: str, known: bool = False) -> tuple[int, float]:
         """Count an attempt: (seconds until one is allowed, 0) when over a limit, else (0, its
-        mark) to pass to ``succeeded``."""
+        mark) to pass to ``succeeded``. ``known``: the browser signed in to this account
+        before (its device cookie): the per-account limit from anywhere neither stops nor
+        counts it, so guesses from many addresses cannot lock the admin out of their own
+        browser (OWASP's device cookies); the limits per address still apply."""
         keys = self._keys(username, address)
+        if known:
+            keys = keys[:2]
         wait = 0.0
         for kind, value in keys:
             q = self._recent((kind, value))
@@ -139,6 +151,8 @@ class Portal:
         self.directory = scim.directory
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.throttle = LoginThrottle()
+        self.cookie_key = ""  # signs device cookies: the session key, set by the app
+        self.secure_cookies = False
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scimd-portal")
         self._routes: list[BaseRoute] = [
             Route("/admin", self.home),
@@ -381,8 +395,11 @@ class Portal:
         password = str(form.get("password", ""))
         nxt = str(form.get("next", "/admin/"))
         address = request.client.host if request.client else "-"
-        wait, mark = self.throttle.attempt(username, address)
+        known = self._device_account(request) == username.lower()
+        wait, mark = self.throttle.attempt(username, address, known)
+        event = {"username": username[:64], "client": address, "known_device": known}
         if wait:
+            log.warning("portal sign-in refused: too many failures", extra={"fields": event})
             return self.render(
                 request,
                 "login.html",
@@ -404,6 +421,7 @@ class Portal:
 
         admin: admins.Admin | None = await self.db(check)
         if admin is None:
+            log.warning("portal sign-in failed", extra={"fields": event})
             return self.render(
                 request,
                 "login.html",
@@ -415,7 +433,32 @@ class Portal:
             )
         self.throttle.succeeded(username, address, mark)
         await self._start_session(request, admin)
-        return RedirectResponse(_safe_next(nxt), status_code=303)
+        log.info("portal sign-in", extra={"fields": event})
+        response = RedirectResponse(_safe_next(nxt), status_code=303)
+        response.set_cookie(
+            DEVICE_COOKIE,
+            self._devices().dumps(username.lower()),
+            max_age=DEVICE_SECONDS,
+            path="/admin",
+            secure=self.secure_cookies,
+            httponly=True,
+            samesite="lax",
+        )
+        return response
+
+    def _devices(self) -> itsdangerous.URLSafeTimedSerializer:
+        return itsdangerous.URLSafeTimedSerializer(self.cookie_key, salt="scimd device")
+
+    def _device_account(self, request: Request) -> str | None:
+        """The account this browser signed in to before (a signed cookie), if any."""
+        cookie = request.cookies.get(DEVICE_COOKIE)
+        if not cookie or not self.cookie_key:
+            return None
+        try:
+            account = self._devices().loads(cookie, max_age=DEVICE_SECONDS)
+        except itsdangerous.BadData:
+            return None
+        return account if isinstance(account, str) else None
 
     async def _start_session(self, request: Request, admin: admins.Admin) -> None:
         """A fresh session (and CSRF token) after sign-in, recorded server-side."""
