@@ -1475,6 +1475,14 @@ def test_the_audit_of_a_member_change_names_the_members(api: Api) -> None:
             {"g": g},
         ).scalar_one()
     assert json.loads(detail)["members"] == [{"op": "replace", "ids": [b]}]
+    # A group created with members names them too (it named only the group).
+    made = api.req("POST", "/Groups", {"displayName": "aud-h", "members": [{"value": a}]})
+    with api.engine.connect() as conn:
+        detail = conn.execute(
+            sa.text("SELECT detail FROM audit WHERE resource_id = :g AND operation = 'create'"),
+            {"g": made.json()["id"]},
+        ).scalar_one()
+    assert json.loads(detail) == {"displayName": "aud-h", "members": [{"op": "add", "ids": [a]}]}
 
 
 def test_group_members_in_post_and_put_under_any_name_and_checked_as_in_patch(api: Api) -> None:

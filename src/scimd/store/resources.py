@@ -635,14 +635,10 @@ class Repository:
         if member_items:
             add_members(conn, pk, member_items)
         _bump_counter(conn, self.kind.name, 1)
-        A.record(
-            conn,
-            actor,
-            "create",
-            self.kind.name,
-            rid,
-            {self.kind.unique_attr: doc.get(self.kind.unique_attr)},
-        )
+        detail: dict[str, Any] = {self.kind.unique_attr: doc.get(self.kind.unique_attr)}
+        if member_items:  # who was made a member, as a PATCH's record says
+            detail["members"] = [{"op": "add", "ids": [m["value"] for m in member_items]}]
+        A.record(conn, actor, "create", self.kind.name, rid, detail)
         return Rec(pk, rid, now, now, 1, doc)
 
     def replace(
