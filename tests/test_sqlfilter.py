@@ -395,6 +395,10 @@ USER_CASES: list[tuple[str, set[str]]] = [
     (f'{PROPS}:Code eq "a-1"', {"u1"}),
     (f'{PROPS}:Birthday lt "2000-01-01"', {"u1"}),
     (f"{PROPS}:Birthday pr", {"u1"}),
+    # A Date is a string in /Schemas: its text takes co/sw/ew (they were a 400).
+    (f'{PROPS}:Birthday sw "1990-"', {"u1"}),
+    (f'{PROPS}:Birthday co "-05-"', {"u1"}),
+    (f'{PROPS}:Birthday ew "-07"', set()),
     ('groups.value eq "g2"', {"u1", "u2"}),
     ('groups.value eq "G1"', set()),  # ids are case-exact
     ('groups[display eq "admins"]', {"u1"}),

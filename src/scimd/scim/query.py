@@ -173,6 +173,11 @@ def _bind_leaf(
         raise InvalidFilter(f"'{f.op}' cannot order '{path}', a {target.type} attribute")
     if target.type in STRINGISH and not isinstance(f.value, str):
         raise InvalidFilter(f"'{path}' is a string attribute: quote the value")
+    date_text = target.value_format == "date" and isinstance(f.value, str)
+    if f.op in ("co", "sw", "ew") and date_text and "\x00" not in str(f.value):
+        # A Date property is a string in /Schemas: its text takes the string operators
+        # (``sw "2020-"``), not only whole dates (they were a 400 asking for YYYY-MM-DD).
+        return Compare(path, f.op, f.value)
     try:
         value = coerce_scalar(target, f.value, str(path))
     except InvalidValue as e:
