@@ -46,6 +46,11 @@ def _seed(c: httpx.Client, n: int) -> list[str]:
         body: dict[str, Any] = {"schemas": [USER], "userName": f"u{i:03d}@example.com"}
         if rng.random() < 0.7:
             body["title"] = rng.choice(["Dev", "dev", "Ops", "Boss", "ops", "Zed"])
+        if rng.random() < 0.6:
+            body["active"] = rng.random() < 0.5
+        if rng.random() < 0.6:
+            mails = rng.sample(["a@x.com", "B@x.com", "c@x.com", "b@y.com"], rng.randint(1, 2))
+            body["emails"] = [{"value": m, "primary": j == 1} for j, m in enumerate(mails)]
         extra: dict[str, Any] = {}
         if rng.random() < 0.6:
             extra["Age"] = rng.choice([30, 41, 41, 55])
@@ -95,6 +100,11 @@ def test_cursor_pages_list_what_index_pages_list(server: LiveServer) -> None:
             {"sortBy": f"{PROPS}:Score"},
             {"sortBy": f"{PROPS}:Score", "sortOrder": "descending", "filter": "title pr"},
             {"sortBy": "meta.created", "sortOrder": "descending"},
+            {"sortBy": "active"},
+            {"sortBy": "active", "sortOrder": "descending"},
+            {"sortBy": "emails.value"},
+            {"sortBy": "emails", "sortOrder": "descending", "filter": "emails pr"},
+            {"sortBy": "meta.lastModified"},
             {"sortBy": "userName", "filter": 'title eq "dev" or title eq "ops"'},
             {"filter": f"{PROPS}:Age gt 35"},
         ]

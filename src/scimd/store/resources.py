@@ -1073,6 +1073,8 @@ def render_groups(pairs: list[tuple[str, str]], base: str) -> list[dict[str, Any
 def _after(key: Any, nullable: bool, value: Any, last: int, pk: Any, descending: bool) -> Any:
     """Rows after (``value``, ``last``) in the order of ``sqlfilter.sort_clauses``: the key
     ascending with absent values last (descending, first), then pk ascending."""
+    if isinstance(value, bool):  # a bound value: SQLAlchemy refuses ``key > True``
+        value = sa.literal(value, sa.Boolean)
     same = sa.and_(key.is_(None) if value is None else key == value, pk > last)
     if value is None:
         # Absent values: last ascending (only more of them follow), first descending.
