@@ -14,6 +14,7 @@ its duration; the directory uses the borrowed connections instead of its per-thr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import os
@@ -126,6 +127,17 @@ class Slot:
         for driver in self._drivers():
             if driver is not None:
                 sever(driver)
+
+    async def cancel(self) -> None:
+        """Ask the server to cancel the statements running on the slot's connections (a new
+        connection carries the request): one waiting for a lock would otherwise run when the
+        lock frees, and commit, after its request was answered 503 or its process had
+        exited. Nothing running: nothing happens."""
+        for driver in self._drivers():
+            if driver is not None:
+                # Closed already, or the server is gone: nothing runs.
+                with contextlib.suppress(Exception):
+                    await driver.cancel_safe(timeout=2.0)
 
     def _drivers(self) -> list[Any]:
         return [
@@ -338,8 +350,12 @@ class LoopRunner:
             raise
         finally:
             del self._busy[id(slot)]
-            # Left mid-call (its coroutine was closed): never resume it, nor reuse its
-            # connections, which a statement (a read batch's) may still be using.
+            # Left mid-call (its coroutine was closed, or its request cancelled by the
+            # shutdown timeout): never resume it, nor reuse its connections, which a
+            # statement (a read batch's) may still be using; a statement still running is
+            # cancelled (waiting for a lock, it committed after the process had exited).
+            if not slot.worker.idle and not slot.severed:
+                await slot.cancel()
             if not slot.worker.idle or slot.severed or slot.broken():
                 await self._discard(slot)
             else:
@@ -355,10 +371,11 @@ class LoopRunner:
             for slot in list(self._busy.values()):
                 if not slot.severed and now - slot.started > self.timeout:
                     log.error(
-                        "a database call waited over %g s: its connections are closed and"
-                        " its request answered 503",
+                        "a database call waited over %g s: its statement is cancelled, its"
+                        " connections closed and its request answered 503",
                         self.timeout,
                     )
+                    await slot.cancel()
                     slot.sever()
 
     async def _discard(self, slot: Slot) -> None:
@@ -376,6 +393,11 @@ class LoopRunner:
     async def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
+        # Calls still running at shutdown (their requests cancelled by the shutdown timeout):
+        # stopped in the database too, not committed once the process is gone.
+        for busy in list(self._busy.values()):
+            await busy.cancel()
+            busy.sever()
         if self._slots is not None:
             while not self._slots.empty():
                 slot = self._slots.get_nowait()

@@ -282,10 +282,12 @@ class ObservabilityMiddleware:
         rid = self.observer.start(scope)
         status = 500
         start = time.perf_counter()
+        started = False
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
+                started = True
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
@@ -293,5 +295,32 @@ class ObservabilityMiddleware:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except asyncio.CancelledError:
+            # Past the shutdown timeout, uvicorn cancels the requests still running, which
+            # then got a plain-text 500. A client is told to retry elsewhere or later.
+            if started:
+                raise
+            status = 503
+            await send_wrapper(
+                {"type": "http.response.start", "status": 503, "headers": _STOPPING_HEADERS}
+            )
+            await send_wrapper({"type": "http.response.body", "body": _STOPPING})
         finally:
             self.observer.finish(scope, rid, status, start)
+
+
+_STOPPING = orjson.dumps(
+    {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
+        "status": "503",
+        "detail": (
+            "the server stopped while this request ran (a change it made may have been"
+            " saved): retry it"
+        ),
+    }
+)
+_STOPPING_HEADERS = [
+    (b"content-type", b"application/scim+json"),
+    (b"content-length", str(len(_STOPPING)).encode()),
+    (b"retry-after", b"5"),
+]

@@ -49,6 +49,9 @@ from scimd.web.exchange import Reply, ScimRequest, error_reply, json_reply
 from scimd.web.security import Credentials, FailureThrottle, request_credentials, require_scope
 
 log = logging.getLogger("scimd.web")
+STOPPED = (
+    "the server stopped while this request ran (a change it made may have been saved): retry it"
+)
 
 RESOURCES = {"users": "User", "groups": "Group"}
 SEARCH_REQUEST = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
@@ -183,6 +186,12 @@ class Scim:
             reply = error_reply(
                 ScimError("internal error; the request id identifies it in the logs", status=500)
             )
+        except asyncio.CancelledError:
+            # Past the shutdown timeout uvicorn cancels the requests still running (they got
+            # a plain-text 500): the client is told to retry. Not raised again: the request
+            # is answered, and its task ends.
+            reply = error_reply(ScimError(STOPPED, status=503))
+            reply.headers.append((b"retry-after", b"5"))
         reply.headers.append((b"x-request-id", request_id.encode()))
         await reply.send(send, head)
         return reply.status
