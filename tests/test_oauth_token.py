@@ -392,10 +392,15 @@ def test_bearer_app_is_unauthorized_client(server: Server) -> None:
     oauth_error(server.basic_auth(cid, secret), 400, "unauthorized_client")
 
 
-def test_bearer_app_with_wrong_secret_is_invalid_client(server: Server) -> None:
-    """A bearer-token application with a wrong secret is invalid_client, not unauthorized."""
+def test_bearer_app_with_wrong_secret_is_invalid_client(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bearer-token application with a wrong secret is invalid_client, not unauthorized;
+    the log names the client id tried and the address (never the secret)."""
     cid, _ = server.app(grant="bearer", lifetime=0)
     oauth_error(server.post_auth(cid, "wrong"), 401, "invalid_client")
+    [record] = [r for r in caplog.records if r.getMessage().startswith("token request refused")]
+    assert record.fields == {"client_id": cid, "client": "testclient"}  # type: ignore[attr-defined]
 
 
 # -- invalid_client -----------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
 from collections.abc import Mapping
 from urllib.parse import parse_qs, unquote_plus
 
@@ -34,6 +35,8 @@ FORM = "application/x-www-form-urlencoded"
 BASIC_CHALLENGE = 'Basic realm="scimd"'
 GRANT = "client_credentials"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+log = logging.getLogger("scimd.web")
 
 
 def token_response(
@@ -77,6 +80,11 @@ class TokenEndpoint:
             return _unavailable(e.detail)
         except TokenError as e:
             if e.error == "invalid_client":
+                tried = getattr(request.state, "tried_client", None)
+                log.warning(
+                    "token request refused: invalid client",
+                    extra={"fields": {"client_id": tried, "client": address}},
+                )
                 # As on the SCIM API: valid credentials always get a token; past the limit a
                 # failure from this address is a 429.
                 try:
@@ -103,6 +111,7 @@ class TokenEndpoint:
         if len(authorizations) > 1:  # which client would it be? (RFC 6749 §3.2: no repeats)
             raise TokenError("invalid_request", "send one Authorization header")
         client_id, client_secret = client_credentials(request.headers.get("authorization"), form)
+        request.state.tried_client = client_id[:64]  # named in the log if it fails
         rid = getattr(request.state, "request_id", None)
 
         def work() -> dict[str, object]:
