@@ -490,12 +490,21 @@ def test_bulk_failed_operations_carry_their_location(api: Api) -> None:
             "data": {"Operations": [{"op": "replace", "path": "title", "value": "x"}]},
         },
         {"method": "POST", "path": "/Users", "bulkId": "p", "data": {"userName": "loc@x.com"}},
+        # Paths naming no resource: the path as sent (scim2-client refused the whole reply).
+        _patch_op("/Users/bulkId:p", {"op": "replace", "path": "title", "value": "x"}),
+        {"method": "DELETE", "path": "/Users"},
+        _patch_op("/Nope/x", {"op": "replace", "path": "title", "value": "x"}),
     ]
     r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
-    assert [o["status"] for o in r] == ["404", "412", "409"]
+    assert [o["status"] for o in r] == ["404", "412", "409", "409", "400", "400"]
     assert r[0]["location"].endswith("/scim/v2/Users/nobody")
     assert r[1]["location"].endswith(f"/scim/v2/Users/{uid}")
     assert "location" not in r[2]
+    assert [o["location"].split("/scim/v2/")[1] for o in r[3:]] == [
+        "Users/bulkId:p",
+        "Users",
+        "Nope/x",
+    ]
 
 
 def test_bulk_operations_not_processed_after_fail_on_errors_get_no_result(api: Api) -> None:
@@ -954,15 +963,31 @@ def test_bulk_version_must_be_an_etag(api: Api) -> None:
     assert api.req("GET", f"/Users/{uid}").json()["userName"] == "c@x"
 
 
+def test_a_query_at_the_root_searches_every_resource_type(api: Api) -> None:
+    """GET on the SCIM base is a query across resource types (RFC 7644 §3.4.2), as POST
+    /.search is (it was a 404, which scim2-client's query() raised); other methods 405."""
+    uid = api.user("root@x.com")["id"]
+    gid = api.req("POST", "/Groups", {"displayName": "root group"}).json()["id"]
+    every = api.req("GET", "/").json()
+    assert {r["id"] for r in every["Resources"]} == {uid, gid}
+    only = api.req("GET", "", params={"filter": 'displayName eq "root group"'}).json()
+    assert [r["id"] for r in only["Resources"]] == [gid]
+    r = api.req("POST", "/", {"userName": "x"})
+    assert r.status_code == 405 and "GET" in r.headers["allow"]
+
+
 def test_sorting_by_schemas_or_password_is_a_400(api: Api) -> None:
     """``sortBy=schemas`` was a 500; sorting by ``password`` would tell which users have one."""
     api.user("s1@x.com", password="secret-1")
     api.user("s2@x.com")
+    # invalidValue, not invalidFilter: RFC 7644 Table 9 keeps that for filters.
     for path in ("/Users", "/Groups"):
-        d = _error(api.req("GET", path, params={"sortBy": "schemas"}), 400, "invalidFilter")
+        d = _error(api.req("GET", path, params={"sortBy": "schemas"}), 400, "invalidValue")
         assert "schemas" in d["detail"]
-    d = _error(api.req("GET", "/Users", params={"sortBy": "password"}), 400, "invalidFilter")
+    d = _error(api.req("GET", "/Users", params={"sortBy": "password"}), 400, "invalidValue")
     assert "password" in d["detail"]
+    d = _error(api.req("GET", "/Users", params={"sortBy": "groups.display"}), 400, "invalidValue")
+    assert "groups.display" in d["detail"]
     search = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}
     _error(api.req("POST", "/Users/.search", {**search, "sortBy": "schemas"}), 400)
     r = api.req("GET", "/Users", params={"sortBy": "userName", "sortOrder": "descending"})

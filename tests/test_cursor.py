@@ -231,6 +231,9 @@ def test_a_cursor_holds_its_position_exactly(value: Any, key: int, kind: str) ->
         C.open_cursor(b"k", token, "another query", 1000, C.TIMEOUT)
     with pytest.raises(ExpiredCursor):
         C.open_cursor(b"k", token, "q", 1001 + C.TIMEOUT, C.TIMEOUT)
+    # cursorTimeout is the least a cursor lasts (RFC 9865 §4): also when sealed mid-second.
+    late = C.seal(b"k", "q", position, 1000.9)
+    assert C.open_cursor(b"k", late, "q", 1000.9 + C.TIMEOUT, C.TIMEOUT) == position
 
 
 @given(st.text(alphabet=string.ascii_letters + string.digits + "-_=+/", max_size=80))

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scimd.scim import schema as S
-from scimd.scim.errors import InvalidFilter
+from scimd.scim.errors import InvalidFilter, InvalidValue
 from scimd.scim.filter import AttrPath, Filter, Present, parse, render_literal
 from scimd.scim.query import bind, matches, values_at
 from scimd.store import tables
@@ -714,13 +714,14 @@ def test_sort_examples(
 
 @pytest.mark.parametrize("path", ["groups.display", "meta.location", "name", "members"])
 def test_unsupported_sort_paths(backend: Backend, path: str) -> None:
-    """Sorting by computed, unstored or complex attributes is an invalidFilter error."""
+    """Sorting by computed, unstored or complex attributes is an invalidValue error (RFC 7644
+    Table 9 keeps invalidFilter for filters)."""
     rt = GT if path == "members" else RT
     table = tables.groups if rt is GT else tables.users
     p = attr_path(path)
-    with pytest.raises(InvalidFilter):
+    with pytest.raises(InvalidValue):
         sort_key(p, rt, table, backend.name)
-    with pytest.raises(InvalidFilter):
+    with pytest.raises(InvalidValue):
         sort_value({"id": "x"}, p, rt)
 
 

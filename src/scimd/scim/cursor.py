@@ -79,7 +79,7 @@ def open_cursor(key: bytes, cursor: str, query: str, now: float, timeout: int) -
             "the cursor belongs to another query: repeat the first page's filter, sortBy and"
             " sortOrder on the same endpoint (only cursor and count may change)"
         )
-    if now - issued > timeout:
+    if int(now) - issued > timeout:  # whole seconds, as sealed: never less than ``timeout``
         raise ExpiredCursor(
             f"the cursor has expired (cursors last {timeout} seconds, see cursorTimeout in"
             " /ServiceProviderConfig): start again with an empty cursor"

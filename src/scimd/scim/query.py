@@ -137,9 +137,9 @@ def sort_path(rt: S.ResourceType, sort_by: str) -> AttrPath:
     path = AttrPath(urn, res.attr.name, res.sub.name if res.sub else None)
     if res.attr.returned == "never" or (res.sub is not None and res.sub.returned == "never"):
         # The order would tell which resources have a password, which filters refuse to.
-        raise InvalidFilter(f"cannot sort by '{path}': it is never returned")
+        raise InvalidValue(f"cannot sort by '{path}': it is never returned")
     if urn is None and res.attr.name == "schemas":
-        raise InvalidFilter("cannot sort by 'schemas', a list of schema URIs")
+        raise InvalidValue("cannot sort by 'schemas', a list of schema URIs")
     return path
 
 

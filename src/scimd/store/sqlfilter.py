@@ -46,7 +46,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
 
 from scimd.scim import schema as S
-from scimd.scim.errors import InvalidFilter
+from scimd.scim.errors import InvalidFilter, InvalidValue
 from scimd.scim.filter import And, AttrPath, Compare, Filter, Literal, Not, Or, Present, ValuePath
 from scimd.scim.query import STRINGISH, bind, compare, is_present, resolve_path
 from scimd.scim.values import RFC3339, instant
@@ -228,12 +228,12 @@ def _resolve_sort(
         or (attr.name == "meta" and sub and sub.name == "location")
     ):
         # Membership lists have no defined order to take "the first" from; location is not stored.
-        raise InvalidFilter(f"sorting by '{p}' is not supported")
+        raise InvalidValue(f"sorting by '{p}' is not supported")
     target = sub or attr
     if target.is_complex:
         value = target.sub.get("value")
         if value is None or sub is not None:
-            raise InvalidFilter(f"cannot sort by '{p}': name one of its sub-attributes")
+            raise InvalidValue(f"cannot sort by '{p}': name one of its sub-attributes")
         sub = value
     return urn, attr, sub
 

@@ -397,14 +397,16 @@ def _names(ops: list[Any], indices: list[int], most: int = 5) -> str:
 
 
 def _location(base: str, op: Any) -> str | None:
-    """The resource a PUT, PATCH or DELETE names (§3.7: ``location`` is required in every
-    result but a failed POST's), when its path names one."""
+    """The resource a PUT, PATCH or DELETE names (§3.7.3: ``location`` is required in every
+    result but a failed POST's): its canonical URL when the path names a resource, else the
+    path as sent under the base (a ``bulkId:`` that never resolved, a path naming nothing;
+    a result without one made scim2-client refuse the whole response); None without a path."""
     path = op.get("path") if isinstance(op, dict) else None
     if not isinstance(path, str):
         return None
     parts = [p for p in path.split("/") if p]
     if len(parts) != 2 or parts[0].lower() not in _RESOURCES or parts[1].startswith(_PREFIX):
-        return None
+        return f"{base}/{path.lstrip('/')}"
     return f"{base}/{_RESOURCES[parts[0].lower()]}s/{parts[1]}"
 
 

@@ -328,10 +328,11 @@ class Scim:
         path = request.path
         parts = [p for p in path[len("/scim/v2") :].split("/") if p]
         method = request.method
-        if not parts:
-            raise NotFound("this is the SCIM base URL: use /Users, /Groups or /Schemas below it")
-        head = parts[0].lower()
         base = self.base(request)
+        if not parts:  # a query across resource types (RFC 7644 §3.4.2), as POST /.search
+            _require(method, "GET", path)
+            return self.list(request, None, base)
+        head = parts[0].lower()
         d = self.directory
         if head in RESOURCES:
             name = RESOURCES[head]
@@ -401,7 +402,7 @@ class Scim:
         return await request.json(self.settings.max_payload)
 
     # -- handlers: each returns the work to run once the request is authorised ---------------
-    def list(self, request: ScimRequest, name: str, base: str) -> Work:
+    def list(self, request: ScimRequest, name: str | None, base: str) -> Work:
         q = self._list_params(
             filter_text=request.param("filter"),
             start=request.int_param("startIndex", 1),
