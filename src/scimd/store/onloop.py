@@ -113,6 +113,7 @@ class Slot:
     worker: Worker = field(default_factory=Worker)
     started: float = 0.0  # when its running call started (monotonic seconds)
     severed: bool = False
+    stopping: bool = False  # the watchdog is cancelling its statement, then severs it
 
     def sever(self) -> None:
         """Shut the slot's sockets down, so that a call waiting on them fails at once.
@@ -133,11 +134,7 @@ class Slot:
         connection carries the request): one waiting for a lock would otherwise run when the
         lock frees, and commit, after its request was answered 503 or its process had
         exited. Nothing running: nothing happens."""
-        for driver in self._drivers():
-            if driver is not None:
-                # Closed already, or the server is gone: nothing runs.
-                with contextlib.suppress(Exception):
-                    await driver.cancel_safe(timeout=2.0)
+        await asyncio.gather(*(_cancel(d) for d in self._drivers() if d is not None))
 
     def _drivers(self) -> list[Any]:
         return [
@@ -165,6 +162,13 @@ class Slot:
                 return True
             poll.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
         return bool(poll.poll(0))
+
+
+async def _cancel(driver: Any) -> None:
+    """Cancel what runs on ``driver``, waiting at most a second: a server that does not
+    answer (stopped, unreachable) would hold the caller, and the watchdog, much longer."""
+    with contextlib.suppress(Exception):  # closed already, or the server is gone
+        await driver.cancel_safe(timeout=1.0)
 
 
 def driver_of(conn: sa.Connection) -> Any | None:
@@ -302,6 +306,7 @@ class LoopRunner:
         self._made = 0
         self._busy: dict[int, Slot] = {}
         self._watchdog: asyncio.Task[None] | None = None
+        self._stopping: set[asyncio.Task[None]] = set()  # slots being given up on
 
     async def _slot(self) -> Slot:
         if self._slots is None:
@@ -345,7 +350,7 @@ class LoopRunner:
         try:
             return await slot.worker.call(_call, (slot, self.batch, fn, args))
         except Exception as e:
-            if slot.severed:  # whatever the driver made of its connection's end
+            if slot.severed or slot.stopping:  # the watchdog cancelled or severed it
                 raise DatabaseTimeout(self.timeout) from e
             raise
         finally:
@@ -356,7 +361,7 @@ class LoopRunner:
             # cancelled (waiting for a lock, it committed after the process had exited).
             if not slot.worker.idle and not slot.severed:
                 await slot.cancel()
-            if not slot.worker.idle or slot.severed or slot.broken():
+            if not slot.worker.idle or slot.severed or slot.stopping or slot.broken():
                 await self._discard(slot)
             else:
                 self._slots.put_nowait(slot)
@@ -369,14 +374,18 @@ class LoopRunner:
             await asyncio.sleep(min(1.0, self.timeout / 4))
             now = time.monotonic()
             for slot in list(self._busy.values()):
-                if not slot.severed and now - slot.started > self.timeout:
+                if not slot.severed and not slot.stopping and now - slot.started > self.timeout:
                     log.error(
                         "a database call waited over %g s: its statement is cancelled, its"
                         " connections closed and its request answered 503",
                         self.timeout,
                     )
-                    await slot.cancel()
-                    slot.sever()
+                    # Each in a task of its own: a silent server makes a cancel wait its
+                    # full second, which held every other stuck call's 503 behind it.
+                    slot.stopping = True
+                    task = asyncio.get_running_loop().create_task(_give_up(slot))
+                    self._stopping.add(task)
+                    task.add_done_callback(self._stopping.discard)
 
     async def _discard(self, slot: Slot) -> None:
         self._made -= 1
@@ -395,9 +404,7 @@ class LoopRunner:
             self._watchdog.cancel()
         # Calls still running at shutdown (their requests cancelled by the shutdown timeout):
         # stopped in the database too, not committed once the process is gone.
-        for busy in list(self._busy.values()):
-            await busy.cancel()
-            busy.sever()
+        await asyncio.gather(*(_give_up(busy) for busy in list(self._busy.values())))
         if self._slots is not None:
             while not self._slots.empty():
                 slot = self._slots.get_nowait()
@@ -405,6 +412,12 @@ class LoopRunner:
                     await slot.read.close()
                     await slot.write.close()
         await self.engine.dispose()
+
+
+async def _give_up(slot: Slot) -> None:
+    """Cancel the statement a slot runs, then shut its sockets (its call fails at once)."""
+    await slot.cancel()
+    slot.sever()
 
 
 def _call(slot: Slot, batch: ReadBatch, fn: Callable[..., T], args: tuple[Any, ...]) -> T:

@@ -190,8 +190,7 @@ class Scim:
             # Past the shutdown timeout uvicorn cancels the requests still running (they got
             # a plain-text 500): the client is told to retry. Not raised again: the request
             # is answered, and its task ends.
-            reply = error_reply(ScimError(STOPPED, status=503))
-            reply.headers.append((b"retry-after", b"5"))
+            reply = error_reply(ScimError(STOPPED, status=503))  # with its Retry-After
         reply.headers.append((b"x-request-id", request_id.encode()))
         await reply.send(send, head)
         return reply.status
