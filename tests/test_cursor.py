@@ -240,3 +240,22 @@ def test_a_cursor_holds_its_position_exactly(value: Any, key: int, kind: str) ->
 def test_text_that_is_not_a_cursor_is_invalid(text: str) -> None:
     with pytest.raises(InvalidCursor):
         C.open_cursor(b"k", text, "q", 0, C.TIMEOUT)
+
+
+def test_a_cursor_sorted_by_a_property_whose_type_changed_is_refused(server: LiveServer) -> None:
+    """A property removed and defined again with another type: the old cursor's text was
+    compared with numbers (a 500 on PostgreSQL, another order on SQLite)."""
+    from support.live_server import add_user_property, run_scimd
+
+    url = server.database_url
+    add_user_property(url, "Flip", type_="String")
+    with _client(server) as c:
+        for i in range(3):
+            body = {"schemas": [USER, PROPS], "userName": f"f{i}", PROPS: {"Flip": f"v{i}"}}
+            assert c.post("/Users", json=body).status_code == 201
+        params = {"sortBy": f"{PROPS}:Flip", "count": 1}
+        cursor = c.get("/Users", params={**params, "cursor": ""}).json()["nextCursor"]
+        run_scimd("properties", "remove", "Flip", "--yes", "--database-url", url)
+        add_user_property(url, "Flip", type_="Integer")
+        r = c.get("/Users", params={**params, "cursor": cursor})
+        assert (r.status_code, r.json().get("scimType")) == (400, "invalidCursor"), r.text

@@ -424,16 +424,19 @@ class Directory:
                 "cursors page a sorted search of one resource type: search /Users or /Groups"
                 " with this sortBy, or leave sortBy out across types"
             )
-        query = C.fingerprint(name, flt, (sort_by or "").lower() or None, descending)
         now = time.time()
-        at = C.open_cursor(key, cursor, query, now, C.TIMEOUT) if cursor else None
-        if at is not None and at.kind not in names:
-            raise InvalidCursor("the cursor names a resource type this search does not cover")
         with self.read() as conn:
             v = versions.read(conn)
             if gate is not None:
                 gate(conn, v)
             rts = {n: self._type_at(conn, n, v) for n in names}
+            # The sort attribute's type too: a property removed and defined again with another
+            # type compared the cursor's text with numbers (a 500 on PostgreSQL).
+            kinds = [_sort_kind(rt, sort_by) for rt in rts.values()] if sort_by else None
+            query = C.fingerprint(name, flt, (sort_by or "").lower() or None, descending, kinds)
+            at = C.open_cursor(key, cursor, query, now, C.TIMEOUT) if cursor else None
+            if at is not None and at.kind not in names:
+                raise InvalidCursor("the cursor names a resource type this search does not cover")
             bound = bind_each(flt, list(rts.values())) if flt is not None else [None] * len(names)
             resources: list[dict[str, Any]] = []
             last: C.Position | None = None
@@ -1101,6 +1104,15 @@ def _split_members(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str,
     if not raws or raws[0][1] is None:
         return rest, []
     return rest, P.member_list(S.GROUP_TYPE.core.attr["members"], raws[0][1], "members")
+
+
+def _sort_kind(rt: S.ResourceType, sort_by: str) -> tuple[str, str | None, bool]:
+    """What a sort value of ``sort_by`` is: its type, format and case rule."""
+    res = rt.resolve(sort_by)
+    target = res.sub or res.attr
+    if target.is_complex:
+        target = target.sub.get("value", target)
+    return target.type, target.value_format, target.case_exact
 
 
 def _member_changes(ops: list[P.MemberOp]) -> list[dict[str, Any]]:
