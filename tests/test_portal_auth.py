@@ -132,13 +132,35 @@ def test_guesses_from_many_addresses_do_not_lock_the_admin_out_of_a_known_browse
         forged = stranger_client.cookies
         forged.set("scimd_device", "admin.forged.cookie", path="/admin")
         assert stranger.login().status_code == 429
+        device = owner_client.cookies.get("scimd_device")
+        assert device
+        # The cookie's own failures are limited (5 here) wherever they come from: a copy
+        # of it buys no more guesses than one address.
+        for i in range(6):
+            thief = TestClient(app, client=(f"198.51.100.{i}", 1000))
+            thief.cookies.set("scimd_device", device, path="/admin")
+            status = Portal(thief, engine).login(password="wrong password!").status_code
+            assert status == (401 if i < 5 else 429), i
+        # A password reset makes the cookie worthless: the locked account refuses it again.
+        owner.post("/admin/logout", {}, "/admin/")
+        app.state.portal.throttle = LoginThrottle(
+            per_account=5, per_address=20, per_account_anywhere=6
+        )
+        assert owner.login().status_code == 303  # a fresh cookie
+        owner.post("/admin/logout", {}, "/admin/")
+        with engine.begin() as conn:
+            admins.reset_password(conn, "admin", "another good password", audit.CLI)
+        for i in range(6):
+            guesser = Portal(TestClient(app, client=(f"203.0.113.{i}", 1000)), engine)
+            assert guesser.login(password="wrong password!").status_code == 401
+        assert owner.login(password="another good password").status_code == 429
     events = [
         (r.getMessage(), r.fields["client"], r.fields["known_device"])  # type: ignore[attr-defined]
         for r in caplog.records
         if r.name == "scimd.portal"
     ]
     assert events[0] == ("portal sign-in", "192.0.2.2", False)
-    assert events.count(("portal sign-in", "192.0.2.2", True)) == 1
+    assert events.count(("portal sign-in", "192.0.2.2", True)) == 2
     assert ("portal sign-in failed", "203.0.113.5", False) in events
     assert ("portal sign-in refused: too many failures", "192.0.2.3", False) in events
 

@@ -84,7 +84,12 @@ class LoginThrottle:
         window: float = 900,
         per_account_anywhere: int = 100,
     ) -> None:
-        self.limits = {"pair": per_account, "address": per_address, "account": per_account_anywhere}
+        self.limits = {
+            "pair": per_account,
+            "device": per_account,
+            "address": per_address,
+            "account": per_account_anywhere,
+        }
         self.window = window
         self._fails: dict[tuple[str, str], deque[float]] = {}
 
@@ -96,19 +101,21 @@ class LoginThrottle:
         return q
 
     @staticmethod
-    def _keys(username: str, address: str) -> list[tuple[str, str]]:
+    def _keys(username: str, address: str, device: str | None = None) -> list[tuple[str, str]]:
         account = username.strip().lower()
-        return [("pair", f"{account}\n{address}"), ("address", address), ("account", account)]
+        pair, by_address = ("pair", f"{account}\n{address}"), ("address", address)
+        if device is not None:
+            return [pair, by_address, ("device", f"{account}\n{device}")]
+        return [pair, by_address, ("account", account)]
 
-    def attempt(self, username: str, address: str, known: bool = False) -> tuple[int, float]:
+    def attempt(self, username: str, address: str, device: str | None = None) -> tuple[int, float]:
         """Count an attempt: (seconds until one is allowed, 0) when over a limit, else (0, its
-        mark) to pass to ``succeeded``. ``known``: the browser signed in to this account
-        before (its device cookie): the per-account limit from anywhere neither stops nor
-        counts it, so guesses from many addresses cannot lock the admin out of their own
-        browser (OWASP's device cookies); the limits per address still apply."""
-        keys = self._keys(username, address)
-        if known:
-            keys = keys[:2]
+        mark) to pass to ``succeeded``. ``device``: the id of the device cookie of a browser
+        that signed in to this account before. The per-account limit from anywhere neither
+        stops nor counts it, so guesses from many addresses cannot lock the admin out of
+        their own browser; its own failures are limited as an address's are (OWASP's device
+        cookies), so a copied cookie buys no more guesses than one address."""
+        keys = self._keys(username, address, device)
         wait = 0.0
         for kind, value in keys:
             q = self._recent((kind, value))
@@ -123,10 +130,15 @@ class LoginThrottle:
             self._recent(key).append(mark)
         return 0, mark
 
-    def succeeded(self, username: str, address: str, mark: float) -> None:
-        """Forgive the attempt that succeeded, and the account's failures from its address."""
-        keys = self._keys(username, address)
+    def succeeded(
+        self, username: str, address: str, mark: float, device: str | None = None
+    ) -> None:
+        """Forgive the attempt that succeeded, and the account's failures from its address
+        (and from its browser)."""
+        keys = self._keys(username, address, device)
         self._fails.pop(keys[0], None)
+        if device is not None:
+            self._fails.pop(keys[2], None)
         for key in keys[1:]:
             q = self._fails.get(key)
             if q is not None and mark in q:
@@ -395,9 +407,9 @@ class Portal:
         password = str(form.get("password", ""))
         nxt = str(form.get("next", "/admin/"))
         address = request.client.host if request.client else "-"
-        known = self._device_account(request) == username.lower()
-        wait, mark = self.throttle.attempt(username, address, known)
-        event = {"username": username[:64], "client": address, "known_device": known}
+        device = await self._known_device(request, username)
+        wait, mark = self.throttle.attempt(username, address, device)
+        event = {"username": username[:64], "client": address, "known_device": device is not None}
         if wait:
             log.warning("portal sign-in refused: too many failures", extra={"fields": event})
             return self.render(
@@ -410,17 +422,17 @@ class Portal:
                 error=f"Too many failed sign-ins. Try again in {wait // 60 + 1} minute(s).",
             )
 
-        def check() -> admins.Admin | None:
+        def check() -> admins.Candidate | None:
             with self.directory.read() as conn:
                 found = admins.lookup(conn, username)
             if not admins.password_matches(found, password) or found is None:
                 return None  # (an unknown account is checked against a dummy digest too)
             with self.directory.write() as conn:  # a short write, after the check
                 admins.record_login(conn, found.admin.pk)
-            return found.admin
+            return found
 
-        admin: admins.Admin | None = await self.db(check)
-        if admin is None:
+        found: admins.Candidate | None = await self.db(check)
+        if found is None:
             log.warning("portal sign-in failed", extra={"fields": event})
             return self.render(
                 request,
@@ -431,13 +443,16 @@ class Portal:
                 username=username,
                 error="Wrong username or password.",
             )
-        self.throttle.succeeded(username, address, mark)
+        admin = found.admin
+        self.throttle.succeeded(username, address, mark, device)
         await self._start_session(request, admin)
         log.info("portal sign-in", extra={"fields": event})
         response = RedirectResponse(_safe_next(nxt), status_code=303)
         response.set_cookie(
             DEVICE_COOKIE,
-            self._devices().dumps(username.lower()),
+            # The admin and its password: a password reset (or a new admin of the same name)
+            # makes the cookie worthless; signing out does not.
+            self._devices().dumps([admin.pk, self._password_tag(found), secrets.token_hex(8)]),
             max_age=DEVICE_SECONDS,
             path="/admin",
             secure=self.secure_cookies,
@@ -449,16 +464,34 @@ class Portal:
     def _devices(self) -> itsdangerous.URLSafeTimedSerializer:
         return itsdangerous.URLSafeTimedSerializer(self.cookie_key, salt="scimd device")
 
-    def _device_account(self, request: Request) -> str | None:
-        """The account this browser signed in to before (a signed cookie), if any."""
+    async def _known_device(self, request: Request, username: str) -> str | None:
+        """The id of this browser's device cookie when it signed in to ``username``'s account
+        (the same admin, since its last password reset), else None."""
         cookie = request.cookies.get(DEVICE_COOKIE)
-        if not cookie or not self.cookie_key:
+        if not cookie or not self.cookie_key or not username:
             return None
         try:
-            account = self._devices().loads(cookie, max_age=DEVICE_SECONDS)
+            data = self._devices().loads(cookie, max_age=DEVICE_SECONDS)
         except itsdangerous.BadData:
             return None
-        return account if isinstance(account, str) else None
+        if not (isinstance(data, list) and len(data) == 3):
+            return None
+        pk, tag, device = data
+
+        def current() -> admins.Candidate | None:
+            with self.directory.read() as conn:
+                return admins.lookup(conn, username)
+
+        found = await self.db(current)
+        if found is None or found.admin.pk != pk or tag != self._password_tag(found):
+            return None
+        return str(device)
+
+    def _password_tag(self, found: admins.Candidate) -> str:
+        """Changes when the password does (a new salt): keyed, so the cookie, which its
+        holder can read, tells nothing about the stored hash."""
+        mac = hmac.new(self.cookie_key.encode(), found.password_hash.encode(), "sha256")
+        return mac.hexdigest()[:16]
 
     async def _start_session(self, request: Request, admin: admins.Admin) -> None:
         """A fresh session (and CSRF token) after sign-in, recorded server-side."""
