@@ -105,7 +105,13 @@ async def _client_work(
             r = await c.patch(
                 f"/Groups/{group}", json=_ops({"op": "Add", "path": "members", "value": value})
             )
-            assert r.status_code in (204, 400), r.text
+            # A PATCH locks the users it adds before the group, a DELETE the groups a user
+            # leaves before the user: re-adding a member being deleted can deadlock, and the
+            # write is run again up to six times; on a busy machine (CI sharing its two cores)
+            # it lost all six once. That answer is a 503 that changed nothing, as it says.
+            assert r.status_code in (204, 400, 503), r.text
+            if r.status_code == 503:
+                assert "changed nothing" in r.json()["detail"]
         await asyncio.sleep(0)
 
 
