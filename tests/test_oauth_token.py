@@ -774,3 +774,23 @@ def test_a_token_asked_for_while_its_secret_is_revoked_does_not_outlive_it(
     finally:
         engine.dispose()
     assert outcome == ["invalid_client"] and left == 0
+
+
+def test_client_credentials_tokens_expire_in_an_hour_unless_told_otherwise(server: Server) -> None:
+    """Access tokens never expired unless a lifetime was given (RFC 9700 §2.2.2: short-lived);
+    a Bearer token application's secret, the token Entra stores, still never expires."""
+    with server.engine.begin() as conn:
+        cc, cc_secret = apps.create_app(conn, "cc", "client_credentials", BOTH, audit.CLI)
+        bearer, _ = apps.create_app(conn, "b", "bearer", BOTH, audit.CLI)
+        forever, forever_secret = apps.create_app(
+            conn, "f", "client_credentials", BOTH, audit.CLI, lifetime=0
+        )
+    assert (cc["token_lifetime"], bearer["token_lifetime"], forever["token_lifetime"]) == (
+        3600,
+        0,
+        0,
+    )
+    r = server.post_auth(cc["client_id"], cc_secret)
+    assert r.status_code == 200 and r.json()["expires_in"] == 3600
+    r = server.post_auth(forever["client_id"], forever_secret)
+    assert r.status_code == 200 and "expires_in" not in r.json()

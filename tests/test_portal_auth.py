@@ -286,6 +286,18 @@ def test_a_client_credentials_secret_is_not_offered_as_the_secret_token(portal: 
     r = portal.post(f"{APPS}/add", form, f"{APPS}/add")
     assert r.status_code == 200 and "Secret Token" not in r.text
     assert "/oauth2/server/token" in r.text and "not a token" in r.text
+    # The form's lifetime starts empty: the grant's default, an hour for client credentials.
+    assert (
+        'name="lifetime" type="number" min="0" step="1" value=""'
+        in portal.client.get(f"{APPS}/add").text
+    )
+    for name, grant in (("CC2", "client_credentials"), ("B2", "bearer")):
+        form = {"name": name, "grant": grant, "scope": ["USER SYNC"], "lifetime": ""}
+        assert portal.post(f"{APPS}/add", form, f"{APPS}/add").status_code == 200
+    with portal.engine.connect() as conn:
+        rows = conn.execute(sa.select(applications.c.name, applications.c.token_lifetime)).all()
+    lifetimes = {name: lifetime for name, lifetime in rows}
+    assert lifetimes == {"CC": 3600, "CC2": 3600, "B2": 0}
 
 
 def test_add_form_errors_are_shown(portal: Portal) -> None:

@@ -82,6 +82,9 @@ class Principal:
 
 
 MAX_LIFETIME = 366 * 24 * 3600
+# Access tokens of a Client credentials application, unless it says otherwise: short-lived by
+# default (RFC 9700 §2.2.2; Microsoft's gallery validation expects 60-360 minutes).
+DEFAULT_LIFETIME = 3600
 
 
 def create_app(
@@ -90,11 +93,15 @@ def create_app(
     grant: str,
     scopes: list[str],
     actor: A.Actor,
-    lifetime: int = 0,
+    lifetime: int | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Create an application; returns its row and the client secret (shown once)."""
+    """Create an application; returns its row and the client secret (shown once).
+    ``lifetime`` None: a Bearer token application's secret never expires (it is the
+    token), a Client credentials application's access tokens last an hour."""
     if not name.strip():
         raise InvalidValue("an application needs a name")
+    if lifetime is None:
+        lifetime = DEFAULT_LIFETIME if canonical_grant(grant) == "client_credentials" else 0
     if not 0 <= lifetime <= MAX_LIFETIME:
         raise InvalidValue(
             f"token lifetime is seconds from 0 to {MAX_LIFETIME} (a year; 0 = never expires)"

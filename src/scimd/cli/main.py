@@ -465,11 +465,15 @@ def apps_create(
         ),
     ] = None,
     lifetime: Annotated[
-        int,
+        int | None,
         typer.Option(
-            metavar="SECONDS", help="Access token lifetime in seconds (0 = never expires)."
+            metavar="SECONDS",
+            help=(
+                "Access token lifetime of a client_credentials application, in seconds"
+                " (default 3600; 0 = never expires)."
+            ),
         ),
-    ] = 0,
+    ] = None,
     database_url: DbUrl = None,
     as_json: Json = False,
 ) -> None:

@@ -589,7 +589,7 @@ class Portal:
         )
 
     async def apps_add(self, request: Request) -> Response:
-        blank = {"name": "", "grant": "bearer", "scopes": list(apps_mod.SCOPES), "lifetime": 0}
+        blank = {"name": "", "grant": "bearer", "scopes": list(apps_mod.SCOPES), "lifetime": ""}
         if request.method == "GET":
             return self._add_form(request, blank, None)
         form = await self.form(request)
@@ -599,15 +599,15 @@ class Portal:
         name = str(form.get("name", "")).strip()
         grant = str(form.get("grant", "bearer"))
         scopes = [str(s) for s in form.getlist("scope")]
-        raw_lifetime = str(form.get("lifetime", "0")).strip() or "0"
+        raw_lifetime = str(form.get("lifetime", "")).strip()
         values: dict[str, Any] = {
             "name": name,
             "grant": grant,
             "scopes": scopes,
             "lifetime": raw_lifetime,
         }
-        try:
-            lifetime = int(raw_lifetime)
+        try:  # empty: the grant's default (apps.create_app)
+            lifetime = int(raw_lifetime) if raw_lifetime else None
         except ValueError:
             return self._add_form(request, values, "Token lifetime must be a whole number.")
         admin: admins.Admin = request.state.admin
