@@ -399,3 +399,28 @@ def test_a_write_waiting_at_shutdown_is_cancelled_not_committed_later(
         assert [r.status_code for r in replies] == [503]
         assert replies[0].headers["content-type"] == "application/scim+json"
         assert replies[0].headers["retry-after"] == "5"  # once (it was "5, 5")
+
+
+@pytest.mark.parametrize(("setting", "idle", "kept"), [(None, 6.0, True), ("1", 2.5, False)])
+def test_idle_keep_alive_connections_outlast_a_proxys(
+    tmp_path: Path, setting: str | None, idle: float, kept: bool
+) -> None:
+    """uvicorn closed idle connections after 5 s, while the proxies in front of scimd keep
+    theirs ~60 s: a request reusing one at that moment got no answer. The default is 75 s
+    (``SCIMD_KEEP_ALIVE_TIMEOUT``)."""
+    import socket
+
+    env = {"SCIMD_KEEP_ALIVE_TIMEOUT": setting} if setting else None
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    with (
+        start_server(sqlite_url(tmp_path / "k.db"), log_dir=tmp_path, env=env) as server,
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock,
+    ):
+        sock.sendall(request)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        time.sleep(idle)  # idle, as a proxy's pooled connection is between requests
+        if kept:
+            sock.sendall(request)
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        else:
+            assert sock.recv(65536) == b""  # the server closed it

@@ -61,6 +61,10 @@ class Settings:
     # closes their connections. Without a bound one client sending its body a byte at a time
     # kept the process alive until it was killed (losing the last access log lines).
     shutdown_timeout: int = 15
+    # Seconds an idle keep-alive connection stays open. Longer than the proxies in front keep
+    # theirs (nginx and cloud load balancers: 60 s): uvicorn's 5 s closed connections a proxy
+    # was about to reuse, and a request sent at that moment got no answer (a 502).
+    keep_alive_timeout: int = 75
 
 
 # SCIMD_ variables that are not settings: the settings file, and the test and benchmark tools'.
@@ -187,6 +191,11 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
     out = replace(s, **typed)
     if not 0 <= out.port <= 65535:
         raise SettingsError(f"{where.get('port', 'port')}: {out.port} is not a TCP port (0-65535)")
+    if out.keep_alive_timeout < 1:
+        raise SettingsError(
+            f"{where.get('keep_alive_timeout', 'keep_alive_timeout')}:"
+            f" {out.keep_alive_timeout} is not a number of seconds (1 or more)"
+        )
     for name in ("database_timeout", "shutdown_timeout"):
         if getattr(out, name) < 0:
             raise SettingsError(

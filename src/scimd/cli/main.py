@@ -266,6 +266,7 @@ def serve(
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=s.shutdown_timeout or None,
+        timeout_keep_alive=s.keep_alive_timeout,
         proxy_headers=bool(s.forwarded_allow_ips.strip()),
         forwarded_allow_ips=s.forwarded_allow_ips.strip() or None,
     )
