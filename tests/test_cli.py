@@ -640,3 +640,33 @@ def test_a_full_disk_is_named_as_such(tmp_path: Path) -> None:
     assert done.returncode == 1, done.stderr
     assert f"the disk holding {disk} is full" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_audit_prune_removes_old_records_in_batches_and_records_itself(db: str) -> None:
+    """The audit log grew without bound (~8,000 records a minute under a busy sync) and
+    nothing removed any: ``scimd audit prune --older-than DAYS``."""
+    from scimd.store import audit as audit_mod
+    from scimd.store.tables import audit as audit_table
+
+    _ok("apps", "create", "--name", "x", "--database-url", db)  # a recent record
+    engine = create_engine(db)
+    try:
+        with engine.begin() as conn:
+            for day in range(1, 8):
+                row = audit_mod.values(audit_mod.CLI, "create", "User", f"old{day}")
+                row["at"] = f"2020-01-0{day}T00:00:00.000Z"
+                conn.execute(audit_table.insert().values(row))
+        assert audit_mod.prune(engine, "2020-01-03T00:00:00.000Z", audit_mod.CLI, batch=1) == 2
+        out = _ok("audit", "prune", "--older-than", "30", "--database-url", db)
+        assert "removed 5 audit record(s)" in out
+        with engine.connect() as conn:
+            left = conn.execute(
+                sa.select(audit_table.c.operation, audit_table.c.detail).order_by(audit_table.c.pk)
+            ).all()
+    finally:
+        engine.dispose()
+    assert [op for op, _ in left] == ["app.create", "audit.prune", "audit.prune"]
+    detail = left[-1][1]
+    assert (json.loads(detail) if isinstance(detail, str) else detail)["removed"] == 5
+    result = runner.invoke(app, ["audit", "prune", "--older-than", "0", "--database-url", db])
+    assert result.exit_code != 0

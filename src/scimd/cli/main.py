@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final, TypeVar
 
@@ -51,6 +52,9 @@ props_app = typer.Typer(
 )
 db_app = typer.Typer(
     help="Database schema migrations.", rich_markup_mode=MARKDOWN, no_args_is_help=True
+)
+audit_app = typer.Typer(
+    help="The audit log of changes.", rich_markup_mode=MARKDOWN, no_args_is_help=True
 )
 admin_app = typer.Typer(
     help="Admin accounts of the work portal.", rich_markup_mode=MARKDOWN, no_args_is_help=True
@@ -95,6 +99,7 @@ app.add_typer(apps_app, name="apps")
 app.add_typer(props_app, name="properties")
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
+app.add_typer(audit_app, name="audit")
 
 DbUrl = Annotated[
     str | None,
@@ -771,3 +776,27 @@ def db_current(database_url: DbUrl = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# -- audit ---------------------------------------------------------------------------------
+@audit_app.command("prune")
+def audit_prune(
+    older_than: Annotated[
+        int,
+        typer.Option(metavar="DAYS", min=1, help="Delete the records older than this many days."),
+    ],
+    database_url: DbUrl = None,
+) -> None:
+    """Delete old audit records (the log grows with every change; keep what your retention
+    policy asks for). Runs in small batches beside a live server."""
+    before = (datetime.now(UTC) - timedelta(days=older_than)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    def go() -> int:
+        engine = _engine(database_url, create=False)
+        try:
+            return audit.prune(engine, before, audit.CLI)
+        finally:
+            engine.dispose()
+
+    removed = _run(go)
+    typer.echo(f"removed {removed} audit record(s) made before {before}")

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from scimd.scim.values import now_datetime
+from scimd.store.engine import write_transaction
 from scimd.store.prepared import StatementCache, dump_json
 from scimd.store.tables import audit
 
@@ -77,3 +78,29 @@ def history(
     if actor is not None:
         q = q.where(audit.c.actor == actor)
     return [dict(r._mapping) for r in conn.execute(q)]
+
+
+PRUNE_BATCH = 5000
+
+
+def prune(engine: sa.Engine, before: str, actor: Actor, batch: int = PRUNE_BATCH) -> int:
+    """Delete the records made before ``before`` (a ``meta`` dateTime, UTC), oldest first, in
+    transactions of ``batch`` rows, so that SCIM writes wait for one short batch at most and
+    not for the whole table. Records the prune itself. Returns how many went."""
+    old = (
+        sa.select(audit.c.pk)
+        .where(audit.c.at < sa.bindparam("before"))
+        .order_by(audit.c.pk)
+        .limit(batch)
+        .scalar_subquery()
+    )
+    removed = 0
+    while True:
+        with write_transaction(engine) as conn:
+            n = conn.execute(audit.delete().where(audit.c.pk.in_(old)), {"before": before})
+            count = int(n.rowcount or 0)
+            removed += count
+            if count < batch:
+                detail = {"before": before, "removed": removed}
+                record(conn, actor, "audit.prune", "Audit", None, detail)
+                return removed

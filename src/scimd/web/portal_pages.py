@@ -74,6 +74,7 @@ OPERATIONS = (
     "admin.create",
     "admin.reset_password",
     "admin.delete",
+    "audit.prune",
 )
 UNSUPPORTED_NOTE = (
     "Only basic, single-valued types are offered, as in Entra's set-up for this app: references "
