@@ -1698,3 +1698,43 @@ def test_bulk_a_bulk_id_that_is_not_text_fails_its_operation(api: Api) -> None:
     assert [m["value"] for m in api.req("GET", f"/Groups/{gid}").json()["members"]] == [uid]
     found = api.req("GET", '/Users?filter=userName eq "n@x.com"').json()
     assert found["totalResults"] == 0
+
+
+def test_searches_that_may_scan_run_off_the_event_loop(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite a filter no index answers (or a sort, or a deep page) ran on the event loop:
+    a 55 ms scan held every other request as long. They run in the search threads; Entra's
+    userName probes and plain pages stay on the loop."""
+    import threading
+
+    from scimd.store.directory import Directory
+
+    where: list[str] = []
+    search, page = Directory.search, Directory.page
+
+    def spy_search(self: Directory, *a: Any, **kw: Any) -> Any:
+        where.append(threading.current_thread().name)
+        return search(self, *a, **kw)
+
+    def spy_page(self: Directory, *a: Any, **kw: Any) -> Any:
+        where.append(threading.current_thread().name)
+        return page(self, *a, **kw)
+
+    monkeypatch.setattr(Directory, "search", spy_search)
+    monkeypatch.setattr(Directory, "page", spy_page)
+    api.user("scan@x.com", title="t")
+    cases = [
+        ({"filter": 'title eq "t"'}, True),
+        ({"filter": 'userName eq "scan@x.com"'}, False),
+        ({"sortBy": "title"}, True),
+        ({}, False),
+        ({"startIndex": "20000"}, True),
+        ({"cursor": "", "filter": 'title sw "t"'}, True),
+        ({"cursor": ""}, False),
+    ]
+    for params, off_loop in cases:
+        where.clear()
+        r = api.req("GET", "/Users", params=params)
+        assert r.status_code == 200, r.text
+        assert [w.startswith("scimd-search") for w in where] == [off_loop], (params, where)

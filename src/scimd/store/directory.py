@@ -467,6 +467,10 @@ class Directory:
             next_cursor = C.seal(key, query, last, now) if more and last is not None else None
             return Listing(total, 1, resources, next_cursor, True)
 
+    def indexed(self, name: str, flt: Filter) -> bool:
+        """Whether an index answers ``flt`` (Entra's ``userName eq`` probes): no scan."""
+        return self._probe(name, flt) is not None
+
     def _probe(self, name: str, flt: Filter | None) -> tuple[str, Any] | None:
         """(column, value) when ``flt`` is an ``eq`` on an indexed core attribute.
 
