@@ -647,6 +647,7 @@ def test_audit_prune_removes_old_records_in_batches_and_records_itself(db: str) 
     nothing removed any: ``scimd audit prune --older-than DAYS``."""
     from scimd.store import audit as audit_mod
     from scimd.store.tables import audit as audit_table
+    from support.live_server import run_scimd
 
     _ok("apps", "create", "--name", "x", "--database-url", db)  # a recent record
     engine = create_engine(db)
@@ -657,7 +658,9 @@ def test_audit_prune_removes_old_records_in_batches_and_records_itself(db: str) 
                 row["at"] = f"2020-01-0{day}T00:00:00.000Z"
                 conn.execute(audit_table.insert().values(row))
         assert audit_mod.prune(engine, "2020-01-03T00:00:00.000Z", audit_mod.CLI, batch=1) == 2
-        out = _ok("audit", "prune", "--older-than", "30", "--database-url", db)
+        # As the documented command runs (python -m, the console script's module): the
+        # command was first defined below the module's __main__ guard, and missing there.
+        out = run_scimd("audit", "prune", "--older-than", "30", "--database-url", db).stdout
         assert "removed 5 audit record(s)" in out
         with engine.connect() as conn:
             left = conn.execute(

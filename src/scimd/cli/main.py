@@ -774,10 +774,6 @@ def db_current(database_url: DbUrl = None) -> None:
     engine.dispose()
 
 
-if __name__ == "__main__":
-    main()
-
-
 # -- audit ---------------------------------------------------------------------------------
 @audit_app.command("prune")
 def audit_prune(
@@ -800,3 +796,7 @@ def audit_prune(
 
     removed = _run(go)
     typer.echo(f"removed {removed} audit record(s) made before {before}")
+
+
+if __name__ == "__main__":
+    main()
