@@ -244,6 +244,19 @@ class Directory:
         for conn in conns:
             conn.close()
 
+    def interrupt_threads(self, threads: set[int]) -> None:
+        """SQLite: stop the statements that the connections of ``threads`` run (``interrupt``
+        is safe from another thread), so that they can be closed: a scan still running at
+        shutdown failed the app's shutdown when its connection was closed under it."""
+        if not self.sqlite:
+            return
+        with self._lock:
+            theirs = [c for c, t in self._open.items() if t in threads]
+        for conn in theirs:
+            driver = onloop.driver_of(conn)
+            if driver is not None:
+                driver.interrupt()
+
     def sever_thread(self, thread: int) -> None:
         """Shut down the sockets of a thread's network connections, from another thread: a
         statement waiting on a silent server then fails at once (``onloop.sever``)."""

@@ -8,9 +8,11 @@ parameters are ignored. Each handler parses, makes one directory call and render
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hmac
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -114,7 +116,12 @@ class Scim:
         self.group_commit = GroupCommit(directory)
         # Searches that may scan, on SQLite (``Work.scans``): two at a time, each thread with
         # its own connection.
-        self.scanners = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scimd-search")
+        self._scanner_threads: set[int] = set()
+        self.scanners = ThreadPoolExecutor(
+            max_workers=2,
+            thread_name_prefix="scimd-search",
+            initializer=lambda: self._scanner_threads.add(threading.get_ident()),
+        )
         # A network database: calls run in greenlets on the loop, on their own connections.
         self.runner = (
             LoopRunner(
@@ -148,7 +155,12 @@ class Scim:
         return await self.group_commit.run(functools.partial(fn, *args, **kw))
 
     async def aclose(self) -> None:
-        self.scanners.shutdown(wait=False)
+        # Searches still queued are dropped (their requests were answered at shutdown) and
+        # the ones running are interrupted, so that their connections close with the rest.
+        self.scanners.shutdown(wait=False, cancel_futures=True)
+        self.directory.interrupt_threads(self._scanner_threads)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.to_thread(self.scanners.shutdown, wait=True), 5)
         if self.runner is not None:
             await self.runner.close()
 
