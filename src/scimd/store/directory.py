@@ -98,6 +98,7 @@ class Directory:
         self.engine = engine
         self.properties_urn = properties_urn
         self._lock = threading.Lock()
+        self._probed: tuple[str | None, Filter | None, tuple[str, Any] | None] = (None, None, None)
         self._local = threading.local()
         # Every thread's connections, so that ``close`` ends them all: the portal's worker
         # threads leave theirs behind, garbage collected open once the threads are gone.
@@ -491,11 +492,19 @@ class Directory:
         """
         if flt is None:
             return None
+        # The web layer asks first (``indexed``: may the search scan?), then the search: one
+        # bind of the request's filter, not two (~3 µs of a ~80 µs userName probe).
+        last_name, last_flt, last = self._probed
+        if flt is last_flt and name == last_name:
+            return last
         try:
             bound = bind(flt, self._user_type[1] if name == "User" else S.GROUP_TYPE)
         except InvalidFilter:
-            return None
-        return self.repos[name].indexed_eq(bound)
+            found = None
+        else:
+            found = self.repos[name].indexed_eq(bound)
+        self._probed = (name, flt, found)  # one tuple: a thread reads all of it or none
+        return found
 
     def _type_at(self, conn: sa.Connection, name: str, v: versions.Versions) -> S.ResourceType:
         """The resource type at schema version ``v.schema`` (reloaded if the cache is older)."""

@@ -201,6 +201,17 @@ def json_reply(body: Any, status: int = 200, etag: str | None = None, **extra: s
     return Reply(status, orjson.dumps(body), headers)
 
 
+# A request cancelled by uvicorn past the shutdown timeout (it got a plain-text 500).
+STOPPED = (
+    "the server stopped while this request ran (a change it made may have been saved): retry it"
+)
+
+
+def stopped_reply() -> Reply:
+    """What a request cut off at shutdown answers: a 503 (with Retry-After) to retry."""
+    return error_reply(ScimError(STOPPED, status=503))
+
+
 def error_reply(err: ScimError) -> Reply:
     reply = json_reply(err.to_dict(), err.status)
     if isinstance(err, InvalidToken):

@@ -23,6 +23,8 @@ from prometheus_client.utils import floatToGoString
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from scimd.web.exchange import stopped_reply
+
 # The id of the request being answered in this task, for the log lines it causes: an error
 # line without it could be matched to its access line (and the id a 500 tells the client) only
 # by time and path.
@@ -300,27 +302,8 @@ class ObservabilityMiddleware:
             # then got a plain-text 500. A client is told to retry elsewhere or later.
             if started:
                 raise
-            status = 503
-            await send_wrapper(
-                {"type": "http.response.start", "status": 503, "headers": _STOPPING_HEADERS}
-            )
-            await send_wrapper({"type": "http.response.body", "body": _STOPPING})
+            reply = stopped_reply()
+            status = reply.status
+            await reply.send(send_wrapper, False)
         finally:
             self.observer.finish(scope, rid, status, start)
-
-
-_STOPPING = orjson.dumps(
-    {
-        "schemas": ["urn:ietf:params:scim:api:messages:2.0:Error"],
-        "status": "503",
-        "detail": (
-            "the server stopped while this request ran (a change it made may have been"
-            " saved): retry it"
-        ),
-    }
-)
-_STOPPING_HEADERS = [
-    (b"content-type", b"application/scim+json"),
-    (b"content-length", str(len(_STOPPING)).encode()),
-    (b"retry-after", b"5"),
-]
