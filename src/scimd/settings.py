@@ -65,6 +65,10 @@ class Settings:
     # theirs (nginx and cloud load balancers: 60 s): uvicorn's 5 s closed connections a proxy
     # was about to reuse, and a request sent at that moment got no answer (a 502).
     keep_alive_timeout: int = 75
+    # Days of audit records a server keeps: older ones are deleted at start and hourly
+    # (``store.retention``). 0 keeps every record (``scimd audit prune`` removes them by hand):
+    # an audit trail is deleted only when its owner says how long it must be kept.
+    audit_retention_days: int = 0
 
 
 # SCIMD_ variables that are not settings: the settings file, and the test and benchmark tools'.
@@ -202,6 +206,12 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
                 f"{where.get(name, name)}: {getattr(out, name)} is negative (seconds; 0 waits"
                 " forever)"
             )
+    if out.audit_retention_days < 0:
+        raise SettingsError(
+            f"{where.get('audit_retention_days', 'audit_retention_days')}:"
+            f" {out.audit_retention_days} is negative (days of audit records to keep; 0 keeps"
+            " them all)"
+        )
     if out.public_url:
         out = replace(out, public_url=_public_url(out.public_url, where.get("public_url")))
     if out.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):

@@ -14,7 +14,6 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Final, TypeVar
 
@@ -237,6 +236,12 @@ def serve(
     shown = s.public_url or f"http://{s.host}:{s.port}"
     typer.echo(f"scimd serving {shown}/scim/v2/ (database {_safe_url(s.database_url)})", err=True)
     typer.echo(f"Work portal: {shown}/admin/", err=True)
+    if s.audit_retention_days:
+        typer.echo(
+            f"Audit log: records older than {s.audit_retention_days} day(s) are deleted"
+            " at start and hourly (audit_retention_days)",
+            err=True,
+        )
     me, db = _self_command(), _url_argument(s.database_url)
     if setup_token:
         typer.echo(
@@ -785,7 +790,7 @@ def audit_prune(
 ) -> None:
     """Delete old audit records (the log grows with every change; keep what your retention
     policy asks for). Runs in small batches beside a live server."""
-    before = (datetime.now(UTC) - timedelta(days=older_than)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    before = audit.cutoff(older_than)
 
     def go() -> int:
         engine = _engine(database_url, create=False)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -83,10 +85,27 @@ def history(
 PRUNE_BATCH = 5000
 
 
-def prune(engine: sa.Engine, before: str, actor: Actor, batch: int = PRUNE_BATCH) -> int:
+def cutoff(days: int, now: datetime | None = None) -> str:
+    """The ``at`` before which records are more than ``days`` old (UTC, as ``at`` is written)."""
+    when = (now or datetime.now(UTC)) - timedelta(days=days)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def prune(
+    engine: sa.Engine,
+    before: str,
+    actor: Actor,
+    batch: int = PRUNE_BATCH,
+    *,
+    between: Callable[[], bool] | None = None,
+    record_empty: bool = True,
+) -> int:
     """Delete the records made before ``before`` (a ``meta`` dateTime, UTC), oldest first, in
     transactions of ``batch`` rows, so that SCIM writes wait for one short batch at most and
-    not for the whole table. Records the prune itself. Returns how many went."""
+    not for the whole table. Records the prune itself (unless it removed nothing and
+    ``record_empty`` is false: an hourly prune would otherwise add a record an hour).
+    ``between`` runs between two batches; it returns True to stop early (a server stopping).
+    Returns how many went."""
     old = (
         sa.select(audit.c.pk)
         .where(audit.c.at < sa.bindparam("before"))
@@ -100,7 +119,16 @@ def prune(engine: sa.Engine, before: str, actor: Actor, batch: int = PRUNE_BATCH
             n = conn.execute(audit.delete().where(audit.c.pk.in_(old)), {"before": before})
             count = int(n.rowcount or 0)
             removed += count
-            if count < batch:
-                detail = {"before": before, "removed": removed}
-                record(conn, actor, "audit.prune", "Audit", None, detail)
-                return removed
+            done = count < batch
+            if done and (removed or record_empty):
+                record(conn, actor, "audit.prune", "Audit", None, _pruned(before, removed))
+        if done:
+            return removed
+        if between is not None and between():  # after the commit: never holding the lock
+            with write_transaction(engine) as conn:
+                record(conn, actor, "audit.prune", "Audit", None, _pruned(before, removed))
+            return removed
+
+
+def _pruned(before: str, removed: int) -> dict[str, Any]:
+    return {"before": before, "removed": removed}

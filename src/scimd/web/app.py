@@ -28,6 +28,7 @@ from scimd.store import properties as props
 from scimd.store.checkpoint import Checkpointer
 from scimd.store.directory import Directory
 from scimd.store.engine import create_engine, write_transaction
+from scimd.store.retention import AuditRetention
 from scimd.web import portal_pages
 from scimd.web.http import error_response
 from scimd.web.oauth import TokenEndpoint
@@ -165,11 +166,14 @@ def create_app(
         )
 
     checkpointer = Checkpointer(engine)  # SQLite: WAL checkpoints off the request path
+    retention = AuditRetention(engine, settings.audit_retention_days)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         checkpointer.start()
+        retention.start()
         yield
+        retention.stop()
         if access_log is not None:
             access_log.flush()
         portal.close()

@@ -1,0 +1,80 @@
+"""Audit retention: a server thread deletes the audit records older than a number of days.
+
+The audit log keeps every change, about 8,000 records a minute under a busy sync, and
+``scimd audit prune`` removes old ones only when someone remembers to run it. With
+``audit_retention_days`` set, each server prunes at start and then hourly, in the batches of
+``audit.prune``, pausing between them so that a busy server's writes take the lock in turn
+(on SQLite its requests wait for a batch asynchronously, never on the event loop). Several
+server processes on one database each prune: the deletes are idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import sqlalchemy as sa
+
+from scimd.store import audit
+
+log = logging.getLogger("scimd.store")
+
+SYSTEM = audit.Actor("system", None, "audit retention")
+# Seconds between two prunes, and the pause between two batches of one.
+INTERVAL = 3600.0
+PAUSE = 0.05
+
+
+class AuditRetention:
+    """A daemon thread pruning the audit log of ``engine`` to the last ``days`` days; 0: off."""
+
+    def __init__(
+        self, engine: sa.Engine, days: int, *, interval: float = INTERVAL, pause: float = PAUSE
+    ) -> None:
+        self.engine = engine
+        self.days = days
+        self.interval = interval
+        self.pause = pause
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.days <= 0 or self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="scimd-retention", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop after the batch in progress (a prune's batches are each committed)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stop.set()
+        thread.join()
+
+    def prune(self) -> int:
+        """One prune now; returns how many records went."""
+        return audit.prune(
+            self.engine,
+            audit.cutoff(self.days),
+            SYSTEM,
+            between=lambda: self._stop.wait(self.pause),
+            record_empty=False,
+        )
+
+    def _run(self) -> None:
+        wait = 0.0
+        while not self._stop.wait(wait):
+            wait = self.interval
+            try:
+                removed = self.prune()
+            except sa.exc.SQLAlchemyError as e:  # e.g. the database is away: the next one
+                log.warning("audit retention: the prune failed (%s); it runs again later", e)
+                continue
+            if removed:
+                log.info(
+                    "audit retention: removed %d record(s) older than %d day(s)",
+                    removed,
+                    self.days,
+                )

@@ -1,0 +1,141 @@
+"""Audit retention: a server set to keep N days of audit records deletes the older ones."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from scimd.settings import SettingsError, load
+from scimd.store import audit
+from scimd.store.engine import create_engine
+from scimd.store.migrate import ensure_current
+from scimd.store.retention import AuditRetention
+from scimd.store.tables import audit as audit_table
+from support.live_server import sqlite_url, start_server
+
+WAIT = 60.0  # a bound on waiting for the thread, not a measurement
+
+
+def _age(days: float) -> str:
+    return (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _add(engine: sa.Engine, ages: list[float]) -> None:
+    with engine.begin() as conn:
+        for i, days in enumerate(ages):
+            row = audit.values(audit.CLI, "user.create", "User", f"u{days}-{i}")
+            row["at"] = _age(days)
+            conn.execute(audit_table.insert().values(row))
+
+
+def _rows(engine: sa.Engine) -> list[tuple[str, str | None, str, str | None]]:
+    with engine.connect() as conn:
+        q = sa.select(
+            audit_table.c.operation,
+            audit_table.c.resource_id,
+            audit_table.c.actor_type,
+            audit_table.c.detail,
+        ).order_by(audit_table.c.pk)
+        return [tuple(r) for r in conn.execute(q)]  # type: ignore[misc]
+
+
+def _wait_for(condition: object, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still waiting for {what}")
+        time.sleep(0.05)
+
+
+def _detail(text: str | None) -> dict[str, object]:
+    assert text is not None
+    return json.loads(text) if isinstance(text, str) else text
+
+
+def test_a_server_keeps_the_days_it_is_told_to_keep(tmp_path: Path) -> None:
+    """The audit log grew without bound unless someone ran ``scimd audit prune``. With
+    SCIMD_AUDIT_RETENTION_DAYS a server removes older records at start (and hourly), and
+    records that it did, as the system."""
+    url = sqlite_url(tmp_path / "r.db")
+    engine = create_engine(url)
+    ensure_current(engine)
+    _add(engine, [400, 31, 29, 1])
+    env = {"SCIMD_AUDIT_RETENTION_DAYS": "30"}
+    try:
+        with start_server(url, log_dir=tmp_path, env=env) as server:
+            _wait_for(lambda: len(_rows(engine)) == 3, "the prune")
+            assert "older than 30 day(s) are deleted" in server.stderr_text()
+        rows = _rows(engine)
+    finally:
+        engine.dispose()
+    assert [r[1] for r in rows[:2]] == ["u29-2", "u1-3"]
+    op, _, actor_type, detail = rows[2]
+    assert (op, actor_type) == ("audit.prune", "system")
+    assert _detail(detail)["removed"] == 2
+
+
+def test_without_a_retention_nothing_is_removed(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "r.db")
+    engine = create_engine(url)
+    ensure_current(engine)
+    _add(engine, [4000, 1])
+    try:
+        with start_server(url, log_dir=tmp_path):
+            pass
+        assert [r[1] for r in _rows(engine)] == ["u4000-0", "u1-1"]
+    finally:
+        engine.dispose()
+
+
+def test_the_thread_prunes_again_and_adds_no_record_when_nothing_went(
+    any_database_url: str,
+) -> None:
+    """Hourly prunes that find nothing would add a record an hour: they add none."""
+    engine = create_engine(any_database_url)
+    ensure_current(engine)
+    _add(engine, [10, 1])
+    retention = AuditRetention(engine, 5, interval=0.05, pause=0)
+    retention.start()
+    try:
+        _wait_for(lambda: [r[1] for r in _rows(engine)][:1] == ["u1-1"], "the first prune")
+        _add(engine, [6])  # old when written: the next prune takes it
+        _wait_for(lambda: len(_rows(engine)) == 3, "the second prune")
+        time.sleep(0.3)  # a few more prunes, each finding nothing
+    finally:
+        retention.stop()
+    rows = _rows(engine)
+    engine.dispose()
+    assert [r[0] for r in rows] == ["user.create", "audit.prune", "audit.prune"]
+    assert [_detail(r[3])["removed"] for r in rows[1:]] == [1, 1]
+
+
+def test_a_prune_stopped_between_batches_records_what_went(any_database_url: str) -> None:
+    """A server stopping ends its prune after the batch in progress (each is committed),
+    and says how many went."""
+    engine = create_engine(any_database_url)
+    ensure_current(engine)
+    _add(engine, [9, 8, 7])
+    calls: list[int] = []
+
+    def stop_after_two() -> bool:
+        calls.append(1)
+        return len(calls) == 2
+
+    removed = audit.prune(engine, _age(5), audit.CLI, batch=1, between=stop_after_two)
+    rows = _rows(engine)
+    engine.dispose()
+    assert removed == 2
+    assert [r[1] for r in rows[:1]] == ["u7-2"]
+    assert rows[1][0] == "audit.prune" and _detail(rows[1][3])["removed"] == 2
+
+
+def test_a_negative_retention_is_refused() -> None:
+    with pytest.raises(SettingsError, match="-1 is negative"):
+        load(audit_retention_days=-1)
+    assert load(audit_retention_days="30").audit_retention_days == 30
+    assert load().audit_retention_days == 0  # an audit trail is kept until its owner says
