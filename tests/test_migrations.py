@@ -91,3 +91,122 @@ def test_another_applications_or_a_newer_database_is_refused_untouched(
             migrate.ensure_current(engine)
     finally:
         engine.dispose()
+
+
+# What the reverted revision 0007 (commits 7020758..9a1f267) made on SQLite, as it made it.
+_REVERTED_0007 = (
+    "CREATE TABLE member_groups (member_id VARCHAR(64) NOT NULL, group_pk INTEGER NOT NULL,"
+    " CONSTRAINT pk_member_groups PRIMARY KEY (member_id, group_pk)) WITHOUT ROWID",
+    "CREATE TABLE member_groups_pending (member_id VARCHAR(64) NOT NULL,"
+    " group_pk INTEGER NOT NULL,"
+    " CONSTRAINT pk_member_groups_pending PRIMARY KEY (member_id, group_pk)) WITHOUT ROWID",
+    "INSERT INTO member_groups (member_id, group_pk)"
+    " SELECT member_id, group_pk FROM members ORDER BY member_id, group_pk",
+    "CREATE TRIGGER members_added AFTER INSERT ON members BEGIN"
+    " INSERT INTO member_groups_pending (member_id, group_pk)"
+    " VALUES (NEW.member_id, NEW.group_pk) ON CONFLICT DO NOTHING; END",
+    "CREATE TRIGGER members_removed AFTER DELETE ON members BEGIN"
+    " INSERT INTO member_groups_pending (member_id, group_pk)"
+    " VALUES (OLD.member_id, OLD.group_pk) ON CONFLICT DO NOTHING; END",
+    "CREATE TRIGGER members_moved AFTER UPDATE OF member_id, group_pk ON members BEGIN"
+    " INSERT INTO member_groups_pending (member_id, group_pk)"
+    " VALUES (OLD.member_id, OLD.group_pk), (NEW.member_id, NEW.group_pk)"
+    " ON CONFLICT DO NOTHING; END",
+    "DROP INDEX ix_members_member_id",
+    "UPDATE alembic_version SET version_num = '0007'",
+)
+
+
+def test_a_database_the_reverted_revision_0007_upgraded_upgrades_to_the_head(
+    tmp_path: Path,
+) -> None:
+    """A revision shipped and then reverted by deleting its file: the databases it had
+    upgraded were refused ("made by a newer scimd") with no way forward, and setting their
+    revision back by hand left its triggers filling a table nothing read, and every
+    User.groups lookup scanning all memberships. Such a database now upgrades to the head,
+    with its memberships and the member -> groups index."""
+    import sqlalchemy as sa
+
+    from support.live_server import run_scimd
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    engine = create_engine(url)
+    try:
+        migrate.upgrade(engine, "0006")
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO members VALUES (1, 'u1', 'User'), (2, 'u1', 'User')"))
+            for statement in _REVERTED_0007:
+                conn.execute(sa.text(statement))
+        out = run_scimd("db", "upgrade", "--database-url", url).stdout
+        assert f"database at revision {migrate.head()}" in out
+        with engine.connect() as conn:
+            names = {
+                name
+                for (name,) in conn.execute(
+                    sa.text("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")
+                )
+            }
+            plan = " ".join(
+                str(row[-1])
+                for row in conn.execute(
+                    sa.text("EXPLAIN QUERY PLAN SELECT group_pk FROM members WHERE member_id = 'u1'")
+                )
+            )
+            kept = conn.execute(sa.text("SELECT count(*) FROM members")).scalar_one()
+            differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    finally:
+        engine.dispose()
+    assert not names & {"member_groups", "member_groups_pending", "members_added"}, names
+    assert "ix_members_member_id" in plan, plan
+    assert kept == 2 and differences == []
+
+
+def test_sqlite_upgrades_started_together_wait_for_each_other(tmp_path: Path) -> None:
+    """Alembic reads the revision, then writes: in a deferred SQLite transaction a second
+    upgrade at once failed with "database is locked" (15 of 30 commands, three at a time), as
+    did one of two servers started together on a new file. The upgrade now takes the write
+    lock at its BEGIN, as PostgreSQL's takes its advisory lock."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'together.db'}"
+    command = [sys.executable, "-m", "scimd.cli.main", "db", "upgrade", "--database-url", url]
+    for _ in range(3):  # a new file, then two rounds with nothing left to do
+        runs = [
+            subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(3)
+        ]
+        outcomes = [(run.communicate(timeout=120)[1], run.returncode) for run in runs]
+        assert [code for _, code in outcomes] == [0, 0, 0], outcomes
+    engine = create_engine(url)
+    assert migrate.current(engine) == migrate.head()
+    engine.dispose()
+
+
+def test_commands_other_than_serve_and_upgrade_leave_an_older_schema_alone(
+    tmp_path: Path,
+) -> None:
+    """Every command upgraded a database that was behind, under older servers still running
+    on it: one, deleting a group as its schema allowed, left memberships behind that the next
+    new group inherited. Only `serve` and `db upgrade` upgrade now; the others say what to
+    do, and an empty database is still created by any of them."""
+    from support.live_server import ScimdCommandError, run_scimd
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    migrate.upgrade(engine, "0005")
+    with pytest.raises(ScimdCommandError) as refused:
+        run_scimd("apps", "list", "--database-url", url)
+    said = str(refused.value)
+    assert "exited with 1" in said and "schema revision 0005" in said, said
+    assert "scimd db upgrade" in said and "Traceback" not in said
+    assert migrate.current(engine) == "0005"  # untouched
+    run_scimd("db", "upgrade", "--database-url", url)
+    assert migrate.current(engine) == migrate.head()
+    assert "[]" in run_scimd("apps", "list", "--json", "--database-url", url).stdout
+    engine.dispose()
+    fresh = f"sqlite:///{tmp_path / 'new.db'}"
+    run_scimd("apps", "create", "--name", "x", "--database-url", fresh)
+    engine = create_engine(fresh)
+    assert migrate.current(engine) == migrate.head()
+    engine.dispose()

@@ -136,7 +136,7 @@ def _engine(url: str | None, create: bool = True) -> sa.Engine:
                 raise ScimError(f"no database at {path}: check --database-url / SCIMD_DATABASE_URL")
             made = Path(path).expanduser().absolute()
     engine = _new_engine(url)
-    migrate.ensure_current(engine)
+    migrate.ensure_current(engine, upgrade_behind=False)
     if made is not None:  # a mistyped path made a database no server uses: say where
         typer.echo(f"note: created a new database at {made}", err=True)
     return engine

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -9,6 +11,8 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+
+from scimd.store.engine import write_transaction
 
 _HERE = Path(__file__).parent / "migrations"
 
@@ -74,25 +78,52 @@ def _check_known(conn: sa.Connection) -> None:
 
 
 def upgrade(engine: sa.Engine, revision: str = "head") -> None:
-    with engine.begin() as conn:
+    with _upgrade_transaction(engine) as conn:
         if engine.dialect.name == "postgresql":
             # Two servers starting on an empty database both created the tables, and one
             # died on a duplicate key (7 times in 8). The second now waits for the first's
             # upgrade (DDL is transactional here) and finds nothing left to do.
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
-            if revision == "head" and MigrationContext.configure(conn).get_current_revision() == (
-                head()
-            ):
-                return
+        if revision == "head" and MigrationContext.configure(conn).get_current_revision() == (
+            head()
+        ):
+            return
         _check_known(conn)
         command.upgrade(_config(conn), revision)
 
 
-def ensure_current(engine: sa.Engine) -> None:
-    """Upgrade the database to the newest schema if it is behind (an empty one included)."""
+@contextmanager
+def _upgrade_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
+    """On SQLite the upgrade holds the write lock from its BEGIN (IMMEDIATE), as PostgreSQL's
+    holds its advisory lock: Alembic reads the revision and then writes, and in a deferred
+    transaction a second process upgrading at once failed on "database is locked" (15 of 30
+    commands, three upgrades at a time) instead of waiting and finding nothing to do."""
+    if engine.dialect.name == "sqlite":
+        with write_transaction(engine) as conn:
+            yield conn
+    else:
+        with engine.begin() as conn:
+            yield conn
+
+
+def ensure_current(engine: sa.Engine, *, upgrade_behind: bool = True) -> None:
+    """Upgrade the database to the newest schema if it is behind (an empty one included).
+
+    ``upgrade_behind=False`` (commands other than ``serve`` and ``db upgrade``): create the
+    schema of an empty database, but refuse one made by an older scimd. Any command used to
+    upgrade it, under older servers still running on it: one of them, deleting a group the way
+    its schema allowed, left memberships behind that a new group then inherited."""
     if engine.dialect.name == "postgresql":
         check_postgres(engine)
-    if current(engine) != head():
+    at = current(engine)
+    if at != head():
+        if at is not None and not upgrade_behind:
+            check_known(engine)  # a newer scimd's database is refused as such
+            raise DatabaseBehind(
+                f"this database is at schema revision {at} and this scimd uses {head()}:"
+                " stop every server of the older scimd that uses it, then run `scimd db"
+                " upgrade` (or start `scimd serve`, which upgrades it)"
+            )
         upgrade(engine)  # after check_known
     check_counters(engine)
 
@@ -111,6 +142,10 @@ def check_counters(engine: sa.Engine) -> None:
 
 class DatabaseUnsupported(RuntimeError):
     """A database scimd cannot work with, and why."""
+
+
+class DatabaseBehind(DatabaseUnsupported):
+    """A database an older scimd made, which only ``serve`` and ``db upgrade`` upgrade."""
 
 
 def check_postgres(engine: sa.Engine) -> None:
