@@ -146,11 +146,9 @@ def test_a_database_the_reverted_revision_0007_upgraded_upgrades_to_the_head(
                     sa.text("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')")
                 )
             }
+            lookup = "SELECT group_pk FROM members WHERE member_id = 'u1'"
             plan = " ".join(
-                str(row[-1])
-                for row in conn.execute(
-                    sa.text("EXPLAIN QUERY PLAN SELECT group_pk FROM members WHERE member_id = 'u1'")
-                )
+                str(row[-1]) for row in conn.execute(sa.text(f"EXPLAIN QUERY PLAN {lookup}"))
             )
             kept = conn.execute(sa.text("SELECT count(*) FROM members")).scalar_one()
             differences = compare_metadata(MigrationContext.configure(conn), metadata)

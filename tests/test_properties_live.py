@@ -338,3 +338,48 @@ def test_large_decimal_values_read_back_and_compare_alike_on_both_databases(
     finally:
         d.close()
         engine.dispose()
+
+
+def test_datetime_offsets_postgresql_cannot_cast_are_stored_in_utc(any_database_url: str) -> None:
+    """A DateTime sent at +20:00 (RFC 3339 allows offsets to 23:59) was kept as sent, and
+    every filter and sort on its property was then a 500 on PostgreSQL, which casts offsets
+    up to 15:59 only. Such values are stored in UTC; "+00:60" and other scripts' digits,
+    which Python's parser took, are refused."""
+    from scimd.scim.errors import InvalidValue
+    from scimd.scim.filter import parse
+    from scimd.store import audit, migrate
+    from scimd.store import properties as props
+    from scimd.store.directory import Directory
+    from scimd.store.engine import create_engine, write_transaction
+
+    engine = create_engine(any_database_url)
+    migrate.ensure_current(engine)
+    with write_transaction(engine) as conn:
+        props.add_property(conn, "HiredAt", "DateTime", "", audit.CLI)
+    d = Directory(engine)
+    base = "http://x"
+    try:
+        stored = {}
+        for name, value in (
+            ("east", "2020-01-01T00:00:00+20:00"),  # 2019-12-31T04:00Z
+            ("kept", "2020-01-01T00:00:00+15:59"),  # 2019-12-31T08:01Z
+            ("west", "2020-01-01T00:00:00-23:59"),  # 2020-01-01T23:59Z
+        ):
+            made = d.create("User", {"userName": name, PROPS: {"HiredAt": value}}, audit.CLI, base)
+            assert made.resource is not None
+            stored[name] = made.resource[PROPS]["HiredAt"]
+        assert stored == {
+            "east": "2019-12-31T04:00:00.000Z",
+            "kept": "2020-01-01T00:00:00+15:59",
+            "west": "2020-01-01T23:59:00.000Z",
+        }
+        found = d.search("User", parse(f'{PROPS}:HiredAt gt "2019-12-31T06:00:00Z"'), base)
+        assert sorted(u["userName"] for u in found.resources) == ["kept", "west"]
+        ordered = d.search("User", None, base, sort_by=f"{PROPS}:HiredAt")
+        assert [u["userName"] for u in ordered.resources] == ["east", "kept", "west"]
+        for bad in ("2020-01-01T00:00:00+00:60", "2020-01-01T00:00:00.123456\u0663Z"):
+            with pytest.raises(InvalidValue, match="HiredAt"):
+                d.create("User", {"userName": "bad", PROPS: {"HiredAt": bad}}, audit.CLI, base)
+    finally:
+        d.close()
+        engine.dispose()

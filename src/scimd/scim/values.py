@@ -24,9 +24,23 @@ from scimd.scim.filter import NUL_IN_TEXT
 _INT_MAX = 2**63 - 1
 
 
+# The ISO 8601 dateTimes scimd reads, in ASCII digits: Python's fromisoformat also took other
+# scripts' digits and ignored whatever followed a fraction's sixth digit ("00.1234567xZ"), and
+# stored such a text as sent; PostgreSQL's filters, whose \d is ASCII, then disagreed with
+# SQLite's. Offsets: hours 00-23 and minutes 00-59 (RFC 3339 §5.6; Python read "+00:60" as an
+# hour).
+_ISO_DATETIME = re.compile(
+    r"[0-9]{4}-?[0-9]{2}-?[0-9]{2}"
+    r"([Tt ][0-9]{2}(:?[0-9]{2}(:?[0-9]{2}([.,][0-9]+)?)?)?"
+    r"([Zz]|[+-](0[0-9]|1[0-9]|2[0-3])(:?[0-5][0-9])?)?)?"
+)
+
+
 def _utc(text: str) -> datetime | None:
     """An ISO 8601 dateTime in UTC (naive values are taken as UTC); None if it is not one, or
     if its offset moves it out of years 1-9999 (OverflowError)."""
+    if not _ISO_DATETIME.fullmatch(text.strip()):
+        return None
     try:
         dt = datetime.fromisoformat(text.strip())
         return (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).astimezone(UTC)
@@ -44,10 +58,16 @@ def canonical_datetime(value: str) -> str | None:
 # the same way. A DateTime value sent in it is kept as sent; other ISO 8601 forms are stored
 # in UTC to the millisecond (a value without an offset is taken as UTC). ``store.sqlfilter``
 # casts only texts of this form.
-RFC3339 = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})"
+# Offsets kept as sent are those PostgreSQL casts (up to 15:59): a value sent at +20:00, which
+# RFC 3339 allows, was stored as sent, and every filter and sort on its property was then a
+# 500 there ("time zone displacement out of range"); it is stored in UTC now.
+RFC3339 = (
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"(Z|[+-](0[0-9]|1[0-5]):[0-5][0-9])"
+)
 _RFC3339 = re.compile(RFC3339)
 # The fraction of a dateTime's seconds, as written.
-_FRACTION = re.compile(r"T\d{2}:\d{2}:\d{2}\.(\d+)")
+_FRACTION = re.compile(r"T[0-9]{2}:[0-9]{2}:[0-9]{2}\.([0-9]+)")
 
 
 def instant(value: Any) -> str | None:
@@ -76,6 +96,8 @@ def finer_than_stored(value: str) -> bool:
 
 
 def _is_iso(value: str) -> bool:
+    if not _ISO_DATETIME.fullmatch(value.strip()):
+        return False
     try:
         datetime.fromisoformat(value.strip())
     except ValueError:
@@ -98,7 +120,7 @@ def _format(dt: datetime, fraction: str | None = None) -> str:
     )
 
 
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def _type_name(attr: S.Attribute) -> str:
@@ -115,7 +137,7 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
             if "\x00" in value:
                 raise InvalidValue(f"'{where}': {NUL_IN_TEXT}")
             if attr.value_format == "date":
-                if not _DATE.match(value):
+                if not _DATE.fullmatch(value):
                     raise _bad(attr, value, where)
                 try:
                     date.fromisoformat(value)
