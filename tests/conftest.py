@@ -11,6 +11,7 @@ Layout (add new fixtures under the matching heading):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -18,6 +19,25 @@ import pytest
 from support.live_server import LiveServer, free_port, provisioned_server, sqlite_url, start_server
 
 __all__ = ["free_port", "live_server", "start_server"]
+
+
+# --------------------------------------------------------------------------------------------
+# The environment
+# --------------------------------------------------------------------------------------------
+
+# Settings a developer's shell may hold (SCIMD_PORT for a server of their own, a
+# SCIMD_DATABASE_URL): every command and server the tests start would read them, and tests of
+# the defaults failed. The tests' own variables stay.
+_KEPT = ("SCIMD_TEST_", "SCIMD_BENCH_", "SCIMD_FUZZ_", "SCIMD_SCREENSHOTS")
+_CLEARED = sorted(
+    name for name in os.environ if name.startswith("SCIMD_") and not name.startswith(_KEPT)
+)
+for _name in _CLEARED:
+    del os.environ[_name]
+
+
+def pytest_report_header() -> list[str]:
+    return [f"cleared for the tests: {', '.join(_CLEARED)}"] if _CLEARED else []
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from scimd.auth import apps
 from scimd.cli.main import app
 from scimd.store.engine import create_engine
+from support.live_server import free_port, start_server
 
 runner = CliRunner()
 
@@ -331,7 +332,7 @@ def _scimd(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
         (["apps", "list", "--database-url", "postgres://u@h/d"], {}, "write postgresql+psycopg://"),
         (["apps", "list", "--database-url", "scimd.db"], {}, "e.g. sqlite:///scimd.db"),
         (
-            ["serve", "--database-url", "sqlite:////dev/null/x.db"],
+            ["serve", "--port", str(free_port()), "--database-url", "sqlite:////dev/null/x.db"],
             {},
             "cannot make the database's directory (File exists): /dev/null",
         ),
@@ -371,6 +372,9 @@ def test_commands_on_what_exists_do_not_create_a_database(tmp_path: Path) -> Non
     done = _scimd("db", "current", "--database-url", url)  # it made an empty database
     assert done.returncode == 1 and "no database at" in done.stderr, done.stderr
     assert not missing.exists() and not missing.parent.exists()
+    # Three slashes are relative to the current directory: said, with the absolute form.
+    r = runner.invoke(app, ["apps", "list", "--database-url", "sqlite:///var/lib/typo.db"])
+    assert "relative to the current directory" in r.output and "sqlite:////" in r.output
     # A command that makes what it needs says where it made the database.
     r = runner.invoke(app, ["apps", "create", "--name", "a", "--json", "--database-url", url])
     assert r.exit_code == 0 and f"note: created a new database at {missing}" in r.stderr
@@ -410,7 +414,8 @@ def test_a_database_scimd_did_not_make_is_refused_untouched(tmp_path: Path) -> N
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
     newer_engine.dispose()
     engine.dispose()
-    for args in (["apps", "list"], ["db", "upgrade"], ["db", "current"], ["serve"]):
+    serve = ["serve", "--port", str(free_port())]  # not 8000: a tour's server may hold it
+    for args in (["apps", "list"], ["db", "upgrade"], ["db", "current"], serve):
         done = _scimd(*args, "--database-url", newer)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert "schema revision 0099, which this scimd does not know" in done.stderr
@@ -554,10 +559,12 @@ def test_a_process_set_to_another_properties_urn_is_refused(db: str) -> None:
     d.create("User", {"userName": "u@x.com", URN: {"Badge": "B-7"}}, audit.CLI, "http://x")
     d.close()
     other = {"SCIMD_PROPERTIES_URN": "urn:example:other:2.0:UserProperties"}
-    for args in (["properties", "remove", "Badge", "--yes"], ["properties", "list"], ["serve"]):
+    serve = ["serve", "--port", str(free_port())]
+    for args in (["properties", "remove", "Badge", "--yes"], ["properties", "list"], serve):
         done = _scimd(*args, "--database-url", db, env=other)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert f"keeps custom user properties under {URN}" in done.stderr, done.stderr
+        assert "scimd serving" not in done.stderr  # a refusal comes alone, no banner first
     assert "Badge" in _ok("properties", "list", "--database-url", db)
     # Until a property is defined the URN may change; the first definition records it.
     fresh = db.replace("cli.db", "fresh.db")
@@ -673,3 +680,13 @@ def test_audit_prune_removes_old_records_in_batches_and_records_itself(db: str) 
     assert (json.loads(detail) if isinstance(detail, str) else detail)["removed"] == 5
     result = runner.invoke(app, ["audit", "prune", "--older-than", "0", "--database-url", db])
     assert result.exit_code != 0
+
+
+def test_serve_says_when_it_made_a_new_database(tmp_path: Path) -> None:
+    """`serve` on a mistyped path (sqlite:/// is relative) made a new empty database and
+    said nothing: it looked like lost data. It says so, as the other commands do."""
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    with start_server(url, log_dir=tmp_path / "first") as server:
+        assert f"note: created a new database at {tmp_path / 'new.db'}" in server.stderr_text()
+    with start_server(url, log_dir=tmp_path / "again") as server:
+        assert "created a new database" not in server.stderr_text()

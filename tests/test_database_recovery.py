@@ -299,3 +299,35 @@ def test_a_write_lock_held_by_another_process_stops_no_read(tmp_path: Path) -> N
             timeout=20,
         )
         assert r.json()["totalResults"] == 1
+
+
+def test_a_write_refused_for_another_process_lock_says_so(tmp_path: Path) -> None:
+    """The 503 a write gets when another process held SQLite's write lock past the wait said
+    only "the database is unavailable": an operator could not tell it from a lost disk."""
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from scimd.store.engine import create_engine
+    from scimd.web.scim import unavailable_detail
+
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (x INTEGER)"))
+    holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA busy_timeout=0")
+            conn.commit()
+            with pytest.raises(sa.exc.OperationalError) as refused, conn.begin():
+                conn.execute(sa.text("INSERT INTO t VALUES (1)"))
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()
+    assert "locked by another process" in unavailable_detail(refused.value)
+    assert unavailable_detail(sa.exc.OperationalError("x", None, OSError("gone"))) == (
+        "the database is unavailable; retry the request"
+    )

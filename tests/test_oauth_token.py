@@ -794,3 +794,14 @@ def test_client_credentials_tokens_expire_in_an_hour_unless_told_otherwise(serve
     assert r.status_code == 200 and r.json()["expires_in"] == 3600
     r = server.post_auth(forever["client_id"], forever_secret)
     assert r.status_code == 200 and "expires_in" not in r.json()
+
+
+def test_a_request_without_credentials_is_told_how_to_send_them(server: Server) -> None:
+    """Nothing sent was answered "client authentication failed", which did not say what was
+    missing. A wrong secret still gets the one answer that names no part."""
+    body = oauth_error(server.token({"grant_type": "client_credentials"}), 401, "invalid_client")
+    assert "HTTP Basic" in body["error_description"]
+    assert "client_secret_post" in body["error_description"]
+    cid, _ = server.app()
+    wrong = oauth_error(server.post_auth(cid, "not-the-secret"), 401, "invalid_client")
+    assert wrong["error_description"] == "client authentication failed"

@@ -477,3 +477,19 @@ def test_a_server_stopping_during_searches_shuts_down_cleanly(tmp_path: Path) ->
         log = server.stderr_text()
     assert "Application shutdown complete" in log, log[-3000:]
     assert "shutdown failed" not in log
+
+
+def test_a_scim_request_to_the_wrong_base_is_told_the_right_one(
+    client: tuple[TestClient, str],
+) -> None:
+    """A Tenant URL without /scim/v2 (https://HOST/, https://HOST/scim) got a bare plain-text
+    "Not Found", and Entra's Test Connection failed without saying why."""
+    c, token = client
+    h = {"Authorization": f"Bearer {token}"}
+    for path in ("/Users", "/scim/Users", "/scim", "/scim/v1/Users", "/v2/Groups"):
+        r = c.get(path, headers=h)
+        assert r.status_code == 404, path
+        assert r.headers["content-type"].startswith("application/scim+json"), path
+        assert "SCIM base is http://testserver/scim/v2/" in r.json()["detail"], path
+    other = c.get("/favicon.ico")
+    assert (other.status_code, other.text) == (404, "Not Found")

@@ -106,7 +106,8 @@ DbUrl = Annotated[
         "--database-url",
         envvar="SCIMD_DATABASE_URL",
         metavar="URL",
-        help="sqlite:///path/to.db (default sqlite:///scimd.db) or postgresql+psycopg://...",
+        help="sqlite:///relative/path.db, sqlite:////absolute/path.db (default"
+        " sqlite:///scimd.db) or postgresql+psycopg://...",
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.", metavar="")]
@@ -133,7 +134,7 @@ def _engine(url: str | None, create: bool = True) -> sa.Engine:
             raise ScimError(f"{url} is an in-memory database, gone when this command ends")
         if not path.startswith("file:") and not Path(path).exists():
             if not create:
-                raise ScimError(f"no database at {path}: check --database-url / SCIMD_DATABASE_URL")
+                raise ScimError(_no_database(path))
             made = Path(path).expanduser().absolute()
     engine = _new_engine(url)
     migrate.ensure_current(engine, upgrade_behind=False)
@@ -228,13 +229,19 @@ def serve(
             " give one with --port (or SCIMD_PORT)"
         )
     _check_listen(s.host, s.port)
+    file = _sqlite_file(s.database_url)
+    new_file = file is not None and not file.exists()
     engine = _new_engine(s.database_url, s)
     migrate.ensure_current(engine)
+    with engine.connect() as conn:  # before anything is printed: a refusal comes alone
+        props_mod.check_urn(conn, s.properties_urn)
     with write_transaction(engine) as conn:
         n_apps: int = conn.execute(sa.text("SELECT count(*) FROM applications")).scalar_one()
         setup_token = admins_mod.new_setup_token(conn)
     shown = s.public_url or f"http://{s.host}:{s.port}"
     typer.echo(f"scimd serving {shown}/scim/v2/ (database {_safe_url(s.database_url)})", err=True)
+    if new_file:  # a mistyped path (sqlite:/// is relative) would look like lost data
+        typer.echo(f"note: created a new database at {file}", err=True)
     typer.echo(f"Work portal: {shown}/admin/", err=True)
     if s.audit_retention_days:
         typer.echo(
@@ -331,6 +338,19 @@ def _sqlite_file(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or _in_memory(path) or path.startswith("file:"):
         return None
     return Path(path).expanduser().absolute()
+
+
+def _no_database(path: str) -> str:
+    """Three slashes name a path relative to the current directory, four an absolute one:
+    ``sqlite:///var/lib/scimd.db`` looked for var/lib/scimd.db here, and said only that it
+    was not there."""
+    said = f"no database at {path}"
+    if not Path(path).expanduser().is_absolute():
+        said += (
+            f" (relative to the current directory, {Path.cwd()}: sqlite:/// with three slashes"
+            " names a relative path; an absolute one takes four, sqlite:////var/lib/scimd.db)"
+        )
+    return f"{said}: check --database-url / SCIMD_DATABASE_URL"
 
 
 def _in_memory(path: str) -> bool:
@@ -772,7 +792,7 @@ def db_current(database_url: DbUrl = None) -> None:
     url = database_url or s.database_url
     file = _sqlite_file(url)
     if file is not None and not file.exists():  # opening it would make an empty database
-        _fail(f"no database at {file}: check --database-url / SCIMD_DATABASE_URL")
+        _fail(_no_database(str(sa.engine.make_url(url).database)))
     engine = _new_engine(url, s)
     migrate.check_known(engine)
     typer.echo(f"current: {migrate.current(engine)}  head: {migrate.head()}")

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -44,6 +44,23 @@ from scimd.web.scim import Scim, database_unavailable, unavailable_detail
 
 log = logging.getLogger("scimd.web")
 _SLASHES = re.compile(r"/{2,}")
+# First path segments of SCIM requests sent to the wrong base (no /scim/v2, or another version).
+_SCIM_WORDS = frozenset(
+    (
+        "scim",
+        "v1",
+        "v2",
+        "users",
+        "groups",
+        "me",
+        "bulk",
+        ".search",
+        "schemas",
+        "resourcetypes",
+        "serviceproviderconfig",
+        "serviceproviderconfigs",
+    )
+)
 
 
 def _normalised(scope: Scope) -> Scope:
@@ -200,6 +217,22 @@ def create_app(
             {"Retry-After": "5"},
         )
 
+    async def not_found(request: Request, exc: Exception) -> Response:
+        # A Tenant URL missing its /scim/v2 (https://HOST/, https://HOST/scim) got a bare
+        # "Not Found": Test Connection then failed without a word on what was wrong.
+        first = request.url.path.strip("/").split("/", 1)[0].lower()
+        if first in _SCIM_WORDS:
+            base = scim.base(request)
+            return error_response(
+                ScimError(
+                    f"no SCIM endpoint at {request.url.path}: this server's SCIM base is"
+                    f" {base}/ (the Tenant URL to give Entra ID), e.g. {base}/Users",
+                    status=404,
+                )
+            )
+        detail = getattr(exc, "detail", "Not Found")
+        return PlainTextResponse(str(detail), status_code=404)
+
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(
@@ -218,6 +251,7 @@ def create_app(
         ],
         lifespan=lifespan,
         exception_handlers={
+            404: not_found,
             ClientDisconnect: client_gone,
             sa.exc.OperationalError: database_gone,
             sa.exc.InterfaceError: database_gone,

@@ -176,6 +176,14 @@ def client_credentials(authorization: str | None, form: dict[str, str]) -> tuple
         ):
             raise TokenError("invalid_request", "client_secret differs from the Basic credentials")
         return client_id, client_secret
+    if posted_id is None and posted_secret is None:  # nothing sent: say how to send it
+        raise TokenError(
+            "invalid_client",
+            "no client credentials: send the client id and secret with HTTP Basic"
+            " (client_secret_basic) or as client_id and client_secret in the form body"
+            " (client_secret_post)",
+            401,
+        )
     if posted_id is None or posted_secret is None:
         raise invalid_client()
     return posted_id, posted_secret

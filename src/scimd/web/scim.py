@@ -659,6 +659,13 @@ def unavailable_detail(error: Exception) -> str:
             f"the database did not answer within {error.seconds:g} s; retry the request"
             " (a change it asked for may have been saved: read it back first)"
         )
+    if is_busy(error):
+        # SQLite's write lock, held past the wait by another process (a command, a backup,
+        # another server): said as such, so that an operator knows where to look.
+        return (
+            "the database is locked by another process (a command, a backup or another"
+            " server writing); retry the request"
+        )
     return "the database is unavailable; retry the request"
 
 
