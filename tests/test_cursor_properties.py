@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scimd.scim.filter import parse
+from scimd.scim.values import fold
 from scimd.store import audit, migrate
 from scimd.store import properties as props
 from scimd.store.directory import Directory
@@ -92,7 +93,7 @@ user_bodies = st.fixed_dictionaries(
             ),
             min_size=1,
             max_size=2,
-            unique_by=lambda e: e["value"].lower(),
+            unique_by=lambda e: fold(e["value"]),
         ).filter(lambda es: sum(bool(e.get("primary")) for e in es) <= 1),
         PROPS: st.fixed_dictionaries(
             {},

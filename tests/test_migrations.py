@@ -208,3 +208,43 @@ def test_commands_other_than_serve_and_upgrade_leave_an_older_schema_alone(
     engine = create_engine(fresh)
     assert migrate.current(engine) == migrate.head()
     engine.dispose()
+
+
+def test_stored_lower_cased_names_are_folded_with_one_small_sigma(any_database_url: str) -> None:
+    """Names stored lower-cased before 0009 keep a final sigma that lookups no longer send
+    ("ΟΔΟΣ" was stored "οδος", and `userName eq "ΟΔΟΣ"` now asks for "οδοσ"). 0009 folds
+    them; a name whose new form another row holds keeps its old one instead of failing."""
+    import sqlalchemy as sa
+
+    from scimd.scim.filter import parse
+    from scimd.store.directory import Directory
+
+    final, small = "\u03c2", "\u03c3"
+    engine = create_engine(any_database_url)
+    try:
+        migrate.upgrade(engine, "0008")
+        with engine.begin() as conn:
+            for pk, (name, low) in enumerate(
+                [("ΟΔΟΣ", f"οδο{final}"), ("ΝΟΣ", f"νο{final}"), ("νοσ", f"νο{small}")],  # noqa: RUF001
+                1,
+            ):
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO users (pk, id, user_name, user_name_lower, created,"
+                        " last_modified, version, doc) VALUES (:pk, :id, :name, :low,"
+                        " '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 1, :doc)"
+                    ),
+                    {"pk": pk, "id": f"u{pk}", "name": name, "low": low, "doc": "{}"},
+                )
+        migrate.ensure_current(engine)
+        with engine.connect() as conn:
+            lows = dict(conn.execute(sa.text("SELECT id, user_name_lower FROM users")).all())
+        d = Directory(engine)
+        try:
+            found = d.search("User", parse('userName eq "ΟΔΟΣ"'), "http://x").resources
+        finally:
+            d.close()
+    finally:
+        engine.dispose()
+    assert lows == {"u1": f"οδο{small}", "u2": f"νο{final}", "u3": f"νο{small}"}  # noqa: RUF001
+    assert [u["id"] for u in found] == ["u1"]

@@ -24,6 +24,7 @@ from scimd.scim import schema as S
 from scimd.scim.errors import InvalidFilter, InvalidValue
 from scimd.scim.filter import AttrPath, Filter, Present, parse, render_literal
 from scimd.scim.query import bind, matches, values_at
+from scimd.scim.values import fold
 from scimd.store import tables
 from scimd.store.engine import create_engine
 from scimd.store.sqlfilter import compile_filter, sort_clauses, sort_key, sort_value
@@ -174,7 +175,7 @@ def insert(
                 {
                     "id": u.id,
                     "user_name": u.doc["userName"],
-                    "user_name_lower": u.doc["userName"].lower(),
+                    "user_name_lower": fold(u.doc["userName"]),
                     "external_id": u.doc.get("externalId"),
                     "active": u.doc.get("active"),
                     "created": u.created,
@@ -191,7 +192,7 @@ def insert(
             .values(
                 id=g.id,
                 display_name=g.doc["displayName"],
-                display_name_lower=g.doc["displayName"].lower(),
+                display_name_lower=fold(g.doc["displayName"]),
                 external_id=g.doc.get("externalId"),
                 created=g.created,
                 last_modified=g.last_modified,
@@ -850,7 +851,7 @@ def datasets(draw: st.DrawFn, alphabet: str) -> tuple[list[StoredUser], list[Sto
     """1-6 users with unique ids and userNames, and 0-3 groups with some of them as members."""
     docs = draw(
         st.lists(
-            user_docs(alphabet), min_size=1, max_size=6, unique_by=lambda d: d["userName"].lower()
+            user_docs(alphabet), min_size=1, max_size=6, unique_by=lambda d: fold(d["userName"])
         )
     )
     ids = draw(
@@ -871,7 +872,7 @@ def datasets(draw: st.DrawFn, alphabet: str) -> tuple[list[StoredUser], list[Sto
         )
         for i, d in zip(ids, docs, strict=True)
     ]
-    names = draw(st.lists(texts(alphabet, min_size=1, max_size=4), max_size=3, unique_by=str.lower))
+    names = draw(st.lists(texts(alphabet, min_size=1, max_size=4), max_size=3, unique_by=fold))
     groups = [
         StoredGroup(
             f"g{n}{draw(st.sampled_from(['', 'X', 'x']))}",
@@ -1152,3 +1153,29 @@ def test_sort_matches_sort_value(backend: Backend, data: st.DataObject) -> None:
         got: list[str] = list(conn.scalars(sa.select(tables.users.c.id).order_by(*order)))
         trans.rollback()
     assert got == python_order(resources, path, descending)
+
+
+@pytest.mark.parametrize("op", ["sw", "ew", "co"])
+def test_an_exact_substring_matches_without_case_across_a_final_sigma(
+    backend: Backend, conn: sa.Connection, op: str
+) -> None:
+    """lower() writes a capital sigma as the final sigma at a word's end only: "ΑΣ" lowered
+    did not start "ΑΣΒ" lowered, and `sw`, `ew` and `co` missed substrings a case-sensitive
+    comparison finds, in the evaluator and in both databases' SQL alike."""
+    names = {  # Greek letters, some of them drawn like Latin ones
+        "ΑΣΒ": ("ΑΣ", "Β", "Σ"),  # noqa: RUF001
+        "ΟΔΟΣ ΑΒ": ("ΟΔΟΣ", "Σ ΑΒ", "ΟΣ "),  # noqa: RUF001
+        "ας": ("ασ", "σ", "σ"),  # noqa: RUF001
+    }
+    users = [
+        StoredUser(f"s{i}", {"userName": name, "displayName": name, PROPS: {"Code": name}})
+        for i, name in enumerate(names)
+    ]
+    insert(conn, users)
+    resources = [render_user(u, []) for u in users]
+    for i, (name, parts) in enumerate(names.items()):
+        part = parts[("sw", "ew", "co").index(op)]
+        for path in ("userName", "displayName", f"{PROPS}:Code"):
+            f = bind(parse(f"{path} {op} {render_literal(part)}"), RT)
+            assert f"s{i}" in model_ids(resources, f, RT), (path, name, part)
+            assert sql_ids(conn, backend, f, RT) == model_ids(resources, f, RT), (path, part)

@@ -32,6 +32,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
+from scimd.scim.values import fold
 from support.live_server import provisioned_server
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -85,7 +86,7 @@ class Directory(RuleBasedStateMachine):
 
     # -- helpers ------------------------------------------------------------------------------
     def _taken(self, table: dict[str, Any], name: str, attr: str, but: str | None = None) -> bool:
-        return any(getattr(v, attr).lower() == name.lower() for k, v in table.items() if k != but)
+        return any(fold(getattr(v, attr)) == fold(name) for k, v in table.items() if k != but)
 
     def _groups_of(self, uid: str) -> frozenset[tuple[str, str]]:
         return frozenset(

@@ -30,7 +30,13 @@ from scimd.scim.filter import (
     ValuePath,
 )
 from scimd.scim.resource import schemas_of
-from scimd.scim.values import canonical_datetime, coerce_scalar, finer_than_stored, instant
+from scimd.scim.values import (
+    canonical_datetime,
+    coerce_scalar,
+    finer_than_stored,
+    fold,
+    instant,
+)
 
 STRINGISH = frozenset({S.STRING, S.REFERENCE, S.BINARY})
 ORDERED = frozenset({S.STRING, S.REFERENCE, S.INTEGER, S.DECIMAL, S.DATETIME})
@@ -312,7 +318,7 @@ def compare(op: str, x: Any, v: Literal, attr: S.Attribute) -> bool:
         if not isinstance(x, str) or not isinstance(v, str):
             return False
         if not attr.case_exact:
-            x, v = x.lower(), v.lower()
+            x, v = fold(x), fold(v)
     elif t == S.BOOLEAN:
         return op == "eq" and isinstance(x, bool) and x is v
     else:

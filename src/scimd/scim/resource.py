@@ -16,7 +16,7 @@ from scimd.scim import schema as S
 from scimd.scim.errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability, NotFound
 from scimd.scim.filter import NUL_IN_TEXT
 from scimd.scim.passwords import Hashed, hash_password
-from scimd.scim.values import coerce_scalar
+from scimd.scim.values import coerce_scalar, fold
 
 # Keys a client may send that the server owns.
 _SERVER_OWNED = frozenset({"id", "meta", "schemas"})
@@ -151,7 +151,7 @@ def element_key(attr: S.Attribute, item: dict[str, Any]) -> frozenset[tuple[str,
     again beside itself). None for an element that is not an object of scalars."""
     try:
         return frozenset(
-            (k, v.lower() if isinstance(v, str) and _folds(attr, k) else v)
+            (k, fold(v) if isinstance(v, str) and _folds(attr, k) else v)
             for k, v in item.items()
             if k != "primary"
         )

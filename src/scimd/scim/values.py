@@ -48,6 +48,18 @@ def _utc(text: str) -> datetime | None:
         return None
 
 
+FINAL_SIGMA, SIGMA = "\u03c2", "\u03c3"
+
+
+def fold(text: str) -> str:
+    """A string as compared without case (``caseExact`` false, RFC 7643 §2.2): ``str.lower()``,
+    with the final sigma (U+03C2) as the other small sigma (U+03C3). lower() writes a capital
+    sigma as the final one at the end of a word only, so "ΑΣ" did not start "ΑΣΒ": ``sw``,
+    ``ew`` and ``co`` missed substrings that even a case-sensitive comparison finds. ``store``
+    folds the same way in SQL and in its lower-cased columns."""
+    return text.lower().replace(FINAL_SIGMA, SIGMA)
+
+
 def canonical_datetime(value: str) -> str | None:
     """Parse an ISO 8601 / RFC 3339 dateTime; naive values are taken as UTC."""
     dt = _utc(value)

@@ -12,7 +12,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from scimd.scim.values import instant
+from scimd.scim.values import fold, instant
 
 # The automatic checkpoint of request connections, in pages. ``store.checkpoint.Checkpointer``
 # copies the log back into the database file in the background long before it gets this large;
@@ -49,8 +49,8 @@ def json_text(value: Any) -> str:
 
 
 def _py_lower(value: Any) -> Any:
-    """SQLite's lower() folds ASCII only; filters fold case the way Python does."""
-    return value.lower() if isinstance(value, str) else value
+    """SQLite's lower() folds ASCII only; filters fold case as ``values.fold`` does."""
+    return fold(value) if isinstance(value, str) else value
 
 
 def create_engine(url: str, *, echo: bool = False, connect_timeout: float = 30) -> sa.Engine:

@@ -25,7 +25,7 @@ from scimd.scim import resource as R
 from scimd.scim import schema as S
 from scimd.scim.errors import InvalidValue, NotFound, PreconditionFailed, Uniqueness
 from scimd.scim.filter import AttrPath, Compare, Filter
-from scimd.scim.values import now_datetime
+from scimd.scim.values import fold, now_datetime
 from scimd.store import audit as A
 from scimd.store import onloop, sqlfilter, versions
 from scimd.store.prepared import StatementCache, dump_json, load_json
@@ -189,14 +189,14 @@ def columns_of(kind: Kind, doc: dict[str, Any]) -> dict[str, Any]:
         name = _indexed("userName", doc["userName"])
         return {
             "user_name": name,
-            "user_name_lower": name.lower(),
+            "user_name_lower": fold(name),
             "external_id": external_id,
             "active": doc.get("active"),
         }
     name = _indexed("displayName", doc["displayName"])
     return {
         "display_name": name,
-        "display_name_lower": name.lower(),
+        "display_name_lower": fold(name),
         "external_id": external_id,
     }
 
@@ -266,7 +266,7 @@ class Repository:
     def _rec_groups(self, row: Any) -> Rec:
         pairs = load_json(row[6])
         if len(pairs) > 1:
-            pairs.sort(key=lambda p: p[1].lower())
+            pairs.sort(key=lambda p: fold(p[1]))
         return Rec(row[0], row[1], row[2], row[3], row[4], load_json(row[5]), pairs)
 
     def _cols_groups(self, conn: sa.Connection) -> list[Any]:
@@ -597,7 +597,7 @@ class Repository:
             return None
         attr = flt.path.attr
         if attr == self.kind.unique_attr:
-            return self.kind.unique_col, flt.value.lower()
+            return self.kind.unique_col, fold(flt.value)
         if attr == "externalId":
             return "external_id", flt.value
         if attr == "id":

@@ -20,9 +20,10 @@ monotone, so NULL behaves as false through them; ``not`` (and ``ne``, which is `
 rendered ``IS NOT TRUE``, which maps NULL to true exactly as ``not false`` does.
 
 Strings compare in code-point order like Python: SQLite's BINARY collation is that order, and on
-PostgreSQL ordering comparisons use ``COLLATE "C"``. Case folding is Python's ``str.lower()``:
-on SQLite the ``py_lower`` function, on PostgreSQL ``lower()`` in ICU's root locale
-(``PG_FOLD``), which maps every code point as Python does (final sigma, ``İ``). The database's
+PostgreSQL ordering comparisons use ``COLLATE "C"``. Case folding is ``values.fold``,
+Python's ``str.lower()`` with one small sigma: on SQLite the ``py_lower`` function, on
+PostgreSQL ``lower()`` in ICU's root locale (``PG_FOLD``), which maps every code point as Python
+does (final sigma, ``İ``), then ``replace`` of the final sigma. The database's
 own ``lower()`` follows its LC_CTYPE: ASCII only under ``C``, and under ``C.UTF-8`` "ΣΑΣ" and
 "İ" differently from Python, so a value did not even equal itself in a filter. Numbers compare
 numerically (PostgreSQL ``numeric`` against the literal's shortest decimal form: exact against
@@ -49,7 +50,7 @@ from scimd.scim import schema as S
 from scimd.scim.errors import InvalidFilter, InvalidValue
 from scimd.scim.filter import And, AttrPath, Compare, Filter, Literal, Not, Or, Present, ValuePath
 from scimd.scim.query import STRINGISH, bind, compare, is_present, resolve_path
-from scimd.scim.values import RFC3339, instant
+from scimd.scim.values import FINAL_SIGMA, RFC3339, SIGMA, fold, instant
 from scimd.store import tables
 
 __all__ = [
@@ -150,7 +151,7 @@ def sort_value(resource: dict[str, Any], path: AttrPath, rt: S.ResourceType) -> 
             return None
         if sub is not None and sub.name == "version" and attr is S.COMMON["meta"] and "." in v:
             v = v.split(".", 1)[0] + '"'  # a user's own version, as the SQL sorts it
-        return v.lower() if _folds(target) else v
+        return fold(v) if _folds(target) else v
     if t == S.BOOLEAN:
         return v if isinstance(v, bool) else None
     if t in (S.INTEGER, S.DECIMAL):
@@ -717,7 +718,9 @@ class _Compiler:
 
     # -- dialect primitives -------------------------------------------------------------------
     def lower(self, x: Expr) -> Expr:
-        return sa.func.lower(sa.collate(x, PG_FOLD)) if self.pg else sa.func.py_lower(x)
+        if self.pg:  # values.fold: lower(), then one sigma
+            return sa.func.replace(sa.func.lower(sa.collate(x, PG_FOLD)), FINAL_SIGMA, SIGMA)
+        return sa.func.py_lower(x)
 
     def ordered(self, x: Expr) -> Expr:
         return sa.collate(x, "C") if self.pg else x
@@ -795,7 +798,7 @@ class _Compiler:
                 text = self.instant(text, guard)
                 guard = None
             if _folds(attr):
-                lit = lit.lower()
+                lit = fold(lit)
                 if not lowered:
                     text = self.lower(text)
             elif lowered:  # pragma: no cover - lower-cased columns hold case-insensitive values
@@ -926,7 +929,7 @@ class _Compiler:
         assert isinstance(target, _Single)
         value = target.value
         if isinstance(value, _ConstValue):
-            v = value.value.lower() if _folds(leaf) else value.value
+            v = fold(value.value) if _folds(leaf) else value.value
             return self.ordered(_text(v)), False
         key = self.typed_key(value, leaf)
         nullable = not isinstance(value, _Column) or value.nullable
