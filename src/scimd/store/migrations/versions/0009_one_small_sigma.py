@@ -32,7 +32,7 @@ def upgrade() -> None:
             {"pattern": f"%{FINAL_SIGMA}%"},
         ).all()
         for pk, old in rows:
-            new = old.replace(FINAL_SIGMA, SIGMA)
+            new = str(old).replace(FINAL_SIGMA, SIGMA)
             taken = conn.execute(
                 sa.text(f"SELECT 1 FROM {table} WHERE {column} = :new"), {"new": new}
             ).first()
