@@ -1291,12 +1291,18 @@ def test_a_users_tag_changes_with_its_groups(api: Api) -> None:
     assert r.status_code == 200 and r.headers["etag"].startswith('W/"2.')
     assert r.json()["meta"]["version"] == r.headers["etag"]
     _error(api.req("PATCH", f"/Users/{uid}", title, headers={"If-Match": joined}), 412)
-    # If-None-Match compares whole tags: the tag of another groups state is not the user's.
+    # A write's If-None-Match counts by the version too, as its If-Match does: with both
+    # naming version 2, the PATCH of a user in a group was applied (the If-None-Match compared
+    # whole tags, W/"2" against W/"2.<digest>").
     current = api.req("GET", f"/Users/{uid}").headers["etag"]
-    stale = current.split(".")[0] + '.00000000"'
-    _error(api.req("PATCH", f"/Users/{uid}", title, headers={"If-None-Match": current}), 412)
-    _error(api.req("DELETE", f"/Users/{uid}", headers={"If-None-Match": current}), 412)
-    r = api.req("PATCH", f"/Users/{uid}", title, headers={"If-None-Match": stale})
+    other_groups = current.split(".")[0] + '.00000000"'
+    version = current.split(".")[0] + '"'
+    for header in (current, other_groups, version):
+        _error(api.req("PATCH", f"/Users/{uid}", title, headers={"If-None-Match": header}), 412)
+        _error(api.req("DELETE", f"/Users/{uid}", headers={"If-None-Match": header}), 412)
+    both = {"If-Match": version, "If-None-Match": version}
+    _error(api.req("PATCH", f"/Users/{uid}", title, headers=both), 412)
+    r = api.req("PATCH", f"/Users/{uid}", title, headers={"If-None-Match": 'W/"1"'})
     assert r.status_code == 200
     # A group's tag is its version alone: a suffix names no version of it.
     gtag = api.req("GET", f"/Groups/{g['id']}").headers["etag"]
@@ -1738,3 +1744,51 @@ def test_searches_that_may_scan_run_off_the_event_loop(
         r = api.req("GET", "/Users", params=params)
         assert r.status_code == 200, r.text
         assert [w.startswith("scimd-search") for w in where] == [off_loop], (params, where)
+
+
+def test_bulk_operations_waiting_for_a_cycle_fail_with_it_before_the_limit(api: Api) -> None:
+    """An operation waiting for a member of a cycle failed only at the end of the request:
+    with ``failOnErrors: 3`` two users after the third certain error were created."""
+    users = [
+        {"method": "POST", "path": "/Users", "bulkId": n, "data": {"userName": f"{n}@x.com"}}
+        for n in ("after1", "after2")
+    ]
+    ops = [_group_op("c", "C", "a"), _group_op("a", "A", "b"), _group_op("b", "B", "a"), *users]
+    body = {"schemas": [BULK], "failOnErrors": 3, "Operations": ops}
+    r = api.req("POST", "/Bulk", body).json()["Operations"]
+    assert [(o["bulkId"], o["status"]) for o in r] == [("c", "409"), ("a", "409"), ("b", "409")]
+    assert "could not run" in r[0]["response"]["detail"]
+    assert api.req("GET", "/Users").json()["totalResults"] == 0
+
+
+def test_bulk_references_in_a_manager_value_path_and_in_a_value_filter(api: Api) -> None:
+    """``manager.value`` paths took an undeclared ``bulkId:nope`` as the manager's id (the
+    ``manager`` path gave the documented 409), and a remove of ``members[value eq
+    "bulkId:u"]`` was answered 200 and removed nothing."""
+    enterprise = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    g = api.req("POST", "/Groups", {"displayName": "filtered"}).json()
+    for path in ("manager.value", f"{enterprise}:manager.value"):
+        op = {"op": "replace", "path": path, "value": "bulkId:nope"}
+        body = {
+            "schemas": [BULK],
+            "Operations": [
+                {"method": "POST", "path": "/Users", "bulkId": "m", "data": {"userName": "m"}},
+                _patch_op("/Users/bulkId:m", op),
+            ],
+        }
+        r = api.req("POST", "/Bulk", body).json()["Operations"]
+        assert r[1]["status"] == "409" and "names no operation" in r[1]["response"]["detail"]
+        api.req("DELETE", f"/Users/{r[0]['location'].rsplit('/', 1)[1]}")
+    add = {"op": "add", "path": "members", "value": [{"value": "bulkId:u"}]}
+    remove = {"op": "remove", "path": 'members[value eq "bulkId:u"]'}
+    body = {
+        "schemas": [BULK],
+        "Operations": [
+            {"method": "POST", "path": "/Users", "bulkId": "u", "data": {"userName": "u"}},
+            _patch_op(f"/Groups/{g['id']}", add),
+            _patch_op(f"/Groups/{g['id']}", remove),
+        ],
+    }
+    r = api.req("POST", "/Bulk", body).json()["Operations"]
+    assert [o["status"] for o in r] == ["201", "200", "200"], r
+    assert api.req("GET", f"/Groups/{g['id']}").json().get("members", []) == []

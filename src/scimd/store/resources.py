@@ -133,8 +133,10 @@ def check_etag(cond: str | Conditions | None, row: Rec, own: bool = False) -> No
     """A write whose preconditions fail changes nothing: 412. A string is an ``If-Match``.
 
     The current tag is ``row_tag(row)`` (a user's holds its groups when they were read with
-    the row); ``own``: a user's, whose ``If-Match`` also holds with any tag of its version
-    (``version_listed``). ``If-None-Match`` compares whole tags."""
+    the row); ``own``: a user's, whose ``If-Match`` and ``If-None-Match`` also hold with any
+    tag of its version (``version_listed``). (``If-None-Match`` compared whole tags only: with
+    ``If-Match: W/"1"`` and ``If-None-Match: W/"1"`` a PATCH of a user in a group was applied,
+    as the first held by version and the second, against ``W/"1.<digest>"``, did not.)"""
     if not cond:
         return
     if isinstance(cond, str):
@@ -146,7 +148,10 @@ def check_etag(cond: str | Conditions | None, row: Rec, own: bool = False) -> No
         raise PreconditionFailed(
             f"the resource is at version {mine}, not {cond.if_match}: fetch it again and retry"
         )
-    if cond.if_none_match and etag_listed(cond.if_none_match, mine):
+    if cond.if_none_match and (
+        etag_listed(cond.if_none_match, mine)
+        or (own and version_listed(cond.if_none_match, row.version))
+    ):
         raise PreconditionFailed(
             f"If-None-Match: {cond.if_none_match} matches the resource (at version {mine}),"
             " so the request was not applied"

@@ -3,6 +3,7 @@ references resolved as the resources they name are created."""
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -83,8 +84,11 @@ class _Refs:
             return [self._walk(v, within, on_str) for v in value]
         if isinstance(value, dict):
             target = _patch_target(value)
+            operation = _is_patch_operation(value)
             return {
-                k: self._walk(
+                k: _in_filters(v, on_str)
+                if operation and k.lower() == "path" and isinstance(v, str)
+                else self._walk(
                     v, target if target and k.lower() == "value" else _within(k, within), on_str
                 )
                 for k, v in value.items()
@@ -127,12 +131,27 @@ _OnStr = Callable[[str, str], str]
 _NOT_REFERENCES = frozenset({"id", "meta"})
 
 
+def _is_patch_operation(obj: dict[str, Any]) -> bool:
+    return any(k.lower() == "op" for k in obj) and any(k.lower() == "path" for k in obj)
+
+
+# A quoted literal of a value filter in a PATCH path: ``members[value eq "bulkId:u"]``.
+_QUOTED_REFERENCE = re.compile(r'"(bulkId:[^"\\]*)"')
+
+
+def _in_filters(path: str, on_str: _OnStr) -> str:
+    """A PATCH path with the references in its filters' literals replaced: removing
+    ``members[value eq "bulkId:u"]`` was answered 200 and removed nothing."""
+    return _QUOTED_REFERENCE.sub(lambda m: f'"{on_str(m.group(1), "filter")}"', path)
+
+
 def _patch_target(obj: dict[str, Any]) -> str:
-    """ "manager" for a PATCH operation whose path is the manager (its ``value`` names it)."""
+    """ "manager" for a PATCH operation whose path is the manager or its ``value`` (its
+    ``value`` names it)."""
     path = next((v for k, v in obj.items() if k.lower() == "path"), None)
     if not isinstance(path, str) or not any(k.lower() == "op" for k in obj):
         return ""
-    name = path.strip().lower()
+    name = path.strip().lower().removesuffix(".value")
     return "manager" if name == "manager" or name.endswith(":manager") else ""
 
 
@@ -302,10 +321,21 @@ class _Run:
         stuck = [i for i, r in enumerate(self.results) if r is None and self.missing[i]]
         edges = {i: [self.refs.declared[k] for k in sorted(self.missing[i])] for i in stuck}
         cycles = _cycles(edges)
+        # What waits, directly or not, for a member of a cycle fails with it, now: with
+        # failOnErrors, the operations after it ran past the limit (its error counted only
+        # at the end).
+        doomed = set(cycles)
+        grew = True
+        while grew:
+            grew = False
+            for i in stuck:
+                if i not in doomed and any(j in doomed for j in edges[i]):
+                    doomed.add(i)
+                    grew = True
         for i in stuck:
             if self.stopped():
                 return
-            if only_cycles and i not in cycles:
+            if only_cycles and i not in doomed:
                 continue
             if i in cycles:
                 names = _names(self.ops, cycles[i])
