@@ -372,6 +372,8 @@ def test_commands_on_what_exists_do_not_create_a_database(tmp_path: Path) -> Non
     done = _scimd("db", "current", "--database-url", url)  # it made an empty database
     assert done.returncode == 1 and "no database at" in done.stderr, done.stderr
     assert not missing.exists() and not missing.parent.exists()
+    upgraded = _scimd("db", "upgrade", "--database-url", f"sqlite:///{tmp_path / 'up.db'}")
+    assert f"note: created a new database at {tmp_path / 'up.db'}" in upgraded.stderr
     # Three slashes are relative to the current directory: said, with the absolute form.
     r = runner.invoke(app, ["apps", "list", "--database-url", "sqlite:///var/lib/typo.db"])
     assert "relative to the current directory" in r.output and "sqlite:////" in r.output
@@ -653,17 +655,19 @@ def test_audit_prune_removes_old_records_in_batches_and_records_itself(db: str) 
     """The audit log grew without bound (~8,000 records a minute under a busy sync) and
     nothing removed any: ``scimd audit prune --older-than DAYS``."""
     from scimd.store import audit as audit_mod
+    from scimd.store.migrate import ensure_current
     from scimd.store.tables import audit as audit_table
     from support.live_server import run_scimd
 
-    _ok("apps", "create", "--name", "x", "--database-url", db)  # a recent record
     engine = create_engine(db)
     try:
-        with engine.begin() as conn:
+        ensure_current(engine)
+        with engine.begin() as conn:  # records are written in time order
             for day in range(1, 8):
                 row = audit_mod.values(audit_mod.CLI, "create", "User", f"old{day}")
                 row["at"] = f"2020-01-0{day}T00:00:00.000Z"
                 conn.execute(audit_table.insert().values(row))
+        _ok("apps", "create", "--name", "x", "--database-url", db)  # a recent record
         assert audit_mod.prune(engine, "2020-01-03T00:00:00.000Z", audit_mod.CLI, batch=1) == 2
         # As the documented command runs (python -m, the console script's module): the
         # command was first defined below the module's __main__ guard, and missing there.

@@ -177,3 +177,29 @@ def test_numbers_too_long_or_rounded_on_their_way_are_refused_clearly() -> None:
             coerce_scalar(_attr(t), "1" + "0" * 5000, "p")
     with pytest.raises(InvalidValue, match="may have been rounded"):
         coerce_scalar(_attr(S.INTEGER), orjson.loads("-9223372036854775809"), "p")
+
+
+def test_the_datetime_forms_clients_send_are_read_and_odd_ones_refused() -> None:
+    """Python's parser took other scripts' digits, junk after a fraction's sixth digit and
+    an offset minute of 60; the forms clients send (Entra's seven digits, .NET, Okta, Java's
+    +0000, Ruby's space before the offset, an offset with seconds) still read."""
+    for text, utc in (
+        ("2026-11-29T16:26:59.1146867Z", "2026-11-29T16:26:59.114Z"),
+        ("2026-11-29T16:26:59.1146867+01:00", "2026-11-29T15:26:59.114Z"),
+        ("2026-11-29T16:26:59.000Z", "2026-11-29T16:26:59.000Z"),
+        ("2026-11-29T16:26:59+0000", "2026-11-29T16:26:59.000Z"),
+        ("2026-11-29 16:26:59 +0100", "2026-11-29T15:26:59.000Z"),
+        ("2026-11-29T16:26:59,5Z", "2026-11-29T16:26:59.500Z"),
+        ("2026-11-29T16:26:59+05:30:00", "2026-11-29T10:56:59.000Z"),
+        ("2026-11-29T16:26:59+20:00", "2026-11-28T20:26:59.000Z"),
+        ("2026-11-29", "2026-11-29T00:00:00.000Z"),
+    ):
+        assert canonical_datetime(text) == utc, text
+    for text in (
+        "2026-11-29T16:26:59+00:60",
+        "2026-11-29T16:26:59.1234567xZ",
+        "2026-11-29T16:26:59.123456\u0663Z",
+        "\uff12026-11-29T16:26:59Z",
+        "2026-11-29T16:26:59+24:00",
+    ):
+        assert canonical_datetime(text) is None, text

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 from scimd.scim.schema import USER_PROPERTIES_SCHEMA
 
 DEFAULT_DATABASE_URL = "sqlite:///scimd.db"
+# A hundred years: a retention past it is a typo (and a date before year 1 for the cutoff).
+MAX_RETENTION_DAYS = 36500
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,11 +208,11 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
                 f"{where.get(name, name)}: {getattr(out, name)} is negative (seconds; 0 waits"
                 " forever)"
             )
-    if out.audit_retention_days < 0:
+    if not 0 <= out.audit_retention_days <= MAX_RETENTION_DAYS:
         raise SettingsError(
             f"{where.get('audit_retention_days', 'audit_retention_days')}:"
-            f" {out.audit_retention_days} is negative (days of audit records to keep; 0 keeps"
-            " them all)"
+            f" {out.audit_retention_days} is not a number of days from 0 (keep every record)"
+            f" to {MAX_RETENTION_DAYS}"
         )
     if out.public_url:
         out = replace(out, public_url=_public_url(out.public_url, where.get("public_url")))

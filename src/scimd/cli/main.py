@@ -779,9 +779,14 @@ def admin_delete(username: Username, database_url: DbUrl = None) -> None:
 def db_upgrade(database_url: DbUrl = None) -> None:
     """Upgrade the database schema to the newest version."""
     s = _settings()
-    engine = _new_engine(database_url or s.database_url, s)
+    url = database_url or s.database_url
+    file = _sqlite_file(url)
+    new_file = file is not None and not file.exists()
+    engine = _new_engine(url, s)
     migrate.upgrade(engine)
     typer.echo(f"database at revision {migrate.current(engine)}")
+    if new_file:  # a mistyped path (sqlite:/// is relative) is not the database to upgrade
+        typer.echo(f"note: created a new database at {file}", err=True)
     engine.dispose()
 
 
@@ -804,7 +809,12 @@ def db_current(database_url: DbUrl = None) -> None:
 def audit_prune(
     older_than: Annotated[
         int,
-        typer.Option(metavar="DAYS", min=1, help="Delete the records older than this many days."),
+        typer.Option(
+            metavar="DAYS",
+            min=1,
+            max=settings_mod.MAX_RETENTION_DAYS,
+            help="Delete the records older than this many days.",
+        ),
     ],
     database_url: DbUrl = None,
 ) -> None:

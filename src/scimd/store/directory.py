@@ -32,6 +32,7 @@ from scimd.scim.errors import (
 )
 from scimd.scim.filter import AttrPath, Filter
 from scimd.scim.query import bind, bind_each, sort_path
+from scimd.scim.values import fold
 from scimd.store import audit as A
 from scimd.store import conditional, onloop, versions
 from scimd.store import properties as props
@@ -1018,7 +1019,7 @@ def _patch_group(
         if isinstance(name, str) and name != row.doc.get("displayName"):
             taken = conn.execute(
                 sa.select(groups_table.c.pk).where(
-                    groups_table.c.display_name_lower == name.lower(), groups_table.c.pk != row.pk
+                    groups_table.c.display_name_lower == fold(name), groups_table.c.pk != row.pk
                 )
             ).first()
             if taken is not None:

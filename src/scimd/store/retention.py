@@ -23,6 +23,7 @@ SYSTEM = audit.Actor("system", None, "audit retention")
 # Seconds between two prunes, and the pause between two batches of one.
 INTERVAL = 3600.0
 PAUSE = 0.05
+STOP_WAIT = 5.0
 
 
 class AuditRetention:
@@ -46,12 +47,14 @@ class AuditRetention:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop after the batch in progress (a prune's batches are each committed)."""
+        """Stop after the batch in progress (a prune's batches are each committed), waiting
+        for it a bounded time: another process holding SQLite's lock would keep it waiting
+        up to the busy timeout. The thread is a daemon; an unfinished batch rolls back."""
         thread, self._thread = self._thread, None
         if thread is None:
             return
         self._stop.set()
-        thread.join()
+        thread.join(STOP_WAIT)
 
     def prune(self) -> int:
         """One prune now; returns how many records went."""
@@ -71,6 +74,9 @@ class AuditRetention:
                 removed = self.prune()
             except sa.exc.SQLAlchemyError as e:  # e.g. the database is away: the next one
                 log.warning("audit retention: the prune failed (%s); it runs again later", e)
+                continue
+            except Exception:  # never the end of the thread: the next prune may work
+                log.exception("audit retention: the prune failed; it runs again later")
                 continue
             if removed:
                 log.info(
