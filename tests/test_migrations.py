@@ -212,39 +212,57 @@ def test_commands_other_than_serve_and_upgrade_leave_an_older_schema_alone(
 
 def test_stored_lower_cased_names_are_folded_with_one_small_sigma(any_database_url: str) -> None:
     """Names stored lower-cased before 0009 keep a final sigma that lookups no longer send
-    ("ΟΔΟΣ" was stored "οδος", and `userName eq "ΟΔΟΣ"` now asks for "οδοσ"). 0009 folds
-    them; a name whose new form another row holds keeps its old one instead of failing."""
+    ("ΟΔΟΣ" was stored with it, and `userName eq "ΟΔΟΣ"` now asks for the other sigma). 0009
+    folds them. Two names that become one are refused, naming both, and nothing changes:
+    keeping one of them unfolded left a user whose writes were all 409s and whose own
+    userName found the other user."""
     import sqlalchemy as sa
 
     from scimd.scim.filter import parse
     from scimd.store.directory import Directory
 
     final, small = "\u03c2", "\u03c3"
+    odos, nos = "\u039f\u0394\u039f\u03a3", "\u039d\u039f\u03a3"  # ΟΔΟΣ, ΝΟΣ
+
+    def add(engine: sa.Engine, pk: int, name: str, low: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO users (pk, id, user_name, user_name_lower, created,"
+                    " last_modified, version, doc) VALUES (:pk, :id, :name, :low,"
+                    " '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 1, :doc)"
+                ),
+                {"pk": pk, "id": f"u{pk}", "name": name, "low": low, "doc": "{}"},
+            )
+
     engine = create_engine(any_database_url)
     try:
         migrate.upgrade(engine, "0008")
+        add(engine, 1, odos, odos.lower())
+        add(engine, 2, nos, nos.lower())
+        add(engine, 3, nos.lower().replace(final, small), nos.lower().replace(final, small))
+        with pytest.raises(migrate.DatabaseUnsupported) as refused:
+            migrate.ensure_current(engine)
+        said = str(refused.value)
+        assert f"userName '{nos}' (id u2) and id u3" in said and "nothing was changed" in said
+        assert migrate.current(engine) == "0008"
+        with engine.connect() as conn:
+            kept = conn.execute(sa.text("SELECT user_name_lower FROM users WHERE pk = 1"))
+            assert kept.scalar_one() == odos.lower()
         with engine.begin() as conn:
-            for pk, (name, low) in enumerate(
-                [("ΟΔΟΣ", f"οδο{final}"), ("ΝΟΣ", f"νο{final}"), ("νοσ", f"νο{small}")],  # noqa: RUF001
-                1,
-            ):
-                conn.execute(
-                    sa.text(
-                        "INSERT INTO users (pk, id, user_name, user_name_lower, created,"
-                        " last_modified, version, doc) VALUES (:pk, :id, :name, :low,"
-                        " '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 1, :doc)"
-                    ),
-                    {"pk": pk, "id": f"u{pk}", "name": name, "low": low, "doc": "{}"},
-                )
+            conn.execute(sa.text("DELETE FROM users WHERE pk = 3"))
         migrate.ensure_current(engine)
         with engine.connect() as conn:
             lows = dict(conn.execute(sa.text("SELECT id, user_name_lower FROM users")).all())
         d = Directory(engine)
         try:
-            found = d.search("User", parse('userName eq "ΟΔΟΣ"'), "http://x").resources
+            found = d.search("User", parse(f'userName eq "{odos}"'), "http://x").resources
         finally:
             d.close()
     finally:
         engine.dispose()
-    assert lows == {"u1": f"οδο{small}", "u2": f"νο{final}", "u3": f"νο{small}"}  # noqa: RUF001
+    assert lows == {
+        "u1": odos.lower().replace(final, small),
+        "u2": nos.lower().replace(final, small),
+    }
     assert [u["id"] for u in found] == ["u1"]
