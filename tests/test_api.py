@@ -1792,3 +1792,30 @@ def test_bulk_references_in_a_manager_value_path_and_in_a_value_filter(api: Api)
     r = api.req("POST", "/Bulk", body).json()["Operations"]
     assert [o["status"] for o in r] == ["201", "200", "200"], r
     assert api.req("GET", f"/Groups/{g['id']}").json().get("members", []) == []
+
+
+def test_bulk_never_reorders_an_operation_past_a_write_of_the_same_resource(api: Api) -> None:
+    """RFC 7644 §3.7: an optimised order must give the state in-order processing gives. A
+    PATCH adding a user created later waits for its POST; with a PUT emptying the group in
+    between, the group ended with the user, where the client's order ends it empty."""
+    g = api.req("POST", "/Groups", {"displayName": "reordered"}).json()
+    add = {"op": "add", "path": "members", "value": [{"value": "bulkId:u"}]}
+    body = {
+        "schemas": [BULK],
+        "Operations": [
+            _patch_op(f"/Groups/{g['id']}", add),
+            {"method": "PUT", "path": f"/Groups/{g['id']}", "data": {"displayName": "reordered"}},
+            {"method": "POST", "path": "/Users", "bulkId": "u", "data": {"userName": "u@x.com"}},
+        ],
+    }
+    r = api.req("POST", "/Bulk", body).json()["Operations"]
+    assert [o["status"] for o in r] == ["409", "200", "201"], r
+    assert "operation 2 (PUT" in r[0]["response"]["detail"]
+    assert api.req("GET", f"/Groups/{g['id']}").json().get("members", []) == []
+    # Without a write of the group in between, the PATCH still waits for the POST and runs.
+    body["Operations"] = [body["Operations"][0], body["Operations"][2]]
+    body["Operations"][1] = {**body["Operations"][1], "data": {"userName": "v@x.com"}}
+    r = api.req("POST", "/Bulk", body).json()["Operations"]
+    assert [o["status"] for o in r] == ["200", "201"], r
+    members = api.req("GET", f"/Groups/{g['id']}").json()["members"]
+    assert [m["value"] for m in members] == [r[1]["location"].rsplit("/", 1)[1]]

@@ -253,6 +253,9 @@ class _Run:
         self.waiting: dict[str, list[int]] = {}  # bulkId -> operations waiting for its POST
         self.missing: list[set[str]] = [set() for _ in ops]
         self.ran: set[str] = set()  # bulkIds whose POST has run (created or failed)
+        # A waiting operation's resource, and what an operation run meanwhile did to it.
+        self.held: dict[str, list[int]] = {}
+        self.overtaken: dict[int, int] = {}
 
     def stopped(self) -> bool:
         return self.fail_on is not None and self.errors >= self.fail_on  # §3.7.3
@@ -266,6 +269,9 @@ class _Run:
             if self.missing[i]:
                 for key in self.missing[i]:
                     self.waiting.setdefault(key, []).append(i)
+                target = _target(op)
+                if target is not None:
+                    self.held.setdefault(target, []).append(i)
                 if self.fail_on is not None and self.closes_cycle(i):
                     # Its errors count now: the operations after it must not run past the
                     # limit (found only at the end, they did).
@@ -281,7 +287,14 @@ class _Run:
         queue = deque([first])
         while queue and not self.stopped():
             i = queue.popleft()
-            self.record(i, await _one(self.scim, self.ops[i], self.refs, self.base, self.actor))
+            if i in self.overtaken:
+                self.record(i, self._overtaken(i))
+            else:
+                self.record(i, await _one(self.scim, self.ops[i], self.refs, self.base, self.actor))
+            target = _target(self.ops[i])
+            for w in self.held.get(target, []) if target is not None else []:
+                if w < i and self.results[w] is None:
+                    self.overtaken.setdefault(w, i)
             key = _bulk_id(self.ops[i])
             if key is None or key not in self.refs.creating:
                 continue
@@ -292,6 +305,24 @@ class _Run:
                 if not self.missing[w]:
                     released.append(w)
             queue.extendleft(sorted(released, reverse=True))
+
+    def _overtaken(self, i: int) -> dict[str, Any]:
+        """RFC 7644 §3.7: an optimised order must give the state in-order processing gives.
+        An operation waiting for a later POST runs right after it; when an operation between
+        them wrote the same resource, running it then would undo or redo that write (a PATCH
+        adding a new user to a group, then a PUT emptying the group, then the user's POST: the
+        group kept the user)."""
+        j = self.overtaken[i]
+        keys = ", ".join(f"'{k}'" for k in sorted(self.refs.references(self.ops[i])))
+        other = self.ops[j]
+        err = InvalidValue(
+            f"this operation references bulkId {keys}, created by a later operation, and"
+            f" operation {j + 1} ({other.get('method')} {other.get('path')}) before that"
+            " changes the same resource: run after the POST, it would change the result of"
+            " the request; put the POST first",
+            status=409,
+        )
+        return _error_result(self.ops[i], err, _location(self.base, self.ops[i]))
 
     def record(self, i: int, result: dict[str, Any]) -> None:
         self.results[i] = result
@@ -424,6 +455,20 @@ def _names(ops: list[Any], indices: list[int], most: int = 5) -> str:
     in each of its 1,000 results: an 8 MB reply)."""
     shown = ", ".join(f"'{ops[j].get('bulkId', j + 1)}'" for j in indices[:most])
     return shown if len(indices) <= most else f"{shown} and {len(indices) - most} more"
+
+
+def _target(op: Any) -> str | None:
+    """The resource an operation writes, as ``groups/<id>`` (None for a POST, which makes a
+    new one, and for what names no resource)."""
+    if not isinstance(op, dict) or str(op.get("method", "")).upper() == "POST":
+        return None
+    path = op.get("path")
+    if not isinstance(path, str):
+        return None
+    parts = [p for p in path.split("/") if p]
+    if len(parts) != 2 or parts[0].lower() not in _RESOURCES:
+        return None
+    return f"{parts[0].lower()}/{parts[1]}"
 
 
 def _location(base: str, op: Any) -> str | None:
