@@ -694,3 +694,21 @@ def test_serve_says_when_it_made_a_new_database(tmp_path: Path) -> None:
         assert f"note: created a new database at {tmp_path / 'new.db'}" in server.stderr_text()
     with start_server(url, log_dir=tmp_path / "again") as server:
         assert "created a new database" not in server.stderr_text()
+
+
+def test_application_names_are_short_plain_and_not_repeated(db: str) -> None:
+    """A 5,000-character name filled the portal's list, a right-to-left override reversed the
+    text after it wherever the name was shown, and two applications of one name were one in
+    the audit log's filter."""
+    _ok("apps", "create", "--name", "Entra ID", "--database-url", db)
+    for name, said in (
+        ("entra id", "an application named 'entra id' exists (client id"),
+        ("x" * 129, "at most 128 characters"),
+        ("evil\u202etxt", "control or formatting characters (U+202E)"),
+        ("bell\u0007", "(U+0007)"),
+    ):
+        r = runner.invoke(app, ["apps", "create", "--name", name, "--database-url", db])
+        assert r.exit_code == 1 and said in r.output, r.output
+    _ok("apps", "create", "--name", "x" * 128, "--database-url", db)
+    listed = json.loads(_ok("apps", "list", "--json", "--database-url", db))
+    assert sorted(a["name"] for a in listed) == ["Entra ID", "x" * 128]

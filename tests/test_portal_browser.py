@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +121,9 @@ def test_bizagi_style_setup_then_disable_and_rotate(
     assert _scim(server, secret).status_code == 200
 
     page.click("text=Back to Microsoft Entra ID")
+    page.click("button:has-text('Disable')")  # one click broke Entra: it asks first
+    assert _scim(server, secret).status_code == 200
+    page.check("text=Clients using it stop working")
     page.click("button:has-text('Disable')")
     assert "disabled" in page.inner_text("main")
     assert _scim(server, secret).status_code == 401
@@ -131,6 +135,15 @@ def test_bizagi_style_setup_then_disable_and_rotate(
     assert new_secret != secret
     assert _scim(server, secret).status_code == 200
     assert _scim(server, new_secret).status_code == 200
+    page.click("text=Back to Microsoft Entra ID")
+    page.locator("button[aria-label^='Revoke secret']").first.click()  # the old one
+    assert "Secret revoked" in page.inner_text("main")
+    assert _scim(server, secret).status_code == 401
+    assert _scim(server, new_secret).status_code == 200
+    last = page.locator("button[aria-label^='Revoke secret']")
+    assert last.count() == 1  # the last active secret asks first
+    last.click()
+    assert _scim(server, new_secret).status_code == 200
     page.goto(f"{server.root_url}/admin/security/oauth2-applications")
     assert "Microsoft Entra ID" in page.inner_text("table")
     assert secret not in page.content() and new_secret not in page.content()
@@ -140,7 +153,7 @@ def test_bizagi_style_setup_then_disable_and_rotate(
 def _token(server: ServerProcess, page: Page) -> str:
     """A fresh bearer secret made on the page (as the admin would)."""
     page.goto(f"{server.root_url}/admin/security/oauth2-applications/add")
-    page.fill("#name", "Provisioning client")
+    page.fill("#name", f"Provisioning client {uuid.uuid4().hex[:6]}")  # names are unique
     page.click("text=Save")
     return page.input_value("#client_secret")
 

@@ -739,3 +739,23 @@ def test_random_portal_requests_never_fail_the_server(env: Env, data: st.DataObj
         )
         r = env.post(path, form)
     assert r.status_code < 500, (path, r.status_code, r.text[:300])
+
+
+def test_disabling_or_revoking_the_last_secret_asks_first(env: Env) -> None:
+    """Disable and revoking an application's last active secret took one click and broke an
+    Entra connection silently; the application still read "enabled". Both now need the box
+    ticked (refused without it, whatever the browser did), and an application left without a
+    secret says so."""
+    base = f"/admin/security/oauth2-applications/{env.client_id}"
+    assert env.post(f"{base}/disable", {}).status_code == 303
+    assert env.scim("GET", "/Users").status_code == 200  # not disabled
+    assert "Tick" in env.client.get(base).text
+    with env.engine.connect() as conn:
+        (only,) = [s["id"] for s in apps.get_app(conn, env.client_id)["secrets"]]
+    env.post(f"{base}/secrets/{only}/revoke", {})
+    assert env.scim("GET", "/Users").status_code == 200  # not revoked
+    assert "last active secret" in env.client.get(base).text
+    env.post(f"{base}/secrets/{only}/revoke", {"confirm": "yes"})
+    assert env.scim("GET", "/Users").status_code == 401
+    listed = env.client.get("/admin/security/oauth2-applications").text
+    assert "no active secret" in listed

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,6 +88,36 @@ MAX_LIFETIME = 366 * 24 * 3600
 DEFAULT_LIFETIME = 3600
 
 
+# Names are shown in lists, titles and every audit record of the application's changes.
+MAX_NAME = 128
+
+
+def _checked_name(conn: sa.Connection, name: str) -> str:
+    """The name to store, or a 400 that says what to change. A 5,000-character name filled
+    the portal's list; a right-to-left override reversed the text after it wherever the name
+    was shown; two applications of one name were one in the audit log's filter."""
+    name = name.strip()
+    if not name:
+        raise InvalidValue("an application needs a name")
+    if len(name) > MAX_NAME:
+        raise InvalidValue(f"an application's name is at most {MAX_NAME} characters")
+    odd = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if odd is not None:
+        raise InvalidValue(
+            f"an application's name cannot hold control or formatting characters (U+{ord(odd):04X})"
+        )
+    folded = name.casefold()
+    rows = conn.execute(sa.select(applications.c.client_id, applications.c.name))
+    taken = next((cid for cid, other in rows if str(other).casefold() == folded), None)
+    if taken is not None:  # a few applications: compared here, in Python's case folding
+        raise InvalidValue(
+            f"an application named '{name}' exists (client id {taken}): rotate its secret to"
+            " get a new one, or choose another name",
+            status=409,
+        )
+    return name
+
+
 def create_app(
     conn: sa.Connection,
     name: str,
@@ -98,8 +129,7 @@ def create_app(
     """Create an application; returns its row and the client secret (shown once).
     ``lifetime`` None: a Bearer token application's secret never expires (it is the
     token), a Client credentials application's access tokens last an hour."""
-    if not name.strip():
-        raise InvalidValue("an application needs a name")
+    name = _checked_name(conn, name)
     if lifetime is None:
         lifetime = DEFAULT_LIFETIME if canonical_grant(grant) == "client_credentials" else 0
     if not 0 <= lifetime <= MAX_LIFETIME:
@@ -119,7 +149,7 @@ def create_app(
     inserted: Any = conn.execute(
         applications.insert().values(
             client_id=client_id,
-            name=name.strip(),
+            name=name,
             grant_type=g,
             scopes=sc,
             token_lifetime=lifetime,

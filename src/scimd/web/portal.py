@@ -606,10 +606,13 @@ class Portal:
             "scopes": scopes,
             "lifetime": raw_lifetime,
         }
-        try:  # empty: the grant's default (apps.create_app)
-            lifetime = int(raw_lifetime) if raw_lifetime else None
-        except ValueError:
-            return self._add_form(request, values, "Token lifetime must be a whole number.")
+        # Empty: the grant's default (apps.create_app). ASCII digits only: int() also took
+        # "3_600" and other scripts' digits.
+        if raw_lifetime and not (raw_lifetime.isascii() and raw_lifetime.isdigit()):
+            return self._add_form(
+                request, values, "Token lifetime must be a whole number of seconds (digits only)."
+            )
+        lifetime = int(raw_lifetime) if raw_lifetime else None
         admin: admins.Admin = request.state.admin
         actor = admin.actor(request.state.request_id)
 
@@ -689,6 +692,9 @@ class Portal:
         if action == "delete" and form.get("confirm") != "yes":
             self.flash(request, "error", "Tick 'I understand' to delete the application.")
             return RedirectResponse(f"{APPS}/{client_id}", status_code=303)
+        if action == "disable" and form.get("confirm") != "yes":  # one click broke Entra
+            self.flash(request, "error", "Tick 'Clients using it stop working' to disable it.")
+            return RedirectResponse(f"{APPS}/{client_id}", status_code=303)
 
         def run() -> tuple[Any, dict[str, Any] | None]:
             with self.directory.write() as conn:
@@ -708,16 +714,32 @@ class Portal:
     async def secret_revoke(self, request: Request) -> Response:
         client_id = request.path_params["client_id"]
         secret_id = request.path_params["secret_id"]
-        await self.form(request)
+        form = await self.form(request)
         admin: admins.Admin = request.state.admin
         actor = admin.actor(request.state.request_id)
+        confirmed = form.get("confirm") == "yes"
 
-        def run() -> None:
+        def run() -> bool:
             with self.directory.write() as conn:
+                active = [
+                    s["id"]
+                    for s in apps_mod.get_app(conn, client_id)["secrets"]
+                    if not s["revoked"]
+                ]
+                if active == [secret_id] and not confirmed:
+                    return False  # the last one: clients stop working, asked first
                 apps_mod.revoke_secret(conn, client_id, secret_id, actor)
+                return True
 
-        await self.db(run)
-        self.flash(request, "ok", "Secret revoked.")
+        if not await self.db(run):
+            self.flash(
+                request,
+                "error",
+                "That is the application's last active secret: tick the box to revoke it"
+                " (clients using it stop working; rotate first to switch them).",
+            )
+        else:
+            self.flash(request, "ok", "Secret revoked.")
         return RedirectResponse(f"{APPS}/{client_id}", status_code=303)
 
 
