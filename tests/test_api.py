@@ -1819,3 +1819,27 @@ def test_bulk_never_reorders_an_operation_past_a_write_of_the_same_resource(api:
     assert [o["status"] for o in r] == ["200", "201"], r
     members = api.req("GET", f"/Groups/{g['id']}").json()["members"]
     assert [m["value"] for m in members] == [r[1]["location"].rsplit("/", 1)[1]]
+
+
+def test_a_patch_audit_record_says_what_active_became(api: Api) -> None:
+    """A PATCH's audit record listed its ops and paths only: a user disabled could not be
+    told from one enabled. It keeps the value given to ``active`` (Entra's path and
+    path-less forms) and the names, not the values, of a path-less value's attributes."""
+    u = api.user("audited@x.com")
+    for body in (
+        {"schemas": [PATCH], "Operations": [{"op": "Replace", "path": "active", "value": "False"}]},
+        {
+            "schemas": [PATCH],
+            "Operations": [{"op": "replace", "value": {"active": True, "title": "secret"}}],
+        },
+    ):
+        assert api.req("PATCH", f"/Users/{u['id']}", body).status_code == 200
+    with api.engine.connect() as conn:
+        rows = audit.history(conn, resource_id=u["id"])
+    details = [json.loads(d) if isinstance(d, str) else d for d in (r["detail"] for r in rows)]
+    summaries = [d["operations"] for d in details[:2]]
+    assert summaries == [
+        [{"op": "replace", "path": None, "attributes": ["active", "title"], "active": True}],
+        [{"op": "replace", "path": "active", "active": "False"}],
+    ]
+    assert "secret" not in json.dumps(details[0])

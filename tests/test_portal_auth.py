@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -330,7 +331,7 @@ def test_disable_rotate_revoke_delete_from_the_page(portal: Portal) -> None:
     page = portal.client.get(detail).text  # times as the list shows them, not raw ISO
     created = app["created"][:16].replace("T", " ")
     assert f"<dd>{created} UTC</dd>" in page and app["created"] not in page
-    assert portal.post(f"{detail}/disable", {}, detail).status_code == 303
+    assert portal.post(f"{detail}/disable", {"confirm": "yes"}, detail).status_code == 303
     assert status(old) == 401
     portal.post(f"{detail}/enable", {}, detail)
     assert status(old) == 200
@@ -352,6 +353,10 @@ def test_disable_rotate_revoke_delete_from_the_page(portal: Portal) -> None:
     with portal.engine.connect() as conn:
         rows = audit.history(conn, resource_id=cid)
     assert {r["actor"] for r in rows if r["operation"] != "app.create"} == {"admin"}
+    # Each names the application: once it is deleted, its id alone said nothing.
+    details = [r["detail"] for r in rows[:5]]
+    names = [(json.loads(d) if isinstance(d, str) else d)["name"] for d in details]
+    assert names == [app["name"]] * 5
 
 
 def test_post_without_csrf_changes_nothing(portal: Portal) -> None:

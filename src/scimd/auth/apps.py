@@ -212,7 +212,7 @@ def rotate_secret(conn: sa.Connection, client_id: str, actor: A.Actor) -> str:
     """Add a new secret; the old ones stay valid until revoked (switch clients without downtime)."""
     row = _app_row(conn, client_id)
     secret = _add_secret(conn, row.pk)
-    A.record(conn, actor, "app.rotate", "Application", client_id, None)
+    A.record(conn, actor, "app.rotate", "Application", client_id, {"name": row.name})
     return secret
 
 
@@ -242,7 +242,8 @@ def revoke_secret(conn: sa.Connection, client_id: str, secret_id: int, actor: A.
         )
     )
     versions.bump(conn, versions.AUTH)  # cached verifications end now
-    A.record(conn, actor, "app.revoke_secret", "Application", client_id, {"secret": secret_id})
+    detail = {"name": row.name, "secret": secret_id}
+    A.record(conn, actor, "app.revoke_secret", "Application", client_id, detail)
 
 
 def touch_last_used(conn: sa.Connection, app_pk: int) -> None:
@@ -263,7 +264,7 @@ def revoke_app(conn: sa.Connection, client_id: str, actor: A.Actor) -> None:
     conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
     conn.execute(applications.update().where(applications.c.pk == row.pk).values(enabled=False))
     versions.bump(conn, versions.AUTH)  # cached verifications end now
-    A.record(conn, actor, "app.revoke", "Application", client_id, None)
+    A.record(conn, actor, "app.revoke", "Application", client_id, {"name": row.name})
 
 
 def set_enabled(conn: sa.Connection, client_id: str, enabled: bool, actor: A.Actor) -> None:
@@ -273,9 +274,8 @@ def set_enabled(conn: sa.Connection, client_id: str, enabled: bool, actor: A.Act
     if not enabled:
         conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
     versions.bump(conn, versions.AUTH)  # cached verifications end now
-    A.record(
-        conn, actor, "app.enable" if enabled else "app.disable", "Application", client_id, None
-    )
+    operation = "app.enable" if enabled else "app.disable"
+    A.record(conn, actor, operation, "Application", client_id, {"name": row.name})
 
 
 def delete_app(conn: sa.Connection, client_id: str, actor: A.Actor) -> None:
@@ -284,7 +284,7 @@ def delete_app(conn: sa.Connection, client_id: str, actor: A.Actor) -> None:
     conn.execute(client_secrets.delete().where(client_secrets.c.app_pk == row.pk))
     conn.execute(applications.delete().where(applications.c.pk == row.pk))
     versions.bump(conn, versions.AUTH)  # cached verifications end now
-    A.record(conn, actor, "app.delete", "Application", client_id, None)
+    A.record(conn, actor, "app.delete", "Application", client_id, {"name": row.name})
 
 
 def authenticate(conn: sa.Connection, token: str) -> Principal | None:

@@ -1149,9 +1149,23 @@ def _member_changes(ops: list[P.MemberOp]) -> list[dict[str, Any]]:
 
 
 def _op_summary(body: Any) -> list[dict[str, Any]]:
+    """What a PATCH's audit record says of each operation: its op and path, the attributes a
+    path-less value names, and the value given to ``active`` (values are otherwise left out
+    of the log; without this one a user disabled could not be told from one enabled)."""
     ops = body.get("Operations") if isinstance(body, dict) else None
     out = []
     for op in ops or []:
-        if isinstance(op, dict):
-            out.append({"op": str(op.get("op", "")).lower(), "path": op.get("path")})
+        if not isinstance(op, dict):
+            continue
+        path = op.get("path")
+        value = next((v for k, v in op.items() if k.lower() == "value"), None)
+        item: dict[str, Any] = {"op": str(op.get("op", "")).lower(), "path": path}
+        if isinstance(path, str) and path.strip().lower() == "active":
+            item["active"] = value
+        elif path is None and isinstance(value, dict):
+            item["attributes"] = sorted(value)[:20]
+            active = next((v for k, v in value.items() if k.lower() == "active"), None)
+            if active is not None:
+                item["active"] = active
+        out.append(item)
     return out[:50]
