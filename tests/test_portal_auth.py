@@ -388,6 +388,17 @@ def test_first_start_setup_link(tmp_path: Path) -> None:
         page = setup.text
         csrf = re.search(r'name="csrf" value="([^"]+)"', page)
         assert csrf and "Create the first admin" in page
+        # A form whose session expired goes back to the link, token included (it showed
+        # "used, or expired", about a link that was neither).
+        expired = c.post(
+            "/admin/setup",
+            data={"csrf": "stale", "token": token, "username": "root", "password": PASSWORD},
+            headers={"Referer": f"http://testserver/admin/setup?token={token}"},
+            follow_redirects=False,
+        )
+        assert expired.headers["location"] == f"/admin/setup?token={token}"
+        again = c.get(expired.headers["location"]).text
+        assert "The form expired" in again and "Create the first admin" in again
         r = c.post(
             "/admin/setup",
             data={"csrf": csrf.group(1), "token": token, "username": "root", "password": "short"},

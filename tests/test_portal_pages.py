@@ -759,3 +759,14 @@ def test_disabling_or_revoking_the_last_secret_asks_first(env: Env) -> None:
     assert env.scim("GET", "/Users").status_code == 401
     listed = env.client.get("/admin/security/oauth2-applications").text
     assert "no active secret" in listed
+
+
+def test_portal_errors_are_portal_pages(env: Env) -> None:
+    """/admin/nosuch and GET /admin/logout were bare "Not Found" / "Method Not Allowed"
+    text, without the portal's header, links or security headers."""
+    missing = env.client.get("/admin/nosuch")
+    assert missing.status_code == 404 and "no such page in the work portal" in missing.text
+    assert missing.headers["x-frame-options"] == "DENY" and "Portal home" in missing.text
+    wrong = env.client.get("/admin/logout")
+    assert wrong.status_code == 405 and "does not take a GET request" in wrong.text
+    assert wrong.headers["allow"] == "POST"

@@ -230,8 +230,31 @@ def create_app(
                     status=404,
                 )
             )
+        if first == "admin":  # the portal's own page, not a bare "Not Found"
+            return portal.render(
+                request,
+                "message.html",
+                404,
+                title="Not found",
+                message="There is no such page in the work portal.",
+            )
         detail = getattr(exc, "detail", "Not Found")
         return PlainTextResponse(str(detail), status_code=404)
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        headers = getattr(exc, "headers", None) or {}
+        if request.url.path.strip("/").split("/", 1)[0].lower() == "admin":
+            page = portal.render(
+                request,
+                "message.html",
+                405,
+                title="Not possible",
+                message=f"This page does not take a {request.method} request: use the portal's"
+                " links and buttons.",
+            )
+            page.headers.update(headers)
+            return page
+        return PlainTextResponse("Method Not Allowed", status_code=405, headers=headers)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -252,6 +275,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={
             404: not_found,
+            405: not_allowed,
             ClientDisconnect: client_gone,
             sa.exc.OperationalError: database_gone,
             sa.exc.InterfaceError: database_gone,

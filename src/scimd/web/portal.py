@@ -543,7 +543,10 @@ class Portal:
         try:
             form = await self.form(request)
         except CsrfError:
-            return RedirectResponse("/admin/setup", status_code=303)
+            # Back to the page that held the form, its link's token included (without it the
+            # page said the link was used or expired, which it was not).
+            self.flash(request, "error", "The form expired: submit it again.")
+            return RedirectResponse(_return_to(request), status_code=303)
         except FormError as e:
             return self.render(request, "message.html", 400, title="Set up", message=str(e))
         token = str(form.get("token", ""))
