@@ -266,3 +266,35 @@ def test_stored_lower_cased_names_are_folded_with_one_small_sigma(any_database_u
         "u2": nos.lower().replace(final, small),
     }
     assert [u["id"] for u in found] == ["u1"]
+
+
+def test_the_case_check_covers_every_cased_character_and_finds_a_difference() -> None:
+    """PostgreSQL lower-cases JSON values with its ICU and Python the literals and the name
+    columns: they agree while both know the same Unicode version. The server warns when
+    they do not; the check's sample holds every character Python lower-cases."""
+    import sys
+
+    sample = migrate.cased_sample().split(" ")
+    beyond = [
+        chr(c)
+        for c in range(migrate.CASED_BELOW, sys.maxunicode + 1)
+        if not 0xD800 <= c <= 0xDFFF and chr(c).lower() != chr(c)
+    ]
+    assert beyond == [] and "\u03a3" in sample and "\U0001e900" in sample
+    theirs = " ".join(c.lower() for c in sample).replace("\u0101", "\u0100")  # ā kept as Ā
+    assert migrate.lowered_otherwise(" ".join(sample), theirs) == ["\u0100"]
+
+
+def test_this_postgresql_lower_cases_as_python_does(postgres_url: str) -> None:
+    import sqlalchemy as sa
+
+    from scimd.store.sqlfilter import PG_FOLD
+
+    engine = create_engine(postgres_url)
+    sample = migrate.cased_sample()
+    with engine.connect() as conn:
+        theirs = conn.execute(
+            sa.text(f'SELECT lower(CAST(:s AS text) COLLATE "{PG_FOLD}")'), {"s": sample}
+        ).scalar_one()
+    engine.dispose()
+    assert migrate.lowered_otherwise(sample, theirs) == []
