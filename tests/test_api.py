@@ -1843,3 +1843,19 @@ def test_a_patch_audit_record_says_what_active_became(api: Api) -> None:
         [{"op": "replace", "path": "active", "active": "False"}],
     ]
     assert "secret" not in json.dumps(details[0])
+
+
+def test_references_are_case_exact_as_advertised(api: Api) -> None:
+    """RFC 7643 §2.3.7: a reference is case exact. References were advertised and compared
+    without case: ``profileUrl eq "HTTPS://EX.COM/A2"`` found ``https://ex.com/A2``."""
+    api.user("ref@x.com", profileUrl="https://ex.com/A2")
+    found = api.req("GET", '/Users?filter=profileUrl eq "https://ex.com/A2"').json()
+    assert found["totalResults"] == 1
+    other = api.req("GET", '/Users?filter=profileUrl eq "HTTPS://EX.COM/A2"').json()
+    assert other["totalResults"] == 0
+    user_schema = api.req("GET", f"/Schemas/{USER}").json()
+    by_name = {a["name"]: a for a in user_schema["attributes"]}
+    assert by_name["profileUrl"]["caseExact"] is True
+    assert {s["name"]: s["caseExact"] for s in by_name["groups"]["subAttributes"]}["$ref"] is True
+    # Schema URNs still compare without case, as everywhere a schema is named.
+    assert api.req("GET", f'/Users?filter=schemas eq "{USER.upper()}"').json()["totalResults"] == 1

@@ -113,8 +113,12 @@ class Schema:
 
 
 def a(name: str, type: str = STRING, **kw: Any) -> Attribute:
-    """Shorthand used by the schema tables below."""
+    """Shorthand used by the schema tables below. A reference is case exact (RFC 7643
+    §2.3.7; errata 6001 fixes §8.7.1's tables, which said otherwise): ``profileUrl eq
+    "HTTPS://EX.COM/A2"`` found ``https://ex.com/A2``."""
     subs = kw.pop("subs", ())
+    if type == REFERENCE:
+        kw.setdefault("case_exact", True)
     return Attribute(name, type, sub_attributes=tuple(subs), **kw)
 
 
@@ -134,7 +138,15 @@ META = a(
 COMMON: dict[str, Attribute] = {
     # Computed from the data: the core schema plus every extension that holds a value. It is
     # filterable (RFC 7644 §3.4.2.2 shows ``schemas eq "urn:...:enterprise:2.0:User"``).
-    "schemas": a("schemas", REFERENCE, multi_valued=True, mutability="readOnly", returned="always"),
+    # URNs: compared without case, as everywhere else a schema is named.
+    "schemas": a(
+        "schemas",
+        REFERENCE,
+        multi_valued=True,
+        mutability="readOnly",
+        returned="always",
+        case_exact=False,
+    ),
     "id": a("id", mutability="readOnly", returned="always", case_exact=True, uniqueness="server"),
     "externalid": a("externalId", case_exact=True),
     "meta": META,
