@@ -293,7 +293,7 @@ class _Run:
                 self.record(i, await _one(self.scim, self.ops[i], self.refs, self.base, self.actor))
             target = _target(self.ops[i])
             for w in self.held.get(target, []) if target is not None else []:
-                if w < i and self.results[w] is None:
+                if w < i and self.results[w] is None and not _commute(self.ops[w], self.ops[i]):
                     self.overtaken.setdefault(w, i)
             key = _bulk_id(self.ops[i])
             if key is None or key not in self.refs.creating:
@@ -455,6 +455,38 @@ def _names(ops: list[Any], indices: list[int], most: int = 5) -> str:
     in each of its 1,000 results: an 8 MB reply)."""
     shown = ", ".join(f"'{ops[j].get('bulkId', j + 1)}'" for j in indices[:most])
     return shown if len(indices) <= most else f"{shown} and {len(indices) - most} more"
+
+
+def _commute(a: Any, b: Any) -> bool:
+    """Whether two writes of one resource give the same result in either order: PATCHes
+    that only add members (a client adding new users to a group in several operations)."""
+    return _adds_members_only(a) and _adds_members_only(b)
+
+
+def _adds_members_only(op: Any) -> bool:
+    if not isinstance(op, dict) or str(op.get("method", "")).upper() != "PATCH":
+        return False
+    data = op.get("data")
+    ops = (
+        next((v for k, v in data.items() if k.lower() == "operations"), None)
+        if isinstance(data, dict)
+        else None
+    )
+    if not isinstance(ops, list) or not ops:
+        return False
+    for item in ops:
+        if not isinstance(item, dict):
+            return False
+        fields = {k.lower(): v for k, v in item.items()}
+        if str(fields.get("op", "")).lower() != "add":
+            return False
+        path, value = fields.get("path"), fields.get("value")
+        if isinstance(path, str):
+            if path.strip().lower() != "members":
+                return False
+        elif not (isinstance(value, dict) and [k.lower() for k in value] == ["members"]):
+            return False
+    return True
 
 
 def _target(op: Any) -> str | None:
