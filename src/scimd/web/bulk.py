@@ -250,12 +250,12 @@ class _Run:
         self.fail_on = fail_on
         self.results: list[dict[str, Any] | None] = [None] * len(ops)
         self.errors = 0
-        self.waiting: dict[str, list[int]] = {}  # bulkId -> operations waiting for its POST
-        self.missing: list[set[str]] = [set() for _ in ops]
+        # What an operation waits for: a bulkId (its POST) or an operation's index (the one
+        # before it on the same resource); and who waits for each.
+        self.waiting: dict[str | int, list[int]] = {}
+        self.missing: list[set[str | int]] = [set() for _ in ops]
         self.ran: set[str] = set()  # bulkIds whose POST has run (created or failed)
-        # A waiting operation's resource, and what an operation run meanwhile did to it.
-        self.held: dict[str, list[int]] = {}
-        self.overtaken: dict[int, int] = {}
+        self.held: dict[str, int] = {}  # a resource -> the last operation on it still waiting
 
     def stopped(self) -> bool:
         return self.fail_on is not None and self.errors >= self.fail_on  # §3.7.3
@@ -265,21 +265,29 @@ class _Run:
             if self.stopped():
                 break  # operations not processed get no result
             wanted = self.refs.references(op) if isinstance(op, dict) else []
-            self.missing[i] = {k for k in wanted if k in self.refs.creating and k not in self.ran}
-            if self.missing[i]:
-                for key in self.missing[i]:
+            missing: set[str | int] = {
+                k for k in wanted if k in self.refs.creating and k not in self.ran
+            }
+            target = _target(op)
+            before = self.held.get(target) if target is not None else None
+            if before is not None and self.results[before] is None:
+                # The resource's operations keep the client's order (§3.7: an optimised
+                # order must give the same result): this one waits for the one before it.
+                missing.add(before)
+            self.missing[i] = missing
+            if missing:
+                for key in missing:
                     self.waiting.setdefault(key, []).append(i)
-                target = _target(op)
                 if target is not None:
-                    self.held.setdefault(target, []).append(i)
+                    self.held[target] = i
                 if self.fail_on is not None and self.closes_cycle(i):
                     # Its errors count now: the operations after it must not run past the
                     # limit (found only at the end, they did).
-                    self.unresolvable(only_cycles=True)
+                    await self.unresolvable(only_cycles=True)
                 continue
             await self.execute(i)
         if not self.stopped():
-            self.unresolvable()
+            await self.unresolvable()
         return [r for r in self.results if r is not None]
 
     async def execute(self, first: int) -> None:
@@ -287,42 +295,27 @@ class _Run:
         queue = deque([first])
         while queue and not self.stopped():
             i = queue.popleft()
-            if i in self.overtaken:
-                self.record(i, self._overtaken(i))
-            else:
-                self.record(i, await _one(self.scim, self.ops[i], self.refs, self.base, self.actor))
-            target = _target(self.ops[i])
-            for w in self.held.get(target, []) if target is not None else []:
-                if w < i and self.results[w] is None and not _commute(self.ops[w], self.ops[i]):
-                    self.overtaken.setdefault(w, i)
-            key = _bulk_id(self.ops[i])
-            if key is None or key not in self.refs.creating:
-                continue
-            self.ran.add(key)
-            released = []
-            for w in self.waiting.pop(key, []):
-                self.missing[w].discard(key)
-                if not self.missing[w]:
-                    released.append(w)
-            queue.extendleft(sorted(released, reverse=True))
+            self.record(i, await _one(self.scim, self.ops[i], self.refs, self.base, self.actor))
+            queue.extendleft(sorted(self.done(i), reverse=True))
 
-    def _overtaken(self, i: int) -> dict[str, Any]:
-        """RFC 7644 §3.7: an optimised order must give the state in-order processing gives.
-        An operation waiting for a later POST runs right after it; when an operation between
-        them wrote the same resource, running it then would undo or redo that write (a PATCH
-        adding a new user to a group, then a PUT emptying the group, then the user's POST: the
-        group kept the user)."""
-        j = self.overtaken[i]
-        keys = ", ".join(f"'{k}'" for k in sorted(self.refs.references(self.ops[i])))
-        other = self.ops[j]
-        err = InvalidValue(
-            f"this operation references bulkId {keys}, created by a later operation, and"
-            f" operation {j + 1} ({other.get('method')} {other.get('path')}) before that"
-            " changes the same resource: run after the POST, it would change the result of"
-            " the request; put the POST first",
-            status=409,
-        )
-        return _error_result(self.ops[i], err, _location(self.base, self.ops[i]))
+    def done(self, i: int) -> list[int]:
+        """Operation ``i`` has its result: the operations that waited only for it, or for its
+        POST, and may run now."""
+        finished: list[str | int] = [i]
+        key = _bulk_id(self.ops[i])
+        if key is not None and key in self.refs.creating:
+            self.ran.add(key)
+            finished.append(key)
+        released = []
+        for k in finished:
+            for w in self.waiting.pop(k, []):
+                self.missing[w].discard(k)
+                if not self.missing[w] and self.results[w] is None:
+                    released.append(w)
+        return released
+
+    def _op(self, key: str | int) -> int:
+        return key if isinstance(key, int) else self.refs.declared[key]
 
     def record(self, i: int, result: dict[str, Any]) -> None:
         self.results[i] = result
@@ -336,7 +329,7 @@ class _Run:
         """Whether the operation just deferred waits, through other waiting operations, for
         itself (checked with ``failOnErrors`` only: a walk of the waiting operations)."""
         seen: set[int] = set()
-        todo = [self.refs.declared[k] for k in self.missing[start]]
+        todo = [self._op(k) for k in self.missing[start]]
         while todo:
             j = todo.pop()
             if j == start:
@@ -344,30 +337,36 @@ class _Run:
             if j in seen or self.results[j] is not None or not self.missing[j]:
                 continue
             seen.add(j)
-            todo.extend(self.refs.declared[k] for k in self.missing[j])
+            todo.extend(self._op(k) for k in self.missing[j])
         return False
 
-    def unresolvable(self, only_cycles: bool = False) -> None:
-        """409s for the operations still waiting: on a cycle, or waiting for one."""
+    async def unresolvable(self, only_cycles: bool = False) -> None:
+        """409s for the operations that cannot run: on a cycle of references, or referencing
+        an operation on one. An operation that only waited for the one before it on its
+        resource runs once that one has its result, as in the client's order."""
         stuck = [i for i, r in enumerate(self.results) if r is None and self.missing[i]]
-        edges = {i: [self.refs.declared[k] for k in sorted(self.missing[i])] for i in stuck}
+        edges = {i: sorted(self._op(k) for k in self.missing[i]) for i in stuck}
         cycles = _cycles(edges)
-        # What waits, directly or not, for a member of a cycle fails with it, now: with
+        # What references a member of a cycle, directly or not, fails with it, now: with
         # failOnErrors, the operations after it ran past the limit (its error counted only
         # at the end).
+        named = {i: sorted(k for k in self.missing[i] if isinstance(k, str)) for i in stuck}
+        refs = {i: [self._op(k) for k in named[i]] for i in stuck}
         doomed = set(cycles)
         grew = True
         while grew:
             grew = False
             for i in stuck:
-                if i not in doomed and any(j in doomed for j in edges[i]):
+                if i not in doomed and any(j in doomed for j in refs[i]):
                     doomed.add(i)
                     grew = True
         for i in stuck:
             if self.stopped():
                 return
-            if only_cycles and i not in doomed:
+            if self.results[i] is not None or (only_cycles and i not in doomed):
                 continue
+            if i not in doomed:
+                continue  # waits for a doomed operation on its resource: run once it fails
             if i in cycles:
                 names = _names(self.ops, cycles[i])
                 what = (
@@ -378,16 +377,18 @@ class _Run:
                 )
                 detail = f"{what}; create them without the references, then add those with a PATCH"
             else:
-                names = ", ".join(f"'{k}'" for k in sorted(self.missing[i]))
+                names = ", ".join(f"'{k}'" for k in named[i] if self._op(k) in doomed)
                 detail = (
                     f"bulkId {names} names an operation that could not run (its references"
                     " form a cycle), so it has no resource"
                 )
             err = InvalidValue(detail, status=409)
             self.record(i, _error_result(self.ops[i], err, _location(self.base, self.ops[i])))
-            key = _bulk_id(self.ops[i])
-            if key is not None:
-                self.ran.add(key)  # later references fail at once, as to a failed POST
+            # Later references fail at once, as to a failed POST; what waited only for this
+            # operation on its resource runs now.
+            for w in sorted(self.done(i)):
+                if self.results[w] is None and w not in doomed:
+                    await self.execute(w)
 
 
 def _bulk_id(op: Any) -> str | None:
@@ -455,38 +456,6 @@ def _names(ops: list[Any], indices: list[int], most: int = 5) -> str:
     in each of its 1,000 results: an 8 MB reply)."""
     shown = ", ".join(f"'{ops[j].get('bulkId', j + 1)}'" for j in indices[:most])
     return shown if len(indices) <= most else f"{shown} and {len(indices) - most} more"
-
-
-def _commute(a: Any, b: Any) -> bool:
-    """Whether two writes of one resource give the same result in either order: PATCHes
-    that only add members (a client adding new users to a group in several operations)."""
-    return _adds_members_only(a) and _adds_members_only(b)
-
-
-def _adds_members_only(op: Any) -> bool:
-    if not isinstance(op, dict) or str(op.get("method", "")).upper() != "PATCH":
-        return False
-    data = op.get("data")
-    ops = (
-        next((v for k, v in data.items() if k.lower() == "operations"), None)
-        if isinstance(data, dict)
-        else None
-    )
-    if not isinstance(ops, list) or not ops:
-        return False
-    for item in ops:
-        if not isinstance(item, dict):
-            return False
-        fields = {k.lower(): v for k, v in item.items()}
-        if str(fields.get("op", "")).lower() != "add":
-            return False
-        path, value = fields.get("path"), fields.get("value")
-        if isinstance(path, str):
-            if path.strip().lower() != "members":
-                return False
-        elif not (isinstance(value, dict) and [k.lower() for k in value] == ["members"]):
-            return False
-    return True
 
 
 def _target(op: Any) -> str | None:
