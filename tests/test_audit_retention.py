@@ -172,3 +172,20 @@ def test_a_prune_with_nothing_to_remove_takes_no_write_lock(tmp_path: Path) -> N
         holder.close()
     assert len(_rows(engine)) == 3
     engine.dispose()
+
+
+def test_a_record_out_of_time_order_neither_stops_a_prune_nor_goes_early(
+    any_database_url: str,
+) -> None:
+    """Records written while a clock ran ahead sit among older ones: the first record in the
+    future kept every prune from starting, and one young record among the first batch ended
+    each prune after that batch (at most one batch an hour, against thousands of records a
+    minute written)."""
+    engine = create_engine(any_database_url)
+    ensure_current(engine)
+    _add(engine, [-30, 40, 40, 1, 40, 40, 40, 40, 1])  # -30: thirty days in the future
+    removed = audit.prune(engine, _age(10), audit.CLI, batch=3, record_empty=False)
+    rows = _rows(engine)
+    engine.dispose()
+    assert removed == 6
+    assert [r[1] for r in rows[:3]] == ["u-30-0", "u1-3", "u1-8"]

@@ -107,27 +107,40 @@ def prune(
     ``between`` runs between two batches; it returns True to stop early (a server stopping).
     Returns how many went.
 
-    Records are written in time order, so each batch is the first ``batch`` rows by primary
-    key, of which those made before ``before`` go; a batch that removes fewer has reached
-    the records to keep. ``at`` has no index (each would cost every change a second index
-    write): selecting the batch by ``at`` read the whole table under SQLite's write lock on
-    every prune with nothing to remove (4 s at 5 million records, while writes waited). A
-    prune with nothing to remove reads only the oldest record, and takes no lock."""
-    oldest = _oldest(engine)
-    if oldest is None or oldest >= before:
+    Records are written in about time order: each batch is the next ``batch`` rows by
+    primary key, of which those made before ``before`` go, and the prune ends with a batch
+    whose last record is to be kept. A record out of order (written while a clock ran ahead)
+    neither stops a prune nor is removed early. ``at`` has no index (each would cost every
+    change a second index write): selecting the batch by ``at`` read the whole table under
+    SQLite's write lock on every prune with nothing to remove (4 s at 5 million records,
+    while writes waited). A prune with nothing to remove reads the first batch's times
+    only, and takes no lock."""
+    if not _any_old(engine, before, batch):
         if record_empty:
             with write_transaction(engine) as conn:
                 record(conn, actor, "audit.prune", "Audit", None, _pruned(before, 0))
         return 0
-    first = sa.select(audit.c.pk).order_by(audit.c.pk).limit(batch).scalar_subquery()
-    old = sa.and_(audit.c.pk.in_(first), audit.c.at < sa.bindparam("before"))
-    removed = 0
+    page = (
+        sa.select(audit.c.pk, audit.c.at)
+        .where(audit.c.pk > sa.bindparam("last"))
+        .order_by(audit.c.pk)
+        .limit(batch)
+    )
+    old = audit.delete().where(
+        audit.c.pk > sa.bindparam("last"),
+        audit.c.pk <= sa.bindparam("upto"),
+        audit.c.at < sa.bindparam("before"),
+    )
+    removed, last = 0, -1
     while True:
         with write_transaction(engine) as conn:
-            n = conn.execute(audit.delete().where(old), {"before": before})
-            count = int(n.rowcount or 0)
-            removed += count
-            done = count < batch
+            rows = conn.execute(page, {"last": last}).all()
+            done = len(rows) < batch
+            if rows:
+                upto, newest = int(rows[-1][0]), str(rows[-1][1])
+                n = conn.execute(old, {"last": last, "upto": upto, "before": before})
+                removed += int(n.rowcount or 0)
+                last, done = upto, done or newest >= before
             if done and (removed or record_empty):
                 record(conn, actor, "audit.prune", "Audit", None, _pruned(before, removed))
         if done:
@@ -138,11 +151,13 @@ def prune(
             return removed
 
 
-def _oldest(engine: sa.Engine) -> str | None:
-    """When the oldest record was made (None: there is none), read outside any write."""
+def _any_old(engine: sa.Engine, before: str, batch: int) -> bool:
+    """Whether one of the first ``batch`` records was made before ``before`` (read outside
+    any write: a prune with nothing to do takes no lock)."""
+    first = sa.select(audit.c.at).order_by(audit.c.pk).limit(batch).subquery()
     with engine.connect() as conn:
-        at = conn.execute(sa.select(audit.c.at).order_by(audit.c.pk).limit(1)).scalar()
-    return None if at is None else str(at)
+        oldest = conn.execute(sa.select(sa.func.min(first.c.at))).scalar()
+    return oldest is not None and str(oldest) < before
 
 
 def _pruned(before: str, removed: int) -> dict[str, Any]:
