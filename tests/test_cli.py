@@ -710,5 +710,7 @@ def test_application_names_are_short_plain_and_not_repeated(db: str) -> None:
         r = runner.invoke(app, ["apps", "create", "--name", name, "--database-url", db])
         assert r.exit_code == 1 and said in r.output, r.output
     _ok("apps", "create", "--name", "x" * 128, "--database-url", db)
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # a zero-width non-joiner
+    _ok("apps", "create", "--name", persian, "--database-url", db)
     listed = json.loads(_ok("apps", "list", "--json", "--database-url", db))
-    assert sorted(a["name"] for a in listed) == ["Entra ID", "x" * 128]
+    assert sorted(a["name"] for a in listed) == ["Entra ID", "x" * 128, persian]

@@ -805,3 +805,39 @@ def test_a_request_without_credentials_is_told_how_to_send_them(server: Server) 
     cid, _ = server.app()
     wrong = oauth_error(server.post_auth(cid, "not-the-secret"), 401, "invalid_client")
     assert wrong["error_description"] == "client authentication failed"
+
+
+def test_two_admins_adding_one_name_at_once_make_one_application(postgres_url: str) -> None:
+    """On PostgreSQL both checks for the name ran before either insert committed (READ
+    COMMITTED), and two applications of one name were made."""
+    import threading
+
+    from scimd.scim.errors import InvalidValue
+    from scimd.store.engine import create_engine
+    from scimd.store.migrate import ensure_current
+
+    engine = create_engine(postgres_url)
+    ensure_current(engine)
+    created = threading.Event()
+    outcome: list[str] = []
+
+    def second() -> None:
+        created.wait(30)
+        try:
+            with engine.begin() as conn:
+                apps.create_app(conn, "entra id", "bearer", ["USER SYNC"], audit.CLI)
+            outcome.append("created")
+        except InvalidValue as e:
+            outcome.append(f"refused {e.status}")
+
+    other = threading.Thread(target=second)
+    other.start()
+    with engine.begin() as conn:
+        apps.create_app(conn, "Entra ID", "bearer", ["USER SYNC"], audit.CLI)
+        created.set()
+        other.join(0.5)  # the other waits for this transaction's lock meanwhile
+    other.join(30)
+    with engine.connect() as conn:
+        names = [a["name"] for a in apps.list_apps(conn)]
+    engine.dispose()
+    assert outcome == ["refused 409"] and names == ["Entra ID"]

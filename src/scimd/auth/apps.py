@@ -92,6 +92,12 @@ DEFAULT_LIFETIME = 3600
 MAX_NAME = 128
 
 
+# Zero-width (non-)joiners: formatting characters that Persian and Indic names need.
+_JOINERS = frozenset("\u200c\u200d")
+# pg_advisory_xact_lock key of application creation ("apps" in ASCII).
+_CREATE_LOCK = 0x61707073
+
+
 def _checked_name(conn: sa.Connection, name: str) -> str:
     """The name to store, or a 400 that says what to change. A 5,000-character name filled
     the portal's list; a right-to-left override reversed the text after it wherever the name
@@ -101,12 +107,23 @@ def _checked_name(conn: sa.Connection, name: str) -> str:
         raise InvalidValue("an application needs a name")
     if len(name) > MAX_NAME:
         raise InvalidValue(f"an application's name is at most {MAX_NAME} characters")
-    odd = next((c for c in name if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    odd = next(
+        (
+            c
+            for c in name
+            if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") and c not in _JOINERS
+        ),
+        None,
+    )
     if odd is not None:
         raise InvalidValue(
             f"an application's name cannot hold control or formatting characters (U+{ord(odd):04X})"
         )
     folded = name.casefold()
+    if conn.dialect.name == "postgresql":
+        # Two admins adding one name at once both passed the check (READ COMMITTED); SQLite's
+        # write transaction holds its lock from BEGIN already.
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
     rows = conn.execute(sa.select(applications.c.client_id, applications.c.name))
     taken = next((cid for cid, other in rows if str(other).casefold() == folded), None)
     if taken is not None:  # a few applications: compared here, in Python's case folding

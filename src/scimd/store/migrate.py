@@ -191,11 +191,12 @@ def lowered_otherwise(sample: str, theirs: str) -> list[str]:
 
 @functools.cache
 def cased_sample() -> str:
-    """Every character Python lower-cases, one word each: what the database's ICU must
+    """Every character Python lower-cases, and every code point its Unicode has not assigned
+    (a newer ICU may know a case pair there), one word each: what the database's ICU must
     lower-case alike (they agree while both follow the same Unicode version; an upgrade of
     either side can add case pairs the other does not know)."""
     chars = (chr(c) for c in range(CASED_BELOW) if not 0xD800 <= c <= 0xDFFF)
-    return " ".join(c for c in chars if c.lower() != c)
+    return " ".join(c for c in chars if c.lower() != c or unicodedata.category(c) == "Cn")
 
 
 # Scripts with case end before U+1F000 (Adlam, U+1E900-U+1E95F, is the last); the whole range
