@@ -42,8 +42,11 @@ class AuditRetention:
     def start(self) -> None:
         if self.days <= 0 or self._thread is not None:
             return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="scimd-retention", daemon=True)
+        # A new event: a thread that outlived a stop's wait keeps its own, and stops.
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(self._stop,), name="scimd-retention", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -56,22 +59,23 @@ class AuditRetention:
         self._stop.set()
         thread.join(STOP_WAIT)
 
-    def prune(self) -> int:
-        """One prune now; returns how many records went."""
+    def prune(self, stop: threading.Event | None = None) -> int:
+        """One prune now, ended early by ``stop``; returns how many records went."""
+        stopping = stop or threading.Event()
         return audit.prune(
             self.engine,
             audit.cutoff(self.days),
             SYSTEM,
-            between=lambda: self._stop.wait(self.pause),
+            between=lambda: stopping.wait(self.pause),
             record_empty=False,
         )
 
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         wait = 0.0
-        while not self._stop.wait(wait):
+        while not stop.wait(wait):
             wait = self.interval
             try:
-                removed = self.prune()
+                removed = self.prune(stop)
             except sa.exc.SQLAlchemyError as e:  # e.g. the database is away: the next one
                 log.warning("audit retention: the prune failed (%s); it runs again later", e)
                 continue
