@@ -639,7 +639,8 @@ def test_expired_token_is_refused(server: Server) -> None:
 
 
 def test_expired_tokens_are_purged_on_issue(server: Server) -> None:
-    """Issuing a token deletes that application's expired tokens, not other applications'."""
+    """Issuing a token deletes every expired token: only its own application's went, so an
+    application that stopped asking kept its expired tokens for good."""
     cid, secret = server.app()
     other_id, other_secret = server.app(name="other")
     stale = server.access_token(cid, secret)
@@ -648,8 +649,8 @@ def test_expired_tokens_are_purged_on_issue(server: Server) -> None:
     fresh = server.access_token(cid, secret)
     with server.engine.connect() as conn:
         digests: set[str] = set(conn.execute(sa.select(access_tokens.c.digest)).scalars())
-    assert digests == {apps.digest(fresh), apps.digest(other_stale)}
-    assert apps.digest(stale) not in digests
+    assert digests == {apps.digest(fresh)}
+    assert apps.digest(stale) not in digests and apps.digest(other_stale) not in digests
 
 
 def test_lifetime_zero_never_expires(server: Server) -> None:
@@ -841,3 +842,39 @@ def test_two_admins_adding_one_name_at_once_make_one_application(postgres_url: s
         names = [a["name"] for a in apps.list_apps(conn)]
     engine.dispose()
     assert outcome == ["refused 409"] and names == ["Entra ID"]
+
+
+def test_a_secret_typed_as_the_client_id_is_not_logged(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Client id and secret swapped (Entra's two boxes): the refusal's log line held the
+    secret, as the client id tried."""
+    cid, secret = server.app()
+    oauth_error(server.post_auth(secret, cid), 401, "invalid_client")
+    [record] = [r for r in caplog.records if r.getMessage().startswith("token request refused")]
+    fields = record.fields  # type: ignore[attr-defined]
+    assert secret not in str(fields) and "not a client id" in fields["client_id"]
+
+
+def test_an_application_holds_a_bounded_number_of_live_tokens(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every token request added a row that lived as long as the lifetime (forever at 0), and
+    expired rows stayed unless their own application asked again: a client asking per request
+    held tens of thousands of working credentials. Asking past the bound ends the oldest."""
+    from scimd.auth import tokens
+
+    monkeypatch.setattr(tokens, "MAX_LIVE_TOKENS", 3)
+    short_id, short_secret = server.app(name="short", lifetime=1)
+    expiring = server.access_token(short_id, short_secret)
+    cid, secret = server.app(lifetime=0)
+    issued = [server.access_token(cid, secret)]
+    assert server.users(issued[0]).status_code == 200  # verified, and cached, before it ends
+    issued += [server.access_token(cid, secret) for _ in range(4)]
+    time.sleep(1.1)  # the short application's token expires
+    issued.append(server.access_token(cid, secret))
+    with server.engine.connect() as conn:
+        rows = conn.execute(sa.select(access_tokens.c.app_pk)).all()
+    assert len(rows) == 3  # the newest three of one application; the expired one went too
+    assert [server.users(t).status_code for t in issued] == [401, 401, 401, 200, 200, 200]
+    assert server.users(expiring).status_code == 401

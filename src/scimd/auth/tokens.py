@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from scimd.auth import apps
 from scimd.scim.values import now_datetime
 from scimd.store import audit as A
+from scimd.store import versions
 from scimd.store.prepared import load_json
 from scimd.store.tables import access_tokens, applications, client_secrets
 
@@ -128,11 +129,11 @@ def issue_token(
     lifetime = int(app.token_lifetime or 0)
     expires = now + lifetime if lifetime > 0 else None
     token = secrets.token_urlsafe(32)  # 256 random bits
+    # Expired tokens of every application go (one that stopped asking kept its own for
+    # good); the table holds at most MAX_LIVE_TOKENS per application, so this stays short.
     conn.execute(
         access_tokens.delete().where(
-            access_tokens.c.app_pk == app.pk,
-            access_tokens.c.expires.is_not(None),
-            access_tokens.c.expires <= now,
+            access_tokens.c.expires.is_not(None), access_tokens.c.expires <= now
         )
     )
     conn.execute(
@@ -145,6 +146,7 @@ def issue_token(
             secret_pk=secret_pk,
         )
     )
+    _keep_newest(conn, app.pk)
     A.record(
         conn,
         A.Actor("app", app.client_id, app.name, request_id),
@@ -158,6 +160,29 @@ def issue_token(
         body["expires_in"] = lifetime
     body["scope"] = format_scope(granted)
     return body
+
+
+# Live access tokens an application may hold; asking for more ends its oldest. A client that
+# asked for a token per request (25 a second) held ~90,000 working credentials at an hour's
+# lifetime, and never-expiring ones (lifetime 0) were never removed. Entra keeps one until it
+# expires.
+MAX_LIVE_TOKENS = 1000
+
+
+def _keep_newest(conn: sa.Connection, app_pk: int) -> None:
+    cutoff = (
+        sa.select(access_tokens.c.pk)
+        .where(access_tokens.c.app_pk == app_pk)
+        .order_by(access_tokens.c.pk.desc())
+        .limit(1)
+        .offset(MAX_LIVE_TOKENS)
+        .scalar_subquery()
+    )
+    ended = conn.execute(
+        access_tokens.delete().where(access_tokens.c.app_pk == app_pk, access_tokens.c.pk <= cutoff)
+    )
+    if ended.rowcount:
+        versions.bump(conn, versions.AUTH)  # verifications cached in any process end now
 
 
 def _authenticate_client(

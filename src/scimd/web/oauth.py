@@ -17,6 +17,7 @@ import base64
 import binascii
 import hmac
 import logging
+import re
 from collections.abc import Mapping
 from urllib.parse import parse_qs, unquote_plus
 
@@ -36,6 +37,8 @@ BASIC_CHALLENGE = 'Basic realm="scimd"'
 GRANT = "client_credentials"
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
+# A client id's shape (a UUID), what a refused request's client id must look like to be logged.
+_CLIENT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 log = logging.getLogger("scimd.web")
 
 
@@ -111,7 +114,13 @@ class TokenEndpoint:
         if len(authorizations) > 1:  # which client would it be? (RFC 6749 §3.2: no repeats)
             raise TokenError("invalid_request", "send one Authorization header")
         client_id, client_secret = client_credentials(request.headers.get("authorization"), form)
-        request.state.tried_client = client_id[:64]  # named in the log if it fails
+        # Named in the log if it fails; a value that is no client id (a secret typed into the
+        # client id field) is not written there.
+        request.state.tried_client = (
+            client_id
+            if _CLIENT_ID.fullmatch(client_id)
+            else (f"(not a client id: {len(client_id)} characters)")
+        )
         rid = getattr(request.state, "request_id", None)
 
         def work() -> dict[str, object]:
