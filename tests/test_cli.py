@@ -714,3 +714,95 @@ def test_application_names_are_short_plain_and_not_repeated(db: str) -> None:
     _ok("apps", "create", "--name", persian, "--database-url", db)
     listed = json.loads(_ok("apps", "list", "--json", "--database-url", db))
     assert sorted(a["name"] for a in listed) == ["Entra ID", "x" * 128, persian]
+
+
+def test_the_cli_as_a_scripts_api(db: str, tmp_path: Path) -> None:
+    """From an audit of the CLI as scripts use it: names with a trailing newline (an Ansible
+    block scalar) were new look-alike entries; an empty --database-url (an unset variable)
+    wrote to ./scimd.db; read commands gave an empty database scimd's tables and answered
+    "no applications"; arguments that are not UTF-8 and a console that is not were
+    tracebacks; a CRLF password file kept its \\r; a precomposed é and e + accent were two
+    application names; a description could hold line breaks."""
+    import os
+
+    _ok("apps", "create", "--name", "e\u0301", "--database-url", db)
+    for args, said in (
+        (["admin", "create", "alice\n", "--password-stdin"], "username"),
+        (["properties", "add", "Nl\n", "--type", "String"], "invalid property name"),
+        (["properties", "add", "Desc", "--type", "String", "--description", "a\nb"], "one line"),
+        (["apps", "create", "--name", "\u00e9"], "exists"),
+    ):
+        done = _scimd(*args, "--database-url", db)
+        assert done.returncode == 1 and said in done.stderr, (args, done.stderr)
+    done = _scimd("apps", "list", "--database-url", "")
+    assert done.returncode == 1 and "--database-url is empty" in done.stderr, done.stderr
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    done = _scimd("apps", "list", "--database-url", f"sqlite:///{empty}")
+    assert done.returncode == 1 and "holds no scimd database" in done.stderr, done.stderr
+    check = create_engine(f"sqlite:///{empty}")
+    assert sa.inspect(check).get_table_names() == []  # no tables made
+    check.dispose()
+    raw = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scimd.cli.main",
+            "apps",
+            "create",
+            "--name",
+            b"bad\xff",
+            "--database-url",
+            db,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert raw.returncode == 1 and "Traceback" not in raw.stderr, raw.stderr
+    latin = _scimd("apps", "list", "--database-url", db, env={"PYTHONIOENCODING": "latin-1"})
+    assert latin.returncode == 0 and "Traceback" not in latin.stderr, latin.stderr
+    crlf = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "scimd.cli.main",
+            "admin",
+            "create",
+            "carol",
+            "--password-stdin",
+            "--database-url",
+            db,
+        ],
+        input="pw-with-crlf-123456\r\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ},
+    )
+    assert crlf.returncode == 0, crlf.stderr
+    from scimd.auth import admins as admins_mod
+
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        assert admins_mod.verify(conn, "carol", "pw-with-crlf-123456") is not None
+    engine.dispose()
+
+
+def test_a_secret_that_cannot_be_shown_is_not_made(db: str) -> None:
+    """With standard output closed, `apps rotate` made a secret nobody had, and exited 0."""
+    cid = json.loads(_ok("apps", "create", "--name", "r", "--json", "--database-url", db))[
+        "client_id"
+    ]
+    closed = subprocess.run(
+        f"{shlex.quote(sys.executable)} -m scimd.cli.main apps rotate {cid}"
+        f" --database-url {shlex.quote(db)} >&-",
+        shell=True,
+        capture_output=False,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=60,
+    )
+    assert closed.returncode == 1 and "standard output is closed" in closed.stderr
+    listed = json.loads(_ok("apps", "list", "--json", "--database-url", db))
+    assert len(listed[0]["secrets"]) == 1

@@ -45,7 +45,7 @@ class Admin:
 
 
 def _check(username: str, password: str) -> None:
-    if not _USERNAME.match(username):
+    if not _USERNAME.fullmatch(username):  # match()'s $ also took a trailing newline
         raise InvalidValue(
             "a username is 1-128 letters, digits, '.', '_', '@' or '-', starting with a letter"
             " or digit"
@@ -65,17 +65,21 @@ def create(conn: sa.Connection, username: str, password: str, actor: A.Actor) ->
     ).first()
     if exists:
         raise Uniqueness(f"an admin named '{username}' already exists")
-    pk: int = conn.execute(
-        admins.insert()
-        .values(
-            username=username,
-            username_lower=username.lower(),
-            password_hash=_hasher.hash(password),
-            created=now_datetime(),
-            session_epoch=0,
-        )
-        .returning(admins.c.pk)
-    ).scalar_one()
+    try:
+        with conn.begin_nested():  # one racing create wins; the other is told it exists
+            pk: int = conn.execute(
+                admins.insert()
+                .values(
+                    username=username,
+                    username_lower=username.lower(),
+                    password_hash=_hasher.hash(password),
+                    created=now_datetime(),
+                    session_epoch=0,
+                )
+                .returning(admins.c.pk)
+            ).scalar_one()
+    except sa.exc.IntegrityError:
+        raise Uniqueness(f"an admin named '{username}' already exists") from None
     _set(conn, "admin_setup", "")  # an account exists: the set-up link is spent
     A.record(conn, actor, "admin.create", "Admin", username, None)
     return Admin(int(pk), username, 0)

@@ -98,6 +98,12 @@ _JOINERS = frozenset("\u200c\u200d")
 _CREATE_LOCK = 0x61707073
 
 
+def _key(name: str) -> str:
+    """What two names that read alike share: NFKC (a precomposed é and an e with a combining
+    accent were two names) and case folding."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
 def _checked_name(conn: sa.Connection, name: str) -> str:
     """The name to store, or a 400 that says what to change. A 5,000-character name filled
     the portal's list; a right-to-left override reversed the text after it wherever the name
@@ -119,13 +125,13 @@ def _checked_name(conn: sa.Connection, name: str) -> str:
         raise InvalidValue(
             f"an application's name cannot hold control or formatting characters (U+{ord(odd):04X})"
         )
-    folded = name.casefold()
+    folded = _key(name)
     if conn.dialect.name == "postgresql":
         # Two admins adding one name at once both passed the check (READ COMMITTED); SQLite's
         # write transaction holds its lock from BEGIN already.
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
     rows = conn.execute(sa.select(applications.c.client_id, applications.c.name))
-    taken = next((cid for cid, other in rows if str(other).casefold() == folded), None)
+    taken = next((cid for cid, other in rows if _key(str(other)) == folded), None)
     if taken is not None:  # a few applications: compared here, in Python's case folding
         raise InvalidValue(
             f"an application named '{name}' exists (client id {taken}): rotate its secret to"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import gc
+import io
 import json
 import logging
 import os
@@ -125,7 +126,7 @@ def _engine(url: str | None, create: bool = True) -> sa.Engine:
     what exists), a SQLite file that is not there is an error rather than a new database: a
     mistyped path would otherwise answer "no applications". (A ``file:`` URI is SQLite's to
     open: its path is not checked here.)"""
-    url = url or _settings().database_url
+    url = _given_url(url, _settings())
     parsed = sa.engine.make_url(url)
     made: Path | None = None
     if parsed.get_backend_name() == "sqlite":
@@ -137,10 +138,30 @@ def _engine(url: str | None, create: bool = True) -> sa.Engine:
                 raise ScimError(_no_database(path))
             made = Path(path).expanduser().absolute()
     engine = _new_engine(url)
+    if not create and made is None:
+        migrate.check_known(engine)  # another application's tables are said as such
+    if not create and made is None and migrate.current(engine) is None:
+        # An empty database (a mistyped PostgreSQL name, a 0-byte file) answered "no
+        # applications" and was given scimd's tables.
+        engine.dispose()
+        raise ScimError(
+            f"{_safe_url(url)} holds no scimd database: check --database-url /"
+            " SCIMD_DATABASE_URL (`scimd serve` or `scimd apps create` make a new one)"
+        )
     migrate.ensure_current(engine, upgrade_behind=False)
     if made is not None:  # a mistyped path made a database no server uses: say where
         typer.echo(f"note: created a new database at {made}", err=True)
     return engine
+
+
+def _given_url(url: str | None, s: settings_mod.Settings) -> str:
+    """``--database-url`` or the settings' URL. Given empty (a script's unset variable), it is
+    an error, as an empty SCIMD_DATABASE_URL is: it wrote to ./scimd.db."""
+    if url is None:
+        return s.database_url
+    if not url.strip():
+        raise ScimError("--database-url is empty: give a database URL, or leave the option out")
+    return url
 
 
 def _new_engine(url: str, s: settings_mod.Settings | None = None) -> sa.Engine:
@@ -168,8 +189,31 @@ def _run(fn: Callable[[], T]) -> T:
         raise typer.Exit(1) from None
 
 
+def _can_print_secret() -> None:
+    """Refuse before making a secret that could not be shown: with standard output closed,
+    `apps rotate` made one nobody had, and exited 0."""
+    if sys.stdout is None or sys.stdout.closed:
+        _fail("standard output is closed: the secret, shown once, would be lost")
+
+
+@contextmanager
+def _secret_shown(client_id: str, done: str) -> Iterator[None]:
+    """A secret made but not printed (a full disk) says so, and what to do."""
+    try:
+        yield
+        sys.stdout.flush()
+    except OSError as e:
+        _fail(
+            f"application {client_id} was {done}, but its secret could not be printed"
+            f" ({e.strerror or e}): rotate it (`scimd apps rotate {client_id}`) and revoke the"
+            " lost one"
+        )
+
+
 def _print(data: Any, as_json: bool, text: str) -> None:
-    typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False) if as_json else text)
+    # ASCII JSON (\u escapes): valid JSON on a console that is not UTF-8, which failed on the
+    # "…" of every secret hint.
+    typer.echo(json.dumps(data, indent=2, default=str) if as_json else text)
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -435,10 +479,18 @@ def _sqlite_hint(message: str) -> str:
 
 def main() -> None:
     """The ``scimd`` command: what a person can fix is one line on stderr, not a traceback."""
+    for stream in (sys.stdout, sys.stderr):
+        # A console that is not UTF-8 got a traceback for the "…" of every secret hint.
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     try:
         app()
     except (settings_mod.SettingsError, migrate.DatabaseUnsupported) as e:
         _fail(str(e))
+    except ScimError as e:
+        _fail(e.detail)
+    except UnicodeError:  # arguments or stdin bytes that are not UTF-8 text
+        _fail("arguments and standard input must be UTF-8 text")
     except sa.exc.ArgumentError as e:
         hint = (
             "for PostgreSQL write postgresql+psycopg://USER@HOST/DATABASE"
@@ -511,6 +563,8 @@ def apps_create(
     """Create an application and print its client secret (shown once, stored hashed)."""
     scopes = scope or ["API", "USER SYNC"]
 
+    _can_print_secret()
+
     def go() -> tuple[dict[str, Any], str]:
         with _tx(database_url) as conn:
             return apps_mod.create_app(conn, name, grant, scopes, audit.CLI, lifetime)
@@ -523,12 +577,13 @@ def apps_create(
         else "It is not a token: exchange it at POST /oauth2/server/token (client credentials"
         ' grant; in Entra ID, "OAuth2 Client Credentials Grant").'
     )
-    _print(
-        data,
-        as_json,
-        f"client_id:     {row['client_id']}\nclient_secret: {secret}\n"
-        f"Copy the secret now: it is not shown again. {use}",
-    )
+    with _secret_shown(row["client_id"], "created"):
+        _print(
+            data,
+            as_json,
+            f"client_id:     {row['client_id']}\nclient_secret: {secret}\n"
+            f"Copy the secret now: it is not shown again. {use}",
+        )
 
 
 @apps_app.command("list")
@@ -581,12 +636,14 @@ def apps_revoke_secret(
 def apps_rotate(client_id: ClientId, database_url: DbUrl = None, as_json: Json = False) -> None:
     """Add a new secret; the old ones keep working until revoked (`apps revoke-secret`), so
     clients can be switched without downtime."""
+    _can_print_secret()
     secret = _app_action(client_id, database_url, apps_mod.rotate_secret)
-    _print(
-        {"client_id": client_id, "client_secret": secret},
-        as_json,
-        f"client_secret: {secret}\nCopy the secret now: it is not shown again.",
-    )
+    with _secret_shown(client_id, "given a new secret"):
+        _print(
+            {"client_id": client_id, "client_secret": secret},
+            as_json,
+            f"client_secret: {secret}\nCopy the secret now: it is not shown again.",
+        )
 
 
 @apps_app.command("disable")
@@ -702,7 +759,7 @@ PasswordStdin = Annotated[
 
 def _password(from_stdin: bool) -> str:
     if from_stdin:
-        return sys.stdin.readline().rstrip("\n")
+        return sys.stdin.readline().rstrip("\r\n")  # a password file with CRLF endings
     try:  # where getpass asks; without it getpass warns that it may echo, and reads the pipe
         open("/dev/tty").close()  # only whether it opens
     except OSError:
@@ -779,7 +836,7 @@ def admin_delete(username: Username, database_url: DbUrl = None) -> None:
 def db_upgrade(database_url: DbUrl = None) -> None:
     """Upgrade the database schema to the newest version."""
     s = _settings()
-    url = database_url or s.database_url
+    url = _given_url(database_url, s)
     file = _sqlite_file(url)
     new_file = file is not None and not file.exists()
     engine = _new_engine(url, s)
@@ -794,7 +851,7 @@ def db_upgrade(database_url: DbUrl = None) -> None:
 def db_current(database_url: DbUrl = None) -> None:
     """Show the database's schema revision and the newest one."""
     s = _settings()
-    url = database_url or s.database_url
+    url = _given_url(database_url, s)
     file = _sqlite_file(url)
     if file is not None and not file.exists():  # opening it would make an empty database
         _fail(_no_database(str(sa.engine.make_url(url).database)))

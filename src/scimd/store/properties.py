@@ -7,6 +7,7 @@ each server process notices with one cheap read and rebuilds its User resource t
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,6 +24,7 @@ from scimd.store.migrate import DatabaseUnsupported
 from scimd.store.tables import settings, user_properties, users
 
 _NAME_MAX = 128
+_DESCRIPTION_MAX = 1024
 _NAME = re.compile(rf"^[A-Za-z][A-Za-z0-9_]{{0,{_NAME_MAX - 1}}}$")
 # The common attributes: inside an extension object clients repeat "schemas", and "id" or
 # "meta" there would read as the resource's own.
@@ -107,11 +109,20 @@ def add_property(
     urn: str = S.USER_PROPERTIES_SCHEMA,
 ) -> S.PropertyDef:
     """Define a property whose values users hold under ``urn`` (recorded, ``check_urn``)."""
+    description = description.strip()
+    if len(description) > _DESCRIPTION_MAX or any(
+        unicodedata.category(c) == "Cc" for c in description
+    ):
+        # /Schemas serves it, and `properties list` prints it one line a property.
+        raise InvalidValue(
+            f"a property's description is one line of at most {_DESCRIPTION_MAX} characters,"
+            " without control characters"
+        )
     if len(name) > _NAME_MAX:
         raise InvalidValue(
             f"invalid property name '{name[:40]}...': at most {_NAME_MAX} characters"
         )
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # match()'s $ also took a trailing newline
         raise InvalidValue(
             f"invalid property name '{name}': start with a letter; letters, digits and _ only"
         )
