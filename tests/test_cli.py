@@ -806,3 +806,22 @@ def test_a_secret_that_cannot_be_shown_is_not_made(db: str) -> None:
     assert closed.returncode == 1 and "standard output is closed" in closed.stderr
     listed = json.loads(_ok("apps", "list", "--json", "--database-url", db))
     assert len(listed[0]["secrets"]) == 1
+
+
+def test_version_and_a_check_that_an_upgrade_is_due(tmp_path: Path) -> None:
+    """A script could not ask which scimd it runs (`--version` was a usage error), nor learn
+    from `db current`'s exit status that the database is behind."""
+    from scimd.store import migrate
+
+    done = _scimd("--version")
+    assert done.returncode == 0 and done.stdout.startswith("scimd ")
+    assert f"(schema {migrate.head()})" in done.stdout
+    url = f"sqlite:///{tmp_path / 'behind.db'}"
+    engine = create_engine(url)
+    migrate.upgrade(engine, "0008")
+    engine.dispose()
+    behind = _scimd("db", "current", "--check", "--database-url", url)
+    assert behind.returncode == 1 and "current: 0008" in behind.stdout
+    assert _scimd("db", "current", "--database-url", url).returncode == 0
+    _scimd("db", "upgrade", "--database-url", url)
+    assert _scimd("db", "current", "--check", "--database-url", url).returncode == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import functools
 import gc
+import importlib.metadata
 import io
 import json
 import logging
@@ -73,10 +74,26 @@ def _settings_file(
             " the custom properties' URN, ...",
         ),
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=lambda given: _show_version(given),
+            help="Print scimd's version and the schema revision it uses, then exit.",
+        ),
+    ] = False,
 ) -> None:
     """scimd: a SCIM 2.0 service provider (and, later, provisioning engine)."""
     global _config_file
     _config_file = config
+
+
+def _show_version(given: bool) -> None:
+    """Runs while the options are read (eager), before a missing command is an error."""
+    if given:
+        typer.echo(f"scimd {importlib.metadata.version('scimd')} (schema {migrate.head()})")
+        raise typer.Exit(0)
 
 
 # The settings file given to ``scimd --config`` (or SCIMD_CONFIG), read by every command.
@@ -848,7 +865,15 @@ def db_upgrade(database_url: DbUrl = None) -> None:
 
 
 @db_app.command("current")
-def db_current(database_url: DbUrl = None) -> None:
+def db_current(
+    database_url: DbUrl = None,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check", help="Exit with status 1 when the database is behind (an upgrade is due)."
+        ),
+    ] = False,
+) -> None:
     """Show the database's schema revision and the newest one."""
     s = _settings()
     url = _given_url(database_url, s)
@@ -857,8 +882,11 @@ def db_current(database_url: DbUrl = None) -> None:
         _fail(_no_database(str(sa.engine.make_url(url).database)))
     engine = _new_engine(url, s)
     migrate.check_known(engine)
-    typer.echo(f"current: {migrate.current(engine)}  head: {migrate.head()}")
+    current = migrate.current(engine)
+    typer.echo(f"current: {current}  head: {migrate.head()}")
     engine.dispose()
+    if check and current != migrate.head():
+        raise typer.Exit(1)
 
 
 # -- audit ---------------------------------------------------------------------------------
