@@ -81,8 +81,12 @@ def test_revoke_rotate_disable_enable_delete(db: str) -> None:
     """Revoke stops a secret at once; rotation keeps old and new valid; disable/enable/delete."""
     a = json.loads(_ok("apps", "create", "--name", "a", "--json", "--database-url", db))
     cid, old = a["client_id"], a["client_secret"]
-    new = json.loads(_ok("apps", "rotate", cid, "--json", "--database-url", db))["client_secret"]
+    rotated = json.loads(_ok("apps", "rotate", cid, "--json", "--database-url", db))
+    new = rotated["client_secret"]
     assert _authenticates(db, old) and _authenticates(db, new)
+    # The new secret's id, which revoke-secret takes (a script had to diff the listing).
+    secrets = json.loads(_ok("apps", "list", "--json", "--database-url", db))[0]["secrets"]
+    assert rotated["secret_id"] == secrets[-1]["id"] and secrets[-1]["hint"] == new[:6] + "…"
     # The end of a rotation from a script: the old secret's id is in the listing.
     listing = _ok("apps", "list", "--database-url", db)
     first = json.loads(_ok("apps", "list", "--json", "--database-url", db))[0]["secrets"][0]

@@ -654,12 +654,22 @@ def apps_rotate(client_id: ClientId, database_url: DbUrl = None, as_json: Json =
     """Add a new secret; the old ones keep working until revoked (`apps revoke-secret`), so
     clients can be switched without downtime."""
     _can_print_secret()
-    secret = _app_action(client_id, database_url, apps_mod.rotate_secret)
+
+    def rotate(conn: sa.Connection, i: str, actor: audit.Actor) -> tuple[str, int]:
+        """The new secret and its id, which `revoke-secret` takes (a script had to diff
+        `apps list` to find it)."""
+        secret = apps_mod.rotate_secret(conn, i, actor)
+        hint = secret[:6] + "…"
+        mine = [s["id"] for s in apps_mod.get_app(conn, i)["secrets"] if s["hint"] == hint]
+        return secret, max(mine)
+
+    secret, secret_id = _app_action(client_id, database_url, rotate)
     with _secret_shown(client_id, "given a new secret"):
         _print(
-            {"client_id": client_id, "client_secret": secret},
+            {"client_id": client_id, "client_secret": secret, "secret_id": secret_id},
             as_json,
-            f"client_secret: {secret}\nCopy the secret now: it is not shown again.",
+            f"client_secret: {secret}\nsecret id:     {secret_id}\n"
+            "Copy the secret now: it is not shown again.",
         )
 
 
