@@ -203,6 +203,12 @@ def _add_secret(conn: sa.Connection, app_pk: int) -> str:
     return secret
 
 
+def secret_id(conn: sa.Connection, secret: str) -> int:
+    """The id of a client secret (what ``revoke_secret`` takes), found by its digest."""
+    query = sa.select(client_secrets.c.pk).where(client_secrets.c.digest == digest(secret))
+    return int(conn.execute(query).scalar_one())
+
+
 def _app_row(conn: sa.Connection, client_id: str) -> Any:
     row = conn.execute(sa.select(applications).where(applications.c.client_id == client_id)).first()
     if row is None:

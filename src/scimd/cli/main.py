@@ -166,8 +166,7 @@ def _engine(url: str | None, create: bool = True) -> sa.Engine:
             " SCIMD_DATABASE_URL (`scimd serve` or `scimd apps create` make a new one)"
         )
     migrate.ensure_current(engine, upgrade_behind=False)
-    if made is not None:  # a mistyped path made a database no server uses: say where
-        typer.echo(f"note: created a new database at {made}", err=True)
+    _note_made(made)
     return engine
 
 
@@ -290,8 +289,7 @@ def serve(
             " give one with --port (or SCIMD_PORT)"
         )
     _check_listen(s.host, s.port)
-    file = _sqlite_file(s.database_url)
-    new_file = file is not None and not file.exists()
+    made = _not_there(s.database_url)
     engine = _new_engine(s.database_url, s)
     migrate.ensure_current(engine)
     with engine.connect() as conn:  # before anything is printed: a refusal comes alone
@@ -301,8 +299,7 @@ def serve(
         setup_token = admins_mod.new_setup_token(conn)
     shown = s.public_url or f"http://{s.host}:{s.port}"
     typer.echo(f"scimd serving {shown}/scim/v2/ (database {_safe_url(s.database_url)})", err=True)
-    if new_file:  # a mistyped path (sqlite:/// is relative) would look like lost data
-        typer.echo(f"note: created a new database at {file}", err=True)
+    _note_made(made)
     typer.echo(f"Work portal: {shown}/admin/", err=True)
     if s.audit_retention_days:
         typer.echo(
@@ -399,6 +396,19 @@ def _sqlite_file(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or _in_memory(path) or path.startswith("file:"):
         return None
     return Path(path).expanduser().absolute()
+
+
+def _not_there(url: str) -> Path | None:
+    """The SQLite file ``url`` names, when it is not there yet (opening it will make it)."""
+    file = _sqlite_file(url)
+    return file if file is not None and not file.exists() else None
+
+
+def _note_made(file: Path | None) -> None:
+    """Say where a new database was made: a mistyped path (``sqlite:///`` is relative) made
+    one no server uses, and it looked like lost data."""
+    if file is not None:
+        typer.echo(f"note: created a new database at {file}", err=True)
 
 
 def _no_database(path: str) -> str:
@@ -659,9 +669,7 @@ def apps_rotate(client_id: ClientId, database_url: DbUrl = None, as_json: Json =
         """The new secret and its id, which `revoke-secret` takes (a script had to diff
         `apps list` to find it)."""
         secret = apps_mod.rotate_secret(conn, i, actor)
-        hint = secret[:6] + "…"
-        mine = [s["id"] for s in apps_mod.get_app(conn, i)["secrets"] if s["hint"] == hint]
-        return secret, max(mine)
+        return secret, apps_mod.secret_id(conn, secret)
 
     secret, secret_id = _app_action(client_id, database_url, rotate)
     with _secret_shown(client_id, "given a new secret"):
@@ -864,13 +872,11 @@ def db_upgrade(database_url: DbUrl = None) -> None:
     """Upgrade the database schema to the newest version."""
     s = _settings()
     url = _given_url(database_url, s)
-    file = _sqlite_file(url)
-    new_file = file is not None and not file.exists()
+    made = _not_there(url)
     engine = _new_engine(url, s)
     migrate.upgrade(engine)
     typer.echo(f"database at revision {migrate.current(engine)}")
-    if new_file:  # a mistyped path (sqlite:/// is relative) is not the database to upgrade
-        typer.echo(f"note: created a new database at {file}", err=True)
+    _note_made(made)
     engine.dispose()
 
 

@@ -63,6 +63,10 @@ _SCIM_WORDS = frozenset(
 )
 
 
+def _first_segment(request: Request) -> str:
+    return request.url.path.strip("/").split("/", 1)[0].lower()
+
+
 def _normalised(scope: Scope) -> Scope:
     """Collapse ``//``, drop a trailing slash, accept ``/SCIM/V2``: Entra joins
     ``<base>/scim/v2/`` and ``/Users``."""
@@ -220,7 +224,7 @@ def create_app(
     async def not_found(request: Request, exc: Exception) -> Response:
         # A Tenant URL missing its /scim/v2 (https://HOST/, https://HOST/scim) got a bare
         # "Not Found": Test Connection then failed without a word on what was wrong.
-        first = request.url.path.strip("/").split("/", 1)[0].lower()
+        first = _first_segment(request)
         if first in _SCIM_WORDS:
             base = scim.base(request)
             return error_response(
@@ -243,7 +247,7 @@ def create_app(
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
         headers = getattr(exc, "headers", None) or {}
-        if request.url.path.strip("/").split("/", 1)[0].lower() == "admin":
+        if _first_segment(request) == "admin":
             page = portal.render(
                 request,
                 "message.html",
