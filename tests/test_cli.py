@@ -93,7 +93,7 @@ def test_revoke_rotate_disable_enable_delete(db: str) -> None:
     assert f"secret {first['id']}  {old[:6]}" in listing
     for bogus in ("3000000000", "0"):  # past PostgreSQL's integer: no such secret either
         r = runner.invoke(app, ["apps", "revoke-secret", cid, bogus, "--database-url", db])
-        assert r.exit_code == 1 and "no active secret" in r.output
+        assert r.exit_code == 4 and "no active secret" in r.output
     _ok("apps", "revoke-secret", cid, str(first["id"]), "--database-url", db)
     assert not _authenticates(db, old) and _authenticates(db, new)
     assert "revoked 20" in _ok("apps", "list", "--database-url", db)
@@ -106,7 +106,7 @@ def test_revoke_rotate_disable_enable_delete(db: str) -> None:
     _ok("apps", "delete", cid, "--database-url", db)
     assert _ok("apps", "list", "--json", "--database-url", db).strip() == "[]"
     result = runner.invoke(app, ["apps", "revoke", cid, "--database-url", db])
-    assert result.exit_code == 1 and "no application" in result.output
+    assert result.exit_code == 4 and "no application" in result.output
 
 
 def test_apps_create_rejects_unknown_scope_and_grant(db: str) -> None:
@@ -154,7 +154,7 @@ def test_properties_add_list_remove(db: str) -> None:
         {"name": "Since", "type": "Date", "description": ""},
     ]
     r = runner.invoke(app, ["properties", "add", "level", "--type", "String", "--database-url", db])
-    assert r.exit_code == 1 and "already defined" in r.output
+    assert r.exit_code == 3 and "already defined" in r.output
     d = Directory(create_engine(db), properties_urn=Settings().properties_urn)
     made = d.create("User", {"userName": "p@x.com", URN: {"Level": "3"}}, audit.CLI, "http://x")
     other = d.create("User", {"userName": "q@x.com"}, audit.CLI, "http://x")
@@ -232,7 +232,7 @@ def test_admin_create_and_reset_password(db: str) -> None:
         ["admin", "create", "ops", "--password-stdin", "--database-url", db],
         input="another password\n",
     )
-    assert r.exit_code == 1 and "already exists" in r.output
+    assert r.exit_code == 3 and "already exists" in r.output
     r = runner.invoke(
         app, ["admin", "create", "x", "--password-stdin", "--database-url", db], input="short\n"
     )
@@ -294,7 +294,7 @@ def test_admin_list_and_delete(db: str) -> None:
         who = conn.execute(sa.text("SELECT operation, resource_id FROM audit ORDER BY pk DESC"))
         assert who.first() == ("admin.delete", "ops")
     r = runner.invoke(app, ["admin", "delete", "ops", "--database-url", db])
-    assert r.exit_code == 1 and "no admin named 'ops'" in r.output
+    assert r.exit_code == 4 and "no admin named 'ops'" in r.output
     last = _ok("admin", "delete", "ada", "--database-url", db)
     assert "no admin is left: create one with `scimd admin create USERNAME`" in last
     assert _ok("admin", "list", "--database-url", db).strip() == "no admins"
@@ -705,14 +705,14 @@ def test_application_names_are_short_plain_and_not_repeated(db: str) -> None:
     text after it wherever the name was shown, and two applications of one name were one in
     the audit log's filter."""
     _ok("apps", "create", "--name", "Entra ID", "--database-url", db)
-    for name, said in (
-        ("entra id", "an application named 'entra id' exists (client id"),
-        ("x" * 129, "at most 128 characters"),
-        ("evil\u202etxt", "control or formatting characters (U+202E)"),
-        ("bell\u0007", "(U+0007)"),
+    for name, said, status in (
+        ("entra id", "an application named 'entra id' exists (client id", 3),
+        ("x" * 129, "at most 128 characters", 1),
+        ("evil\u202etxt", "control or formatting characters (U+202E)", 1),
+        ("bell\u0007", "(U+0007)", 1),
     ):
         r = runner.invoke(app, ["apps", "create", "--name", name, "--database-url", db])
-        assert r.exit_code == 1 and said in r.output, r.output
+        assert r.exit_code == status and said in r.output, r.output
     _ok("apps", "create", "--name", "x" * 128, "--database-url", db)
     persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # a zero-width non-joiner
     _ok("apps", "create", "--name", persian, "--database-url", db)
@@ -730,14 +730,14 @@ def test_the_cli_as_a_scripts_api(db: str, tmp_path: Path) -> None:
     import os
 
     _ok("apps", "create", "--name", "e\u0301", "--database-url", db)
-    for args, said in (
-        (["admin", "create", "alice\n", "--password-stdin"], "username"),
-        (["properties", "add", "Nl\n", "--type", "String"], "invalid property name"),
-        (["properties", "add", "Desc", "--type", "String", "--description", "a\nb"], "one line"),
-        (["apps", "create", "--name", "\u00e9"], "exists"),
+    for args, said, status in (
+        (["admin", "create", "alice\n", "--password-stdin"], "username", 1),
+        (["properties", "add", "Nl\n", "--type", "String"], "invalid property name", 1),
+        (["properties", "add", "Desc", "--type", "String", "--description", "a\nb"], "one line", 1),
+        (["apps", "create", "--name", "\u00e9"], "exists", 3),
     ):
         done = _scimd(*args, "--database-url", db)
-        assert done.returncode == 1 and said in done.stderr, (args, done.stderr)
+        assert done.returncode == status and said in done.stderr, (args, done.stderr)
     done = _scimd("apps", "list", "--database-url", "")
     assert done.returncode == 1 and "--database-url is empty" in done.stderr, done.stderr
     empty = tmp_path / "empty.db"
@@ -829,3 +829,44 @@ def test_version_and_a_check_that_an_upgrade_is_due(tmp_path: Path) -> None:
     assert _scimd("db", "current", "--database-url", url).returncode == 0
     _scimd("db", "upgrade", "--database-url", url)
     assert _scimd("db", "current", "--check", "--database-url", url).returncode == 0
+
+
+def test_exit_statuses_tell_taken_missing_and_busy_apart(db: str, tmp_path: Path) -> None:
+    """Every failure exited 1, so a script (Ansible's `failed_when`) could not tell "the name
+    is taken" (fine on a re-run) from "not found" or "the database was busy; retry" without
+    parsing the message. A command also waited a fixed 30 s for another process's write lock,
+    whatever `SCIMD_DATABASE_TIMEOUT` said."""
+    import sqlite3
+
+    _ok("apps", "create", "--name", "Entra", "--database-url", db)
+    _ok("properties", "add", "Badge", "--type", "String", "--database-url", db)
+    for args, status in (
+        (["apps", "create", "--name", "ENTRA"], 3),
+        (["properties", "add", "badge", "--type", "Integer"], 3),
+        (["apps", "revoke", "00000000-0000-4000-8000-000000000000"], 4),
+        (["properties", "remove", "Nothing"], 4),
+        (["admin", "delete", "nobody"], 4),
+        (["apps", "create", "--name", "x", "--scope", "NOPE"], 1),
+    ):
+        done = _scimd(*args, "--database-url", db)
+        assert done.returncode == status, (args, done.returncode, done.stderr)
+        assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1, done.stderr
+    holder = sqlite3.connect(db.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        done = _scimd(
+            "apps",
+            "create",
+            "--name",
+            "Okta",
+            "--database-url",
+            db,
+            env={"SCIMD_DATABASE_TIMEOUT": "1"},
+        )
+    finally:
+        holder.rollback()
+        holder.close()
+    assert done.returncode == 5, done.stderr
+    assert "another process holds its write lock" in done.stderr and "retry" in done.stderr
+    names = [a["name"] for a in json.loads(_ok("apps", "list", "--json", "--database-url", db))]
+    assert names == ["Entra"]

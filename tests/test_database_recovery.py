@@ -331,3 +331,47 @@ def test_a_write_refused_for_another_process_lock_says_so(tmp_path: Path) -> Non
     assert unavailable_detail(sa.exc.OperationalError("x", None, OSError("gone"))) == (
         "the database is unavailable; retry the request"
     )
+
+
+def test_database_timeout_bounds_the_wait_for_another_process_lock(tmp_path: Path) -> None:
+    """A write waited a fixed 30 s for a write lock another process held, whatever
+    `database_timeout` said (it bounded PostgreSQL only); with it set to 1, the write gets its
+    503 about a second later, creates nothing, and the next write once the lock is free works."""
+    import sqlite3
+
+    path = tmp_path / "held.db"
+    url = f"sqlite:///{path}"
+    env = {"SCIMD_DATABASE_TIMEOUT": "1"}
+    with provisioned_server(url, log_dir=tmp_path, env=env) as server:
+        headers = {"Authorization": f"Bearer {server.token}"}
+        httpx.get(f"{server.base_url}/Users?count=1", headers=headers, timeout=20)  # last used
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            # A 20 s bound only to fail rather than hang: the old wait was 30 s.
+            r = httpx.post(
+                f"{server.base_url}/Users",
+                json={"userName": "late@x.com"},
+                headers=headers,
+                timeout=20,
+            )
+        finally:
+            holder.rollback()
+            holder.close()
+        assert r.status_code == 503, r.text
+        assert "locked by another process" in r.json()["detail"]
+        assert "Retry-After" in r.headers
+        found = httpx.get(
+            f"{server.base_url}/Users",
+            params={"filter": 'userName eq "late@x.com"'},
+            headers=headers,
+            timeout=20,
+        )
+        assert found.json()["totalResults"] == 0
+        again = httpx.post(
+            f"{server.base_url}/Users",
+            json={"userName": "late@x.com"},
+            headers=headers,
+            timeout=20,
+        )
+        assert again.status_code == 201, again.text

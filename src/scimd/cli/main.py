@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Any, Final, NoReturn, TypeVar
 
 import sqlalchemy as sa
 import typer
@@ -28,7 +28,7 @@ from scimd.auth import apps as apps_mod
 from scimd.scim.errors import ScimError
 from scimd.store import audit, migrate
 from scimd.store import properties as props_mod
-from scimd.store.engine import create_engine, write_transaction
+from scimd.store.engine import create_engine, is_busy, write_transaction
 from scimd.web.observability import JsonFormatter
 
 # Help texts are Markdown: docstrings wrap at 100 columns, and rich's default mode kept
@@ -183,7 +183,7 @@ def _given_url(url: str | None, s: settings_mod.Settings) -> str:
 def _new_engine(url: str, s: settings_mod.Settings | None = None) -> sa.Engine:
     """The engine of ``url``, remembered as the database a later error is explained against."""
     _opened[0] = url
-    return create_engine(url, connect_timeout=(s or _settings()).database_timeout)
+    return create_engine(url, timeout=(s or _settings()).database_timeout)
 
 
 @contextmanager
@@ -196,13 +196,24 @@ def _tx(url: str | None, create: bool = True, write: bool = True) -> Iterator[sa
         engine.dispose()
 
 
+# Exit statuses a script can act on without parsing the message (README, "For scripts"):
+# Ansible's `failed_when: rc not in [0, 3]` makes a create idempotent. 2 is Click's usage error.
+EXIT_FAILED: Final = 1
+EXIT_EXISTS: Final = 3  # the name is taken (409)
+EXIT_NOT_FOUND: Final = 4  # no such application, secret, property or admin (404)
+EXIT_BUSY: Final = 5  # another process holds the database's write lock: nothing done, retry
+
+
+def _exit_status(error: ScimError) -> int:
+    return {409: EXIT_EXISTS, 404: EXIT_NOT_FOUND, 503: EXIT_BUSY}.get(error.status, EXIT_FAILED)
+
+
 def _run(fn: Callable[[], T]) -> T:
-    """Turn SCIM errors into a one-line message and exit status 1."""
+    """Turn SCIM errors into a one-line message and the exit status of their kind."""
     try:
         return fn()
     except ScimError as e:
-        typer.echo(f"error: {e.detail}", err=True)
-        raise typer.Exit(1) from None
+        _fail(e.detail, _exit_status(e))
 
 
 def _can_print_secret() -> None:
@@ -515,7 +526,7 @@ def main() -> None:
     except (settings_mod.SettingsError, migrate.DatabaseUnsupported) as e:
         _fail(str(e))
     except ScimError as e:
-        _fail(e.detail)
+        _fail(e.detail, _exit_status(e))
     except UnicodeError:  # arguments or stdin bytes that are not UTF-8 text
         _fail("arguments and standard input must be UTF-8 text")
     except sa.exc.ArgumentError as e:
@@ -527,6 +538,12 @@ def main() -> None:
         _fail(f"not a database URL: {e} ({hint})")
     except sa.exc.DBAPIError as e:
         first = str(e.orig).strip().splitlines()[0] if e.orig is not None else str(e)
+        if is_busy(e):
+            _fail(
+                f"the database is busy ({first}): another process holds its write lock;"
+                " nothing was changed, retry the command",
+                EXIT_BUSY,
+            )
         _fail(f"the database cannot be used: {first}{_sqlite_hint(first)}")
     except OSError as e:  # e.g. the database's directory cannot be made
         where = f": {e.filename}" if e.filename else ""
@@ -540,9 +557,9 @@ def main() -> None:
         _fail("a number given is too large")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = EXIT_FAILED) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
-    raise SystemExit(1)
+    raise SystemExit(status)
 
 
 def _setup_logging(level: str) -> None:

@@ -35,10 +35,9 @@ MMAP_SIZE_BYTES = 8 * 1024**3
 # After a checkpoint that starts the log over, SQLite truncates a larger -wal file to this size.
 WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 _TEMP_IN_MEMORY = "scimd_temp_store_memory"
-# How long a SQLite connection waits for another process's write lock before "database is
-# locked". The server's event loop never waits on it: its writes begin with IMMEDIATE_NOWAIT
-# and wait asynchronously (``web.batching.GroupCommit``).
-BUSY_TIMEOUT_MS = 30_000
+# A SQLite connection waits ``database_timeout`` for another process's write lock before
+# "database is locked" (``busy_timeout_ms``). The server's event loop never waits on it: its
+# writes begin with IMMEDIATE_NOWAIT and wait asynchronously (``web.batching.GroupCommit``).
 # ``sqlite_begin`` mode: BEGIN IMMEDIATE that fails at once if another process holds the lock.
 IMMEDIATE_NOWAIT = "IMMEDIATE NOWAIT"
 
@@ -53,11 +52,21 @@ def _py_lower(value: Any) -> Any:
     return fold(value) if isinstance(value, str) else value
 
 
-def create_engine(url: str, *, echo: bool = False, connect_timeout: float = 30) -> sa.Engine:
-    """Create an engine for ``url`` (``sqlite:///file.db`` or ``postgresql+psycopg://...``);
-    on PostgreSQL opening a connection waits at most ``connect_timeout`` seconds (0: forever)."""
+def busy_timeout_ms(timeout: float) -> int:
+    """SQLite's busy timeout for ``database_timeout`` seconds (0: as good as forever)."""
+    return round(timeout * 1000) if timeout > 0 else 2**31 - 1
+
+
+def create_engine(url: str, *, echo: bool = False, timeout: float = 30) -> sa.Engine:
+    """Create an engine for ``url`` (``sqlite:///file.db`` or ``postgresql+psycopg://...``).
+
+    ``timeout`` (``database_timeout``, 0: forever) bounds how long opening a PostgreSQL
+    connection waits, and how long a SQLite connection waits for another process's write lock:
+    a script's command should not wait 30 s to learn that a backup holds the file.
+    """
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
+        busy_ms = busy_timeout_ms(timeout)
         if u.database and u.database != ":memory:":
             folder = Path(u.database).expanduser().parent
             try:
@@ -71,7 +80,7 @@ def create_engine(url: str, *, echo: bool = False, connect_timeout: float = 30) 
             echo=echo,
             json_serializer=json_text,
             json_deserializer=orjson.loads,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": busy_ms / 1000},
         )
 
         @sa.event.listens_for(engine, "connect")
@@ -82,7 +91,7 @@ def create_engine(url: str, *, echo: bool = False, connect_timeout: float = 30) 
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.execute(f"PRAGMA busy_timeout={busy_ms}")
             cur.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             cur.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
             cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
@@ -129,7 +138,7 @@ def create_engine(url: str, *, echo: bool = False, connect_timeout: float = 30) 
                 raise sa.exc.OperationalError(f"BEGIN {mode}", None, e) from e
             finally:
                 if nowait:
-                    driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")  # type: ignore[union-attr]
+                    driver.execute(f"PRAGMA busy_timeout={busy_ms}")  # type: ignore[union-attr]
 
         return engine
     return sa.create_engine(
@@ -142,7 +151,7 @@ def create_engine(url: str, *, echo: bool = False, connect_timeout: float = 30) 
         pool_size=10,
         max_overflow=40,
         pool_recycle=3600,
-        connect_args=postgres_connect_args(u, connect_timeout),
+        connect_args=postgres_connect_args(u, timeout),
     )
 
 

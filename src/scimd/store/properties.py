@@ -243,7 +243,7 @@ def remove_property(
             raise ScimError(
                 f"users were being written for more than {LOCK_WAIT_MS // 1000} s (a long"
                 f" transaction?); '{name}' was not removed: try again",
-                status=409,
+                status=503,
             ) from None
         conn.execute(sa.text("SET LOCAL lock_timeout = 0"))
     row = _definition(conn, name)

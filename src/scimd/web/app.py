@@ -121,9 +121,7 @@ def create_app(
 
     Access log lines go to ``log_stream`` (standard error by default).
     """
-    engine = engine or create_engine(
-        settings.database_url, connect_timeout=settings.database_timeout
-    )
+    engine = engine or create_engine(settings.database_url, timeout=settings.database_timeout)
     migrate.ensure_current(engine)
     with engine.connect() as conn:
         props.check_urn(conn, settings.properties_urn)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -21,7 +22,7 @@ import sqlalchemy as sa
 
 from scimd.scim.errors import ScimError
 from scimd.store.directory import Directory
-from scimd.store.engine import BUSY_TIMEOUT_MS, is_busy
+from scimd.store.engine import is_busy
 
 log = logging.getLogger("scimd.web")
 T = TypeVar("T")
@@ -40,8 +41,9 @@ class _LockWait:
 class GroupCommit:
     """One per event loop thread (the SQLite server's), used by every write it makes."""
 
-    def __init__(self, directory: Directory) -> None:
+    def __init__(self, directory: Directory, timeout: float = 30) -> None:
         self.directory = directory
+        self.timeout = timeout if timeout > 0 else math.inf  # database_timeout; 0: forever
         self._tx: sa.RootTransaction | None = None
         self._waiters: list[asyncio.Future[None]] = []
         self._lock_wait: _LockWait | None = None  # while a write waits for the write lock
@@ -72,8 +74,8 @@ class GroupCommit:
         holds it (a second server on the file, a command, a backup), the loop went on
         waiting inside SQLite's busy handler, and every request of the process, reads and
         health checks included, waited with it (up to 30 s). Try, and pause asynchronously
-        between tries, for as long as the busy timeout."""
-        deadline = loop.time() + BUSY_TIMEOUT_MS / 1000
+        between tries, for as long as ``database_timeout``."""
+        deadline = loop.time() + self.timeout
         pause = 0.001
         wait = self._lock_wait = _LockWait()
         try:

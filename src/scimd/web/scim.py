@@ -110,7 +110,7 @@ class Scim:
         self._bases: dict[tuple[str, str, str], str] = {}
         self.cursor_key = b""  # set by the app from the database's key (scim/cursor.py)
         self._last_used: dict[int, float] = {}
-        self.group_commit = GroupCommit(directory)
+        self.group_commit = GroupCommit(directory, settings.database_timeout)
         # Searches that may scan, on SQLite (``Work.scans``): two at a time, each thread with
         # its own connection.
         self._scanner_threads: set[int] = set()
