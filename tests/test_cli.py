@@ -826,6 +826,8 @@ def test_version_and_a_check_that_an_upgrade_is_due(tmp_path: Path) -> None:
     engine.dispose()
     behind = _scimd("db", "current", "--check", "--database-url", url)
     assert behind.returncode == 1 and "current: 0008" in behind.stdout
+    said = json.loads(_ok("db", "current", "--json", "--database-url", url))
+    assert said == {"current": "0008", "head": migrate.head(), "upgrade_due": True}
     assert _scimd("db", "current", "--database-url", url).returncode == 0
     _scimd("db", "upgrade", "--database-url", url)
     assert _scimd("db", "current", "--check", "--database-url", url).returncode == 0
@@ -870,3 +872,23 @@ def test_exit_statuses_tell_taken_missing_and_busy_apart(db: str, tmp_path: Path
     assert "another process holds its write lock" in done.stderr and "retry" in done.stderr
     names = [a["name"] for a in json.loads(_ok("apps", "list", "--json", "--database-url", db))]
     assert names == ["Entra"]
+
+
+def test_json_from_the_commands_scripts_read_back(db: str) -> None:
+    """`properties add`, `db current` and `audit prune` printed only prose a script had to
+    parse (the attribute path to map in Entra, the revisions, the count removed)."""
+    from scimd.scim.schema import USER_PROPERTIES_SCHEMA as DEFAULT_PROPERTIES_URN
+
+    added = json.loads(
+        _ok("properties", "add", "Badge", "--type", "Integer", "--json", "--database-url", db)
+    )
+    assert added == {
+        "name": "Badge",
+        "type": "Integer",
+        "description": "",
+        "path": f"{DEFAULT_PROPERTIES_URN}:Badge",
+    }
+    current = json.loads(_ok("db", "current", "--json", "--database-url", db))
+    assert current["current"] == current["head"] and current["upgrade_due"] is False
+    pruned = json.loads(_ok("audit", "prune", "--older-than", "1", "--json", "--database-url", db))
+    assert pruned["removed"] == 0 and pruned["before"].endswith("Z")

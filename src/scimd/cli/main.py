@@ -745,6 +745,7 @@ def properties_add(
     ],
     description: Annotated[str, typer.Option(metavar="TEXT", help="What the property holds.")] = "",
     database_url: DbUrl = None,
+    as_json: Json = False,
 ) -> None:
     """Define a custom user property; it appears in /Schemas at once."""
 
@@ -755,7 +756,11 @@ def properties_add(
             return props_mod.add_property(conn, name, type_, description, audit.CLI, urn)
 
     p = _run(go)
-    typer.echo(f"added {p.name} ({p.type}); map it in Entra as {urn}:{p.name}")
+    _print(
+        {"name": p.name, "type": p.type, "description": p.description, "path": f"{urn}:{p.name}"},
+        as_json,
+        f"added {p.name} ({p.type}); map it in Entra as {urn}:{p.name}",
+    )
 
 
 @props_app.command("list")
@@ -906,6 +911,7 @@ def db_current(
             "--check", help="Exit with status 1 when the database is behind (an upgrade is due)."
         ),
     ] = False,
+    as_json: Json = False,
 ) -> None:
     """Show the database's schema revision and the newest one."""
     s = _settings()
@@ -916,8 +922,12 @@ def db_current(
     engine = _new_engine(url, s)
     migrate.check_known(engine)
     current = migrate.current(engine)
-    typer.echo(f"current: {current}  head: {migrate.head()}")
     engine.dispose()
+    _print(
+        {"current": current, "head": migrate.head(), "upgrade_due": current != migrate.head()},
+        as_json,
+        f"current: {current}  head: {migrate.head()}",
+    )
     if check and current != migrate.head():
         raise typer.Exit(1)
 
@@ -935,6 +945,7 @@ def audit_prune(
         ),
     ],
     database_url: DbUrl = None,
+    as_json: Json = False,
 ) -> None:
     """Delete old audit records (the log grows with every change; keep what your retention
     policy asks for). Runs in small batches beside a live server."""
@@ -948,7 +959,11 @@ def audit_prune(
             engine.dispose()
 
     removed = _run(go)
-    typer.echo(f"removed {removed} audit record(s) made before {before}")
+    _print(
+        {"removed": removed, "before": before},
+        as_json,
+        f"removed {removed} audit record(s) made before {before}",
+    )
 
 
 if __name__ == "__main__":
