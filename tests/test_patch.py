@@ -1390,6 +1390,27 @@ def test_invalid_member_remove_values(value: Any) -> None:
     check(e, 400, "invalidValue", "members")
 
 
+@pytest.mark.parametrize(
+    "value", [[{"value": "u1", "foo": 1}], [{"value": "u1", "type": "Banana"}], [{"value": ""}]]
+)
+def test_a_member_remove_checks_its_members_as_an_add_does(value: Any) -> None:
+    """Entra's remove-with-value read only each object's "value": an unknown key, an unknown
+    type or an empty id was removed or ignored without a word, where an add names it."""
+    added = fails(group(), {"op": "add", "path": "members", "value": value}, rt=GROUPS)
+    removed = fails(group(), {"op": "remove", "path": "members", "value": value}, rt=GROUPS)
+    check(removed, 400, "invalidValue", "members")
+    assert removed.detail == added.detail.replace("(add 'members')", "(remove 'members')")
+
+
+def test_a_member_remove_reads_names_in_any_case() -> None:
+    """`[{"Value": id}]` was refused in a remove though an add takes it (names are
+    case-insensitive, RFC 7643 §2.1)."""
+    result = patch(
+        group(), {"op": "Remove", "path": "members", "value": [{"Value": "u1"}]}, rt=GROUPS
+    )
+    assert [(m.kind, m.members) for m in result.member_ops] == [("remove", [{"value": "u1"}])]
+
+
 def test_member_remove_with_empty_value_changes_nothing() -> None:
     """remove members with value [] removes nobody."""
     result = patch(group(), {"op": "remove", "path": "members", "value": []}, rt=GROUPS)

@@ -115,17 +115,9 @@ def split_pathless_value(value: dict[str, Any]) -> list[tuple[str, Any]]:
     return list(value.items())
 
 
-def members_remove_selector(value: Any) -> list[str] | None:
+def members_remove_selector(members: list[dict[str, str]]) -> list[str]:
     """Entra removes members with ``{"op":"Remove","path":"members","value":[{"value":id}]}``
     (facts §1.5, §2.4), which RFC 7644 does not define. The value lists the members to remove,
-    and only those; returns their ids, or None when ``value`` is not that shape."""
-    if isinstance(value, dict):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        return None
-    ids = []
-    for item in value:
-        if not isinstance(item, dict) or not isinstance(item.get("value"), str):
-            return None
-        ids.append(item["value"])
-    return ids
+    and only those: their ids. ``members`` has been checked as any member list is (keys in any
+    case, no other key, a known ``type``), so a remove accepts what an add accepts."""
+    return [m["value"] for m in members]

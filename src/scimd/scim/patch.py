@@ -820,19 +820,15 @@ class _Patcher:
                 return
             if value == []:
                 return
-            ids = compat.members_remove_selector(value)
-            if ids is None:
-                raise InvalidValue(
-                    "remove of 'members' with a 'value' lists the members to remove as"
-                    ' [{"value": "<id>"}, ...]'
-                )
+            ids = compat.members_remove_selector(self.member_list(value, t.where))
         else:
-            ids = _value_ids(t.filter)
-            if ids is None:
+            listed = _value_ids(t.filter)
+            if listed is None:
                 attr = t.attr
                 assert attr is not None
                 f = t.filter
-                ids = [m["value"] for m in self.current_members() if matches_element(f, m, attr)]
+                listed = [m["value"] for m in self.current_members() if matches_element(f, m, attr)]
+            ids = listed
         if ids:
             unique = list(dict.fromkeys(ids))
             self.member_ops.append(MemberOp("remove", [{"value": i} for i in unique]))
