@@ -134,6 +134,37 @@ def test_malformed_json_is_invalid_syntax(api: Api) -> None:
     _error(api.req("POST", "/Users", b"[1, 2]"), 400, "invalidSyntax")
 
 
+def test_a_body_not_in_utf8_is_told_so_and_a_bom_is_ignored(api: Api) -> None:
+    """A Latin-1 body got "str is not valid UTF-8: surrogates not allowed: line 1 column 1"
+    (the byte at fault was the 18th), whatever charset its Content-Type declared; a UTF-8 body
+    with a byte order mark, which RFC 8259 §8.1 lets a parser ignore, was refused."""
+    latin1 = '{"userName": "ren\u00e9@x.com"}'.encode("latin-1")
+    detail = _error(api.req("POST", "/Users", latin1), 400, "invalidSyntax")["detail"]
+    assert "not UTF-8 text (byte 17, 0xe9)" in detail, detail
+    for charset, body in (
+        ("iso-8859-1", latin1),
+        ("UTF-16", '{"userName": "a@x.com"}'.encode("utf-16")),
+    ):
+        r = api.req(
+            "POST",
+            "/Users",
+            body,
+            headers={"Content-Type": f"application/scim+json; charset={charset}"},
+        )
+        assert f"must be UTF-8 (RFC 7644 §3.8), not {charset}" in _error(r, 415)["detail"]
+    ascii_latin1 = api.req(
+        "POST",
+        "/Users",
+        b'{"userName": "plain@x.com"}',
+        headers={"Content-Type": "application/json; charset=ISO-8859-1"},
+    )
+    assert ascii_latin1.status_code == 201, ascii_latin1.text  # the same bytes in UTF-8
+    bom = api.req("POST", "/Users", b'\xef\xbb\xbf{"userName": "bom@x.com"}')
+    assert bom.status_code == 201 and bom.json()["userName"] == "bom@x.com", bom.text
+    broken = api.req("POST", "/Users", b'{"userName": "x",')
+    assert _error(broken, 400, "invalidSyntax")["detail"].startswith("the body is not valid JSON")
+
+
 def test_paging_numbers_are_ascii_digits(api: Api) -> None:
     """int() read count=1_0 as 10 and Arabic-Indic digits as numbers; a sign is fine."""
     for raw in ("1_0", "%D9%A3", "1.5", "0x10", "1%0A", "9" * 5000):

@@ -118,15 +118,43 @@ class ScimRequest:
             if not message.get("more_body", False):
                 break
         raw = b"".join(chunks)
+        if raw[:3] == _BOM:  # RFC 8259 §8.1: a parser MAY ignore it (Windows tools write one)
+            raw = raw[3:]
         if not raw.strip():
             raise InvalidSyntax("the request needs a JSON body")
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            raise InvalidSyntax(f"the body is not valid JSON (UTF-8): {e}") from None
+            raise _not_json(raw, ctype, e) from None
         if type(body) in (dict, list) and raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
             _check_depth(body)  # (with fewer brackets it cannot be that deep)
         return body
+
+
+_BOM = b"\xef\xbb\xbf"
+_CHARSET = re.compile(r";\s*charset\s*=\s*\"?([^\";\s]+)", re.IGNORECASE)
+
+
+def _not_json(raw: bytes, ctype: str, error: orjson.JSONDecodeError) -> ScimError:
+    """Why a body did not parse. Bytes that are not UTF-8 got orjson's "str is not valid UTF-8:
+    surrogates not allowed: line 1 column 1", which points nowhere near the byte at fault; a
+    body sent in the charset its Content-Type declares (ISO-8859-1, UTF-16) is told that
+    SCIM's is UTF-8. (A declared charset is not refused by itself: ASCII reads the same.)"""
+    declared = _CHARSET.search(ctype)
+    charset = declared.group(1) if declared else "utf-8"
+    if charset.lower().replace("-", "") != "utf8":
+        return UnsupportedMediaType(
+            f"the body must be UTF-8 (RFC 7644 §3.8), not {charset}: send it as UTF-8 with"
+            " Content-Type: application/scim+json; charset=utf-8"
+        )
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return InvalidSyntax(
+            f"the body is not UTF-8 text (byte {e.start}, 0x{raw[e.start]:02x}): SCIM bodies are"
+            " JSON in UTF-8 (RFC 7644 §3.8)"
+        )
+    return InvalidSyntax(f"the body is not valid JSON: {error}")
 
 
 # A SCIM body is a few levels deep (a Bulk operation's data: 5). orjson reads 1,024 levels,
