@@ -401,6 +401,27 @@ def test_excluded_members_and_attributes(api: Api) -> None:
     assert r["groups"][0]["value"] == g["id"]
 
 
+def test_a_sub_attribute_asked_for_leaves_out_elements_without_it(api: Api) -> None:
+    """`attributes=addresses.postalCode` answered `[{}, {"postalCode": ...}]`: an empty object
+    for the address without one (and `"name": {}` for a name without the one asked)."""
+    u = api.req(
+        "POST",
+        "/Users",
+        {
+            "userName": "addr@x.com",
+            "name": {"givenName": "Ada"},
+            "addresses": [
+                {"type": "home", "locality": "Paris"},
+                {"type": "work", "postalCode": "98052"},
+            ],
+        },
+    ).json()
+    r = api.req("GET", f"/Users/{u['id']}?attributes=addresses.postalCode,name.familyName").json()
+    assert r["addresses"] == [{"postalCode": "98052"}] and "name" not in r, r
+    r = api.req("GET", f"/Users/{u['id']}?attributes=emails.value").json()
+    assert "emails" not in r, r
+
+
 def test_search_endpoints(api: Api) -> None:
     """POST /.search at the root and per resource type."""
     api.user("s@x.com")

@@ -350,7 +350,10 @@ def _select(
         if (urn, attr.name) not in wanted:
             continue
         subs = wanted[(urn, attr.name)]
-        out[name] = value if subs is None else _subset(value, subs, attr)
+        if subs is None:
+            out[name] = value
+        elif kept := _subset(value, subs, attr):  # no empty {} or [] for what has none
+            out[name] = kept
     return out
 
 
@@ -375,8 +378,9 @@ def _drop(container: dict[str, Any], urn: str, drop: Wanted, rt: S.ResourceType)
 def _subset(value: Any, subs: set[str], attr: S.Attribute) -> Any:
     always = {s.name for s in attr.sub_attributes if s.returned == "always"}
     keep = subs | always
-    if isinstance(value, list):
-        return [{k: v for k, v in e.items() if k in keep} for e in value if isinstance(e, dict)]
+    if isinstance(value, list):  # an element without the sub-attributes is left out, not {}
+        parts = ({k: v for k, v in e.items() if k in keep} for e in value if isinstance(e, dict))
+        return [p for p in parts if p]
     if isinstance(value, dict):
         return {k: v for k, v in value.items() if k in keep}
     return value
