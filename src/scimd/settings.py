@@ -7,6 +7,7 @@ environment.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -98,7 +99,7 @@ def unknown_environment() -> list[str]:
 
 
 _TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
+_FALSE = ("0", "false", "no", "off")
 
 
 class SettingsError(ValueError):
@@ -135,6 +136,81 @@ def _public_url(value: str, where: str | None) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+# Settings with a least value: a negative max_results was a negative LIMIT (no paging at
+# all on SQLite), 0 answered every list with no Resources (Entra then created users that
+# existed: 409s), and a max_payload of 0 refused every write as too large.
+_AT_LEAST: tuple[tuple[str, int, str], ...] = (
+    ("max_results", 1, "the largest page a client may ask for"),
+    ("default_count", 1, "the page size when a client names none"),
+    ("max_payload", 1024, "the largest request body, in bytes"),
+    ("max_bulk_operations", 1, "operations per Bulk request"),
+    ("auth_failures_per_minute", 1, "failed authentications per address per minute"),
+    ("database_connections", 1, "requests waiting on PostgreSQL at once"),
+)
+MIN_SESSION_SECRET = 32
+# Schemas a custom-properties URN must not be: their attributes would be replaced by the
+# properties (the enterprise extension's manager, which Entra sends, became "not a property").
+_RESERVED_URNS = (
+    "urn:ietf:params:scim:schemas:core:2.0:user",
+    "urn:ietf:params:scim:schemas:core:2.0:group",
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:user",
+)
+
+
+def _whole(v: Any, where: str) -> int:
+    """A whole number, from an int or a string of one: int() read a TOML 18233.9 as 18233 and
+    true as 1 (a server on port 1)."""
+    if isinstance(v, bool) or (isinstance(v, float) and not v.is_integer()):
+        raise SettingsError(f"{where}: {v!r} is not a whole number")
+    try:
+        return int(v)
+    except (TypeError, ValueError, OverflowError):
+        raise SettingsError(f"{where}: {v!r} is not a whole number") from None
+
+
+def _check_urn(urn: str, where: str) -> None:
+    """The custom properties' schema URN is written into the database with the first property:
+    an empty one (properties at ":Name", a schema with id "") or a core schema's stays there."""
+    parts = urn.split(":")
+    if (
+        len(parts) < 3
+        or parts[0].lower() != "urn"
+        or not all(parts)
+        or any(c.isspace() or not c.isprintable() for c in urn)
+    ):
+        raise SettingsError(
+            f"{where}: {urn!r} is not a schema URN (urn:...:Name, no spaces, no empty part), e.g."
+            f" {USER_PROPERTIES_SCHEMA}"
+        )
+    if urn.lower() in _RESERVED_URNS or urn.lower().startswith("urn:ietf:params:scim:api:"):
+        raise SettingsError(
+            f"{where}: {urn} is a schema SCIM defines; custom properties need a URN of their own,"
+            f" e.g. {USER_PROPERTIES_SCHEMA}"
+        )
+
+
+def _check_proxies(value: str, where: str) -> None:
+    """uvicorn reads an entry it cannot parse ("localhost", "127.0.0.1/8", a space-separated
+    list) as a literal that matches no address: the proxy's header was silently not believed,
+    and every client shared the proxy's sign-in limit."""
+    entries = [e.strip() for e in value.split(",") if e.strip()]
+    if "*" in entries and len(entries) > 1:  # uvicorn trusts any only for "*" alone
+        raise SettingsError(f"{where}: '*' (any proxy) stands alone, not in a list")
+    for entry in entries:
+        if entry == "*":
+            continue
+        try:
+            if "/" in entry:
+                ipaddress.ip_network(entry)
+            else:
+                ipaddress.ip_address(entry)
+        except ValueError as e:
+            raise SettingsError(
+                f"{where}: {entry!r} is not an IP address or network ({e}); separate entries"
+                " with commas, e.g. 127.0.0.1,10.0.0.0/8"
+            ) from None
+
+
 def load(config_file: str | None = None, **overrides: Any) -> Settings:
     """Defaults, then the TOML file (``[scimd]`` table or top level), then env, then overrides."""
     values: dict[str, Any] = {}
@@ -142,7 +218,11 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
     path = config_file or os.environ.get("SCIMD_CONFIG")
     if path:
         try:
-            data = tomllib.loads(Path(path).read_text())
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:  # was blamed on the command's arguments
+            raise SettingsError(
+                f"the settings file {path} is not UTF-8 text (byte {e.start}); save it as UTF-8"
+            ) from None
         except OSError as e:
             raise SettingsError(f"cannot read the settings file {path}: {e.strerror}") from None
         except tomllib.TOMLDecodeError as e:
@@ -182,21 +262,41 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
             if isinstance(default, bool):
                 if not isinstance(v, bool):
                     word = str(v).strip().lower()
-                    if word not in _TRUE + _FALSE:  # "flase" meant false, silently
+                    # "flase" meant false, silently; so did an empty variable (${UNSET} in a
+                    # compose file turned the access log off)
+                    if word not in _TRUE + _FALSE:
                         raise SettingsError(
                             f"{where[f.name]}: {v!r} is not true or false (true/false, yes/no,"
                             " on/off, 1/0)"
                         )
                     v = word in _TRUE
             elif isinstance(default, int):
-                try:
-                    v = int(v)
-                except (TypeError, ValueError):
-                    raise SettingsError(f"{where[f.name]}: {v!r} is not a whole number") from None
+                v = _whole(v, where[f.name])
+            elif f.name == "forwarded_allow_ips" and isinstance(v, list):  # TOML's natural form
+                if not all(isinstance(x, str) for x in v):
+                    raise SettingsError(f"{where[f.name]}: {v!r} must list addresses as strings")
+                v = ",".join(v)
+            elif not isinstance(v, str):  # a TOML number or list: a traceback at start
+                raise SettingsError(
+                    f"{where[f.name]}: {v!r} is not a string (quote it in the file)"
+                )
             typed[f.name] = v
     out = replace(s, **typed)
     if not 0 <= out.port <= 65535:
         raise SettingsError(f"{where.get('port', 'port')}: {out.port} is not a TCP port (0-65535)")
+    for name, least, what in _AT_LEAST:
+        if getattr(out, name) < least:
+            raise SettingsError(
+                f"{where.get(name, name)}: {getattr(out, name)} is too small ({what}; at least"
+                f" {least})"
+            )
+    if out.default_count > out.max_results:
+        if "default_count" in where:
+            raise SettingsError(
+                f"{where['default_count']}: {out.default_count} is more than max_results"
+                f" ({out.max_results}), the largest page"
+            )
+        out = replace(out, default_count=out.max_results)  # only max_results was lowered
     if out.keep_alive_timeout < 1:
         raise SettingsError(
             f"{where.get('keep_alive_timeout', 'keep_alive_timeout')}:"
@@ -216,6 +316,15 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
         )
     if out.public_url:
         out = replace(out, public_url=_public_url(out.public_url, where.get("public_url")))
+    _check_urn(out.properties_urn, where.get("properties_urn", "properties_urn"))
+    _check_proxies(out.forwarded_allow_ips, where.get("forwarded_allow_ips", "forwarded_allow_ips"))
+    if out.session_secret and len(out.session_secret) < MIN_SESSION_SECRET:
+        raise SettingsError(
+            f"{where.get('session_secret', 'session_secret')}: {len(out.session_secret)}"
+            f" characters; a key signing sessions needs at least {MIN_SESSION_SECRET} (e.g."
+            " `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), or leave it"
+            " empty for one kept in the database"
+        )
     if out.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         raise SettingsError(
             f"{where.get('log_level', 'log_level')}: {out.log_level!r} is not a log level"
