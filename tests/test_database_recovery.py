@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -375,3 +376,57 @@ def test_database_timeout_bounds_the_wait_for_another_process_lock(tmp_path: Pat
             timeout=20,
         )
         assert again.status_code == 201, again.text
+
+
+def test_a_full_disk_is_a_503_that_says_so_and_reads_go_on(tmp_path: Path) -> None:
+    """A member change that filled the disk was a 500 (SQLite's own error, from statements run
+    on the driver, was not taken for a database error), and the first read of a minute could
+    fail on the "last used" bookkeeping. Now the write is a 503 naming the full disk, nothing
+    of it is kept, and reads are answered. (A real SQLite file whose connections may not grow
+    it past a few more pages: SQLite's own full-disk path.)"""
+    from starlette.testclient import TestClient
+
+    from scimd.auth import apps
+    from scimd.settings import Settings
+    from scimd.store import audit
+    from scimd.store.engine import create_engine
+    from scimd.store.migrate import ensure_current
+    from scimd.web.app import create_app as make_app
+
+    url = f"sqlite:///{tmp_path / 'full.db'}"
+    seed = create_engine(url)
+    ensure_current(seed)
+    with seed.begin() as conn:
+        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(make_app(Settings(), create_engine(url))) as client:
+        ids = [
+            client.post("/scim/v2/Users", json={"userName": f"u{i}@x.com"}, headers=headers).json()[
+                "id"
+            ]
+            for i in range(1500)
+        ]
+        gid = client.post("/scim/v2/Groups", json={"displayName": "g"}, headers=headers).json()[
+            "id"
+        ]
+    with seed.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+    engine = create_engine(url)
+
+    @sa.event.listens_for(engine, "connect")
+    def _small_disk(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute(f"PRAGMA max_page_count={pages + 20}")
+
+    with TestClient(make_app(Settings(), engine)) as client:
+        body = {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "add", "path": "members", "value": [{"value": i} for i in ids]}],
+        }
+        r = client.patch(f"/scim/v2/Groups/{gid}", json=body, headers=headers)
+        assert r.status_code == 503, r.text
+        assert "disk is full" in r.json()["detail"] and "Retry-After" in r.headers
+        got = client.get(f"/scim/v2/Groups/{gid}", headers=headers)
+        assert got.status_code == 200 and not got.json().get("members"), got.text
+        assert client.get(f"/scim/v2/Users/{ids[0]}", headers=headers).status_code == 200
+    seed.dispose()
+    engine.dispose()

@@ -23,7 +23,7 @@ from scimd.scim.errors import NotFound, ScimError
 from scimd.settings import Settings
 from scimd.store import audit as A
 from scimd.store.directory import Directory
-from scimd.store.engine import create_engine
+from scimd.store.engine import create_engine, is_full
 from scimd.store.migrate import ensure_current
 from scimd.store.tables import audit, counters, users
 from scimd.web.app import create_app
@@ -202,6 +202,47 @@ def test_a_failed_commit_fails_every_write_in_it(directory: Directory) -> None:
     outcomes = asyncio.run(scenario())
     assert all(isinstance(o, ScimError) and o.status == 503 for o in outcomes), outcomes
     assert _count(directory.engine, sa.select(sa.func.count()).select_from(users)) == 0
+
+
+def test_a_write_that_fills_the_disk_fails_its_whole_batch_not_silently(
+    directory: Directory,
+) -> None:
+    """On a full disk SQLite rolls back the whole transaction, not one statement: the batch's
+    other writes went with it, the failed write's ROLLBACK TO raised "no such savepoint" in
+    place of "disk is full", and the COMMIT of nothing answered the others as saved (a 201
+    for a user that was not stored). Writes later in the turn committed on their own."""
+    d = directory
+    tx = d.begin_batch()
+    ids = [d.create("User", {"userName": f"u{i}"}, CLI, BASE).resource["id"] for i in range(2000)]
+    gid = d.create("Group", {"displayName": "g"}, CLI, BASE).resource["id"]
+    d.end_batch(tx)
+    driver = d._thread_connection().connection.driver_connection
+    assert driver is not None
+    pages = driver.execute("PRAGMA page_count").fetchone()[0]
+    driver.execute(f"PRAGMA max_page_count={pages + 30}")  # room for a user, not 2,000 members
+    patch = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": x} for x in ids]}],
+    }
+
+    async def scenario() -> list[Any]:
+        group = GroupCommit(d)
+        return await asyncio.gather(
+            group.run(lambda: d.create("User", {"userName": "before@x.example"}, CLI, BASE)),
+            group.run(lambda: d.patch("Group", gid, patch, CLI, BASE, None)),
+            group.run(lambda: d.create("User", {"userName": "after@x.example"}, CLI, BASE)),
+            return_exceptions=True,
+        )
+
+    before, patched, after = asyncio.run(scenario())
+    assert is_full(patched), patched  # the real error, not "no such savepoint"
+    assert isinstance(before, ScimError) and before.status == 503, before
+    assert isinstance(after, ScimError) and after.status == 503, after
+    names = sa.select(sa.func.count()).select_from(users).where(users.c.user_name.like("%@x%"))
+    assert _count(d.engine, names) == 0
+    driver.execute(f"PRAGMA max_page_count={pages + 100_000}")  # space again: writes work
+    d.create("User", {"userName": "later@x.example"}, CLI, BASE)
+    assert _count(d.engine, names) == 1
 
 
 def _checked_at_commit(engine: sa.Engine) -> None:

@@ -92,6 +92,18 @@ class Written:
     changed: bool = True
 
 
+class BatchLost(ScimError):
+    """A group commit whose transaction SQLite rolled back under one of its writes."""
+
+    status = 503
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the change was not saved: the database failed under the batch it was in (a full"
+            " disk, an I/O error); retry the request"
+        )
+
+
 class Directory:
     """Users and Groups over one engine; safe to share between requests of one process."""
 
@@ -189,13 +201,24 @@ class Directory:
             return
         driver = conn.connection.driver_connection
         assert driver is not None
+        if getattr(local, "batch_lost", False):
+            # An earlier write of this batch took the whole transaction with it: a SAVEPOINT
+            # now would begin a transaction of its own, committed by its RELEASE.
+            raise BatchLost()
         local.in_unit = True
         driver.execute("SAVEPOINT unit")
         try:
             yield conn
         except BaseException:
-            driver.execute("ROLLBACK TO unit")
-            driver.execute("RELEASE unit")
+            if self.sqlite and not driver.in_transaction:
+                # SQLite rolls back the whole transaction on a full disk, an I/O error, no
+                # memory or an interrupt, not just the statement: the batch's earlier writes
+                # went with it. ROLLBACK TO then failed ("no such savepoint"), hiding the real
+                # error, and end_batch's COMMIT of nothing answered them as saved.
+                local.batch_lost = True
+            else:
+                driver.execute("ROLLBACK TO unit")
+                driver.execute("RELEASE unit")
             raise
         else:
             driver.execute("RELEASE unit")
@@ -214,6 +237,7 @@ class Directory:
             _begin_mode(conn, "IMMEDIATE" if wait else IMMEDIATE_NOWAIT)
         tx = conn.begin()
         self._local.batch = True
+        self._local.batch_lost = False
         return tx
 
     def end_batch(self, tx: sa.RootTransaction) -> None:
@@ -224,6 +248,9 @@ class Directory:
         ("already initialized a Transaction") after the disk has recovered."""
         self._local.batch = False
         try:
+            if self._local.batch_lost:  # nothing left to commit: every write of it must fail
+                self._local.batch_lost = False
+                raise BatchLost()
             tx.commit()
         except BaseException:
             try:

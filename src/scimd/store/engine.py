@@ -176,6 +176,24 @@ def postgres_connect_args(url: str | sa.URL, timeout: float = 0) -> dict[str, An
     return args
 
 
+# What a request that met a database it could not use raises: SQLAlchemy's wrappers, and
+# SQLite's own error from the statements run on the driver directly (member changes), which
+# was a 500 on a full disk.
+UNAVAILABLE: tuple[type[Exception], ...] = (
+    sa.exc.OperationalError,
+    sa.exc.InterfaceError,
+    sqlite3.OperationalError,
+)
+
+
+def is_full(error: BaseException) -> bool:
+    """Whether ``error`` is SQLite's "database or disk is full"."""
+    orig = getattr(error, "orig", error)
+    return isinstance(orig, sqlite3.OperationalError) and (
+        getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(orig)
+    )
+
+
 def is_busy(error: BaseException) -> bool:
     """Whether ``error`` is SQLite's "database is locked": another process holds the write
     lock (a second server on the file, a command, a backup)."""

@@ -27,7 +27,7 @@ from scimd.store import migrate
 from scimd.store import properties as props
 from scimd.store.checkpoint import Checkpointer
 from scimd.store.directory import Directory
-from scimd.store.engine import create_engine, write_transaction
+from scimd.store.engine import UNAVAILABLE, create_engine, write_transaction
 from scimd.store.retention import AuditRetention
 from scimd.web import portal_pages
 from scimd.web.http import error_response
@@ -279,8 +279,7 @@ def create_app(
             404: not_found,
             405: not_allowed,
             ClientDisconnect: client_gone,
-            sa.exc.OperationalError: database_gone,
-            sa.exc.InterfaceError: database_gone,
+            **dict.fromkeys(UNAVAILABLE, database_gone),
             Exception: server_error,
         },
     )

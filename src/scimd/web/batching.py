@@ -21,7 +21,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 
 from scimd.scim.errors import ScimError
-from scimd.store.directory import Directory
+from scimd.store.directory import BatchLost, Directory
 from scimd.store.engine import is_busy
 
 log = logging.getLogger("scimd.web")
@@ -102,8 +102,11 @@ class GroupCommit:
         assert tx is not None
         try:
             self.directory.end_batch(tx)
-        except Exception:
-            log.exception("a group commit of %d writes failed", len(waiters))
+        except Exception as e:
+            if not isinstance(e, BatchLost):
+                log.exception("a group commit of %d writes failed", len(waiters))
+            elif waiters:  # the write that failed logged and answered its own error
+                log.warning("%d write(s) lost with a failed write of their batch", len(waiters))
             err = ScimError("the change could not be saved; retry the request", status=503)
             for w in waiters:
                 if not w.done():

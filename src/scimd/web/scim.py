@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
 from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
@@ -42,7 +41,7 @@ from scimd.scim.resource import parse_attribute_list, resource_id
 from scimd.settings import Settings
 from scimd.store.audit import Actor
 from scimd.store.directory import Directory, Gate, Listing
-from scimd.store.engine import is_busy
+from scimd.store.engine import UNAVAILABLE, is_busy, is_full
 from scimd.store.onloop import DatabaseTimeout, LoopRunner
 from scimd.store.resources import Conditions, etag_listed
 from scimd.store.versions import Versions
@@ -195,7 +194,7 @@ class Scim:
             reply = await self.handle(request)
         except ScimError as e:
             reply = error_reply(e)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
+        except UNAVAILABLE as e:
             # The database is unreachable or dropped the connection (restart, failover): the
             # request changed nothing, and the next one gets a new connection.
             database_unavailable(e, f"{request.method} {request.path}")
@@ -319,9 +318,11 @@ class Scim:
             try:
                 with self.directory.write(wait=False) as wconn:
                     apps.touch_last_used(wconn, principal.app_pk)
-            except sa_exc.OperationalError as e:
+            except UNAVAILABLE as e:
+                # Bookkeeping: a full disk failed every application's first read of the
+                # minute; a database that is gone fails the request's own statements next.
                 if not is_busy(e):
-                    raise
+                    log.warning("could not record when the application was last used: %s", e)
                 self._last_used[principal.app_pk] = now - 55  # try again in five seconds
         return principal
 
@@ -658,6 +659,11 @@ def unavailable_detail(error: Exception) -> str:
         return (
             f"the database did not answer within {error.seconds:g} s; retry the request"
             " (a change it asked for may have been saved: read it back first)"
+        )
+    if is_full(error):
+        return (
+            "the database's disk is full: nothing of this request was saved; retry once space"
+            " has been freed"
         )
     if is_busy(error):
         # SQLite's write lock, held past the wait by another process (a command, a backup,
