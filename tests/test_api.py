@@ -1941,6 +1941,45 @@ def test_a_patch_audit_record_says_what_active_became(api: Api) -> None:
     assert "secret" not in json.dumps(details[0])
 
 
+def test_a_patch_audit_record_reads_names_in_any_case(api: Api) -> None:
+    """The PATCH reads `operations`, `Op` and `Path` in any case; its audit record read them in
+    one case only, and kept `{"op": "", "path": null}` or no operation for a user disabled."""
+    u = api.user("cased@x.com")
+    for body in (
+        {"schemas": [PATCH], "operations": [{"op": "replace", "path": "active", "value": False}]},
+        {"schemas": [PATCH], "Operations": [{"Op": "Replace", "Path": "active", "Value": True}]},
+    ):
+        assert api.req("PATCH", f"/Users/{u['id']}", body).status_code == 200
+    with api.engine.connect() as conn:
+        rows = audit.history(conn, resource_id=u["id"])
+    details = [json.loads(d) if isinstance(d, str) else d for d in (r["detail"] for r in rows)]
+    assert [d["operations"] for d in details[:2]] == [
+        [{"op": "replace", "path": "active", "active": True}],
+        [{"op": "replace", "path": "active", "active": False}],
+    ]
+
+
+def test_members_and_groups_asked_for_with_their_schema_are_returned(api: Api) -> None:
+    """`attributes=urn:...:Group:members.value` answered without members (and the same for a
+    user's groups): the lists were not read for a name with the schema in front."""
+    u = api.user("qualified@x.com")
+    g = api.req("POST", "/Groups", {"displayName": "Q", "members": [{"value": u["id"]}]}).json()
+    group_urn = "urn:ietf:params:scim:schemas:core:2.0:Group"
+    for asked in (f"{group_urn}:members.value", f"{group_urn}:members", "members.value"):
+        r = api.req("GET", f"/Groups/{g['id']}?attributes={asked}").json()
+        assert [m["value"] for m in r.get("members", [])] == [u["id"]], (asked, r)
+    user_urn = "urn:ietf:params:scim:schemas:core:2.0:User"
+    for asked in (f"{user_urn}:groups.value", f"{user_urn}:GROUPS"):
+        r = api.req("GET", f"/Users/{u['id']}?attributes={asked}").json()
+        assert [x["value"] for x in r.get("groups", [])] == [g["id"]], (asked, r)
+        found = api.req(
+            "GET", "/Users", params={"filter": 'userName eq "qualified@x.com"', "attributes": asked}
+        ).json()["Resources"][0]
+        assert [x["value"] for x in found.get("groups", [])] == [g["id"]], (asked, found)
+    r = api.req("GET", f"/Groups/{g['id']}?excludedAttributes={group_urn}:members").json()
+    assert "members" not in r
+
+
 def test_references_are_case_exact_as_advertised(api: Api) -> None:
     """RFC 7643 §2.3.7: a reference is case exact. References were advertised and compared
     without case: ``profileUrl eq "HTTPS://EX.COM/A2"`` found ``https://ex.com/A2``."""

@@ -1095,17 +1095,26 @@ _CORE_URNS = frozenset(u.lower() for u in (S.USER_SCHEMA, S.GROUP_SCHEMA))
 
 def _wants(attr: str, attributes: list[str], excluded: list[str], core: bool = True) -> bool:
     """Whether a reply holds ``attr``; ``core``: it is a core attribute (groups, members),
-    which the core schema's URN names too (``meta`` is not)."""
+    which the core schema's URN names too (``meta`` is not). Names may carry the core URN
+    (``urn:...:Group:members.value``: the members were not read for it)."""
     if not attributes and not excluded:  # the common case: every attribute
         return True
-    names = (attr.lower(), *_CORE_URNS) if core else (attr.lower(),)
-    suffix = ":" + attr.lower()
+    name = attr.lower()
     if attributes:
         return any(
-            a.lower() in names or a.lower().startswith(names[0] + ".") or a.lower().endswith(suffix)
-            for a in attributes
+            (core and a in _CORE_URNS) or a == name or a.startswith(name + ".")
+            for a in map(_unqualified, attributes)
         )
-    return not any(e.lower() in names or e.lower().endswith(suffix) for e in excluded)
+    return not any((core and e in _CORE_URNS) or e == name for e in map(_unqualified, excluded))
+
+
+def _unqualified(path: str) -> str:
+    """``path`` in lower case, without the core schema's URN in front."""
+    p = path.strip().lower()
+    for urn in _CORE_URNS:
+        if p.startswith(urn + ":"):
+            return p[len(urn) + 1 :]
+    return p
 
 
 def _members_of(conn: sa.Connection, pks: list[int]) -> dict[int, list[dict[str, Any]]]:
@@ -1179,20 +1188,27 @@ def _op_summary(body: Any) -> list[dict[str, Any]]:
     """What a PATCH's audit record says of each operation: its op and path, the attributes a
     path-less value names, and the value given to ``active`` (values are otherwise left out
     of the log; without this one a user disabled could not be told from one enabled)."""
-    ops = body.get("Operations") if isinstance(body, dict) else None
+    ops = _key(body, "operations") if isinstance(body, dict) else None
     out = []
-    for op in ops or []:
+    for op in ops if isinstance(ops, list) else []:
         if not isinstance(op, dict):
             continue
-        path = op.get("path")
-        value = next((v for k, v in op.items() if k.lower() == "value"), None)
-        item: dict[str, Any] = {"op": str(op.get("op", "")).lower(), "path": path}
+        # Names in any case, as the PATCH itself reads them: {"Op": "Replace", "Path": ...}
+        # was recorded as {"op": "", "path": null}, and "operations" as no operation at all.
+        path = _key(op, "path")
+        value = _key(op, "value")
+        item: dict[str, Any] = {"op": str(_key(op, "op") or "").lower(), "path": path}
         if isinstance(path, str) and path.strip().lower() == "active":
             item["active"] = value
         elif path is None and isinstance(value, dict):
             item["attributes"] = sorted(value)[:20]
-            active = next((v for k, v in value.items() if k.lower() == "active"), None)
+            active = _key(value, "active")
             if active is not None:
                 item["active"] = active
         out.append(item)
     return out[:50]
+
+
+def _key(obj: dict[str, Any], name: str) -> Any:
+    """``obj``'s value for ``name`` (lower case) in any case."""
+    return next((v for k, v in obj.items() if isinstance(k, str) and k.lower() == name), None)
