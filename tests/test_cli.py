@@ -892,3 +892,22 @@ def test_json_from_the_commands_scripts_read_back(db: str) -> None:
     assert current["current"] == current["head"] and current["upgrade_due"] is False
     pruned = json.loads(_ok("audit", "prune", "--older-than", "1", "--json", "--database-url", db))
     assert pruned["removed"] == 0 and pruned["before"].endswith("Z")
+
+
+def test_an_empty_file_made_into_a_database_is_noted_and_ipv6_urls_have_brackets(
+    tmp_path: Path,
+) -> None:
+    """A database deleted under a running server left an empty file at its path (made by the
+    server's next connection); a restart gave it new tables without the "created a new
+    database" note, and the data looked merely gone. And the banner wrote an IPv6 address
+    as http://::1:8000, which opens nothing."""
+    from scimd.cli.main import _listen_url
+
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    done = _scimd("db", "upgrade", "--database-url", f"sqlite:///{empty}")
+    assert done.returncode == 0 and f"created a new database at {empty}" in done.stderr
+    again = _scimd("db", "upgrade", "--database-url", f"sqlite:///{empty}")
+    assert "created a new database" not in again.stderr
+    assert _listen_url("::1", 8000) == "http://[::1]:8000"
+    assert _listen_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"

@@ -214,7 +214,7 @@ def test_latency_histogram_is_cumulative_with_le_bounds() -> None:
     from scimd.web.observability import Metrics
 
     m = Metrics()
-    for seconds in (0.0004, 0.0005, 0.003, 7.0):
+    for seconds in (0.0004, 0.0005, 0.003, 7.0, 31.0):
         m.observe("/scim/v2/Users", "GET", 200, seconds)
     m.observe("/scim/v2/Users", "GET", 404, 0.001)
     text = generate_latest(m.registry).decode()
@@ -223,9 +223,12 @@ def test_latency_histogram_is_cumulative_with_le_bounds() -> None:
     assert f'scimd_request_duration_seconds_bucket{{le="0.001",{labels}}} 3.0' in text
     assert f'scimd_request_duration_seconds_bucket{{le="0.005",{labels}}} 4.0' in text
     assert f'scimd_request_duration_seconds_bucket{{le="5.0",{labels}}} 4.0' in text
-    assert f'scimd_request_duration_seconds_bucket{{le="+Inf",{labels}}} 5.0' in text
-    assert f"scimd_request_duration_seconds_count{{{labels}}} 5.0" in text
-    assert 'scimd_requests_total{method="GET",route="/scim/v2/Users",status="200"} 4.0' in text
+    # A write that waited out a 30 s database_timeout is told from one that took 7 s.
+    assert f'scimd_request_duration_seconds_bucket{{le="10.0",{labels}}} 5.0' in text
+    assert f'scimd_request_duration_seconds_bucket{{le="30.0",{labels}}} 5.0' in text
+    assert f'scimd_request_duration_seconds_bucket{{le="+Inf",{labels}}} 6.0' in text
+    assert f"scimd_request_duration_seconds_count{{{labels}}} 6.0" in text
+    assert 'scimd_requests_total{method="GET",route="/scim/v2/Users",status="200"} 5.0' in text
 
 
 @pytest.mark.parametrize("path", ["/scim/v2/Users", "/oauth2/server/token"])
@@ -493,3 +496,35 @@ def test_a_scim_request_to_the_wrong_base_is_told_the_right_one(
         assert "SCIM base is http://testserver/scim/v2/" in r.json()["detail"], path
     other = c.get("/favicon.ico")
     assert (other.status_code, other.text) == (404, "Not Found")
+
+
+def test_healthz_fails_when_the_database_file_is_gone(tmp_path: Path) -> None:
+    """With the SQLite file deleted under it, /healthz said 200 "ok" (SELECT 1 reads no
+    table) while every SCIM request got a 503: a load balancer kept sending traffic."""
+    url = f"sqlite:///{tmp_path / 'hz.db'}"
+    with start_server(url, log_dir=tmp_path) as server:
+        assert httpx.get(f"{server.root_url}/healthz", timeout=20).status_code == 200
+        for suffix in ("", "-wal", "-shm"):
+            (tmp_path / f"hz.db{suffix}").unlink(missing_ok=True)
+        r = httpx.get(f"{server.root_url}/healthz", timeout=20)
+        assert r.status_code == 503 and "removed or replaced" in r.json()["detail"], r.text
+
+
+def test_sighup_stops_the_server_as_sigterm_does(tmp_path: Path) -> None:
+    """SIGHUP (a closed terminal, a log rotation script) killed the server at once: the
+    access log lines of its last requests were lost and the WAL was not checkpointed."""
+    import signal
+    import subprocess
+
+    url = f"sqlite:///{tmp_path / 'hup.db'}"
+    with start_server(url, log_dir=tmp_path) as server:
+        for _ in range(3):
+            assert httpx.get(f"{server.scim_url}/Users", timeout=20).status_code == 401
+        server.process.send_signal(signal.SIGHUP)
+        try:
+            server.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the server did not stop")
+        log = server.stderr_text()
+    assert "Application shutdown complete" in log, log[-3000:]
+    assert log.count('"path":"/scim/v2/Users"') == 3, log[-3000:]

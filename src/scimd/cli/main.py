@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import gc
@@ -12,8 +13,11 @@ import logging
 import os
 import shlex
 import shutil
+import signal
 import socket
+import sqlite3
 import sys
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -308,7 +312,7 @@ def serve(
     with write_transaction(engine) as conn:
         n_apps: int = conn.execute(sa.text("SELECT count(*) FROM applications")).scalar_one()
         setup_token = admins_mod.new_setup_token(conn)
-    shown = s.public_url or f"http://{s.host}:{s.port}"
+    shown = s.public_url or _listen_url(s.host, s.port)
     typer.echo(f"scimd serving {shown}/scim/v2/ (database {_safe_url(s.database_url)})", err=True)
     _note_made(made)
     typer.echo(f"Work portal: {shown}/admin/", err=True)
@@ -341,6 +345,7 @@ def serve(
     gc.collect()
     gc.freeze()
     loop = "uvloop" if _has("uvloop") else "asyncio"
+    _stop_gracefully_on_hangup()
     uvicorn.run(
         app_,
         host=s.host,
@@ -356,6 +361,24 @@ def serve(
         proxy_headers=bool(s.forwarded_allow_ips.strip()),
         forwarded_allow_ips=s.forwarded_allow_ips.strip() or None,
     )
+
+
+def _listen_url(host: str, port: int) -> str:
+    """The base URL of the address served: an IPv6 one in brackets (``http://::1:8000``, which
+    the banner printed, opens nothing)."""
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _stop_gracefully_on_hangup() -> None:
+    """SIGHUP (a closed terminal, a log rotation script) killed the server at once: requests
+    in progress were cut, the last access log lines lost, the WAL left unchecked. It now stops
+    the server as SIGTERM does (uvicorn reads its list of signals when it starts serving)."""
+    import uvicorn.server
+
+    hangup = getattr(signal, "SIGHUP", None)
+    if hangup is not None and hangup not in uvicorn.server.HANDLED_SIGNALS:
+        handled: tuple[int, ...] = (*uvicorn.server.HANDLED_SIGNALS, hangup)
+        uvicorn.server.HANDLED_SIGNALS = handled  # type: ignore[assignment]
 
 
 def _http_protocol(database_url: str, connections: int) -> Any:
@@ -410,9 +433,22 @@ def _sqlite_file(url: str) -> Path | None:
 
 
 def _not_there(url: str) -> Path | None:
-    """The SQLite file ``url`` names, when it is not there yet (opening it will make it)."""
+    """The SQLite file ``url`` names, when it is not there yet (opening it will make it) or
+    holds nothing (a file made at the path after the database was deleted from under a
+    running server: a restart quietly gave it new tables)."""
     file = _sqlite_file(url)
-    return file if file is not None and not file.exists() else None
+    return file if file is not None and (not file.exists() or _holds_nothing(file)) else None
+
+
+def _holds_nothing(file: Path) -> bool:
+    try:
+        if file.stat().st_size == 0:
+            return True
+        uri = f"file:{urllib.parse.quote(str(file))}?mode=ro"
+        with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+            return bool(conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0)
+    except (OSError, sqlite3.Error):  # not a database: said as such when it is opened
+        return False
 
 
 def _note_made(file: Path | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -221,3 +222,16 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         conn.execution_options(sqlite_begin="IMMEDIATE")
         with conn.begin():
             yield conn
+
+
+def file_identity(engine: sa.Engine) -> tuple[int, int] | None:
+    """The device and inode of a SQLite database file (None for another database, or no file):
+    connections opened after the file was deleted made a new, empty one at its path."""
+    path = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (-1, -1)
+    return (st.st_dev, st.st_ino)

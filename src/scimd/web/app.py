@@ -27,7 +27,7 @@ from scimd.store import migrate
 from scimd.store import properties as props
 from scimd.store.checkpoint import Checkpointer
 from scimd.store.directory import Directory
-from scimd.store.engine import UNAVAILABLE, create_engine, write_transaction
+from scimd.store.engine import UNAVAILABLE, create_engine, file_identity, write_transaction
 from scimd.store.retention import AuditRetention
 from scimd.web import portal_pages
 from scimd.web.http import error_response
@@ -157,14 +157,27 @@ def create_app(
     portal.cookie_key = session_key
     portal.secure_cookies = settings.public_url.startswith("https://")
 
+    database_file = file_identity(engine)
+
     async def healthz(request: Request) -> Response:
         def probe() -> None:
+            # A table of scimd's, not SELECT 1: that answered from a database whose file was
+            # gone (every request then failed on "no such table" while the check said ok).
             with directory.read() as conn:
-                conn.execute(sa.text("SELECT 1"))
+                conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one()
 
+        if database_file is not None and file_identity(engine) != database_file:
+            log.error("the database file %s was removed or replaced", engine.url.database)
+            return JSONResponse(
+                {
+                    "status": "unavailable",
+                    "detail": "the database file was removed or replaced while the server ran",
+                },
+                status_code=503,
+            )
         try:
             await scim.db(probe)
-        except (sa.exc.OperationalError, sa.exc.InterfaceError) as e:
+        except UNAVAILABLE as e:
             # As for requests: a traceback at most every ten seconds (a probe every second
             # during an outage wrote one each).
             database_unavailable(e, "GET /healthz")
