@@ -407,10 +407,14 @@ def test_a_database_scimd_did_not_make_is_refused_untouched(tmp_path: Path) -> N
     engine = sa.create_engine(f"sqlite:///{foreign}")
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TABLE customers (id INTEGER PRIMARY KEY)"))
-    for args in (["apps", "list"], ["apps", "create", "--name", "x"], ["db", "current"]):
+    before = foreign.read_bytes()
+    serve = ["serve", "--port", str(free_port())]  # not 8000: a tour's server may hold it
+    for args in (["apps", "list"], ["apps", "create", "--name", "x"], ["db", "current"], serve):
         done = _scimd(*args, "--database-url", f"sqlite:///{foreign}")
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         assert "tables of something else (customers)" in done.stderr, done.stderr
+    # Not a byte changed: it was switched to WAL (persistent, and not for every filesystem).
+    assert foreign.read_bytes() == before
     with engine.connect() as conn:
         assert sa.inspect(conn).get_table_names() == ["customers"]
     newer = f"sqlite:///{tmp_path / 'newer.db'}"
@@ -420,7 +424,6 @@ def test_a_database_scimd_did_not_make_is_refused_untouched(tmp_path: Path) -> N
         conn.execute(sa.text("UPDATE alembic_version SET version_num = '0099'"))
     newer_engine.dispose()
     engine.dispose()
-    serve = ["serve", "--port", str(free_port())]  # not 8000: a tour's server may hold it
     for args in (["apps", "list"], ["db", "upgrade"], ["db", "current"], serve):
         done = _scimd(*args, "--database-url", newer)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr

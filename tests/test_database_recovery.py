@@ -120,7 +120,9 @@ def test_a_silent_database_is_answered_503_and_then_recovered(
                 data={"username": "admin", "password": "x" * 12, "csrf": csrf.group(1)},
             )
             assert signin.status_code == 503, signin.text
-            assert "did not answer within 2 s" in signin.json()["detail"]
+            # The portal's own page (it was SCIM's JSON), saying what happened.
+            assert signin.headers["content-type"].startswith("text/html")
+            assert "did not answer within 2 s" in signin.text
             assert portal.get("/admin/login").status_code == 503
 
             def request(i: int) -> httpx.Response:
@@ -310,7 +312,7 @@ def test_a_write_refused_for_another_process_lock_says_so(tmp_path: Path) -> Non
     import sqlalchemy as sa
 
     from scimd.store.engine import create_engine
-    from scimd.web.scim import unavailable_detail
+    from scimd.web.outage import unavailable_detail
 
     url = f"sqlite:///{tmp_path / 'locked.db'}"
     engine = create_engine(url)
@@ -430,3 +432,92 @@ def test_a_full_disk_is_a_503_that_says_so_and_reads_go_on(tmp_path: Path) -> No
         assert client.get(f"/scim/v2/Users/{ids[0]}", headers=headers).status_code == 200
     seed.dispose()
     engine.dispose()
+
+
+def test_a_read_only_database_is_a_503_and_writes_resume_when_it_is_writable(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL set read-only (what managed services do when storage fills) made every write
+    a 500 with a traceback; and once the database was writable again, the connections that
+    had started read-only kept failing until scimd was restarted."""
+    url = sa.engine.make_url(postgres_url)
+    db = url.database
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with provisioned_server(postgres_url, log_dir=tmp_path) as server:
+            headers = {"Authorization": f"Bearer {server.token}"}
+            with httpx.Client(base_url=server.base_url, headers=headers, timeout=30) as c:
+                assert c.post("/Users", json={"userName": "before@x.com"}).status_code == 201
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(
+                        f'ALTER DATABASE "{db}" SET default_transaction_read_only = on'
+                    )
+                _drop_connections(postgres_url)  # sessions start anew, read-only
+                time.sleep(0.5)
+                for i in range(3):
+                    r = c.post("/Users", json={"userName": f"during{i}@x.com"})
+                    assert r.status_code == 503, r.text
+                    assert "read-only" in r.json()["detail"] and "Retry-After" in r.headers
+                assert c.get("/Users", params={"count": 1}).status_code == 200  # reads go on
+                with admin.connect() as conn:
+                    conn.exec_driver_sql(
+                        f'ALTER DATABASE "{db}" RESET default_transaction_read_only'
+                    )
+                statuses = [
+                    c.post("/Users", json={"userName": f"after{i}@x.com"}).status_code
+                    for i in range(20)
+                ]
+                # A connection opened while the database was read-only stays so (PostgreSQL
+                # reads the default when a session starts): each is replaced after its first
+                # refusal, so a few 503s may come first (at most one per connection slot).
+                first_ok = statuses.index(201)
+                assert first_ok <= 8 and statuses[first_ok:] == [201] * (20 - first_ok), statuses
+                found = c.get("/Users", params={"filter": 'userName sw "during"'}).json()
+                assert found["totalResults"] == 0
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{db}" RESET default_transaction_read_only')
+        admin.dispose()
+
+
+def test_a_damaged_sqlite_file_is_a_503_that_says_so(tmp_path: Path) -> None:
+    """A damaged page ("database disk image is malformed") made every request that read it a
+    500 with a traceback, and the portal's pages raw SCIM JSON when the database could not be
+    used. Now a request is told that the file is damaged and must be restored from a backup,
+    and the portal answers with its own page."""
+    from starlette.testclient import TestClient
+
+    from scimd.auth import apps
+    from scimd.settings import Settings
+    from scimd.store import audit
+    from scimd.store.engine import create_engine
+    from scimd.store.migrate import ensure_current
+    from scimd.web.app import create_app as make_app
+
+    path = tmp_path / "damaged.db"
+    engine = create_engine(f"sqlite:///{path}")
+    ensure_current(engine)
+    with engine.begin() as conn:
+        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
+        for i in range(300):  # users over several pages: the table's root is an inner page
+            conn.exec_driver_sql(
+                "INSERT INTO users (id, user_name, user_name_lower, created, last_modified,"
+                " version, doc) VALUES (?, ?, ?, '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z',"
+                " 1, ?)",
+                (f"id{i}", f"u{i}", f"u{i}", json.dumps({"userName": f"u{i}", "x": "y" * 200})),
+            )
+        root = conn.exec_driver_sql(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'users'"
+        ).scalar_one()
+        page_size = conn.exec_driver_sql("PRAGMA page_size").scalar_one()
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    with path.open("r+b") as f:  # the page's header and cells: garbage
+        f.seek((root - 1) * page_size)
+        f.write(b"\x0d" + b"\xff" * (page_size - 1))
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(make_app(Settings(), create_engine(f"sqlite:///{path}"))) as client:
+        r = client.get("/scim/v2/Users", params={"filter": 'title eq "x"'}, headers=headers)
+        assert r.status_code == 503, r.text
+        assert "damaged" in r.json()["detail"] and "backup" in r.json()["detail"]

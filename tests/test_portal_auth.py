@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -603,3 +604,66 @@ def test_the_portal_links_its_own_files_by_path(tmp_path: Path) -> None:
             'src="/admin/static/portal.js"' in page and "idp.example.com/admin/static" not in page
         )
         assert client.get("/admin/static/portal.css").status_code == 200
+
+
+def test_sign_ins_waiting_for_another_process_lock_leave_the_portal_answering(
+    tmp_path: Path,
+) -> None:
+    """A portal write meeting another process's SQLite write lock waited in SQLite's busy
+    handler on one of the portal's two threads: two sign-ins froze every portal page, the
+    sign-in form included, until the lock was freed or 30 s had passed. The writes now wait
+    asynchronously; the form is answered meanwhile, and the sign-ins complete once the lock
+    is released."""
+    import sqlite3
+    import threading
+
+    import httpx
+
+    from scimd.store.migrate import ensure_current
+    from support.live_server import start_server
+
+    db = tmp_path / "locked-portal.db"
+    engine = create_engine(f"sqlite:///{db}")
+    ensure_current(engine)
+    with engine.begin() as conn:
+        admins.create(conn, "admin", PASSWORD, audit.CLI)
+    engine.dispose()
+    with start_server(f"sqlite:///{db}", log_dir=tmp_path) as server:
+        clients = [httpx.Client(base_url=server.root_url, timeout=60) for _ in range(3)]
+        forms = []
+        for c in clients[:2]:
+            found = re.search(r'name="csrf" value="([^"]+)"', c.get("/admin/login").text)
+            assert found is not None
+            forms.append({"username": "admin", "password": PASSWORD, "csrf": found.group(1)})
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        held = True
+        outcomes: list[int] = []
+        try:
+            signins = [
+                threading.Thread(
+                    target=lambda c=c, f=f: outcomes.append(
+                        c.post("/admin/login", data=f).status_code
+                    )
+                )
+                for c, f in zip(clients[:2], forms, strict=True)
+            ]
+            for t in signins:
+                t.start()
+            time.sleep(0.5)  # both sign-ins are waiting for the lock
+            # Answered while they wait (a 10 s bound only to fail rather than hang: the old
+            # wait was 30 s).
+            page = clients[2].get("/admin/login", timeout=10)
+            assert page.status_code == 200
+            assert outcomes == []
+            holder.rollback()
+            held = False
+            for t in signins:
+                t.join(60)
+        finally:
+            if held:
+                holder.rollback()
+            holder.close()
+            for c in clients:
+                c.close()
+        assert outcomes == [303, 303], outcomes

@@ -36,7 +36,7 @@ from scimd.scim.values import fold
 from scimd.store import audit as A
 from scimd.store import conditional, onloop, versions
 from scimd.store import properties as props
-from scimd.store.engine import IMMEDIATE_NOWAIT
+from scimd.store.engine import IMMEDIATE_NOWAIT, is_read_only
 from scimd.store.prepared import dump_json
 from scimd.store.resources import (
     GROUPS,
@@ -192,9 +192,15 @@ class Directory:
         local = self._local
         if not conn.in_transaction():
             if self.sqlite:
+                wait = wait and not getattr(local, "nowait", False)
                 _begin_mode(conn, "IMMEDIATE" if wait else IMMEDIATE_NOWAIT)
-            with conn.begin():
-                yield conn
+            try:
+                with conn.begin():
+                    yield conn
+            except Exception as e:
+                if is_read_only(e):  # its session stays read-only: the next write gets another
+                    conn.invalidate()
+                raise
             return
         if not getattr(local, "batch", False) or getattr(local, "in_unit", False):
             yield conn
@@ -224,6 +230,16 @@ class Directory:
             driver.execute("RELEASE unit")
         finally:
             local.in_unit = False
+
+    @contextmanager
+    def without_waiting(self) -> Iterator[None]:
+        """This thread's writes fail at once when another process holds SQLite's write lock
+        (``write(wait=False)``), for a caller that waits asynchronously and tries again."""
+        self._local.nowait = True
+        try:
+            yield
+        finally:
+            self._local.nowait = False
 
     def begin_batch(self, *, wait: bool = True) -> sa.RootTransaction:
         """Open a transaction that several writes of this thread join (a group commit).

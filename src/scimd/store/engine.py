@@ -53,6 +53,12 @@ def _py_lower(value: Any) -> Any:
     return fold(value) if isinstance(value, str) else value
 
 
+def _foreign(cur: sqlite3.Cursor) -> bool:
+    """Whether a SQLite database holds tables but not scimd's (its schema version table)."""
+    names = {row[0] for row in cur.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return bool(names) and "alembic_version" not in names
+
+
 def busy_timeout_ms(timeout: float) -> int:
     """SQLite's busy timeout for ``database_timeout`` seconds (0: as good as forever)."""
     return round(timeout * 1000) if timeout > 0 else 2**31 - 1
@@ -89,7 +95,10 @@ def create_engine(url: str, *, echo: bool = False, timeout: float = 30) -> sa.En
             # Let SQLAlchemy's "begin" event issue BEGIN so writes can take the lock up front.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            if cur.execute("PRAGMA journal_mode").fetchone()[0] != "wal" and not _foreign(cur):
+                # WAL is written into the file and stays: not for a database of another
+                # application, which scimd refuses (it may live where WAL cannot work).
+                cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={busy_ms}")
@@ -185,6 +194,27 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
     sa.exc.InterfaceError,
     sqlite3.OperationalError,
 )
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` says the database cannot serve requests now (a request meeting it is
+    a 503, not a 500): unreachable, locked, full, read-only, or damaged."""
+    return isinstance(error, UNAVAILABLE) or is_read_only(error) or is_damaged(error)
+
+
+def is_read_only(error: BaseException) -> bool:
+    """PostgreSQL in read-only mode (SQLSTATE 25006): what managed services switch a database
+    to when its storage is full, and a hot standby answers."""
+    return getattr(getattr(error, "orig", error), "sqlstate", None) == "25006"
+
+
+def is_damaged(error: BaseException) -> bool:
+    """A SQLite file that is damaged ("database disk image is malformed")."""
+    orig = getattr(error, "orig", error)
+    return isinstance(orig, sqlite3.DatabaseError) and (
+        getattr(orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+        or "malformed" in str(orig)
+    )
 
 
 def is_full(error: BaseException) -> bool:

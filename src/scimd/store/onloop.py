@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util.concurrency import await_
 
-from scimd.store.engine import json_text, postgres_connect_args
+from scimd.store.engine import is_read_only, json_text, postgres_connect_args
 from scimd.store.prepared import Prepared
 
 T = TypeVar("T")
@@ -114,6 +114,9 @@ class Slot:
     started: float = 0.0  # when its running call started (monotonic seconds)
     severed: bool = False
     stopping: bool = False  # the watchdog is cancelling its statement, then severs it
+    # A write refused as read-only: the database's read-only default is taken when a session
+    # starts, so the slot's connections stayed read-only after the database was writable.
+    stale: bool = False
 
     def sever(self) -> None:
         """Shut the slot's sockets down, so that a call waiting on them fails at once.
@@ -352,6 +355,7 @@ class LoopRunner:
         except Exception as e:
             if slot.severed or slot.stopping:  # the watchdog cancelled or severed it
                 raise DatabaseTimeout(self.timeout) from e
+            slot.stale = is_read_only(e)
             raise
         finally:
             del self._busy[id(slot)]
@@ -361,7 +365,7 @@ class LoopRunner:
             # cancelled (waiting for a lock, it committed after the process had exited).
             if not slot.worker.idle and not slot.severed:
                 await slot.cancel()
-            if not slot.worker.idle or slot.severed or slot.stopping or slot.broken():
+            if not slot.worker.idle or slot.severed or slot.stopping or slot.stale or slot.broken():
                 await self._discard(slot)
             else:
                 self._slots.put_nowait(slot)

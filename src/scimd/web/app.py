@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import logging
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,7 +28,7 @@ from scimd.store import migrate
 from scimd.store import properties as props
 from scimd.store.checkpoint import Checkpointer
 from scimd.store.directory import Directory
-from scimd.store.engine import UNAVAILABLE, create_engine, file_identity, write_transaction
+from scimd.store.engine import create_engine, file_identity, is_unavailable, write_transaction
 from scimd.store.retention import AuditRetention
 from scimd.web import portal_pages
 from scimd.web.http import error_response
@@ -39,8 +40,9 @@ from scimd.web.observability import (
     Observer,
     app_routes,
 )
+from scimd.web.outage import database_unavailable, unavailable_detail
 from scimd.web.portal import Portal
-from scimd.web.scim import Scim, database_unavailable, unavailable_detail
+from scimd.web.scim import Scim
 
 log = logging.getLogger("scimd.web")
 _SLASHES = re.compile(r"/{2,}")
@@ -177,7 +179,9 @@ def create_app(
             )
         try:
             await scim.db(probe)
-        except UNAVAILABLE as e:
+        except Exception as e:
+            if not is_unavailable(e):
+                raise
             # As for requests: a traceback at most every ten seconds (a probe every second
             # during an outage wrote one each).
             database_unavailable(e, "GET /healthz")
@@ -226,7 +230,19 @@ def create_app(
         # through Starlette's last-resort handler, which re-raises: uvicorn then closed the
         # keep-alive connection unannounced, and the client's next request was reset.
         assert isinstance(exc, Exception)
+        if not is_unavailable(exc):  # a database error that is a fault of scimd's
+            return await server_error(request, exc)
         database_unavailable(exc, f"{request.method} {request.url.path}")
+        if _first_segment(request) == "admin":  # the portal's page, not SCIM's JSON
+            page = portal.render(
+                request,
+                "message.html",
+                503,
+                title="Try again later",
+                message=f"The work portal could not use its database: {unavailable_detail(exc)}.",
+            )
+            page.headers["Retry-After"] = "5"
+            return page
         return error_response(
             ScimError(unavailable_detail(exc), status=503),
             {"Retry-After": "5"},
@@ -292,7 +308,8 @@ def create_app(
             404: not_found,
             405: not_allowed,
             ClientDisconnect: client_gone,
-            **dict.fromkeys(UNAVAILABLE, database_gone),
+            sa.exc.DBAPIError: database_gone,
+            sqlite3.Error: database_gone,
             Exception: server_error,
         },
     )

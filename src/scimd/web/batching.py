@@ -22,7 +22,8 @@ import sqlalchemy as sa
 
 from scimd.scim.errors import ScimError
 from scimd.store.directory import BatchLost, Directory
-from scimd.store.engine import is_busy
+from scimd.store.engine import is_busy, is_unavailable
+from scimd.web.outage import database_unavailable
 
 log = logging.getLogger("scimd.web")
 T = TypeVar("T")
@@ -103,10 +104,13 @@ class GroupCommit:
         try:
             self.directory.end_batch(tx)
         except Exception as e:
-            if not isinstance(e, BatchLost):
+            if isinstance(e, BatchLost):  # the write that failed logged its own error
+                if waiters:
+                    log.warning("%d write(s) lost with a failed write of their batch", len(waiters))
+            elif is_unavailable(e):  # a full disk: a traceback at most every ten seconds
+                database_unavailable(e, f"a group commit of {len(waiters)} write(s)")
+            else:
                 log.exception("a group commit of %d writes failed", len(waiters))
-            elif waiters:  # the write that failed logged and answered its own error
-                log.warning("%d write(s) lost with a failed write of their batch", len(waiters))
             err = ScimError("the change could not be saved; retry the request", status=503)
             for w in waiters:
                 if not w.done():

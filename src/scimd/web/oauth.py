@@ -18,6 +18,7 @@ import binascii
 import hmac
 import logging
 import re
+import sqlite3
 from collections.abc import Mapping
 from urllib.parse import parse_qs, unquote_plus
 
@@ -28,7 +29,9 @@ from starlette.responses import Response
 
 from scimd.auth.tokens import TokenError, invalid_client, issue_token
 from scimd.scim.errors import ScimError
-from scimd.web.scim import Scim, database_unavailable, unavailable_detail
+from scimd.store.engine import is_unavailable
+from scimd.web.outage import database_unavailable, unavailable_detail
+from scimd.web.scim import Scim
 from scimd.web.security import TooManyFailures
 
 MAX_BODY = 16 * 1024
@@ -74,7 +77,9 @@ class TokenEndpoint:
         address = request.client.host if request.client else "-"
         try:
             return await self.issue(request)
-        except (sa_exc.OperationalError, sa_exc.InterfaceError) as e:
+        except (sa_exc.DBAPIError, sqlite3.Error) as e:
+            if not is_unavailable(e):
+                raise
             database_unavailable(e, f"{request.method} {request.url.path}")
             return _unavailable(unavailable_detail(e))
         except ScimError as e:

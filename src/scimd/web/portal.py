@@ -13,6 +13,7 @@ import asyncio
 import functools
 import hmac
 import logging
+import math
 import secrets
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import itsdangerous
+import sqlalchemy as sa
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -34,6 +36,7 @@ from starlette.templating import Jinja2Templates
 from scimd.auth import admins
 from scimd.auth import apps as apps_mod
 from scimd.scim.errors import ScimError
+from scimd.store.engine import is_busy
 from scimd.store.onloop import DatabaseTimeout
 from scimd.web.scim import Scim
 
@@ -203,7 +206,9 @@ class Portal:
         on SQLite, so an admin browsing never stalls provisioning traffic."""
         loop = asyncio.get_running_loop()
         timeout = self.scim.settings.database_timeout
-        if self.scim.runner is None or timeout <= 0:  # SQLite answers, or says it is busy
+        if self.scim.runner is None:
+            return await self._sqlite_call(loop, fn, args, timeout)
+        if timeout <= 0:
             return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
         thread: list[int] = []
         started = asyncio.Event()
@@ -225,6 +230,35 @@ class Portal:
             if thread:
                 self.directory.sever_thread(thread[0])
             raise DatabaseTimeout(timeout) from None
+
+    async def _sqlite_call(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        timeout: float,
+    ) -> Any:
+        """SQLite: a write meeting another process's write lock fails at once, and is tried
+        again after an asynchronous pause, up to ``database_timeout``. Waiting inside SQLite's
+        busy handler held one of the portal's two threads for 30 s each: two sign-ins froze
+        every portal page, reads included. (Each portal call makes one write, its first
+        change, so a call that met the lock changed nothing and is simply run again.)"""
+        deadline = loop.time() + timeout if timeout > 0 else math.inf
+        pause = 0.005
+        while True:
+            try:
+                return await loop.run_in_executor(
+                    self.executor, functools.partial(self._without_waiting, fn, args)
+                )
+            except sa.exc.OperationalError as e:
+                if not is_busy(e) or loop.time() >= deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
+
+    def _without_waiting(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        with self.directory.without_waiting():
+            return fn(*args)
 
     async def current_admin(self, request: Request) -> admins.Admin | None:
         pk, sid = request.session.get("admin"), request.session.get("sid")

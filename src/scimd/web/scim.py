@@ -41,13 +41,14 @@ from scimd.scim.resource import parse_attribute_list, resource_id
 from scimd.settings import Settings
 from scimd.store.audit import Actor
 from scimd.store.directory import Directory, Gate, Listing
-from scimd.store.engine import UNAVAILABLE, is_busy, is_full
-from scimd.store.onloop import DatabaseTimeout, LoopRunner
+from scimd.store.engine import is_busy, is_unavailable
+from scimd.store.onloop import LoopRunner
 from scimd.store.resources import Conditions, etag_listed
 from scimd.store.versions import Versions
 from scimd.web import bulk, discovery
 from scimd.web.batching import GroupCommit
 from scimd.web.exchange import Reply, ScimRequest, error_reply, json_reply, stopped_reply
+from scimd.web.outage import database_unavailable, unavailable_detail
 from scimd.web.security import Credentials, FailureThrottle, request_credentials, require_scope
 
 log = logging.getLogger("scimd.web")
@@ -194,16 +195,20 @@ class Scim:
             reply = await self.handle(request)
         except ScimError as e:
             reply = error_reply(e)
-        except UNAVAILABLE as e:
-            # The database is unreachable or dropped the connection (restart, failover): the
-            # request changed nothing, and the next one gets a new connection.
-            database_unavailable(e, f"{request.method} {request.path}")
-            reply = error_reply(ScimError(unavailable_detail(e), status=503))
-        except Exception:
-            log.exception("unhandled error on %s %s", request.method, request.path)
-            reply = error_reply(
-                ScimError("internal error; the request id identifies it in the logs", status=500)
-            )
+        except Exception as e:
+            if is_unavailable(e):
+                # The database is unreachable or dropped the connection (restart, failover),
+                # or cannot be written: the request changed nothing, and the next one gets a
+                # new connection.
+                database_unavailable(e, f"{request.method} {request.path}")
+                reply = error_reply(ScimError(unavailable_detail(e), status=503))
+            else:
+                log.exception("unhandled error on %s %s", request.method, request.path)
+                reply = error_reply(
+                    ScimError(
+                        "internal error; the request id identifies it in the logs", status=500
+                    )
+                )
         except asyncio.CancelledError:
             # Past the shutdown timeout uvicorn cancels the requests still running (they got
             # a plain-text 500): the client is told to retry. Not raised again: the request
@@ -318,9 +323,12 @@ class Scim:
             try:
                 with self.directory.write(wait=False) as wconn:
                     apps.touch_last_used(wconn, principal.app_pk)
-            except UNAVAILABLE as e:
-                # Bookkeeping: a full disk failed every application's first read of the
-                # minute; a database that is gone fails the request's own statements next.
+            except Exception as e:
+                # Bookkeeping: a full disk, or a read-only database, failed every application's
+                # first read of the minute; a database that is gone fails the request's own
+                # statements next.
+                if not is_unavailable(e):
+                    raise
                 if not is_busy(e):
                     log.warning("could not record when the application was last used: %s", e)
                 self._last_used[principal.app_pk] = now - 55  # try again in five seconds
@@ -633,46 +641,6 @@ class Scim:
             return Reply(204)
 
         return Work(write=work)
-
-
-_TRACEBACK_EVERY = 10.0  # seconds
-_last_traceback = [-_TRACEBACK_EVERY]
-
-
-def database_unavailable(error: Exception, what: str) -> None:
-    """Log a request the database could not serve: with its traceback at most once every ten
-    seconds, in one line otherwise. During an outage every request fails the same way, and a
-    traceback each (about 10 KB) wrote 70 MB of log in 20 seconds."""
-    now = time.monotonic()
-    if now - _last_traceback[0] >= _TRACEBACK_EVERY:
-        _last_traceback[0] = now
-        log.error("database unavailable on %s", what, exc_info=error)
-    else:
-        first = str(getattr(error, "orig", None) or error).strip().splitlines()
-        log.error("database unavailable on %s: %s", what, first[0] if first else type(error))
-
-
-def unavailable_detail(error: Exception) -> str:
-    """What a client is told when the database could not serve its request."""
-    if isinstance(error, DatabaseTimeout):
-        # Cut off mid-call: a commit may have been on its way.
-        return (
-            f"the database did not answer within {error.seconds:g} s; retry the request"
-            " (a change it asked for may have been saved: read it back first)"
-        )
-    if is_full(error):
-        return (
-            "the database's disk is full: nothing of this request was saved; retry once space"
-            " has been freed"
-        )
-    if is_busy(error):
-        # SQLite's write lock, held past the wait by another process (a command, a backup,
-        # another server): said as such, so that an operator knows where to look.
-        return (
-            "the database is locked by another process (a command, a backup or another"
-            " server writing); retry the request"
-        )
-    return "the database is unavailable; retry the request"
 
 
 def _failing(d: Directory, err: ScimError) -> Work:
