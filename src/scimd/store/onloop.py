@@ -346,9 +346,18 @@ class LoopRunner:
         return Slot(read, write)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        slot = await self._slot()
+        asked = time.monotonic()
+        if self.timeout > 0:
+            # The wait for a slot counts: behind stuck calls a request waited for one, then
+            # the whole timeout again for its own call (44 s for a 30 s timeout, measured).
+            try:
+                slot = await asyncio.wait_for(self._slot(), self.timeout)
+            except TimeoutError:
+                raise DatabaseTimeout(self.timeout) from None
+        else:
+            slot = await self._slot()
         assert self._slots is not None
-        slot.started = time.monotonic()
+        slot.started = asked
         self._busy[id(slot)] = slot
         try:
             return await slot.worker.call(_call, (slot, self.batch, fn, args))
