@@ -1980,6 +1980,23 @@ def test_members_and_groups_asked_for_with_their_schema_are_returned(api: Api) -
     assert "members" not in r
 
 
+def test_a_member_filter_sees_the_members_added_before_it_in_the_patch(api: Api) -> None:
+    """RFC 7644 §3.5.2: operations apply in order. A member added without a type, then
+    `remove members[type eq "User"]`, removed the stored members but kept the new one (its
+    type was not known until storage inferred it)."""
+    a, b = api.user("added@x.com"), api.user("stored@x.com")
+    g = api.req("POST", "/Groups", {"displayName": "T", "members": [{"value": b["id"]}]}).json()
+    body = {
+        "schemas": [PATCH],
+        "Operations": [
+            {"op": "add", "path": "members", "value": [{"value": a["id"]}]},
+            {"op": "remove", "path": 'members[type eq "User"]'},
+        ],
+    }
+    assert api.req("PATCH", f"/Groups/{g['id']}", body).status_code == 204
+    assert not api.req("GET", f"/Groups/{g['id']}").json().get("members")
+
+
 def test_references_are_case_exact_as_advertised(api: Api) -> None:
     """RFC 7643 §2.3.7: a reference is case exact. References were advertised and compared
     without case: ``profileUrl eq "HTTPS://EX.COM/A2"`` found ``https://ex.com/A2``."""

@@ -96,15 +96,18 @@ def apply_patch(
     body: Any,
     *,
     load_members: Callable[[], list[dict[str, Any]]] | None = None,
+    member_types: Callable[[list[str]], dict[str, str]] | None = None,
 ) -> PatchResult:
     """Apply the PatchOp request ``body`` to the stored document ``doc`` of type ``rt``.
 
     ``doc`` is never mutated. ``load_members`` returns the group's current members
     (``[{"value", "type"}]``); it is called only for a member filter that is not a list of ids.
+    ``member_types`` names the type ("User", "Group") of ids added without one, for such a
+    filter after the add (``members[type eq "User"]`` missed them).
     """
     ops = _operations(body)
     new = _copy(doc)
-    patcher = _Patcher(rt, new, load_members)
+    patcher = _Patcher(rt, new, load_members, member_types)
     for index, op, path, value in ops:
         try:
             patcher.apply(op, path, value)
@@ -385,17 +388,19 @@ def _has(element: dict[str, Any], selector: dict[str, Any], attr: S.Attribute) -
 class _Patcher:
     """Applies operations one by one to ``doc`` (a private copy) and collects member ops."""
 
-    __slots__ = ("_loaded", "doc", "load_members", "member_ops", "rt", "touched")
+    __slots__ = ("_loaded", "doc", "load_members", "member_ops", "member_types", "rt", "touched")
 
     def __init__(
         self,
         rt: S.ResourceType,
         doc: dict[str, Any],
         load_members: Callable[[], list[dict[str, Any]]] | None,
+        member_types: Callable[[list[str]], dict[str, str]] | None = None,
     ) -> None:
         self.rt = rt
         self.doc = doc
         self.load_members = load_members
+        self.member_types = member_types
         self.member_ops: list[MemberOp] = []
         self.touched: set[str] = set()
         self._loaded: list[dict[str, Any]] | None = None
@@ -854,4 +859,8 @@ class _Patcher:
                 state.clear()
             else:
                 state = {m["value"]: dict(m) for m in mop.members}
+        untyped = [i for i, m in state.items() if "type" not in m]
+        if untyped and self.member_types is not None:  # added by this PATCH without a type
+            for i, kind in self.member_types(untyped).items():
+                state[i]["type"] = kind
         return list(state.values())

@@ -274,7 +274,7 @@ def patch_group(
     ``If-Match``), on the group's version. Membership changes alone do not: they are set
     operations, right whatever happened to the group meanwhile, so concurrent member changes
     on one group (Entra's pattern) do not keep starting each other over. The members to add
-    are locked against deletion while they are added (see ``resources._member_types``); when
+    are locked against deletion while they are added (see ``resources.member_types``); when
     some do not exist nothing is written (``MissingMembers``).
     """
     adds = list(dict.fromkeys(adds))

@@ -50,6 +50,7 @@ from scimd.store.resources import (
     etag,
     groups_of,
     load_members,
+    member_types,
     render_groups,
     render_members,
     resolve_members,
@@ -959,7 +960,11 @@ class Directory:
             repo = self.repos[name]
             check_etag(if_match, row, name == "User")
             result = P.apply_patch(
-                rt, row.doc, body, load_members=lambda: load_members(conn, row.pk)
+                rt,
+                row.doc,
+                body,
+                load_members=lambda: load_members(conn, row.pk),
+                member_types=lambda ids: member_types(conn, ids),
             )
             for op in result.member_ops:
                 if op.kind != "remove":

@@ -827,7 +827,7 @@ def _members_sql(conn: sa.Connection, sql: str) -> sa.TextClause:
     return sa.text(sql.replace("IDS", rows))
 
 
-def _member_types(conn: sa.Connection, ids: Iterable[str]) -> dict[str, str]:
+def member_types(conn: sa.Connection, ids: Iterable[str]) -> dict[str, str]:
     """Map each existing id to "User" or "Group"; unknown ids are missing from the result."""
     wanted = list(dict.fromkeys(ids))
     out: dict[str, str] = {}
@@ -854,7 +854,7 @@ def _member_types(conn: sa.Connection, ids: Iterable[str]) -> dict[str, str]:
 def resolve_members(conn: sa.Connection, items: Sequence[dict[str, Any]]) -> dict[str, list[str]]:
     """The ids of ``items`` by member type ("User", "Group"), sorted; unknown ids are a 400."""
     ids = list(dict.fromkeys(i["value"] for i in items))
-    types = _member_types(conn, ids)
+    types = member_types(conn, ids)
     if len(types) < len(ids):
         unknown = [x for x in ids if x not in types]
         shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
