@@ -1997,6 +1997,24 @@ def test_a_member_filter_sees_the_members_added_before_it_in_the_patch(api: Api)
     assert not api.req("GET", f"/Groups/{g['id']}").json().get("members")
 
 
+def test_a_root_search_takes_an_attribute_a_type_lacks_as_absent(api: Api) -> None:
+    """Searching from the root, a Group (which has no userName) matched `not (userName pr)`
+    but not `userName eq null` or `userName ne "zzz"`, which mean the same for it."""
+    api.user("root@x.com")
+    g = api.req("POST", "/Groups", {"displayName": "RootG"}).json()
+    for flt, group_found in (
+        ("not (userName pr)", True),
+        ("userName eq null", True),
+        ('userName ne "zzz"', True),
+        ("userName pr", False),
+        ("userName ne null", False),
+        ('userName eq "root@x.com"', False),
+    ):
+        found = api.req("GET", "/", params={"filter": flt}).json()
+        ids = {r["id"] for r in found["Resources"]}
+        assert (g["id"] in ids) is group_found, (flt, found)
+
+
 def test_references_are_case_exact_as_advertised(api: Api) -> None:
     """RFC 7643 §2.3.7: a reference is case exact. References were advertised and compared
     without case: ``profileUrl eq "HTTPS://EX.COM/A2"`` found ``https://ex.com/A2``."""

@@ -63,7 +63,8 @@ def bind(f: Filter, rt: S.ResourceType) -> Filter:
 
 
 # Matches nothing in any resource type (every resource has an id).
-NOTHING: Filter = Not(Present(AttrPath(None, "id")))
+EVERYTHING: Filter = Present(AttrPath(None, "id"))
+NOTHING: Filter = Not(EVERYTHING)
 
 
 def bind_each(f: Filter, rts: list[S.ResourceType]) -> list[Filter]:
@@ -91,7 +92,15 @@ def bind_each(f: Filter, rts: list[S.ResourceType]) -> list[Filter]:
     if all(e is None for e in out):
         assert first is not None
         raise first
-    return [NOTHING if e is None else e for e in out]
+    # An attribute the type lacks has no value there: `ne "x"` and `eq null` (`not pr`) match
+    # it, as they match a resource of a type that has the attribute but not its value; every
+    # other comparison (and `pr`) does not.
+    absent = (
+        EVERYTHING
+        if isinstance(f, Compare) and (f.op == "ne") != (f.value is None) and f.op in ("eq", "ne")
+        else NOTHING
+    )
+    return [absent if e is None else e for e in out]
 
 
 def bind_element(f: Filter, parent: S.Attribute) -> Filter:
