@@ -156,6 +156,31 @@ def test_instants_keep_nine_digits_and_finer_is_read_from_the_text() -> None:
         assert matches(f, user, rt) is want, op
 
 
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "2020-01-01t10:00:00.5379Z",
+        "2020-01-01 10:00:00.5379Z",
+        "2020-01-01T10:00:00,5379Z",
+        "20200101T100000.5379Z",
+    ],
+)
+def test_a_finer_instant_is_read_in_every_form_a_datetime_takes(literal: str) -> None:
+    """Only "T..:..:..." fractions were read past the millisecond: in the other forms the
+    reader accepts (a "t", a space, a comma, no colons), meta.created eq a finer instant
+    matched, and its lt did not."""
+    from scimd.scim.filter import parse
+    from scimd.scim.query import bind, matches
+    from scimd.scim.values import finer_than_stored, instant
+
+    assert finer_than_stored(literal)
+    assert instant(literal) == "2020-01-01T10:00:00.537900000Z"
+    rt = S.user_type()
+    user = {"userName": "u", "meta": {"created": "2020-01-01T10:00:00.537Z"}}
+    assert matches(bind(parse(f'meta.created lt "{literal}"'), rt), user, rt)
+    assert not matches(bind(parse(f'meta.created eq "{literal}"'), rt), user, rt)
+
+
 def test_refusals_say_what_is_wrong_with_a_value_of_the_right_type() -> None:
     """A dateTime its offset moves out of years 1-9999 was "not a dateTime"; a whole decimal
     past 64 bits was "not a decimal"."""

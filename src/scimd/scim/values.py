@@ -78,8 +78,10 @@ RFC3339 = (
     r"(Z|[+-](0[0-9]|1[0-5]):[0-5][0-9])"
 )
 _RFC3339 = re.compile(RFC3339)
-# The fraction of a dateTime's seconds, as written.
-_FRACTION = re.compile(r"T[0-9]{2}:[0-9]{2}:[0-9]{2}\.([0-9]+)")
+# The fraction of a dateTime's seconds, as written, in every form _ISO_DATETIME reads (a "t"
+# or a space, no colons, a comma): only "T..:..:..." was, and the others lost their digits
+# past the millisecond (meta.created eq a finer instant then matched).
+_FRACTION = re.compile(r"[Tt ][0-9]{2}:?[0-9]{2}:?[0-9]{2}[.,]([0-9]+)")
 
 
 def instant(value: Any) -> str | None:
