@@ -2015,6 +2015,20 @@ def test_a_root_search_takes_an_attribute_a_type_lacks_as_absent(api: Api) -> No
         assert (g["id"] in ids) is group_found, (flt, found)
 
 
+def test_a_sub_attribute_key_before_its_whole_attribute_is_kept(api: Api) -> None:
+    """`{"name.givenName": "Given", "name": {"familyName": "Fam"}}` lost givenName: the whole
+    `name` replaced it (in the other key order both were kept)."""
+    body = {
+        "userName": "dotted@x.com",
+        "name.givenName": "Given",
+        "name": {"familyName": "Fam"},
+    }
+    r = api.req("POST", "/Users", body)
+    assert r.status_code == 201, r.text
+    u = r.json()
+    assert u["name"] == {"givenName": "Given", "familyName": "Fam"}, u
+
+
 def test_references_are_case_exact_as_advertised(api: Api) -> None:
     """RFC 7643 §2.3.7: a reference is case exact. References were advertised and compared
     without case: ``profileUrl eq "HTTPS://EX.COM/A2"`` found ``https://ex.com/A2``."""

@@ -38,6 +38,9 @@ def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[s
     # "...enterprise:2.0User") are tolerated: "schemas" is recomputed from the data.
     body = compat.drop_nulls(body)
     doc: dict[str, Any] = {}
+    # Sub-attributes named on their own ("name.givenName") are set after whole attributes:
+    # written before "name": {...}, the whole value replaced them, whatever the key order.
+    parts: list[tuple[S.Resolved, Any]] = []
     for key, value in body.items():
         if key.lower() in _SERVER_OWNED:
             continue
@@ -62,6 +65,11 @@ def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[s
             res = rt.resolve(key)
         except InvalidPath as e:
             raise InvalidValue(f"{e.detail}: {rt.name} has no such attribute") from None
+        if res.sub is not None:
+            parts.append((res, value))
+        else:
+            set_attribute(rt, doc, res, value)
+    for res, value in parts:
         set_attribute(rt, doc, res, value)
     for ext, _ in rt.extensions:
         if doc.get(ext.id) == {}:
