@@ -326,3 +326,184 @@ def test_a_write_outside_a_batch_works_again_after_its_commit_failed(
         conn.execute(sa.text("INSERT INTO child (pid) VALUES (42)"))
     made = directory.create("User", {"userName": "after@x.example"}, CLI, BASE)
     assert made.resource is not None and made.resource["userName"] == "after@x.example"
+
+
+class _Caller:
+    """Requests straight to the ASGI app, so that several start in one turn of its loop (one
+    group commit)."""
+
+    def __init__(self, app: Any, token: str) -> None:
+        self.app = app
+        self.headers = [
+            (b"authorization", f"Bearer {token}".encode()),
+            (b"content-type", b"application/scim+json"),
+            (b"host", b"127.0.0.1"),
+        ]
+
+    async def __call__(self, method: str, path: str, data: Any = None) -> tuple[int, bytes]:
+        raw = orjson.dumps(data) if data is not None else b""
+        sent = False
+        out: dict[str, Any] = {"status": 0, "body": b""}
+
+        async def receive() -> dict[str, Any]:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            await asyncio.sleep(3600)
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                out["status"] = message["status"]
+            elif message["type"] == "http.response.body":
+                out["body"] += message.get("body", b"")
+
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": self.headers,
+            "client": ("127.0.0.1", 5000),
+            "server": ("127.0.0.1", 8000),
+        }
+        await self.app(scope, receive, send)
+        return out["status"], out["body"]
+
+
+async def _serving(app: Any, scenario: Any) -> Any:
+    to_app: asyncio.Queue[Any] = asyncio.Queue()
+    from_app: asyncio.Queue[Any] = asyncio.Queue()
+    await to_app.put({"type": "lifespan.startup"})
+    life = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}
+    running = asyncio.create_task(app(life, to_app.get, from_app.put))
+    assert (await from_app.get())["type"] == "lifespan.startup.complete"
+    try:
+        return await scenario()
+    finally:
+        await to_app.put({"type": "lifespan.shutdown"})
+        await from_app.get()
+        await running
+
+
+def test_a_full_disk_met_by_last_used_bookkeeping_fails_the_write_and_its_batch(
+    tmp_path: Path,
+) -> None:
+    """From a review: a write's authentication records "last used" (its application's first
+    request of the minute) inside the group commit. When that update filled the disk, SQLite
+    rolled the whole batch back, the error was swallowed as bookkeeping, the write went on
+    outside any transaction (its DELETE committed on its own, answered 503), and the batch's
+    other DELETE was answered 204 though rolled back. Both are 503s now, and neither is done."""
+    import shutil
+    import sqlite3
+
+    base = tmp_path / "base.db"
+    e = create_engine(f"sqlite:///{base}")
+    ensure_current(e)
+    with e.begin() as conn:
+        _, tok_a = apps.create_app(conn, "A", "bearer", ["API", "USER SYNC"], CLI)
+        _, tok_b = apps.create_app(conn, "B", "bearer", ["API", "USER SYNC"], CLI)
+        conn.exec_driver_sql("UPDATE applications SET last_used = '2026-01-01T00:00:00.000Z'")
+        conn.exec_driver_sql("UPDATE applications SET last_used = NULL WHERE name = 'B'")
+    with e.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    e.dispose()
+
+    def shaped(length: int, path: Path) -> int:
+        """The base with a filler application of a ``length`` name (it shapes the page that
+        holds B's row); its page count."""
+        shutil.copy(base, path)
+        c = sqlite3.connect(path, isolation_level=None)
+        c.execute(
+            "INSERT INTO applications (client_id, name, grant_type, scopes, token_lifetime,"
+            " enabled, created) VALUES ('filler', ?, 'bearer', '[]', 0, 0,"
+            " '2026-01-01T00:00:00.000Z')",
+            ("F" * length,),
+        )
+        c.execute("VACUUM")
+        pages = int(c.execute("PRAGMA page_count").fetchone()[0])
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        c.close()
+        return pages
+
+    probe = tmp_path / "probe.db"
+    fewest = shaped(1, probe)
+    lo, hi = 1, 3900  # the longest filler that keeps the applications in one page: B's page full
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if shaped(mid, probe) == fewest else (lo, mid - 1)
+    path = tmp_path / "x.db"
+    pages = shaped(lo, path)
+    engine = create_engine(f"sqlite:///{path}")
+    app = create_app(Settings(access_log=False), engine)
+
+    async def scenario() -> list[Any]:
+        a, b = _Caller(app, tok_a), _Caller(app, tok_b)
+        ids = []
+        for i in range(2):
+            status, body = await a("POST", "/scim/v2/Users", {"userName": f"u{i}@x"})
+            assert status == 201, body
+            ids.append(orjson.loads(body)["id"])
+        driver = app.state.directory._thread_connection().connection.driver_connection
+        now = driver.execute("PRAGMA page_count").fetchone()[0]
+        driver.execute(f"PRAGMA max_page_count={now}")
+        deleted = await asyncio.gather(
+            a("DELETE", f"/scim/v2/Users/{ids[0]}"), b("DELETE", f"/scim/v2/Users/{ids[1]}")
+        )
+        driver.execute(f"PRAGMA max_page_count={now + 100_000}")
+        found = [(await a("GET", f"/scim/v2/Users/{i}"))[0] for i in ids]
+        return [[s for s, _ in deleted], found]
+
+    try:
+        deleted, found = asyncio.run(_serving(app, scenario))
+    finally:
+        engine.dispose()
+    assert pages == fewest
+    assert deleted == [503, 503], deleted
+    assert found == [200, 200], found
+
+
+def test_a_read_in_a_lost_batch_is_still_answered(tmp_path: Path) -> None:
+    """From a review: a GET whose "last used" bookkeeping joined a group commit that a failed
+    write (a full disk) had lost got that write's 503 ("the change was not saved")."""
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    e = create_engine(url)
+    ensure_current(e)
+    with e.begin() as conn:
+        _, tok_a = apps.create_app(conn, "A", "bearer", ["API", "USER SYNC"], CLI)
+        _, tok_b = apps.create_app(conn, "B", "bearer", ["API", "USER SYNC"], CLI)
+    e.dispose()
+    engine = create_engine(url)
+    app = create_app(Settings(access_log=False), engine)
+
+    async def scenario() -> tuple[int, int]:
+        a, b = _Caller(app, tok_a), _Caller(app, tok_b)
+        ids = []
+        for i in range(1500):
+            ids.append(
+                orjson.loads((await a("POST", "/scim/v2/Users", {"userName": f"u{i}"}))[1])["id"]
+            )
+        gid = orjson.loads((await a("POST", "/scim/v2/Groups", {"displayName": "g"}))[1])["id"]
+        driver = app.state.directory._thread_connection().connection.driver_connection
+        now = driver.execute("PRAGMA page_count").fetchone()[0]
+        driver.execute(f"PRAGMA max_page_count={now + 20}")
+        patch = {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "add", "path": "members", "value": [{"value": i} for i in ids]}],
+        }
+        (patched, _), (read, _) = await asyncio.gather(
+            a("PATCH", f"/scim/v2/Groups/{gid}", patch), b("GET", f"/scim/v2/Users/{ids[0]}")
+        )
+        return patched, read
+
+    try:
+        patched, read = asyncio.run(_serving(app, scenario))
+    finally:
+        engine.dispose()
+    assert (patched, read) == (503, 200)

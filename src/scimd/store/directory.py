@@ -216,6 +216,11 @@ class Directory:
         driver.execute("SAVEPOINT unit")
         try:
             yield conn
+            if self.sqlite and not driver.in_transaction:
+                # Gone under a statement whose error was handled (the batch went with it):
+                # RELEASE would fail with "no such savepoint", and the batch commit nothing.
+                local.batch_lost = True
+                raise BatchLost()
         except BaseException:
             if self.sqlite and not driver.in_transaction:
                 # SQLite rolls back the whole transaction on a full disk, an I/O error, no
@@ -231,6 +236,15 @@ class Directory:
             driver.execute("RELEASE unit")
         finally:
             local.in_unit = False
+
+    def in_write(self) -> bool:
+        """Whether a ``write()`` on this thread now would join a write already under way
+        (rather than begin its own transaction or savepoint): its failure is that write's."""
+        conn = self._thread_connection()
+        local = self._local
+        return conn.in_transaction() and (
+            not getattr(local, "batch", False) or getattr(local, "in_unit", False)
+        )
 
     @contextmanager
     def without_waiting(self) -> Iterator[None]:

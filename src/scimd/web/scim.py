@@ -40,7 +40,7 @@ from scimd.scim.filter import parse
 from scimd.scim.resource import parse_attribute_list, resource_id
 from scimd.settings import Settings
 from scimd.store.audit import Actor
-from scimd.store.directory import Directory, Gate, Listing
+from scimd.store.directory import BatchLost, Directory, Gate, Listing
 from scimd.store.engine import is_busy, is_unavailable
 from scimd.store.onloop import LoopRunner
 from scimd.store.resources import Conditions, etag_listed
@@ -320,14 +320,16 @@ class Scim:
             # never waits for another process's write lock (a read would wait, and then fail,
             # for it): then it is written by a later request.
             self._last_used[principal.app_pk] = now
+            joined = self.directory.in_write()  # the request is a write: its failure too
             try:
                 with self.directory.write(wait=False) as wconn:
                     apps.touch_last_used(wconn, principal.app_pk)
             except Exception as e:
                 # Bookkeeping: a full disk, or a read-only database, failed every application's
                 # first read of the minute; a database that is gone fails the request's own
-                # statements next.
-                if not is_unavailable(e):
+                # statements next. Within a write it is that write's failure: swallowed, the
+                # write went on outside the transaction SQLite had rolled back.
+                if joined or not (is_unavailable(e) or isinstance(e, BatchLost)):
                     raise
                 if not is_busy(e):
                     log.warning("could not record when the application was last used: %s", e)
