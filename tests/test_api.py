@@ -159,6 +159,13 @@ def test_a_body_not_in_utf8_is_told_so_and_a_bom_is_ignored(api: Api) -> None:
         headers={"Content-Type": "application/json; charset=ISO-8859-1"},
     )
     assert ascii_latin1.status_code == 201, ascii_latin1.text  # the same bytes in UTF-8
+    trailing = api.req(  # an ASCII body's JSON error is not blamed on its charset
+        "POST",
+        "/Users",
+        b'{"userName": "a@x.com",}',
+        headers={"Content-Type": "application/json; charset=us-ascii"},
+    )
+    assert _error(trailing, 400, "invalidSyntax")["detail"].startswith("the body is not valid JSON")
     bom = api.req("POST", "/Users", b'\xef\xbb\xbf{"userName": "bom@x.com"}')
     assert bom.status_code == 201 and bom.json()["userName"] == "bom@x.com", bom.text
     broken = api.req("POST", "/Users", b'{"userName": "x",')

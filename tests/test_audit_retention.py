@@ -189,3 +189,44 @@ def test_a_record_out_of_time_order_neither_stops_a_prune_nor_goes_early(
     engine.dispose()
     assert removed == 6
     assert [r[1] for r in rows[:3]] == ["u-30-0", "u1-3", "u1-8"]
+
+
+def test_a_prune_stopped_by_another_process_lock_says_how_far_it_got(tmp_path: Path) -> None:
+    """From a review: a prune whose later batch met another process's write lock reported
+    "nothing was changed" (the command's exit status 5) after deleting the earlier batches,
+    and left no audit record of them."""
+    import sqlite3
+
+    path = tmp_path / "prune.db"
+    engine = create_engine(f"sqlite:///{path}", timeout=0.2)
+    ensure_current(engine)
+    with engine.begin() as conn:
+        for day in range(1, 7):
+            row = audit.values(audit.CLI, "create", "User", f"old{day}")
+            row["at"] = f"2020-01-0{day}T00:00:00.000Z"
+            conn.execute(audit_table.insert().values(row))
+    holder = sqlite3.connect(path, isolation_level=None)
+
+    def lock_after_the_first_batch() -> bool:
+        holder.execute("BEGIN IMMEDIATE")
+        return False
+
+    try:
+        with pytest.raises(audit.PruneStopped) as stopped:
+            audit.prune(
+                engine,
+                "2021-01-01T00:00:00.000Z",
+                audit.CLI,
+                batch=2,
+                between=lock_after_the_first_batch,
+            )
+    finally:
+        holder.rollback()
+    assert stopped.value.removed == 2 and stopped.value.status == 503
+    assert "removed 2 audit record(s), then stopped" in stopped.value.detail
+    with engine.connect() as conn:
+        ops = conn.execute(sa.select(audit_table.c.operation).order_by(audit_table.c.pk)).all()
+    holder.close()
+    engine.dispose()
+    assert len([op for (op,) in ops if op == "create"]) == 4
+    assert ops[-1][0] != "audit.prune"  # the lock held, the stop could not be recorded either

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -9,10 +10,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from scimd.scim.errors import ScimError
 from scimd.scim.values import now_datetime
 from scimd.store.engine import write_transaction
 from scimd.store.prepared import StatementCache, dump_json
 from scimd.store.tables import audit
+
+log = logging.getLogger("scimd.store")
 
 _STATEMENTS = StatementCache()
 
@@ -133,22 +137,48 @@ def prune(
     )
     removed, last = 0, -1
     while True:
-        with write_transaction(engine) as conn:
-            rows = conn.execute(page, {"last": last}).all()
-            done = len(rows) < batch
-            if rows:
-                upto, newest = int(rows[-1][0]), str(rows[-1][1])
-                n = conn.execute(old, {"last": last, "upto": upto, "before": before})
-                removed += int(n.rowcount or 0)
-                last, done = upto, done or newest >= before
-            if done and (removed or record_empty):
-                record(conn, actor, "audit.prune", "Audit", None, _pruned(before, removed))
+        try:
+            with write_transaction(engine) as conn:
+                rows = conn.execute(page, {"last": last}).all()
+                done = len(rows) < batch
+                if rows:
+                    upto, newest = int(rows[-1][0]), str(rows[-1][1])
+                    n = conn.execute(old, {"last": last, "upto": upto, "before": before})
+                    removed += int(n.rowcount or 0)
+                    last, done = upto, done or newest >= before
+                if done and (removed or record_empty):
+                    record(conn, actor, "audit.prune", "Audit", None, _pruned(before, removed))
+        except Exception as e:
+            if not removed:
+                raise  # nothing was changed
+            # Earlier batches are committed: said (the command said "nothing was changed"),
+            # and recorded if the database lets it (the prune left no record at all).
+            try:
+                with write_transaction(engine) as conn:
+                    record(conn, actor, "audit.prune", "Audit", None, _pruned(before, removed))
+            except Exception:
+                log.warning("a prune stopped after %d records could not be recorded", removed)
+            raise PruneStopped(removed, e) from e
         if done:
             return removed
         if between is not None and between():  # after the commit: never holding the lock
             with write_transaction(engine) as conn:
                 record(conn, actor, "audit.prune", "Audit", None, _pruned(before, removed))
             return removed
+
+
+class PruneStopped(ScimError):
+    """A prune that removed some records, then met an error (another process's lock)."""
+
+    status = 503
+
+    def __init__(self, removed: int, error: Exception) -> None:
+        first = str(getattr(error, "orig", None) or error).strip().splitlines()
+        super().__init__(
+            f"removed {removed} audit record(s), then stopped ({first[0] if first else error}):"
+            " run it again for the rest"
+        )
+        self.removed = removed
 
 
 def _any_old(engine: sa.Engine, before: str, batch: int) -> bool:

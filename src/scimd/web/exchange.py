@@ -139,20 +139,25 @@ def _not_json(raw: bytes, ctype: str, error: orjson.JSONDecodeError) -> ScimErro
     """Why a body did not parse. Bytes that are not UTF-8 got orjson's "str is not valid UTF-8:
     surrogates not allowed: line 1 column 1", which points nowhere near the byte at fault; a
     body sent in the charset its Content-Type declares (ISO-8859-1, UTF-16) is told that
-    SCIM's is UTF-8. (A declared charset is not refused by itself: ASCII reads the same.)"""
+    SCIM's is UTF-8. A declared charset is not blamed for an ASCII body's JSON error: changing
+    it would not have fixed that."""
     declared = _CHARSET.search(ctype)
     charset = declared.group(1) if declared else "utf-8"
-    if charset.lower().replace("-", "") != "utf8":
+    try:
+        raw.decode("utf-8")
+        bad = None
+    except UnicodeDecodeError as e:
+        bad = e
+    # UTF-16 or UTF-32 text of ASCII reads as UTF-8, with NULs.
+    if (bad is not None or b"\x00" in raw) and charset.lower().replace("-", "") != "utf8":
         return UnsupportedMediaType(
             f"the body must be UTF-8 (RFC 7644 §3.8), not {charset}: send it as UTF-8 with"
             " Content-Type: application/scim+json; charset=utf-8"
         )
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as e:
+    if bad is not None:
         return InvalidSyntax(
-            f"the body is not UTF-8 text (byte {e.start}, 0x{raw[e.start]:02x}): SCIM bodies are"
-            " JSON in UTF-8 (RFC 7644 §3.8)"
+            f"the body is not UTF-8 text (byte {bad.start}, 0x{raw[bad.start]:02x}): SCIM"
+            " bodies are JSON in UTF-8 (RFC 7644 §3.8)"
         )
     return InvalidSyntax(f"the body is not valid JSON: {error}")
 
