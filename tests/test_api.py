@@ -2036,6 +2036,39 @@ def test_a_sub_attribute_key_before_its_whole_attribute_is_kept(api: Api) -> Non
     assert u["name"] == {"givenName": "Given", "familyName": "Fam"}, u
 
 
+def test_conditions_on_several_header_lines_are_one_list(api: Api) -> None:
+    """RFC 9110 §5.3: If-Match on two lines is the list of both. Only the last line counted:
+    `If-Match: W/"1"` + `If-Match: W/"7"` was a 412 for a user at version 1, and
+    `If-None-Match` on two lines let through a write the first line forbade."""
+    u = api.user("lines@x.com")
+    etag = api.req("GET", f"/Users/{u['id']}").headers["etag"]
+    body = {"schemas": [USER], "userName": "lines@x.com", "title": "a"}
+    url = f"/scim/v2/Users/{u['id']}"
+    auth = ("Authorization", f"Bearer {api.token}")
+    ctype = ("Content-Type", "application/scim+json")
+    ok = api.client.put(
+        url,
+        content=json.dumps(body),
+        headers=[auth, ctype, ("If-Match", etag), ("If-Match", 'W/"7"')],
+    )
+    assert ok.status_code == 200, ok.text
+    now = ok.headers["etag"]
+    refused = api.client.put(
+        url,
+        content=json.dumps({**body, "title": "b"}),
+        headers=[auth, ctype, ("If-None-Match", now), ("If-None-Match", 'W/"9"')],
+    )
+    assert refused.status_code == 412, refused.text
+    assert api.req("GET", f"/Users/{u['id']}").json()["title"] == "a"
+
+
+def test_a_204_has_no_content_length(api: Api) -> None:
+    """RFC 9110 §8.6: a server MUST NOT send Content-Length in a 204 (DELETE, a group PATCH)."""
+    u = api.user("nocl@x.com")
+    r = api.req("DELETE", f"/Users/{u['id']}")
+    assert r.status_code == 204 and "content-length" not in r.headers, r.headers
+
+
 def test_references_are_case_exact_as_advertised(api: Api) -> None:
     """RFC 7643 §2.3.7: a reference is case exact. References were advertised and compared
     without case: ``profileUrl eq "HTTPS://EX.COM/A2"`` found ``https://ex.com/A2``."""

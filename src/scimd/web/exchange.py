@@ -53,11 +53,15 @@ class ScimRequest:
         return str(client[0]) if client else "-"
 
     def header(self, name: str) -> str | None:
-        """A header by lower-case name (ASGI servers send header names in lower case)."""
+        """A header by lower-case name (ASGI servers send header names in lower case). Several
+        lines of one are their values joined by commas (RFC 9110 §5.3): with If-Match on two
+        lines only the last counted, and a write was applied that the first forbade."""
         if self._headers is None:
-            self._headers = {
-                k.decode("latin-1").lower(): v.decode("latin-1") for k, v in self.scope["headers"]
-            }
+            headers: dict[str, str] = {}
+            for k, v in self.scope["headers"]:
+                key, value = k.decode("latin-1").lower(), v.decode("latin-1")
+                headers[key] = f"{headers[key]}, {value}" if key in headers else value
+            self._headers = headers
         return self._headers.get(name)
 
     def single_header(self, name: str) -> str | None:
@@ -221,8 +225,8 @@ class Reply:
         headers = self.headers
         if self.body:
             headers = [*headers, (b"content-type", SCIM_JSON)]
-        if self.status != 304:
-            headers.append((b"content-length", str(len(self.body)).encode()))
+        if self.status not in (204, 304):  # RFC 9110 §8.6: none on a 204
+            headers = [*headers, (b"content-length", str(len(self.body)).encode())]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else self.body})
 
