@@ -3,6 +3,7 @@ references resolved as the resources they name are created."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import deque
 from collections.abc import Callable
@@ -12,6 +13,8 @@ from scimd.scim.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, Scim
 from scimd.scim.resource import resource_id
 from scimd.store.audit import Actor
 from scimd.store.directory import Gate
+from scimd.store.engine import is_unavailable
+from scimd.web.outage import database_unavailable, unavailable_detail
 
 if TYPE_CHECKING:
     from scimd.web.scim import Scim
@@ -19,6 +22,7 @@ if TYPE_CHECKING:
 BULK_REQUEST = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
 BULK_RESPONSE = "urn:ietf:params:scim:api:messages:2.0:BulkResponse"
 _PREFIX = "bulkId:"
+log = logging.getLogger("scimd.web")
 _RESOURCES = {"users": "User", "groups": "Group"}
 _METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -256,9 +260,10 @@ class _Run:
         self.missing: list[set[str | int]] = [set() for _ in ops]
         self.ran: set[str] = set()  # bulkIds whose POST has run (created or failed)
         self.held: dict[str, int] = {}  # a resource -> the last operation on it still waiting
+        self.outage = False  # the database failed under an operation: the rest are not run
 
     def stopped(self) -> bool:
-        return self.fail_on is not None and self.errors >= self.fail_on  # §3.7.3
+        return self.outage or (self.fail_on is not None and self.errors >= self.fail_on)  # §3.7.3
 
     async def all(self) -> list[dict[str, Any]]:
         for i, op in enumerate(self.ops):
@@ -295,8 +300,28 @@ class _Run:
         queue = deque([first])
         while queue and not self.stopped():
             i = queue.popleft()
-            self.record(i, await _one(self.scim, self.ops[i], self.refs, self.base, self.actor))
+            self.record(i, await self._one(i))
             queue.extendleft(sorted(self.done(i), reverse=True))
+
+    async def _one(self, i: int) -> dict[str, Any]:
+        """Operation ``i``'s result. A database that fails under it (a lock held past the
+        timeout, a full disk, an outage) ends the request with the results so far: the whole
+        Bulk was a 503 "retry", though the operations before were saved (§3.7.3: the response
+        holds each processed operation's result), and a retry met 409s for its POSTs."""
+        op = self.ops[i]
+        try:
+            return await _one(self.scim, op, self.refs, self.base, self.actor)
+        except Exception as e:
+            if is_unavailable(e):
+                database_unavailable(e, f"bulk operation {i + 1}")
+                self.outage = True
+                err = ScimError(unavailable_detail(e), status=503)
+            else:
+                log.exception("bulk operation %d failed", i + 1)
+                err = ScimError(
+                    "internal error; the request id identifies it in the logs", status=500
+                )
+            return _error_result(op, err, _location(self.base, op))
 
     def done(self, i: int) -> list[int]:
         """Operation ``i`` has its result: the operations that waited only for it, or for its
