@@ -472,3 +472,59 @@ def test_a_client_leaving_mid_body_is_no_server_error(tmp_path: Path) -> None:
         logs = server.process.stderr_text()
     assert 'status="500"' not in metrics
     assert "Traceback" not in logs and "unhandled error" not in logs
+
+
+def test_a_pipelined_body_waiting_for_the_request_before_it_is_not_stalled() -> None:
+    """From a review: uvicorn stops reading while a pipelined request waits for the one before
+    it, so the rest of its body cannot arrive; the body-idle guard counted that wait as the
+    client's and closed the connection under the first request (a write waiting for a lock),
+    whose applied change then got no reply."""
+    from scimd.web.coalesce import CoalescingHttpToolsProtocol
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        if scope["path"] == "/slow":
+            await asyncio.sleep(1.0)  # longer than the body-idle limit below
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    class Quick(CoalescingHttpToolsProtocol):
+        HEAD_TIMEOUT = 0.3
+        BODY_IDLE_TIMEOUT = 0.3
+
+    async def scenario() -> bytes:
+        loop = asyncio.get_running_loop()
+        config = Config(app=app, log_config=None, access_log=False)
+        config.load()
+        state = ServerState()
+        server = await loop.create_server(
+            lambda: Quick(config=config, server_state=state, app_state={}), "127.0.0.1", 0
+        )
+        port = server.sockets[0].getsockname()[1]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nAAAAA")
+        await asyncio.sleep(0.1)
+        w.write(b"PUT /fast HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nBBB")
+        await asyncio.sleep(0.1)
+        w.write(b"BBBBBBB")  # not read until /slow is answered
+        got = b""
+        while got.count(b"HTTP/1.1 200") < 2 or not got.endswith(b"BBBBBBBBBB"):
+            chunk = await asyncio.wait_for(r.read(65536), 10)
+            if not chunk:
+                break
+            got += chunk
+        w.close()
+        server.close()
+        await server.wait_closed()
+        return got
+
+    got = asyncio.run(scenario())
+    assert got.count(b"HTTP/1.1 200") == 2 and got.endswith(b"BBBBBBBBBB"), got

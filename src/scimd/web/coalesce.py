@@ -229,6 +229,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         now = self.loop.time()
+        if self.flow.read_paused:
+            # uvicorn stopped reading (a pipelined request waits for the one before it, or the
+            # application has not taken the body read so far): what has not arrived is not the
+            # client's delay. Counted, it closed the connection under a request still running
+            # (a write waiting for a lock), whose applied change then got no reply.
+            self._last_data = self._head_started = now
+            self._guard = self.loop.call_later(self.BODY_IDLE_TIMEOUT, self._check_progress)
+            return
         if self._stage == _HEAD:
             left = self._head_started + self.HEAD_TIMEOUT - now
             if left <= 0:
