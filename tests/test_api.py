@@ -2069,6 +2069,26 @@ def test_a_204_has_no_content_length(api: Api) -> None:
     assert r.status_code == 204 and "content-length" not in r.headers, r.headers
 
 
+def test_an_integer_compares_with_a_number_that_has_a_fraction(api: Api) -> None:
+    """`Age gt 41.5` was a 400 ("must be an integer"), though RFC 7644 §3.4.2.2 compares
+    numbers: it is `ge 42`; no integer equals 41.5 and every one differs from it."""
+    urn = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
+    for name, age in (("a41@x.com", 41), ("a42@x.com", 42)):
+        api.user(name, **{urn: {"Age": age}}, schemas=[USER, urn])
+    api.user("noage@x.com")
+    for flt, want in (
+        (f"{urn}:Age gt 41.5", ["a42@x.com"]),
+        (f"{urn}:Age ge 41.5", ["a42@x.com"]),
+        (f"{urn}:Age lt 41.5", ["a41@x.com"]),
+        (f"{urn}:Age le 41.5", ["a41@x.com"]),
+        (f"{urn}:Age eq 41.5", []),
+        (f"{urn}:Age ne 41.5", ["a41@x.com", "a42@x.com", "noage@x.com"]),
+    ):
+        r = api.req("GET", "/Users", params={"filter": flt, "sortBy": "userName"})
+        assert r.status_code == 200, (flt, r.text)
+        assert [u["userName"] for u in r.json()["Resources"]] == want, flt
+
+
 def test_references_are_case_exact_as_advertised(api: Api) -> None:
     """RFC 7643 §2.3.7: a reference is case exact. References were advertised and compared
     without case: ``profileUrl eq "HTTPS://EX.COM/A2"`` found ``https://ex.com/A2``."""

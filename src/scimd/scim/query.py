@@ -14,6 +14,7 @@ semantics the SQL compiler in ``scimd.store`` is tested against:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from scimd.scim import schema as S
@@ -193,6 +194,8 @@ def _bind_leaf(
         # A Date property is a string in /Schemas: its text takes the string operators
         # (``sw "2020-"``), not only whole dates (they were a 400 asking for YYYY-MM-DD).
         return Compare(path, f.op, f.value)
+    if target.type == S.INTEGER and isinstance(f.value, float) and not f.value.is_integer():
+        return _integer_against_fraction(path, f.op, f.value)
     try:
         value = coerce_scalar(target, f.value, str(path))
     except InvalidValue as e:
@@ -206,6 +209,19 @@ def _bind_leaf(
         if finer_than_stored(f.value):
             return _finer_datetime(path, f.op, value)
     return Compare(path, f.op, value)
+
+
+def _integer_against_fraction(path: AttrPath, op: str, number: float) -> Filter:
+    """An Integer compared with a number that has a fraction (``Age gt 41.5``): a 400 ("must
+    be an integer"), though RFC 7644 §3.4.2.2 compares numbers. As the integers it means: no
+    integer equals it, every one differs from it, and ``gt``/``ge`` 41.5 is ``ge`` 42."""
+    if op == "eq":
+        return NOTHING
+    if op == "ne":
+        return EVERYTHING
+    if op in ("gt", "ge"):
+        return Compare(path, "ge", math.ceil(number))
+    return Compare(path, "le", math.floor(number))
 
 
 def _finer_datetime(path: AttrPath, op: str, floor: str) -> Filter:
