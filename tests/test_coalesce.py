@@ -339,6 +339,17 @@ def test_get_replies_are_held_only_while_the_server_is_busy() -> None:
     asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
+async def _serve(app: Any, protocol: Any) -> tuple[asyncio.Server, int]:
+    """``app`` served by the protocol class ``protocol`` on a loopback port of its own."""
+    config = Config(app=app, log_config=None, access_log=False)
+    config.load()
+    state = ServerState()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: protocol(config=config, server_state=state, app_state={}), "127.0.0.1", 0
+    )
+    return server, server.sockets[0].getsockname()[1]
+
+
 def test_heads_too_large_or_too_slow_and_stalled_bodies_end_the_connection() -> None:
     """uvicorn's protocol buffered a head of any size and waited forever on a client that
     dribbled its head or paused its body (slowloris). A whole request is unaffected."""
@@ -369,14 +380,7 @@ def test_heads_too_large_or_too_slow_and_stalled_bodies_end_the_connection() -> 
         BODY_IDLE_TIMEOUT = 0.3
 
     async def scenario() -> None:
-        loop = asyncio.get_running_loop()
-        config = Config(app=app, log_config=None, access_log=False)
-        config.load()
-        state = ServerState()
-        server = await loop.create_server(
-            lambda: Quick(config=config, server_state=state, app_state={}), "127.0.0.1", 0
-        )
-        port = server.sockets[0].getsockname()[1]
+        server, port = await _serve(app, Quick)
 
         async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
             return await asyncio.open_connection("127.0.0.1", port)
@@ -501,14 +505,7 @@ def test_a_pipelined_body_waiting_for_the_request_before_it_is_not_stalled() -> 
         BODY_IDLE_TIMEOUT = 0.3
 
     async def scenario() -> bytes:
-        loop = asyncio.get_running_loop()
-        config = Config(app=app, log_config=None, access_log=False)
-        config.load()
-        state = ServerState()
-        server = await loop.create_server(
-            lambda: Quick(config=config, server_state=state, app_state={}), "127.0.0.1", 0
-        )
-        port = server.sockets[0].getsockname()[1]
+        server, port = await _serve(app, Quick)
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(b"PUT /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nAAAAA")
         await asyncio.sleep(0.1)
