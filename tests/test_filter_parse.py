@@ -526,7 +526,10 @@ BIND_ERRORS: list[tuple[str, str]] = [
     ("title gt null", "'gt null' is not meaningful"),
     ("emails[value co null]", "'co null' is not meaningful"),
     (f'{USER_PROPERTIES_SCHEMA}:Level eq "abc"', "integer, got"),
-    (f"{USER_PROPERTIES_SCHEMA}:Level eq 1.5", "integer, got"),
+    (
+        f'{USER_PROPERTIES_SCHEMA}:Level eq "1.5"',
+        "integer, got",
+    ),  # a number with a fraction compares
     (f"{USER_PROPERTIES_SCHEMA}:Level eq 1e30", "integer, got"),
     (f"{USER_PROPERTIES_SCHEMA}:Verified eq 1", "boolean, got"),
     (f'{USER_PROPERTIES_SCHEMA}:HiredOn eq "2020-02-30"', "date (YYYY-MM-DD), got"),
