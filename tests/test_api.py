@@ -2062,6 +2062,29 @@ def test_conditions_on_several_header_lines_are_one_list(api: Api) -> None:
     assert api.req("GET", f"/Users/{u['id']}").json()["title"] == "a"
 
 
+def test_two_host_or_content_type_lines_are_refused(api: Api) -> None:
+    """From a review: once repeated header lines were joined, two Host lines made a Location
+    of "http://a, b/..." and two Content-Type lines were accepted by their first. Each may
+    appear once (RFC 9112 §3.2, RFC 9110 §5.3): a 400."""
+    auth = ("Authorization", f"Bearer {api.token}")
+    body = json.dumps({"schemas": [USER], "userName": "twice@x.com"})
+    for extra in (
+        [("Host", "testserver"), ("Host", "evil.example")],
+        [("Content-Type", "application/scim+json"), ("Content-Type", "text/plain")],
+    ):
+        headers = [auth, *extra]
+        if extra[0][0] == "Host":
+            headers.append(("Content-Type", "application/scim+json"))
+        r = api.client.post("/scim/v2/Users", content=body, headers=headers)
+        assert r.status_code == 400 and "send one" in r.json()["detail"], (extra, r.text)
+    assert (
+        api.req("GET", "/Users", params={"filter": 'userName eq "twice@x.com"'}).json()[
+            "totalResults"
+        ]
+        == 0
+    )
+
+
 def test_a_204_has_no_content_length(api: Api) -> None:
     """RFC 9110 §8.6: a server MUST NOT send Content-Length in a 204 (DELETE, a group PATCH)."""
     u = api.user("nocl@x.com")

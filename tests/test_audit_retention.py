@@ -230,3 +230,27 @@ def test_a_prune_stopped_by_another_process_lock_says_how_far_it_got(tmp_path: P
     engine.dispose()
     assert len([op for (op,) in ops if op == "create"]) == 4
     assert ops[-1][0] != "audit.prune"  # the lock held, the stop could not be recorded either
+
+
+def test_a_prune_whose_only_batch_fails_says_nothing_was_removed(tmp_path: Path) -> None:
+    """From a review: a batch was counted before its commit. When its own record failed (a
+    full disk, here a trigger refusing it), the prune said "removed 3 audit record(s), then
+    stopped" and recorded a prune of 3, though the batch was rolled back and all 3 remained."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}")
+    ensure_current(engine)
+    with engine.begin() as conn:
+        for day in range(1, 4):
+            row = audit.values(audit.CLI, "create", "User", f"old{day}")
+            row["at"] = f"2020-01-0{day}T00:00:00.000Z"
+            conn.execute(audit_table.insert().values(row))
+        conn.exec_driver_sql(
+            "CREATE TRIGGER no_prune_record BEFORE INSERT ON audit"
+            " WHEN NEW.operation = 'audit.prune' BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+        )
+    with pytest.raises(Exception) as failed:
+        audit.prune(engine, "2021-01-01T00:00:00.000Z", audit.CLI, batch=10)
+    assert not isinstance(failed.value, audit.PruneStopped), failed.value
+    with engine.connect() as conn:
+        ops = [op for (op,) in conn.execute(sa.select(audit_table.c.operation))]
+    engine.dispose()
+    assert ops == ["create", "create", "create"]

@@ -507,3 +507,23 @@ def test_a_read_in_a_lost_batch_is_still_answered(tmp_path: Path) -> None:
     finally:
         engine.dispose()
     assert (patched, read) == (503, 200)
+
+
+def test_a_batch_whose_transaction_is_gone_at_release_is_lost(directory: Directory) -> None:
+    """From a review: a write whose statement error was handled after SQLite had rolled the
+    whole transaction back (here, a ROLLBACK on the driver in its place) ended with RELEASE
+    failing "no such savepoint"; the batch then committed nothing, and its earlier write was
+    reported saved."""
+    from scimd.store.directory import BatchLost
+
+    tx = directory.begin_batch()
+    directory.create("User", {"userName": "one@x.example"}, CLI, BASE)
+    with pytest.raises(BatchLost), directory.write() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute("ROLLBACK")
+    with pytest.raises(BatchLost):
+        directory.end_batch(tx)
+    assert _count(directory.engine, sa.select(sa.func.count()).select_from(users)) == 0
+    directory.create("User", {"userName": "two@x.example"}, CLI, BASE)  # writes go on
+    assert _count(directory.engine, sa.select(sa.func.count()).select_from(users)) == 1

@@ -140,14 +140,18 @@ def prune(
         try:
             with write_transaction(engine) as conn:
                 rows = conn.execute(page, {"last": last}).all()
-                done = len(rows) < batch
+                done, went, upto = len(rows) < batch, 0, last
                 if rows:
                     upto, newest = int(rows[-1][0]), str(rows[-1][1])
                     n = conn.execute(old, {"last": last, "upto": upto, "before": before})
-                    removed += int(n.rowcount or 0)
-                    last, done = upto, done or newest >= before
-                if done and (removed or record_empty):
-                    record(conn, actor, "audit.prune", "Audit", None, _pruned(before, removed))
+                    went = int(n.rowcount or 0)
+                    done = done or newest >= before
+                if done and (removed + went or record_empty):
+                    record(
+                        conn, actor, "audit.prune", "Audit", None, _pruned(before, removed + went)
+                    )
+            # Counted once committed: a batch whose commit (or record) failed removed nothing.
+            removed, last = removed + went, upto
         except Exception as e:
             if not removed:
                 raise  # nothing was changed

@@ -336,6 +336,17 @@ class LoopRunner:
                 return slot
             await self._discard(slot)  # and take (or open) another
 
+    def _idle(self) -> Slot | None:
+        """An idle slot ready for use, without waiting; None when a request must wait, or open
+        a connection (a discarded slot's place, a connection the server ended)."""
+        if self._slots is None or self._slots.empty():
+            return None
+        slot = self._slots.get_nowait()
+        if slot is None or slot.hung_up():
+            self._slots.put_nowait(slot)  # for ``_slot``, under the timeout
+            return None
+        return slot
+
     async def _open(self) -> Slot:
         read = await (await self.engine.connect()).execution_options(isolation_level="AUTOCOMMIT")
         try:
@@ -347,10 +358,14 @@ class LoopRunner:
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         asked = time.monotonic()
-        if self.timeout > 0 and (self._slots is None or self._slots.empty()):
+        idle = self._idle() if self.timeout > 0 else None
+        if idle is not None:
+            slot = idle
+        elif self.timeout > 0:
             # The wait for a slot counts: behind stuck calls a request waited for one, then
             # the whole timeout again for its own call (44 s for a 30 s timeout, measured).
-            # Only when it must wait: wait_for's task and timer cost ~10% of a POST's CPU.
+            # Only when it must wait (or connect): wait_for's task and timer cost ~10% of a
+            # POST's CPU.
             try:
                 slot = await asyncio.wait_for(self._slot(), self.timeout)
             except TimeoutError:

@@ -100,7 +100,7 @@ class ScimRequest:
 
     async def json(self, max_bytes: int) -> Any:
         """The body as JSON: 413 past ``max_bytes``, 415 for non-JSON types, 400 otherwise."""
-        ctype = self.header("content-type") or ""
+        ctype = self.single_header("content-type") or ""  # two: a 400, not one or the other
         if ctype and "json" not in ctype.lower():
             raise UnsupportedMediaType(
                 f"send the body as {SCIM_JSON.decode()} (or application/json), not '{ctype}'"

@@ -170,7 +170,7 @@ class Scim:
         scope = request.scope
         key = (
             scope.get("scheme", "http"),
-            request.header("host") or "",
+            request.single_header("host") or "",  # two Host lines: a 400 (RFC 9112 §3.2)
             scope.get("root_path", ""),
         )
         base = self._bases.get(key)
