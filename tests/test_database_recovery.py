@@ -534,62 +534,52 @@ def test_a_damaged_sqlite_file_is_a_503_that_says_so(tmp_path: Path) -> None:
 
 
 def test_a_bulk_that_meets_an_outage_reports_what_it_saved(tmp_path: Path) -> None:
-    """From a review: a Bulk whose later operation met another process's write lock (held
-    past database_timeout) was answered 503 as a whole, "retry the request", though the
-    operations before it were saved; a retry then met 409s for every POST that had worked.
-    Now the BulkResponse holds each processed operation's result, the one that met the
-    outage a 503, and the rest are not run (RFC 7644 §3.7.3)."""
-    import sqlite3
-    import threading
+    """From a review: a Bulk whose later operation met a database outage (another process's
+    lock held past database_timeout, a full disk) was answered 503 as a whole, "retry the
+    request", though the operations before it were saved; a retry then met 409s for every
+    POST that had worked. Now the BulkResponse holds each processed operation's result, the
+    one that met the outage a 503, and the rest are not run (RFC 7644 §3.7.3). (The outage
+    here: a real SQLite file whose connections may not grow it past a few more pages.)"""
+    from starlette.testclient import TestClient
 
-    path = tmp_path / "bulk.db"
+    from scimd.auth import apps
+    from scimd.settings import Settings
+    from scimd.store import audit
+    from scimd.store.engine import create_engine
+    from scimd.store.migrate import ensure_current
+    from scimd.web.app import create_app as make_app
+
+    url = f"sqlite:///{tmp_path / 'bulk.db'}"
+    seed = create_engine(url)
+    ensure_current(seed)
+    with seed.begin() as conn:
+        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
+    with seed.connect() as conn:
+        pages = conn.exec_driver_sql("PRAGMA page_count").scalar_one()
+    engine = create_engine(url)
+
+    @sa.event.listens_for(engine, "connect")
+    def _small_disk(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute(f"PRAGMA max_page_count={pages + 40}")
+
+    headers = {"Authorization": f"Bearer {token}"}
     ops = [
         {"method": "POST", "path": "/Users", "bulkId": f"b{i}", "data": {"userName": f"bl{i}@x"}}
-        for i in range(300)
+        for i in range(1000)
     ]
-    with provisioned_server(
-        f"sqlite:///{path}", log_dir=tmp_path, env={"SCIMD_DATABASE_TIMEOUT": "1"}
-    ) as server:
-        headers = {"Authorization": f"Bearer {server.token}"}
-        released = threading.Event()
-
-        def lock_once_one_is_saved() -> None:
-            db = sqlite3.connect(path, timeout=30, isolation_level=None)
-            try:
-                query = "SELECT count(*) FROM users WHERE user_name LIKE 'bl%'"
-                while db.execute(query).fetchone()[0] < 1:
-                    time.sleep(0.0005)
-                db.execute("BEGIN IMMEDIATE")
-                released.wait(30)
-                db.execute("ROLLBACK")
-            finally:
-                db.close()
-
-        locker = threading.Thread(target=lock_once_one_is_saved)
-        locker.start()
-        try:
-            r = httpx.post(
-                f"{server.base_url}/Bulk",
-                json={
-                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"],
-                    "Operations": ops,
-                },
-                headers=headers,
-                timeout=60,
-            )
-        finally:
-            released.set()
-            locker.join(30)
+    bulk = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops}
+    with TestClient(make_app(Settings(), engine)) as client:
+        r = client.post("/scim/v2/Bulk", json=bulk, headers=headers)
         assert r.status_code == 200, r.text
         results = r.json()["Operations"]
         statuses = [o["status"] for o in results]
         saved = statuses.index("503")
         assert saved >= 1 and statuses == ["201"] * saved + ["503"], statuses
-        assert "locked by another process" in results[-1]["response"]["detail"]
-        made = httpx.get(
-            f"{server.base_url}/Users",
-            params={"filter": 'userName sw "bl"', "count": 0},
-            headers=headers,
-            timeout=30,
-        ).json()["totalResults"]
-        assert made == saved
+        assert "disk is full" in results[-1]["response"]["detail"]
+    with seed.connect() as conn:
+        made = conn.exec_driver_sql(
+            "SELECT count(*) FROM users WHERE user_name LIKE 'bl%'"
+        ).scalar_one()
+    seed.dispose()
+    engine.dispose()
+    assert made == saved
