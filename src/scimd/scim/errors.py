@@ -126,3 +126,12 @@ class MethodNotAllowed(ScimError):
 
 class UnsupportedMediaType(ScimError):
     status = 415
+
+
+class InternalError(ScimError):
+    """A fault of the server's own: its traceback is logged with the request id."""
+
+    status = 500
+
+    def __init__(self) -> None:
+        super().__init__("internal error; the request id identifies it in the logs")

@@ -210,28 +210,32 @@ def is_read_only(error: BaseException) -> bool:
 
 def is_damaged(error: BaseException) -> bool:
     """A SQLite file that is damaged ("database disk image is malformed")."""
-    orig = getattr(error, "orig", error)
-    return isinstance(orig, sqlite3.DatabaseError) and (
-        getattr(orig, "sqlite_errorcode", None) in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
-        or "malformed" in str(orig)
+    return _sqlite_error(
+        error, sqlite3.DatabaseError, (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB), "malformed"
     )
 
 
 def is_full(error: BaseException) -> bool:
     """Whether ``error`` is SQLite's "database or disk is full"."""
-    orig = getattr(error, "orig", error)
-    return isinstance(orig, sqlite3.OperationalError) and (
-        getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "is full" in str(orig)
-    )
+    return _sqlite_error(error, sqlite3.OperationalError, (sqlite3.SQLITE_FULL,), "is full")
 
 
 def is_busy(error: BaseException) -> bool:
     """Whether ``error`` is SQLite's "database is locked": another process holds the write
     lock (a second server on the file, a command, a backup)."""
+    return _sqlite_error(
+        error, sqlite3.OperationalError, (sqlite3.SQLITE_BUSY,), "database is locked"
+    )
+
+
+def _sqlite_error(
+    error: BaseException, kind: type[sqlite3.Error], codes: tuple[int, ...], text: str
+) -> bool:
+    """Whether ``error`` (or the driver error SQLAlchemy wrapped in it) is SQLite's ``kind``
+    with one of ``codes``, or says ``text``."""
     orig = getattr(error, "orig", error)
-    return isinstance(orig, sqlite3.OperationalError) and (
-        getattr(orig, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
-        or "database is locked" in str(orig)
+    return isinstance(orig, kind) and (
+        getattr(orig, "sqlite_errorcode", None) in codes or text in str(orig)
     )
 
 

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from scimd.auth import admins
-from scimd.scim.errors import InvalidSyntax, InvalidValue, ScimError
+from scimd.scim.errors import InternalError, InvalidSyntax, InvalidValue, ScimError
 from scimd.settings import Settings
 from scimd.store import migrate
 from scimd.store import properties as props
@@ -289,9 +289,7 @@ def create_app(
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(
-            ScimError("internal error; the request id identifies it in the logs", status=500)
-        )
+        return error_response(InternalError())
 
     app = ScimdApp(
         scim=scim,

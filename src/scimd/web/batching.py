@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -37,6 +37,23 @@ class _LockWait:
     def __init__(self) -> None:
         self.over = asyncio.Event()
         self.error: Exception | None = None
+
+
+async def until_unlocked(attempt: Callable[[], Awaitable[T]], timeout: float) -> T:
+    """``attempt()``, tried again after an asynchronous pause while it meets another process's
+    SQLite write lock ("database is locked", made to fail at once), for up to ``timeout``
+    seconds (``math.inf``: forever); then its error. The event loop never waits in SQLite's
+    busy handler, where every request of the process waited with it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    pause = 0.001
+    while True:
+        try:
+            return await attempt()
+        except sa.exc.OperationalError as e:
+            if not is_busy(e) or asyncio.get_running_loop().time() >= deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 class GroupCommit:
@@ -76,20 +93,17 @@ class GroupCommit:
         waiting inside SQLite's busy handler, and every request of the process, reads and
         health checks included, waited with it (up to 30 s). Try, and pause asynchronously
         between tries, for as long as ``database_timeout``."""
-        deadline = loop.time() + self.timeout
-        pause = 0.001
         wait = self._lock_wait = _LockWait()
+
+        async def begin() -> sa.RootTransaction:
+            return self.directory.begin_batch(wait=False)
+
         try:
-            while True:
-                try:
-                    self._tx = self.directory.begin_batch(wait=False)
-                    break
-                except sa.exc.OperationalError as e:
-                    if not is_busy(e) or loop.time() >= deadline:
-                        wait.error = e.orig if isinstance(e.orig, Exception) else e
-                        raise
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.05)
+            try:
+                self._tx = await until_unlocked(begin, self.timeout)
+            except sa.exc.OperationalError as e:
+                wait.error = e.orig if isinstance(e.orig, Exception) else e
+                raise
         finally:
             # The writes that waited resume before the COMMIT below, and join this batch (or,
             # past the timeout, fail with it instead of each waiting the timeout again).

@@ -9,7 +9,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from scimd.scim.errors import InvalidSyntax, InvalidValue, PayloadTooLarge, ScimError
+from scimd.scim.errors import (
+    InternalError,
+    InvalidSyntax,
+    InvalidValue,
+    PayloadTooLarge,
+    ScimError,
+)
 from scimd.scim.resource import resource_id
 from scimd.store.audit import Actor
 from scimd.store.directory import Gate
@@ -318,9 +324,7 @@ class _Run:
                 err = ScimError(unavailable_detail(e), status=503)
             else:
                 log.exception("bulk operation %d failed", i + 1)
-                err = ScimError(
-                    "internal error; the request id identifies it in the logs", status=500
-                )
+                err = InternalError()
             return _error_result(op, err, _location(self.base, op))
 
     def done(self, i: int) -> list[int]:

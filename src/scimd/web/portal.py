@@ -25,7 +25,6 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import itsdangerous
-import sqlalchemy as sa
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -36,8 +35,8 @@ from starlette.templating import Jinja2Templates
 from scimd.auth import admins
 from scimd.auth import apps as apps_mod
 from scimd.scim.errors import ScimError
-from scimd.store.engine import is_busy
 from scimd.store.onloop import DatabaseTimeout
+from scimd.web.batching import until_unlocked
 from scimd.web.scim import Scim
 
 HERE = Path(__file__).parent
@@ -243,18 +242,13 @@ class Portal:
         busy handler held one of the portal's two threads for 30 s each: two sign-ins froze
         every portal page, reads included. (Each portal call makes one write, its first
         change, so a call that met the lock changed nothing and is simply run again.)"""
-        deadline = loop.time() + timeout if timeout > 0 else math.inf
-        pause = 0.005
-        while True:
-            try:
-                return await loop.run_in_executor(
-                    self.executor, functools.partial(self._without_waiting, fn, args)
-                )
-            except sa.exc.OperationalError as e:
-                if not is_busy(e) or loop.time() >= deadline:
-                    raise
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.25)
+
+        async def call() -> Any:
+            return await loop.run_in_executor(
+                self.executor, functools.partial(self._without_waiting, fn, args)
+            )
+
+        return await until_unlocked(call, timeout if timeout > 0 else math.inf)
 
     def _without_waiting(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         with self.directory.without_waiting():

@@ -27,6 +27,7 @@ from scimd.auth import apps
 from scimd.scim import passwords
 from scimd.scim.errors import (
     Forbidden,
+    InternalError,
     InvalidSyntax,
     InvalidToken,
     InvalidValue,
@@ -204,11 +205,7 @@ class Scim:
                 reply = error_reply(ScimError(unavailable_detail(e), status=503))
             else:
                 log.exception("unhandled error on %s %s", request.method, request.path)
-                reply = error_reply(
-                    ScimError(
-                        "internal error; the request id identifies it in the logs", status=500
-                    )
-                )
+                reply = error_reply(InternalError())
         except asyncio.CancelledError:
             # Past the shutdown timeout uvicorn cancels the requests still running (they got
             # a plain-text 500): the client is told to retry. Not raised again: the request
