@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from scimd.scim.schema import USER_PROPERTIES_SCHEMA
+from scimd.scim.schema import (
+    ENTERPRISE_SCHEMA,
+    GROUP_SCHEMA,
+    USER_PROPERTIES_SCHEMA,
+    USER_SCHEMA,
+)
 
 DEFAULT_DATABASE_URL = "sqlite:///scimd.db"
 # A hundred years: a retention past it is a typo (and a date before year 1 for the cutoff).
@@ -150,11 +155,7 @@ _AT_LEAST: tuple[tuple[str, int, str], ...] = (
 MIN_SESSION_SECRET = 32
 # Schemas a custom-properties URN must not be: their attributes would be replaced by the
 # properties (the enterprise extension's manager, which Entra sends, became "not a property").
-_RESERVED_URNS = (
-    "urn:ietf:params:scim:schemas:core:2.0:user",
-    "urn:ietf:params:scim:schemas:core:2.0:group",
-    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:user",
-)
+_RESERVED_URNS = frozenset(u.lower() for u in (USER_SCHEMA, GROUP_SCHEMA, ENTERPRISE_SCHEMA))
 
 
 def _whole(v: Any, where: str) -> int:
