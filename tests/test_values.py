@@ -218,6 +218,8 @@ def test_the_datetime_forms_clients_send_are_read_and_odd_ones_refused() -> None
         ("2026-11-29T16:26:59+05:30:00", "2026-11-29T10:56:59.000Z"),
         ("2026-11-29T16:26:59+20:00", "2026-11-28T20:26:59.000Z"),
         ("2026-11-29", "2026-11-29T00:00:00.000Z"),
+        ("2026-11-29t16:26:59z", "2026-11-29T16:26:59.000Z"),  # RFC 3339 §5.6: either case
+        ("2026-11-29T16:26:59.1234567z", "2026-11-29T16:26:59.123Z"),
     ):
         assert canonical_datetime(text) == utc, text
     for text in (
@@ -228,3 +230,34 @@ def test_the_datetime_forms_clients_send_are_read_and_odd_ones_refused() -> None
         "2026-11-29T16:26:59+24:00",
     ):
         assert canonical_datetime(text) is None, text
+
+
+def test_a_lower_case_z_reads_as_utc_in_values_and_filters() -> None:
+    """RFC 3339 §5.6 allows "z"; Python 3.11's parser refused it, so a DateTime property or a
+    meta filter ending in one was a 400 "must be a dateTime"."""
+    from scimd.scim.filter import parse
+    from scimd.scim.query import bind, matches
+    from scimd.scim.values import instant
+
+    assert coerce_scalar(_attr(S.DATETIME), "2026-11-01T04:00:00z", "p") == (
+        "2026-11-01T04:00:00.000Z"
+    )
+    assert instant("2026-11-01T04:00:00.5z") == "2026-11-01T04:00:00.500000000Z"
+    rt = S.user_type()
+    user = {"userName": "u", "meta": {"created": "2026-11-01T04:00:00.000Z"}}
+    assert matches(bind(parse('meta.created eq "2026-11-01T04:00:00z"'), rt), user, rt)
+
+
+def test_an_offset_whose_plus_became_a_space_is_explained() -> None:
+    """Form decoding reads an unencoded "+" in a query string as a space; the 400 showed the
+    value with a space and said only that it was not a dateTime."""
+    from scimd.scim.errors import InvalidFilter
+    from scimd.scim.filter import parse
+    from scimd.scim.query import bind
+
+    rt = S.user_type()
+    with pytest.raises(InvalidFilter, match=re.escape("write the offset as %2B05:45")):
+        bind(parse('meta.lastModified gt "2026-01-01T00:00:00 05:45"'), rt)
+    with pytest.raises(InvalidFilter) as refused:
+        bind(parse('meta.lastModified gt "yesterday 05:45"'), rt)
+    assert "%2B" not in refused.value.detail

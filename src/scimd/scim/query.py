@@ -199,7 +199,7 @@ def _bind_leaf(
     try:
         value = coerce_scalar(target, f.value, str(path))
     except InvalidValue as e:
-        raise InvalidFilter(e.detail) from None
+        raise InvalidFilter(e.detail + _plus_hint(target, f.value)) from None
     if target.type == S.DATETIME and isinstance(f.value, str):
         if attr is not S.COMMON["meta"]:  # properties, stored as sent: compared as instants
             return Compare(path, f.op, instant(f.value))
@@ -209,6 +209,17 @@ def _bind_leaf(
         if finer_than_stored(f.value):
             return _finer_datetime(path, f.op, value)
     return Compare(path, f.op, value)
+
+
+def _plus_hint(target: S.Attribute, value: Any) -> str:
+    """For a dateTime whose offset's "+" a query string turned into a space (form decoding,
+    which Entra's own filters rely on): say so, as the text shown has only a space."""
+    if target.type != S.DATETIME or not isinstance(value, str) or " " not in value.strip():
+        return ""
+    head, _, offset = value.strip().rpartition(" ")
+    if canonical_datetime(f"{head}+{offset}") is None:
+        return ""
+    return f"; a '+' in a query string is read as a space: write the offset as %2B{offset}"
 
 
 def _integer_against_fraction(path: AttrPath, op: str, number: float) -> Filter:

@@ -36,13 +36,20 @@ _ISO_DATETIME = re.compile(
 )
 
 
+def _parse(text: str) -> datetime:
+    """``datetime.fromisoformat`` of what _ISO_DATETIME reads; ValueError otherwise. A final
+    lower-case "z", which RFC 3339 §5.6 allows, is read too (Python 3.11's parser refuses it)."""
+    text = text.strip()
+    if not _ISO_DATETIME.fullmatch(text):
+        raise ValueError(text)
+    return datetime.fromisoformat(text[:-1] + "Z" if text.endswith("z") else text)
+
+
 def _utc(text: str) -> datetime | None:
     """An ISO 8601 dateTime in UTC (naive values are taken as UTC); None if it is not one, or
     if its offset moves it out of years 1-9999 (OverflowError)."""
-    if not _ISO_DATETIME.fullmatch(text.strip()):
-        return None
     try:
-        dt = datetime.fromisoformat(text.strip())
+        dt = _parse(text)
         return (dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)).astimezone(UTC)
     except (ValueError, OverflowError):
         return None
@@ -110,10 +117,8 @@ def finer_than_stored(value: str) -> bool:
 
 
 def _is_iso(value: str) -> bool:
-    if not _ISO_DATETIME.fullmatch(value.strip()):
-        return False
     try:
-        datetime.fromisoformat(value.strip())
+        _parse(value)
     except ValueError:
         return False
     return True
