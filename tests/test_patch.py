@@ -586,6 +586,48 @@ def test_pathless_core_schema_object_key() -> None:
     assert result.doc["title"] == "Boss"
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"title": "t1", "Title": "t2"},
+        {S.USER_SCHEMA: {"title": "t1"}, "title": "t2"},
+        {ENT: {"department": "d1"}, f"{ENT}:department": "d2"},
+        {'emails[type eq "work"].value': "a@x.com", 'Emails[Type eq "work"].Value': "b@x.com"},
+    ],
+)
+def test_pathless_one_attribute_under_two_keys_with_different_values_is_refused(
+    value: dict[str, Any],
+) -> None:
+    """Keys name attributes case-insensitively, and an extension's attributes may be written
+    inside its object or with its URN: one value was silently lost (the last key won)."""
+    e = fails(user(), {"op": "replace", "value": value})
+    check(e, 400, "invalidValue", "given twice", "send it once")
+
+
+def test_pathless_one_attribute_under_two_keys_alike_is_written_once() -> None:
+    value = {"title": "t", "Title": "t", ENT: {"department": "d"}, f"{ENT}:department": "d"}
+    result = patch(user(), {"op": "replace", "value": value})
+    assert result.doc["title"] == "t" and result.doc[ENT] == {"department": "d"}
+
+
+def test_a_body_naming_one_attribute_twice_differently_is_refused() -> None:
+    """POST and PUT: ``emails`` and ``Emails`` both given, only the last was stored."""
+    for extra in (
+        {"emails": [{"value": "a@x.com"}], "Emails": [{"value": "b@x.com"}]},
+        {"title": "a", f"{S.USER_SCHEMA}:title": "b"},
+        {ENT: {"department": "d1"}, f"{ENT}:department": "d2"},
+        {"name.givenName": "a", "Name.GivenName": "b"},
+    ):
+        with pytest.raises(ScimError, match=r"given twice.*send it once") as refused:
+            R.normalise(USERS, {"userName": "u", **extra})
+        assert refused.value.status == 400 and refused.value.scim_type == "invalidValue"
+    same = R.normalise(USERS, {"userName": "u", "title": "a", "TITLE": "a"})
+    assert same == {"userName": "u", "title": "a"}
+    # A whole value and one of its parts are two writes, the part last (as before).
+    parts = R.normalise(USERS, {"userName": "u", "name.givenName": "g", "name": {"givenName": "h"}})
+    assert parts["name"] == {"givenName": "g"}
+
+
 def test_pathless_ignores_server_owned_keys() -> None:
     """schemas, id and meta in a path-less value are ignored."""
     value = {"schemas": [S.USER_SCHEMA], "id": "x", "meta": {"resourceType": "User"}, "title": "T"}

@@ -55,6 +55,7 @@ from scimd.scim.resource import (
     element_key,
     normalise_complex,
     normalise_value,
+    twice,
 )
 
 PATCH_OP_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -457,8 +458,20 @@ class _Patcher:
 
     # -- add / replace --------------------------------------------------------------------
 
-    def set_object(self, op: str, value: dict[str, Any], schema: S.Schema | None) -> None:
-        """A path-less value (``schema`` None) or an extension's object: one write per key."""
+    def set_object(
+        self,
+        op: str,
+        value: dict[str, Any],
+        schema: S.Schema | None,
+        seen: dict[tuple[str, Filter | None], tuple[str, Any]] | None = None,
+    ) -> None:
+        """A path-less value (``schema`` None) or an extension's object: one write per key.
+
+        ``seen``: the targets its keys have set. Two keys of one value can name one target
+        (``title`` and ``Title``, an extension's attribute inside its object and with its
+        URN); given alike, the second is skipped; given differently, the value is refused
+        (the last one won, and the other was lost without a word)."""
+        seen = {} if seen is None else seen
         for key, v in compat.split_pathless_value(value):
             low = key.lower()
             if low in _IGNORED_KEYS:
@@ -470,7 +483,7 @@ class _Patcher:
                     if named is self.rt.core:
                         if not isinstance(v, dict):
                             raise InvalidValue(f"'{key}' must be a JSON object of attributes")
-                        self.set_object(op, v, None)
+                        self.set_object(op, v, None, seen)
                         continue
                 text = key
             else:
@@ -480,6 +493,16 @@ class _Patcher:
             except InvalidPath as e:
                 where = self.rt.name if schema is None else schema.name
                 raise InvalidValue(f"'{key}' is not an attribute of {where}: {e.detail}") from None
+            if target.attr is None and isinstance(v, dict):  # an extension's object
+                assert target.schema is not None
+                self.set_object(op, v, target.schema, seen)
+                continue
+            before = seen.get((target.where, target.filter))
+            if before is not None:
+                if before[1] == v:
+                    continue
+                raise twice(target.where, before[0], text)
+            seen[(target.where, target.filter)] = (text, v)
             self.set(op, target, v)
 
     def set(self, op: str, t: _Target, value: Any) -> None:

@@ -41,6 +41,7 @@ def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[s
     # Sub-attributes named on their own ("name.givenName") are set after whole attributes:
     # written before "name": {...}, the whole value replaced them, whatever the key order.
     parts: list[tuple[S.Resolved, Any]] = []
+    given = _Given(rt)
     for key, value in body.items():
         if key.lower() in _SERVER_OWNED:
             continue
@@ -57,7 +58,8 @@ def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[s
                     raise InvalidValue(
                         f"{e.detail}: {ext.name} defines no such attribute"
                     ) from None
-                set_attribute(rt, doc, res, sub_value)
+                if given.first(res, f"{key}:{sub_key}", sub_value):
+                    set_attribute(rt, doc, res, sub_value)
             if doc.get(ext.id) == {}:
                 del doc[ext.id]  # only read-only or empty values: store no empty extension
             continue
@@ -65,6 +67,8 @@ def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[s
             res = rt.resolve(key)
         except InvalidPath as e:
             raise InvalidValue(f"{e.detail}: {rt.name} has no such attribute") from None
+        if not given.first(res, key, value):
+            continue
         if res.sub is not None:
             parts.append((res, value))
         else:
@@ -77,6 +81,35 @@ def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[s
     if not partial:
         check_required(rt, doc)
     return doc
+
+
+class _Given:
+    """The attributes a body has set, by key: attribute names are case-insensitive and an
+    extension's attributes may be written inside its object or with its URN, so two keys
+    (``emails`` and ``Emails``) can name one attribute. Given twice alike, the second is
+    ignored; given differently, the body is refused: one value was silently lost."""
+
+    def __init__(self, rt: S.ResourceType) -> None:
+        self.core = rt.core.id
+        self.seen: dict[tuple[str, str, str | None], tuple[str, Any]] = {}
+
+    def first(self, res: S.Resolved, key: str, value: Any) -> bool:
+        """Whether ``key`` sets its attribute for the first time (False: again, alike)."""
+        schema = "" if res.schema in ("", self.core) else res.schema
+        ident = (schema, res.attr.name, res.sub.name if res.sub else None)
+        before = self.seen.get(ident)
+        if before is None:
+            self.seen[ident] = (key, value)
+            return True
+        if before[1] == value:
+            return False
+        raise twice(display_path(res), before[0], key)
+
+
+def twice(where: str, first: str, second: str) -> InvalidValue:
+    """The refusal of a body naming ``where`` twice (as ``first`` and ``second``)."""
+    keys = f", as '{first}' and '{second}'," if first != second else ""
+    return InvalidValue(f"'{where}' is given twice{keys} with different values: send it once")
 
 
 def set_attribute(rt: S.ResourceType, doc: dict[str, Any], res: S.Resolved, value: Any) -> None:
