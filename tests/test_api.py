@@ -1966,6 +1966,38 @@ def test_a_patch_audit_record_reads_names_in_any_case(api: Api) -> None:
     ]
 
 
+def test_audit_records_say_what_a_patch_applied_and_what_a_put_changed(api: Api) -> None:
+    """A PATCH's record re-read the raw body (the first spelling of a key, where the PATCH
+    applied the last) and missed ``active`` under the core schema's URN; a user PUT's record
+    had no detail at all, so a user Okta disabled (it uses PUT) looked like any other PUT."""
+    u = api.user("recorded@x.com")
+    core = "urn:ietf:params:scim:schemas:core:2.0:User"
+    for body in (
+        {
+            "schemas": [PATCH],
+            "Operations": [{"op": "replace", "path": f"{core}:active", "value": False}],
+        },
+        {"schemas": [PATCH], "Operations": [{"op": "replace", "value": {core: {"active": True}}}]},
+    ):
+        assert api.req("PATCH", f"/Users/{u['id']}", body).status_code == 200
+    put = {"schemas": [core], "userName": "renamed@x.com", "active": False, "title": "T"}
+    assert api.req("PUT", f"/Users/{u['id']}", put).status_code == 200
+    with api.engine.connect() as conn:
+        rows = audit.history(conn, resource_id=u["id"])
+    details = [json.loads(d) if isinstance(d, str) else d for d in (r["detail"] for r in rows)]
+    assert details[0] == {
+        "attributes": ["active", "title", "userName"],
+        "active": False,
+        "userName": "renamed@x.com",
+    }
+    assert details[1]["operations"] == [
+        {"op": "replace", "path": None, "attributes": [core], "active": True}
+    ]
+    assert details[2]["operations"] == [
+        {"op": "replace", "path": f"{core}:active", "active": False}
+    ]
+
+
 def test_members_and_groups_asked_for_with_their_schema_are_returned(api: Api) -> None:
     """`attributes=urn:...:Group:members.value` answered without members (and the same for a
     user's groups): the lists were not read for a name with the schema in front."""

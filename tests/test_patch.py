@@ -628,6 +628,36 @@ def test_a_body_naming_one_attribute_twice_differently_is_refused() -> None:
     assert parts["name"] == {"givenName": "g"}
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"Operations": [{"op": "replace", "path": "active", "value": True, "Value": False}]},
+        {"Operations": [{"op": "replace", "path": "title", "Path": "active", "value": False}]},
+        {"Operations": [{"op": "add", "Op": "remove", "path": "title"}]},
+        {
+            "operations": [{"op": "replace", "path": "title", "value": "t"}],
+            "Operations": [{"op": "replace", "path": "active", "value": False}],
+        },
+    ],
+)
+def test_an_envelope_key_spelled_twice_with_different_values_is_refused(raw: Any) -> None:
+    """The PATCH applied one spelling and its audit record read the other: a user could be
+    disabled while the log said a title changed, or that the user was enabled."""
+    e = fails(user(), raw=raw)
+    check(e, 400, "invalidSyntax", "different values", "send it once")
+
+
+def test_the_operations_applied_are_returned_as_read() -> None:
+    """The audit record is written from these, not from the raw body again."""
+    raw = {
+        "operations": [{"Op": "Replace", "Path": "active", "Value": "False", "value": "False"}],
+        "Operations": [{"Op": "Replace", "Path": "active", "Value": "False", "value": "False"}],
+    }
+    result = apply_patch(USERS, user(), raw)
+    assert result.operations == [("replace", "active", "False")]
+    assert result.doc["active"] is False
+
+
 def test_pathless_ignores_server_owned_keys() -> None:
     """schemas, id and meta in a path-less value are ignored."""
     value = {"schemas": [S.USER_SCHEMA], "id": "x", "meta": {"resourceType": "User"}, "title": "T"}

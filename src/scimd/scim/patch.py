@@ -89,6 +89,9 @@ class PatchResult:
     doc: dict[str, Any]
     member_ops: list[MemberOp]
     changed: bool
+    # The operations as read and applied, ``(op, path, value)`` (value None when absent): for
+    # the audit record, which must describe the change made (it re-read the raw body).
+    operations: list[tuple[str, str | None, Any]] = field(default_factory=list)
 
 
 def apply_patch(
@@ -117,7 +120,8 @@ def apply_patch(
     patcher.cleanup(doc)
     check_required(rt, new, patched=True)
     changed = bool(patcher.member_ops) or new != doc
-    return PatchResult(new, patcher.member_ops, changed)
+    applied = [(op, path, None if value is _MISSING else value) for _, op, path, value in ops]
+    return PatchResult(new, patcher.member_ops, changed, applied)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -132,14 +136,9 @@ def _operations(body: Any) -> list[tuple[int, str, str | None, Any]]:
     """
     if not isinstance(body, dict):
         raise InvalidSyntax("a PATCH request body must be a JSON object with 'Operations'")
-    raw_ops = body.get("Operations", _MISSING)
+    raw_ops = _once(body, "operations", "the PATCH request")
     if raw_ops is _MISSING:
-        for key, v in body.items():
-            if key.lower() == "operations":
-                raw_ops = v
-                break
-        else:
-            raise InvalidSyntax("the PATCH request has no 'Operations'")
+        raise InvalidSyntax("the PATCH request has no 'Operations'")
     if not isinstance(raw_ops, list):
         raise InvalidSyntax("'Operations' must be a JSON array of operations")
     if not raw_ops:
@@ -153,17 +152,11 @@ def _operations(body: Any) -> list[tuple[int, str, str | None, Any]]:
     for index, raw in enumerate(raw_ops):
         if not isinstance(raw, dict):
             raise InvalidSyntax(f"operation {index} must be a JSON object with 'op'")
-        op: Any = _MISSING
-        path: Any = None
-        value: Any = _MISSING
-        for key, v in raw.items():
-            low = key if key in ("op", "path", "value") else key.lower()
-            if low == "op":
-                op = v
-            elif low == "path":
-                path = v
-            elif low == "value":
-                value = v
+        where = f"operation {index}"
+        op = _once(raw, "op", where)
+        path = _once(raw, "path", where)
+        path = None if path is _MISSING else path
+        value = _once(raw, "value", where)
         if op is _MISSING:
             raise InvalidSyntax(f"operation {index} has no 'op' (add, replace or remove)")
         name = compat.normalise_op(op)
@@ -177,6 +170,23 @@ def _operations(body: Any) -> list[tuple[int, str, str | None, Any]]:
             raise InvalidValue(f"operation {index} ({name}) has no 'value'")
         out.append((index, name, path, value))
     return out
+
+
+def _once(obj: dict[str, Any], name: str, where: str) -> Any:
+    """``obj``'s value for the key ``name`` in any case (Entra writes ``Operations``, ``Op``,
+    ``Path``), or _MISSING. Two spellings with different values are refused: the PATCH used
+    one and its audit record the other, so a user could be disabled while the log said
+    enabled."""
+    found: Any = _MISSING
+    spelled = ""
+    for key, v in obj.items():
+        if key.lower() == name:
+            if found is not _MISSING and v != found:
+                raise InvalidSyntax(
+                    f"{where} gives '{spelled}' and '{key}' different values: send it once"
+                )
+            found, spelled = v, key
+    return found
 
 
 def _located(e: ScimError, index: int, op: str, path: str | None) -> ScimError:

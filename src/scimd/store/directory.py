@@ -938,12 +938,15 @@ class Directory:
                 pass  # no new version (RFC 7644 §3.14) and no audit record
             elif at_once:
                 assert v is not None
-                new = conditional.replace_user(conn, row, doc, who, "replace", None, v)
+                detail = _put_summary(row.doc, doc)
+                new = conditional.replace_user(conn, row, doc, who, "replace", detail, v)
                 if new is None:
                     return None
                 row = new
             else:
-                detail = {"members": _member_changes(member_ops)} if member_ops else None
+                detail = _put_summary(row.doc, doc)
+                if member_ops:
+                    detail["members"] = _member_changes(member_ops)
                 row = repo.replace(conn, row, doc, who, "replace", detail, member_ops)
             res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
             return Written(res, row_tag(row), changed)
@@ -984,7 +987,7 @@ class Directory:
                 if op.kind != "remove":
                     _not_its_own_member(rid, op.members)
             if result.changed:
-                detail: dict[str, Any] = {"operations": _op_summary(body)}
+                detail: dict[str, Any] = {"operations": _op_summary(result.operations)}
                 if result.member_ops:
                     detail["members"] = _member_changes(result.member_ops)
                 if at_once:
@@ -1219,29 +1222,43 @@ def _member_changes(ops: list[P.MemberOp]) -> list[dict[str, Any]]:
     return [{"op": op.kind, "ids": [m["value"] for m in op.members]} for op in ops]
 
 
-def _op_summary(body: Any) -> list[dict[str, Any]]:
-    """What a PATCH's audit record says of each operation: its op and path, the attributes a
-    path-less value names, and the value given to ``active`` (values are otherwise left out
-    of the log; without this one a user disabled could not be told from one enabled)."""
-    ops = _key(body, "operations") if isinstance(body, dict) else None
+def _op_summary(operations: list[tuple[str, str | None, Any]]) -> list[dict[str, Any]]:
+    """What a PATCH's audit record says of each operation, as the PATCH read and applied it:
+    its op and path, the attributes a path-less value names, and the value given to
+    ``active`` (values are otherwise left out of the log; without this one a user disabled
+    could not be told from one enabled)."""
     out = []
-    for op in ops if isinstance(ops, list) else []:
-        if not isinstance(op, dict):
-            continue
-        # Names in any case, as the PATCH itself reads them: {"Op": "Replace", "Path": ...}
-        # was recorded as {"op": "", "path": null}, and "operations" as no operation at all.
-        path = _key(op, "path")
-        value = _key(op, "value")
-        item: dict[str, Any] = {"op": str(_key(op, "op") or "").lower(), "path": path}
-        if isinstance(path, str) and path.strip().lower() == "active":
+    for op, path, value in operations[:50]:
+        item: dict[str, Any] = {"op": op, "path": path}
+        if isinstance(path, str) and _is_active(path):
             item["active"] = value
         elif path is None and isinstance(value, dict):
             item["attributes"] = sorted(value)[:20]
-            active = _key(value, "active")
-            if active is not None:
-                item["active"] = active
+            core = _key(value, S.USER_SCHEMA.lower())
+            for holder in (value, core if isinstance(core, dict) else {}):
+                active = _key(holder, "active")
+                if active is not None:
+                    item["active"] = active
         out.append(item)
-    return out[:50]
+    return out
+
+
+def _put_summary(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """What a PUT's audit record says: the attributes it changed (names, as a PATCH's record
+    gives them; extensions by URN), and the new ``active`` and ``userName`` when they changed
+    (Okta disables users with PUT, whose record said nothing of it)."""
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    detail: dict[str, Any] = {"attributes": changed[:20]}
+    for name in ("active", "userName"):
+        if name in changed:
+            detail[name] = new.get(name)
+    return detail
+
+
+def _is_active(path: str) -> bool:
+    """Whether a PATCH path names a user's ``active``, plain or with the core schema's URN."""
+    low = path.strip().lower()
+    return low == "active" or low == f"{S.USER_SCHEMA.lower()}:active"
 
 
 def _key(obj: dict[str, Any], name: str) -> Any:
