@@ -447,6 +447,11 @@ def test_printed_commands_work_as_printed(monkeypatch: pytest.MonkeyPatch) -> No
     assert cli._url_argument("sqlite:////srv/a:b.db") == "sqlite:////srv/a:b.db"  # no "***"
     shown = cli._url_argument("postgresql+psycopg://u:secret@db/x?a=1&b=2")
     assert "secret" not in shown and shown.startswith("'postgresql+psycopg://u:***@db/x?a=1&b=2'")
+    # libpq's password as a query parameter (the form with Unix sockets) was printed in clear.
+    url = "postgresql+psycopg:///x?host=/run/postgresql&password=secret&sslpassword=s3cret"
+    for shown in (cli._safe_url(url), cli._url_argument(url)):
+        assert "secret" not in shown and "password=***&sslpassword=***" in shown
+    assert cli._url_argument(url).endswith("# put the password back in place of ***")
 
 
 def test_a_database_named_by_a_sqlite_uri_is_found(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -411,7 +412,18 @@ def _safe_url(url: str) -> str:
     if parsed.get_backend_name() == "sqlite" and not parsed.query:
         # As typed: render_as_string escapes a ':' in the path (a%3Ab.db).
         return f"{parsed.drivername}:///{parsed.database or ''}"
-    return parsed.render_as_string(hide_password=True)
+    shown = parsed.render_as_string(hide_password=True)
+    return _SECRET_PARAMETER.sub(r"\1=***", shown)
+
+
+# libpq's ``password`` (the form taken with Unix sockets) and ``sslpassword`` in a URL's query:
+# printed in clear at start, they reached the logs.
+_SECRET_PARAMETER = re.compile(r"(?<=[?&])([^=&]*password[^=&]*)=[^&]*", re.IGNORECASE)
+
+
+def _hides_secret(url: str) -> bool:
+    parsed = sa.engine.make_url(url)
+    return parsed.password is not None or any("password" in k.lower() for k in parsed.query)
 
 
 def _absolute(url: str) -> sa.URL:
@@ -522,7 +534,7 @@ def _self_command() -> str:
 def _url_argument(url: str) -> str:
     """A database URL for a printed command: quoted, absolute, its password never shown."""
     safe = _safe_url(url)
-    if sa.engine.make_url(url).password is not None:
+    if _hides_secret(url):
         return f"{shlex.quote(safe)}  # put the password back in place of ***"
     return shlex.quote(safe)
 
