@@ -263,13 +263,14 @@ class Scim:
         """Hash a request's passwords in a worker thread, or keep the stored digest for the
         password it already is (Okta sends it in every PUT): no new version for that."""
         stored = await self.db(self.directory.stored_password, job.rid) if job.rid else None
-        plain = set(job.plain)
-
-        def digests() -> dict[str, passwords.Hashed]:
-            return {p: passwords.digest_for(p, stored) for p in plain}
-
+        # Only the last password a request sets is kept (a PATCH's operations set it in
+        # turn), so it alone is hashed and every earlier one takes its digest: the write
+        # keeps the same password, and a Bulk of 1,000 operations setting 8 passwords each
+        # cost 16,000 digests (minutes of CPU) instead of 2,000.
+        last = job.plain[-1]
+        digest = await asyncio.to_thread(passwords.digest_for, last, stored)
         job.body = passwords.substituted(
-            job.body, await asyncio.to_thread(digests), patch=job.patch
+            job.body, dict.fromkeys(job.plain, digest), patch=job.patch
         )
 
     @staticmethod
