@@ -589,6 +589,38 @@ def test_a_process_set_to_another_properties_urn_is_refused(db: str) -> None:
     assert "keeps custom user properties under urn:example:other" in done.stderr, done.stderr
 
 
+def test_a_property_is_defined_only_under_the_urn_its_server_started_with(db: str) -> None:
+    """A command run without the server's SCIMD_PROPERTIES_URN defined a property under the
+    default URN while the running server kept its values under its own: the server then
+    refused to restart, and set as its error said, no longer saw the values."""
+    from starlette.testclient import TestClient
+
+    from scimd.settings import Settings
+    from scimd.store import audit
+    from scimd.store.directory import Directory
+    from scimd.store.properties import UrnConflict
+    from scimd.web.app import create_app
+
+    acme = "urn:example:acme:2.0:Custom"
+    ours = {"SCIMD_PROPERTIES_URN": acme}
+    engine = create_engine(db)
+    create_app(Settings(database_url=db, properties_urn=acme), engine)  # a server starts
+    done = _scimd("properties", "add", "EmployeeNo", "--type", "String", "--database-url", db)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert f"server was started with custom user properties under {acme}" in done.stderr
+    assert "EmployeeNo" not in _ok("properties", "list", "--database-url", db, env=ours)
+    _ok("properties", "add", "EmployeeNo", "--type", "String", "--database-url", db, env=ours)
+    # A second server started with another URN (nothing was defined when it started, had it
+    # been) answers 503 rather than keep values where the database's other processes look not.
+    d = Directory(engine, properties_urn="urn:example:other:2.0:Custom")
+    with pytest.raises(UrnConflict, match=f"restart it with SCIMD_PROPERTIES_URN={acme}"):
+        d.create("User", {"userName": "u@x.com"}, audit.CLI, "http://x")
+    d.close()
+    app = create_app(Settings(database_url=db, properties_urn=acme), engine)
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+
+
 def test_serve_on_an_address_in_use_says_so_before_printing_a_set_up_link(
     tmp_path: Path,
 ) -> None:

@@ -349,6 +349,7 @@ class Directory:
         return rt
 
     def _load_user_type(self, conn: sa.Connection, version: int) -> S.ResourceType:
+        props.check_loaded_urn(conn, self.properties_urn)
         rt = S.user_type(props.list_properties(conn), self.properties_urn)
         with self._lock:
             # Threads may race: never move the cache back to an older version.

@@ -72,32 +72,85 @@ def list_properties(conn: sa.Connection) -> list[S.PropertyDef]:
 # property is defined the URN may change freely. (A database whose properties were defined
 # before it was recorded gets it with the next definition.)
 URN_SETTING = "properties_urn"
+# The URN the database's server was last started with: a property is defined under it only.
+SERVER_URN_SETTING = "properties_urn_server"
+
+
+def recorded_urn(conn: sa.Connection, key: str = URN_SETTING) -> str | None:
+    stored: str | None = conn.execute(
+        sa.select(settings.c.value).where(settings.c.key == key)
+    ).scalar_one_or_none()
+    return stored
+
+
+def _any_property(conn: sa.Connection) -> bool:
+    return conn.execute(sa.select(user_properties.c.pk).limit(1)).first() is not None
 
 
 def check_urn(conn: sa.Connection, urn: str, record: bool = False) -> None:
     """Refuse a process set to another URN than the one the database's properties are
-    under; ``record`` (a property is being defined): note ``urn`` as the database's."""
-    query = sa.select(settings.c.value).where(settings.c.key == URN_SETTING)
-    stored: str | None = conn.execute(query).scalar_one_or_none()
+    under; ``record``: note ``urn`` as the database's."""
+    stored = recorded_urn(conn)
     if stored == urn:
         return
-    if stored is not None and conn.execute(sa.select(user_properties.c.pk).limit(1)).first():
+    if stored is not None and _any_property(conn):
         raise DatabaseUnsupported(
             f"this database keeps custom user properties under {stored}, but this process is"
             f" set to {urn}: set SCIMD_PROPERTIES_URN={stored} (or properties_urn in the"
             " settings file) to use it"
         )
     if record:
-        insert: Any = (
-            sqlite.insert(settings)
-            if conn.dialect.name == "sqlite"
-            else postgresql.insert(settings)
+        _record(conn, URN_SETTING, urn)
+
+
+def _record(conn: sa.Connection, key: str, value: str) -> None:
+    insert: Any = (
+        sqlite.insert(settings) if conn.dialect.name == "sqlite" else postgresql.insert(settings)
+    )
+    conn.execute(
+        insert.values(key=key, value=value).on_conflict_do_update(
+            index_elements=[settings.c.key], set_={"value": value}
         )
-        conn.execute(
-            insert.values(key=URN_SETTING, value=urn).on_conflict_do_update(
-                index_elements=[settings.c.key], set_={"value": urn}
-            )
+    )
+
+
+def record_server_urn(conn: sa.Connection, urn: str) -> None:
+    """A server starting with ``urn`` (``check_urn`` has accepted it)."""
+    if recorded_urn(conn, SERVER_URN_SETTING) != urn:
+        _record(conn, SERVER_URN_SETTING, urn)
+
+
+def _claim_urn(conn: sa.Connection, urn: str) -> None:
+    """Before a property is defined under ``urn``: refuse when the database's server was
+    started with another. A command run without the server's SCIMD_PROPERTIES_URN defined
+    the property under the default URN while the server wrote its values under its own; the
+    server then refused to start, and set as its error said, no longer saw those values."""
+    server = recorded_urn(conn, SERVER_URN_SETTING)
+    if server is not None and server != urn:
+        raise DatabaseUnsupported(
+            f"this database's server was started with custom user properties under {server},"
+            f" but this process is set to {urn}: set SCIMD_PROPERTIES_URN={server} (or"
+            " properties_urn in the settings file) to define properties for it (to use"
+            " another URN while no property is defined, start the server with it first)"
         )
+    check_urn(conn, urn, record=True)
+
+
+def check_loaded_urn(conn: sa.Connection, urn: str) -> None:
+    """For a running server reloading the properties: refuse when they were defined under
+    another URN (a second server started with it) rather than take values under ``urn``,
+    where the database's other processes would not see them."""
+    stored = recorded_urn(conn)
+    if stored is not None and stored != urn and _any_property(conn):
+        raise UrnConflict(
+            f"this server is set to keep custom user properties under {urn}, but the"
+            f" database's properties are under {stored} (another server was started with"
+            f" it): restart it with SCIMD_PROPERTIES_URN={stored}"
+        )
+
+
+class UrnConflict(ScimError):
+    status = 503
 
 
 def add_property(
@@ -144,7 +197,7 @@ def add_property(
             " without its schema (manager, department); choose another name"
         )
     t = canonical_type(type_name)
-    check_urn(conn, urn, record=True)
+    _claim_urn(conn, urn)
     exists = _definition(conn, name)
     if exists is not None:
         raise Uniqueness(f"custom property '{exists.name}' is already defined")

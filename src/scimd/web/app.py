@@ -125,8 +125,14 @@ def create_app(
     """
     engine = engine or create_engine(settings.database_url, timeout=settings.database_timeout)
     migrate.ensure_current(engine)
+    urn = settings.properties_urn
     with engine.connect() as conn:
-        props.check_urn(conn, settings.properties_urn)
+        props.check_urn(conn, urn)
+        unrecorded = props.recorded_urn(conn, props.SERVER_URN_SETTING) != urn
+    if unrecorded:  # so that a command run with another URN defines no property
+        with write_transaction(engine) as conn:
+            props.check_urn(conn, urn)
+            props.record_server_urn(conn, urn)
     directory = Directory(engine, properties_urn=settings.properties_urn)
     scim = Scim(settings, directory)
     token_endpoint = TokenEndpoint(scim)

@@ -35,6 +35,7 @@ from scimd.scim.query import sort_path
 from scimd.store import audit as A
 from scimd.store import browse
 from scimd.store import properties as props
+from scimd.store.migrate import DatabaseUnsupported
 from scimd.store.resources import GROUPS, USERS
 
 if TYPE_CHECKING:
@@ -652,6 +653,8 @@ class Pages:
             added: S.PropertyDef = await self._write(add)
         except ScimError as e:
             return await self._properties_page(request, values, e.detail)
+        except DatabaseUnsupported as e:  # set to another URN than the database's
+            return await self._properties_page(request, values, str(e))
         self.portal.flash(
             request,
             "ok",
