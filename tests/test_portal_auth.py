@@ -667,3 +667,58 @@ def test_sign_ins_waiting_for_another_process_lock_leave_the_portal_answering(
             for c in clients:
                 c.close()
         assert outcomes == [303, 303], outcomes
+
+
+def test_servers_starting_together_share_one_session_key_and_keep_both_links(
+    postgres_url: str,
+) -> None:
+    """Replicas starting at once on PostgreSQL each read "no key", then one failed on the
+    insert (a unique violation: that server did not start) or overwrote the other's key, so
+    each signed cookies the other refused; a set-up link printed by one was dropped by the
+    other. The second now waits for the first's row and reads its value."""
+    import threading
+
+    from scimd.store import migrate
+
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    first = engine.connect()
+    first.begin()
+    key = admins.session_secret(first)
+    link = admins.new_setup_token(first)
+    got: dict[str, Any] = {}
+
+    other = create_engine(postgres_url)  # another server's: its own connections
+
+    def second() -> None:
+        try:
+            with other.begin() as conn:
+                got["key"] = admins.session_secret(conn)
+                got["link"] = admins.new_setup_token(conn)
+        except Exception as e:
+            got["error"] = e
+
+    waiting = threading.Thread(target=second)
+    waiting.start()
+    # Out of any transaction: pg_stat_activity is read once per transaction.
+    watcher = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with watcher.connect() as watch:  # commit only once the second is waiting for the first
+        for _ in range(500):
+            blocked = watch.execute(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            ).scalar_one()
+            if blocked:
+                break
+            time.sleep(0.01)
+    assert blocked, "the second server never waited for the first"
+    first.commit()
+    first.close()
+    waiting.join(30)
+    assert "error" not in got, got.get("error")
+    assert got["key"] == key
+    with engine.connect() as conn:
+        assert admins.session_secret(conn) == key
+        assert link and admins.setup_token_valid(conn, link)
+        assert admins.setup_token_valid(conn, got["link"])
+    for e in (engine, other, watcher):
+        e.dispose()

@@ -19,6 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from scimd.scim.errors import InvalidValue, NotFound, Uniqueness
 from scimd.scim.values import now_datetime
@@ -224,10 +226,25 @@ def _set(conn: sa.Connection, key: str, value: str) -> None:
     conn.execute(settings.insert().values(key=key, value=value))
 
 
-def _setup_tokens(conn: sa.Connection) -> list[tuple[str, int]]:
+def _locked(conn: sa.Connection, key: str) -> str:
+    """The value of ``key`` ("" when unset), its row locked until the transaction ends: the
+    read-then-write of servers starting together on PostgreSQL made one fail on the
+    insert (a unique violation), or overwrite the other's session key or set-up link."""
+    insert: Any = sqlite_insert if conn.dialect.name == "sqlite" else postgresql_insert
+    conn.execute(
+        insert(settings)
+        .values(key=key, value="")
+        .on_conflict_do_nothing(index_elements=[settings.c.key])
+    )
+    query = sa.select(settings.c.value).where(settings.c.key == key).with_for_update()
+    return str(conn.execute(query).scalar_one() or "")
+
+
+def _setup_tokens(conn: sa.Connection, text: str | None = None) -> list[tuple[str, int]]:
     """The set-up tokens' digests that have not expired, with their expiry."""
     out = []
-    for item in (_get(conn, "admin_setup") or "").split():
+    text = _get(conn, "admin_setup") if text is None else text
+    for item in (text or "").split():
         digest, _, expires = item.partition(":")
         if digest and expires.isdigit() and int(expires) >= time.time():
             out.append((digest, int(expires)))
@@ -243,7 +260,7 @@ def new_setup_token(conn: sa.Connection) -> str | None:
         return None
     token = secrets.token_urlsafe(24)
     digest = hashlib.sha256(token.encode()).hexdigest()
-    kept = _setup_tokens(conn)[-9:]  # bounded: at most ten links at a time
+    kept = _setup_tokens(conn, _locked(conn, "admin_setup"))[-9:]  # at most ten links at once
     items = [f"{d}:{e}" for d, e in kept] + [f"{digest}:{int(time.time()) + SETUP_TTL}"]
     _set(conn, "admin_setup", " ".join(items))
     return token
@@ -265,7 +282,7 @@ def complete_setup(conn: sa.Connection, token: str, username: str, password: str
 
 def session_secret(conn: sa.Connection) -> str:
     """The key that signs portal session cookies, shared by every server process."""
-    value = _get(conn, "session_secret")
+    value = _locked(conn, "session_secret")
     if not value:
         value = secrets.token_hex(32)
         _set(conn, "session_secret", value)
