@@ -510,6 +510,22 @@ def test_audit_filters_narrow_results(env: Env) -> None:
     assert bad.status_code == 400 and "YYYY-MM-DD" in bad.text
 
 
+def test_audit_who_finds_an_application_named_beyond_ascii(env: Env) -> None:
+    """SQLite's lower() is ASCII only: "Équipe RH", as the page's own list offers it, found
+    none of that application's records (PostgreSQL's did)."""
+    with env.engine.begin() as conn:
+        _, secret = apps.create_app(conn, "Équipe RH", "bearer", ["USER SYNC"], audit.CLI)
+    r = env.client.post(
+        "/scim/v2/Users",
+        json={"userName": "equipe@corp.example"},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+    assert r.status_code == 201, r.text
+    for who in ("Équipe RH", "équipe rh", "ÉQUIPE RH"):
+        page = env.client.get("/admin/audit", params={"who": who})
+        assert re.findall(r"<td><code>([a-z_.]+)</code></td>", page.text) == ["create"], who
+
+
 def test_audit_links_resources_that_exist(env: Env) -> None:
     """Audit rows link to user and group pages while those still exist."""
     kept = env.user("kept@corp.example")

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from scimd.scim import schema as S
 from scimd.scim.filter import AttrPath, Filter
+from scimd.scim.values import fold
 from scimd.store import sqlfilter
 from scimd.store.prepared import load_json
 from scimd.store.resources import Kind, Rec
@@ -193,12 +194,17 @@ class AuditPage:
     newer: int | None  # ``after`` of the previous (newer) page, if any
 
 
-def _audit_conditions(f: AuditQuery) -> list[sa.ColumnElement[bool]]:
+def _audit_conditions(f: AuditQuery, dialect: str) -> list[sa.ColumnElement[bool]]:
     conds: list[sa.ColumnElement[bool]] = []
     if f.who:
-        who = f.who.lower()
+        # Folded alike on both sides: SQLite's lower() is ASCII only, so an application
+        # named "Équipe RH" (as the page's own list offers it) found nothing there.
+        who, pg = fold(f.who), dialect == "postgresql"
         conds.append(
-            sa.or_(sa.func.lower(audit.c.actor) == who, sa.func.lower(audit.c.actor_name) == who)
+            sa.or_(
+                sqlfilter.folded(audit.c.actor, pg) == who,
+                sqlfilter.folded(audit.c.actor_name, pg) == who,
+            )
         )
     if f.actor_type:
         conds.append(audit.c.actor_type == f.actor_type)
@@ -222,7 +228,7 @@ def audit_page(
     count: int = 50,
 ) -> AuditPage:
     """A page of audit rows, newest first, below ``before`` or (going back) above ``after``."""
-    q = sa.select(audit).where(*_audit_conditions(f)).limit(count + 1)
+    q = sa.select(audit).where(*_audit_conditions(f, conn.dialect.name)).limit(count + 1)
     if after is not None:
         rows = [
             dict(r._mapping)

@@ -708,6 +708,13 @@ def _pg_get_text(j: Expr, key: str) -> Expr:
 # The compiler
 
 
+def folded(x: Expr, postgresql: bool) -> Expr:
+    """``x`` as ``values.fold`` writes it, in SQL: SQLite's own lower() is ASCII only."""
+    if postgresql:  # lower(), then one sigma
+        return sa.func.replace(sa.func.lower(sa.collate(x, PG_FOLD)), FINAL_SIGMA, SIGMA)
+    return sa.func.py_lower(x)
+
+
 class _Compiler:
     def __init__(self, rt: S.ResourceType, table: sa.Table, dialect_name: str) -> None:
         if dialect_name not in ("sqlite", "postgresql"):
@@ -718,9 +725,7 @@ class _Compiler:
 
     # -- dialect primitives -------------------------------------------------------------------
     def lower(self, x: Expr) -> Expr:
-        if self.pg:  # values.fold: lower(), then one sigma
-            return sa.func.replace(sa.func.lower(sa.collate(x, PG_FOLD)), FINAL_SIGMA, SIGMA)
-        return sa.func.py_lower(x)
+        return folded(x, self.pg)
 
     def ordered(self, x: Expr) -> Expr:
         return sa.collate(x, "C") if self.pg else x
