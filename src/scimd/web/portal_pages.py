@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from scimd.auth import admins
 from scimd.scim import schema as S
-from scimd.scim.errors import NotFound, ScimError
+from scimd.scim.errors import InvalidValue, NotFound, ScimError
 from scimd.scim.filter import And, AttrPath, Compare, Filter, Or, parse
 from scimd.scim.query import sort_path
 from scimd.store import audit as A
@@ -112,6 +112,18 @@ def user_search_filter(text: str) -> Filter:
     return functools.reduce(Or, nodes)
 
 
+# The search box's text: a longer one was a 503 on SQLite ("LIKE or GLOB pattern too
+# complex", logged as an outage), as the boxes build their filter without the parser's bound.
+MAX_SEARCH = 256
+
+
+def _search_text(params: Mapping[str, str]) -> str:
+    q = params.get("q", "").strip()
+    if len(q) > MAX_SEARCH:
+        raise InvalidValue(f"the search text is longer than {MAX_SEARCH} characters: shorten it")
+    return q
+
+
 def _combine(*filters: Filter | None) -> Filter | None:
     present = [f for f in filters if f is not None]
     return functools.reduce(And, present) if present else None
@@ -128,9 +140,13 @@ def _int(value: str | None, default: int, minimum: int = 1) -> int:
     return min(max(n, minimum), MAX_INT)
 
 
+MAX_PK = 2**31 - 1  # primary keys are 32-bit integers on PostgreSQL (a larger one was a 500)
+
+
 def _opt_int(value: str | None) -> int | None:
+    """A primary key bound (the audit log's ``before``/``after``), within range."""
     try:
-        return min(max(int(value), 0), MAX_INT) if value else None
+        return min(max(int(value), 0), MAX_PK) if value else None
     except ValueError:
         return None
 
@@ -415,6 +431,7 @@ class Pages:
         error = None
         listed = Listed([], False, 0)
         try:
+            _search_text(params)
             flt = _combine(
                 parse(advanced) if advanced else None, user_search_filter(q) if q else None
             )
@@ -581,6 +598,7 @@ class Pages:
         error = None
         listed = Listed([], False, 0)
         try:
+            _search_text(params)
             listed = await self.portal.db(
                 self._find, "Group", flt, base, start, "displayName", False, q
             )
