@@ -669,6 +669,41 @@ def test_sign_ins_waiting_for_another_process_lock_leave_the_portal_answering(
         assert outcomes == [303, 303], outcomes
 
 
+def test_a_sign_in_waiting_for_the_lock_checks_the_password_once(
+    portal: Portal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The password check and the sign-in's write were one call, and a call whose write meets
+    SQLite's lock is run again every ~50 ms: each attempt checked the password again (argon2,
+    ~0.2 s of CPU each; 25 s of CPU for one sign-in behind a 30 s lock)."""
+    import sqlite3
+    import threading
+
+    checks: list[str] = []
+    real = admins.password_matches
+
+    def counted(found: Any, password: str) -> bool:
+        checks.append(password)
+        return real(found, password)
+
+    monkeypatch.setattr(admins, "password_matches", counted)
+    token = portal.csrf("/admin/login")
+    holder = sqlite3.connect(tmp_path / "portal.db", isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(1.0, holder.rollback)
+    release.start()
+    try:
+        r = portal.client.post(
+            "/admin/login",
+            data={"username": "admin", "password": PASSWORD, "csrf": token},
+            follow_redirects=False,
+        )
+    finally:
+        release.join()
+        holder.close()
+    assert r.status_code == 303
+    assert checks == [PASSWORD]
+
+
 def test_servers_starting_together_share_one_session_key_and_keep_both_links(
     postgres_url: str,
 ) -> None:
