@@ -405,6 +405,11 @@ def test_first_start_setup_link(tmp_path: Path) -> None:
             data={"csrf": csrf.group(1), "token": token, "username": "root", "password": "short"},
         )
         assert r.status_code == 400 and "at least" in r.text
+        second = TestClient(app)  # another browser, with the other link open
+        other = re.search(
+            r'name="csrf" value="([^"]+)"', second.get(f"/admin/setup?token={later}").text
+        )
+        assert other
         r = c.post(
             "/admin/setup",
             data={"csrf": csrf.group(1), "token": token, "username": "root", "password": PASSWORD},
@@ -413,6 +418,14 @@ def test_first_start_setup_link(tmp_path: Path) -> None:
         assert r.status_code == 303
         assert "it was used, or it expired" in c.get(f"/admin/setup?token={token}").text
         assert "it was used, or it expired" in c.get(f"/admin/setup?token={later}").text
+        # A form opened before the admin existed said "restart the server for a new one"
+        # (a restart prints none then) and showed the form again.
+        r = second.post(
+            "/admin/setup",
+            data={"csrf": other.group(1), "token": later, "username": "two", "password": PASSWORD},
+        )
+        assert r.status_code == 400 and "exists already: sign in" in r.text
+        assert "restart the server" not in r.text and 'name="password"' not in r.text
     with engine.begin() as conn:
         assert admins.new_setup_token(conn) is None
         assert admins.verify(conn, "ROOT", PASSWORD) is not None

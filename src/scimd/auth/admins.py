@@ -274,9 +274,18 @@ def setup_token_valid(conn: sa.Connection, token: str) -> bool:
     return found
 
 
+class SetupLinkSpent(InvalidValue):
+    """The set-up link cannot be used (as opposed to a username or password to correct)."""
+
+
 def complete_setup(conn: sa.Connection, token: str, username: str, password: str) -> Admin:
-    if count(conn) or not setup_token_valid(conn, token):
-        raise InvalidValue("this set-up link is no longer valid; restart the server for a new one")
+    if count(conn):
+        # Restarting prints no link once an admin exists: the advice misled.
+        raise SetupLinkSpent("an administrator account exists already: sign in instead")
+    if not setup_token_valid(conn, token):
+        raise SetupLinkSpent(
+            "this set-up link is no longer valid; restart the server for a new one"
+        )
     return create(conn, username, password, A.Actor("system", None, "first start"))
 
 

@@ -600,7 +600,7 @@ class Portal:
                 "setup.html",
                 400,
                 title="Set up",
-                valid=True,
+                valid=not isinstance(e, admins.SetupLinkSpent),  # else: the link to sign in
                 token=token,
                 username=username,
                 error=e.detail,
