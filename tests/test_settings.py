@@ -40,6 +40,10 @@ from scimd.settings import SettingsError, load
         ("forwarded_allow_ips", "127.0.0.1,*", "stands alone"),
         ("session_secret", "short", "at least 32"),
         ("access_log", "", "not true or false"),  # ${UNSET} in a compose file: no access log
+        # Taken as they were, they made broken Location headers.
+        ("public_url", "https://idp.example.com\\admin", "not a base URL"),
+        ("public_url", "https://idp example.com", "not a base URL"),
+        ("public_url", "https://idp.example.com:", "not a base URL"),
     ],
 )
 def test_a_setting_out_of_its_range_is_refused(name: str, value: str, said: str) -> None:
@@ -57,6 +61,8 @@ def test_the_settings_that_were_refused_have_working_neighbours() -> None:
     assert load(properties_urn="urn:example:hr:1.0:Person").properties_urn
     assert load(properties_urn=USER_PROPERTIES_SCHEMA).properties_urn == USER_PROPERTIES_SCHEMA
     assert len(load(session_secret="k" * 32).session_secret) == 32
+    for url in ("https://idp.example.com:8443", "http://[::1]:8000", "http://[fe80::1%25eth0]"):
+        assert load(public_url=url).public_url == url
 
 
 def test_settings_file_values_of_the_wrong_type_are_errors(tmp_path: Path) -> None:

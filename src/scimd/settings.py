@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -111,6 +112,10 @@ class SettingsError(ValueError):
     """A setting that cannot be used, said so that a person can fix it."""
 
 
+# A host name or an IP address (IPv6 without its brackets, as urlsplit gives it).
+_HOST = re.compile(r"[A-Za-z0-9.\-_]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9.\-_~]+)?")
+
+
 def _public_url(value: str, where: str | None) -> str:
     """``scheme://host[:port]``, without a trailing slash: locations and links are built by
     appending paths to it (``https://idp.example.com/`` gave ``//admin``), and the portal's
@@ -128,6 +133,8 @@ def _public_url(value: str, where: str | None) -> str:
         or not parts.hostname
         or not port_ok
         or parts.username is not None
+        or parts.netloc.endswith(":")  # an empty port
+        or not _HOST.fullmatch(parts.hostname)  # "idp example.com", "idp.example.com\\admin"
     ):
         raise SettingsError(
             f"{label}: {value!r} is not a base URL: write scheme://host[:port], e.g."
