@@ -135,8 +135,9 @@ def end_sessions(conn: sa.Connection, pk: int) -> None:
     conn.execute(admin_sessions.delete().where(admin_sessions.c.admin_pk == pk))
 
 
-def _digest(sid: str) -> str:
-    return hashlib.sha256(sid.encode()).hexdigest()
+def _digest(secret: str) -> str:
+    """What is stored of a session id or a set-up token: its SHA-256, never the value."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def start_session(conn: sa.Connection, pk: int) -> str:
@@ -259,7 +260,7 @@ def new_setup_token(conn: sa.Connection) -> str | None:
     if count(conn):
         return None
     token = secrets.token_urlsafe(24)
-    digest = hashlib.sha256(token.encode()).hexdigest()
+    digest = _digest(token)
     kept = _setup_tokens(conn, _locked(conn, "admin_setup"))[-9:]  # at most ten links at once
     items = [f"{d}:{e}" for d, e in kept] + [f"{digest}:{int(time.time()) + SETUP_TTL}"]
     _set(conn, "admin_setup", " ".join(items))
@@ -267,7 +268,7 @@ def new_setup_token(conn: sa.Connection) -> str | None:
 
 
 def setup_token_valid(conn: sa.Connection, token: str) -> bool:
-    wanted = hashlib.sha256(token.encode()).hexdigest()
+    wanted = _digest(token)
     found = False
     for digest, _ in _setup_tokens(conn):  # each compared in constant time
         found |= hmac.compare_digest(digest, wanted)

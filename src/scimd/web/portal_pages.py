@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode
 
 import httpx
@@ -37,11 +37,8 @@ from scimd.store import browse
 from scimd.store import properties as props
 from scimd.store.migrate import DatabaseUnsupported
 from scimd.store.resources import GROUPS, USERS
+from scimd.web.portal import APPS, Portal
 
-if TYPE_CHECKING:
-    from scimd.web.portal import Portal
-
-APPS = "/admin/security/oauth2-applications"
 PAGE_SIZE = 50
 HISTORY_LIMIT = 100
 CHECK_TIMEOUT = 5.0
