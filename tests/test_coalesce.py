@@ -339,9 +339,9 @@ def test_get_replies_are_held_only_while_the_server_is_busy() -> None:
     asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
-async def _serve(app: Any, protocol: Any) -> tuple[asyncio.Server, int]:
+async def _serve(app: Any, protocol: Any, **settings: Any) -> tuple[asyncio.Server, int]:
     """``app`` served by the protocol class ``protocol`` on a loopback port of its own."""
-    config = Config(app=app, log_config=None, access_log=False)
+    config = Config(app=app, log_config=None, access_log=False, **settings)
     config.load()
     state = ServerState()
     server = await asyncio.get_running_loop().create_server(
@@ -525,3 +525,105 @@ def test_a_pipelined_body_waiting_for_the_request_before_it_is_not_stalled() -> 
 
     got = asyncio.run(scenario())
     assert got.count(b"HTTP/1.1 200") == 2 and got.endswith(b"BBBBBBBBBB"), got
+
+
+def test_a_client_pipelining_without_reading_is_bounded() -> None:
+    """uvicorn read again after every reply even with requests queued behind it, so a client
+    sending requests it never read the replies of had the server read and queue everything
+    it sent (4 MB of requests: 230 MB of memory, never given back). Reading now waits for
+    the queue to drain, and a client queueing more than MAX_PIPELINE requests is closed."""
+    from scimd.web.coalesce import CoalescingHttpToolsProtocol
+
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        started.append(scope["path"])
+        if scope["path"] == "/slow":
+            await release.wait()
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    class Small(CoalescingHttpToolsProtocol):
+        MAX_PIPELINE = 4
+
+    def pipelined(*paths: str) -> bytes:
+        return b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths)
+
+    async def replies(r: asyncio.StreamReader, n: int) -> int:
+        got = 0
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            for _ in range(n):
+                await asyncio.wait_for(r.readuntil(b"\r\n\r\n"), 5)
+                await r.readexactly(2)
+                got += 1
+        return got
+
+    async def scenario() -> None:
+        server, port = await _serve(app, Small)
+        # Four queued behind a slow one, four more sent meanwhile: all eight answered, as
+        # the second four are read only once the first are done.
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(pipelined("/slow", "/a", "/b", "/c"))
+        await asyncio.sleep(0.2)
+        w.write(pipelined("/d", "/e", "/f", "/g"))
+        await asyncio.sleep(0.2)
+        release.set()
+        assert await replies(r, 8) == 8
+        w.close()
+        # More than MAX_PIPELINE queued at once: closed, having started only the first.
+        release.clear()
+        started.clear()
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(pipelined("/slow", *[f"/{i}" for i in range(50)]))
+        assert await asyncio.wait_for(r.read(), 5) == b""
+        assert started == ["/slow"]
+        w.close()
+        release.set()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())
+
+
+def test_an_empty_line_after_a_reply_does_not_keep_the_connection_forever() -> None:
+    """llhttp takes an empty line between requests (RFC 9112 §2.2) without starting one, but
+    its bytes cancelled uvicorn's keep-alive timer, which only a reply sets again: such a
+    connection stayed open until the server restarted."""
+    from scimd.web.coalesce import CoalescingHttpToolsProtocol
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def scenario() -> None:
+        server, port = await _serve(app, CoalescingHttpToolsProtocol, timeout_keep_alive=0.3)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await r.readuntil(b"\r\n\r\n")
+        await r.readexactly(2)
+        w.write(b"\r\n")
+        assert await asyncio.wait_for(r.read(), 5) == b""  # closed at the keep-alive timeout
+        w.close()
+        # An empty line, then a request: answered as before.
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await r.readuntil(b"\r\n\r\n")
+        await r.readexactly(2)
+        w.write(b"\r\n")
+        await asyncio.sleep(0.1)
+        w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        w.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())

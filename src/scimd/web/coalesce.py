@@ -132,7 +132,7 @@ class CoalescingTransport(asyncio.Transport):
 _IDLE, _HEAD, _BODY, _DISCARD = 0, 1, 2, 3
 
 
-class _HeadTooLarge(Exception):
+class _StopParsing(Exception):
     """Raised from the parser's callback to stop it (see ``on_headers_complete``)."""
 
 
@@ -159,6 +159,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     MAX_HEAD = 64 * 1024  # the request line and headers: 431 past it
     HEAD_TIMEOUT = 30.0  # seconds from a request's first byte (or the connection) to its head
     BODY_IDLE_TIMEOUT = 30.0  # seconds a body may pause before the connection is closed
+    MAX_PIPELINE = 128  # requests queued behind the one in progress; past it: closed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -169,6 +170,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._head_started = self._last_data = now
         self._head_size = 0
         self._too_large = False
+        self._too_deep = False
         self._guard: asyncio.TimerHandle | None = self.loop.call_later(
             self.HEAD_TIMEOUT, self._check_progress
         )
@@ -185,6 +187,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             if self._guard is not None:
                 self._guard.cancel()
                 self._guard = None
+            # Bytes that began no request (an empty line, which RFC 9112 §2.2 says to
+            # ignore) cancelled uvicorn's keep-alive timer, which only a reply sets again:
+            # such a connection was never closed.
+            idle = self.cycle is None or self.cycle.response_complete
+            if idle and not self.pipeline and self.timeout_keep_alive_task is None:
+                self.timeout_keep_alive_task = self.loop.call_later(
+                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                )
         elif stage == _HEAD and self._head_size > self.MAX_HEAD:
             self._refuse_head()
         elif self._guard is None and not self.transport.is_closing():
@@ -203,7 +213,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         size = len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers)
         if size > self.MAX_HEAD:
             self._too_large = True
-            raise _HeadTooLarge  # the parser stops; ``send_400_response`` answers 431
+            raise _StopParsing  # the parser stops; ``send_400_response`` answers 431
+        if len(self.pipeline) >= self.MAX_PIPELINE:
+            self._too_deep = True
+            raise _StopParsing  # the parser stops; ``send_400_response`` closes
         super().on_headers_complete()
         self._stage = _BODY
         self._head_size = 0
@@ -211,8 +224,21 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         if self._too_large:
             self._refuse_head()
+        elif self._too_deep:
+            # A client sending requests without reading the replies: what it was answered
+            # goes out, and the connection is closed (a reply now would come out of order).
+            self.transport.close()
         else:
             super().send_400_response(msg)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # uvicorn reads again after every reply, even with requests still queued behind
+        # it: a client pipelining requests it never read the replies of made the server
+        # read and queue all it sent (4 MB of requests: 230 MB of memory, never given back,
+        # and other clients waited seconds).
+        if self.pipeline and not self.transport.is_closing():
+            self.flow.pause_reading()
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
