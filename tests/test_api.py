@@ -213,6 +213,10 @@ def test_deeply_nested_json_is_invalid_syntax_and_writes_nothing(api: Api) -> No
     ]:
         e = _error(api.req(method, path, body), 400, "invalidSyntax")
         assert "nested more than 32 levels" in e["detail"]
+    # Past orjson's own 1,024 levels the parser refused it as "not valid JSON".
+    raw = b'{"userName": "deeper", "x": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+    r = api.req("POST", "/Users", raw)
+    assert "nested more than 32 levels" in _error(r, 400, "invalidSyntax")["detail"]
     assert api.req("GET", "/Users").json()["totalResults"] == 0
     # 32 levels pass the parser (and get the usual judgement of an unknown attribute).
     ok: Any = "v"

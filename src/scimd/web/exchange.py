@@ -163,7 +163,15 @@ def _not_json(raw: bytes, ctype: str, error: orjson.JSONDecodeError) -> ScimErro
             f"the body is not UTF-8 text (byte {bad.start}, 0x{raw[bad.start]:02x}): SCIM"
             " bodies are JSON in UTF-8 (RFC 7644 §3.8)"
         )
+    if str(error).startswith("depth limit exceeded"):  # orjson's own bound, 1,024 levels
+        return _too_deep()
     return InvalidSyntax(f"the body is not valid JSON: {error}")
+
+
+def _too_deep() -> InvalidSyntax:
+    return InvalidSyntax(
+        f"the JSON body is nested more than {MAX_DEPTH} levels deep; SCIM needs a few"
+    )
 
 
 # A SCIM body is a few levels deep (a Bulk operation's data: 5). orjson reads 1,024 levels,
@@ -176,9 +184,7 @@ def _check_depth(doc: Any) -> None:
     while stack:
         value, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise InvalidSyntax(
-                f"the JSON body is nested more than {MAX_DEPTH} levels deep; SCIM needs a few"
-            )
+            raise _too_deep()
         for item in value.values() if type(value) is dict else value:
             if type(item) is dict or type(item) is list:
                 stack.append((item, depth + 1))
