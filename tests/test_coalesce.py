@@ -627,3 +627,26 @@ def test_an_empty_line_after_a_reply_does_not_keep_the_connection_forever() -> N
         await server.wait_closed()
 
     asyncio.run(scenario())
+
+
+def test_an_unknown_token_waiting_to_send_its_body_gets_401_first(live_server: LiveServer) -> None:
+    """A client sending ``Expect: 100-continue`` with an unknown token was invited to send its
+    whole body (up to 1 MiB), then answered 401. The token is checked first now; a known one
+    is still invited."""
+    url = urlsplit(live_server.base_url)
+    assert url.hostname is not None and url.port is not None
+    body = b'{"userName": "expecting@x.com"}'
+    for token, first in (("wrong", b"HTTP/1.1 401"), (live_server.token, b"HTTP/1.1 100")):
+        with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+            s.sendall(
+                f"POST {url.path}/Users HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: application/scim+json\r\n"
+                f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n".encode()
+            )
+            reply = s.recv(65536)
+            assert reply.startswith(first), reply[:100]
+            if first.endswith(b"100"):
+                s.sendall(body)
+                while b"HTTP/1.1 201" not in reply and (more := s.recv(65536)):
+                    reply += more
+                assert b"HTTP/1.1 201" in reply, reply[:300]
