@@ -650,3 +650,60 @@ def test_an_unknown_token_waiting_to_send_its_body_gets_401_first(live_server: L
                 while b"HTTP/1.1 201" not in reply and (more := s.recv(65536)):
                     reply += more
                 assert b"HTTP/1.1 201" in reply, reply[:300]
+
+
+def test_a_body_trickling_in_is_cut_off_in_the_end() -> None:
+    """Only a pause of the body closed the connection: a byte every 29 s held it for as long
+    as the client liked (months for 1 MiB). A body has BODY_TIMEOUT in all."""
+    from scimd.web.coalesce import CoalescingHttpToolsProtocol
+
+    bodies: list[bytes] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                bodies.append(b"<disconnected>")
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        bodies.append(body)
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+        )
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    class Quick(CoalescingHttpToolsProtocol):
+        HEAD_TIMEOUT = 0.3
+        BODY_IDLE_TIMEOUT = 0.3
+        BODY_TIMEOUT = 0.8
+
+    async def scenario() -> None:
+        server, port = await _serve(app, Quick)
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        sent = 0
+        closed = asyncio.ensure_future(r.read())
+        while not closed.done() and sent < 100:
+            w.write(b"a")  # never pausing as long as BODY_IDLE_TIMEOUT
+            sent += 1
+            await asyncio.sleep(0.1)
+        assert await asyncio.wait_for(closed, 5) == b""
+        assert 5 < sent < 30  # cut off near BODY_TIMEOUT, not at the end of the body
+        w.close()
+        # A whole body sent in pieces within the time: answered.
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nab")
+        await asyncio.sleep(0.2)
+        w.write(b"cd")
+        assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        w.close()
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(scenario())
+    assert bodies[0] == b"<disconnected>" and bodies[-1] == b"abcd"

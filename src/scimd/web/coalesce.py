@@ -159,6 +159,9 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     MAX_HEAD = 64 * 1024  # the request line and headers: 431 past it
     HEAD_TIMEOUT = 30.0  # seconds from a request's first byte (or the connection) to its head
     BODY_IDLE_TIMEOUT = 30.0  # seconds a body may pause before the connection is closed
+    # Seconds a body may take in all: one byte every 29 s held a connection for months (1 MiB
+    # at 10 KB/s takes 100 s).
+    BODY_TIMEOUT = 300.0
     MAX_PIPELINE = 128  # requests queued behind the one in progress; past it: closed
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -167,7 +170,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         now = self.loop.time()
         self._stage = _HEAD  # a connection that sends nothing is waiting for a head
         self._began = False  # whether the current request has sent its first byte
-        self._head_started = self._last_data = now
+        self._head_started = self._last_data = self._body_started = now
         self._head_size = 0
         self._too_large = False
         self._too_deep = False
@@ -220,6 +223,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
         self._stage = _BODY
         self._head_size = 0
+        self._body_started = self.loop.time()
 
     def send_400_response(self, msg: str) -> None:
         if self._too_large:
@@ -260,7 +264,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             # application has not taken the body read so far): what has not arrived is not the
             # client's delay. Counted, it closed the connection under a request still running
             # (a write waiting for a lock), whose applied change then got no reply.
-            self._last_data = self._head_started = now
+            self._last_data = self._head_started = self._body_started = now
             self._guard = self.loop.call_later(self.BODY_IDLE_TIMEOUT, self._check_progress)
             return
         if self._stage == _HEAD:
@@ -272,7 +276,12 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                     self.transport.close()
                 return
         elif self._stage == _BODY:
-            left = self._last_data + self.BODY_IDLE_TIMEOUT - now
+            left = (
+                min(
+                    self._last_data + self.BODY_IDLE_TIMEOUT, self._body_started + self.BODY_TIMEOUT
+                )
+                - now
+            )
             if left <= 0:
                 # The application may be waiting for this body: closing ends its wait.
                 self.transport.close()
