@@ -162,7 +162,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     # Seconds a body may take in all: one byte every 29 s held a connection for months (1 MiB
     # at 10 KB/s takes 100 s).
     BODY_TIMEOUT = 300.0
-    MAX_PIPELINE = 128  # requests queued behind the one in progress; past it: closed
+    MAX_PIPELINE = 128  # requests queued behind the one in progress; those past it: dropped
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -219,7 +219,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             raise _StopParsing  # the parser stops; ``send_400_response`` answers 431
         if len(self.pipeline) >= self.MAX_PIPELINE:
             self._too_deep = True
-            raise _StopParsing  # the parser stops; ``send_400_response`` closes
+            raise _StopParsing  # the parser stops; see ``send_400_response``
         super().on_headers_complete()
         self._stage = _BODY
         self._head_size = 0
@@ -229,9 +229,11 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if self._too_large:
             self._refuse_head()
         elif self._too_deep:
-            # A client sending requests without reading the replies: what it was answered
-            # goes out, and the connection is closed (a reply now would come out of order).
-            self.transport.close()
+            # A client sending requests without reading the replies: the requests queued are
+            # answered (a write among them may be applied: it must get its reply), the last
+            # reply closes the connection, and what came after them is dropped unread.
+            self._stage = _DISCARD
+            self.pipeline[0][0].keep_alive = False
         else:
             super().send_400_response(msg)
 
