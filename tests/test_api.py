@@ -1641,6 +1641,20 @@ def test_a_request_setting_several_passwords_hashes_only_the_one_kept(
         )
     assert passwords.verify(doc["password"], "Pw-3-long")
     assert not passwords.verify(doc["password"], "Pw-2-long")
+    # Given twice in one body with different values, a password is refused as any attribute
+    # is (the earlier ones took the last one's digest, and looked alike).
+    twice = {
+        "schemas": [USER],
+        "userName": "twice@x.com",
+        "password": "A-pass-1",
+        "Password": "B-pass-2",
+    }
+    assert "given twice" in _error(api.req("POST", "/Users", twice), 400, "invalidValue")["detail"]
+    value = {"password": "A-pass-1", USER: {"password": "B-pass-2"}}
+    body = {"schemas": [PATCH], "Operations": [{"op": "replace", "value": value}]}
+    assert "given twice" in _error(api.req("PATCH", f"/Users/{uid}", body), 400)["detail"]
+    same = {**twice, "Password": "A-pass-1"}
+    assert api.req("POST", "/Users", same).status_code == 201
 
 
 def test_bulk_puts_with_the_same_password_keep_the_version(api: Api) -> None:

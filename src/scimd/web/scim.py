@@ -274,9 +274,12 @@ class Scim:
         # cost 16,000 digests (minutes of CPU) instead of 2,000.
         last = job.plain[-1]
         digest = await asyncio.to_thread(passwords.digest_for, last, stored)
-        job.body = passwords.substituted(
-            job.body, dict.fromkeys(job.plain, digest), patch=job.patch
-        )
+        # The others get placeholders of their own that no password verifies, so that two
+        # different passwords still differ: a body giving `password` twice with different
+        # values is refused, as any attribute given twice so is.
+        digests = {p: passwords.Hashed(f"superseded${i}") for i, p in enumerate(job.plain)}
+        digests[last] = digest
+        job.body = passwords.substituted(job.body, digests, patch=job.patch)
 
     @staticmethod
     def _passwords(name: str, body: Any, rid: str | None, *, patch: bool) -> _Passwords | None:
