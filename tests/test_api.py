@@ -2087,6 +2087,14 @@ def test_a_page_of_groups_holds_a_bounded_number_of_members(
     search = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"], "count": 10}
     root = api.req("POST", "/.search", search).json()
     assert root["totalResults"] == 8 and root["itemsPerPage"] == 5  # 3 users, then 2 groups
+    # Sorted across types too (the window was rendered whole, members included).
+    by_name = api.req("POST", "/.search", {**search, "sortBy": "displayName"}).json()
+    groups = [r for r in by_name["Resources"] if "members" in r or "userName" not in r]
+    assert [g["displayName"] for g in groups] == ["G0", "G1"]
+    assert [len(g["members"]) for g in groups] == [2, 2]
+    assert by_name["totalResults"] == 8 and by_name["itemsPerPage"] == 2
+    rest = api.req("POST", "/.search", {**search, "sortBy": "displayName", "startIndex": 3}).json()
+    assert [r.get("displayName") for r in rest["Resources"]][:1] == ["G2"]
 
 
 def test_members_and_groups_asked_for_with_their_schema_are_returned(api: Api) -> None:

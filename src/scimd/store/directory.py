@@ -683,7 +683,10 @@ class Directory:
                 count=window,
                 sort_by=sort_by if path is not None else None,
                 descending=descending,
-                bounded=False,  # merged, then cut: every group of the window is needed
+                # Merged, then cut: every group of the window is needed, without its members
+                # (a group cannot be sorted by them), which only those shown get.
+                excluded=["members"] if name == "Group" else None,
+                bounded=False,
             )
             total += page.total
             for res in page.resources:
@@ -691,8 +694,34 @@ class Directory:
         # Python's sort is stable, also with reverse=True: ties stay in type and pk order.
         items.sort(key=lambda it: _across_key(it[0]), reverse=descending)
         chosen = items[start - 1 : window]
+        if _wants("members", *_lists(attributes, excluded)):
+            chosen = self._with_members(chosen, base)
         resources = [R.project(res, rt, *_lists(attributes, excluded)) for _, rt, res in chosen]
         return Listing(total, start, resources)
+
+    def _with_members(self, chosen: list[_Item], base: str) -> list[_Item]:
+        """``chosen`` up to the group whose members would take the page past PAGE_MEMBERS
+        (the first item always), its groups given their members."""
+        ids = [res["id"] for _, rt, res in chosen if rt is S.GROUP_TYPE]
+        if not ids:
+            return chosen
+        with self.read() as conn:
+            q = sa.select(groups_table.c.id, groups_table.c.pk).where(groups_table.c.id.in_(ids))
+            pks: dict[str, int] = {str(r[0]): int(r[1]) for r in conn.execute(q)}
+            sizes = _member_counts(conn, list(pks.values()))
+            kept: list[_Item] = []
+            held = 0
+            for item in chosen:
+                held += sizes.get(pks.get(item[2]["id"], -1), 0) if item[1] is S.GROUP_TYPE else 0
+                if kept and held > PAGE_MEMBERS:
+                    break
+                kept.append(item)
+            mmap = _members_of(conn, [pks[res["id"]] for _, rt, res in kept if rt is S.GROUP_TYPE])
+        for _, rt, res in kept:
+            listed = mmap.get(pks.get(res["id"], -1)) if rt is S.GROUP_TYPE else None
+            if listed:
+                res["members"] = render_members(listed, base)
+        return kept
 
     def _render_rows(
         self,
@@ -1123,6 +1152,10 @@ def _not_its_own_member(gid: str, items: list[dict[str, Any]]) -> None:
         raise InvalidValue(f"group '{gid}' cannot be a member of itself")
 
 
+# A resource of a sorted search across types: (its sort value, its type, the resource).
+_Item = tuple[Any, S.ResourceType, dict[str, Any]]
+
+
 def _across_key(value: Any) -> tuple[bool, str, Any]:
     """Absent values last (first when reversed); values of different types never compared,
     but 3.5 is compared with 2 (a Decimal's values are ints and floats: all fractional ones
@@ -1177,14 +1210,18 @@ def _unqualified(path: str) -> str:
 PAGE_MEMBERS = 10_000
 
 
-def _within_members(conn: sa.Connection, rows: list[Any]) -> list[Any]:
-    """The first of ``rows`` whose members add up to PAGE_MEMBERS at most (one at least)."""
+def _member_counts(conn: sa.Connection, pks: list[int]) -> dict[int, int]:
     q = (
         sa.select(members.c.group_pk, sa.func.count())
-        .where(members.c.group_pk.in_([r.pk for r in rows]))
+        .where(members.c.group_pk.in_(pks))
         .group_by(members.c.group_pk)
     )
-    sizes: dict[int, int] = {int(r[0]): int(r[1]) for r in conn.execute(q)}
+    return {int(r[0]): int(r[1]) for r in conn.execute(q)}
+
+
+def _within_members(conn: sa.Connection, rows: list[Any]) -> list[Any]:
+    """The first of ``rows`` whose members add up to PAGE_MEMBERS at most (one at least)."""
+    sizes = _member_counts(conn, [r.pk for r in rows])
     kept: list[Any] = []
     held = 0
     for row in rows:
