@@ -2044,6 +2044,18 @@ def test_audit_records_say_what_a_patch_applied_and_what_a_put_changed(api: Api)
     assert details[1]["operations"] == [
         {"op": "replace", "path": None, "attributes": [core], "active": True}
     ]
+    assert details[1]["active"] is True and details[2]["active"] is False
+    full = {"op": "replace", "value": {f"{core}:active": True}}  # a full-URN key
+    assert (
+        api.req(
+            "PATCH", f"/Users/{u['id']}", {"schemas": [PATCH], "Operations": [full]}
+        ).status_code
+        == 200
+    )
+    with api.engine.connect() as conn:
+        latest = audit.history(conn, resource_id=u["id"])[0]["detail"]
+    latest = json.loads(latest) if isinstance(latest, str) else latest
+    assert latest["active"] is True
     assert details[2]["operations"] == [
         {"op": "replace", "path": f"{core}:active", "active": False}
     ]

@@ -1033,6 +1033,9 @@ class Directory:
                     _not_its_own_member(rid, op.members)
             if result.changed:
                 detail: dict[str, Any] = {"operations": _op_summary(result.operations)}
+                if row.doc.get("active") != result.doc.get("active"):
+                    # However the PATCH spelled it (a path-less key with the core URN too).
+                    detail["active"] = result.doc.get("active")
                 if result.member_ops:
                     detail["members"] = _member_changes(result.member_ops)
                 if at_once:
