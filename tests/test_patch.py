@@ -617,15 +617,26 @@ def test_a_body_naming_one_attribute_twice_differently_is_refused() -> None:
         {"title": "a", f"{S.USER_SCHEMA}:title": "b"},
         {ENT: {"department": "d1"}, f"{ENT}:department": "d2"},
         {"name.givenName": "a", "Name.GivenName": "b"},
+        {"name": {"givenName": "a", "GivenName": "b"}},  # within one complex value
+        {"name": {"givenName": "a"}, "name.givenName": "b"},  # whole and part
+        {"emails": [{"value": "a@x.com", "Value": "b@x.com"}]},
     ):
         with pytest.raises(ScimError, match=r"given twice.*send it once") as refused:
             R.normalise(USERS, {"userName": "u", **extra})
         assert refused.value.status == 400 and refused.value.scim_type == "invalidValue"
     same = R.normalise(USERS, {"userName": "u", "title": "a", "TITLE": "a"})
     assert same == {"userName": "u", "title": "a"}
-    # A whole value and one of its parts are two writes, the part last (as before).
-    parts = R.normalise(USERS, {"userName": "u", "name.givenName": "g", "name": {"givenName": "h"}})
-    assert parts["name"] == {"givenName": "g"}
+    # A whole value and a part of it it does not give merge, in either order.
+    for body in (
+        {"userName": "u", "name.givenName": "g", "name": {"familyName": "f"}},
+        {"userName": "u", "name": {"familyName": "f"}, "name.givenName": "g"},
+        {"userName": "u", "name": {"familyName": "f", "givenName": "g"}, "name.givenName": "g"},
+    ):
+        assert R.normalise(USERS, body)["name"] == {"givenName": "g", "familyName": "f"}
+    e = fails(
+        user(), {"op": "replace", "path": "name", "value": {"givenName": "a", "GIVENNAME": "b"}}
+    )
+    check(e, 400, "invalidValue", "given twice")
 
 
 @pytest.mark.parametrize(

@@ -96,14 +96,25 @@ class _Given:
     def first(self, res: S.Resolved, key: str, value: Any) -> bool:
         """Whether ``key`` sets its attribute for the first time (False: again, alike)."""
         schema = "" if res.schema in ("", self.core) else res.schema
-        ident = (schema, res.attr.name, res.sub.name if res.sub else None)
+        attr = res.attr
+        if res.sub is None and attr.is_complex and not attr.multi_valued and type(value) is dict:
+            # Its sub-attributes too: "name" and "name.givenName" both name name.givenName.
+            for k, v in value.items():
+                sub = attr.sub.get(k.lower()) if isinstance(k, str) else None
+                if sub is not None and v is not None:
+                    where = f"{display_path(res)}.{sub.name}"
+                    self._note((schema, attr.name, sub.name), f"{key}.{k}", v, where)
+        sub_name = res.sub.name if res.sub else None
+        return self._note((schema, attr.name, sub_name), key, value, display_path(res))
+
+    def _note(self, ident: tuple[str, str, str | None], key: str, value: Any, where: str) -> bool:
         before = self.seen.get(ident)
         if before is None:
             self.seen[ident] = (key, value)
             return True
         if before[1] == value:
             return False
-        raise twice(display_path(res), before[0], key)
+        raise twice(where, before[0], key)
 
 
 def twice(where: str, first: str, second: str) -> InvalidValue:
@@ -243,7 +254,11 @@ def normalise_complex(attr: S.Attribute, value: Any, where: str) -> dict[str, An
             raise InvalidValue(f"'{where}' has no sub-attribute '{key}' (it has {names})")
         if sub.mutability == "readOnly":
             continue
-        out[sub.name] = coerce_scalar(sub, v, f"{where}.{sub.name}")
+        coerced = coerce_scalar(sub, v, f"{where}.{sub.name}")
+        if sub.name in out and out[sub.name] != coerced:  # {"givenName": .., "GivenName": ..}
+            first = next(k for k in value if k.lower() == key.lower())
+            raise twice(f"{where}.{sub.name}", first, key)
+        out[sub.name] = coerced
     return out
 
 
