@@ -44,6 +44,7 @@ from scimd.settings import SettingsError, load
         ("public_url", "https://idp.example.com\\admin", "not a base URL"),
         ("public_url", "https://idp example.com", "not a base URL"),
         ("public_url", "https://idp.example.com:", "not a base URL"),
+        ("public_url", "https://bücher.example", "in its xn-- form"),
     ],
 )
 def test_a_setting_out_of_its_range_is_refused(name: str, value: str, said: str) -> None:

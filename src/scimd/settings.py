@@ -136,8 +136,9 @@ def _public_url(value: str, where: str | None) -> str:
         or parts.netloc.endswith(":")  # an empty port
         or not _HOST.fullmatch(parts.hostname)  # "idp example.com", "idp.example.com\\admin"
     ):
+        idna = " (an internationalised host name in its xn-- form)" if not value.isascii() else ""
         raise SettingsError(
-            f"{label}: {value!r} is not a base URL: write scheme://host[:port], e.g."
+            f"{label}: {value!r} is not a base URL: write scheme://host[:port]{idna}, e.g."
             " https://idp.example.com"
         )
     if parts.path.strip("/") or parts.query or parts.fragment:

@@ -163,7 +163,8 @@ def _not_json(raw: bytes, ctype: str, error: orjson.JSONDecodeError) -> ScimErro
             f"the body is not UTF-8 text (byte {bad.start}, 0x{raw[bad.start]:02x}): SCIM"
             " bodies are JSON in UTF-8 (RFC 7644 §3.8)"
         )
-    if str(error).startswith("depth limit exceeded"):  # orjson's own bound, 1,024 levels
+    # orjson's own bound (1,024 levels), and what it says of ~640 unclosed brackets.
+    if str(error).startswith(("depth limit exceeded", "failed to allocate memory")):
         return _too_deep()
     return InvalidSyntax(f"the body is not valid JSON: {error}")
 
@@ -280,6 +281,7 @@ def _too_large(max_bytes: int) -> PayloadTooLarge:
     (a GET of a group of 100,000 members returns 14 MB; a PUT of it is refused)."""
     return PayloadTooLarge(
         f"the body is larger than the {max_bytes}-byte maximum (maxPayloadSize in"
-        " /ServiceProviderConfig): send a group's members in PATCH operations of a few"
-        " thousand at a time, or have the server's max_payload (SCIMD_MAX_PAYLOAD) raised"
+        " /ServiceProviderConfig): send a Bulk as several with fewer operations, a group's"
+        " members in PATCH operations of a few thousand at a time, or have the server's"
+        " max_payload (SCIMD_MAX_PAYLOAD) raised"
     )
