@@ -339,6 +339,30 @@ def test_get_replies_are_held_only_while_the_server_is_busy() -> None:
     asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
+def _reading_app(bodies: list[bytes]) -> Any:
+    """An ASGI app that reads each request's whole body into ``bodies`` ("<disconnected>"
+    when the client went away first) and answers 200 "ok"."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                bodies.append(b"<disconnected>")
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        bodies.append(body)
+        headers = [(b"content-length", b"2")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    return app
+
+
 async def _serve(app: Any, protocol: Any, **settings: Any) -> tuple[asyncio.Server, int]:
     """``app`` served by the protocol class ``protocol`` on a loopback port of its own."""
     config = Config(app=app, log_config=None, access_log=False, **settings)
@@ -356,23 +380,7 @@ def test_heads_too_large_or_too_slow_and_stalled_bodies_end_the_connection() -> 
     from scimd.web.coalesce import CoalescingHttpToolsProtocol
 
     got_bodies: list[bytes] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                got_bodies.append(b"<disconnected>")
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        got_bodies.append(body)
-        headers = [(b"content-length", b"2")]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": b"ok"})
+    app = _reading_app(got_bodies)
 
     class Quick(CoalescingHttpToolsProtocol):
         MAX_HEAD = 4096
@@ -661,24 +669,7 @@ def test_a_body_trickling_in_is_cut_off_in_the_end() -> None:
     from scimd.web.coalesce import CoalescingHttpToolsProtocol
 
     bodies: list[bytes] = []
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                bodies.append(b"<disconnected>")
-                return
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        bodies.append(body)
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
-        )
-        await send({"type": "http.response.body", "body": b"ok"})
+    app = _reading_app(bodies)
 
     class Quick(CoalescingHttpToolsProtocol):
         HEAD_TIMEOUT = 0.3
