@@ -95,3 +95,19 @@ def test_unknown_tokens_are_not_cached(engine: sa.Engine) -> None:
     cache = apps.TokenCache()
     assert check(engine, cache, "not-a-token") is None
     assert check(engine, cache, "not-a-token") is None
+
+
+def test_a_secret_gone_without_a_version_change_is_checked_again(engine: sa.Engine) -> None:
+    """A database restored from a backup can bring back the version a process cached a token
+    under, while the secret (made after the backup) is gone: that process accepted it until it
+    restarted. A verification is checked again after RECHECK seconds."""
+    now = [1_000.0]
+    cache = apps.TokenCache(clock=lambda: now[0])
+    _, secret = bearer_app(engine)
+    assert check(engine, cache, secret) is not None
+    with engine.begin() as conn:  # what a restore does: the secret gone, the version as it was
+        conn.execute(sa.text("DELETE FROM client_secrets"))
+    now[0] += cache.RECHECK - 1
+    assert check(engine, cache, secret) is not None  # within RECHECK: from the cache
+    now[0] += 2
+    assert check(engine, cache, secret) is None

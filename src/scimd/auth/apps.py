@@ -353,15 +353,20 @@ class TokenCache:
     request reads it (with the schema version, one statement), so a cached token stops working
     on the first request after the change, in every process. Access tokens also keep their
     expiry. Only digests are kept, and only of tokens that verified.
+
+    A verification is also checked again after RECHECK seconds: a database restored from a
+    backup can bring back the version a process cached a token under, while the secret (made
+    after the backup) is gone; that process accepted it until it restarted.
     """
 
     MAX = 10_000
+    RECHECK = 60.0
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         # (version, entries) swapped as one object: database threads share the cache, and an
         # entry verified under an older version must never land in a newer version's dict.
-        self._state: tuple[int, dict[str, tuple[Principal, float | None]]] = (-1, {})
+        self._state: tuple[int, dict[str, tuple[Principal, float | None, float]]] = (-1, {})
 
     def authenticate(self, conn: sa.Connection, token: str, auth_version: int) -> Principal | None:
         version, entries = self._state
@@ -370,15 +375,17 @@ class TokenCache:
             self._state = (auth_version, entries)
         d = digest(token)
         entry = entries.get(d)
-        if entry is None:
-            entry = _verify(conn, d, self.clock())
-            if entry is None:
+        now = self.clock()
+        if entry is None or now - entry[2] > self.RECHECK:
+            verified = _verify(conn, d, now)
+            if verified is None:
+                entries.pop(d, None)
                 return None
             if len(entries) >= self.MAX:
                 entries.clear()
-            entries[d] = entry
-        principal, expires = entry
-        if expires is not None and expires <= self.clock():
+            entry = entries[d] = (*verified, now)
+        principal, expires, _ = entry
+        if expires is not None and expires <= now:
             entries.pop(d, None)
             return None
         return principal
