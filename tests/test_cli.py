@@ -951,3 +951,72 @@ def test_an_empty_file_made_into_a_database_is_noted_and_ipv6_urls_have_brackets
     assert "created a new database" not in again.stderr
     assert _listen_url("::1", 8000) == "http://[::1]:8000"
     assert _listen_url("127.0.0.1", 8000) == "http://127.0.0.1:8000"
+
+
+def test_db_backup_copies_a_database_a_server_writes_to(db: str, tmp_path: Path) -> None:
+    """`scimd db backup FILE`: one step of SQLite's backup, which writes of a running server
+    do not restart (the sqlite3 shell's `.backup` never finished at Entra's pace), then the
+    copy's integrity check. It never overwrites, and PostgreSQL is pointed to pg_dump."""
+    import threading
+
+    from scimd.store import audit
+    from scimd.store.directory import Directory
+
+    token = json.loads(
+        _ok(
+            "apps",
+            "create",
+            "--name",
+            "b",
+            "--grant",
+            "bearer",
+            "--scope",
+            "USER SYNC",
+            "--json",
+            "--database-url",
+            db,
+        )
+    )["client_secret"]
+    d = Directory(create_engine(db))
+    stop = threading.Event()
+
+    def write() -> None:  # a server's writes meanwhile
+        i = 0
+        while not stop.is_set():
+            d.create("User", {"userName": f"b{i}@x.com"}, audit.CLI, "http://x")
+            i += 1
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        copy = tmp_path / "backup.db"
+        done = _scimd("db", "backup", str(copy), "--json", "--database-url", db)
+    finally:
+        stop.set()
+        writer.join()
+        d.close()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "backup": str(copy),
+        "bytes": copy.stat().st_size,
+        "integrity": "ok",
+    }
+    assert _authenticates(f"sqlite:///{copy}", token)
+    again = _scimd("db", "backup", str(copy), "--database-url", db)
+    assert again.returncode == 3 and "never overwrites" in again.stderr
+    pg = _scimd(
+        "db",
+        "backup",
+        str(tmp_path / "pg.db"),
+        "--database-url",
+        "postgresql+psycopg://u@127.0.0.1:1/x",
+    )
+    assert pg.returncode == 1 and "pg_dump" in pg.stderr and not (tmp_path / "pg.db").exists()
+    missing = _scimd(
+        "db",
+        "backup",
+        str(tmp_path / "m.db"),
+        "--database-url",
+        f"sqlite:///{tmp_path / 'nothing.db'}",
+    )
+    assert missing.returncode == 1 and not (tmp_path / "nothing.db").exists()

@@ -980,6 +980,60 @@ def db_current(
         raise typer.Exit(1)
 
 
+@db_app.command("backup")
+def db_backup(
+    target: Annotated[
+        Path, typer.Argument(metavar="FILE", help="The copy to write (must not exist).")
+    ],
+    database_url: DbUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Copy a SQLite database, a server running on it or not, then check the copy.
+
+    One step of SQLite's backup, which a running server's writes do not restart (the sqlite3
+    shell's `.backup` copies 100 pages a step and starts over after each write of another
+    process: at Entra's pace it never finished). PostgreSQL: use pg_dump."""
+    s = _settings()
+    url = _given_url(database_url, s)
+    file = _sqlite_file(url)
+    if sa.engine.make_url(url).get_backend_name() != "sqlite" or file is None:
+        _fail(f"{_safe_url(url)} is not a SQLite file: back PostgreSQL up with pg_dump")
+    if not file.exists():
+        _fail(_no_database(str(file)))
+    target = target.expanduser().absolute()
+    if target.exists():
+        _fail(f"{target} exists: give a new file (a backup never overwrites)", EXIT_EXISTS)
+    if target == file:
+        _fail("the copy must be another file than the database")
+    engine = _new_engine(url, s)
+    migrate.check_known(engine)
+    if migrate.current(engine) is None:
+        _fail(f"{_safe_url(url)} holds no scimd database: nothing to back up")
+    engine.dispose()
+    source = sqlite3.connect(f"file:{urllib.parse.quote(str(file))}?mode=ro", uri=True)
+    copy = sqlite3.connect(target)
+    try:
+        source.execute(f"PRAGMA busy_timeout={int(s.database_timeout * 1000)}")
+        source.backup(copy)  # all pages in one step, in one read transaction
+        checked = copy.execute("PRAGMA integrity_check").fetchone()[0]
+    except BaseException:
+        copy.close()
+        target.unlink(missing_ok=True)
+        raise
+    finally:
+        source.close()
+    copy.close()
+    if checked != "ok":
+        target.unlink(missing_ok=True)
+        _fail(f"the copy failed its integrity check ({checked}); nothing was kept")
+    size = target.stat().st_size
+    _print(
+        {"backup": str(target), "bytes": size, "integrity": checked},
+        as_json,
+        f"backed up {file} to {target} ({size:,} bytes; integrity check: ok)",
+    )
+
+
 # -- audit ---------------------------------------------------------------------------------
 @audit_app.command("prune")
 def audit_prune(
