@@ -2113,6 +2113,33 @@ def test_a_page_of_groups_holds_a_bounded_number_of_members(
     assert [r.get("displayName") for r in rest["Resources"]][:1] == ["G2"]
 
 
+def test_member_filters_in_a_patch_compare_what_members_are(api: Api) -> None:
+    """`members[display eq "x"]` answered 204 and removed no one (a member is stored as its id
+    and type); and a member added with a wrong type was judged by that type by a later filter
+    of the same PATCH (the user sent as a "Group" went, the group sent as a "User" stayed)."""
+    u = api.user("judged@x.com")["id"]
+    inner = api.req("POST", "/Groups", {"displayName": "Inner"}).json()["id"]
+    gid = api.req("POST", "/Groups", {"displayName": "Outer", "members": [{"value": u}]}).json()[
+        "id"
+    ]
+    for path in ('members[display eq "judged@x.com"]', "members[$ref pr]"):
+        body = {"schemas": [PATCH], "Operations": [{"op": "remove", "path": path}]}
+        e = _error(api.req("PATCH", f"/Groups/{gid}", body), 400, "invalidFilter")
+        assert "members.value or members.type" in e["detail"]
+    u2 = api.user("claimed@x.com")["id"]
+    ops = [
+        {"op": "add", "path": "members", "value": [{"value": u2, "type": "Group"}]},
+        {"op": "add", "path": "members", "value": [{"value": inner, "type": "User"}]},
+        {"op": "remove", "path": 'members[type eq "Group"]'},
+    ]
+    assert (
+        api.req("PATCH", f"/Groups/{gid}", {"schemas": [PATCH], "Operations": ops}).status_code
+        == 204
+    )
+    got = api.req("GET", f"/Groups/{gid}").json()
+    assert sorted(m["value"] for m in got["members"]) == sorted([u, u2])
+
+
 def test_members_and_groups_asked_for_with_their_schema_are_returned(api: Api) -> None:
     """`attributes=urn:...:Group:members.value` answered without members (and the same for a
     user's groups): the lists were not read for a name with the schema in front."""

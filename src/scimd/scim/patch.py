@@ -45,7 +45,7 @@ from scimd.scim.errors import (
     ScimError,
     TooMany,
 )
-from scimd.scim.filter import And, Compare, Filter, Or, parse_patch_path
+from scimd.scim.filter import And, Compare, Filter, Not, Or, Present, parse_patch_path
 from scimd.scim.passwords import Hashed, hash_password
 from scimd.scim.query import bind_element, compare, matches_element
 from scimd.scim.resource import (
@@ -266,8 +266,28 @@ def _compile(rt: S.ResourceType, text: str) -> _Target:
                 )
     urn = "" if res.schema in ("", rt.core.id) else res.schema
     members = urn == "" and attr.name == "members" and rt.core.id == S.GROUP_SCHEMA
+    if members and filt is not None:
+        for name in _names_in(filt):
+            if name not in ("value", "type"):
+                # A member is stored as its id and type: compared with nothing, a remove by
+                # ``members[display eq "x"]`` answered 204 and removed no one.
+                raise InvalidFilter(
+                    f"filtering on 'members.{name}' is not supported; filter on members.value"
+                    f" or members.type (path '{text}')"
+                )
     where = display_path(S.Resolved(res.schema, attr, sub))
     return _Target(text, urn, where, attr, sub, filt, members=members)
+
+
+def _names_in(f: Filter) -> list[str]:
+    """The (sub-)attribute names a bound element filter compares."""
+    if isinstance(f, (Compare, Present)):
+        return [f.path.attr]
+    if isinstance(f, (And, Or)):
+        return _names_in(f.left) + _names_in(f.right)
+    if isinstance(f, Not):
+        return _names_in(f.expr)
+    return []
 
 
 def _described(f: Filter) -> dict[str, Any] | None:
@@ -937,8 +957,18 @@ class _Patcher:
                 state.clear()
             else:
                 state = {m["value"]: dict(m) for m in mop.members}
-        untyped = [i for i, m in state.items() if "type" not in m]
-        if untyped and self.member_types is not None:  # added by this PATCH without a type
-            for i, kind in self.member_types(untyped).items():
+        # Those this PATCH added are given their real type: one added without a type had
+        # none, and one added with a wrong type was judged by it (a user sent as a "Group"
+        # went with `members[type eq "Group"]`, and the group sent as a "User" stayed).
+        stored: dict[str, Any] = {m["value"]: m.get("type") for m in self._loaded}
+        added = []
+        for i, m in state.items():
+            kind = stored.get(i)
+            if kind:
+                m["type"] = kind
+            else:
+                added.append(i)
+        if added and self.member_types is not None:
+            for i, kind in self.member_types(added).items():
                 state[i]["type"] = kind
         return list(state.values())
