@@ -2140,6 +2140,27 @@ def test_member_filters_in_a_patch_compare_what_members_are(api: Api) -> None:
     assert sorted(m["value"] for m in got["members"]) == sorted([u, u2])
 
 
+def test_a_group_cannot_become_its_own_ancestor(api: Api) -> None:
+    """A group in its own members was refused, but a cycle through others (B in A while A is
+    in B; C in A while A is in B in C) was accepted: a group its own ancestor, and any walk of
+    nested groups endless."""
+    a, b, c = (api.req("POST", "/Groups", {"displayName": n}).json()["id"] for n in "ABC")
+
+    def add(to: str, member: str) -> Any:
+        ops = [{"op": "add", "path": "members", "value": [{"value": member}]}]
+        return api.req("PATCH", f"/Groups/{to}", {"schemas": [PATCH], "Operations": ops})
+
+    assert add(b, a).status_code == 204  # A in B
+    assert add(c, b).status_code == 204  # B in C
+    for to, member in ((a, b), (a, c)):
+        e = _error(add(to, member), 400, "invalidValue")
+        assert "its own ancestor" in e["detail"]
+    put = {"displayName": "A", "members": [{"value": c}]}
+    assert "its own ancestor" in _error(api.req("PUT", f"/Groups/{a}", put), 400)["detail"]
+    assert not api.req("GET", f"/Groups/{a}").json().get("members")
+    assert add(a, api.user("leaf@x.com")["id"]).status_code == 204  # users still go in
+
+
 def test_members_and_groups_asked_for_with_their_schema_are_returned(api: Api) -> None:
     """`attributes=urn:...:Group:members.value` answered without members (and the same for a
     user's groups): the lists were not read for a name with the schema in front."""

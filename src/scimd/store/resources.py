@@ -865,12 +865,35 @@ def resolve_members(conn: sa.Connection, items: Sequence[dict[str, Any]]) -> dic
     return by_type
 
 
+_HOLDS = sa.text(
+    "WITH RECURSIVE d(pk) AS (SELECT pk FROM groups WHERE id IN :ids"
+    " UNION SELECT g.pk FROM d JOIN members m ON m.group_pk = d.pk AND m.member_type = 'Group'"
+    " JOIN groups g ON g.id = m.member_id)"
+    " SELECT g.id FROM d JOIN groups g ON g.pk = d.pk WHERE d.pk = :group_pk LIMIT 1"
+).bindparams(sa.bindparam("ids", expanding=True))
+
+
+def _no_cycle(conn: sa.Connection, group_pk: int, group_ids: list[str]) -> None:
+    """Refuse member groups that hold ``group_pk`` (among their members, or theirs...): the
+    group would be its own ancestor, as a group in its own members would (refused), and any
+    walk of nested groups would not end. Only writes adding groups pay this."""
+    found = conn.execute(_HOLDS, {"ids": group_ids, "group_pk": group_pk}).first()
+    if found is not None:
+        raise InvalidValue(
+            f"group '{found[0]}' is already among the members of the group(s) being added"
+            f" ({', '.join(group_ids[:5])}), directly or through others: a group cannot be"
+            " its own ancestor"
+        )
+
+
 def add_members(conn: sa.Connection, group_pk: int, items: Sequence[dict[str, Any]]) -> int:
     """Insert-if-absent: adding an existing member is a no-op (Entra re-sends adds). Returns
     how many members were new."""
     if not items:
         return 0
     by_type = resolve_members(conn, items)
+    if by_type.get("Group"):
+        _no_cycle(conn, group_pk, by_type["Group"])
     if conn.dialect.name == "sqlite":
         # One prepared INSERT run per row by the driver: measured 2x faster than the same rows
         # inserted with one INSERT ... SELECT from json_each.
