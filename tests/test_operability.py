@@ -358,6 +358,9 @@ def test_a_write_waiting_at_shutdown_is_cancelled_not_committed_later(
             uid = c.post("/Users", json={"userName": "late@x.com"}).json()["id"]
             gid = c.post("/Groups", json={"displayName": "g"}).json()["id"]
         engine = sa.create_engine(postgres_url)
+        # Out of any transaction: pg_stat_activity is read once per transaction, so a loop in
+        # one saw the first answer again and again.
+        watcher = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
         replies: list[httpx.Response] = []
         try:
             with engine.connect() as holder:
@@ -385,7 +388,7 @@ def test_a_write_waiting_at_shutdown_is_cancelled_not_committed_later(
                 waiting = sa.text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
                 )
-                with engine.connect() as probe:
+                with watcher.connect() as probe:
                     for _ in range(600):  # until the PATCH waits for the lock
                         if probe.execute(waiting).scalar_one():
                             break
@@ -396,7 +399,7 @@ def test_a_write_waiting_at_shutdown_is_cancelled_not_committed_later(
                 server.process.process.wait(timeout=60)
                 thread.join(timeout=60)
                 holder.commit()  # the lock is freed: a statement still queued would run now
-            with engine.connect() as conn:
+            with watcher.connect() as conn:
                 for _ in range(200):  # until no other session runs a statement
                     busy = conn.execute(
                         sa.text(
@@ -415,6 +418,7 @@ def test_a_write_waiting_at_shutdown_is_cancelled_not_committed_later(
                 ).scalar_one()
         finally:
             engine.dispose()
+            watcher.dispose()
         assert (members, patches) == (0, 0)
         assert [r.status_code for r in replies] == [503]
         assert replies[0].headers["content-type"] == "application/scim+json"
