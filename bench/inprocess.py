@@ -170,8 +170,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=3000, help="users created, then read")
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
     args = parser.parse_args()
-    url = args.database_url or f"sqlite:///{tempfile.mkdtemp(prefix='scimd-inproc-')}/bench.db"
-    per = asyncio.run(measure(args.users, url))
+    with tempfile.TemporaryDirectory(prefix="scimd-inproc-") as scratch:  # removed afterwards
+        url = args.database_url or f"sqlite:///{scratch}/bench.db"
+        per = asyncio.run(measure(args.users, url))
     figures = {k: round(v, 1) for k, v in per.items()}
     print(json.dumps({"users": args.users, "us_cpu_per_request": figures}))
 

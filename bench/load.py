@@ -892,7 +892,10 @@ class Benchmark:
             latencies.sort()
             result.requests = len(latencies)
             result.seconds = seconds
-            result.rps = result.requests / seconds if seconds > 0 else 0.0
+            # Answered requests: a failed one is no throughput (every request a fast 401 measured
+            # above bare). Errors are counted and shown beside the figures.
+            ok = result.requests - result.errors
+            result.rps = ok / seconds if seconds > 0 else 0.0
             result.p50_ms = percentile(latencies, 50) * 1000
             result.p99_ms = percentile(latencies, 99) * 1000
             result.note = note
@@ -966,7 +969,8 @@ class Benchmark:
 
         latencies.sort()
         result.requests = len(latencies)
-        result.rps = result.requests / result.seconds if result.seconds > 0 else 0.0
+        ok = result.requests - result.errors  # a failed request is no throughput
+        result.rps = ok / result.seconds if result.seconds > 0 else 0.0
         result.p50_ms = percentile(latencies, 50) * 1000
         result.p99_ms = percentile(latencies, 99) * 1000
         return result

@@ -85,24 +85,25 @@ def main() -> None:
     parser.add_argument("--old", type=int, default=200_000)
     parser.add_argument("--database-url", default=None)
     args = parser.parse_args()
-    url = args.database_url or f"sqlite:///{tempfile.mkdtemp()}/prune.db"
-    engine = engine_mod.create_engine(url)
-    ensure_current(engine)
-    seed(engine, args.records, args.old)
-    first = timed_prune(engine)
-    again = timed_prune(engine)
-    print(
-        json.dumps(
-            {
-                "database": engine.dialect.name,
-                "records": args.records,
-                "old": args.old,
-                "prune": first,
-                "nothing_to_remove": again,
-            }
+    with tempfile.TemporaryDirectory(prefix="scimd-prune-") as scratch:  # removed afterwards
+        url = args.database_url or f"sqlite:///{scratch}/prune.db"
+        engine = engine_mod.create_engine(url)
+        ensure_current(engine)
+        seed(engine, args.records, args.old)
+        first = timed_prune(engine)
+        again = timed_prune(engine)
+        print(
+            json.dumps(
+                {
+                    "database": engine.dialect.name,
+                    "records": args.records,
+                    "old": args.old,
+                    "prune": first,
+                    "nothing_to_remove": again,
+                }
+            )
         )
-    )
-    engine.dispose()
+        engine.dispose()
 
 
 if __name__ == "__main__":
