@@ -50,6 +50,7 @@ each other (and with ``bare``) rather than reading the figures as absolute capac
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import contextlib
 import datetime
 import json
@@ -235,6 +236,10 @@ def target_server(
             raise TargetError(
                 f"skipped: scim2-server above {args.scim2_max_users:,} users "
                 "(--scim2-max-users; its list and group operations take seconds per request)"
+            )
+        if importlib.util.find_spec("scim2_server") is None:
+            raise TargetError(
+                "scim2-server is not installed: pip install -e '.[bench]' (or leave the target out)"
             )
         mode = "cli" if name.endswith("-cli") else "uvicorn"
         script = str(BENCH_DIR / "reference_scim2_server.py")
