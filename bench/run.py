@@ -50,9 +50,9 @@ each other (and with ``bare``) rather than reading the figures as absolute capac
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import contextlib
 import datetime
+import importlib.util
 import json
 import os
 import platform
