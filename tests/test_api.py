@@ -740,6 +740,48 @@ def test_bulk_refuses_a_missing_or_wrong_method_and_an_unknown_reference(api: Ap
     _error(api.req("POST", "/Bulk", flag), 400, "invalidValue")
 
 
+def test_bulk_members_naming_no_operation_are_refused(api: Api) -> None:
+    """A member remove naming a mistyped reference (in its value, or a filter's literal)
+    answered 200 and removed no one; an add was a 400 about an unknown id. All are the 409
+    a path or a manager naming no operation is."""
+    u = api.user("kept@x.com")["id"]
+    gid = api.req("POST", "/Groups", {"displayName": "K", "members": [{"value": u}]}).json()["id"]
+    patches = [
+        {"op": "remove", "path": "members", "value": [{"value": "bulkId:nope"}]},
+        {"op": "remove", "path": 'members[value eq "bulkId:nope"]'},
+        {"op": "add", "path": "members", "value": [{"value": "bulkId:nope"}]},
+    ]
+    ops = [
+        {
+            "method": "PATCH",
+            "path": f"/Groups/{gid}",
+            "data": {"schemas": [PATCH], "Operations": [p]},
+        }
+        for p in patches
+    ]
+    ops.append(
+        {
+            "method": "POST",
+            "path": "/Groups",
+            "bulkId": "g",
+            "data": {"displayName": "G", "members": [{"value": "bulkId:nope"}]},
+        }
+    )
+    r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
+    assert [o["status"] for o in r] == ["409"] * 4, r
+    assert all("names no operation of this request" in o["response"]["detail"] for o in r)
+    assert [m["value"] for m in api.req("GET", f"/Groups/{gid}").json()["members"]] == [u]
+    # Text that merely reads like one elsewhere is data, as before.
+    title = {
+        "method": "POST",
+        "path": "/Users",
+        "bulkId": "t",
+        "data": {"userName": "t@x.com", "title": "bulkId:nope"},
+    }
+    done = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": [title]}).json()
+    assert done["Operations"][0]["status"] == "201"
+
+
 def test_bulk_long_forward_chains_resolve_in_one_pass(tmp_path: Path) -> None:
     """1,200 groups, each naming the next as a member: every pass re-walked every waiting
     operation (8 s for 1,000); each is now resolved once, in an order found without

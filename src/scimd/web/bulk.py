@@ -114,7 +114,9 @@ class _Refs:
             return value
         key = value[len(_PREFIX) :]
         if key not in self.declared:
-            if within in ("/", "manager"):
+            # A member's id and a filter's literal (``members[value eq "bulkId:u"]``) too: a
+            # remove naming a mistyped reference answered 200 and removed no one.
+            if within in ("/", "manager", "members", "filter"):
                 raise InvalidValue(
                     f"'{value}' names no operation of this request (no operation has bulkId"
                     f" '{key}')",
@@ -157,20 +159,25 @@ def _in_filters(path: str, on_str: _OnStr) -> str:
 
 def _patch_target(obj: dict[str, Any]) -> str:
     """ "manager" for a PATCH operation whose path is the manager or its ``value`` (its
-    ``value`` names it)."""
+    ``value`` names it), "members" for one whose path is the members."""
     path = next((v for k, v in obj.items() if k.lower() == "path"), None)
     if not isinstance(path, str) or not any(k.lower() == "op" for k in obj):
         return ""
     name = path.strip().lower().removesuffix(".value")
-    return "manager" if name == "manager" or name.endswith(":manager") else ""
+    if name == "manager" or name.endswith(":manager"):
+        return "manager"
+    return "members" if name == "members" or name.endswith(":group:members") else ""
 
 
 def _within(key: str, parent: str) -> str:
     """What a value under ``key`` is part of: the manager (``manager``, its URN-qualified
-    name, or the ``value`` of a manager object), or ``key`` itself."""
+    name, or the ``value`` of a manager object), a member (the ``value`` of a member), or
+    ``key`` itself."""
     name = key.lower()
     if name == "manager" or name.endswith(":manager") or (name == "value" and parent == "manager"):
         return "manager"
+    if name == "value" and parent == "members":
+        return "members"  # a member's id
     return name
 
 
