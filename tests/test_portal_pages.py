@@ -816,3 +816,30 @@ def test_portal_errors_are_portal_pages(env: Env) -> None:
     wrong = env.client.get("/admin/logout")
     assert wrong.status_code == 405 and "does not take a GET request" in wrong.text
     assert wrong.headers["allow"] == "POST"
+
+
+def test_portal_pages_survive_their_connections_ending(postgres_url: str) -> None:
+    """After PostgreSQL restarted, each portal thread answered one page with a 503 and a
+    logged traceback: its connection was dead. The call runs once more on a new one."""
+    engine = create_engine(postgres_url)
+    app = create_app(Settings(), engine)
+    _prepare(engine)
+    killer = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with TestClient(app) as client:
+            _sign_in(client)
+            for _ in range(4):  # both portal threads hold a connection
+                assert client.get("/admin/users").status_code == 200
+            with killer.connect() as conn:
+                ended = conn.execute(
+                    sa.text(
+                        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))"
+                        " FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            assert ended
+            assert [client.get("/admin/users").status_code for _ in range(4)] == [200] * 4
+    finally:
+        killer.dispose()
+        engine.dispose()

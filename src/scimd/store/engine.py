@@ -202,6 +202,18 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(error, UNAVAILABLE) or is_read_only(error) or is_damaged(error)
 
 
+def is_disconnect(error: BaseException) -> bool:
+    """Whether ``error`` says the connection itself ended (PostgreSQL restarted, or its
+    session was terminated), so that the same call on a new connection may succeed: SQLSTATE
+    classes 08 and 57P, or a connection-level failure, which psycopg gives no SQLSTATE."""
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    if not isinstance(error, sa.exc.OperationalError):
+        return False
+    state = getattr(error.orig, "sqlstate", None)
+    return state is None or state.startswith(("08", "57P"))
+
+
 def is_read_only(error: BaseException) -> bool:
     """PostgreSQL in read-only mode (SQLSTATE 25006): what managed services switch a database
     to when its storage is full, and a hot standby answers."""

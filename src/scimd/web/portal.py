@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
 
 import itsdangerous
+import sqlalchemy as sa
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -35,6 +36,7 @@ from starlette.templating import Jinja2Templates
 from scimd.auth import admins
 from scimd.auth import apps as apps_mod
 from scimd.scim.errors import ScimError
+from scimd.store.engine import is_disconnect
 from scimd.store.onloop import DatabaseTimeout
 from scimd.web.batching import until_unlocked
 from scimd.web.scim import Scim
@@ -159,6 +161,18 @@ class FormError(Exception):
     """A posted form no handler can take (its message says why)."""
 
 
+def _afresh(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """``fn(*args)``, once more on a new connection when its thread's connection turned out
+    dead (PostgreSQL restarted since its last use): each portal thread answered one page with
+    a 503 and a logged traceback after a restart. Nothing was done on the dead connection."""
+    try:
+        return fn(*args)
+    except sa.exc.DBAPIError as e:
+        if not is_disconnect(e):
+            raise
+        return fn(*args)
+
+
 class Portal:
     def __init__(self, scim: Scim) -> None:
         self.scim = scim
@@ -208,14 +222,14 @@ class Portal:
         if self.scim.runner is None:
             return await self._sqlite_call(loop, fn, args, timeout)
         if timeout <= 0:
-            return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+            return await loop.run_in_executor(self.executor, functools.partial(_afresh, fn, args))
         thread: list[int] = []
         started = asyncio.Event()
 
         def call() -> Any:
             thread.append(threading.get_ident())
             loop.call_soon_threadsafe(started.set)
-            return fn(*args)
+            return _afresh(fn, args)
 
         running = loop.run_in_executor(self.executor, call)
         await started.wait()  # the timeout counts from here, not from the wait for a thread
