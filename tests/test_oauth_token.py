@@ -535,6 +535,26 @@ def test_rotation_keeps_both_secrets_working(server: Server) -> None:
     assert server.users(server.access_token(cid, new)).status_code == 200
 
 
+def test_each_secret_says_when_it_was_last_used(server: Server) -> None:
+    """Only the application said when it was used, not with which secret: during a rotation
+    nothing showed that the clients had moved to the new one. Each secret says so now, for a
+    bearer secret used as the token and for tokens a client-credentials secret obtained."""
+
+    def secrets(cid: str) -> list[Any]:
+        with server.engine.connect() as conn:
+            return [s["last_used"] for s in apps.get_app(conn, cid)["secrets"]]
+
+    for grant, lifetime in (("bearer", 0), ("client_credentials", 3600)):
+        cid, _ = server.app(grant=grant, name=f"rotated {grant}", lifetime=lifetime)
+        with server.engine.begin() as conn:
+            new = apps.rotate_secret(conn, cid, audit.CLI)
+        assert secrets(cid) == [None, None]
+        token = new if grant == "bearer" else server.access_token(cid, new)
+        assert server.users(token).status_code == 200
+        old_used, new_used = secrets(cid)
+        assert old_used is None and new_used is not None  # the clients moved to the new one
+
+
 def test_revoking_a_secret_ends_the_tokens_already_issued(server: Server) -> None:
     """A revoked (say, leaked) secret lived on in the access tokens it had issued; now they
     end with it, while the tokens of the new secret, which the clients already switched to,

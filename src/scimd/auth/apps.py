@@ -77,6 +77,7 @@ class Principal:
     client_id: str
     name: str
     scopes: tuple[str, ...]
+    secret_pk: int | None = None  # the client secret used (or that obtained the token)
 
     def actor(self, request_id: str | None = None) -> A.Actor:
         return A.Actor("app", self.client_id, self.name, request_id)
@@ -225,7 +226,13 @@ def get_app(conn: sa.Connection, client_id: str) -> dict[str, Any]:
     )
     d = dict(row._mapping)
     d["secrets"] = [
-        {"id": s.pk, "hint": s.hint + "…", "created": s.created, "revoked": s.revoked}
+        {
+            "id": s.pk,
+            "hint": s.hint + "…",
+            "created": s.created,
+            "revoked": s.revoked,
+            "last_used": s.last_used,
+        }
         for s in secrets_
     ]
     d.pop("pk")
@@ -275,10 +282,14 @@ def revoke_secret(conn: sa.Connection, client_id: str, secret_id: int, actor: A.
     A.record(conn, actor, "app.revoke_secret", "Application", client_id, detail)
 
 
-def touch_last_used(conn: sa.Connection, app_pk: int) -> None:
-    conn.execute(
-        applications.update().where(applications.c.pk == app_pk).values(last_used=now_datetime())
-    )
+def touch_last_used(conn: sa.Connection, app_pk: int, secret_pk: int | None = None) -> None:
+    """When the application, and the secret it used, were last used."""
+    now = now_datetime()
+    conn.execute(applications.update().where(applications.c.pk == app_pk).values(last_used=now))
+    if secret_pk is not None:
+        conn.execute(
+            client_secrets.update().where(client_secrets.c.pk == secret_pk).values(last_used=now)
+        )
 
 
 def revoke_app(conn: sa.Connection, client_id: str, actor: A.Actor) -> None:
@@ -332,18 +343,18 @@ def _verify(
     """
     row = _STATEMENTS.get(conn, "auth.secret", _secret_lookup).run(conn, {"d": d}).first()
     if row is not None:
-        stored, pk, client_id, name, scopes, grant = row
+        stored, pk, client_id, name, scopes, grant, secret_pk = row
         if grant == "bearer" and hmac.compare_digest(stored, d):
-            return Principal(pk, client_id, name, tuple(load_json(scopes))), None
+            return Principal(pk, client_id, name, tuple(load_json(scopes)), secret_pk), None
     tok = _STATEMENTS.get(conn, "auth.token", _token_lookup).run(conn, {"d": d}).first()
     if tok is None:
         return None
-    stored, scopes, expires, pk, client_id, name = tok
+    stored, scopes, expires, pk, client_id, name, secret_pk = tok
     if not hmac.compare_digest(stored, d):
         return None
     if expires is not None and expires <= (time.time() if now is None else now):
         return None
-    return Principal(pk, client_id, name, tuple(load_json(scopes))), expires
+    return Principal(pk, client_id, name, tuple(load_json(scopes)), secret_pk), expires
 
 
 class TokenCache:
@@ -403,6 +414,7 @@ def _secret_lookup() -> sa.Select[Any]:
             applications.c.name,
             applications.c.scopes,
             applications.c.grant_type,
+            client_secrets.c.pk,
         )
         .join(applications, applications.c.pk == client_secrets.c.app_pk)
         .where(
@@ -422,6 +434,7 @@ def _token_lookup() -> sa.Select[Any]:
             applications.c.pk,
             applications.c.client_id,
             applications.c.name,
+            access_tokens.c.secret_pk,
         )
         .join(applications, applications.c.pk == access_tokens.c.app_pk)
         .where(access_tokens.c.digest == sa.bindparam("d"), applications.c.enabled.is_(True))

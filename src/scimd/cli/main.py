@@ -695,7 +695,10 @@ def apps_list(database_url: DbUrl = None, as_json: Json = False) -> None:
         )
         for sec in r["secrets"]:
             state = f"revoked {sec['revoked']}" if sec["revoked"] else "active"
-            lines.append(f"  secret {sec['id']}  {sec['hint']}  created {sec['created']}  {state}")
+            used = f"last used {sec['last_used']}" if sec["last_used"] else "never used"
+            lines.append(
+                f"  secret {sec['id']}  {sec['hint']}  created {sec['created']}  {state}  {used}"
+            )
     _print(rows, as_json, "\n".join(lines) or "no applications")
 
 

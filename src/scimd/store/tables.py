@@ -142,6 +142,8 @@ client_secrets = sa.Table(
     sa.Column("hint", sa.String(16), nullable=False),
     sa.Column("created", sa.String(32), nullable=False),
     sa.Column("revoked", sa.String(32), nullable=True),
+    # When a request last used it, or a token it obtained (at most once a minute; 0010).
+    sa.Column("last_used", sa.String(32), nullable=True),
 )
 
 access_tokens = sa.Table(

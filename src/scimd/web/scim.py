@@ -110,7 +110,7 @@ class Scim:
         self.tokens = apps.TokenCache()
         self._bases: dict[tuple[str, str, str], str] = {}
         self.cursor_key = b""  # set by the app from the database's key (scim/cursor.py)
-        self._last_used: dict[int, float] = {}
+        self._last_used: dict[tuple[int, int | None], float] = {}  # by (app, secret)
         self.group_commit = GroupCommit(directory, settings.database_timeout)
         # Searches that may scan, on SQLite (``Work.scans``): two at a time, each thread with
         # its own connection.
@@ -321,15 +321,16 @@ class Scim:
             raise InvalidToken("the bearer token is not valid, or has been revoked or expired")
         require_scope(principal.scopes, apps.SCIM_SCOPE)
         now = time.monotonic()
-        if now - self._last_used.get(principal.app_pk, 0.0) > 60:
+        used = (principal.app_pk, principal.secret_pk)
+        if now - self._last_used.get(used, 0.0) > 60:
             # "Last used" for the portal, written at most once a minute per application. It
             # never waits for another process's write lock (a read would wait, and then fail,
             # for it): then it is written by a later request.
-            self._last_used[principal.app_pk] = now
+            self._last_used[used] = now
             joined = self.directory.in_write()  # the request is a write: its failure too
             try:
                 with self.directory.write(wait=False) as wconn:
-                    apps.touch_last_used(wconn, principal.app_pk)
+                    apps.touch_last_used(wconn, principal.app_pk, principal.secret_pk)
             except Exception as e:
                 # Bookkeeping: a full disk, or a read-only database, failed every application's
                 # first read of the minute; a database that is gone fails the request's own
@@ -339,7 +340,7 @@ class Scim:
                     raise
                 if not is_busy(e):
                     log.warning("could not record when the application was last used: %s", e)
-                self._last_used[principal.app_pk] = now - 55  # try again in five seconds
+                self._last_used[used] = now - 55  # try again in five seconds
         return principal
 
     def _authorized(self, request: ScimRequest, token: Credentials, work: Work) -> Reply:
