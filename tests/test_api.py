@@ -767,8 +767,17 @@ def test_bulk_members_naming_no_operation_are_refused(api: Api) -> None:
             "data": {"displayName": "G", "members": [{"value": "bulkId:nope"}]},
         }
     )
+    urn_members = "urn:ietf:params:scim:schemas:core:2.0:Group:members"
+    ops.append(  # the members named with the core schema's URN
+        {
+            "method": "POST",
+            "path": "/Groups",
+            "bulkId": "h",
+            "data": {"displayName": "H", urn_members: [{"value": "bulkId:nope"}]},
+        }
+    )
     r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops}).json()["Operations"]
-    assert [o["status"] for o in r] == ["409"] * 4, r
+    assert [o["status"] for o in r] == ["409"] * 5, r
     assert all("names no operation of this request" in o["response"]["detail"] for o in r)
     assert [m["value"] for m in api.req("GET", f"/Groups/{gid}").json()["members"]] == [u]
     # Text that merely reads like one elsewhere is data, as before.
@@ -2219,6 +2228,51 @@ def test_adding_then_removing_a_non_member_is_no_change(api: Api) -> None:
     )
     after = api.req("GET", f"/Groups/{gid}")
     assert after.headers["etag"] == tag and not after.json().get("members")
+
+
+def test_member_adds_a_later_operation_undoes_are_still_judged(api: Api) -> None:
+    """Folding member changes to their net effect skipped the adds a later operation undid:
+    an unknown id, or the group itself, added then removed (or replaced) answered 204. RFC
+    7644 §3.5.2 applies every operation, and one failing fails the PATCH."""
+    gid = api.req("POST", "/Groups", {"displayName": "Judged"}).json()["id"]
+    u = api.user("judge@x.com")["id"]
+    for first, then, said in (
+        ("nope", {"op": "remove", "path": "members", "value": [{"value": "nope"}]}, "unknown id"),
+        ("nope", {"op": "replace", "path": "members", "value": [{"value": u}]}, "unknown id"),
+        (gid, {"op": "remove", "path": "members", "value": [{"value": gid}]}, "member of itself"),
+        (gid, {"op": "remove", "path": "members"}, "member of itself"),
+    ):
+        ops = [{"op": "add", "path": "members", "value": [{"value": first}]}, then]
+        r = api.req("PATCH", f"/Groups/{gid}", {"schemas": [PATCH], "Operations": ops})
+        assert said in _error(r, 400)["detail"], (first, then)
+    assert not api.req("GET", f"/Groups/{gid}").json().get("members")
+
+
+def test_a_cycle_stored_before_the_check_does_not_block_its_groups(api: Api) -> None:
+    """A cycle stored before groups were refused as their own ancestors made every re-sent add
+    of a member already there, and every PUT keeping the members, a 400."""
+    import sqlalchemy as sa
+
+    a, b = (api.req("POST", "/Groups", {"displayName": n}).json()["id"] for n in ("CA", "CB"))
+    ops = [{"op": "add", "path": "members", "value": [{"value": a}]}]
+    assert (
+        api.req("PATCH", f"/Groups/{b}", {"schemas": [PATCH], "Operations": ops}).status_code == 204
+    )
+    with api.engine.begin() as conn:  # what an older scimd accepted: B in A while A is in B
+        conn.execute(
+            sa.text(
+                "INSERT INTO members (group_pk, member_id, member_type)"
+                " SELECT pk, :b, 'Group' FROM groups WHERE id = :a"
+            ),
+            {"a": a, "b": b},
+        )
+    again = [{"op": "add", "path": "members", "value": [{"value": b}]}]
+    assert (
+        api.req("PATCH", f"/Groups/{a}", {"schemas": [PATCH], "Operations": again}).status_code
+        == 204
+    )
+    put = {"displayName": "CA renamed", "members": [{"value": b}]}
+    assert api.req("PUT", f"/Groups/{a}", put).status_code == 200
 
 
 def test_members_and_groups_asked_for_with_their_schema_are_returned(api: Api) -> None:

@@ -1020,3 +1020,6 @@ def test_db_backup_copies_a_database_a_server_writes_to(db: str, tmp_path: Path)
         f"sqlite:///{tmp_path / 'nothing.db'}",
     )
     assert missing.returncode == 1 and not (tmp_path / "nothing.db").exists()
+    nowhere = _scimd("db", "backup", str(tmp_path / "no" / "dir.db"), "--database-url", db)
+    assert nowhere.returncode == 1 and "cannot write in" in nowhere.stderr
+    assert "Traceback" not in nowhere.stderr  # it was a traceback of SQLite's error

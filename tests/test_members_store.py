@@ -1019,3 +1019,52 @@ def test_a_group_write_is_authorised_before_its_members_are_judged(directory: Di
     bad = {"schemas": [PATCH], "Operations": [{"op": "add", "path": "members", "value": 7}]}
     with pytest.raises(InvalidToken):
         d.patch("Group", gid, bad, refuses, BASE, None)
+
+
+def test_writes_adding_groups_take_turns_on_postgres(postgres_url: str) -> None:
+    """Two writes adding groups at once each checked for a cycle without the other's
+    uncommitted membership, and together closed one (B into A and D into C, with C holding D
+    ... D holding A). They take turns now: a write adding a group waits for the other."""
+    import time
+
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    d = Directory(engine)
+    gate = _gate()
+    a, b = _group(d, "TA"), _group(d, "TB")
+    watcher = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    done: list[Exception | None] = []
+    try:
+        with engine.connect() as holder:
+            holder.execute(sa.text("SELECT pg_advisory_xact_lock(7305122801)"))
+
+            def add() -> None:
+                body = {"schemas": [PATCH], "Operations": [_op("add", [b])]}
+                try:
+                    d.patch("Group", a, body, gate, BASE, None, render=False)
+                    done.append(None)
+                except Exception as e:  # reported by the assertion below
+                    done.append(e)
+
+            thread = threading.Thread(target=add)
+            thread.start()
+            with watcher.connect() as watch:
+                for _ in range(400):  # until the write waits for the turn
+                    waiting = watch.execute(
+                        sa.text(
+                            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                            " AND NOT granted"
+                        )
+                    ).scalar_one()
+                    if waiting:
+                        break
+                    time.sleep(0.02)
+            assert waiting, "the write adding a group did not wait for its turn"
+            assert done == []
+            holder.rollback()
+        thread.join(30)
+        assert done == [None]
+    finally:
+        d.close()
+        watcher.dispose()
+        engine.dispose()

@@ -1006,22 +1006,26 @@ def db_backup(
     target = target.expanduser().absolute()
     if target.exists():
         _fail(f"{target} exists: give a new file (a backup never overwrites)", EXIT_EXISTS)
-    if target == file:
-        _fail("the copy must be another file than the database")
+    if not target.parent.is_dir() or not os.access(target.parent, os.W_OK):
+        _fail(f"cannot write in {target.parent}: give a file in a directory this user can write")
     engine = _new_engine(url, s)
     migrate.check_known(engine)
     if migrate.current(engine) is None:
         _fail(f"{_safe_url(url)} holds no scimd database: nothing to back up")
     engine.dispose()
     source = sqlite3.connect(f"file:{urllib.parse.quote(str(file))}?mode=ro", uri=True)
-    copy = sqlite3.connect(target)
+    copy: sqlite3.Connection | None = None
     try:
+        copy = sqlite3.connect(target)
         source.execute(f"PRAGMA busy_timeout={int(s.database_timeout * 1000)}")
         source.backup(copy)  # all pages in one step, in one read transaction
         checked = copy.execute("PRAGMA integrity_check").fetchone()[0]
-    except BaseException:
-        copy.close()
+    except BaseException as e:
+        if copy is not None:
+            copy.close()
         target.unlink(missing_ok=True)
+        if isinstance(e, sqlite3.Error):  # a full disk, a database that cannot be read
+            _fail(f"the backup failed, and nothing was kept: {e}{_sqlite_hint(str(e))}")
         raise
     finally:
         source.close()

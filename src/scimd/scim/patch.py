@@ -95,6 +95,10 @@ class PatchResult:
     # The operations as read and applied, ``(op, path, value)`` (value None when absent): for
     # the audit record, which must describe the change made (it re-read the raw body).
     operations: list[tuple[str, str | None, Any]] = field(default_factory=list)
+    # Every member the operations added or set, before ``member_ops`` was folded to its net
+    # effect: each must be a member a group may have (not the group itself), even one a
+    # later operation removes again.
+    members_added: list[dict[str, str]] = field(default_factory=list)
 
 
 def apply_patch(
@@ -123,9 +127,20 @@ def apply_patch(
     patcher.cleanup(doc)
     check_required(rt, new, patched=True)
     member_ops = _net(patcher.member_ops)
+    added = [m for op in patcher.member_ops if op.kind in ("add", "replace") for m in op.members]
+    if member_types is not None and member_ops is not patcher.member_ops:  # folded
+        # Adds the folding dropped are still judged, as RFC 7644 §3.5.2 applies every
+        # operation: a mistyped id added, then removed or replaced, went unnoticed.
+        kept = {m["value"] for op in member_ops if op.kind != "remove" for m in op.members}
+        dropped = list(dict.fromkeys(m["value"] for m in added if m["value"] not in kept))
+        found = member_types(dropped) if dropped else {}
+        unknown = [i for i in dropped if i not in found]
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise InvalidValue(f"members must be existing Users or Groups; unknown id(s): {shown}")
     changed = bool(member_ops) or new != doc
     applied = [(op, path, None if value is _MISSING else value) for _, op, path, value in ops]
-    return PatchResult(new, member_ops, changed, applied)
+    return PatchResult(new, member_ops, changed, applied, added)
 
 
 def _net(ops: list[MemberOp]) -> list[MemberOp]:

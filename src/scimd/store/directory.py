@@ -716,7 +716,11 @@ class Directory:
                 if kept and held > PAGE_MEMBERS:
                     break
                 kept.append(item)
-            mmap = _members_of(conn, [pks[res["id"]] for _, rt, res in kept if rt is S.GROUP_TYPE])
+            # A group deleted since the window was read has no pk now, and no members.
+            shown = [
+                pks[res["id"]] for _, rt, res in kept if rt is S.GROUP_TYPE and res["id"] in pks
+            ]
+            mmap = _members_of(conn, shown)
         for _, rt, res in kept:
             listed = mmap.get(pks.get(res["id"], -1)) if rt is S.GROUP_TYPE else None
             if listed:
@@ -1028,9 +1032,7 @@ class Directory:
                 load_members=lambda: load_members(conn, row.pk),
                 member_types=lambda ids: member_types(conn, ids),
             )
-            for op in result.member_ops:
-                if op.kind != "remove":
-                    _not_its_own_member(rid, op.members)
+            _not_its_own_member(rid, result.members_added)
             if result.changed:
                 detail: dict[str, Any] = {"operations": _op_summary(result.operations)}
                 if row.doc.get("active") != result.doc.get("active"):

@@ -865,18 +865,27 @@ def resolve_members(conn: sa.Connection, items: Sequence[dict[str, Any]]) -> dic
     return by_type
 
 
+# The groups to add that are not members yet (a cycle stored before the check existed must
+# not refuse re-sending a member that is there), and theirs, down to ``group_pk`` if it is one.
 _HOLDS = sa.text(
-    "WITH RECURSIVE d(pk) AS (SELECT pk FROM groups WHERE id IN :ids"
+    "WITH RECURSIVE d(pk) AS (SELECT pk FROM groups WHERE id IN :ids AND id NOT IN"
+    " (SELECT member_id FROM members WHERE group_pk = :group_pk)"
     " UNION SELECT g.pk FROM d JOIN members m ON m.group_pk = d.pk AND m.member_type = 'Group'"
     " JOIN groups g ON g.id = m.member_id)"
     " SELECT g.id FROM d JOIN groups g ON g.pk = d.pk WHERE d.pk = :group_pk LIMIT 1"
 ).bindparams(sa.bindparam("ids", expanding=True))
+# PostgreSQL: writes adding groups take turns (a transaction-level advisory lock), since each
+# checks the memberships the others have not committed yet: two at once (B into A, D into C,
+# with C holding... D holding A) closed a cycle neither saw. SQLite writes take turns anyway.
+_NESTING_LOCK = sa.text("SELECT pg_advisory_xact_lock(7305122801)")
 
 
 def _no_cycle(conn: sa.Connection, group_pk: int, group_ids: list[str]) -> None:
     """Refuse member groups that hold ``group_pk`` (among their members, or theirs...): the
     group would be its own ancestor, as a group in its own members would (refused), and any
     walk of nested groups would not end. Only writes adding groups pay this."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(_NESTING_LOCK)
     found = conn.execute(_HOLDS, {"ids": group_ids, "group_pk": group_pk}).first()
     if found is not None:
         raise InvalidValue(

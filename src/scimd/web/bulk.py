@@ -178,6 +178,8 @@ def _within(key: str, parent: str) -> str:
         return "manager"
     if name == "value" and parent == "members":
         return "members"  # a member's id
+    if name.endswith(":group:members"):
+        return "members"  # urn:ietf:params:scim:schemas:core:2.0:Group:members
     return name
 
 
