@@ -2160,7 +2160,10 @@ def test_a_page_of_groups_holds_a_bounded_number_of_members(
     assert [g["displayName"] for g in groups] == ["G0", "G1"]
     assert [len(g["members"]) for g in groups] == [2, 2]
     assert by_name["totalResults"] == 8 and by_name["itemsPerPage"] == 2
+    assert all("members" in r for r in by_name["Resources"] if "userName" not in r)
     rest = api.req("POST", "/.search", {**search, "sortBy": "displayName", "startIndex": 3}).json()
+    empty = [r for r in rest["Resources"] if r.get("displayName") == "G4"]
+    assert [g["members"] for g in empty] == [[]]  # as every other read gives an empty group
     assert [r.get("displayName") for r in rest["Resources"]][:1] == ["G2"]
 
 

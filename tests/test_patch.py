@@ -626,6 +626,15 @@ def test_a_body_naming_one_attribute_twice_differently_is_refused() -> None:
         assert refused.value.status == 400 and refused.value.scim_type == "invalidValue"
     same = R.normalise(USERS, {"userName": "u", "title": "a", "TITLE": "a"})
     assert same == {"userName": "u", "title": "a"}
+    # Alike once read as the attribute reads them (they were refused as "different").
+    alike = R.normalise(USERS, {"userName": "u", "active": True, "Active": "True"})
+    assert alike["active"] is True
+    manager = {ENT: {"manager": MANAGER_ID}, f"{ENT}:manager": {"value": MANAGER_ID}}
+    assert R.normalise(USERS, {"userName": "u", **manager})[ENT] == {
+        "manager": {"value": MANAGER_ID}
+    }
+    patched = patch(user(), {"op": "replace", "value": {"active": "False", "Active": False}})
+    assert patched.doc["active"] is False
     # A whole value and a part of it it does not give merge, in either order.
     for body in (
         {"userName": "u", "name.givenName": "g", "name": {"familyName": "f"}},

@@ -55,6 +55,7 @@ from scimd.scim.resource import (
     element_key,
     normalise_complex,
     normalise_value,
+    same_value,
     twice,
 )
 
@@ -603,7 +604,8 @@ class _Patcher:
                 continue
             before = seen.get((target.where, target.filter))
             if before is not None:
-                if before[1] == v:
+                shape = target.sub or target.attr
+                if before[1] == v or (shape is not None and same_value(shape, before[1], v, text)):
                     continue
                 raise twice(target.where, before[0], text)
             seen[(target.where, target.filter)] = (text, v)

@@ -13,7 +13,14 @@ from typing import Any
 
 from scimd.scim import compat
 from scimd.scim import schema as S
-from scimd.scim.errors import InvalidPath, InvalidSyntax, InvalidValue, Mutability, NotFound
+from scimd.scim.errors import (
+    InvalidPath,
+    InvalidSyntax,
+    InvalidValue,
+    Mutability,
+    NotFound,
+    ScimError,
+)
 from scimd.scim.filter import NUL_IN_TEXT
 from scimd.scim.passwords import Hashed, hash_password
 from scimd.scim.values import coerce_scalar, fold
@@ -103,18 +110,37 @@ class _Given:
                 sub = attr.sub.get(k.lower()) if isinstance(k, str) else None
                 if sub is not None and v is not None:
                     where = f"{display_path(res)}.{sub.name}"
-                    self._note((schema, attr.name, sub.name), f"{key}.{k}", v, where)
+                    self._note((schema, attr.name, sub.name), f"{key}.{k}", v, where, sub)
         sub_name = res.sub.name if res.sub else None
-        return self._note((schema, attr.name, sub_name), key, value, display_path(res))
+        ident = (schema, attr.name, sub_name)
+        return self._note(ident, key, value, display_path(res), res.sub or attr)
 
-    def _note(self, ident: tuple[str, str, str | None], key: str, value: Any, where: str) -> bool:
+    def _note(
+        self,
+        ident: tuple[str, str, str | None],
+        key: str,
+        value: Any,
+        where: str,
+        attr: S.Attribute,
+    ) -> bool:
         before = self.seen.get(ident)
         if before is None:
             self.seen[ident] = (key, value)
             return True
-        if before[1] == value:
+        if same_value(attr, before[1], value, where):
             return False
         raise twice(where, before[0], key)
+
+
+def same_value(attr: S.Attribute, a: Any, b: Any, where: str) -> bool:
+    """Whether two values given for ``attr`` are one value once read as it reads them
+    (``true`` and ``"True"``; a manager as an id and as ``{"value": id}``)."""
+    if a == b:
+        return True
+    try:
+        return bool(normalise_value(attr, a, where) == normalise_value(attr, b, where))
+    except ScimError:
+        return False
 
 
 def twice(where: str, first: str, second: str) -> InvalidValue:

@@ -722,9 +722,8 @@ class Directory:
             ]
             mmap = _members_of(conn, shown)
         for _, rt, res in kept:
-            listed = mmap.get(pks.get(res["id"], -1)) if rt is S.GROUP_TYPE else None
-            if listed:
-                res["members"] = render_members(listed, base)
+            if rt is S.GROUP_TYPE and res["id"] in pks:  # [] for none, as other reads give
+                res["members"] = render_members(mmap.get(pks[res["id"]], []), base)
         return kept
 
     def _render_rows(
