@@ -2278,6 +2278,25 @@ def test_a_cycle_stored_before_the_check_does_not_block_its_groups(api: Api) -> 
     assert api.req("PUT", f"/Groups/{a}", put).status_code == 200
 
 
+def test_a_deleted_member_shows_in_the_history_of_the_groups_it_left(api: Api) -> None:
+    """A group whose member was deleted got a new version, but its history showed nothing:
+    the record was filed under the deleted user only. Each group it left has its own now."""
+    u = api.user("leaving@x.com")["id"]
+    g1, g2 = (
+        api.req("POST", "/Groups", {"displayName": n, "members": [{"value": u}]}).json()["id"]
+        for n in ("L1", "L2")
+    )
+    assert api.req("DELETE", f"/Users/{u}").status_code == 204
+    with api.engine.connect() as conn:
+        for gid in (g1, g2):
+            latest = audit.history(conn, resource_id=gid)[0]
+            detail = latest["detail"]
+            detail = json.loads(detail) if isinstance(detail, str) else detail
+            assert latest["operation"] == "member.delete"
+            assert detail == {"members": [{"op": "remove", "ids": [u]}], "deleted": "User"}
+            assert latest["actor"]  # the application that deleted the member
+
+
 def test_members_and_groups_asked_for_with_their_schema_are_returned(api: Api) -> None:
     """`attributes=urn:...:Group:members.value` answered without members (and the same for a
     user's groups): the lists were not read for a name with the schema in front."""

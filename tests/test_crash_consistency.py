@@ -154,16 +154,20 @@ def own_version(tag: str | None) -> str | None:
     return tag.split(".", 1)[0] + '"'
 
 
-def audit_key(world: World, call: Call) -> AuditKey:
-    """The audit record ``call`` writes when applied to ``world``."""
+def audit_keys(world: World, call: Call) -> list[AuditKey]:
+    """The audit records ``call`` writes when applied to ``world``: one, and for a delete one
+    more for each group the user left (``member.delete``)."""
     if call.kind in ("create", "patch"):
-        return (call.kind, "User", call.name, None)
+        return [(call.kind, "User", call.name, None)]
     if call.kind in ("add", "remove"):
         assert call.group is not None
-        return ("patch", "Group", call.group, ((call.kind, call.name),))
+        return [("patch", "Group", call.group, ((call.kind, call.name),))]
     state = world[call.name]
     assert state is not None
-    return ("delete", "User", call.name, state.groups)
+    left: list[AuditKey] = [
+        ("member.delete", "Group", g, (("remove", call.name),)) for g in sorted(state.groups)
+    ]
+    return [("delete", "User", call.name, state.groups), *left]
 
 
 @dataclass
@@ -227,7 +231,7 @@ class Worker:
         return Call(self.index, seq, "delete", name, "DELETE", f"/Users/{state.id}", None)
 
     def acknowledge(self, call: Call) -> None:
-        self.audit[audit_key(self.world, call)] += 1
+        self.audit.update(audit_keys(self.world, call))
         self.world = apply(self.world, call)
         state = self.world.get(call.name)
         tagged = call.kind in ("create", "patch")
@@ -244,7 +248,7 @@ class Worker:
                 (
                     f"with its unanswered request ({call.describe()})",
                     with_it,
-                    self.audit + Counter([audit_key(self.world, call)]),
+                    self.audit + Counter(audit_keys(self.world, call)),
                 )
             )
         return out
@@ -609,7 +613,7 @@ def _check_acknowledged_audit(
     by_request: Mapping[str | None, list[dict[str, Any]]],
     name_of: Mapping[str, str],
 ) -> list[str]:
-    """Each answered write has exactly one audit record with its request id: the one it
+    """Each answered write has exactly its audit records with its request id: those it
     writes in the world it was applied to."""
     problems = []
     for w in workers:
@@ -618,8 +622,8 @@ def _check_acknowledged_audit(
             if not call.acknowledged:
                 break
             found = [_audit_key_of(r, name_of) for r in by_request.get(call.request_id, [])]
-            expected = audit_key(world, call)
-            if found != [expected]:
+            expected = audit_keys(world, call)
+            if sorted(found, key=str) != sorted(expected, key=str):
                 problems.append(f"{call.describe()}: audit records {found}, expected {expected}")
             world = apply(world, call)
     return problems

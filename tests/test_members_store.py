@@ -1068,3 +1068,36 @@ def test_writes_adding_groups_take_turns_on_postgres(postgres_url: str) -> None:
         d.close()
         watcher.dispose()
         engine.dispose()
+
+
+def test_a_deleted_member_is_in_the_history_of_its_groups(any_database_url: str) -> None:
+    """Each group a deleted user or group left has its own audit record (on PostgreSQL the
+    delete is one conditional statement: the same records)."""
+    from scimd.store import audit
+
+    engine = create_engine(any_database_url)
+    migrate.ensure_current(engine)
+    d = Directory(engine)
+    gate = _gate()
+    try:
+        uid = _user(d, "gone@x.test")
+        inner = _group(d, "Inner")
+        outer = _group(d, "Outer")
+        for gid, ids in ((inner, [uid]), (outer, [uid, inner])):
+            body = {"schemas": [PATCH], "Operations": [_op("add", ids)]}
+            d.patch("Group", gid, body, gate, BASE, None, render=False)
+        d.delete("User", uid, gate, None)
+        d.delete("Group", inner, gate, None)
+        with engine.connect() as conn:
+            ops = {
+                gid: [
+                    (r["operation"], r["resource_type"])
+                    for r in audit.history(conn, resource_id=gid)
+                ]
+                for gid in (inner, outer)
+            }
+        assert ops[outer][:2] == [("member.delete", "Group"), ("member.delete", "Group")]
+        assert ops[inner][:2] == [("delete", "Group"), ("member.delete", "Group")]
+    finally:
+        d.close()
+        engine.dispose()

@@ -32,8 +32,8 @@ from scimd.store.resources import (
     USERS,
     Kind,
     Rec,
+    audit_delete,
     columns_of,
-    left_detail,
     new_id,
     touch_groups,
     uniqueness_error,
@@ -372,7 +372,7 @@ def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: version
         if gone:
             # Audited after ``unlink``: the record names every group the row left.
             left = unlink(conn, kind, row, touched)
-            A.record(conn, actor, "delete", kind.name, row.id, left_detail(left))
+            audit_delete(conn, actor, kind, row.id, left)
     except BaseException:
         _transaction(conn, "ROLLBACK")
         raise

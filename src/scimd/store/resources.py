@@ -697,7 +697,7 @@ class Repository:
         stmt.run(conn, {"pk": row.pk})
         left = unlink(conn, self.kind, row)
         _bump_counter(conn, self.kind.name, -1)
-        A.record(conn, actor, "delete", self.kind.name, rid, left_detail(left))
+        audit_delete(conn, actor, self.kind, rid, left)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -742,6 +742,18 @@ def unlink(
 def left_detail(group_ids: list[str]) -> dict[str, Any] | None:
     """The audit detail of a delete: the groups whose members it changed."""
     return {"groups": group_ids} if group_ids else None
+
+
+def audit_delete(
+    conn: sa.Connection, actor: A.Actor, kind: Kind, rid: str, left: list[str]
+) -> None:
+    """The delete's audit record, and one for each group it left (``member.delete``): those
+    groups changed (a new version), and their history showed nothing of it, so "who lost
+    access to this group, and when" had no answer there."""
+    A.record(conn, actor, "delete", kind.name, rid, left_detail(left))
+    for gid in left:
+        detail = {"members": [{"op": "remove", "ids": [rid]}], "deleted": kind.name}
+        A.record(conn, actor, "member.delete", "Group", gid, detail)
 
 
 def touch_groups(conn: sa.Connection, member_id: str) -> dict[int, str]:

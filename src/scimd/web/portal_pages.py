@@ -59,6 +59,7 @@ OPERATIONS = (
     "replace",
     "patch",
     "delete",
+    "member.delete",
     "property.add",
     "property.remove",
     "app.create",
