@@ -47,7 +47,7 @@ from scimd.scim.errors import (
 )
 from scimd.scim.filter import And, Compare, Filter, Not, Or, Present, parse_patch_path
 from scimd.scim.passwords import Hashed, hash_password
-from scimd.scim.query import bind_element, compare, matches_element
+from scimd.scim.query import bind_element, check_relation_filter, compare, matches_element
 from scimd.scim.resource import (
     check_required,
     display_path,
@@ -311,13 +311,10 @@ def _compile(rt: S.ResourceType, text: str) -> _Target:
     members = urn == "" and attr.name == "members" and rt.core.id == S.GROUP_SCHEMA
     if members and filt is not None:
         for name in _names_in(filt):
-            if name not in ("value", "type"):
-                # A member is stored as its id and type: compared with nothing, a remove by
-                # ``members[display eq "x"]`` answered 204 and removed no one.
-                raise InvalidFilter(
-                    f"filtering on 'members.{name}' is not supported; filter on members.value"
-                    f" or members.type (path '{text}')"
-                )
+            try:
+                check_relation_filter("members", name)
+            except InvalidFilter as e:
+                raise InvalidFilter(f"{e.detail} (path '{text}')") from None
     where = display_path(S.Resolved(res.schema, attr, sub))
     return _Target(text, urn, where, attr, sub, filt, members=members)
 

@@ -249,6 +249,22 @@ def _finer_datetime(path: AttrPath, op: str, floor: str) -> Filter:
     return never if op == "eq" else Not(never)
 
 
+# What a relation (a group's ``members``, a user's ``groups``) can be filtered on: a
+# membership is stored as a member's id and type (and a group's name), nothing else.
+RELATION_FILTERABLE = {"members": ("value", "type"), "groups": ("value", "type", "display")}
+
+
+def check_relation_filter(attr: str, sub: str) -> None:
+    """Refuse filtering ``attr``'s sub-attribute ``sub`` where storage cannot: a search
+    could not answer it, and a PATCH removing ``members[display eq "x"]`` removed no one."""
+    allowed = RELATION_FILTERABLE.get(attr)
+    if allowed is not None and sub not in allowed:
+        raise InvalidFilter(
+            f"filtering on '{attr}.{sub}' is not supported;"
+            f" filter on {' or '.join(f'{attr}.{a}' for a in allowed)}"
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation
 

@@ -49,7 +49,14 @@ from sqlalchemy.dialects.postgresql import JSONB, JSONPATH
 from scimd.scim import schema as S
 from scimd.scim.errors import InvalidFilter, InvalidValue
 from scimd.scim.filter import And, AttrPath, Compare, Filter, Literal, Not, Or, Present, ValuePath
-from scimd.scim.query import STRINGISH, bind, compare, is_present, resolve_path
+from scimd.scim.query import (
+    STRINGISH,
+    bind,
+    check_relation_filter,
+    compare,
+    is_present,
+    resolve_path,
+)
 from scimd.scim.values import FINAL_SIGMA, RFC3339, SIGMA, fold, instant
 from scimd.store import tables
 
@@ -633,12 +640,7 @@ class _Relation(_Elements):
             self._check(sub)
 
     def _check(self, sub: S.Attribute) -> None:
-        allowed = ("value", "type", "display") if self.attr.name == "groups" else ("value", "type")
-        if sub.name not in allowed:
-            raise InvalidFilter(
-                f"filtering on '{self.attr.name}.{sub.name}' is not supported;"
-                f" filter on {' or '.join(f'{self.attr.name}.{a}' for a in allowed)}"
-            )
+        check_relation_filter(self.attr.name, sub.name)
 
     def exists(self, cond: Callable[[_Element], Bool], objects_only: bool) -> Bool:
         m = tables.members.alias()
