@@ -53,10 +53,9 @@ from scimd.scim.resource import (
     display_path,
     distinct_elements,
     element_key,
+    given_once,
     normalise_complex,
     normalise_value,
-    same_value,
-    twice,
 )
 
 PATCH_OP_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -599,14 +598,9 @@ class _Patcher:
                 assert target.schema is not None
                 self.set_object(op, v, target.schema, seen)
                 continue
-            before = seen.get((target.where, target.filter))
-            if before is not None:
-                shape = target.sub or target.attr
-                if before[1] == v or (shape is not None and same_value(shape, before[1], v, text)):
-                    continue
-                raise twice(target.where, before[0], text)
-            seen[(target.where, target.filter)] = (text, v)
-            self.set(op, target, v)
+            shape = target.sub or target.attr
+            if given_once(seen, (target.where, target.filter), text, v, shape, target.where):
+                self.set(op, target, v)
 
     def set(self, op: str, t: _Target, value: Any) -> None:
         """add/replace ``value`` at ``t`` (RFC 7644 §3.5.2.1, §3.5.2.3); null unassigns."""

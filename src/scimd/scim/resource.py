@@ -123,13 +123,27 @@ class _Given:
         where: str,
         attr: S.Attribute,
     ) -> bool:
-        before = self.seen.get(ident)
-        if before is None:
-            self.seen[ident] = (key, value)
-            return True
-        if same_value(attr, before[1], value, where):
-            return False
-        raise twice(where, before[0], key)
+        return given_once(self.seen, ident, key, value, attr, where)
+
+
+def given_once(
+    seen: dict[Any, tuple[str, Any]],
+    ident: Any,
+    key: str,
+    value: Any,
+    attr: S.Attribute | None,
+    where: str,
+) -> bool:
+    """Whether ``key`` sets the target ``ident`` for the first time in a body (``seen``:
+    those set so far, with their key and value); False when it was set alike already; a
+    400 naming both keys when it was set differently (the last key won, silently)."""
+    before = seen.get(ident)
+    if before is None:
+        seen[ident] = (key, value)
+        return True
+    if before[1] == value or (attr is not None and same_value(attr, before[1], value, where)):
+        return False
+    raise twice(where, before[0], key)
 
 
 def same_value(attr: S.Attribute, a: Any, b: Any, where: str) -> bool:
