@@ -709,13 +709,11 @@ class Directory:
             q = sa.select(groups_table.c.id, groups_table.c.pk).where(groups_table.c.id.in_(ids))
             pks: dict[str, int] = {str(r[0]): int(r[1]) for r in conn.execute(q)}
             sizes = _member_counts(conn, list(pks.values()))
-            kept: list[_Item] = []
-            held = 0
-            for item in chosen:
-                held += sizes.get(pks.get(item[2]["id"], -1), 0) if item[1] is S.GROUP_TYPE else 0
-                if kept and held > PAGE_MEMBERS:
-                    break
-                kept.append(item)
+            held = [
+                sizes.get(pks.get(res["id"], -1), 0) if rt is S.GROUP_TYPE else 0
+                for _, rt, res in chosen
+            ]
+            kept = chosen[: _within_page(held)]
             # A group deleted since the window was read has no pk now, and no members.
             shown = [
                 pks[res["id"]] for _, rt, res in kept if rt is S.GROUP_TYPE and res["id"] in pks
@@ -1223,17 +1221,21 @@ def _member_counts(conn: sa.Connection, pks: list[int]) -> dict[int, int]:
     return {int(r[0]): int(r[1]) for r in conn.execute(q)}
 
 
+def _within_page(sizes: list[int]) -> int:
+    """How many of the first items, of ``sizes`` members each, a page holds: as many as add
+    up to PAGE_MEMBERS, and one at least."""
+    held = 0
+    for n, size in enumerate(sizes):
+        held += size
+        if n and held > PAGE_MEMBERS:
+            return n
+    return len(sizes)
+
+
 def _within_members(conn: sa.Connection, rows: list[Any]) -> list[Any]:
     """The first of ``rows`` whose members add up to PAGE_MEMBERS at most (one at least)."""
     sizes = _member_counts(conn, [r.pk for r in rows])
-    kept: list[Any] = []
-    held = 0
-    for row in rows:
-        held += sizes.get(row.pk, 0)
-        if kept and held > PAGE_MEMBERS:
-            break
-        kept.append(row)
-    return kept
+    return rows[: _within_page([sizes.get(r.pk, 0) for r in rows])]
 
 
 def _members_of(conn: sa.Connection, pks: list[int]) -> dict[int, list[dict[str, Any]]]:
