@@ -462,6 +462,7 @@ class _Patcher:
     """Applies operations one by one to ``doc`` (a private copy) and collects member ops."""
 
     __slots__ = (
+        "_kinds",
         "_loaded",
         "_seen",
         "doc",
@@ -493,6 +494,7 @@ class _Patcher:
         # one, and ``primary`` is not part of an identity.
         self._seen: dict[int, tuple[list[Any], dict[Any, Any]]] = {}
         self.visits = 0  # elements examined so far (``examine``)
+        self._kinds: dict[str, str] = {}  # the types ``member_types`` gave
 
     def apply(self, op: str, path: str | None, value: Any) -> None:
         """Apply one validated operation."""
@@ -1004,6 +1006,11 @@ class _Patcher:
             else:
                 added.append(i)
         if added and self.member_types is not None:
-            for i, kind in self.member_types(added).items():
-                state[i]["type"] = kind
+            # Asked once per id: each filtered operation builds the state again.
+            unknown = [i for i in added if i not in self._kinds]
+            if unknown:
+                self._kinds.update(self.member_types(unknown))
+            for i in added:
+                if i in self._kinds:
+                    state[i]["type"] = self._kinds[i]
         return list(state.values())
