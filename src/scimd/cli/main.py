@@ -999,8 +999,8 @@ def db_backup(
     s = _settings()
     url = _given_url(database_url, s)
     file = _sqlite_file(url)
-    if sa.engine.make_url(url).get_backend_name() != "sqlite" or file is None:
-        _fail(f"{_safe_url(url)} is not a SQLite file: back PostgreSQL up with pg_dump")
+    if file is None:  # PostgreSQL, or SQLite's URI and in-memory forms
+        _fail(f"{_safe_url(url)} is not a SQLite file (back PostgreSQL up with pg_dump)")
     if not file.exists():
         _fail(_no_database(str(file)))
     target = target.expanduser().absolute()
