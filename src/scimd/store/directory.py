@@ -50,6 +50,7 @@ from scimd.store.resources import (
     etag,
     groups_of,
     load_members,
+    member_changes,
     member_types,
     render_groups,
     render_members,
@@ -992,7 +993,7 @@ class Directory:
             else:
                 detail = _put_summary(row.doc, doc)
                 if member_ops:
-                    detail["members"] = _member_changes(member_ops)
+                    detail["members"] = member_changes(member_ops)
                 row = repo.replace(conn, row, doc, who, "replace", detail, member_ops)
             res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
             return Written(res, row_tag(row), changed)
@@ -1036,7 +1037,7 @@ class Directory:
                     # However the PATCH spelled it (a path-less key with the core URN too).
                     detail["active"] = result.doc.get("active")
                 if result.member_ops:
-                    detail["members"] = _member_changes(result.member_ops)
+                    detail["members"] = member_changes(result.member_ops)
                 if at_once:
                     assert v is not None
                     if name == "User":
@@ -1297,12 +1298,6 @@ def _sort_kind(rt: S.ResourceType, sort_by: str) -> tuple[str, str | None, bool]
     if target.is_complex:
         target = target.sub.get("value", target)
     return target.type, target.value_format, target.case_exact
-
-
-def _member_changes(ops: list[P.MemberOp]) -> list[dict[str, Any]]:
-    """Which members each change added, removed or set, for the audit record: it answers
-    "who added X to this group, and when" (a PATCH's operations name only the path)."""
-    return [{"op": op.kind, "ids": [m["value"] for m in op.members]} for op in ops]
 
 
 def _op_summary(operations: list[tuple[str, str | None, Any]]) -> list[dict[str, Any]]:

@@ -660,10 +660,11 @@ class Repository:
 
         Member operations that change no membership (Entra re-sends adds) leave a group whose
         document is the same as it was: no new version, no audit record (RFC 7644 §3.14)."""
+        done: list[MemberChange] = []
         if member_ops and doc == row.doc:
-            if not sum(apply_member_op(conn, row.pk, op) for op in member_ops):
+            done = [apply_member_op(conn, row.pk, op) for op in member_ops]
+            if not sum(d.count for d in done):
                 return row
-            member_ops = ()  # applied
         now = now_datetime()
         values = {"doc": dump_json(doc), "last_modified": now, **columns_of(self.kind, doc)}
         stmt = STATEMENTS.get(
@@ -680,8 +681,10 @@ class Repository:
             version = stmt.run(conn, {**values, "pk_": row.pk}).scalar_one()
         except IntegrityError:
             raise uniqueness_error(self.kind, doc) from None
-        for op in member_ops:
-            apply_member_op(conn, row.pk, op)
+        if member_ops and not done:
+            done = [apply_member_op(conn, row.pk, op) for op in member_ops]
+        if done:
+            detail = {**(detail or {}), "members": member_changes(member_ops, done)}
         A.record(conn, actor, operation, self.kind.name, row.id, detail)
         # A user's groups do not change when its document does.
         return Rec(row.pk, row.id, row.created, now, version, doc, row.groups)
@@ -978,43 +981,69 @@ def remove_members(conn: sa.Connection, group_pk: int, ids: Sequence[str]) -> in
     return delete.run(conn, {"group_pk": group_pk, "ids": _ids_param(wanted)}).rowcount()
 
 
-def _remove_all_members(conn: sa.Connection, group_pk: int) -> int:
-    return (
-        STATEMENTS.get(
-            conn,
-            "members.delete_all",
-            lambda: members.delete().where(members.c.group_pk == _B("group_pk")),
-        )
-        .run(conn, {"group_pk": group_pk})
-        .rowcount()
+def _remove_all_members(conn: sa.Connection, group_pk: int) -> list[str]:
+    """Delete every member; the ids removed (for the audit record: the request named none)."""
+    delete = STATEMENTS.get(
+        conn,
+        "members.delete_all",
+        lambda: sa.text("DELETE FROM members WHERE group_pk = :group_pk RETURNING member_id"),
     )
+    return sorted(mid for (mid,) in delete.run(conn, {"group_pk": group_pk}))
 
 
-def _remove_members_but(conn: sa.Connection, group_pk: int, keep: Sequence[str]) -> int:
-    """Delete the members not in ``keep``; how many."""
+def _remove_members_but(conn: sa.Connection, group_pk: int, keep: Sequence[str]) -> list[str]:
+    """Delete the members not in ``keep``; the ids removed."""
     delete = STATEMENTS.get(
         conn,
         "members.delete_but",
         lambda: _members_sql(
-            conn, "DELETE FROM members WHERE group_pk = :group_pk AND member_id NOT IN IDS"
+            conn,
+            "DELETE FROM members WHERE group_pk = :group_pk AND member_id NOT IN IDS"
+            " RETURNING member_id",
         ),
     )
-    return delete.run(conn, {"group_pk": group_pk, "ids": _ids_param(sorted(keep))}).rowcount()
+    rows = delete.run(conn, {"group_pk": group_pk, "ids": _ids_param(sorted(keep))})
+    return sorted(mid for (mid,) in rows)
 
 
-def apply_member_op(conn: sa.Connection, group_pk: int, op: P.MemberOp) -> int:
-    """Apply one member operation; how many memberships it added or removed (0: no change)."""
+@dataclass
+class MemberChange:
+    """What one member operation did: how many memberships it added or removed, and, for
+    those naming no ids to remove (remove all, replace), the ids it removed."""
+
+    count: int
+    removed: list[str] | None = None
+
+
+def apply_member_op(conn: sa.Connection, group_pk: int, op: P.MemberOp) -> MemberChange:
+    """Apply one member operation (a count of 0: no change)."""
     if op.kind == "add":
-        return add_members(conn, group_pk, op.members)
+        return MemberChange(add_members(conn, group_pk, op.members))
     if op.kind == "remove":
-        return remove_members(conn, group_pk, [m["value"] for m in op.members])
-    if op.kind == "remove_all":
-        return _remove_all_members(conn, group_pk)
+        return MemberChange(remove_members(conn, group_pk, [m["value"] for m in op.members]))
+    if op.kind == "remove_all" or not op.members:  # replace with no members too
+        gone = _remove_all_members(conn, group_pk)
+        return MemberChange(len(gone), gone)
     # replace: the members that stay are neither deleted nor written again
-    if not op.members:
-        return _remove_all_members(conn, group_pk)
     new = add_members(conn, group_pk, op.members)  # first: unknown ids fail before any delete
-    return _remove_members_but(conn, group_pk, [m["value"] for m in op.members]) + new
+    gone = _remove_members_but(conn, group_pk, [m["value"] for m in op.members])
+    return MemberChange(len(gone) + new, gone)
+
+
+def member_changes(
+    ops: Sequence[P.MemberOp], done: Sequence[MemberChange] = ()
+) -> list[dict[str, Any]]:
+    """Which members each change added, removed or set, for the audit record: it answers
+    "who added X to this group, and when" (a PATCH's operations name only the path). Adds
+    and removes name the ids asked; with ``done`` (the changes as applied), a remove-all or
+    a replace also names the ids it removed."""
+    out: list[dict[str, Any]] = []
+    for k, op in enumerate(ops):
+        entry: dict[str, Any] = {"op": op.kind, "ids": [m["value"] for m in op.members]}
+        if k < len(done) and done[k].removed is not None:
+            entry["removed"] = done[k].removed
+        out.append(entry)
+    return out
 
 
 def load_members(conn: sa.Connection, group_pk: int) -> list[dict[str, Any]]:
