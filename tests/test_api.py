@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from starlette.testclient import TestClient
 
 from scimd.auth import apps
@@ -1623,8 +1624,6 @@ def test_the_audit_of_a_member_change_names_the_members(api_both: Api) -> None:
         api.req("PATCH", f"/Groups/{g}", {"schemas": [PATCH], "Operations": ops}).status_code == 204
     )
     with api.engine.connect() as conn:
-        import sqlalchemy as sa
-
         actor, detail = conn.execute(
             sa.text(
                 "SELECT actor, detail FROM audit WHERE resource_id = :g AND operation = 'patch'"
@@ -1677,6 +1676,42 @@ def test_the_audit_of_a_member_change_names_the_members(api_both: Api) -> None:
             {"g": made.json()["id"]},
         ).scalar_one()
     assert _loaded(detail) == {"displayName": "aud-h", "members": [{"op": "add", "ids": [a]}]}
+
+
+def test_audit_records_of_renames_and_deletes_name_the_resource(api_both: Api) -> None:
+    """A rename's record says the new name (a PUT's did, a PATCH's did not), and a delete's
+    says what was deleted: once retention has pruned the creation, an id says nothing."""
+    api = api_both
+    u = api.user("before@x")["id"]
+    g = api.req("POST", "/Groups", {"displayName": "Old"}).json()["id"]
+    rename = [{"op": "Replace", "path": "userName", "value": "after@x"}]
+    assert api.req("PATCH", f"/Users/{u}", {"schemas": [PATCH], "Operations": rename}).is_success
+    rename = [{"op": "Replace", "value": {"displayName": "Middle"}}]
+    assert api.req("PATCH", f"/Groups/{g}", {"schemas": [PATCH], "Operations": rename}).is_success
+    assert api.req("PUT", f"/Groups/{g}", {"displayName": "New"}).is_success
+    assert api.req("DELETE", f"/Users/{u}").status_code == 204
+    assert api.req("DELETE", f"/Groups/{g}").status_code == 204
+    with api.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT resource_id, operation, detail FROM audit"
+                " WHERE resource_id IN (:u, :g) AND operation <> 'create' ORDER BY pk"
+            ),
+            {"u": u, "g": g},
+        ).all()
+    found = [(rid, op, _loaded(d)) for rid, op, d in rows]
+    assert [(rid, op) for rid, op, _ in found] == [
+        (u, "patch"),
+        (g, "patch"),
+        (g, "replace"),
+        (u, "delete"),
+        (g, "delete"),
+    ]
+    assert found[0][2]["userName"] == "after@x"
+    assert found[1][2]["displayName"] == "Middle"
+    assert found[2][2]["displayName"] == "New"
+    assert found[3][2] == {"userName": "after@x"}
+    assert found[4][2] == {"displayName": "New"}
 
 
 def test_group_members_in_post_and_put_under_any_name_and_checked_as_in_patch(api: Api) -> None:

@@ -171,16 +171,16 @@ def test_deleting_a_member_gives_its_groups_a_new_version(directory: Directory, 
     assert _meta(d, g3) == before[g3]
     assert _members(d, g1) == {other: "User"}
     # The delete's audit record names the groups it changed, as a member PATCH would.
-    assert _delete_detail(d, u) == {"groups": sorted([g1, g2])}
+    assert _delete_detail(d, u) == {"userName": "gone@x.test", "groups": sorted([g1, g2])}
     v2 = _meta(d, g2)[0]
     d.delete("Group", inner, actor, None)
     assert _meta(d, g2)[0] != v2 and _members(d, g2) == {}
-    assert _delete_detail(d, inner) == {"groups": [g2]}
+    assert _delete_detail(d, inner) == {"displayName": "Inner", "groups": [g2]}
     d.delete("User", other, actor, None)  # g1 and g3 lose it; g3 was untouched till now
-    assert _delete_detail(d, other) == {"groups": sorted([g1, g3])}
+    assert _delete_detail(d, other) == {"userName": "stays@x.test", "groups": sorted([g1, g3])}
     lonely = _user(d, "lonely@x.test")
     d.delete("User", lonely, actor, None)
-    assert _delete_detail(d, lonely) is None
+    assert _delete_detail(d, lonely) == {"userName": "lonely@x.test"}
 
 
 def _delete_detail(d: Directory, rid: str) -> Any:
@@ -852,6 +852,44 @@ def test_the_scim_delete_locks_groups_before_their_member(postgres_url: str) -> 
                 sa.text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
             ).scalar_one()
         assert deadlocks == 0
+    finally:
+        d.close()
+        engine.dispose()
+
+
+def test_a_membership_removed_while_the_delete_waited_is_not_in_its_records(
+    postgres_url: str,
+) -> None:
+    """A group PATCH removing the member commits while the DELETE waits for the group's
+    lock: the DELETE's records name only the groups it really removed the member from (both
+    the PATCH and the DELETE recorded the removal, under two applications)."""
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    d = Directory(engine)
+    try:
+        uid, gone, kept = _user(d, "raced@x.test"), _group(d, "Raced"), _group(d, "Kept")
+        _patch(d, gone, _op("Add", [uid]))
+        _patch(d, kept, _op("Add", [uid]))
+        with engine.connect() as patch:  # the PATCH's statement, not committed yet
+            patch.execute(sa.text("SELECT 1 FROM groups WHERE id = :id FOR UPDATE"), {"id": gone})
+            patch.execute(
+                sa.text("DELETE FROM members WHERE group_pk = :g AND member_id = :u"),
+                {"g": _pk(d, gone), "u": uid},
+            )
+            deleter, outcome = _deleting(d, uid, _gate())
+            _until_it_waits(patch, deleter)  # for the group's row
+            patch.commit()
+            deleter.join(timeout=30)
+        assert outcome == ["deleted"], outcome
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT operation, resource_id, detail FROM audit"
+                    " WHERE operation IN ('delete', 'member.delete') ORDER BY pk"
+                )
+            ).all()
+        assert [(op, rid) for op, rid, _ in rows] == [("delete", uid), ("member.delete", kept)]
+        assert rows[0][2] == {"userName": "raced@x.test", "groups": [kept]}
     finally:
         d.close()
         engine.dispose()

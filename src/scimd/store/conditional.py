@@ -372,7 +372,7 @@ def delete(conn: sa.Connection, kind: Kind, row: Rec, actor: A.Actor, v: version
         if gone:
             # Audited after ``unlink``: the record names every group the row left.
             left = unlink(conn, kind, row, touched)
-            audit_delete(conn, actor, kind, row.id, left)
+            audit_delete(conn, actor, kind, row, left)
     except BaseException:
         _transaction(conn, "ROLLBACK")
         raise

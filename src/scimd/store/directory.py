@@ -985,13 +985,13 @@ class Directory:
                 pass  # no new version (RFC 7644 §3.14) and no audit record
             elif at_once:
                 assert v is not None
-                detail = _put_summary(row.doc, doc)
+                detail = _put_summary(row.doc, doc, repo.kind.unique_attr)
                 new = conditional.replace_user(conn, row, doc, who, "replace", detail, v)
                 if new is None:
                     return None
                 row = new
             else:
-                detail = _put_summary(row.doc, doc)
+                detail = _put_summary(row.doc, doc, repo.kind.unique_attr)
                 if member_ops:
                     detail["members"] = member_changes(member_ops)
                 row = repo.replace(conn, row, doc, who, "replace", detail, member_ops)
@@ -1036,6 +1036,9 @@ class Directory:
                 if row.doc.get("active") != result.doc.get("active"):
                     # However the PATCH spelled it (a path-less key with the core URN too).
                     detail["active"] = result.doc.get("active")
+                named = repo.kind.unique_attr  # a rename: the record says the new name
+                if row.doc.get(named) != result.doc.get(named):
+                    detail[named] = result.doc.get(named)
                 if result.member_ops:
                     detail["members"] = member_changes(result.member_ops)
                 if at_once:
@@ -1321,13 +1324,14 @@ def _op_summary(operations: list[tuple[str, str | None, Any]]) -> list[dict[str,
     return out
 
 
-def _put_summary(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+def _put_summary(old: dict[str, Any], new: dict[str, Any], named: str) -> dict[str, Any]:
     """What a PUT's audit record says: the attributes it changed (names, as a PATCH's record
-    gives them; extensions by URN), and the new ``active`` and ``userName`` when they changed
-    (Okta disables users with PUT, whose record said nothing of it)."""
+    gives them; extensions by URN), and the new ``active`` and name (``named``: userName or
+    displayName) when they changed (Okta disables users with PUT, whose record said nothing
+    of it)."""
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     detail: dict[str, Any] = {"attributes": changed[:20]}
-    for name in ("active", "userName"):
+    for name in ("active", named):
         if name in changed:
             detail[name] = new.get(name)
     return detail

@@ -692,7 +692,6 @@ class Repository:
     def delete(
         self, conn: sa.Connection, row: Rec, actor: A.Actor, if_match: str | Conditions | None
     ) -> None:
-        rid = row.id
         check_etag(if_match, row, self.kind is USERS)
         stmt = STATEMENTS.get(
             conn, self._delete, lambda: self.t.delete().where(self.t.c.pk == _B("pk"))
@@ -700,7 +699,7 @@ class Repository:
         stmt.run(conn, {"pk": row.pk})
         left = unlink(conn, self.kind, row)
         _bump_counter(conn, self.kind.name, -1)
-        audit_delete(conn, actor, self.kind, rid, left)
+        audit_delete(conn, actor, self.kind, row, left)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -733,27 +732,31 @@ def unlink(
     left = STATEMENTS.get(
         conn, name, lambda: members.delete().where(cond).returning(members.c.group_pk)
     ).run(conn, params)
-    # A membership a concurrent PATCH committed after ``touched`` was read. (A deleted
-    # group's own memberships name itself: not a group it leaves.)
-    late = {pk for (pk,) in left} - touched.keys() - ({row.pk} if kind is GROUPS else set())
-    ids = set(touched.values())
+    # The groups it really left: on PostgreSQL a concurrent PATCH may have removed it from a
+    # touched group, or added it to another, while the DELETE waited for the lock; the
+    # records must name only the memberships this DELETE removed. (A deleted group's own
+    # memberships name itself: not a group it leaves.)
+    gone = {pk for (pk,) in left} - ({row.pk} if kind is GROUPS else set())
+    ids = {touched[pk] for pk in gone if pk in touched}
+    late = gone - touched.keys()
     if late:
         ids.update(_touch(conn, sorted(late)))
     return sorted(ids)
 
 
-def left_detail(group_ids: list[str]) -> dict[str, Any] | None:
-    """The audit detail of a delete: the groups whose members it changed."""
-    return {"groups": group_ids} if group_ids else None
-
-
 def audit_delete(
-    conn: sa.Connection, actor: A.Actor, kind: Kind, rid: str, left: list[str]
+    conn: sa.Connection, actor: A.Actor, kind: Kind, row: Rec, left: list[str]
 ) -> None:
     """The delete's audit record, and one for each group it left (``member.delete``): those
     groups changed (a new version), and their history showed nothing of it, so "who lost
-    access to this group, and when" had no answer there."""
-    A.record(conn, actor, "delete", kind.name, rid, left_detail(left))
+    access to this group, and when" had no answer there. The record names the resource (its
+    userName or displayName): once retention has pruned its creation, an id alone says
+    nothing of who was deleted."""
+    rid = row.id
+    detail: dict[str, Any] = {kind.unique_attr: row.doc.get(kind.unique_attr)}
+    if left:
+        detail["groups"] = left  # the groups whose members it changed
+    A.record(conn, actor, "delete", kind.name, rid, detail)
     for gid in left:
         detail = {"members": [{"op": "remove", "ids": [rid]}], "deleted": kind.name}
         A.record(conn, actor, "member.delete", "Group", gid, detail)
