@@ -221,11 +221,19 @@ WITH found_users AS (
     INSERT INTO members (group_pk, member_id, member_type)
     SELECT :pk_, id, member_type FROM found WHERE EXISTS (SELECT FROM target)
     ON CONFLICT DO NOTHING
-    RETURNING 1
+    RETURNING member_id
 ), removed AS (
     DELETE FROM members
     WHERE ctid = ANY(ARRAY({remove_probe})) AND EXISTS (SELECT FROM target)
-    RETURNING 1
+    RETURNING member_id
+), changes AS (
+    SELECT 1 AS n,
+           jsonb_build_object('op', 'remove', 'ids', jsonb_agg(member_id ORDER BY member_id))
+           AS change
+    FROM removed HAVING count(*) > 0
+    UNION ALL
+    SELECT 2, jsonb_build_object('op', 'add', 'ids', jsonb_agg(member_id ORDER BY member_id))
+    FROM added HAVING count(*) > 0
 ), upd AS (
     UPDATE groups SET {set_doc}
         last_modified = :last_modified,
@@ -236,7 +244,11 @@ WITH found_users AS (
     INSERT INTO audit (at, actor_type, actor, actor_name, operation, resource_type, resource_id,
                        detail, request_id)
     SELECT :a_at, :a_actor_type, :a_actor, :a_actor_name, :a_operation, :a_resource_type, upd.id,
-           CAST(:a_detail AS JSON), :a_request_id
+           CAST(COALESCE(CAST(:a_detail AS JSONB), CAST('{{}}' AS JSONB)) || (
+               SELECT CASE WHEN count(*) = 0 THEN CAST('{{}}' AS JSONB)
+                      ELSE jsonb_build_object('members', jsonb_agg(change ORDER BY n)) END
+               FROM changes
+           ) AS JSON), :a_request_id
     FROM upd
 )
 SELECT (SELECT version FROM upd), (SELECT count(*) FROM found), EXISTS (SELECT FROM target),

@@ -50,7 +50,6 @@ from scimd.store.resources import (
     etag,
     groups_of,
     load_members,
-    member_changes,
     member_types,
     render_groups,
     render_members,
@@ -992,8 +991,6 @@ class Directory:
                 row = new
             else:
                 detail = _put_summary(row.doc, doc, repo.kind.unique_attr)
-                if member_ops:
-                    detail["members"] = member_changes(member_ops)
                 row = repo.replace(conn, row, doc, who, "replace", detail, member_ops)
             res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
             return Written(res, row_tag(row), changed)
@@ -1039,8 +1036,6 @@ class Directory:
                 named = repo.kind.unique_attr  # a rename: the record says the new name
                 if row.doc.get(named) != result.doc.get(named):
                     detail[named] = result.doc.get(named)
-                if result.member_ops:
-                    detail["members"] = member_changes(result.member_ops)
                 if at_once:
                     assert v is not None
                     if name == "User":
