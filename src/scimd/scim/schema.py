@@ -153,66 +153,276 @@ COMMON: dict[str, Attribute] = {
 }
 
 
-def _multi(name: str, types: tuple[str, ...], value_type: str = STRING, **extra: Any) -> Attribute:
+# Descriptions: RFC 7643 §8.7 (the schema representations), whose words §4 also uses. Where
+# §8.7.1 contradicts the definition beside it ("READ-ONLY." on a readWrite ``display``,
+# "REQUIRED." on the optional ``manager.value``), the contradicting word is left out or, for
+# the manager, taken from §4.3 ("RECOMMENDED.").
+_DISPLAY = "A human-readable name, primarily used for display purposes."
+
+
+def _function(example: str = "") -> str:
+    """The description of a ``type`` sub-attribute; ``example`` as "e.g., 'work'"."""
+    eg = f", {example}" if example else ""
+    return f"A label indicating the attribute's function{eg}."
+
+
+def _primary(example: str = "") -> str:
+    """The description of a ``primary`` sub-attribute; ``example`` names preferred values."""
+    eg = f", e.g., {example}" if example else ""
+    return (
+        "A Boolean value indicating the 'primary' or preferred attribute value for this"
+        f" attribute{eg}.  The primary attribute value 'true' MUST appear no more than once."
+    )
+
+
+def _multi(
+    name: str,
+    types: tuple[str, ...],
+    value_type: str = STRING,
+    *,
+    description: str,
+    value: str,
+    type_example: str = "",
+    primary_example: str = "",
+    **extra: Any,
+) -> Attribute:
     """The recurring ``value/display/type/primary`` multi-valued complex shape."""
     return a(
         name,
         COMPLEX,
         multi_valued=True,
+        description=description,
         subs=[
-            a("value", value_type, **extra),
-            a("display"),
-            a("type", canonical_values=types),
-            a("primary", BOOLEAN),
+            a("value", value_type, description=value, **extra),
+            a("display", description=_DISPLAY),
+            a("type", canonical_values=types, description=_function(type_example)),
+            a("primary", BOOLEAN, description=_primary(primary_example)),
         ],
     )
 
+
+_EMAILS = (
+    "Email addresses for the user.  The value SHOULD be canonicalized by the service"
+    " provider, e.g., 'bjensen@example.com' instead of 'bjensen@EXAMPLE.COM'. Canonical type"
+    " values of 'work', 'home', and 'other'."
+)
 
 USER = Schema(
     USER_SCHEMA,
     "User",
     "User Account",
     (
-        a("userName", required=True, uniqueness="server"),
+        a(
+            "userName",
+            required=True,
+            uniqueness="server",
+            description=(
+                "Unique identifier for the User, typically used by the user to directly"
+                " authenticate to the service provider. Each User MUST include a non-empty"
+                " userName value.  This identifier MUST be unique across the service"
+                " provider's entire set of Users. REQUIRED."
+            ),
+        ),
         a(
             "name",
             COMPLEX,
+            description=(
+                "The components of the user's real name. Providers MAY return just the full"
+                " name as a single string in the formatted sub-attribute, or they MAY return"
+                " just the individual component attributes using the other sub-attributes, or"
+                " they MAY return both.  If both variants are returned, they SHOULD be"
+                " describing the same name, with the formatted name indicating how the"
+                " component attributes should be combined."
+            ),
             subs=[
-                a("formatted"),
-                a("familyName"),
-                a("givenName"),
-                a("middleName"),
-                a("honorificPrefix"),
-                a("honorificSuffix"),
+                a(
+                    "formatted",
+                    description=(
+                        "The full name, including all middle names, titles, and suffixes as"
+                        " appropriate, formatted for display (e.g., 'Ms. Barbara J Jensen,"
+                        " III')."
+                    ),
+                ),
+                a(
+                    "familyName",
+                    description=(
+                        "The family name of the User, or last name in most Western languages"
+                        " (e.g., 'Jensen' given the full name 'Ms. Barbara J Jensen, III')."
+                    ),
+                ),
+                a(
+                    "givenName",
+                    description=(
+                        "The given name of the User, or first name in most Western languages"
+                        " (e.g., 'Barbara' given the full name 'Ms. Barbara J Jensen, III')."
+                    ),
+                ),
+                a(
+                    "middleName",
+                    description=(
+                        "The middle name(s) of the User (e.g., 'Jane' given the full name"
+                        " 'Ms. Barbara J Jensen, III')."
+                    ),
+                ),
+                a(
+                    "honorificPrefix",
+                    description=(
+                        "The honorific prefix(es) of the User, or title in most Western"
+                        " languages (e.g., 'Ms.' given the full name 'Ms. Barbara J Jensen, III')."
+                    ),
+                ),
+                a(
+                    "honorificSuffix",
+                    description=(
+                        "The honorific suffix(es) of the User, or suffix in most Western"
+                        " languages (e.g., 'III' given the full name 'Ms. Barbara J Jensen, III')."
+                    ),
+                ),
             ],
         ),
-        a("displayName"),
-        a("nickName"),
-        a("profileUrl", REFERENCE, reference_types=("external",)),
-        a("title"),
-        a("userType"),
-        a("preferredLanguage"),
-        a("locale"),
-        a("timezone"),
-        a("active", BOOLEAN),
-        a("password", mutability="writeOnly", returned="never"),
-        _multi("emails", ("work", "home", "other")),
-        _multi("phoneNumbers", ("work", "home", "mobile", "fax", "pager", "other")),
-        _multi("ims", ("aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo")),
-        _multi("photos", ("photo", "thumbnail"), REFERENCE, reference_types=("external",)),
+        a(
+            "displayName",
+            description=(
+                "The name of the User, suitable for display to end-users.  The name SHOULD be"
+                " the full name of the User being described, if known."
+            ),
+        ),
+        a(
+            "nickName",
+            description=(
+                "The casual way to address the user in real life, e.g., 'Bob' or 'Bobby'"
+                " instead of 'Robert'.  This attribute SHOULD NOT be used to represent a"
+                " User's username (e.g., 'bjensen' or 'mpepperidge')."
+            ),
+        ),
+        a(
+            "profileUrl",
+            REFERENCE,
+            reference_types=("external",),
+            description=(
+                "A fully qualified URL pointing to a page representing the User's online profile."
+            ),
+        ),
+        a("title", description='The user\'s title, such as "Vice President."'),
+        a(
+            "userType",
+            description=(
+                "Used to identify the relationship between the organization and the user."
+                "  Typical values used might be 'Contractor', 'Employee', 'Intern', 'Temp',"
+                " 'External', and 'Unknown', but any value may be used."
+            ),
+        ),
+        a(
+            "preferredLanguage",
+            description=(
+                "Indicates the User's preferred written or spoken language.  Generally used"
+                " for selecting a localized user interface; e.g., 'en_US' specifies the"
+                " language English and country US."
+            ),
+        ),
+        a(
+            "locale",
+            description=(
+                "Used to indicate the User's default location for purposes of localizing"
+                " items such as currency, date time format, or numerical representations."
+            ),
+        ),
+        a(
+            "timezone",
+            description=(
+                "The User's time zone in the 'Olson' time zone database format, e.g.,"
+                " 'America/Los_Angeles'."
+            ),
+        ),
+        a(
+            "active",
+            BOOLEAN,
+            description="A Boolean value indicating the User's administrative status.",
+        ),
+        a(
+            "password",
+            mutability="writeOnly",
+            returned="never",
+            description=(
+                "The User's cleartext password.  This attribute is intended to be used as a"
+                " means to specify an initial password when creating a new User or to reset"
+                " an existing User's password."
+            ),
+        ),
+        _multi(
+            "emails",
+            ("work", "home", "other"),
+            description=_EMAILS,
+            value=_EMAILS,
+            type_example="e.g., 'work' or 'home'",
+            primary_example="the preferred mailing address or primary email address",
+        ),
+        _multi(
+            "phoneNumbers",
+            ("work", "home", "mobile", "fax", "pager", "other"),
+            description=(
+                "Phone numbers for the User.  The value SHOULD be canonicalized by the"
+                " service provider according to the format specified in RFC 3966, e.g.,"
+                " 'tel:+1-201-555-0123'. Canonical type values of 'work', 'home', 'mobile',"
+                " 'fax', 'pager', and 'other'."
+            ),
+            value="Phone number of the User.",
+            type_example="e.g., 'work', 'home', 'mobile'",
+            primary_example="the preferred phone number or primary phone number",
+        ),
+        _multi(
+            "ims",
+            ("aim", "gtalk", "icq", "xmpp", "msn", "skype", "qq", "yahoo"),
+            description="Instant messaging addresses for the User.",
+            value="Instant messaging address for the User.",
+            type_example="e.g., 'aim', 'gtalk', 'xmpp'",
+            primary_example="the preferred messenger or primary messenger",
+        ),
+        _multi(
+            "photos",
+            ("photo", "thumbnail"),
+            REFERENCE,
+            reference_types=("external",),
+            description="URLs of photos of the User.",
+            value="URL of a photo of the User.",
+            type_example="i.e., 'photo' or 'thumbnail'",
+            primary_example="the preferred photo or thumbnail",
+        ),
         a(
             "addresses",
             COMPLEX,
             multi_valued=True,
+            description=(
+                "A physical mailing address for this User. Canonical type values of 'work',"
+                " 'home', and 'other'.  This attribute is a complex type with the following"
+                " sub-attributes."
+            ),
             subs=[
-                a("formatted"),
-                a("streetAddress"),
-                a("locality"),
-                a("region"),
-                a("postalCode"),
-                a("country"),
-                a("type", canonical_values=("work", "home", "other")),
-                a("primary", BOOLEAN),
+                a(
+                    "formatted",
+                    description=(
+                        "The full mailing address, formatted for display or use with a mailing"
+                        " label.  This attribute MAY contain newlines."
+                    ),
+                ),
+                a(
+                    "streetAddress",
+                    description=(
+                        "The full street address component, which may include house number,"
+                        " street name, P.O. box, and multi-line extended street address"
+                        " information.  This attribute MAY contain newlines."
+                    ),
+                ),
+                a("locality", description="The city or locality component."),
+                a("region", description="The state or region component."),
+                a("postalCode", description="The zip code or postal code component."),
+                a("country", description="The country name component."),
+                a(
+                    "type",
+                    canonical_values=("work", "home", "other"),
+                    description=_function("e.g., 'work' or 'home'"),
+                ),
+                a("primary", BOOLEAN, description=_primary()),
             ],
         ),
         a(
@@ -220,17 +430,61 @@ USER = Schema(
             COMPLEX,
             multi_valued=True,
             mutability="readOnly",
+            description=(
+                "A list of groups to which the user belongs, either through direct"
+                " membership, through nested groups, or dynamically calculated."
+            ),
             subs=[
                 # The id of a group: ids are case-exact (RFC 7643 §3.1), so this is too.
-                a("value", mutability="readOnly", case_exact=True),
-                a("$ref", REFERENCE, mutability="readOnly", reference_types=("Group",)),
-                a("display", mutability="readOnly"),
-                a("type", mutability="readOnly", canonical_values=("direct", "indirect")),
+                a(
+                    "value",
+                    mutability="readOnly",
+                    case_exact=True,
+                    description="The identifier of the User's group.",
+                ),
+                a(
+                    "$ref",
+                    REFERENCE,
+                    mutability="readOnly",
+                    reference_types=("Group",),
+                    description=(
+                        "The URI of the corresponding 'Group' resource to which the user belongs."
+                    ),
+                ),
+                a("display", mutability="readOnly", description=f"{_DISPLAY}  READ-ONLY."),
+                a(
+                    "type",
+                    mutability="readOnly",
+                    canonical_values=("direct", "indirect"),
+                    description=_function("e.g., 'direct' or 'indirect'"),
+                ),
             ],
         ),
-        _multi("entitlements", ()),
-        _multi("roles", ()),
-        _multi("x509Certificates", (), BINARY, case_exact=True),  # binary: RFC 7643 §2.3.6
+        _multi(
+            "entitlements",
+            (),
+            description=(
+                "A list of entitlements for the User that represent a thing the User has."
+            ),
+            value="The value of an entitlement.",
+        ),
+        _multi(
+            "roles",
+            (),
+            description=(
+                "A list of roles for the User that collectively represent who the User is,"
+                " e.g., 'Student', 'Faculty'."
+            ),
+            value="The value of a role.",
+        ),
+        _multi(  # binary: RFC 7643 §2.3.6
+            "x509Certificates",
+            (),
+            BINARY,
+            case_exact=True,
+            description="A list of certificates issued to the User.",
+            value="The value of an X.509 certificate.",
+        ),
     ),
 )
 
@@ -239,21 +493,47 @@ GROUP = Schema(
     "Group",
     "Group",
     (
-        a("displayName", required=True, uniqueness="server"),
+        a(
+            "displayName",
+            required=True,
+            uniqueness="server",
+            description="A human-readable name for the Group. REQUIRED.",
+        ),
         a(
             "members",
             COMPLEX,
             multi_valued=True,
+            description="A list of members of the Group.",
             subs=[
-                a("value", mutability="immutable", case_exact=True),
+                a(
+                    "value",
+                    mutability="immutable",
+                    case_exact=True,
+                    description="Identifier of the member of this Group.",
+                ),
                 a(
                     "$ref",
                     REFERENCE,
                     mutability="immutable",
                     reference_types=("User", "Group"),
+                    description=(
+                        "The URI corresponding to a SCIM resource that is a member of this Group."
+                    ),
                 ),
-                a("display", mutability="readOnly"),
-                a("type", mutability="immutable", canonical_values=("User", "Group")),
+                a(
+                    "display",
+                    mutability="readOnly",
+                    description=(
+                        "A human-readable name for the group member, primarily used for"
+                        " display purposes.  READ-ONLY."
+                    ),
+                ),
+                a(
+                    "type",
+                    mutability="immutable",
+                    canonical_values=("User", "Group"),
+                    description="A label indicating the type of resource, e.g., 'User' or 'Group'.",
+                ),
             ],
         ),
     ),
@@ -264,18 +544,47 @@ ENTERPRISE_USER = Schema(
     "EnterpriseUser",
     "Enterprise User",
     (
-        a("employeeNumber"),
-        a("costCenter"),
-        a("organization"),
-        a("division"),
-        a("department"),
+        a(
+            "employeeNumber",
+            description=(
+                "Numeric or alphanumeric identifier assigned to a person, typically based on"
+                " order of hire or association with an organization."
+            ),
+        ),
+        a("costCenter", description="Identifies the name of a cost center."),
+        a("organization", description="Identifies the name of an organization."),
+        a("division", description="Identifies the name of a division."),
+        a("department", description="Identifies the name of a department."),
         a(
             "manager",
             COMPLEX,
+            description=(
+                "The User's manager.  A complex type that optionally allows service providers"
+                " to represent organizational hierarchy by referencing the 'id' attribute of"
+                " another User."
+            ),
             subs=[
-                a("value", case_exact=True),
-                a("$ref", REFERENCE, reference_types=("User",)),
-                a("displayName", mutability="readOnly"),
+                a(
+                    "value",
+                    case_exact=True,
+                    description=(
+                        "The id of the SCIM resource representing the User's manager.  RECOMMENDED."
+                    ),
+                ),
+                a(
+                    "$ref",
+                    REFERENCE,
+                    reference_types=("User",),
+                    description=(
+                        "The URI of the SCIM resource representing the User's manager."
+                        "  RECOMMENDED."
+                    ),
+                ),
+                a(
+                    "displayName",
+                    mutability="readOnly",
+                    description="The displayName of the User's manager. OPTIONAL and READ-ONLY.",
+                ),
             ],
         ),
     ),
