@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from scimd.auth import apps
 from scimd.cli.main import app
+from scimd.store import audit
 from scimd.store.engine import create_engine
 from support.live_server import free_port, start_server
 
@@ -101,8 +102,17 @@ def test_revoke_rotate_disable_enable_delete(db: str) -> None:
     assert not _authenticates(db, new)
     _ok("apps", "enable", cid, "--database-url", db)
     assert _authenticates(db, new)
+    _ok("apps", "enable", cid, "--database-url", db)  # as asked already: no change
     _ok("apps", "revoke", cid, "--database-url", db)
     assert not _authenticates(db, new)
+    _ok("apps", "revoke", cid, "--database-url", db)
+    _ok("apps", "disable", cid, "--database-url", db)
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        ops = [r["operation"] for r in audit.history(conn, resource_id=cid)]
+    engine.dispose()
+    # A repeated enable, revoke or disable changed nothing: no record claims it did.
+    assert ops[:3] == ["app.revoke", "app.enable", "app.disable"], ops
     _ok("apps", "delete", cid, "--database-url", db)
     assert _ok("apps", "list", "--json", "--database-url", db).strip() == "[]"
     result = runner.invoke(app, ["apps", "revoke", cid, "--database-url", db])

@@ -296,12 +296,14 @@ def revoke_app(conn: sa.Connection, client_id: str, actor: A.Actor) -> None:
     """Revoke every secret and access token of the application and disable it."""
     row = _app_row(conn, client_id)
     now = now_datetime()
-    conn.execute(
+    secrets = conn.execute(
         client_secrets.update()
         .where(client_secrets.c.app_pk == row.pk, client_secrets.c.revoked.is_(None))
         .values(revoked=now)
-    )
-    conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
+    ).rowcount
+    tokens = conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk)).rowcount
+    if not (secrets or tokens or row.enabled):
+        return  # revoked already: no change to record, no cached verification to end
     conn.execute(applications.update().where(applications.c.pk == row.pk).values(enabled=False))
     versions.bump(conn, versions.AUTH)  # cached verifications end now
     A.record(conn, actor, "app.revoke", "Application", client_id, {"name": row.name})
@@ -310,6 +312,8 @@ def revoke_app(conn: sa.Connection, client_id: str, actor: A.Actor) -> None:
 def set_enabled(conn: sa.Connection, client_id: str, enabled: bool, actor: A.Actor) -> None:
     """Disabling stops every secret at once and discards issued access tokens for good."""
     row = _app_row(conn, client_id)
+    if bool(row.enabled) == enabled:
+        return  # as asked already: no change to record (each ended every cached verification)
     conn.execute(applications.update().where(applications.c.pk == row.pk).values(enabled=enabled))
     if not enabled:
         conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
