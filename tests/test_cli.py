@@ -174,7 +174,10 @@ def test_properties_add_list_remove(db: str) -> None:
     _ok("properties", "remove", "level", "--yes", "--database-url", db)
     with create_engine(db).connect() as conn:
         detail = conn.execute(
-            sa.text("SELECT detail FROM audit WHERE operation = 'property.remove'")
+            sa.text(
+                "SELECT detail FROM audit WHERE operation = 'property.remove'"
+                " AND resource_type = 'UserProperty'"
+            )
         ).scalar_one()
     assert json.loads(detail) == {"type": "Integer", "values_removed": 1}
     found = {u["userName"]: u for u in d.search("User", None, "http://x").resources}

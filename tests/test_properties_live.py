@@ -90,11 +90,18 @@ def test_removing_a_users_only_property_leaves_no_empty_extension(any_database_u
         two = d.create(
             "User", {"userName": "two@x", PROPS: {"Only": "a", "Kept": "b"}}, audit.CLI, base
         )
+        three = d.create("User", {"userName": "three@x"}, audit.CLI, base)
         with engine.begin() as conn:
             props.remove_property(conn, "Only", audit.CLI)
-        for w, ext in ((one, None), (two, {"Kept": "b"})):
+        for w, ext in ((one, None), (two, {"Kept": "b"}), (three, None)):
             assert w.resource is not None
             uid = w.resource["id"]
+            # The users who lost a value have it in their history (their version moved).
+            with engine.connect() as conn:
+                ops = [(r["operation"], r["detail"]) for r in audit.history(conn, resource_id=uid)]
+            lost = ("property.remove", {"property": "Only", "type": "String"})
+            loaded = [(op, json.loads(x) if isinstance(x, str) else x) for op, x in ops]
+            assert loaded[:1] == ([lost] if w is not three else [("create", loaded[0][1])])
             with engine.connect() as conn:
                 raw = conn.execute(
                     sa.text("SELECT doc FROM users WHERE id = :i"), {"i": uid}

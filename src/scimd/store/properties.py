@@ -319,11 +319,13 @@ def remove_property(
         no_ext = users.c.doc.op("-")(sa.literal(urn))
     stripped = sa.case((emptied, no_ext), else_=without)
     # The users who held a value changed: a new version, so an ETag taken before does not match.
-    held = conn.execute(
+    changed = conn.execute(
         users.update()
         .where(_has_value(conn, row.name, urn))
         .values(doc=stripped, version=users.c.version + 1, last_modified=now_datetime())
-    ).rowcount
+        .returning(users.c.id)
+    ).all()
+    held = len(changed)
     versions.bump(conn, versions.SCHEMA)
     A.record(
         conn,
@@ -333,4 +335,8 @@ def remove_property(
         row.name,
         {"type": row.type, "values_removed": held},
     )
+    # Each user's history shows the change too: its value is gone, its version moved.
+    lost = {"property": row.name, "type": row.type}
+    for (uid,) in changed:
+        A.record(conn, actor, "property.remove", "User", uid, lost)
     return S.PropertyDef(row.name, row.type, row.description), held
