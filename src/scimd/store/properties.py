@@ -338,5 +338,5 @@ def remove_property(
     # Each user's history shows the change too: its value is gone, its version moved.
     lost = {"property": row.name, "type": row.type}
     for (uid,) in changed:
-        A.record(conn, actor, "property.remove", "User", uid, lost)
+        A.record(conn, actor, "property.remove", "User", str(uid), lost)
     return S.PropertyDef(row.name, row.type, row.description), held
