@@ -708,6 +708,28 @@ def test_a_full_disk_is_named_as_such(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
 
 
+def test_audit_list_prints_records_whole(db: str) -> None:
+    """`scimd audit list` prints records with their whole detail (the portal shortens long
+    ones, and nothing else read the log), newest first, by resource or application."""
+    a = json.loads(_ok("apps", "create", "--name", "lister", "--json", "--database-url", db))
+    b = json.loads(_ok("apps", "create", "--name", "other", "--json", "--database-url", db))
+    rows = json.loads(_ok("audit", "list", "--json", "--database-url", db))
+    assert [(r["operation"], r["resource_id"]) for r in rows] == [
+        ("app.create", b["client_id"]),
+        ("app.create", a["client_id"]),
+    ]
+    assert rows[0]["detail"] == {"name": "other", "grant": "bearer", "scopes": ["API", "USER SYNC"]}
+    one = json.loads(
+        _ok("audit", "list", "--resource", a["client_id"], "--json", "--database-url", db)
+    )
+    assert [r["resource_id"] for r in one] == [a["client_id"]]
+    text = _ok("audit", "list", "--limit", "1", "--database-url", db)
+    assert text.count("\n") == 1 and "app.create" in text and b["client_id"] in text
+    assert a["client_secret"] not in text
+    none = _ok("audit", "list", "--actor", "nobody", "--database-url", db)
+    assert none.strip() == "no audit records"
+
+
 def test_audit_prune_removes_old_records_in_batches_and_records_itself(db: str) -> None:
     """The audit log grew without bound (~8,000 records a minute under a busy sync) and
     nothing removed any: ``scimd audit prune --older-than DAYS``."""

@@ -538,6 +538,19 @@ def test_audit_links_resources_that_exist(env: Env) -> None:
     assert gone in r.text and f'href="/admin/users/{gone}"' not in r.text
 
 
+def test_audit_shows_a_long_detail_whole_on_demand(env: Env) -> None:
+    """A change of 40 members showed 15 of them, cut at 600 characters, and nothing in the
+    portal showed the rest: the whole detail is one click away (a <details> element)."""
+    ids = [env.user(f"many{i:02d}@corp.example") for i in range(40)]
+    gid = env.group("Forty", ids)
+    page = env.client.get("/admin/audit", params={"resource": gid}).text
+    whole = re.search(r'<pre class="detail">(.*?)</pre>', page, re.S)
+    assert whole is not None
+    assert all(i in whole.group(1) for i in ids)
+    assert page.count('<pre class="detail">') == 1  # short details are shown as they are
+    assert env.client.get(f"/admin/groups/{gid}").text.count('<pre class="detail">') == 1
+
+
 def test_audit_pages_by_primary_key(env: Env) -> None:
     """The log pages 50 rows at a time with ?before=<pk> (older) and ?after=<pk> (newer)."""
     for i in range(60):

@@ -1075,5 +1075,45 @@ def audit_prune(
     )
 
 
+@audit_app.command("list")
+def audit_list(
+    resource: Annotated[
+        str | None,
+        typer.Option(metavar="ID", help="Only the records of this resource (user, group, app)."),
+    ] = None,
+    actor: Annotated[
+        str | None,
+        typer.Option(metavar="CLIENT_ID", help="Only the changes this application made."),
+    ] = None,
+    limit: Annotated[
+        int, typer.Option(min=1, max=100_000, help="At most this many, the newest first.")
+    ] = 50,
+    database_url: DbUrl = None,
+    as_json: Json = False,
+) -> None:
+    """Show audit records, the newest first, with their whole detail (the portal shortens
+    long ones): e.g. which members a change added or removed, `--resource GROUP_ID`."""
+
+    def go() -> list[dict[str, Any]]:
+        engine = _engine(database_url, create=False)
+        try:
+            with engine.connect() as conn:
+                return audit.history(conn, resource_id=resource, actor=actor, limit=limit)
+        finally:
+            engine.dispose()
+
+    rows = _run(go)
+    for r in rows:
+        if isinstance(r.get("detail"), str):  # JSON text on SQLite, decoded on PostgreSQL
+            r["detail"] = json.loads(r["detail"])
+    lines = []
+    for r in rows:
+        who = r.get("actor_name") or r.get("actor") or r["actor_type"]
+        detail = "" if r["detail"] is None else " " + json.dumps(r["detail"])
+        target = f"{r['resource_type']} {r['resource_id'] or ''}".rstrip()
+        lines.append(f"{r['at']}  {who}  {r['operation']}  {target}{detail}")
+    _print(rows, as_json, "\n".join(lines) if lines else "no audit records")
+
+
 if __name__ == "__main__":
     main()

@@ -224,6 +224,23 @@ def compact_json(value: Any, limit: int = 600) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# A detail longer than this is cut in the page too, with the command that prints it whole.
+FULL_DETAIL_LIMIT = 200_000
+
+
+def full_detail(value: Any, shown: str) -> str | None:
+    """A record's whole detail, indented, when the table shows it shortened (a change of
+    40 members named 15): None when ``shown`` is the whole of it."""
+    if value is None or not shown.endswith("…"):
+        return None
+    data = orjson.loads(value) if isinstance(value, str) else value
+    text = orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+    if len(text) > FULL_DETAIL_LIMIT:
+        rest = len(text) - FULL_DETAIL_LIMIT
+        text = text[:FULL_DETAIL_LIMIT] + f"\n… {rest:,} more characters: scimd audit list --json"
+    return text
+
+
 def audit_rows(
     rows: list[dict[str, Any]], users: set[str], groups: set[str], apps: set[str]
 ) -> list[dict[str, Any]]:
@@ -254,7 +271,8 @@ def audit_rows(
                 "resource_type": r["resource_type"],
                 "resource_id": rid,
                 "link": link,
-                "detail": compact_json(r.get("detail")),
+                "detail": (shown := compact_json(r.get("detail"))),
+                "full_detail": full_detail(r.get("detail"), shown),
             }
         )
     return out
