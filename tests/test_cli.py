@@ -212,8 +212,16 @@ def test_properties_add_list_remove(db: str) -> None:
 
 
 def test_db_upgrade_and_current(db: str) -> None:
-    """`db upgrade` brings an empty database to the newest revision."""
-    assert "database at revision" in _ok("db", "upgrade", "--database-url", db)
+    """`db upgrade` brings an empty database to the newest revision, and says what it did
+    (the same line whether or not it upgraded anything)."""
+    from scimd.store import migrate
+
+    head = migrate.head()
+    assert f"created the database schema at revision {head}" in _ok(
+        "db", "upgrade", "--database-url", db
+    )
+    again = _ok("db", "upgrade", "--database-url", db)
+    assert f"the database schema is at revision {head} already" in again
     out = _ok("db", "current", "--database-url", db)
     current, head = out.split("current: ")[1].split("  head: ")
     assert current.strip() == head.strip() != "None"

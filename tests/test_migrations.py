@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -138,7 +139,7 @@ def test_a_database_the_reverted_revision_0007_upgraded_upgrades_to_the_head(
             for statement in _REVERTED_0007:
                 conn.execute(sa.text(statement))
         out = run_scimd("db", "upgrade", "--database-url", url).stdout
-        assert f"database at revision {migrate.head()}" in out
+        assert f"upgraded the database schema from revision 0007 to {migrate.head()}" in out
         with engine.connect() as conn:
             names = {
                 name
@@ -298,3 +299,20 @@ def test_this_postgresql_lower_cases_as_python_does(postgres_url: str) -> None:
         ).scalar_one()
     engine.dispose()
     assert migrate.lowered_otherwise(sample, theirs) == []
+
+
+def test_a_server_starting_on_an_older_schema_logs_the_upgrade(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`scimd serve` upgraded an older database without a word in its log (Alembic's lines
+    are silenced below debug): operators look there for when the schema changed."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        migrate.upgrade(engine, "0008")
+        with caplog.at_level(logging.INFO, logger="scimd.store"):
+            migrate.ensure_current(engine)  # what `serve` runs at start
+            migrate.ensure_current(engine)  # current already: nothing to say
+        said = [r.getMessage() for r in caplog.records if "schema" in r.getMessage()]
+        assert said == [f"upgraded the database schema from revision 0008 to {migrate.head()}"]
+    finally:
+        engine.dispose()

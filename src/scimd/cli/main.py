@@ -947,8 +947,9 @@ def db_upgrade(database_url: DbUrl = None) -> None:
     url = _given_url(database_url, s)
     made = _not_there(url)
     engine = _new_engine(url, s)
+    before = migrate.current(engine)
     migrate.upgrade(engine)
-    typer.echo(f"database at revision {migrate.current(engine)}")
+    typer.echo(migrate.moved(before, migrate.current(engine)))
     _note_made(made)
     engine.dispose()
 

@@ -130,7 +130,17 @@ def ensure_current(engine: sa.Engine, *, upgrade_behind: bool = True) -> None:
                 " upgrade` (or start `scimd serve`, which upgrades it)"
             )
         upgrade(engine)  # after check_known
+        log.info(moved(at, head()))  # operators look for when the schema changed, and how
     check_counters(engine)
+
+
+def moved(before: str | None, after: str | None) -> str:
+    """What an upgrade did, in the words of the log and of ``scimd db upgrade``."""
+    if before == after:
+        return f"the database schema is at revision {after} already"
+    if before is None:
+        return f"created the database schema at revision {after}"
+    return f"upgraded the database schema from revision {before} to {after}"
 
 
 def check_counters(engine: sa.Engine) -> None:
