@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -314,5 +315,69 @@ def test_a_server_starting_on_an_older_schema_logs_the_upgrade(
             migrate.ensure_current(engine)  # current already: nothing to say
         said = [r.getMessage() for r in caplog.records if "schema" in r.getMessage()]
         assert said == [f"upgraded the database schema from revision 0008 to {migrate.head()}"]
+    finally:
+        engine.dispose()
+
+
+def test_whole_decimal_doubles_stored_before_0011_read_as_a_write_stores_them(
+    any_database_url: str,
+) -> None:
+    """A Decimal value that is a whole double of 2^53 or more was stored as the double
+    (``1.2345678901234567e+19``) before writes gave it one form; read back unlike anything
+    written now, a PUT of what a GET returned changed the user (a new version, an audit
+    record). 0011 stores it as a write would; values it leaves alone stay as they are."""
+    import sqlalchemy as sa
+
+    from scimd.store import audit
+    from scimd.store.directory import Directory
+    from scimd.store.prepared import load_json
+
+    urn = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
+    stored = {"D": 1.2345678901234567e19, "E": -(2.0**60), "F": 2.5, "G": 1000.0, "H": 7, "S": "x"}
+    engine = create_engine(any_database_url)
+    try:
+        migrate.upgrade(engine, "0010")
+        with engine.begin() as conn:
+            for name in "DEFGH":
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO user_properties (name, name_lower, type, description,"
+                        " created) VALUES (:n, :l, 'Decimal', '', '2026-01-01T00:00:00.000Z')"
+                    ),
+                    {"n": name, "l": name.lower()},
+                )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO user_properties (name, name_lower, type, description, created)"
+                    " VALUES ('S', 's', 'String', '', '2026-01-01T00:00:00.000Z')"
+                )
+            )
+            doc = json.dumps({"userName": "old@x", urn: stored})
+            conn.execute(
+                sa.text(
+                    "INSERT INTO users (pk, id, user_name, user_name_lower, created,"
+                    " last_modified, version, doc) VALUES (1, 'u1', 'old@x', 'old@x',"
+                    " '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 1,"
+                    + (" :doc)" if engine.dialect.name == "sqlite" else " CAST(:doc AS JSONB))")
+                ),
+                {"doc": doc},
+            )
+        migrate.ensure_current(engine)
+        with engine.connect() as conn:
+            after = load_json(conn.execute(sa.text("SELECT doc FROM users")).scalar_one())[urn]
+        # PostgreSQL's jsonb kept the double's shortest digits, a whole number already.
+        e = -(2**60) if engine.dialect.name == "sqlite" else -1152921504606847000
+        want = {"D": 12345678901234567000, "E": e, "F": 2.5, "G": 1000.0, "H": 7, "S": "x"}
+        assert after == want
+        assert [type(after[k]) for k in "DEFGH"] == [int, int, float, float, int]
+        d = Directory(engine)
+        try:
+            got, tag = d.get("User", "u1", "http://x")
+            again = d.replace(
+                "User", "u1", json.loads(json.dumps(got)), audit.CLI, "http://x", None
+            )
+        finally:
+            d.close()
+        assert again.etag == tag and not again.changed
     finally:
         engine.dispose()
