@@ -878,6 +878,27 @@ def test_value_path_primary_true_on_two_matches_rejected() -> None:
     check(e, 400, "invalidValue", "primary")
 
 
+def test_primary_on_copies_an_earlier_operation_made_is_one_value_marked() -> None:
+    """An operation that makes two elements equal, then one marking that value primary:
+    applied in order (RFC 7644 §3.5.2), the second names one value (the copies are kept
+    once), as it does sent in two PATCHes. It was refused as two values marked primary."""
+    doc = user(emails=[{"value": "a@x.org", "type": "work"}, {"value": "b@x.org", "type": "work"}])
+    result = patch(
+        doc,
+        {"op": "replace", "path": 'emails[type eq "work"].value', "value": "a@x.org"},
+        {"op": "replace", "path": 'emails[value eq "a@x.org"].primary', "value": True},
+    )
+    assert result.doc["emails"] == [{"value": "a@x.org", "type": "work", "primary": True}]
+    # A third element, primary before, is no longer.
+    doc["emails"].append({"value": "c@x.org", "type": "home", "primary": True})
+    result = patch(
+        doc,
+        {"op": "replace", "path": 'emails[type eq "work"].value', "value": "a@x.org"},
+        {"op": "add", "path": 'emails[value eq "a@x.org"].primary', "value": True},
+    )
+    assert [e.get("primary") for e in result.doc["emails"]] == [True, False]
+
+
 def test_value_path_null_removes_the_sub_attribute() -> None:
     """A null value through a value path unassigns that sub-attribute; no element is created."""
     result = patch(

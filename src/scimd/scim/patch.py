@@ -414,13 +414,16 @@ def _identity(attr: S.Attribute, value: Any) -> Any:
     return ("value", value)
 
 
-def _mark_primary(elements: list[Any], marked: list[dict[str, Any]], where: str) -> None:
-    """RFC 7644 §3.5.2: a value set ``primary: true`` sets ``primary`` false on the others."""
-    if len(marked) > 1:
+def _mark_primary(
+    attr: S.Attribute, elements: list[Any], marked: list[dict[str, Any]], where: str
+) -> None:
+    """RFC 7644 §3.5.2: a value set ``primary: true`` sets ``primary`` false on the others.
+    Several elements marked may be copies of one value (an earlier operation of the PATCH
+    made them equal; the end of the PATCH keeps one): that is one value marked."""
+    if len({_identity(attr, m) for m in marked}) > 1:
         raise InvalidValue(f"'{where}' would have more than one value marked primary")
-    keep = marked[0]
     for e in elements:
-        if e is not keep and isinstance(e, dict) and e.get("primary") is True:
+        if isinstance(e, dict) and e.get("primary") is True and not any(e is m for m in marked):
             e["primary"] = False
 
 
@@ -733,7 +736,7 @@ class _Patcher:
                 marked.append(chosen)
         if marked:
             self.examine(len(elements))
-            _mark_primary(elements, marked, where)
+            _mark_primary(attr, elements, marked, where)
         if elements:
             container[attr.name] = elements
 
@@ -797,7 +800,7 @@ class _Patcher:
                     marked = [created]
         if marked and attr.multi_valued:
             self.examine(len(elements))
-            _mark_primary(elements, marked, t.where)
+            _mark_primary(attr, elements, marked, t.where)
         self.store_elements(container, attr, [e for e in elements if e])
 
     def describe(self, t: _Target, written: dict[str, Any]) -> dict[str, Any]:
