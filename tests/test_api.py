@@ -1670,6 +1670,39 @@ def test_the_audit_of_a_member_change_names_the_members(api_both: Api) -> None:
     assert _loaded(detail) == {"displayName": "aud-h", "members": [{"op": "add", "ids": [a]}]}
 
 
+def test_clearing_a_groups_members_and_giving_them_back_is_no_change(api_both: Api) -> None:
+    """A PATCH removing every member (or replacing them with none) and adding them back
+    leaves the group as it was: no new version (a client holding the ETag got a needless
+    412), no audit record of a change never made."""
+    api = api_both
+    u, v = api.user("back-u")["id"], api.user("back-v")["id"]
+    made = api.req("POST", "/Groups", {"displayName": "back", "members": [{"value": u}]})
+    g, tag = made.json()["id"], made.headers["etag"]
+    add = {"op": "add", "path": "members", "value": [{"value": u}]}
+    for reset in (
+        {"op": "remove", "path": "members"},
+        {"op": "replace", "path": "members", "value": []},
+        {"op": "Replace", "path": "members", "value": [{"value": v}]},
+    ):
+        remove_v = {"op": "remove", "path": f'members[value eq "{v}"]'}
+        body = {"schemas": [PATCH], "Operations": [reset, add, remove_v]}
+        r = api.req("PATCH", f"/Groups/{g}", body, headers={"If-Match": tag})
+        assert r.status_code == 204, r.text
+        assert r.headers["etag"] == tag
+    with api.engine.connect() as conn:
+        patches = conn.execute(
+            sa.text("SELECT count(*) FROM audit WHERE resource_id = :g AND operation = 'patch'"),
+            {"g": g},
+        ).scalar_one()
+    assert patches == 0
+    body = {"schemas": [PATCH], "Operations": [{"op": "remove", "path": "members"}, add]}
+    add["value"] = [{"value": v}]  # cleared, then given another member: a change
+    r = api.req("PATCH", f"/Groups/{g}", body)
+    assert r.status_code == 204 and r.headers["etag"] != tag
+    members = api.req("GET", f"/Groups/{g}").json()["members"]
+    assert [m["value"] for m in members] == [v]
+
+
 def test_audit_records_of_renames_and_deletes_name_the_resource(api_both: Api) -> None:
     """A rename's record says the new name (a PUT's did, a PATCH's did not), and a delete's
     says what was deleted: once retention has pruned the creation, an id says nothing."""

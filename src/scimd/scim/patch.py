@@ -147,13 +147,25 @@ def _net(ops: list[MemberOp]) -> list[MemberOp]:
     """The member changes as their net effect: what comes before the last replace or
     remove-all is undone by it, and of an id added and removed after it only the last change
     counts. Added, then removed by one PATCH, a user who was no member was counted as two
-    changes: the group got a new version (and clients holding its ETag a needless 412)."""
+    changes: the group got a new version (and clients holding its ETag a needless 412). A
+    reset and the changes after it are one replace, by the members they leave: cleared and
+    given back its members, a group changed too (its memberships deleted and written again)."""
     last = max((i for i, op in enumerate(ops) if op.kind in ("replace", "remove_all")), default=-1)
-    if last <= 0 and len(ops) - (last + 1) <= 1:
-        return ops  # at most one change after a first reset (Entra's PATCHes): nothing to fold
-    head = ops[last : last + 1] if last >= 0 else []
+    if last >= 0:
+        if last == len(ops) - 1:
+            return ops[last:]
+        kept = {m["value"]: m for m in ops[last].members}  # remove_all: none
+        for op in ops[last + 1 :]:
+            for m in op.members:
+                if op.kind == "add":
+                    kept.setdefault(m["value"], m)  # added twice, the first add stands
+                else:
+                    kept.pop(m["value"], None)
+        return [MemberOp("replace", list(kept.values()))]
+    if len(ops) <= 1:
+        return ops  # one change (Entra's PATCHes): nothing to fold
     final: dict[str, tuple[str, dict[str, str]]] = {}
-    for op in ops[last + 1 :]:
+    for op in ops:
         for m in op.members:
             before = final.pop(m["value"], None)  # the latest change of an id comes last
             # Added twice, the first add stands (the second is a no-op, its type unused).
@@ -161,7 +173,7 @@ def _net(ops: list[MemberOp]) -> list[MemberOp]:
             final[m["value"]] = before if again and before is not None else (op.kind, m)
     removes = [{"value": i} for i, (kind, _) in final.items() if kind == "remove"]
     adds = [m for kind, m in final.values() if kind == "add"]
-    out = list(head)
+    out: list[MemberOp] = []
     if removes:
         out.append(MemberOp("remove", removes))
     if adds:
