@@ -1,5 +1,5 @@
 """CPU per request of scimd's own code, in-process: POST, GET by id, filter by userName, PATCH,
-group creation and 100-member adds and removes.
+group creation and 100-member adds, re-sent adds and removes.
 
 The load benchmark (``bench/run.py``) measures throughput over HTTP with the load generator on
 the same two cores; runs of the same code differ by a fifth or more there, which hides a change
@@ -160,8 +160,8 @@ async def measure(users: int, database_url: str) -> dict[str, float]:
         for k, rid in enumerate(ids)
     ]
     await timed("patch_user", patches, 200)
-    # Groups: 100 random members added to, then removed from, a 100-member group (as
-    # bench/load.py's group_add_100_small), beside groups holding ~20 memberships per user.
+    # Groups: batches of 100 random members added to a 100-member group, added again (no
+    # change), then removed, beside groups holding ~20 memberships per user.
     rnd = random.Random(7)
     made = await timed(
         "post_group",
@@ -182,16 +182,22 @@ async def measure(users: int, database_url: str) -> dict[str, float]:
     group = json.loads(made[0])["id"]
     held = {m["value"] for m in json.loads(made[0]).get("members", [])}
     free = [i for i in ids if i not in held]
-    churn: list[tuple[str, str, str, Any]] = []
-    for _ in range(100):
-        batch = [{"value": m} for m in rnd.sample(free, min(100, len(free)))]
-        for op in ("add", "remove"):
-            body = {
-                "schemas": [PATCH_OP],
-                "Operations": [{"op": op, "path": "members", "value": batch}],
-            }
-            churn.append(("PATCH", f"/scim/v2/Groups/{group}", "", body))
-    await timed("group_member_churn_100", churn, 204)
+    batches = [[{"value": m} for m in rnd.sample(free, min(100, len(free)))] for _ in range(50)]
+
+    def member_patches(op: str) -> list[tuple[str, str, str, Any]]:
+        return [
+            (
+                "PATCH",
+                f"/scim/v2/Groups/{group}",
+                "",
+                {"schemas": [PATCH_OP], "Operations": [{"op": op, "path": "members", "value": b}]},
+            )
+            for b in batches
+        ]
+
+    await timed("group_add_100", member_patches("add"), 204)
+    await timed("group_readd_100", member_patches("add"), 204)  # Entra re-sends adds
+    await timed("group_remove_100", member_patches("remove"), 204)
     await to_app.put({"type": "lifespan.shutdown"})
     await from_app.get()
     await running
