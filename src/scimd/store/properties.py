@@ -318,14 +318,33 @@ def remove_property(
         emptied = without.op("->")(sa.literal(urn)) == sa.cast(sa.literal("{}"), JSONB)
         no_ext = users.c.doc.op("-")(sa.literal(urn))
     stripped = sa.case((emptied, no_ext), else_=without)
+    # Each user who held a value has the change in its history (its value goes, its version
+    # moves): one statement, written before the values go (writes of users wait meanwhile).
+    lost = A.values(
+        actor, "property.remove", "User", None, {"property": row.name, "type": row.type}
+    )
+    path = f'$."{urn}"."{row.name}"'
+    if conn.dialect.name == "sqlite":
+        holders, detail = "json_type(doc, :path) IS NOT NULL", ":detail"
+        params: dict[str, Any] = {**lost, "path": path}
+    else:
+        holders, detail = "doc #> CAST(:path AS TEXT[]) IS NOT NULL", "CAST(:detail AS JSON)"
+        params = {**lost, "path": [urn, row.name]}
+    conn.execute(
+        sa.text(
+            "INSERT INTO audit (at, actor_type, actor, actor_name, operation, resource_type,"
+            " resource_id, detail, request_id) SELECT :at, :actor_type, :actor, :actor_name,"
+            f" :operation, :resource_type, id, {detail}, :request_id FROM users"
+            f" WHERE {holders} ORDER BY pk"
+        ),
+        params,
+    )
     # The users who held a value changed: a new version, so an ETag taken before does not match.
-    changed = conn.execute(
+    held = conn.execute(
         users.update()
         .where(_has_value(conn, row.name, urn))
         .values(doc=stripped, version=users.c.version + 1, last_modified=now_datetime())
-        .returning(users.c.id)
-    ).all()
-    held = len(changed)
+    ).rowcount
     versions.bump(conn, versions.SCHEMA)
     A.record(
         conn,
@@ -335,8 +354,4 @@ def remove_property(
         row.name,
         {"type": row.type, "values_removed": held},
     )
-    # Each user's history shows the change too: its value is gone, its version moved.
-    lost = {"property": row.name, "type": row.type}
-    for (uid,) in changed:
-        A.record(conn, actor, "property.remove", "User", str(uid), lost)
     return S.PropertyDef(row.name, row.type, row.description), held
