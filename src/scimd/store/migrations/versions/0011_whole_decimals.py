@@ -29,6 +29,7 @@ depends_on = None
 # The URN the properties were kept under before the database recorded one (scimd's default).
 DEFAULT_URN = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
 INT_MAX = 2**63 - 1
+BATCH = 1000
 
 
 def canonical(value: Any) -> Any:
@@ -60,32 +61,40 @@ def upgrade() -> None:
         ).scalar_one_or_none()
         or DEFAULT_URN
     )
-    if conn.dialect.name == "sqlite":
-        has_real = " OR ".join(f"json_type(doc, :p{i}) = 'real'" for i in range(len(names)))
-        params: dict[str, str] = {f"p{i}": f'$."{urn}"."{n}"' for i, n in enumerate(names)}
-        doc_param = ":doc"
-    else:
-        has_real = " OR ".join(
-            f"jsonb_typeof(doc -> :urn -> :p{i}) = 'number'" for i in range(len(names))
+    if conn.dialect.name != "sqlite":
+        # PostgreSQL's jsonb kept a double's shortest digits, which read back as the whole
+        # number a write stores now, and has no negative zero: nothing to rewrite.
+        return
+    # Only reals that can change: whole ones of 2^53 or more, and zero (-0.0 among them).
+    tests, params = [], {}
+    for i, name in enumerate(names):
+        params[f"p{i}"] = f'$."{urn}"."{name}"'
+        value = f"json_extract(doc, :p{i})"
+        tests.append(
+            f"(json_type(doc, :p{i}) = 'real' AND (abs({value}) >= 9007199254740992.0"
+            f" OR {value} = 0))"
         )
-        params = {"urn": urn, **{f"p{i}": n for i, n in enumerate(names)}}
-        doc_param = "CAST(:doc AS JSONB)"
-    rows: list[Any] = list(
-        conn.execute(sa.text(f"SELECT pk, doc FROM users WHERE {has_real}"), params)
-    )
-    update = sa.text(f"UPDATE users SET doc = {doc_param} WHERE pk = :pk")
-    for pk, raw in rows:
-        doc: dict[str, Any] = orjson.loads(raw) if isinstance(raw, (str, bytes)) else raw
-        ext = doc.get(urn) or {}
-        changed = False
-        for name in names:
-            if name in ext:
-                new = canonical(ext[name])
-                if type(new) is not type(ext[name]) or repr(new) != repr(ext[name]):
-                    ext[name] = new
-                    changed = True
-        if changed:
-            conn.execute(update, {"doc": orjson.dumps(doc).decode(), "pk": pk})
+    where = " OR ".join(tests)
+    pks = [pk for (pk,) in conn.execute(sa.text(f"SELECT pk FROM users WHERE {where}"), params)]
+    update = sa.text("UPDATE users SET doc = :doc WHERE pk = :pk")
+    for start in range(0, len(pks), BATCH):  # documents read a batch at a time
+        batch = pks[start : start + BATCH]
+        rows = conn.execute(
+            sa.text("SELECT pk, doc FROM users WHERE pk IN (SELECT value FROM json_each(:pks))"),
+            {"pks": orjson.dumps(batch).decode()},
+        )
+        for pk, raw in rows.all():
+            doc: dict[str, Any] = orjson.loads(str(raw))
+            ext = doc.get(urn) or {}
+            changed = False
+            for name in names:
+                if name in ext:
+                    new = canonical(ext[name])
+                    if type(new) is not type(ext[name]) or repr(new) != repr(ext[name]):
+                        ext[name] = new
+                        changed = True
+            if changed:
+                conn.execute(update, {"doc": orjson.dumps(doc).decode(), "pk": pk})
 
 
 def downgrade() -> None:
