@@ -1652,10 +1652,10 @@ def test_the_audit_of_a_member_change_names_the_members(api_both: Api) -> None:
     changes = [(op, _loaded(d).get("members")) for _, op, d in rows]
     assert changes == [
         ("patch", [{"op": "add", "ids": [a]}]),
-        ("replace", [{"op": "replace", "ids": [b], "added": [b], "removed": [a]}]),
+        ("replace", [{"op": "replace", "added": [b], "removed": [a]}]),
         ("patch", [{"op": "remove_all", "ids": [b]}]),
         ("patch", [{"op": "add", "ids": [b]}]),
-        ("patch", [{"op": "replace", "ids": [a], "added": [a], "removed": [b]}]),
+        ("patch", [{"op": "replace", "added": [a], "removed": [b]}]),
         ("patch", [{"op": "add", "ids": [c]}]),
         ("patch", [{"op": "remove", "ids": [c]}]),
         ("patch", None),

@@ -736,6 +736,16 @@ def test_audit_list_prints_records_whole(db: str) -> None:
     assert a["client_secret"] not in text
     none = _ok("audit", "list", "--actor", "nobody", "--database-url", db)
     assert none.strip() == "no audit records"
+    # A change an application made names it with the client id that --actor takes.
+    engine = create_engine(db)
+    with engine.begin() as conn:
+        by_app = audit.Actor("app", a["client_id"], "lister", None)
+        audit.record(conn, by_app, "create", "User", "u-1", {"userName": "u@x"})
+    engine.dispose()
+    line = _ok("audit", "list", "--limit", "1", "--database-url", db)
+    assert f"lister ({a['client_id']})  create  User u-1" in line
+    mine = _ok("audit", "list", "--actor", a["client_id"], "--json", "--database-url", db)
+    assert [r["resource_id"] for r in json.loads(mine)] == ["u-1"]
 
 
 def test_audit_prune_removes_old_records_in_batches_and_records_itself(db: str) -> None:

@@ -947,9 +947,8 @@ def db_upgrade(database_url: DbUrl = None) -> None:
     url = _given_url(database_url, s)
     made = _not_there(url)
     engine = _new_engine(url, s)
-    before = migrate.current(engine)
-    migrate.upgrade(engine)
-    typer.echo(migrate.moved(before, migrate.current(engine)))
+    done = migrate.upgrade(engine)
+    typer.echo(done or migrate.moved(migrate.head(), migrate.head()))
     _note_made(made)
     engine.dispose()
 
@@ -1109,7 +1108,9 @@ def audit_list(
             r["detail"] = json.loads(r["detail"])
     lines = []
     for r in rows:
-        who = r.get("actor_name") or r.get("actor") or r["actor_type"]
+        who = r.get("actor_name") or r["actor_type"]
+        if r.get("actor") and r["actor"] != who:
+            who += f" ({r['actor']})"  # the client id, which --actor takes
         detail = "" if r["detail"] is None else " " + json.dumps(r["detail"])
         target = f"{r['resource_type']} {r['resource_id'] or ''}".rstrip()
         lines.append(f"{r['at']}  {who}  {r['operation']}  {target}{detail}")

@@ -82,19 +82,22 @@ def _check_known(conn: sa.Connection) -> None:
         )
 
 
-def upgrade(engine: sa.Engine, revision: str = "head") -> None:
+def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
+    """Upgrade to ``revision``; what it did, in words (``moved``), or None if the database
+    was there already (another process may have just upgraded it: the revision is read
+    under the lock the upgrade holds)."""
     with _upgrade_transaction(engine) as conn:
         if engine.dialect.name == "postgresql":
             # Two servers starting on an empty database both created the tables, and one
             # died on a duplicate key (7 times in 8). The second now waits for the first's
             # upgrade (DDL is transactional here) and finds nothing left to do.
             conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
-        if revision == "head" and MigrationContext.configure(conn).get_current_revision() == (
-            head()
-        ):
-            return
+        found = MigrationContext.configure(conn).get_current_revision()
+        if revision == "head" and found == head():
+            return None
         _check_known(conn)
         command.upgrade(_config(conn), revision)
+        return moved(found, head() if revision == "head" else revision)
 
 
 @contextmanager
@@ -129,8 +132,9 @@ def ensure_current(engine: sa.Engine, *, upgrade_behind: bool = True) -> None:
                 " stop every server of the older scimd that uses it, then run `scimd db"
                 " upgrade` (or start `scimd serve`, which upgrades it)"
             )
-        upgrade(engine)  # after check_known
-        log.info(moved(at, head()))  # operators look for when the schema changed, and how
+        done = upgrade(engine)  # after check_known
+        if done is not None:
+            log.info(done)  # operators look for when the schema changed, and how
     check_counters(engine)
 
 
