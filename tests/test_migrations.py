@@ -385,3 +385,28 @@ def test_whole_decimal_doubles_stored_before_0011_read_as_a_write_stores_them(
         assert again.etag == tag and not again.changed
     finally:
         engine.dispose()
+
+
+def test_of_servers_upgrading_together_only_the_one_that_did_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The revision an upgrade reports is read under its lock: two servers starting together
+    on an older database both logged that they had upgraded it."""
+    import threading
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    first = create_engine(url)
+    migrate.upgrade(first, "0008")
+    engines = [first, create_engine(url)]
+    try:
+        with caplog.at_level(logging.INFO, logger="scimd.store"):
+            threads = [threading.Thread(target=migrate.ensure_current, args=(e,)) for e in engines]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+        said = [r.getMessage() for r in caplog.records if "schema" in r.getMessage()]
+        assert said == [f"upgraded the database schema from revision 0008 to {migrate.head()}"]
+    finally:
+        for e in engines:
+            e.dispose()
