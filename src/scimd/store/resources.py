@@ -945,9 +945,9 @@ def _add_rows(conn: sa.Connection, rows: list[tuple[int, str, str]]) -> list[str
 
     One prepared INSERT run per row by the driver: measured 2x faster than the same rows
     inserted with one INSERT ... SELECT from json_each (with RETURNING ~2x slower still). Its
-    count tells whether every row was new, the usual case; when some were members already
-    the rows are inserted again one by one, from a savepoint, to learn which (a savepoint
-    costs ~3 µs, asking first which are members ~45 µs per 100 ids)."""
+    count tells whether every row was new or none was (Entra re-sends adds), the usual cases;
+    when only some were, the rows are inserted again one by one, from a savepoint, to learn
+    which (a savepoint costs ~3 µs, asking first which are members ~45 µs per 100 ids)."""
     insert = STATEMENTS.get(
         conn,
         "members.insert_row",
