@@ -471,6 +471,37 @@ def test_resubmitting_a_form_that_made_a_secret_makes_nothing(portal: Portal) ->
     assert n == 2  # the first secret and one rotation
 
 
+def test_a_form_sent_twice_at_once_makes_one_secret(portal: Portal) -> None:
+    """Two submissions sent together (a double click on a slow link) carry the same session
+    cookie, and both found the form's one-time id unused there: two secrets were made, one
+    shown to nobody. The id is now recorded where the secret is made."""
+    portal.login()
+    form = {"name": "Twice", "grant": "bearer", "scope": ["API", "USER SYNC"], "lifetime": "0"}
+    sent = {**form, **_once(portal, f"{APPS}/add")}
+
+    def as_sent_together(path: str, data: dict[str, str]) -> tuple[Any, Any]:
+        # The second request carries the cookie the first was sent with, not its answer's.
+        other = TestClient(portal.client.app, base_url=str(portal.client.base_url))
+        for c in portal.client.cookies.jar:
+            other.cookies.set(c.name, c.value or "", domain=c.domain, path=c.path)
+        first = portal.client.post(path, data=data, follow_redirects=False)
+        return first, other.post(path, data=data, follow_redirects=False)
+
+    first, second = as_sent_together(f"{APPS}/add", sent)
+    assert first.status_code == 200 and "you will not see it again" in first.text
+    assert second.status_code == 303 and second.headers["location"] == APPS
+    with portal.engine.connect() as conn:
+        rows = conn.execute(sa.select(applications.c.client_id)).scalars().all()
+    assert len(rows) == 1
+    page = f"{APPS}/{rows[0]}"
+    rotate = _once(portal, page)
+    first, second = as_sent_together(f"{page}/rotate", rotate)
+    assert first.status_code == 200 and second.status_code == 303
+    with portal.engine.connect() as conn:
+        n = conn.execute(sa.text("SELECT count(*) FROM client_secrets")).scalar_one()
+    assert n == 2  # the first secret and one rotation
+
+
 def test_bearer_lifetimes_and_out_of_range_lifetimes_are_refused(portal: Portal) -> None:
     """A bearer application's lifetime was shown and never applied; a huge one was a 500."""
     portal.login()

@@ -213,3 +213,13 @@ admin_sessions = sa.Table(
     # Unix seconds; a session lasts SESSION_SECONDS from its sign-in (auth/admins.py).
     sa.Column("created", sa.BigInteger, nullable=False),
 )
+
+# The one-time ids of portal forms that make a secret, once used: a second submission (a
+# double click, a reload) makes no second secret nobody sees. Kept a day (auth/forms.py).
+form_uses = sa.Table(
+    "form_uses",
+    metadata,
+    sa.Column("once", sa.String(64), primary_key=True),
+    # Unix seconds.
+    sa.Column("used", sa.BigInteger, nullable=False, index=True),
+)

@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from scimd.auth import admins
+from scimd.auth import admins, forms
 from scimd.auth import apps as apps_mod
 from scimd.scim.errors import ScimError
 from scimd.store.engine import is_disconnect
@@ -171,6 +171,12 @@ def _afresh(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
         if not is_disconnect(e):
             raise
         return fn(*args)
+
+
+def _once(form: FormData) -> str | None:
+    """A form's one-time id, if it carries a usable one (a script's POST carries none)."""
+    once = form.get("once")
+    return once if isinstance(once, str) and 0 < len(once) <= 64 else None
 
 
 class Portal:
@@ -668,14 +674,21 @@ class Portal:
         admin: admins.Admin = request.state.admin
         actor = admin.actor(request.state.request_id)
 
+        once = _once(form)
+
         def create() -> tuple[dict[str, Any], str]:
             with self.directory.write() as conn:
+                if once:
+                    forms.use_once(conn, once)
                 return apps_mod.create_app(conn, name, grant, scopes, actor, lifetime)
 
         try:
             app, secret = await self.db(create)
         except ScimError as e:
             return self._add_form(request, values, e.detail)
+        except forms.UsedBefore:  # sent twice at once (a double click): made once
+            self.flash(request, "error", _RESUBMITTED)
+            return RedirectResponse(APPS, status_code=303)
         return self._secret_page(request, app, secret, "Application created")
 
     def _add_form(self, request: Request, values: dict[str, Any], error: str | None) -> Response:
@@ -748,13 +761,21 @@ class Portal:
             self.flash(request, "error", "Tick 'Clients using it stop working' to disable it.")
             return RedirectResponse(f"{APPS}/{client_id}", status_code=303)
 
+        once = _once(form) if action == "rotate" else None
+
         def run() -> tuple[Any, dict[str, Any] | None]:
             with self.directory.write() as conn:
+                if once:
+                    forms.use_once(conn, once)
                 result = actions[action](conn)
                 app = apps_mod.get_app(conn, client_id) if action != "delete" else None
                 return result, app
 
-        result, app = await self.db(run)
+        try:
+            result, app = await self.db(run)
+        except forms.UsedBefore:  # sent twice at once (a double click): rotated once
+            self.flash(request, "error", _RESUBMITTED)
+            return RedirectResponse(f"{APPS}/{client_id}", status_code=303)
         if action == "rotate" and app is not None:
             return self._secret_page(request, app, result, "New client secret")
         if action == "delete":
