@@ -440,11 +440,17 @@ def test_forms_with_a_nul_character_are_refused(anon: Env) -> None:
         assert [a["name"] for a in apps.list_apps(conn)] == [APP_NAME]
 
 
-def test_property_remove_without_values_needs_no_confirmation(env: Env) -> None:
-    """A property no user holds a value for is removed at once."""
+def test_property_remove_without_values_asks_first_too(env: Env) -> None:
+    """A property no user holds a value for was removed at one click, and Entra's next write
+    of an attribute mapped to it then failed: the removal asks first, as disabling an
+    application does, and says what it breaks."""
     env.post("/admin/properties", {"name": "Unused", "type": "Boolean"})
-    r = env.post("/admin/properties/Unused/remove", {})
-    assert r.status_code == 303
+    ask = env.post("/admin/properties/Unused/remove", {})
+    assert ask.status_code == 200 and _property_names(env) == {"Unused"}
+    assert "No user holds a value." in _text(ask) and "gets an error" in _text(ask)
+    assert 'name="confirm" value="yes"' in ask.text
+    done = env.post("/admin/properties/Unused/remove", {"confirm": "yes"})
+    assert done.status_code == 303
     assert _property_names(env) == set()
 
 

@@ -728,12 +728,14 @@ class Pages:
         actor = self._actor(request)
 
         def remove(conn: Any) -> tuple[S.PropertyDef, int, bool]:
-            """(definition, values held, removed?): held values need the admin's confirmation."""
+            """(definition, values held, removed?): the admin confirms first."""
             d = next(
                 (d for d in props.list_properties(conn) if d.name.lower() == name.lower()), None
             )
             if d is None:
                 raise NotFound(f"custom property '{name}' is not defined")
+            if not confirmed:  # one click broke Entra's next write of the attribute
+                return d, props.count_values(conn, d.name, urn), False
             try:  # values are counted with user writes held off
                 _, held = props.remove_property(conn, d.name, actor, urn, confirmed=confirmed)
             except props.ValuesHeld as e:
