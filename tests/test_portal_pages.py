@@ -205,7 +205,7 @@ def test_users_list_columns(env: Env) -> None:
         active=True,
     )
     r = env.client.get("/admin/users")
-    assert f'href="/admin/users/{uid}">ada@corp.example</a>' in r.text
+    assert f'href="/admin/users/{uid}"><bdi>ada@corp.example</bdi></a>' in r.text
     text = _text(r)
     modified = r"\d{4}-\d\d-\d\d \d\d:\d\d"
     assert re.search(
@@ -244,7 +244,7 @@ def test_search_finds_values_with_special_characters(
     env.user("accent", name={"formatted": "ZOË Smith"})
     env.user("plain", displayName="Plain user")
     r = env.client.get("/admin/users", params={"q": query})
-    assert f">{found}</a>" in r.text
+    assert f"><bdi>{found}</bdi></a>" in r.text
     assert f">{missed}</a>" not in r.text
 
 
@@ -277,12 +277,12 @@ def test_users_paging_sorted_by_username(env: Env) -> None:
     for i in reversed(range(120)):
         env.user(f"user{i:03d}@corp.example")
     first = env.client.get("/admin/users")
-    names = re.findall(r">(user\d{3})@corp\.example</a>", first.text)
+    names = re.findall(r">(user\d{3})@corp\.example</bdi></a>", first.text)
     assert names == [f"user{i:03d}" for i in range(50)]
     assert "Users 1-50 of 120" in _text(first)
     assert 'href="/admin/users?startIndex=51"' in first.text
     last = env.client.get("/admin/users", params={"startIndex": "101"})
-    names = re.findall(r">(user\d{3})@corp\.example</a>", last.text)
+    names = re.findall(r">(user\d{3})@corp\.example</bdi></a>", last.text)
     assert names == [f"user{i:03d}" for i in range(100, 120)]
     assert "startIndex=151" not in last.text
     assert 'href="/admin/users?startIndex=51"' in last.text  # previous
@@ -300,7 +300,7 @@ def test_filtered_paging_has_no_total_and_uses_the_extra_row(env: Env) -> None:
     assert " of " not in _text(one).split("Page 1")[1][:30]
     assert "startIndex=51" in one.text
     two = env.client.get("/admin/users", params={"q": "match", "startIndex": "51"})
-    assert len(re.findall(r">match\d{2}@corp\.example</a>", two.text)) == 5
+    assert len(re.findall(r">match\d{2}@corp\.example</bdi></a>", two.text)) == 5
     assert "Page 2 (users 51-55)" in _text(two)
     assert "startIndex=101" not in two.text
 
@@ -356,7 +356,7 @@ def test_groups_list_search_and_member_counts(env: Env) -> None:
     env.group("Empty team")
     r = env.client.get("/admin/groups")
     rows = re.findall(
-        r">([^<>]+)</a></td>\s*<td>[^\n]*</td>\s*<td class=\"num\">(\d+)</td>", r.text
+        r">([^<>]+)</bdi></a></td>\s*<td>[^\n]*</td>\s*<td class=\"num\">(\d+)</td>", r.text
     )
     assert rows == [("Empty team", "0"), ("Engineering", "2")]
     r = env.client.get("/admin/groups", params={"q": "GINEER"})
