@@ -624,6 +624,23 @@ def test_an_empty_line_after_a_reply_does_not_keep_the_connection_forever() -> N
         w.write(b"\r\n")
         assert await asyncio.wait_for(r.read(), 5) == b""  # closed at the keep-alive timeout
         w.close()
+        # Empty lines more often than the timeout: the timer runs on from the reply (each one
+        # started it over, and two bytes a minute held a connection for good).
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await r.readuntil(b"\r\n\r\n")
+        await r.readexactly(2)
+        sent = 0
+        while not w.is_closing() and sent < 40:  # 40 x 0.1 s: far past the 0.3 s timeout
+            w.write(b"\r\n")
+            sent += 1
+            try:
+                if await asyncio.wait_for(r.read(), 0.1) == b"":
+                    break  # closed
+            except TimeoutError:
+                continue
+        assert sent < 40, "the connection outlived its keep-alive timeout"
+        w.close()
         # An empty line, then a request: answered as before.
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")

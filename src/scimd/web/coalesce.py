@@ -171,6 +171,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._stage = _HEAD  # a connection that sends nothing is waiting for a head
         self._began = False  # whether the current request has sent its first byte
         self._head_started = self._last_data = self._body_started = now
+        self._idle_since = now  # when the last reply ended (the keep-alive timer's start)
         self._head_size = 0
         self._too_large = False
         self._too_deep = False
@@ -192,11 +193,13 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 self._guard = None
             # Bytes that began no request (an empty line, which RFC 9112 §2.2 says to
             # ignore) cancelled uvicorn's keep-alive timer, which only a reply sets again:
-            # such a connection was never closed.
+            # such a connection was never closed. The timer runs on from the last reply (set
+            # anew, two bytes a minute held a connection for good).
             idle = self.cycle is None or self.cycle.response_complete
             if idle and not self.pipeline and self.timeout_keep_alive_task is None:
+                left = self._idle_since + self.timeout_keep_alive - self.loop.time()
                 self.timeout_keep_alive_task = self.loop.call_later(
-                    self.timeout_keep_alive, self.timeout_keep_alive_handler
+                    max(left, 0.0), self.timeout_keep_alive_handler
                 )
         elif stage == _HEAD and self._head_size > self.MAX_HEAD:
             self._refuse_head()
@@ -239,6 +242,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        self._idle_since = self.loop.time()
         # uvicorn reads again after every reply, even with requests still queued behind
         # it: a client pipelining requests it never read the replies of made the server
         # read and queue all it sent (4 MB of requests: 230 MB of memory, never given back,
