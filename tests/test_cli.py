@@ -733,6 +733,10 @@ def test_audit_list_prints_records_whole(db: str) -> None:
     assert [r["resource_id"] for r in one] == [a["client_id"]]
     text = _ok("audit", "list", "--limit", "1", "--database-url", db)
     assert text.count("\n") == 1 and "app.create" in text and b["client_id"] in text
+    cut = runner.invoke(app, ["audit", "list", "--limit", "1", "--database-url", db])
+    assert "the newest 1 records; --limit for more" in cut.stderr  # not all were shown
+    whole = runner.invoke(app, ["audit", "list", "--limit", "3", "--database-url", db])
+    assert "--limit" not in whole.stderr
     assert a["client_secret"] not in text
     none = _ok("audit", "list", "--actor", "nobody", "--database-url", db)
     assert none.strip() == "no audit records"

@@ -483,8 +483,10 @@ def test_unsupported_attributes_raise_invalid_filter(
 ) -> None:
     """Attributes that are not stored are rejected at compile time with invalidFilter."""
     table = tables.users if rt is RT else tables.groups
-    with pytest.raises(InvalidFilter, match="not supported"):
+    with pytest.raises(InvalidFilter, match="not supported") as refused:
         compile_filter(bind(parse(text), rt), rt, table, backend.name)
+    if "meta.location" in text:  # it says what to filter on
+        assert "filter on id" in str(refused.value.detail)
 
 
 def test_literals_are_bound_parameters(backend: Backend) -> None:
@@ -720,8 +722,10 @@ def test_unsupported_sort_paths(backend: Backend, path: str) -> None:
     rt = GT if path == "members" else RT
     table = tables.groups if rt is GT else tables.users
     p = attr_path(path)
-    with pytest.raises(InvalidValue):
+    with pytest.raises(InvalidValue) as refused:
         sort_key(p, rt, table, backend.name)
+    if path in ("members", "meta.location", "groups.display"):  # it says what to sort by
+        assert "sort by" in str(refused.value.detail), refused.value.detail
     with pytest.raises(InvalidValue):
         sort_value({"id": "x"}, p, rt)
 

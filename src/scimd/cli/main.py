@@ -1115,6 +1115,8 @@ def audit_list(
         target = f"{r['resource_type']} {r['resource_id'] or ''}".rstrip()
         lines.append(f"{r['at']}  {who}  {r['operation']}  {target}{detail}")
     _print(rows, as_json, "\n".join(lines) if lines else "no audit records")
+    if len(rows) == limit:  # a script must not take the newest N for all of them
+        typer.echo(f"(the newest {limit} records; --limit for more)", err=True)
 
 
 if __name__ == "__main__":

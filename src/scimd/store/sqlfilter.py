@@ -236,7 +236,15 @@ def _resolve_sort(
         or (attr.name == "meta" and sub and sub.name == "location")
     ):
         # Membership lists have no defined order to take "the first" from; location is not stored.
-        raise InvalidValue(f"sorting by '{p}' is not supported")
+        raise InvalidValue(
+            f"sorting by '{p}' is not supported"
+            + (
+                ": a membership list has no order to sort by; sort by displayName, id or"
+                " meta.lastModified"
+                if attr.name in ("groups", "members")
+                else ": a location is the id's URL; sort by id"
+            )
+        )
     target = sub or attr
     if target.is_complex:
         value = target.sub.get("value")
@@ -923,7 +931,8 @@ class _Compiler:
         if sub.name == "version":
             etag = _text('W/"') + sa.cast(t.version, sa.Text()) + _text('"')
             return _Single(_Column(etag, "string", nullable=False))
-        raise InvalidFilter(f"filtering on 'meta.{sub.name}' is not supported")
+        hint = "; filter on id (a location is the id's URL)" if sub.name == "location" else ""
+        raise InvalidFilter(f"filtering on 'meta.{sub.name}' is not supported{hint}")
 
     # -- sorting ------------------------------------------------------------------------------
     def sort_key(self, path: AttrPath) -> tuple[Expr, bool]:
