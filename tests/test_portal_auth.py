@@ -290,7 +290,7 @@ def test_a_client_credentials_secret_is_not_offered_as_the_secret_token(portal: 
     assert "/oauth2/server/token" in r.text and "not a token" in r.text
     # The form's lifetime starts empty: the grant's default, an hour for client credentials.
     assert (
-        'name="lifetime" type="number" min="0" step="1" value=""'
+        'name="lifetime" type="number" min="0" max="31622400" step="1" value=""'
         in portal.client.get(f"{APPS}/add").text
     )
     for name, grant in (("CC2", "client_credentials"), ("B2", "bearer")):

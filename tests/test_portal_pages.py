@@ -557,6 +557,15 @@ def test_audit_shows_a_long_detail_whole_on_demand(env: Env) -> None:
     assert env.client.get(f"/admin/groups/{gid}").text.count('<pre class="detail">') == 1
 
 
+def test_an_application_that_is_no_more_has_a_not_found_page(env: Env) -> None:
+    """A deleted application's page said "Not possible" over a lower-case error; users and
+    groups had a page saying it is not found, with a link to its history."""
+    r = env.client.get("/admin/security/oauth2-applications/no-such-app")
+    assert r.status_code == 404
+    assert "<h1>Application not found</h1>" in r.text and "Not possible" not in r.text
+    assert 'href="/admin/audit?resource=no-such-app"' in r.text
+
+
 def test_audit_pages_by_primary_key(env: Env) -> None:
     """The log pages 50 rows at a time with ?before=<pk> (older) and ?after=<pk> (newer)."""
     for i in range(60):

@@ -49,7 +49,8 @@ class Admin:
 def _check(username: str, password: str) -> None:
     if not _USERNAME.fullmatch(username):  # match()'s $ also took a trailing newline
         raise InvalidValue(
-            "a username is 1-128 letters, digits, '.', '_', '@' or '-', starting with a letter"
+            "a username is 1-128 ASCII letters (A-Z, a-z), digits, '.', '_', '@' or '-',"
+            " starting with a letter"
             " or digit"
         )
     if len(password) < MIN_PASSWORD:

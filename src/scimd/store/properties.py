@@ -177,7 +177,8 @@ def add_property(
         )
     if not _NAME.fullmatch(name):  # match()'s $ also took a trailing newline
         raise InvalidValue(
-            f"invalid property name '{name}': start with a letter; letters, digits and _ only"
+            f"invalid property name '{name}': start with a letter; ASCII letters (A-Z, a-z),"
+            " digits and _ only"
         )
     if name.lower() in _RESERVED:
         raise InvalidValue(

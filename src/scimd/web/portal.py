@@ -35,7 +35,7 @@ from starlette.templating import Jinja2Templates
 
 from scimd.auth import admins, forms
 from scimd.auth import apps as apps_mod
-from scimd.scim.errors import ScimError
+from scimd.scim.errors import NotFound, ScimError
 from scimd.store.engine import is_disconnect
 from scimd.store.onloop import DatabaseTimeout
 from scimd.web.batching import until_unlocked
@@ -727,7 +727,18 @@ class Portal:
             with self.directory.read() as conn:
                 return apps_mod.get_app(conn, client_id)
 
-        app = await self.db(load)
+        try:
+            app = await self.db(load)
+        except NotFound:  # deleted (its audit history stays)
+            return self.render(
+                request,
+                "audit_missing.html",
+                404,
+                title="Application not found",
+                kind="Application",
+                rid=client_id,
+                back=APPS,
+            )
         return self.render(
             request,
             "apps_detail.html",
