@@ -502,6 +502,19 @@ def test_a_form_sent_twice_at_once_makes_one_secret(portal: Portal) -> None:
     assert n == 2  # the first secret and one rotation
 
 
+def test_a_form_sent_after_the_session_ended_says_it_was_not_saved(portal: Portal) -> None:
+    """A form posted once the session had ended went to the sign-in page with no word that
+    nothing was saved; after signing in, what was typed was gone."""
+    portal.login()
+    form = {"name": "Late", "type": "String", "csrf": portal.csrf("/admin/properties")}
+    portal.client.post("/admin/logout", data={"csrf": portal.csrf("/admin/")})
+    r = portal.client.post("/admin/properties", data=form, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/admin/login")
+    page = portal.client.get(r.headers["location"]).text
+    assert "the form you sent was not saved" in page
+    assert "the form you sent" not in portal.client.get("/admin/login").text  # said once
+
+
 def test_bearer_lifetimes_and_out_of_range_lifetimes_are_refused(portal: Portal) -> None:
     """A bearer application's lifetime was shown and never applied; a huge one was a 500."""
     portal.login()

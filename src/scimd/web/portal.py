@@ -383,6 +383,13 @@ class Portal:
         async def wrapped(request: Request) -> Response:
             admin = await self.current_admin(request)
             if admin is None:
+                if request.method == "POST":  # the form is lost: say so, not just "sign in"
+                    self.flash(
+                        request,
+                        "error",
+                        "Your session had ended, so the form you sent was not saved: sign in"
+                        " and send it again.",
+                    )
                 return RedirectResponse(
                     f"/admin/login?next={quote(_return_to(request), safe='/')}", status_code=303
                 )
