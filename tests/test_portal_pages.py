@@ -566,6 +566,18 @@ def test_an_application_that_is_no_more_has_a_not_found_page(env: Env) -> None:
     assert 'href="/admin/audit?resource=no-such-app"' in r.text
 
 
+def test_a_nul_in_a_portal_address_is_answered_in_words(env: Env) -> None:
+    """A NUL in a portal address was answered with a SCIM error body (JSON); the SCIM API's
+    own addresses keep theirs."""
+    r = env.client.get("/admin/users/x%00y")
+    assert r.status_code == 400 and r.headers["content-type"].startswith("text/plain")
+    assert "NUL character" in r.text
+    scim = env.scim("GET", "/Users/x%00y")
+    assert scim.status_code == 400 and scim.headers["content-type"].startswith(
+        "application/scim+json"
+    )
+
+
 def test_audit_pages_by_primary_key(env: Env) -> None:
     """The log pages 50 rows at a time with ?before=<pk> (older) and ?after=<pk> (newer)."""
     for i in range(60):

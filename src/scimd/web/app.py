@@ -108,10 +108,14 @@ class ScimdApp(Starlette):
                     self.observer.finish(scope, rid, status, started)
                 return
             if "\x00" in path or b"%00" in scope.get("query_string", b""):
-                # No page or form field takes it, and PostgreSQL cannot even look it up.
-                await error_response(
-                    InvalidValue("a NUL character (%00) is not allowed in the URL")
-                )(scope, receive, send)
+                # No page or form field takes it, and PostgreSQL cannot even look it up. A
+                # portal address gets words for a person, not a SCIM error body.
+                said = "a NUL character (%00) is not allowed in the URL"
+                if path.startswith("/admin"):
+                    response: Any = PlainTextResponse(f"Bad request: {said}.", status_code=400)
+                else:
+                    response = error_response(InvalidValue(said))
+                await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
 
