@@ -182,7 +182,9 @@ async def measure(users: int, database_url: str) -> dict[str, float]:
     group = json.loads(made[0])["id"]
     held = {m["value"] for m in json.loads(made[0]).get("members", [])}
     free = [i for i in ids if i not in held]
-    batches = [[{"value": m} for m in rnd.sample(free, min(100, len(free)))] for _ in range(50)]
+    # Disjoint batches (a batch overlapping an earlier one would be partly re-sent adds).
+    picked = rnd.sample(free, min(2500, len(free) // 100 * 100))
+    batches = [[{"value": m} for m in picked[k : k + 100]] for k in range(0, len(picked), 100)]
 
     def member_patches(op: str) -> list[tuple[str, str, str, Any]]:
         return [
