@@ -515,6 +515,32 @@ def test_a_form_sent_after_the_session_ended_says_it_was_not_saved(portal: Porta
     assert "the form you sent" not in portal.client.get("/admin/login").text  # said once
 
 
+def test_a_form_whose_write_failed_can_be_sent_again(tmp_path: Path) -> None:
+    """The one-time id went into the session before the write: when the write failed (503,
+    "retry the request"), the retry was refused as already submitted, and nothing existed."""
+    import sqlite3
+
+    db = tmp_path / "busy.db"
+    engine = create_engine(f"sqlite:///{db}", timeout=1)
+    app = create_app(Settings(database_timeout=1), engine)
+    with engine.begin() as conn:
+        admins.create(conn, "admin", PASSWORD, audit.CLI)
+    with TestClient(app) as client:
+        portal = Portal(client, engine)
+        portal.login()
+        form = {"name": "Retried", "grant": "bearer", "scope": "USER SYNC", "lifetime": "0"}
+        sent = {**form, **_once(portal, f"{APPS}/add")}
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process writing
+        busy = client.post(f"{APPS}/add", data=sent, follow_redirects=False)
+        holder.execute("ROLLBACK")
+        holder.close()
+        assert busy.status_code == 503
+        again = client.post(f"{APPS}/add", data=sent, follow_redirects=False)
+        assert again.status_code == 200 and "you will not see it again" in again.text
+    engine.dispose()
+
+
 def test_bearer_lifetimes_and_out_of_range_lifetimes_are_refused(portal: Portal) -> None:
     """A bearer application's lifetime was shown and never applied; a huge one was a 500."""
     portal.login()

@@ -335,23 +335,6 @@ class Portal:
         return form
 
     @staticmethod
-    def submitted_before(request: Request, form: FormData) -> bool:
-        """Whether this form (its one-time id) was submitted already in this session.
-
-        The pages that show a new secret answer the POST itself (the secret is shown once, so
-        it cannot wait in a session cookie for a redirect); reloading such a page re-sent the
-        POST and made another application or secret nobody saw."""
-        once = form.get("once")
-        if not isinstance(once, str) or not once:
-            return False  # a script's POST: nothing to tell apart
-        used: list[str] = request.session.get("used_forms", [])
-        if once in used:
-            return True
-        # Assigned, not appended: the session is saved when a key is set.
-        request.session["used_forms"] = [*used[-19:], once]  # what a reload can re-send
-        return False
-
-    @staticmethod
     def flash(request: Request, kind: str, text: str) -> None:
         # Assigned, not appended: the session is saved when a key is set.
         request.session["flash"] = [*request.session.get("flash", []), [kind, text]]
@@ -362,7 +345,7 @@ class Portal:
         flashes = request.session.pop("flash", []) if "flash" in request.session else []
         section = next((href for href, _ in NAV if request.url.path.startswith(href)), "")
         context = {
-            # A form that makes a secret carries a one-time id (``submitted_before``).
+            # A form that makes a secret carries a one-time id (``auth.forms``).
             "once": secrets.token_urlsafe(12),
             "request": request,
             "admin": getattr(request.state, "admin", None),
@@ -658,9 +641,6 @@ class Portal:
         if request.method == "GET":
             return self._add_form(request, blank, None)
         form = await self.form(request)
-        if self.submitted_before(request, form):
-            self.flash(request, "error", _RESUBMITTED)
-            return RedirectResponse(APPS, status_code=303)
         name = str(form.get("name", "")).strip()
         grant = str(form.get("grant", "bearer"))
         scopes = [str(s) for s in form.getlist("scope")]
@@ -769,9 +749,6 @@ class Portal:
         }
         if action not in actions:
             raise ScimError(f"unknown action '{action}'", status=404)
-        if action == "rotate" and self.submitted_before(request, form):
-            self.flash(request, "error", _RESUBMITTED)
-            return RedirectResponse(f"{APPS}/{client_id}", status_code=303)
         if action == "delete" and form.get("confirm") != "yes":
             self.flash(request, "error", "Tick 'I understand' to delete the application.")
             return RedirectResponse(f"{APPS}/{client_id}", status_code=303)
@@ -847,9 +824,11 @@ def _return_to(request: Request) -> str:
     return "/admin/"
 
 
+# A reload, or a second click: the first submission made the secret (its page may never have
+# been seen: the browser shows the answer to the last).
 _RESUBMITTED = (
-    "That form was already submitted, and its secret was shown once; nothing new was made."
-    " If the secret was not copied, rotate it and revoke the old one."
+    "That form was already submitted, and the first submission made the secret; nothing new"
+    " was made. If you did not copy it, rotate the secret and revoke the old one."
 )
 
 
