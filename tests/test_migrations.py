@@ -335,13 +335,13 @@ def test_whole_decimal_doubles_stored_before_0011_read_as_a_write_stores_them(
     urn = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
     stored = {
         **{"D": 1.2345678901234567e19, "E": -(2.0**60), "F": 2.5, "G": 1000.0, "H": 7},
-        **{"Z": -0.0, "S": "x"},
+        **{"Z": -0.0, "W": 2.0**53, "V": 9.5e15, "S": "x"},
     }
     engine = create_engine(any_database_url)
     try:
         migrate.upgrade(engine, "0010")
         with engine.begin() as conn:
-            for name in "DEFGHZ":
+            for name in "DEFGHZWV":
                 conn.execute(
                     sa.text(
                         "INSERT INTO user_properties (name, name_lower, type, description,"
@@ -371,8 +371,18 @@ def test_whole_decimal_doubles_stored_before_0011_read_as_a_write_stores_them(
         # PostgreSQL's jsonb kept the double's shortest digits, a whole number already.
         e = -(2**60) if engine.dialect.name == "sqlite" else -1152921504606847000
         want = {"D": 12345678901234567000, "E": e, "F": 2.5, "G": 1000.0, "H": 7, "Z": 0.0}
+        want |= {"W": 2**53, "V": 9500000000000000}  # PostgreSQL kept "9007199254740992.0"
         assert after == {**want, "S": "x"}
-        assert [type(after[k]) for k in "DEFGHZ"] == [int, int, float, float, int, float]
+        assert [type(after[k]) for k in "DEFGHZWV"] == [
+            int,
+            int,
+            float,
+            float,
+            int,
+            float,
+            int,
+            int,
+        ]
         assert repr(after["Z"]) == "0.0"  # no negative zero (PostgreSQL's jsonb keeps none)
         d = Directory(engine)
         try:

@@ -61,30 +61,43 @@ def upgrade() -> None:
         ).scalar_one_or_none()
         or DEFAULT_URN
     )
-    if conn.dialect.name != "sqlite":
-        # PostgreSQL's jsonb kept a double's shortest digits, which read back as the whole
-        # number a write stores now, and has no negative zero: nothing to rewrite.
-        return
-    # Only reals that can change: whole ones of 2^53 or more, and zero (-0.0 among them).
+    # Only values that can change: whole doubles of 2^53 or more, and zero (-0.0 among them;
+    # PostgreSQL's numbers have no negative zero). PostgreSQL's jsonb keeps a number's digits
+    # as written: up to 1e16 a double was written with a ".0", read back as a double.
     tests, params = [], {}
     for i, name in enumerate(names):
-        params[f"p{i}"] = f'$."{urn}"."{name}"'
-        value = f"json_extract(doc, :p{i})"
-        tests.append(
-            f"(json_type(doc, :p{i}) = 'real' AND (abs({value}) >= 9007199254740992.0"
-            f" OR {value} = 0))"
-        )
+        if conn.dialect.name == "sqlite":
+            params[f"p{i}"] = f'$."{urn}"."{name}"'
+            value = f"json_extract(doc, :p{i})"
+            tests.append(
+                f"(json_type(doc, :p{i}) = 'real' AND (abs({value}) >= 9007199254740992.0"
+                f" OR {value} = 0))"
+            )
+        else:
+            params[f"p{i}"] = name
+            number = f"doc -> :urn -> :p{i}"
+            tests.append(
+                f"(jsonb_typeof({number}) = 'number' AND position('.' IN CAST({number} AS TEXT))"
+                f" > 0 AND abs(CAST({number} AS NUMERIC)) >= 9007199254740992)"
+            )
+    if conn.dialect.name != "sqlite":
+        params["urn"] = urn
     where = " OR ".join(tests)
     pks = [pk for (pk,) in conn.execute(sa.text(f"SELECT pk FROM users WHERE {where}"), params)]
-    update = sa.text("UPDATE users SET doc = :doc WHERE pk = :pk")
+    if conn.dialect.name == "sqlite":
+        update = sa.text("UPDATE users SET doc = :doc WHERE pk = :pk")
+        batch_of = "SELECT pk, doc FROM users WHERE pk IN (SELECT value FROM json_each(:pks))"
+    else:
+        update = sa.text("UPDATE users SET doc = CAST(:doc AS JSONB) WHERE pk = :pk")
+        batch_of = (
+            "SELECT pk, doc FROM users WHERE pk IN"
+            " (SELECT CAST(value AS BIGINT) FROM jsonb_array_elements_text(CAST(:pks AS JSONB)))"
+        )
     for start in range(0, len(pks), BATCH):  # documents read a batch at a time
         batch = pks[start : start + BATCH]
-        rows = conn.execute(
-            sa.text("SELECT pk, doc FROM users WHERE pk IN (SELECT value FROM json_each(:pks))"),
-            {"pks": orjson.dumps(batch).decode()},
-        )
+        rows = conn.execute(sa.text(batch_of), {"pks": orjson.dumps(batch).decode()})
         for pk, raw in rows.all():
-            doc: dict[str, Any] = orjson.loads(str(raw))
+            doc: dict[str, Any] = raw if isinstance(raw, dict) else orjson.loads(str(raw))
             ext = doc.get(urn) or {}
             changed = False
             for name in names:
