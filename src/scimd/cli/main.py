@@ -1098,11 +1098,14 @@ def audit_list(
         engine = _engine(database_url, create=False)
         try:
             with engine.connect() as conn:
-                return audit.history(conn, resource_id=resource, actor=actor, limit=limit)
+                # One more than shown: whether there are more to say so.
+                return audit.history(conn, resource_id=resource, actor=actor, limit=limit + 1)
         finally:
             engine.dispose()
 
     rows = _run(go)
+    more = len(rows) > limit
+    rows = rows[:limit]
     for r in rows:
         if isinstance(r.get("detail"), str):  # JSON text on SQLite, decoded on PostgreSQL
             r["detail"] = json.loads(r["detail"])
@@ -1115,7 +1118,7 @@ def audit_list(
         target = f"{r['resource_type']} {r['resource_id'] or ''}".rstrip()
         lines.append(f"{r['at']}  {who}  {r['operation']}  {target}{detail}")
     _print(rows, as_json, "\n".join(lines) if lines else "no audit records")
-    if len(rows) == limit:  # a script must not take the newest N for all of them
+    if more:  # a script must not take the newest N for all of them
         typer.echo(f"(the newest {limit} records; --limit for more)", err=True)
 
 
