@@ -636,6 +636,22 @@ def test_delete_kills_tokens_at_once(server: Server) -> None:
 # -- lifetime -----------------------------------------------------------------------------------
 
 
+def test_a_token_lives_at_least_as_long_as_expires_in_says(server: Server) -> None:
+    """Its expiry was counted from the whole second it was issued in: a token lived up to a
+    second less than ``expires_in`` said, and a one-second token could end before its first
+    use (a slow CI run saw it)."""
+    cid, secret = server.app(lifetime=5)
+    before = time.time()
+    r = server.post_auth(cid, secret)
+    assert r.json()["expires_in"] == 5
+    token = r.json()["access_token"]
+    with server.engine.connect() as conn:
+        expires = conn.execute(
+            sa.select(access_tokens.c.expires).where(access_tokens.c.digest == apps.digest(token))
+        ).scalar_one()
+    assert expires >= before + 5
+
+
 def test_expired_token_is_refused(server: Server) -> None:
     """A token past its expiry is refused; time is moved by rewriting its expires column.
 
@@ -694,7 +710,7 @@ def test_lifetime_zero_never_expires(server: Server) -> None:
 
 
 def test_token_row_holds_expiry(server: Server) -> None:
-    """The stored expiry is issue time plus the application's lifetime."""
+    """The stored expiry is the issue time, to the next whole second, plus the lifetime."""
     cid, secret = server.app(lifetime=3600)
     before = int(time.time())
     token = server.access_token(cid, secret)
@@ -703,7 +719,8 @@ def test_token_row_holds_expiry(server: Server) -> None:
             sa.select(access_tokens.c.expires).where(access_tokens.c.digest == apps.digest(token))
         ).scalar_one()
     assert expires is not None
-    assert before + 3600 <= expires <= int(time.time()) + 3600
+    # From the second after the one it was issued in: never less than the lifetime.
+    assert before + 3600 < expires <= int(time.time()) + 3601
 
 
 # -- secrecy and audit --------------------------------------------------------------------------
@@ -896,7 +913,11 @@ def test_an_application_holds_a_bounded_number_of_live_tokens(
     issued = [server.access_token(cid, secret)]
     assert server.users(issued[0]).status_code == 200  # verified, and cached, before it ends
     issued += [server.access_token(cid, secret) for _ in range(4)]
-    time.sleep(1.1)  # the short application's token expires
+    server.sql(  # the short application's token expires (its expiry moved an hour back)
+        access_tokens.update()
+        .where(access_tokens.c.digest == apps.digest(expiring))
+        .values(expires=access_tokens.c.expires - 3600)
+    )
     issued.append(server.access_token(cid, secret))
     with server.engine.connect() as conn:
         rows = conn.execute(sa.select(access_tokens.c.app_pk)).all()

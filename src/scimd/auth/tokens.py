@@ -127,7 +127,9 @@ def issue_token(
 
     now = int(time.time())
     lifetime = int(app.token_lifetime or 0)
-    expires = now + lifetime if lifetime > 0 else None
+    # From the next whole second: counted from the one it was issued in, a token lived up to a
+    # second less than its expires_in said (a one-second token could end before its first use).
+    expires = now + 1 + lifetime if lifetime > 0 else None
     token = secrets.token_urlsafe(32)  # 256 random bits
     # Expired tokens of every application go (one that stopped asking kept its own for
     # good); the table holds at most MAX_LIVE_TOKENS per application, so this stays short.
