@@ -21,6 +21,7 @@ from scimd.scim.values import now_datetime
 from scimd.store import audit as A
 from scimd.store import versions
 from scimd.store.migrate import DatabaseUnsupported
+from scimd.store.prepared import dump_json
 from scimd.store.tables import settings, user_properties, users
 
 _NAME_MAX = 128
@@ -319,33 +320,38 @@ def remove_property(
         emptied = without.op("->")(sa.literal(urn)) == sa.cast(sa.literal("{}"), JSONB)
         no_ext = users.c.doc.op("-")(sa.literal(urn))
     stripped = sa.case((emptied, no_ext), else_=without)
-    # Each user who held a value has the change in its history (its value goes, its version
-    # moves): one statement, written before the values go (writes of users wait meanwhile).
-    lost = A.values(
-        actor, "property.remove", "User", None, {"property": row.name, "type": row.type}
-    )
-    path = f'$."{urn}"."{row.name}"'
-    if conn.dialect.name == "sqlite":
-        holders, detail = "json_type(doc, :path) IS NOT NULL", ":detail"
-        params: dict[str, Any] = {**lost, "path": path}
-    else:
-        holders, detail = "doc #> CAST(:path AS TEXT[]) IS NOT NULL", "CAST(:detail AS JSON)"
-        params = {**lost, "path": [urn, row.name]}
-    conn.execute(
-        sa.text(
-            "INSERT INTO audit (at, actor_type, actor, actor_name, operation, resource_type,"
-            " resource_id, detail, request_id) SELECT :at, :actor_type, :actor, :actor_name,"
-            f" :operation, :resource_type, id, {detail}, :request_id FROM users"
-            f" WHERE {holders} ORDER BY pk"
-        ),
-        params,
-    )
-    # The users who held a value changed: a new version, so an ETag taken before does not match.
-    held = conn.execute(
-        users.update()
-        .where(_has_value(conn, row.name, urn))
-        .values(doc=stripped, version=users.c.version + 1, last_modified=now_datetime())
-    ).rowcount
+    # The users who hold a value, found in one scan (writes of users wait meanwhile); then each
+    # gets a record in its history and a new version (an ETag taken before must not match),
+    # both by primary key.
+    where = _has_value(conn, row.name, urn)
+    holders = [pk for (pk,) in conn.execute(sa.select(users.c.pk).where(where))]
+    held = len(holders)
+    if holders:
+        if conn.dialect.name == "sqlite":
+            by_pk, detail = "pk IN (SELECT value FROM json_each(:pks))", ":detail"
+        else:
+            by_pk = (
+                "pk IN (SELECT CAST(value AS BIGINT)"
+                " FROM jsonb_array_elements_text(CAST(:pks AS JSONB)))"
+            )
+            detail = "CAST(:detail AS JSON)"
+        pks = dump_json(holders)
+        lost = {"property": row.name, "type": row.type}
+        conn.execute(
+            sa.text(
+                "INSERT INTO audit (at, actor_type, actor, actor_name, operation, resource_type,"
+                " resource_id, detail, request_id) SELECT :at, :actor_type, :actor, :actor_name,"
+                f" :operation, :resource_type, id, {detail}, :request_id FROM users"
+                f" WHERE {by_pk} ORDER BY pk"
+            ),
+            {**A.values(actor, "property.remove", "User", None, lost), "pks": pks},
+        )
+        conn.execute(
+            users.update()
+            .where(sa.text(by_pk))
+            .values(doc=stripped, version=users.c.version + 1, last_modified=now_datetime()),
+            {"pks": pks},
+        )
     versions.bump(conn, versions.SCHEMA)
     A.record(
         conn,
