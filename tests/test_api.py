@@ -2560,3 +2560,36 @@ def test_references_are_case_exact_as_advertised(api: Api) -> None:
     assert {s["name"]: s["caseExact"] for s in by_name["groups"]["subAttributes"]}["$ref"] is True
     # Schema URNs still compare without case, as everywhere a schema is named.
     assert api.req("GET", f'/Users?filter=schemas eq "{USER.upper()}"').json()["totalResults"] == 1
+
+
+@pytest.mark.parametrize(
+    ("accept", "media"),
+    [
+        (None, "application/scim+json"),
+        ("*/*", "application/scim+json"),
+        ("application/scim+json", "application/scim+json"),
+        ("application/json", "application/json"),
+        ("application/json, text/plain;q=0.5", "application/json"),
+        ("application/json, application/scim+json", "application/scim+json"),
+        ("application/json;q=0.9, application/scim+json;q=0.5", "application/json"),
+        ("application/json;q=0", "application/scim+json"),
+        ("application/json;q=nonsense", "application/scim+json"),
+    ],
+)
+def test_a_client_accepting_only_application_json_gets_it(
+    api: Api, accept: str | None, media: str
+) -> None:
+    """RFC 7644 §8.1: a service provider SHOULD support ``Accept: application/json``. A client
+    asking for that type alone had every body labelled application/scim+json, which a strict
+    client refuses; SCIM's own type stays the default and wins a tie."""
+    headers = {"Accept": accept} if accept else {}
+    uid = api.user("accept")["id"]
+    for method, path in [
+        ("GET", f"/Users/{uid}"),
+        ("GET", "/Users?filter=userName%20eq%20%22accept%22"),
+        ("GET", "/ServiceProviderConfig"),
+        ("GET", "/Users/nobody"),  # an error body too
+    ]:
+        r = api.req(method, path, headers=headers)
+        assert r.headers["content-type"] == media, (method, path, r.status_code)
+        assert r.json()

@@ -29,6 +29,7 @@ from scimd.scim.errors import (
 from scimd.web.security import CHALLENGE
 
 SCIM_JSON = b"application/scim+json"
+PLAIN_JSON = b"application/json"
 
 
 class ScimRequest:
@@ -227,15 +228,51 @@ class Reply:
     body: bytes = b""
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
-    async def send(self, send: Send, head: bool = False) -> None:
-        """``head``: the reply to a HEAD request, the GET's headers without its body."""
+    async def send(self, send: Send, head: bool = False, media: bytes = SCIM_JSON) -> None:
+        """``head``: the reply to a HEAD request, the GET's headers without its body;
+        ``media``: the body's type, as ``reply_media`` chose it from the request's Accept."""
         headers = self.headers
         if self.body:
-            headers = [*headers, (b"content-type", SCIM_JSON)]
+            headers = [*headers, (b"content-type", media)]
         if self.status not in (204, 304):  # RFC 9110 §8.6: none on a 204
             headers = [*headers, (b"content-length", str(len(self.body)).encode())]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head else self.body})
+
+
+def reply_media(accept: str | None) -> bytes:
+    """The type to label a JSON reply with. RFC 7644 §8.1: a service provider SHOULD support
+    ``Accept: application/json``: a client that asks for that type alone (and not for SCIM's)
+    gets its bodies labelled so; otherwise, and by default, ``application/scim+json``."""
+    if not accept:
+        return SCIM_JSON
+    media = _MEDIA.get(accept)
+    if media is None:
+        media = _negotiate(accept)
+        if len(_MEDIA) < 64:  # clients send one or two Accept values; never unbounded
+            _MEDIA[accept] = media
+    return media
+
+
+_MEDIA: dict[str, bytes] = {}
+
+
+def _negotiate(accept: str) -> bytes:
+    wanted: dict[str, float] = {}
+    for part in accept.split(","):
+        kind, *params = part.split(";")
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(value.strip())
+                except ValueError:
+                    q = 0.0
+        wanted[kind.strip().lower()] = q
+    scim = wanted.get(SCIM_JSON.decode(), 0.0)
+    plain = wanted.get(PLAIN_JSON.decode(), 0.0)
+    return PLAIN_JSON if plain > 0 and plain > scim else SCIM_JSON
 
 
 def json_reply(body: Any, status: int = 200, etag: str | None = None, **extra: str) -> Reply:

@@ -48,7 +48,14 @@ from scimd.store.resources import Conditions, etag_listed
 from scimd.store.versions import Versions
 from scimd.web import bulk, discovery
 from scimd.web.batching import GroupCommit
-from scimd.web.exchange import Reply, ScimRequest, error_reply, json_reply, stopped_reply
+from scimd.web.exchange import (
+    Reply,
+    ScimRequest,
+    error_reply,
+    json_reply,
+    reply_media,
+    stopped_reply,
+)
 from scimd.web.outage import database_unavailable, unavailable_detail
 from scimd.web.security import Credentials, FailureThrottle, request_credentials, require_scope
 
@@ -212,7 +219,7 @@ class Scim:
             # is answered, and its task ends.
             reply = stopped_reply()
         reply.headers.append((b"x-request-id", request_id.encode()))
-        await reply.send(send, head)
+        await reply.send(send, head, reply_media(request.header("accept")))
         return reply.status
 
     async def handle(self, request: ScimRequest) -> Reply:
