@@ -2593,3 +2593,53 @@ def test_a_client_accepting_only_application_json_gets_it(
         r = api.req(method, path, headers=headers)
         assert r.headers["content-type"] == media, (method, path, r.status_code)
         assert r.json()
+
+
+def test_last_modified_does_not_go_back_when_another_server_clock_is_ahead(api_both: Api) -> None:
+    """Two servers on one database take lastModified from their own clocks: a write through
+    the one behind gave a resource a lastModified before the one it had (before its created,
+    even), and ``meta.lastModified gt`` the last one seen missed the change."""
+    api = api_both
+    ahead = "2999-01-01T00:00:00.000Z"  # as written by a server whose clock is far ahead
+    uid = api.user("clock")["id"]
+    alice = api.user("alice")["id"]
+    r = api.req("POST", "/Groups", {"schemas": [GROUP], "displayName": "clock"})
+    gid = r.json()["id"]
+    with api.engine.begin() as conn:
+        for table in ("users", "groups"):
+            conn.execute(sa.text(f"UPDATE {table} SET last_modified = :t"), {"t": ahead})
+    op = {"op": "replace", "path": "title", "value": "x"}
+    r = api.req("PATCH", f"/Users/{uid}", {"schemas": [PATCH], "Operations": [op]})
+    assert r.json()["meta"]["lastModified"] > ahead, r.text
+    r = api.req("PUT", f"/Users/{uid}", {"schemas": [USER], "userName": "clock", "title": "y"})
+    assert r.json()["meta"]["lastModified"] > ahead, r.text
+    add = {"op": "add", "path": "members", "value": [{"value": alice}]}
+    r = api.req("PATCH", f"/Groups/{gid}", {"schemas": [PATCH], "Operations": [add]})
+    assert r.status_code == 204, r.text
+    got = api.req("GET", f"/Groups/{gid}").json()["meta"]["lastModified"]
+    assert got > ahead
+    assert api.req("DELETE", f"/Users/{alice}").status_code == 204  # touches the group
+    assert api.req("GET", f"/Groups/{gid}").json()["meta"]["lastModified"] >= got
+    found = api.req("GET", f'/Users?filter=meta.lastModified gt "{ahead}"').json()
+    assert [u["id"] for u in found["Resources"]] == [uid]
+
+
+def test_datetime_property_in_dotnet_round_trip_form_finds_itself(api_both: Api) -> None:
+    """``2026-01-05T10:00:00.1234567`` (.NET's "o" without an offset) was stored as
+    ``...00.123Z``: a filter for the value sent found nothing."""
+    api = api_both
+    with api.engine.begin() as conn:
+        props.add_property(conn, "Hired", "DateTime", "", audit.CLI)
+    sent = "2026-01-05T10:00:00.1234567"
+    r = api.req("POST", "/Users", {"schemas": [USER], "userName": "dt", PROPS: {"Hired": sent}})
+    assert r.status_code == 201, r.text
+    assert r.json()[PROPS]["Hired"] == sent + "Z"
+    for f, n in (
+        (f'eq "{sent}"', 1),
+        (f'gt "{sent}"', 0),
+        ('lt "2026-01-05T10:00:00.1234568Z"', 1),
+    ):
+        found = api.req("GET", f"/Users?filter={PROPS}:Hired {f}").json()
+        assert found["totalResults"] == n, f
+    r = api.req("GET", f'/Users?filter={PROPS}:Hired eq "2026-01-05T10:00:00.12345670001Z"')
+    assert r.status_code == 400 and "more than 9 digits" in r.json()["detail"]

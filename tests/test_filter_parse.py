@@ -533,7 +533,7 @@ BIND_ERRORS: list[tuple[str, str]] = [
     (f"{USER_PROPERTIES_SCHEMA}:Level eq 1e30", "integer, got"),
     (f"{USER_PROPERTIES_SCHEMA}:Verified eq 1", "boolean, got"),
     (f'{USER_PROPERTIES_SCHEMA}:HiredOn eq "2020-02-30"', "date (YYYY-MM-DD), got"),
-    ('meta.lastModified gt "yesterday"', "dateTime, got"),
+    ('meta.lastModified gt "yesterday"', "must be a dateTime (ISO 8601"),
     ('userName[value eq "x"]', "needs a multi-valued complex attribute"),
     ('name[givenName eq "x"]', "needs a multi-valued complex attribute"),
     ('emails[value.x eq "y"]', "name a sub-attribute of 'emails'"),

@@ -261,3 +261,85 @@ def test_an_offset_whose_plus_became_a_space_is_explained() -> None:
     with pytest.raises(InvalidFilter) as refused:
         bind(parse('meta.lastModified gt "yesterday 05:45"'), rt)
     assert "%2B" not in refused.value.detail
+
+
+def test_a_datetime_in_another_form_keeps_every_digit_of_its_second() -> None:
+    """A DateTime value not in RFC 3339's form (no offset, as .NET's round-trip format; a "t";
+    a space) was stored in UTC cut to the millisecond: it no longer equalled the text sent
+    (a filter for it found nothing) and could sort after a later instant."""
+    from scimd.scim.values import instant
+
+    dt = _attr(S.DATETIME)
+    for sent, stored in (
+        ("2026-01-05T10:00:00.1234567", "2026-01-05T10:00:00.1234567Z"),
+        ("2026-01-05t10:00:00.1234567z", "2026-01-05T10:00:00.1234567Z"),
+        ("2026-01-05 12:00:00.123456789+0200", "2026-01-05T10:00:00.123456789Z"),
+        ("2026-01-05T10:00:00.9999", "2026-01-05T10:00:00.9999Z"),
+        ("2026-01-05T10:00:00.5", "2026-01-05T10:00:00.500Z"),
+        ("2026-01-05T10:00:00", "2026-01-05T10:00:00.000Z"),
+        ("2026-01-05T10:00:00.1234567000000Z", "2026-01-05T10:00:00.1234567Z"),
+        ("2026-01-05T10:00:00.1234567Z", "2026-01-05T10:00:00.1234567Z"),  # RFC 3339: as sent
+    ):
+        got = coerce_scalar(dt, sent, "p")
+        assert got == stored, sent
+        assert instant(got) == instant(sent), sent
+        assert coerce_scalar(dt, got, "p") == got  # a PUT of what a GET returned changes nothing
+    assert instant(coerce_scalar(dt, "2026-01-05T10:00:00.9999", "p")) > instant(
+        "2026-01-05T10:00:00.9995Z"
+    )
+    for finer in ("2026-01-05T10:00:00.1234567891Z", "2026-01-05T10:00:00.0000000001"):
+        with pytest.raises(InvalidValue, match="more than 9 digits of a second"):
+            coerce_scalar(dt, finer, "p")
+    with pytest.raises(InvalidValue, match=r"dateTime \(ISO 8601, such as"):
+        coerce_scalar(dt, "1/5/2026 10:00:00 AM", "p")
+
+
+def test_filters_on_datetime_properties_compare_what_was_stored() -> None:
+    """The text a value was sent as finds it; a literal finer than the nanosecond is refused
+    for a property (it was cut to 9 digits: ``eq`` matched a value it differs from) but still
+    compared exactly for meta's values."""
+    from scimd.scim.errors import InvalidFilter
+    from scimd.scim.filter import parse
+    from scimd.scim.query import bind, matches
+
+    urn = S.USER_PROPERTIES_SCHEMA
+    rt = S.user_type([S.PropertyDef("Dt", "DateTime")])
+    sent = "2026-01-05T10:00:00.1234567"
+    doc = {"userName": "a", urn: {"Dt": coerce_scalar(_attr(S.DATETIME), sent, "p")}}
+    assert matches(bind(parse(f'{urn}:Dt eq "{sent}"'), rt), doc, rt)
+    assert not matches(bind(parse(f'{urn}:Dt gt "{sent}"'), rt), doc, rt)
+    with pytest.raises(InvalidFilter, match="more than 9 digits"):
+        bind(parse(f'{urn}:Dt eq "2026-01-05T10:00:00.1234567001Z"'), rt)
+    meta = {"meta": {"lastModified": "2026-01-05T10:00:00.123Z"}}
+    assert not matches(
+        bind(parse('meta.lastModified eq "2026-01-05T10:00:00.1230000001Z"'), rt), meta, rt
+    )
+    assert matches(
+        bind(parse('meta.lastModified lt "2026-01-05T10:00:00.1230000001Z"'), rt), meta, rt
+    )
+
+
+def test_a_number_too_small_for_a_double_is_refused_in_a_filter() -> None:
+    """``1e-400`` became 0: ``Dec lt 1e-400`` left out a 0, ``Dec eq 1e-400`` matched it
+    (``1e400`` was already a 400)."""
+    from scimd.scim.errors import InvalidFilter
+    from scimd.scim.filter import parse
+
+    for text in ("1e-400", "-1.5E-999", "0.00001e-400"):
+        with pytest.raises(InvalidFilter, match="out of range"):
+            parse(f"title eq {text}")
+    for zero in ("0e-400", "0.0", "-0.0e5", "0E1"):
+        parse(f"title eq {zero}")
+
+
+def test_last_modified_never_goes_back_in_time() -> None:
+    """Taken from each process's clock, a write through a server whose clock was behind gave
+    a resource a lastModified before the one it had (even before its created)."""
+    from scimd.scim.values import later_than, now_datetime
+
+    ahead = "2999-01-01T00:00:00.999Z"
+    assert later_than(ahead) == "2999-01-01T00:00:01.000Z"
+    assert later_than(None) <= now_datetime()
+    past = "2000-01-01T00:00:00.000Z"
+    assert later_than(past) > past
+    assert later_than("not a time") <= now_datetime()

@@ -326,7 +326,9 @@ class _Parser:
             s = m.group(0)
             if any(c in s for c in ".eE"):
                 f = float(s)
-                if not math.isfinite(f):  # would render as "inf", which reads back as a string
+                # Too large, it would render as "inf", which reads back as a string; too
+                # small, 0 (``Dec lt 1e-400`` left out a 0 smaller than it).
+                if not math.isfinite(f) or (f == 0 and s.split("e")[0].split("E")[0].strip("-+0.")):
                     raise self.fail(f"number '{s}' is out of range", pos)
                 return f
             try:

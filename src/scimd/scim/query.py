@@ -196,18 +196,21 @@ def _bind_leaf(
         return Compare(path, f.op, f.value)
     if target.type == S.INTEGER and isinstance(f.value, float) and not f.value.is_integer():
         return _integer_against_fraction(path, f.op, f.value)
+    if target.type == S.DATETIME and isinstance(f.value, str) and attr is S.COMMON["meta"]:
+        # meta.created and meta.lastModified are stored in UTC to the millisecond: a literal
+        # of any precision is compared exactly (a property's value has at most 9 digits).
+        value = canonical_datetime(f.value)
+        if value is not None:
+            if finer_than_stored(f.value):
+                return _finer_datetime(path, f.op, value)
+            return Compare(path, f.op, value)
     try:
         value = coerce_scalar(target, f.value, str(path))
     except InvalidValue as e:
         raise InvalidFilter(e.detail + _plus_hint(target, f.value)) from None
     if target.type == S.DATETIME and isinstance(f.value, str):
-        if attr is not S.COMMON["meta"]:  # properties, stored as sent: compared as instants
-            return Compare(path, f.op, instant(f.value))
-        # meta.created and meta.lastModified are stored in UTC to the millisecond.
-        value = canonical_datetime(f.value)
-        assert value is not None  # coerce_scalar accepted it
-        if finer_than_stored(f.value):
-            return _finer_datetime(path, f.op, value)
+        # Properties, stored as sent (at most 9 digits of a second): compared as instants.
+        return Compare(path, f.op, instant(f.value))
     return Compare(path, f.op, value)
 
 

@@ -2,8 +2,8 @@
 
 Values are stored as sent, except for the type canonicalisations here: lossless string forms of
 booleans and numbers become JSON booleans and numbers (Entra sends ``"False"`` and ``"42"``), and
-dateTimes become UTC ``YYYY-MM-DDTHH:MM:SS.fffZ`` so that string order is time order, in memory and
-in SQL alike.
+dateTimes not in RFC 3339's form become UTC ``YYYY-MM-DDTHH:MM:SS.fff[ffffff]Z``; filters and
+sorting compare dateTimes as ``instant``s, in memory and in SQL alike.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import base64
 import binascii
 import math
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -75,7 +75,8 @@ def canonical_datetime(value: str) -> str | None:
 
 # RFC 3339's date-time, with seconds and an offset: a form every client and PostgreSQL read
 # the same way. A DateTime value sent in it is kept as sent; other ISO 8601 forms are stored
-# in UTC to the millisecond (a value without an offset is taken as UTC). ``store.sqlfilter``
+# in UTC with the digits of the second they were sent with (a value without an offset is
+# taken as UTC). ``store.sqlfilter``
 # casts only texts of this form.
 # Offsets kept as sent are those PostgreSQL casts (up to 15:59): a value sent at +20:00, which
 # RFC 3339 allows, was stored as sent, and every filter and sort on its property was then a
@@ -128,6 +129,21 @@ def now_datetime() -> str:
     return _format(datetime.now(UTC))
 
 
+def later_than(previous: str | None) -> str:
+    """``meta.lastModified`` for a write over a resource last modified at ``previous``: now,
+    or a millisecond past ``previous`` if the clock reads no later (two servers on one
+    database whose clocks differ, or a clock set back): the time was taken from each
+    process's clock as it stood, and a PATCH through a server 2 s behind gave a user a
+    lastModified before its created, which ``meta.lastModified gt`` then missed."""
+    now = now_datetime()
+    if previous is None or now > previous:
+        return now
+    try:
+        return _format(datetime.fromisoformat(previous) + timedelta(milliseconds=1))
+    except (ValueError, OverflowError):  # not one scimd wrote: leave it to the clock
+        return now
+
+
 def _format(dt: datetime, fraction: str | None = None) -> str:
     # Not strftime: its %Y does not pad years below 1000 (.NET's DateTime.MinValue is year 1),
     # and string order must stay time order. The fraction: milliseconds unless given.
@@ -145,6 +161,8 @@ _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 def _type_name(attr: S.Attribute) -> str:
     if attr.value_format == "date":
         return "date (YYYY-MM-DD)"
+    if attr.type == S.DATETIME:  # (Entra's CDate/Now() write "1/5/2026 10:00:00 AM")
+        return "dateTime (ISO 8601, such as 2026-01-05T10:00:00Z)"
     return attr.type
 
 
@@ -239,7 +257,13 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
                 # Read back as written (Microsoft's gallery validation compares the text);
                 # filters and sorting compare ``instant``s.
                 text = value.strip()
-                return text if _RFC3339.fullmatch(text) else c
+                m = _FRACTION.search(text)
+                if m is not None and m.group(1)[9:].strip("0"):
+                    raise InvalidValue(
+                        f"'{where}': {text!r} has more than 9 digits of a second; dateTimes"
+                        " are kept and compared to the nanosecond"
+                    )
+                return text if _RFC3339.fullmatch(text) else _stored_instant(text)
             if _is_iso(value):  # a dateTime, but its offset moves it out of years 1-9999
                 raise InvalidValue(
                     f"'{where}': {value.strip()!r} falls outside years 1-9999 once converted to"
@@ -255,6 +279,17 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
             return value
         raise _bad(attr, value, where)
     raise _bad(attr, value, where)  # pragma: no cover - complex handled by the caller
+
+
+def _stored_instant(text: str) -> str:
+    """A dateTime in a form other than RFC 3339's (no offset, a "t", a space, a basic-format
+    offset...), as stored: UTC, with every digit of its second it was sent with (at least
+    three). Cut to the millisecond, it no longer equalled itself: a filter for the text sent
+    found nothing, and sorting could put it after a later instant."""
+    full = instant(text)
+    assert full is not None  # canonical_datetime read it
+    head, fraction = full[:-1].split(".")
+    return f"{head}.{fraction.rstrip('0'):0<3}Z"
 
 
 def _shortest_double(value: int) -> float | None:

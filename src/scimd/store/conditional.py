@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from scimd.scim.values import now_datetime
+from scimd.scim.values import later_than, now_datetime
 from scimd.store import audit as A
 from scimd.store import versions
 from scimd.store.prepared import StatementCache, dump_json
@@ -177,7 +177,7 @@ def replace_user(
 ) -> Rec | None:
     """Write ``doc`` over ``row`` and audit it, if neither the row's version nor the
     counters moved since they were read (else None: read again and start over)."""
-    now = now_datetime()
+    now = later_than(row.last_modified)
     params = {
         "pk_": row.pk,
         "version_": row.version,
@@ -236,7 +236,7 @@ WITH found_users AS (
     FROM added HAVING count(*) > 0
 ), upd AS (
     UPDATE groups SET {set_doc}
-        last_modified = :last_modified,
+        last_modified = GREATEST(last_modified, :last_modified),
         version = version + 1
     WHERE pk = :pk_ AND EXISTS (SELECT FROM target) AND {changed}
     RETURNING id, version
@@ -293,7 +293,7 @@ def patch_group(
     some do not exist nothing is written (``MissingMembers``).
     """
     adds = list(dict.fromkeys(adds))
-    now = now_datetime()
+    now = later_than(row.last_modified)
     new_doc = doc != row.doc
     params = {
         "pk_": row.pk,

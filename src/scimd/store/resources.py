@@ -25,7 +25,7 @@ from scimd.scim import resource as R
 from scimd.scim import schema as S
 from scimd.scim.errors import InvalidValue, NotFound, PreconditionFailed, Uniqueness
 from scimd.scim.filter import AttrPath, Compare, Filter
-from scimd.scim.values import fold, now_datetime
+from scimd.scim.values import fold, later_than, now_datetime
 from scimd.store import audit as A
 from scimd.store import onloop, sqlfilter, versions
 from scimd.store.prepared import StatementCache, dump_json, load_json
@@ -664,7 +664,7 @@ class Repository:
             done = [apply_member_op(conn, row.pk, op) for op in member_ops]
             if not any(done):
                 return row
-        now = now_datetime()
+        now = later_than(row.last_modified)
         values = {"doc": dump_json(doc), "last_modified": now, **columns_of(self.kind, doc)}
         stmt = STATEMENTS.get(
             conn,
@@ -789,9 +789,16 @@ def _touch_groups(conn: sa.Connection) -> Any:
     return (
         groups.update()
         .where(groups.c.pk.in_(of_member))
-        .values(version=groups.c.version + 1, last_modified=_B("now"))
+        .values(version=groups.c.version + 1, last_modified=_no_earlier(conn, _B("now")))
         .returning(groups.c.pk, groups.c.id)
     )
+
+
+def _no_earlier(conn: sa.Connection, now: Any) -> Any:
+    """A group's new lastModified when its members change: ``now``, or the one it has if
+    that is later (another server's clock ahead of this one's): never back in time."""
+    greatest = sa.func.max if conn.dialect.name == "sqlite" else sa.func.greatest
+    return greatest(groups.c.last_modified, now)
 
 
 def _touch(conn: sa.Connection, pks: list[int]) -> list[str]:
@@ -799,7 +806,7 @@ def _touch(conn: sa.Connection, pks: list[int]) -> list[str]:
         conn.execute(
             groups.update()
             .where(groups.c.pk.in_(pks))
-            .values(version=groups.c.version + 1, last_modified=now_datetime())
+            .values(version=groups.c.version + 1, last_modified=_no_earlier(conn, now_datetime()))
             .returning(groups.c.id)
         ).scalars()
     )
