@@ -11,7 +11,10 @@ import asyncio
 import contextlib
 import functools
 import json
+import re
 import socket
+import struct
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +25,8 @@ from uvicorn.server import ServerState
 
 from scimd.web.coalesce import CoalescingTransport, GetCoalescingHttpToolsProtocol, Load
 from support.live_server import LiveServer, provisioned_server
+
+USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 
 
 class _Server(asyncio.Protocol):
@@ -320,7 +325,12 @@ def test_get_replies_are_held_only_while_the_server_is_busy() -> None:
         gone = await waiting()
         while load.active < 3:
             await asyncio.sleep(0.01)
-        gone[1].close()  # a request whose connection closes before its reply
+        # A request whose connection is reset before its reply (one the client only
+        # closed is still answered: see the half-close test).
+        gone[1].get_extra_info("socket").setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+        )
+        gone[1].close()
         while load.active > 2:
             await asyncio.sleep(0.01)
         release.set()
@@ -718,3 +728,105 @@ def test_a_body_trickling_in_is_cut_off_in_the_end() -> None:
 
     asyncio.run(scenario())
     assert bodies[0] == b"<disconnected>" and bodies[-1] == b"abcd"
+
+
+def _read_all(s: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_request_asking_to_upgrade_keeps_its_body(any_database_url: str, tmp_path: Path) -> None:
+    """``Upgrade: h2c`` (curl --http2 and Java's HttpClient send it on http:// URLs) stopped
+    the parser at the end of the head: the POST's body was lost (400 "needs a JSON body"),
+    and sent in a later segment it was read, and answered, as a request of its own (a proxy
+    forwarding Upgrade saw two answers to one request). RFC 9110 §7.8: the server may
+    ignore the upgrade; the request is read as any other, body included."""
+    with provisioned_server(any_database_url, log_dir=tmp_path) as server:
+        url = urlsplit(server.base_url)
+        assert url.hostname is not None and url.port is not None
+        auth = f"Host: {url.netloc}\r\nAuthorization: Bearer {server.token}\r\n"
+        for n, split in enumerate((False, True)):
+            body = json.dumps({"schemas": [USER], "userName": f"h2c{n}@x.io"}).encode()
+            head = (
+                f"POST /scim/v2/Users HTTP/1.1\r\n{auth}Connection: Upgrade, HTTP2-Settings\r\n"
+                "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n"
+                f"Content-Type: application/scim+json\r\nContent-Length: {len(body)}\r\n\r\n"
+            ).encode()
+            after = f"GET /scim/v2/Users?filter=userName%20eq%20%22h2c{n}@x.io%22 HTTP/1.1\r\n"
+            after += f"{auth}Connection: close\r\n\r\n"
+            with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+                if split:  # the body in a later segment: it was read as a request
+                    s.sendall(head)
+                    time.sleep(0.2)
+                    s.sendall(body + after.encode())
+                else:
+                    s.sendall(head + body + after.encode())
+                data = _read_all(s)
+            statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+            assert statuses == [b"201", b"200"], data[:600]
+            assert data.count(b'"totalResults":1') == 1, data[-300:]
+
+
+def test_a_client_that_half_closes_after_its_request_gets_the_reply(
+    any_database_url: str, tmp_path: Path
+) -> None:
+    """``shutdown(SHUT_WR)`` after sending (``nc -N``, forwarders passing the client's FIN
+    on) means "nothing more to send": the connection was closed without a reply, and a POST
+    had been applied all the same. Every request read whole is answered, then it closes."""
+    with provisioned_server(any_database_url, log_dir=tmp_path) as server:
+        url = urlsplit(server.base_url)
+        assert url.hostname is not None and url.port is not None
+        auth = f"Host: {url.netloc}\r\nAuthorization: Bearer {server.token}\r\n"
+        body = json.dumps({"schemas": [USER], "userName": "half@x.io"})
+        requests = (
+            f"POST /scim/v2/Users HTTP/1.1\r\n{auth}Content-Type: application/scim+json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n{body}"
+            f"GET /healthz HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n"
+        )
+        with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+            s.sendall(requests.encode())
+            s.shutdown(socket.SHUT_WR)
+            data = _read_all(s)
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+        assert statuses == [b"201", b"200"], data[:600]
+        with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+            s.sendall(f"GET /healthz HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode())
+            s.shutdown(socket.SHUT_WR)
+            assert _read_all(s).startswith(b"HTTP/1.1 200")
+
+
+def test_a_request_refused_before_its_expected_body_closes_the_connection(
+    live_server: LiveServer,
+) -> None:
+    """RFC 9110 §10.1.1: answered before it was invited to send its body (401 for the token,
+    413 for its declared size), a client may skip the body and reuse the connection: its next
+    request was read as the body the server waited for, and got no answer for 30 s. The
+    refusal now says ``connection: close`` and closes."""
+    url = urlsplit(live_server.base_url)
+    assert url.hostname is not None and url.port is not None
+    for token, length, status in (
+        ("wrong", 20, b"401"),
+        (live_server.token, 50_000_000, b"413"),
+    ):
+        with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+            s.sendall(
+                f"POST {url.path}/Users HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                f"Authorization: Bearer {token}\r\nContent-Type: application/scim+json\r\n"
+                f"Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n".encode()
+            )
+            data = _read_all(s)  # returns: the server closes
+        head = data.split(b"\r\n\r\n")[0].lower()
+        assert head.startswith(b"http/1.1 " + status) and b"connection: close" in head, head
+    # HTTP/1.0 knows no 100 Continue (RFC 9110 §10.1.1, §15.2): none is sent to it.
+    body = json.dumps({"schemas": [USER], "userName": "ten@x.io"})
+    with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+        s.sendall(
+            f"POST {url.path}/Users HTTP/1.0\r\nHost: {url.netloc}\r\n"
+            f"Authorization: Bearer {live_server.token}\r\nContent-Type: application/scim+json\r\n"
+            f"Content-Length: {len(body)}\r\nExpect: 100-continue\r\n\r\n{body}".encode()
+        )
+        data = _read_all(s)
+    assert data.startswith(b"HTTP/1.1 201"), data[:200]

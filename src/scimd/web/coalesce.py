@@ -29,6 +29,7 @@ import asyncio
 import sys
 from typing import Any
 
+import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -175,6 +176,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._head_size = 0
         self._too_large = False
         self._too_deep = False
+        self._upgrade_head: bytes | None = None  # a head read again without its Upgrade
         self._guard: asyncio.TimerHandle | None = self.loop.call_later(
             self.HEAD_TIMEOUT, self._check_progress
         )
@@ -185,7 +187,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._last_data = self.loop.time()
         if self._stage != _BODY:
             self._head_size += len(data)
-        super().data_received(data)
+        self._feed(data)
         stage = self._stage
         if stage == _IDLE:
             if self._guard is not None:
@@ -207,6 +209,50 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             wait = self.HEAD_TIMEOUT if stage == _HEAD else self.BODY_IDLE_TIMEOUT
             self._guard = self.loop.call_later(wait, self._check_progress)
 
+    def _feed(self, data: bytes) -> None:
+        """uvicorn's ``data_received``, but for what follows a request asking to upgrade.
+
+        The parser stops at the end of a head that asks to change protocols (``Upgrade:
+        h2c``, which curl --http2 and Java's HttpClient send on http:// URLs), taking
+        what follows for another protocol: the request's body was lost (a POST got "the
+        request needs a JSON body") and, sent later, was read as a request of its own (a
+        proxy that forwards Upgrade saw one request answered twice). RFC 9110 §7.8 lets a
+        server ignore the upgrade: the head is read again without it, by a new parser, and
+        the body with it."""
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            msg = "Invalid HTTP request received."
+            self.logger.warning(msg)
+            self.send_400_response(msg)
+        except httptools.HttpParserUpgrade as e:
+            head, self._upgrade_head = self._upgrade_head, None
+            rest = data[e.args[0] :] if e.args and isinstance(e.args[0], int) else b""
+            if head is None:  # CONNECT: answered (405); nothing after it can be read
+                self._stage = _DISCARD
+                if self.cycle is not None:
+                    self.cycle.keep_alive = False
+                return
+            self.parser = httptools.HttpRequestParser(self)
+            self._feed(head + rest)
+
+    def _without_upgrade(self) -> bytes:
+        """The current request's head without the headers that ask for another protocol."""
+        version = self.parser.get_http_version().encode()
+        lines = [self.parser.get_method() + b" " + self.url + b" HTTP/" + version]
+        for name, value in self.headers:
+            if name in (b"upgrade", b"http2-settings"):
+                continue
+            if name == b"connection":
+                tokens = [t.strip() for t in value.split(b",")]
+                kept = [t for t in tokens if t.lower() not in (b"upgrade", b"http2-settings")]
+                if not kept:
+                    continue
+                value = b", ".join(kept)
+            lines.append(name + b": " + value)
+        return b"\r\n".join(lines) + b"\r\n\r\n"
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._stage = _HEAD
@@ -223,7 +269,15 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         if len(self.pipeline) >= self.MAX_PIPELINE:
             self._too_deep = True
             raise _StopParsing  # the parser stops; see ``send_400_response``
+        if self.parser.should_upgrade() and self.parser.get_method() != b"CONNECT":
+            self._upgrade_head = self._without_upgrade()  # read again (``_feed``)
+            return
+        if self.expect_100_continue and self.parser.get_http_version() == "1.0":
+            # RFC 9110 §10.1.1: ignored in HTTP/1.0 (no 1xx is sent to such a client).
+            self.expect_100_continue = False
         super().on_headers_complete()
+        if self.expect_100_continue:
+            _close_if_refused_unread(self.cycle)
         self._stage = _BODY
         self._head_size = 0
         self._body_started = self.loop.time()
@@ -240,6 +294,21 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         else:
             super().send_400_response(msg)
 
+    def eof_received(self) -> bool | None:  # type: ignore[override]  # (asyncio allows True)
+        """A client that half-closes after its request (``nc -N``, forwarders passing its
+        FIN on) has said it sends nothing more, not that it wants no reply: uvicorn closed
+        the connection, and a POST was applied that nobody was told of. The requests read
+        whole are answered, then the connection closes; one cut short cannot be."""
+        if self._stage == _IDLE:
+            last = self.pipeline[0][0] if self.pipeline else self.cycle
+            if last is not None and not last.response_complete:
+                last.keep_alive = False
+                return True
+        # The transport closes now: a reply written in this step, still held, goes first.
+        assert isinstance(self.transport, CoalescingTransport)
+        self.transport.flush()
+        return None
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
         self._idle_since = self.loop.time()
@@ -251,6 +320,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.flow.pause_reading()
 
     def on_message_complete(self) -> None:
+        if self._upgrade_head is not None:
+            return  # a head to read again: no request was made of it
         super().on_message_complete()
         self._stage = _IDLE
 
@@ -329,6 +400,21 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
+def _close_if_refused_unread(cycle: Any) -> None:
+    """A request that expects "100 Continue" and gets a final status first (a 401 for its
+    token, a 413 for its declared size) may never send its body (RFC 9110 §10.1.1): the
+    connection closes after the reply, which says so. Kept open, the server read the next
+    request as the body it waited for, and that request got no answer for 30 s."""
+    send = cycle.send
+
+    async def send_closing(message: Any) -> None:
+        if message["type"] == "http.response.start" and cycle.waiting_for_100_continue:
+            cycle.keep_alive = False  # uvicorn then adds "connection: close" and closes
+        await send(message)
+
+    cycle.send = send_closing
+
+
 class Load:
     """The requests in progress in one server, counted by its connections' protocols."""
 
@@ -368,6 +454,8 @@ class GetCoalescingHttpToolsProtocol(CoalescingHttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        if self._upgrade_head is not None:
+            return  # no request yet: its head is read again without the upgrade
         self._active += 1
         load = self.load
         load.active += 1
