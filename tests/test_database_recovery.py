@@ -574,8 +574,12 @@ def test_a_bulk_that_meets_an_outage_reports_what_it_saved(tmp_path: Path) -> No
         results = r.json()["Operations"]
         statuses = [o["status"] for o in results]
         saved = statuses.index("503")
-        assert saved >= 1 and statuses == ["201"] * saved + ["503"], statuses
-        assert "disk is full" in results[-1]["response"]["detail"]
+        # The operations not run are said to be so (they had no result: a client had to
+        # count to find them).
+        assert saved >= 1 and statuses == ["201"] * saved + ["503"] * (1000 - saved), statuses
+        assert "disk is full" in results[saved]["response"]["detail"]
+        assert "not run" in results[-1]["response"]["detail"]
+        assert results[-1]["bulkId"] == "b999" and results[-1]["method"] == "POST"
     with seed.connect() as conn:
         made = conn.exec_driver_sql(
             "SELECT count(*) FROM users WHERE user_name LIKE 'bl%'"
@@ -583,3 +587,123 @@ def test_a_bulk_that_meets_an_outage_reports_what_it_saved(tmp_path: Path) -> No
     seed.dispose()
     engine.dispose()
     assert made == saved
+
+
+def test_a_bulk_goes_on_after_one_lost_connection(postgres_url: str) -> None:
+    """One PostgreSQL session ended under a Bulk (a restart, pg_terminate_backend) ended the
+    whole request: 724 of 1,000 operations were not run, and the 200 reply did not say so.
+    The operation that met it gets a 503; the next gets another connection, as the next
+    request would, and the rest are run."""
+    from starlette.testclient import TestClient
+
+    from scimd.auth import apps
+    from scimd.settings import Settings
+    from scimd.store import audit
+    from scimd.store.engine import create_engine
+    from scimd.store.migrate import ensure_current
+    from scimd.web.app import create_app as make_app
+
+    seed = create_engine(postgres_url)
+    ensure_current(seed)
+    with seed.begin() as conn:
+        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
+    with seed.begin() as conn:
+        # The fifth POST's session ends under it, as pg_terminate_backend ends one.
+        conn.exec_driver_sql(
+            "CREATE FUNCTION end_session() RETURNS trigger AS $$ BEGIN"
+            " IF NEW.user_name = 'lc4@x' THEN"
+            " PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5);"
+            " END IF; RETURN NEW; END $$ LANGUAGE plpgsql"
+        )
+        conn.exec_driver_sql(
+            "CREATE TRIGGER end_session BEFORE INSERT ON users"
+            " FOR EACH ROW EXECUTE FUNCTION end_session()"
+        )
+    engine = create_engine(postgres_url)
+    ops = [
+        {"method": "POST", "path": "/Users", "bulkId": f"b{i}", "data": {"userName": f"lc{i}@x"}}
+        for i in range(20)
+    ]
+    bulk = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops}
+    headers = {"Authorization": f"Bearer {token}"}
+    with TestClient(make_app(Settings(), engine)) as client:
+        r = client.post("/scim/v2/Bulk", json=bulk, headers=headers)
+    assert r.status_code == 200, r.text
+    statuses = [o["status"] for o in r.json()["Operations"]]
+    assert statuses == ["201"] * 4 + ["503"] + ["201"] * 15, statuses
+    with seed.connect() as conn:
+        made = conn.execute(sa.text("SELECT count(*) FROM users WHERE user_name LIKE 'lc%'"))
+        assert made.scalar_one() == 19
+    seed.dispose()
+    engine.dispose()
+
+
+def test_a_session_timeout_of_postgresql_is_a_503(postgres_url: str) -> None:
+    """idle_in_transaction_session_timeout (and PostgreSQL 17's transaction_timeout) end the
+    session with an error psycopg raises as an InternalError (SQLSTATE 25P03): it was a 500
+    "internal error" rather than a 503 to retry."""
+    from scimd.store.engine import is_unavailable
+    from scimd.web.outage import unavailable_detail
+
+    engine = sa.create_engine(postgres_url)
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SET idle_in_transaction_session_timeout = '50ms'")
+        conn.exec_driver_sql("SELECT 1")  # a transaction begun, then left idle
+        time.sleep(0.5)
+        with pytest.raises(sa.exc.DBAPIError) as info:
+            conn.exec_driver_sql("SELECT 1")
+    engine.dispose()
+    assert is_unavailable(info.value), repr(info.value)
+    assert "retry" in unavailable_detail(info.value)
+
+
+def test_postgresql_disk_full_is_named_as_such() -> None:
+    """PostgreSQL's disk_full (SQLSTATE 53100, "could not extend file ... No space left on
+    device") was told to clients as "the database is unavailable"; SQLite's was named."""
+    import psycopg
+
+    from scimd.store.engine import is_full, is_unavailable
+    from scimd.web.outage import unavailable_detail
+
+    err = sa.exc.OperationalError(
+        "INSERT", {}, psycopg.errors.DiskFull("could not extend file: No space left on device")
+    )
+    assert is_full(err) and is_unavailable(err)
+    assert "disk is full" in unavailable_detail(err)
+
+
+def test_writes_to_a_sqlite_file_removed_under_the_server_are_refused(tmp_path: Path) -> None:
+    """Removed under a running server, the database file took the writes that followed into
+    the deleted file: 201, and lost. A new connection made an empty database at the path,
+    which a restart then served as if empty. Writes and new connections are refused (503,
+    saying what happened) and no file is made."""
+    from starlette.testclient import TestClient
+
+    from scimd.auth import apps
+    from scimd.settings import Settings
+    from scimd.store import audit
+    from scimd.store.engine import create_engine
+    from scimd.store.migrate import ensure_current
+    from scimd.web.app import create_app as make_app
+
+    path = tmp_path / "gone.db"
+    seed = create_engine(f"sqlite:///{path}")
+    ensure_current(seed)
+    with seed.begin() as conn:
+        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
+    seed.dispose()
+    headers = {"Authorization": f"Bearer {token}"}
+    engine = create_engine(f"sqlite:///{path}")
+    with TestClient(make_app(Settings(), engine)) as client:
+        r = client.post("/scim/v2/Users", json={"userName": "before@x"}, headers=headers)
+        assert r.status_code == 201, r.text
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        r = client.post("/scim/v2/Users", json={"userName": "after@x"}, headers=headers)
+        assert r.status_code == 503, r.text
+        assert "removed or replaced" in r.json()["detail"]
+        r = client.post("/scim/v2/Groups", json={"displayName": "g"}, headers=headers)
+        assert r.status_code == 503, r.text
+        assert client.get("/healthz").status_code == 503
+    engine.dispose()
+    assert not path.exists()

@@ -36,7 +36,12 @@ from scimd.scim.values import fold
 from scimd.store import audit as A
 from scimd.store import conditional, onloop, versions
 from scimd.store import properties as props
-from scimd.store.engine import IMMEDIATE_NOWAIT, is_read_only
+from scimd.store.engine import (
+    IMMEDIATE_NOWAIT,
+    DatabaseFileGone,
+    file_identity,
+    is_read_only,
+)
 from scimd.store.prepared import dump_json
 from scimd.store.resources import (
     GROUPS,
@@ -75,6 +80,9 @@ ROOT_SORT_WINDOW = 10_000
 # PostgreSQL's deadlock_detected and serialization_failure: the transaction was rolled back.
 _RETRY_STATES = frozenset({"40P01", "40001"})
 _DEADLOCK_ATTEMPTS = 6
+
+
+_NO_FILE = (-1, -1)  # ``file_identity`` of a path with no file
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +127,9 @@ class Directory:
         self._open: dict[sa.Connection, int] = {}  # and the thread that uses each
         self._severed: set[int] = set()  # connections cut by ``sever_thread``: replace them
         self.sqlite = engine.dialect.name == "sqlite"
+        # The SQLite file's device and inode, checked before each write transaction and new
+        # connection (``_check_file``); None: not a file (PostgreSQL, an in-memory database).
+        self._file = file_identity(engine)
         # Writes PostgreSQL ended as deadlock (or serialization) victims, run again: exported
         # as ``scimd_db_write_retries``; none are expected from any client's pattern.
         self.write_retries = 0
@@ -154,6 +165,7 @@ class Directory:
                 conn.close()
             with self._lock:
                 self._open.pop(conn, None)  # type: ignore[arg-type]
+            self._check_file()
             conn = self.engine.connect()
             if reads and not self.sqlite:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -161,6 +173,20 @@ class Directory:
             with self._lock:
                 self._open[conn] = threading.get_ident()
         return conn
+
+    def _check_file(self) -> None:
+        """Refuse to write to, or open, a SQLite file other than the one the server began
+        with: removed under a running server, its open connections went on writing into the
+        deleted file (writes were answered 201 and lost), and a new connection made an empty
+        database at the path, which a restart then served. One ``stat`` per transaction."""
+        if self._file is None:
+            return
+        now = file_identity(self.engine)
+        if now != self._file:
+            if self._file == _NO_FILE:  # made since this directory was (a first start)
+                self._file = now
+                return
+            raise DatabaseFileGone(str(self.engine.url.database))
 
     def _lost(self, conn: sa.Connection) -> bool:
         """A network connection that broke under a statement run on the driver directly."""
@@ -193,6 +219,7 @@ class Directory:
         local = self._local
         if not conn.in_transaction():
             if self.sqlite:
+                self._check_file()
                 wait = wait and not getattr(local, "nowait", False)
                 _begin_mode(conn, "IMMEDIATE" if wait else IMMEDIATE_NOWAIT)
             try:
@@ -265,6 +292,7 @@ class Directory:
         """
         conn = self._thread_connection()
         if self.sqlite:
+            self._check_file()
             _begin_mode(conn, "IMMEDIATE" if wait else IMMEDIATE_NOWAIT)
         tx = conn.begin()
         self._local.batch = True

@@ -196,10 +196,32 @@ UNAVAILABLE: tuple[type[Exception], ...] = (
 )
 
 
+class DatabaseFileGone(Exception):
+    """The SQLite file the server opened was removed or replaced while it ran. The open
+    connections write on into the deleted file, whose changes no one will read again: writes
+    were answered 201 and lost, and a new connection made an empty file at the path."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"the database file {path} was removed or replaced while the server ran")
+
+
 def is_unavailable(error: BaseException) -> bool:
     """Whether ``error`` says the database cannot serve requests now (a request meeting it is
-    a 503, not a 500): unreachable, locked, full, read-only, or damaged."""
-    return isinstance(error, UNAVAILABLE) or is_read_only(error) or is_damaged(error)
+    a 503, not a 500): unreachable, locked, full, read-only, or damaged; or its connection
+    ended (PostgreSQL's idle_in_transaction_session_timeout and transaction_timeout end the
+    session with an error of class 25, which psycopg raises as an InternalError: a 500)."""
+    return (
+        isinstance(error, (*UNAVAILABLE, DatabaseFileGone))
+        or is_read_only(error)
+        or is_damaged(error)
+        or is_disconnect(error)
+        or _sqlstate(error) in ("25P03", "25P04")
+    )
+
+
+def _sqlstate(error: BaseException) -> str | None:
+    state = getattr(getattr(error, "orig", error), "sqlstate", None)
+    return state if isinstance(state, str) else None
 
 
 def is_disconnect(error: BaseException) -> bool:
@@ -217,7 +239,7 @@ def is_disconnect(error: BaseException) -> bool:
 def is_read_only(error: BaseException) -> bool:
     """PostgreSQL in read-only mode (SQLSTATE 25006): what managed services switch a database
     to when its storage is full, and a hot standby answers."""
-    return getattr(getattr(error, "orig", error), "sqlstate", None) == "25006"
+    return _sqlstate(error) == "25006"
 
 
 def is_damaged(error: BaseException) -> bool:
@@ -228,8 +250,11 @@ def is_damaged(error: BaseException) -> bool:
 
 
 def is_full(error: BaseException) -> bool:
-    """Whether ``error`` is SQLite's "database or disk is full"."""
-    return _sqlite_error(error, sqlite3.OperationalError, (sqlite3.SQLITE_FULL,), "is full")
+    """Whether ``error`` is SQLite's "database or disk is full", or PostgreSQL's disk_full
+    (SQLSTATE 53100: "could not extend file ... No space left on device")."""
+    return _sqlstate(error) == "53100" or _sqlite_error(
+        error, sqlite3.OperationalError, (sqlite3.SQLITE_FULL,), "is full"
+    )
 
 
 def is_busy(error: BaseException) -> bool:

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from scimd.scim.errors import ScimError
 from scimd.store.directory import BatchLost, Directory
 from scimd.store.engine import is_busy, is_unavailable
-from scimd.web.outage import database_unavailable
+from scimd.web.outage import database_unavailable, unavailable_detail
 
 log = logging.getLogger("scimd.web")
 T = TypeVar("T")
@@ -125,7 +125,12 @@ class GroupCommit:
                 database_unavailable(e, f"a group commit of {len(waiters)} write(s)")
             else:
                 log.exception("a group commit of %d writes failed", len(waiters))
-            err = ScimError("the change could not be saved; retry the request", status=503)
+            detail = (
+                unavailable_detail(e)  # a full disk is said as such
+                if is_unavailable(e) and not isinstance(e, BatchLost)
+                else "the change could not be saved; retry the request"
+            )
+            err = ScimError(detail, status=503)
             for w in waiters:
                 if not w.done():
                     w.set_exception(err)

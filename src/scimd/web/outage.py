@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
-from scimd.store.engine import is_busy, is_damaged, is_full, is_read_only
+from scimd.store.engine import DatabaseFileGone, is_busy, is_damaged, is_full, is_read_only
 from scimd.store.onloop import DatabaseTimeout
 
 log = logging.getLogger("scimd.web")
@@ -34,6 +34,11 @@ def unavailable_detail(error: Exception) -> str:
         return (
             f"the database did not answer within {error.seconds:g} s; retry the request"
             " (a change it asked for may have been saved: read it back first)"
+        )
+    if isinstance(error, DatabaseFileGone):
+        return (
+            "the database file was removed or replaced while the server ran: nothing of this"
+            " request was saved; an operator must restore the file and restart scimd"
         )
     if is_full(error):
         return (
