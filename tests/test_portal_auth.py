@@ -840,3 +840,20 @@ def test_servers_starting_together_share_one_session_key_and_keep_both_links(
         assert admins.setup_token_valid(conn, got["link"])
     for e in (engine, other, watcher):
         e.dispose()
+
+
+def test_head_on_a_page_with_a_form_is_its_get(portal: Portal) -> None:
+    """RFC 9110 §9.3.2: HEAD is GET without the body. Pages that take GET and POST ran their
+    POST branch for it: 403 for a missing form token (an uptime check of /admin/login saw
+    the portal down), and a flash "the form expired" left for the admin's next page."""
+    assert portal.client.head("/admin/login").status_code == 200
+    assert portal.login().status_code == 303
+    for page in (
+        "/admin/properties",
+        "/admin/security/oauth2-applications/add",
+        "/admin/connection",
+    ):
+        r = portal.client.head(page)
+        assert r.status_code == 200, (page, r.status_code)
+        assert r.content == b""
+    assert "expired" not in portal.client.get("/admin/").text

@@ -408,7 +408,7 @@ class Portal:
 
     async def login(self, request: Request) -> Response:
         nxt = request.query_params.get("next", "/admin/")
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):  # HEAD: GET without a body
             if await self.current_admin(request) is not None:
                 return RedirectResponse(_safe_next(nxt), status_code=303)
 
@@ -567,7 +567,7 @@ class Portal:
         return RedirectResponse("/admin/login", status_code=303)
 
     async def setup(self, request: Request) -> Response:
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):  # HEAD: GET without a body
             token = request.query_params.get("token", "")
 
             def valid() -> bool:
@@ -638,7 +638,7 @@ class Portal:
 
     async def apps_add(self, request: Request) -> Response:
         blank = {"name": "", "grant": "bearer", "scopes": list(apps_mod.SCOPES), "lifetime": ""}
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):  # HEAD: GET without a body
             return self._add_form(request, blank, None)
         form = await self.form(request)
         name = str(form.get("name", "")).strip()

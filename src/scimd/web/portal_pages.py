@@ -667,7 +667,7 @@ class Pages:
     # -- custom properties ------------------------------------------------------------------
     async def properties(self, request: Request) -> Response:
         values = {"name": "", "type": "String", "description": ""}
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):  # HEAD: GET without a body
             return await self._properties_page(request, values, None)
         form = await self.portal.form(request)
         values = {
