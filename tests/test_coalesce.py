@@ -830,3 +830,44 @@ def test_a_request_refused_before_its_expected_body_closes_the_connection(
         )
         data = _read_all(s)
     assert data.startswith(b"HTTP/1.1 201"), data[:200]
+
+
+def test_a_host_header_that_is_no_host_is_a_400(live_server: LiveServer) -> None:
+    """RFC 9112 §3.2: an HTTP/1.1 request without a Host, or with one that is not a host,
+    MUST get a 400. ``Host: a b``, ``x@evil.example`` or non-ASCII bytes were copied into the
+    Location and meta.location of what was created (the last as mojibake)."""
+    url = urlsplit(live_server.base_url)
+    assert url.hostname is not None and url.port is not None
+    body = json.dumps({"schemas": [USER], "userName": "host@x.io"}).encode()
+
+    def ask(path: str, host: bytes | None, version: str = "1.1", method: str = "POST") -> bytes:
+        head = f"{method} {path} HTTP/{version}\r\n".encode()
+        if host is not None:
+            head += b"Host: " + host + b"\r\n"
+        head += f"Authorization: Bearer {live_server.token}\r\nConnection: close\r\n".encode()
+        if method == "POST":
+            head += b"Content-Type: application/scim+json\r\n"
+            head += f"Content-Length: {len(body)}\r\n".encode()
+        with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+            s.sendall(head + b"\r\n" + (body if method == "POST" else b""))
+            return _read_all(s)
+
+    for bad in (b"a b", b"x@evil.example", b"evil.example/x?", "ü.example".encode()):
+        reply = ask("/scim/v2/Users", bad)
+        assert reply.startswith(b"HTTP/1.1 400"), (bad, reply[:200])
+        assert b"is not a host name" in reply and b'"status":"400"' in reply
+        for path in ("/healthz", "/admin/login"):
+            assert ask(path, bad, method="GET").startswith(b"HTTP/1.1 400"), (bad, path)
+    reply = ask("/scim/v2/Users", None)
+    assert reply.startswith(b"HTTP/1.1 400") and b"no Host header" in reply, reply[:300]
+    assert ask("/healthz", None, method="GET").startswith(b"HTTP/1.1 400")
+    for n, good in enumerate((url.netloc.encode(), b"[::1]:8080", b"scim.example.com")):
+        body = json.dumps({"schemas": [USER], "userName": f"host{n}@x.io"}).encode()
+        reply = ask("/scim/v2/Users", good)
+        assert reply.startswith(b"HTTP/1.1 201"), (good, reply[:300])
+        assert b"location: http://" + good + b"/scim/v2/Users/" in reply
+    # HTTP/1.0 has no Host requirement.
+    assert ask("/healthz", None, version="1.0", method="GET").startswith(b"HTTP/1.1 200")
+    # A path whose escapes are not UTF-8 (it was read as U+FFFD: "User '\ufffd' not found").
+    reply = ask("/scim/v2/Users/%ff", url.netloc.encode(), method="GET")
+    assert reply.startswith(b"HTTP/1.1 400") and b"not UTF-8" in reply, reply[:300]

@@ -31,6 +31,7 @@ from scimd.store.directory import Directory
 from scimd.store.engine import create_engine, file_identity, is_unavailable, write_transaction
 from scimd.store.retention import AuditRetention
 from scimd.web import portal_pages
+from scimd.web.exchange import host_problem
 from scimd.web.http import error_response
 from scimd.web.oauth import TokenEndpoint
 from scimd.web.observability import (
@@ -107,12 +108,24 @@ class ScimdApp(Starlette):
                 finally:
                     self.observer.finish(scope, rid, status, started)
                 return
+            host = next((v for k, v in scope["headers"] if k == b"host"), None)
+            response: Any
+            problem = host_problem(
+                None if host is None else host.decode("latin-1"), scope.get("http_version", "1.1")
+            )
+            if problem is not None:
+                if path.startswith("/admin"):
+                    response = PlainTextResponse(f"Bad request: {problem}.", status_code=400)
+                else:
+                    response = error_response(ScimError(problem, status=400))
+                await response(scope, receive, send)
+                return
             if "\x00" in path or b"%00" in scope.get("query_string", b""):
                 # No page or form field takes it, and PostgreSQL cannot even look it up. A
                 # portal address gets words for a person, not a SCIM error body.
                 said = "a NUL character (%00) is not allowed in the URL"
                 if path.startswith("/admin"):
-                    response: Any = PlainTextResponse(f"Bad request: {said}.", status_code=400)
+                    response = PlainTextResponse(f"Bad request: {said}.", status_code=400)
                 else:
                     response = error_response(InvalidValue(said))
                 await response(scope, receive, send)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote_plus
+from urllib.parse import unquote_plus, unquote_to_bytes
 
 import orjson
 from starlette.types import Receive, Scope, Send
@@ -218,6 +218,44 @@ def query_params(raw: bytes) -> dict[str, str]:
             "the query string is not UTF-8: percent-encode the UTF-8 bytes of other characters"
         ) from None
     return out
+
+
+# RFC 9110 §7.2 / RFC 3986 §3.2.2: a DNS name or an IPv4 address, or an IP literal in
+# brackets, and an optional port. (reg-name allows sub-delims and %-escapes too, which no
+# host name has: a Host of "a b", "x@evil.example" or "evil.example/x?" was copied into the
+# Location of every created resource.)
+_HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_GOOD_HOSTS: set[str] = set()
+
+
+def host_problem(host: str | None, http_version: str) -> str | None:
+    """Why a request's Host header cannot be used (RFC 9112 §3.2: a server MUST answer 400
+    to an HTTP/1.1 request without one, or with one that is not a host), else None."""
+    if host is None:
+        if http_version in ("1.0", "0.9"):
+            return None
+        return "the request has no Host header, which HTTP/1.1 requires (RFC 9112 §3.2)"
+    if host in _GOOD_HOSTS:
+        return None
+    if not _HOST.fullmatch(host):
+        shown = host.encode("latin-1", "replace").decode("ascii", "backslashreplace")[:80]
+        return (
+            f"the Host header {shown!r} is not a host name and optional port (RFC 9110 §7.2);"
+            " a non-ASCII name is sent in its xn-- form"
+        )
+    if len(_GOOD_HOSTS) < 64:  # a few names at most; never unbounded
+        _GOOD_HOSTS.add(host)
+    return None
+
+
+def path_problem(scope: Scope) -> str | None:
+    """Percent-escapes in the path that are not UTF-8 (``/Users/%ff``) were read as U+FFFD
+    ("User '\ufffd' not found"), where a query string's are a 400."""
+    try:
+        unquote_to_bytes(scope.get("raw_path") or b"").decode()
+    except UnicodeDecodeError:
+        return "the URL path is not UTF-8: percent-encode the UTF-8 bytes of other characters"
+    return None
 
 
 @dataclass(slots=True)

@@ -52,7 +52,9 @@ from scimd.web.exchange import (
     Reply,
     ScimRequest,
     error_reply,
+    host_problem,
     json_reply,
+    path_problem,
     reply_media,
     stopped_reply,
 )
@@ -223,6 +225,12 @@ class Scim:
         return reply.status
 
     async def handle(self, request: ScimRequest) -> Reply:
+        host = request.single_header("host")  # two: a 400 "send one"
+        problem = host_problem(host, request.scope.get("http_version", "1.1"))
+        if problem is None and "\ufffd" in request.path:
+            problem = path_problem(request.scope)
+        if problem is not None:
+            raise ScimError(problem, status=400)
         address = request.client_host
         # None: 401, and not a failure; two: 400 (which one would count?).
         token = request_credentials(request.single_header("authorization"))
