@@ -2643,3 +2643,27 @@ def test_datetime_property_in_dotnet_round_trip_form_finds_itself(api_both: Api)
         assert found["totalResults"] == n, f
     r = api.req("GET", f'/Users?filter={PROPS}:Hired eq "2026-01-05T10:00:00.12345670001Z"')
     assert r.status_code == 400 and "more than 9 digits" in r.json()["detail"]
+
+
+def test_bodies_compressed_or_labelled_other_than_json_are_refused(api: Api) -> None:
+    """A gzipped body was read as text ("not UTF-8 ... 0x8b"), a plain one labelled gzip was
+    taken, and ``text/plain; x=json`` passed as JSON ("json" anywhere in the header): a 415
+    naming the problem (RFC 9110 §15.5.16), and nothing written."""
+    import gzip
+
+    body = json.dumps({"schemas": [USER], "userName": "zipped@x.com"}).encode()
+    for content, headers in (
+        (gzip.compress(body), {"Content-Encoding": "gzip"}),
+        (body, {"Content-Encoding": "gzip"}),
+        (body, {"Content-Type": "text/plain; x=json"}),
+    ):
+        r = api.req("POST", "/Users", content, headers=headers)
+        assert r.status_code == 415, (headers, r.text)
+        assert r.json()["status"] == "415"
+    for ok in ("application/json; charset=utf-8", "application/scim+json", "text/json"):
+        r = api.req("POST", "/Users", body, headers={"Content-Type": ok})
+        assert r.status_code in (201, 409), (ok, r.text)
+    r = api.req("POST", "/Users", body, headers={"Content-Encoding": "identity"})
+    assert r.status_code == 409, r.text  # made above: the body was read
+    found = api.req("GET", "/Users", params={"filter": 'userName eq "zipped@x.com"'}).json()
+    assert found["totalResults"] == 1

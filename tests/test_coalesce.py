@@ -871,3 +871,22 @@ def test_a_host_header_that_is_no_host_is_a_400(live_server: LiveServer) -> None
     # A path whose escapes are not UTF-8 (it was read as U+FFFD: "User '\ufffd' not found").
     reply = ask("/scim/v2/Users/%ff", url.netloc.encode(), method="GET")
     assert reply.startswith(b"HTTP/1.1 400") and b"not UTF-8" in reply, reply[:300]
+
+
+def test_a_transfer_coding_other_than_chunked_is_a_501(live_server: LiveServer) -> None:
+    """``Transfer-Encoding: gzip, chunked`` was read as plain chunked (the gzip data then
+    "not UTF-8"): RFC 9112 §6.1, a transfer coding the server does not know is a 501."""
+    url = urlsplit(live_server.base_url)
+    assert url.hostname is not None and url.port is not None
+    body = json.dumps({"schemas": [USER], "userName": "te@x.io"}).encode()
+    with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+        s.sendall(
+            f"POST /scim/v2/Users HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Authorization: Bearer {live_server.token}\r\nConnection: close\r\n"
+            "Content-Type: application/scim+json\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            f"{len(body):x}\r\n".encode()
+            + body
+            + b"\r\n0\r\n\r\n"
+        )
+        reply = _read_all(s)
+    assert reply.startswith(b"HTTP/1.1 501") and b"Transfer-Encoding" in reply, reply[:300]

@@ -102,9 +102,24 @@ class ScimRequest:
     async def json(self, max_bytes: int) -> Any:
         """The body as JSON: 413 past ``max_bytes``, 415 for non-JSON types, 400 otherwise."""
         ctype = self.single_header("content-type") or ""  # two: a 400, not one or the other
-        if ctype and "json" not in ctype.lower():
+        if ctype and not _is_json(ctype):
             raise UnsupportedMediaType(
                 f"send the body as {SCIM_JSON.decode()} (or application/json), not '{ctype}'"
+            )
+        coding = self.header("content-encoding")
+        if coding is not None and coding.strip().lower() not in ("", "identity"):
+            # A gzipped body was read as text ("not UTF-8 ... 0x8b"): RFC 9110 §15.5.16.
+            raise UnsupportedMediaType(
+                f"the body's Content-Encoding '{coding[:40]}' is not supported: send it"
+                " uncompressed"
+            )
+        transfer = self.header("transfer-encoding")
+        if transfer is not None and transfer.strip().lower() != "chunked":
+            # "gzip, chunked" was read as plain chunked: RFC 9112 §6.1 says 501.
+            raise ScimError(
+                f"the Transfer-Encoding '{transfer[:40]}' is not supported: send the body"
+                " chunked or with a Content-Length",
+                status=501,
             )
         declared = self.header("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
@@ -134,6 +149,13 @@ class ScimRequest:
         if type(body) in (dict, list) and raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
             _check_depth(body)  # (with fewer brackets it cannot be that deep)
         return body
+
+
+def _is_json(ctype: str) -> bool:
+    """Whether a Content-Type's media type (its parameters aside) is JSON: ``.../json`` or a
+    ``+json`` type such as SCIM's. "json" anywhere let ``text/plain; x=json`` through."""
+    subtype = ctype.split(";", 1)[0].strip().lower().partition("/")[2]
+    return subtype == "json" or subtype.endswith("+json")
 
 
 _BOM = b"\xef\xbb\xbf"
