@@ -2667,3 +2667,23 @@ def test_bodies_compressed_or_labelled_other_than_json_are_refused(api: Api) -> 
     assert r.status_code == 409, r.text  # made above: the body was read
     found = api.req("GET", "/Users", params={"filter": 'userName eq "zipped@x.com"'}).json()
     assert found["totalResults"] == 1
+
+
+def test_attribute_names_are_ascii_in_bodies_as_in_paths(api: Api) -> None:
+    """RFC 7643 §2.1: attribute names are ASCII. "nicKName" with a KELVIN SIGN (U+212A, whose
+    lower case is "k") was stored as nickName from a body, a projection or a complex value,
+    though PATCH paths and filters refuse it; and {"nickName", "nicKName"} was "given twice"
+    as two names that look the same."""
+    kelvin = "nic\u212aName"
+    r = api.req("POST", "/Users", {"schemas": [USER], "userName": "kelvin", kelvin: "x"})
+    assert r.status_code == 400 and kelvin in r.json()["detail"], r.text
+    name = {"givenName": "a", "famil\u212aName": "b"}
+    r = api.req("POST", "/Users", {"schemas": [USER], "userName": "kelvin", "name": name})
+    assert r.status_code == 400, r.text
+    r = api.req(
+        "POST", "/Users", {"schemas": [USER], "userName": "kelvin", PROPS: {"\u212aind": 1}}
+    )
+    assert r.status_code == 400, r.text
+    uid = api.user("kelvin", nickName="n")["id"]
+    r = api.req("GET", f"/Users/{uid}", params={"attributes": kelvin})  # as any unknown name
+    assert r.status_code == 200 and "nickName" not in r.json(), r.text

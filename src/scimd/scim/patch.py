@@ -685,7 +685,7 @@ class _Patcher:
             old = {}
         merged = {**old, **new}
         for key in nulls:
-            sub = attr.sub.get(key.lower())
+            sub = attr.sub.get(key.lower()) if key.isascii() else None
             if sub is not None:
                 merged.pop(sub.name, None)
         if merged:

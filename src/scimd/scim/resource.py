@@ -288,7 +288,7 @@ def normalise_complex(attr: S.Attribute, value: Any, where: str) -> dict[str, An
     for key, v in value.items():
         if v is None:
             continue
-        sub = attr.sub.get(key.lower())
+        sub = attr.sub.get(key.lower()) if key.isascii() else None  # (see resolve_parts)
         if sub is None:
             names = ", ".join(s.name for s in attr.sub_attributes)
             raise InvalidValue(f"'{where}' has no sub-attribute '{key}' (it has {names})")

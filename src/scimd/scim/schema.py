@@ -707,7 +707,9 @@ class ResourceType:
     def resolve_parts(
         self, schema: Schema | None, name: str, sub: str | None, original: str = ""
     ) -> Resolved:
-        low = name.lower()
+        # Names are ASCII (RFC 7643 §2.1, ATTRNAME): "nicKName" with a KELVIN SIGN lowers
+        # to "nickname", and was taken in bodies though PATCH paths and filters refuse it.
+        low = name.lower() if name.isascii() else ""
         if schema is None:
             attr = self.core.attr.get(low)
             urn = self.core.id
@@ -745,7 +747,7 @@ class ResourceType:
             raise InvalidPath(f"unknown attribute '{name}' in {where} (path '{original or name}')")
         sub_attr = None
         if sub is not None:
-            sub_attr = attr.sub.get(sub.lower())
+            sub_attr = attr.sub.get(sub.lower()) if sub.isascii() else None
             if sub_attr is None:
                 raise InvalidPath(
                     f"attribute '{attr.name}' has no sub-attribute '{sub}'"
