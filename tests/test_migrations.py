@@ -420,3 +420,49 @@ def test_of_servers_upgrading_together_only_the_one_that_did_says_so(
     finally:
         for e in engines:
             e.dispose()
+
+
+@pytest.mark.parametrize("encoding", ["LATIN1", "SQL_ASCII"])
+def test_a_postgresql_database_not_in_utf8_is_refused_in_one_line(
+    postgres_url: str, encoding: str
+) -> None:
+    """A database in LATIN1 made `scimd db upgrade` say "arguments and standard input must be
+    UTF-8 text" (of arguments that were fine); one in SQL_ASCII (initdb under LANG=C) printed
+    a 100-line traceback. Both are refused, saying what to create instead."""
+    import os
+    import subprocess
+    import sys
+    import uuid
+
+    import sqlalchemy as sa
+
+    url = sa.engine.make_url(postgres_url)
+    name = f"scimd_enc_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(
+            sa.text(
+                f"CREATE DATABASE \"{name}\" ENCODING '{encoding}' TEMPLATE template0"
+                " LC_COLLATE 'C' LC_CTYPE 'C'"
+            )
+        )
+    target = url.set(database=name).render_as_string(hide_password=False)
+    try:
+        engine = create_engine(target)
+        with pytest.raises(migrate.DatabaseUnsupported, match=f"encoding is {encoding}"):
+            migrate.ensure_current(engine)
+        engine.dispose()
+        done = subprocess.run(
+            [sys.executable, "-m", "scimd.cli.main", "db", "upgrade", "--database-url", target],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+            timeout=60,
+        )
+        assert done.returncode == 1, done.stderr
+        assert "needs a UTF8 database" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) <= 3
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -180,7 +180,9 @@ def postgres_connect_args(url: str | sa.URL, timeout: float = 0) -> dict[str, An
     query = make_url(url).query
     own = query.get("options")
     extra = " ".join(own) if isinstance(own, tuple) else (own or "")
-    args: dict[str, Any] = {"options": f"-c jit=off {extra}".strip()}
+    # UTF-8 on the wire whatever the server's default: a database in SQL_ASCII (initdb under
+    # LANG=C) made psycopg return bytes, and scimd failed with a traceback.
+    args: dict[str, Any] = {"options": f"-c jit=off {extra}".strip(), "client_encoding": "utf8"}
     if timeout > 0 and "connect_timeout" not in query:
         args["connect_timeout"] = max(2, round(timeout))  # libpq's smallest
     return args

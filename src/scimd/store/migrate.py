@@ -86,6 +86,8 @@ def upgrade(engine: sa.Engine, revision: str = "head") -> str | None:
     """Upgrade to ``revision``; what it did, in words (``moved``), or None if the database
     was there already (another process may have just upgraded it: the revision is read
     under the lock the upgrade holds)."""
+    if engine.dialect.name == "postgresql":
+        check_postgres(engine)  # (`scimd db upgrade` comes here without ``ensure_current``)
     with _upgrade_transaction(engine) as conn:
         if engine.dialect.name == "postgresql":
             # Two servers starting on an empty database both created the tables, and one
@@ -168,11 +170,23 @@ class DatabaseBehind(DatabaseUnsupported):
 
 
 def check_postgres(engine: sa.Engine) -> None:
-    """Refuse a PostgreSQL without ICU: filters fold case with its root-locale collation."""
+    """Refuse a PostgreSQL database not in UTF8, or without ICU: filters fold case with its
+    root-locale collation."""
     from scimd.store.sqlfilter import PG_FOLD
 
     query = sa.text("SELECT 1 FROM pg_collation WHERE collname = :name")
+    encoding = sa.text(
+        "SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = current_database()"
+    )
     with engine.connect() as conn:
+        found: str = conn.execute(encoding).scalar_one()
+        if found != "UTF8":
+            # Names hold any character: in LATIN1 a write of one outside it failed (and the
+            # message blamed the command's arguments); SQL_ASCII keeps bytes unchecked.
+            raise DatabaseUnsupported(
+                f"this PostgreSQL database's encoding is {found}; scimd needs a UTF8 database:"
+                f" create one with CREATE DATABASE name ENCODING 'UTF8' TEMPLATE template0"
+            )
         if conn.execute(query, {"name": PG_FOLD}).first() is None:
             raise DatabaseUnsupported(
                 f"this PostgreSQL has no ICU collation '{PG_FOLD}': scimd folds case in filters"
