@@ -2687,3 +2687,48 @@ def test_attribute_names_are_ascii_in_bodies_as_in_paths(api: Api) -> None:
     uid = api.user("kelvin", nickName="n")["id"]
     r = api.req("GET", f"/Users/{uid}", params={"attributes": kelvin})  # as any unknown name
     assert r.status_code == 200 and "nickName" not in r.json(), r.text
+
+
+def test_every_bulk_result_is_readable_by_a_strict_client(api: Api) -> None:
+    """A failed "post" was echoed lowercase (a success's is "POST") and an operation naming no
+    path got no ``location`` (§3.7.3 requires it but for a failed POST): one such result made
+    scim2-models (scim2-client's parser) refuse the whole reply, the successes with it."""
+    from scim2_models import BulkResponse, Context, User
+
+    bulk = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+    ops = [
+        {"method": "POST", "path": "/Users", "bulkId": "ok", "data": {"userName": "strict"}},
+        {"method": "post", "path": "/Users", "bulkId": "lc", "data": {"schemas": [USER]}},
+        {"method": "delete", "path": "/Users/nope"},
+        {"method": "DELETE"},
+        {},
+    ]
+    r = api.req("POST", "/Bulk", {"schemas": [bulk], "Operations": ops})
+    assert r.status_code == 200, r.text
+    results = r.json()["Operations"]
+    assert [o["method"] for o in results[:4]] == ["POST", "POST", "DELETE", "DELETE"]
+    assert all("location" in o for o in results[2:]), results
+    BulkResponse[User].model_validate(r.json(), scim_ctx=Context.BULK_RESPONSE)
+
+
+def test_a_bulk_id_holding_a_slash_is_usable_in_a_path(api: Api) -> None:
+    """A bulkId "hr/alice" resolved in a body's reference but, in ``/Users/bulkId:hr/alice``,
+    was cut at its "/": a 409 saying no operation has bulkId 'hr'."""
+    bulk = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+    replace = {"op": "replace", "path": "title", "value": "t"}
+    ops = [
+        {"method": "POST", "path": "/Users", "bulkId": "hr/alice", "data": {"userName": "sl"}},
+        {
+            "method": "PATCH",
+            "path": "/Users/bulkId:hr/alice",
+            "data": {"schemas": [PATCH], "Operations": [replace]},
+        },
+        {"method": "POST", "path": "/Users", "bulkId": "me", "data": {"userName": "bulkId:me"}},
+    ]
+    r = api.req("POST", "/Bulk", {"schemas": [bulk], "Operations": ops})
+    results = r.json()["Operations"]
+    assert [o["status"] for o in results[:2]] == ["201", "200"], results
+    assert results[1]["location"] == results[0]["location"]
+    assert api.req("GET", "/Users?filter=title%20eq%20%22t%22").json()["totalResults"] == 1
+    # (A self-reference is told in the singular.)
+    assert "create it without the reference" in results[2]["response"]["detail"], results[2]

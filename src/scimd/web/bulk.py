@@ -74,7 +74,16 @@ class _Refs:
         reference to itself)."""
         path = op.get("path")
         if isinstance(path, str):
-            path = "/".join(on_str(part, "/") for part in path.split("/"))
+            parts = path.split("/")
+            for j, part in enumerate(parts[:-1]):
+                if part.startswith(_PREFIX):
+                    # A bulkId holding "/" ("hr/alice", which a body's reference resolves)
+                    # is the rest of the path; it was cut at its "/": "names no operation".
+                    whole = "/".join(parts[j:])
+                    if whole[len(_PREFIX) :] in self.declared:
+                        parts = [*parts[:j], whole]
+                    break
+            path = "/".join(on_str(part, "/") for part in parts)
         data = op.get("data")
         if isinstance(data, dict):
             data = {
@@ -434,7 +443,11 @@ class _Run:
                     if len(cycles[i]) > 1
                     else f"operation {names} references itself by bulkId"
                 )
-                detail = f"{what}; create them without the references, then add those with a PATCH"
+                detail = (
+                    f"{what}; create them without the references, then add those with a PATCH"
+                    if len(cycles[i]) > 1
+                    else f"{what}; create it without the reference, then add it with a PATCH"
+                )
             else:
                 names = ", ".join(f"'{k}'" for k in named[i] if self._op(k) in doomed)
                 detail = (
@@ -535,10 +548,12 @@ def _location(base: str, op: Any) -> str | None:
     """The resource a PUT, PATCH or DELETE names (§3.7.3: ``location`` is required in every
     result but a failed POST's): its canonical URL when the path names a resource, else the
     path as sent under the base (a ``bulkId:`` that never resolved, a path naming nothing;
-    a result without one made scim2-client refuse the whole response); None without a path."""
+    a result without one made scim2-client refuse the whole response); the base itself
+    without a path (an operation that names nothing: one such result made a strict client
+    refuse the whole response, the other operations' results with it)."""
     path = op.get("path") if isinstance(op, dict) else None
     if not isinstance(path, str):
-        return None
+        return f"{base}/"
     parts = [p for p in path.split("/") if p]
     if len(parts) != 2 or parts[0].lower() not in _RESOURCES or parts[1].startswith(_PREFIX):
         return f"{base}/{path.lstrip('/')}"
@@ -548,8 +563,10 @@ def _location(base: str, op: Any) -> str | None:
 def _error_result(op: Any, err: ScimError, location: str | None = None) -> dict[str, Any]:
     op = op if isinstance(op, dict) else {}
     out: dict[str, Any] = {"status": str(err.status)}
-    if isinstance(op.get("method"), str):  # never "method": null (it is required, §3.7)
-        out = {"method": op["method"], **out}
+    method = op.get("method")
+    if isinstance(method, str):  # never "method": null (it is required, §3.7)
+        # As a success's is: "post" was echoed as sent, which a strict client refuses.
+        out = {"method": method.upper() if method.upper() in _METHODS else method, **out}
     if _bulk_id(op):
         out["bulkId"] = op["bulkId"]
     if location is not None and str(op.get("method", "")).upper() != "POST":
@@ -560,7 +577,9 @@ def _error_result(op: Any, err: ScimError, location: str | None = None) -> dict[
 
 async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate) -> dict[str, Any]:
     if not isinstance(op, dict):
-        return _error_result({}, InvalidSyntax("each bulk operation must be a JSON object"))
+        return _error_result(
+            {}, InvalidSyntax("each bulk operation must be a JSON object"), f"{base}/"
+        )
     method = str(op.get("method") or "").upper()
     location: str | None = None
     try:
