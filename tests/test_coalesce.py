@@ -890,3 +890,48 @@ def test_a_transfer_coding_other_than_chunked_is_a_501(live_server: LiveServer) 
         )
         reply = _read_all(s)
     assert reply.startswith(b"HTTP/1.1 501") and b"Transfer-Encoding" in reply, reply[:300]
+
+
+def test_an_upgrade_request_that_also_closes_is_answered(live_server: LiveServer) -> None:
+    """From a review: the head read again without its Upgrade went to a parser without
+    uvicorn's leniency for data after a "Connection: close" request: such a POST, with a
+    request behind it, was applied and answered 400 "Invalid HTTP request"."""
+    url = urlsplit(live_server.base_url)
+    assert url.hostname is not None and url.port is not None
+    body = json.dumps({"schemas": [USER], "userName": "upclose@x.io"}).encode()
+    with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+        s.sendall(
+            f"POST /scim/v2/Users HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Authorization: Bearer {live_server.token}\r\nContent-Type: application/scim+json\r\n"
+            "Connection: Upgrade, close\r\nUpgrade: h2c\r\n".encode()
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+            + f"GET /healthz HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode()
+        )
+        reply = _read_all(s)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", reply) == [b"201"], reply[:300]
+
+
+def test_a_client_sending_its_body_without_waiting_for_100_gets_the_refusal(
+    live_server: LiveServer,
+) -> None:
+    """From a review: with ``Expect: 100-continue``, Python's http.client sends its body at
+    once; refused (413 for 8 MiB), the connection was closed with the body arriving, the
+    client was reset and never read the 413. The refusal is read whole now."""
+    import http.client
+
+    url = urlsplit(live_server.base_url)
+    assert url.hostname is not None and url.port is not None
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+    headers = {
+        "Authorization": f"Bearer {live_server.token}",
+        "Content-Type": "application/scim+json",
+        "Expect": "100-continue",
+    }
+    try:
+        conn.request("POST", "/scim/v2/Bulk", body=b" " * (8 * 1024 * 1024), headers=headers)
+        reply = conn.getresponse()
+        assert reply.status == 413, reply.status
+        assert b"maxPayloadSize" in reply.read()
+    finally:
+        conn.close()

@@ -707,3 +707,47 @@ def test_writes_to_a_sqlite_file_removed_under_the_server_are_refused(tmp_path: 
         assert client.get("/healthz").status_code == 503
     engine.dispose()
     assert not path.exists()
+
+
+def test_a_bulk_meeting_another_process_lock_waits_for_it_once(tmp_path: Path) -> None:
+    """From a review: the rule that lets a Bulk go on after one lost PostgreSQL connection
+    took SQLite's errors (which carry no SQLSTATE) for lost connections: a Bulk meeting
+    another process's write lock waited database_timeout twice before it stopped."""
+    import sqlite3
+
+    from starlette.testclient import TestClient
+
+    from scimd.auth import apps
+    from scimd.settings import Settings
+    from scimd.store import audit
+    from scimd.store.engine import create_engine
+    from scimd.store.migrate import ensure_current
+    from scimd.web.app import create_app as make_app
+
+    path = tmp_path / "locked.db"
+    seed = create_engine(f"sqlite:///{path}")
+    ensure_current(seed)
+    with seed.begin() as conn:
+        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
+    seed.dispose()
+    ops = [
+        {"method": "POST", "path": "/Users", "bulkId": f"b{i}", "data": {"userName": f"lk{i}@x"}}
+        for i in range(3)
+    ]
+    bulk = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": ops}
+    engine = create_engine(f"sqlite:///{path}", timeout=1)
+    with TestClient(make_app(Settings(database_timeout=1), engine)) as client:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            r = client.post(
+                "/scim/v2/Bulk", json=bulk, headers={"Authorization": f"Bearer {token}"}
+            )
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+    engine.dispose()
+    results = r.json()["Operations"]
+    assert [o["status"] for o in results] == ["503"] * 3, r.text
+    assert "locked by another process" in results[0]["response"]["detail"]
+    assert all("not run" in o["response"]["detail"] for o in results[1:]), r.text

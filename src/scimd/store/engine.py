@@ -238,6 +238,17 @@ def is_disconnect(error: BaseException) -> bool:
     return state is None or state.startswith(("08", "57P"))
 
 
+def connection_ended(error: BaseException) -> bool:
+    """Whether a network database ended the connection under ``error`` (SQLAlchemy saw it
+    invalidated, or PostgreSQL said so: SQLSTATE class 08 or 57P), so that the next call, on
+    another connection, should work. Unlike ``is_disconnect``, not SQLite's errors (which
+    carry no SQLSTATE) nor a statement cut off by the server's own timeout."""
+    if isinstance(error, sa.exc.DBAPIError) and error.connection_invalidated:
+        return True
+    state = _sqlstate(error)
+    return state is not None and state.startswith(("08", "57P"))
+
+
 def is_read_only(error: BaseException) -> bool:
     """PostgreSQL in read-only mode (SQLSTATE 25006): what managed services switch a database
     to when its storage is full, and a hot standby answers."""

@@ -19,7 +19,7 @@ from scimd.scim.errors import (
 from scimd.scim.resource import resource_id
 from scimd.store.audit import Actor
 from scimd.store.directory import Gate
-from scimd.store.engine import is_disconnect, is_unavailable
+from scimd.store.engine import connection_ended, is_unavailable
 from scimd.web.outage import database_unavailable, unavailable_detail
 
 if TYPE_CHECKING:
@@ -353,7 +353,7 @@ class _Run:
         except Exception as e:
             if is_unavailable(e):
                 database_unavailable(e, f"bulk operation {i + 1}")
-                if is_disconnect(e) and not self.lost:
+                if connection_ended(e) and not self.lost:
                     # One connection ended (PostgreSQL restarted, a session terminated): the
                     # next operation gets another, as the next request would. Only a second
                     # in a row ends the request (one ended 724 of 1,000 operations unrun).

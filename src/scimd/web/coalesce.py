@@ -26,7 +26,9 @@ POSTs at c=32 10-15% (4,081-4,300 -> 3,470-3,641): those are always written at o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import httptools
@@ -43,7 +45,7 @@ class CoalescingTransport(asyncio.Transport):
     socket at once, in one write.
     """
 
-    __slots__ = ("_loop", "_pending", "_scheduled", "_transport", "hold", "hold_below")
+    __slots__ = ("_loop", "_pending", "_scheduled", "_transport", "hold", "hold_below", "linger")
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
@@ -53,6 +55,8 @@ class CoalescingTransport(asyncio.Transport):
         self._scheduled = False
         self.hold = True
         self.hold_below = sys.maxsize
+        # Set: ``close`` ends the sending side and calls it; ``close_now`` closes later.
+        self.linger: Callable[[], None] | None = None
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -85,6 +89,15 @@ class CoalescingTransport(asyncio.Transport):
 
     def close(self) -> None:
         self.flush()
+        linger, self.linger = self.linger, None
+        if linger is not None and self._transport.can_write_eof():
+            self._transport.write_eof()
+            linger()
+            return
+        self._transport.close()
+
+    def close_now(self) -> None:
+        """The end of a lingering close."""
         self._transport.close()
 
     def abort(self) -> None:
@@ -235,6 +248,10 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                     self.cycle.keep_alive = False
                 return
             self.parser = httptools.HttpRequestParser(self)
+            with contextlib.suppress(AttributeError):  # as uvicorn's own (httptools >= 0.6.3)
+                # Data after a "Connection: close" request is not an error: without this,
+                # a POST asking to upgrade and to close was answered 400, though applied.
+                self.parser.set_dangerous_leniencies(lenient_data_after_close=True)
             self._feed(head + rest)
 
     def _without_upgrade(self) -> bytes:
@@ -277,7 +294,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.expect_100_continue = False
         super().on_headers_complete()
         if self.expect_100_continue:
-            _close_if_refused_unread(self.cycle)
+            _close_if_refused_unread(self, self.cycle)
         self._stage = _BODY
         self._head_size = 0
         self._body_started = self.loop.time()
@@ -367,6 +384,20 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             return
         self._guard = self.loop.call_later(left, self._check_progress)
 
+    def linger_on_close(self) -> None:
+        """When the transport is next closed, end the sending side, drop what the client
+        still sends for a second, then close (see ``_refuse_head``)."""
+        assert isinstance(self.transport, CoalescingTransport)
+        self.transport.linger = self._start_lingering
+
+    def _start_lingering(self) -> None:
+        self._stage = _DISCARD
+        if self._guard is not None:
+            self._guard.cancel()
+        transport = self.transport
+        assert isinstance(transport, CoalescingTransport)
+        self._guard = self.loop.call_later(1.0, transport.close_now)
+
     def _refuse_head(self) -> None:
         """Answer 431, then read and drop what the client still sends for a second before
         closing: closing with unread input resets the connection, and the client often lost
@@ -400,16 +431,25 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def _close_if_refused_unread(cycle: Any) -> None:
+def _close_if_refused_unread(protocol: CoalescingHttpToolsProtocol, cycle: Any) -> None:
     """A request that expects "100 Continue" and gets a final status first (a 401 for its
     token, a 413 for its declared size) may never send its body (RFC 9110 §10.1.1): the
     connection closes after the reply, which says so. Kept open, the server read the next
-    request as the body it waited for, and that request got no answer for 30 s."""
+    request as the body it waited for, and that request got no answer for 30 s. A client
+    sending its body anyway (without waiting) is read on as any other. The close lingers,
+    as a refused head's does: closed with the body arriving, the connection was reset and
+    the client lost the reply."""
     send = cycle.send
 
     async def send_closing(message: Any) -> None:
-        if message["type"] == "http.response.start" and cycle.waiting_for_100_continue:
+        if (
+            message["type"] == "http.response.start"
+            and cycle.waiting_for_100_continue
+            and cycle.more_body
+            and not cycle.body
+        ):
             cycle.keep_alive = False  # uvicorn then adds "connection: close" and closes
+            protocol.linger_on_close()
         await send(message)
 
     cycle.send = send_closing
