@@ -2619,9 +2619,22 @@ def test_last_modified_does_not_go_back_when_another_server_clock_is_ahead(api_b
     got = api.req("GET", f"/Groups/{gid}").json()["meta"]["lastModified"]
     assert got > ahead
     assert api.req("DELETE", f"/Users/{alice}").status_code == 204  # touches the group
-    assert api.req("GET", f"/Groups/{gid}").json()["meta"]["lastModified"] >= got
+    assert api.req("GET", f"/Groups/{gid}").json()["meta"]["lastModified"] > got
     found = api.req("GET", f'/Users?filter=meta.lastModified gt "{ahead}"').json()
     assert [u["id"] for u in found["Resources"]] == [uid]
+    # A property removal touches its holders by one statement too.
+    with api.engine.begin() as conn:
+        props.add_property(conn, "Badge", "String", "", audit.CLI)
+    op = {"op": "add", "path": f"{PROPS}:Badge", "value": "b"}
+    r = api.req("PATCH", f"/Users/{uid}", {"schemas": [PATCH], "Operations": [op]})
+    held = r.json()["meta"]["lastModified"]
+    with api.engine.begin() as conn:
+        conn.execute(
+            sa.text("UPDATE users SET last_modified = :t"), {"t": "2999-06-01T00:00:00.000Z"}
+        )
+        props.remove_property(conn, "Badge", audit.CLI)
+    after = api.req("GET", f"/Users/{uid}").json()["meta"]["lastModified"]
+    assert after == "2999-06-01T00:00:00.001Z" and held < after
 
 
 def test_datetime_property_in_dotnet_round_trip_form_finds_itself(api_both: Api) -> None:

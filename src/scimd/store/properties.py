@@ -19,7 +19,7 @@ from scimd.scim import schema as S
 from scimd.scim.errors import InvalidValue, NotFound, ScimError, Uniqueness
 from scimd.scim.values import now_datetime
 from scimd.store import audit as A
-from scimd.store import versions
+from scimd.store import modified, versions
 from scimd.store.migrate import DatabaseUnsupported
 from scimd.store.prepared import dump_json
 from scimd.store.tables import settings, user_properties, users
@@ -349,7 +349,11 @@ def remove_property(
         conn.execute(
             users.update()
             .where(sa.text(by_pk))
-            .values(doc=stripped, version=users.c.version + 1, last_modified=now_datetime()),
+            .values(
+                doc=stripped,
+                version=users.c.version + 1,
+                last_modified=modified.after(conn, users.c.last_modified, now_datetime()),
+            ),
             {"pks": pks},
         )
     versions.bump(conn, versions.SCHEMA)

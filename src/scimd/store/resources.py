@@ -27,7 +27,7 @@ from scimd.scim.errors import InvalidValue, NotFound, PreconditionFailed, Unique
 from scimd.scim.filter import AttrPath, Compare, Filter
 from scimd.scim.values import fold, later_than, now_datetime
 from scimd.store import audit as A
-from scimd.store import onloop, sqlfilter, versions
+from scimd.store import modified, onloop, sqlfilter, versions
 from scimd.store.prepared import StatementCache, dump_json, load_json
 from scimd.store.tables import COUNTER_SLOTS, counters, groups, members, users
 
@@ -789,16 +789,12 @@ def _touch_groups(conn: sa.Connection) -> Any:
     return (
         groups.update()
         .where(groups.c.pk.in_(of_member))
-        .values(version=groups.c.version + 1, last_modified=_no_earlier(conn, _B("now")))
+        .values(
+            version=groups.c.version + 1,
+            last_modified=modified.after(conn, groups.c.last_modified, _B("now")),
+        )
         .returning(groups.c.pk, groups.c.id)
     )
-
-
-def _no_earlier(conn: sa.Connection, now: Any) -> Any:
-    """A group's new lastModified when its members change: ``now``, or the one it has if
-    that is later (another server's clock ahead of this one's): never back in time."""
-    greatest = sa.func.max if conn.dialect.name == "sqlite" else sa.func.greatest
-    return greatest(groups.c.last_modified, now)
 
 
 def _touch(conn: sa.Connection, pks: list[int]) -> list[str]:
@@ -806,7 +802,10 @@ def _touch(conn: sa.Connection, pks: list[int]) -> list[str]:
         conn.execute(
             groups.update()
             .where(groups.c.pk.in_(pks))
-            .values(version=groups.c.version + 1, last_modified=_no_earlier(conn, now_datetime()))
+            .values(
+                version=groups.c.version + 1,
+                last_modified=modified.after(conn, groups.c.last_modified, now_datetime()),
+            )
             .returning(groups.c.id)
         ).scalars()
     )
