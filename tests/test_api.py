@@ -2592,6 +2592,7 @@ def test_a_client_accepting_only_application_json_gets_it(
     ]:
         r = api.req(method, path, headers=headers)
         assert r.headers["content-type"] == media, (method, path, r.status_code)
+        assert r.headers["vary"] == "Accept"
         assert r.json()
 
 

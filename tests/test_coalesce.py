@@ -868,9 +868,16 @@ def test_a_host_header_that_is_no_host_is_a_400(live_server: LiveServer) -> None
         assert b"location: http://" + good + b"/scim/v2/Users/" in reply
     # HTTP/1.0 has no Host requirement.
     assert ask("/healthz", None, version="1.0", method="GET").startswith(b"HTTP/1.1 200")
-    # A path whose escapes are not UTF-8 (it was read as U+FFFD: "User '\ufffd' not found").
-    reply = ask("/scim/v2/Users/%ff", url.netloc.encode(), method="GET")
-    assert reply.startswith(b"HTTP/1.1 400") and b"not UTF-8" in reply, reply[:300]
+    # A path whose escapes are not UTF-8 (it was read as U+FFFD: "User '\ufffd' not found"),
+    # also where the path is tidied (a doubled slash, a trailing one, capitals).
+    for path in ("/scim/v2/Users/%ff", "/scim/v2//Users/%ff", "/SCIM/v2/Users/%ff/"):
+        reply = ask(path, url.netloc.encode(), method="GET")
+        assert reply.startswith(b"HTTP/1.1 400") and b"not UTF-8" in reply, (path, reply[:300])
+    # Outside the SCIM API too: two Host lines are a 400, and refusals are logged with an id.
+    for path in ("/healthz", "/admin/login", "/oauth2/server/token"):
+        reply = ask(path, url.netloc.encode() + b"\r\nHost: evil.example", method="GET")
+        assert reply.startswith(b"HTTP/1.1 400") and b"send one" in reply, (path, reply[:300])
+        assert b"x-request-id: " in reply.lower()
 
 
 def test_a_transfer_coding_other_than_chunked_is_a_501(live_server: LiveServer) -> None:

@@ -924,3 +924,17 @@ def test_an_application_holds_a_bounded_number_of_live_tokens(
     assert len(rows) == 3  # the newest three of one application; the expired one went too
     assert [server.users(t).status_code for t in issued] == [401, 401, 401, 200, 200, 200]
     assert server.users(expiring).status_code == 401
+
+
+def test_a_compressed_form_is_refused_as_such(server: Server) -> None:
+    """A gzipped form was "not a valid form (UTF-8 ...)", and a plain one labelled gzip was
+    taken: a Content-Encoding the endpoint does not decode is a 415 naming it."""
+    import gzip
+
+    cid, secret = server.app()
+    body = f"grant_type=client_credentials&client_id={cid}&client_secret={secret}".encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Content-Encoding": "gzip"}
+    for content in (gzip.compress(body), body):
+        r = server.client.post(TOKEN_URL, content=content, headers=headers)
+        oauth_error(r, 415, "invalid_request")
+        assert "gzip" in r.json()["error_description"]

@@ -10,7 +10,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, BinaryIO
+from typing import Any, AnyStr, BinaryIO
 
 import sqlalchemy as sa
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -47,6 +47,7 @@ from scimd.web.scim import Scim
 
 log = logging.getLogger("scimd.web")
 _SLASHES = re.compile(r"/{2,}")
+_RAW_SLASHES = re.compile(rb"/{2,}")
 # First path segments of SCIM requests sent to the wrong base (no /scim/v2, or another version).
 _SCIM_WORDS = frozenset(
     (
@@ -66,6 +67,23 @@ _SCIM_WORDS = frozenset(
 )
 
 
+def _refusal(scope: Scope, path: str) -> ScimError | None:
+    """What is wrong with a request outside the SCIM API before any route sees it: its Host
+    (none, two, or not a host: RFC 9112 §3.2), or a NUL in its URL (no page or form field
+    takes it, and PostgreSQL cannot even look it up)."""
+    hosts = [v for k, v in scope["headers"] if k == b"host"]
+    if len(hosts) > 1:
+        return ScimError(f"the request has {len(hosts)} Host headers; send one")
+    problem = host_problem(
+        hosts[0].decode("latin-1") if hosts else None, scope.get("http_version", "1.1")
+    )
+    if problem is not None:
+        return ScimError(problem)
+    if "\x00" in path or b"%00" in scope.get("query_string", b""):
+        return InvalidValue("a NUL character (%00) is not allowed in the URL")
+    return None
+
+
 def _first_segment(request: Request) -> str:
     return request.url.path.strip("/").split("/", 1)[0].lower()
 
@@ -74,12 +92,23 @@ def _normalised(scope: Scope) -> Scope:
     """Collapse ``//``, drop a trailing slash, accept ``/SCIM/V2``: Entra joins
     ``<base>/scim/v2/`` and ``/Users``."""
     path = scope["path"]
-    new = _SLASHES.sub("/", path) if "//" in path else path
-    if len(new) > 1 and new.endswith("/"):
-        new = new.rstrip("/") or "/"
-    if new[:8].lower() == "/scim/v2" and not new.startswith("/scim/v2"):
-        new = "/scim/v2" + new[8:]
-    return scope if new == path else dict(scope, path=new, raw_path=new.encode())
+    new = _fixed(path, _SLASHES, "/", "/scim/v2")
+    if new == path:
+        return scope
+    # The raw path the same way, from its own bytes: re-encoded from the decoded path, escapes
+    # that were not UTF-8 (read as U+FFFD) passed for UTF-8.
+    raw = scope.get("raw_path")
+    raw = _fixed(raw, _RAW_SLASHES, b"/", b"/scim/v2") if raw else new.encode()
+    return dict(scope, path=new, raw_path=raw)
+
+
+def _fixed(path: AnyStr, slashes: re.Pattern[AnyStr], slash: AnyStr, base: AnyStr) -> AnyStr:
+    new = slashes.sub(slash, path) if slash + slash in path else path
+    if len(new) > 1 and new.endswith(slash):
+        new = new.rstrip(slash) or slash
+    if new[:8].lower() == base and not new.startswith(base):
+        new = base + new[8:]
+    return new
 
 
 class ScimdApp(Starlette):
@@ -108,27 +137,22 @@ class ScimdApp(Starlette):
                 finally:
                     self.observer.finish(scope, rid, status, started)
                 return
-            host = next((v for k, v in scope["headers"] if k == b"host"), None)
-            response: Any
-            problem = host_problem(
-                None if host is None else host.decode("latin-1"), scope.get("http_version", "1.1")
-            )
-            if problem is not None:
-                if path.startswith("/admin"):
-                    response = PlainTextResponse(f"Bad request: {problem}.", status_code=400)
+            refused = _refusal(scope, path)
+            if refused is not None:
+                # Counted, logged and given an id as any request (scanners probing Host
+                # headers were invisible in the access log and the metrics).
+                started = time.perf_counter()
+                rid = self.observer.start(scope)
+                response: Any
+                if path.startswith("/admin"):  # words for a person, not a SCIM error body
+                    response = PlainTextResponse(f"Bad request: {refused.detail}.", 400)
                 else:
-                    response = error_response(ScimError(problem, status=400))
-                await response(scope, receive, send)
-                return
-            if "\x00" in path or b"%00" in scope.get("query_string", b""):
-                # No page or form field takes it, and PostgreSQL cannot even look it up. A
-                # portal address gets words for a person, not a SCIM error body.
-                said = "a NUL character (%00) is not allowed in the URL"
-                if path.startswith("/admin"):
-                    response = PlainTextResponse(f"Bad request: {said}.", status_code=400)
-                else:
-                    response = error_response(InvalidValue(said))
-                await response(scope, receive, send)
+                    response = error_response(refused)
+                response.headers["x-request-id"] = rid
+                try:
+                    await response(scope, receive, send)
+                finally:
+                    self.observer.finish(scope, rid, 400, started)
                 return
         await super().__call__(scope, receive, send)
 

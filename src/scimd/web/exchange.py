@@ -293,7 +293,8 @@ class Reply:
         ``media``: the body's type, as ``reply_media`` chose it from the request's Accept."""
         headers = self.headers
         if self.body:
-            headers = [*headers, (b"content-type", media)]
+            # The type follows Accept (``reply_media``): caches are told (RFC 9110 §12.5.5).
+            headers = [*headers, (b"content-type", media), (b"vary", b"Accept")]
         if self.status not in (204, 304):  # RFC 9110 §8.6: none on a 204
             headers = [*headers, (b"content-length", str(len(self.body)).encode())]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})

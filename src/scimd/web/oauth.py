@@ -143,6 +143,16 @@ class TokenEndpoint:
         ctype = request.headers.get("content-type", "")
         if ctype.split(";", 1)[0].strip().lower() != FORM:
             raise TokenError("invalid_request", f"send the parameters as {FORM}")
+        coding = request.headers.get("content-encoding", "").strip().lower()
+        if coding not in ("", "identity"):  # a gzipped form was "not a valid form (UTF-8...)"
+            raise TokenError(
+                "invalid_request", f"the Content-Encoding '{coding[:40]}' is not supported", 415
+            )
+        transfer = request.headers.get("transfer-encoding")
+        if transfer is not None and transfer.strip().lower() != "chunked":
+            raise TokenError(
+                "invalid_request", f"the Transfer-Encoding '{transfer[:40]}' is not supported", 501
+            )
         declared = request.headers.get("content-length")
         too_large = TokenError(
             "invalid_request", f"the body is larger than the {self.max_body}-byte maximum", 413
