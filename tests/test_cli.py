@@ -1080,3 +1080,29 @@ def test_db_backup_copies_a_database_a_server_writes_to(db: str, tmp_path: Path)
     nowhere = _scimd("db", "backup", str(tmp_path / "no" / "dir.db"), "--database-url", db)
     assert nowhere.returncode == 1 and "cannot write in" in nowhere.stderr
     assert "Traceback" not in nowhere.stderr  # it was a traceback of SQLite's error
+
+
+def test_a_database_url_with_a_bad_port_is_one_line(tmp_path: Path) -> None:
+    """A port that is not a number ("db.example:5432x", "host:/db") was a ValueError from
+    SQLAlchemy and a 90-line traceback from every command and `serve`. One line now, without
+    the URL's password."""
+    import os
+
+    bad = "postgresql+psycopg://scimd:s3cret-pw@db.example:5432x/scimd"
+    for args, env in (
+        (["apps", "list", "--database-url", bad], {}),
+        (["apps", "list"], {"SCIMD_DATABASE_URL": bad}),
+        (["serve", "--port", "0"], {"SCIMD_DATABASE_URL": "postgresql+psycopg://u@h:/db"}),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "scimd.cli.main", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env},
+            cwd=tmp_path,
+            timeout=60,
+        )
+        assert done.returncode == 1, done.stderr
+        assert "port is not a number" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+        assert "s3cret-pw" not in done.stderr

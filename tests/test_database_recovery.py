@@ -751,3 +751,15 @@ def test_a_bulk_meeting_another_process_lock_waits_for_it_once(tmp_path: Path) -
     assert [o["status"] for o in results] == ["503"] * 3, r.text
     assert "locked by another process" in results[0]["response"]["detail"]
     assert all("not run" in o["response"]["detail"] for o in results[1:]), r.text
+
+
+def test_a_failed_statement_does_not_put_its_parameters_in_the_log(any_database_url: str) -> None:
+    """A database error's message (logged with every outage's traceback) listed the
+    statement's parameters: a user's row, its emails and part of a password's digest."""
+    from scimd.store.engine import create_engine
+
+    engine = create_engine(any_database_url)
+    with pytest.raises(sa.exc.DBAPIError) as info, engine.connect() as conn:
+        conn.execute(sa.text("SELECT * FROM no_such_table WHERE a = :p"), {"p": "ada@private"})
+    engine.dispose()
+    assert "no_such_table" in str(info.value) and "ada@private" not in str(info.value)

@@ -857,3 +857,20 @@ def test_head_on_a_page_with_a_form_is_its_get(portal: Portal) -> None:
         assert r.status_code == 200, (page, r.status_code)
         assert r.content == b""
     assert "expired" not in portal.client.get("/admin/").text
+
+
+def test_a_password_typed_as_the_username_is_not_logged(
+    portal: Portal, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed sign-in logged its username as typed: an admin who typed the password into
+    the username field had it written to the log. A name that is no admin's is logged as its
+    length; an admin's name still is (who was tried is what an operator needs)."""
+    caplog.set_level("INFO", logger="scimd.portal")
+    assert portal.login(username=PASSWORD, password="admin").status_code == 401
+    assert portal.login(username="admin", password="wrong").status_code == 401
+    fields = [getattr(r, "fields", {}) for r in caplog.records if "sign-in" in r.getMessage()]
+    assert [f.get("username") for f in fields] == [
+        f"(not an admin: {len(PASSWORD)} characters)",
+        "admin",
+    ]
+    assert PASSWORD not in caplog.text

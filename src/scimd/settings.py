@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from scimd.scim.schema import (
     ENTERPRISE_SCHEMA,
     GROUP_SCHEMA,
@@ -114,6 +117,20 @@ class SettingsError(ValueError):
 
 # A host name or an IP address (IPv6 without its brackets, as urlsplit gives it).
 _HOST = re.compile(r"[A-Za-z0-9.\-_]+|[0-9A-Fa-f:.]+(%[A-Za-z0-9.\-_~]+)?")
+
+
+def check_database_url(url: str, where: str) -> None:
+    """Refuse a database URL SQLAlchemy cannot read, in one line: a port that is not a number
+    ("host:5432x", "host:/db") was a ValueError and a 90-line traceback from every command.
+    The message does not repeat the URL, which may hold a password."""
+    try:
+        make_url(url)
+    except (ValueError, ArgumentError) as e:
+        why = "its port is not a number" if isinstance(e, ValueError) else "it cannot be parsed"
+        raise SettingsError(
+            f"{where}: not a database URL ({why}): write e.g. sqlite:///scimd.db or"
+            " postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"
+        ) from None
 
 
 def _public_url(value: str, where: str | None) -> str:
@@ -323,6 +340,7 @@ def load(config_file: str | None = None, **overrides: Any) -> Settings:
             f" {out.audit_retention_days} is not a number of days from 0 (keep every record)"
             f" to {MAX_RETENTION_DAYS}"
         )
+    check_database_url(out.database_url, where.get("database_url", "database_url"))
     if out.public_url:
         out = replace(out, public_url=_public_url(out.public_url, where.get("public_url")))
     _check_urn(out.properties_urn, where.get("properties_urn", "properties_urn"))

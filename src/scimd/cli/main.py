@@ -44,6 +44,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=MARKDOWN,
+    # An unexpected error's traceback never prints local variables (a URL's password, a
+    # secret): typer 0.12 showed them by default.
+    pretty_exceptions_show_locals=False,
 )
 # Each group shows its commands when given none ("Missing command." said nothing useful).
 apps_app = typer.Typer(
@@ -182,6 +185,7 @@ def _given_url(url: str | None, s: settings_mod.Settings) -> str:
         return s.database_url
     if not url.strip():
         raise ScimError("--database-url is empty: give a database URL, or leave the option out")
+    settings_mod.check_database_url(url, "--database-url")
     return url
 
 

@@ -88,6 +88,7 @@ def create_engine(url: str, *, echo: bool = False, timeout: float = 30) -> sa.En
             json_serializer=json_text,
             json_deserializer=orjson.loads,
             connect_args={"check_same_thread": False, "timeout": busy_ms / 1000},
+            hide_parameters=True,  # a failed statement's row is not written to the log
         )
 
         @sa.event.listens_for(engine, "connect")
@@ -156,6 +157,9 @@ def create_engine(url: str, *, echo: bool = False, timeout: float = 30) -> sa.En
         echo=echo,
         json_serializer=json_text,
         json_deserializer=orjson.loads,
+        # A database error's message lists the statement's parameters: a user's row, its
+        # emails and part of a password's digest went to the log with every outage.
+        hide_parameters=True,
         # Connections are held per worker thread by the directory; recycle them hourly instead
         # of pinging on every checkout (a ping is a network round trip per request).
         pool_size=10,

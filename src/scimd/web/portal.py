@@ -448,7 +448,14 @@ class Portal:
         device = await self._known_device(request, username)
         wait, mark = self.throttle.attempt(username, address, device)
         event = {"username": username[:64], "client": address, "known_device": device is not None}
+
+        def admin_named() -> bool:
+            with self.directory.read() as conn:
+                return admins.lookup(conn, username) is not None
+
         if wait:
+            if not await self.db(admin_named):
+                event["username"] = _not_a_name(username)
             log.warning("portal sign-in refused: too many failures", extra={"fields": event})
             return self.render(
                 request,
@@ -460,9 +467,12 @@ class Portal:
                 error=f"Too many failed sign-ins. Try again in {wait // 60 + 1} minute(s).",
             )
 
+        known = [False]
+
         def check() -> admins.Candidate | None:
             with self.directory.read() as conn:
                 found = admins.lookup(conn, username)
+            known[0] = found is not None
             if not admins.password_matches(found, password) or found is None:
                 return None  # (an unknown account is checked against a dummy digest too)
             return found
@@ -478,6 +488,8 @@ class Portal:
         if found is not None:
             await self.db(record, found.admin.pk)
         if found is None:
+            if not known[0]:
+                event["username"] = _not_a_name(username)
             log.warning("portal sign-in failed", extra={"fields": event})
             return self.render(
                 request,
@@ -830,6 +842,12 @@ _RESUBMITTED = (
     "That form was already submitted, and the first submission made the secret; nothing new"
     " was made. If you did not copy it, rotate the secret and revoke the old one."
 )
+
+
+def _not_a_name(username: str) -> str:
+    """What the log says of a sign-in's username that names no admin: a password typed into
+    the wrong field was logged as it was typed."""
+    return f"(not an admin: {len(username)} characters)"
 
 
 def _safe_next(target: str) -> str:
