@@ -147,6 +147,7 @@ def test_access_log_is_json_with_request_id_and_no_secret(tmp_path: Path) -> Non
     assert data["request_id"] == rid and data["client_request_id"] == "req-123"
     assert data["status"] == 200 and data["ts"].endswith("Z")
     assert data["route"] == "/scim/v2/Users" and data["app"] and data["duration_ms"] >= 0
+    assert data["level"] == "info" and data["logger"] == "scimd.access"  # as other lines
     second = json.loads(lines[1])
     assert second["request_id"] not in (rid, "req-123") and "client_request_id" not in second
     assert token not in stream.getvalue().decode() and "Bearer" not in stream.getvalue().decode()

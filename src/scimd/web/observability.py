@@ -180,7 +180,9 @@ class AccessLog:
         return f"{self._stamp}.{int(now % 1 * 1000):03d}Z"
 
     def write(self, fields: dict[str, Any]) -> None:
-        self._lines.append(orjson.dumps({"ts": self._now(), "msg": "request", **fields}))
+        # With a level and a logger, as the other lines have (a shipper routes by them).
+        line = {"ts": self._now(), "level": "info", "logger": "scimd.access", "msg": "request"}
+        self._lines.append(orjson.dumps({**line, **fields}))
         if len(self._lines) >= 1000:
             self.flush()
         elif not self._scheduled:
