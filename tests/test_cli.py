@@ -1106,3 +1106,39 @@ def test_a_database_url_with_a_bad_port_is_one_line(tmp_path: Path) -> None:
         assert "port is not a number" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
         assert "s3cret-pw" not in done.stderr
+
+
+def test_ctrl_c_stops_a_command_waiting_for_the_write_lock(tmp_path: Path) -> None:
+    """SQLite's busy handler sleeps in C: a command waiting behind another process's write
+    lock (a server, a backup) ignored Ctrl-C until the lock was freed (with
+    database_timeout 0, possibly never). It stops now while the lock is still held, having
+    changed nothing."""
+    import os
+    import signal
+    import sqlite3
+    import time
+
+    url = f"sqlite:///{tmp_path / 'held.db'}"
+    _ok("db", "upgrade", "--database-url", url)  # makes the database
+    holder = sqlite3.connect(tmp_path / "held.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        command = ["apps", "create", "--name", "late", "--grant", "bearer"]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scimd.cli.main", *command, "--database-url", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "SCIMD_DATABASE_TIMEOUT": "0"},  # waits for ever
+        )
+        time.sleep(2)  # lets it start and reach its wait (a pause, not a measurement)
+        assert proc.poll() is None, proc.communicate()
+        proc.send_signal(signal.SIGINT)
+        # It ends while the lock is still held (before, only once the holder let go).
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode != 0, out
+        assert "Traceback" not in err, err
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert "late" not in _ok("apps", "list", "--database-url", url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -307,8 +308,28 @@ def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
     as ``scimd apps revoke`` did while Entra was provisioning.
     """
     with engine.connect() as conn:
-        conn.execution_options(sqlite_begin="IMMEDIATE")
-        with conn.begin():
+        if engine.dialect.name != "sqlite":
+            with conn.begin():
+                yield conn
+            return
+        # The lock is waited for here, in Python, between tries that fail at once: SQLite's
+        # busy handler sleeps in C, where Ctrl-C could not stop a command waiting behind a
+        # server or a backup (with database_timeout 0, ever).
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        deadline = time.monotonic() + driver.execute("PRAGMA busy_timeout").fetchone()[0] / 1000
+        conn.execution_options(sqlite_begin=IMMEDIATE_NOWAIT)
+        pause = 0.001
+        while True:
+            try:
+                tx = conn.begin()
+                break
+            except sa.exc.OperationalError as e:
+                if not is_busy(e) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+        with tx:
             yield conn
 
 
