@@ -1142,3 +1142,39 @@ def test_ctrl_c_stops_a_command_waiting_for_the_write_lock(tmp_path: Path) -> No
         holder.execute("ROLLBACK")
         holder.close()
     assert "late" not in _ok("apps", "list", "--database-url", url)
+
+
+def test_a_command_behind_a_postgresql_lock_gives_up_after_database_timeout(
+    postgres_url: str,
+) -> None:
+    """On PostgreSQL a command behind another session's lock ignored database_timeout (it
+    waited as long as the lock was held): it now stops after it, with the busy status (5)."""
+    import os
+
+    _ok("db", "upgrade", "--database-url", postgres_url)
+    holder = sa.create_engine(postgres_url)
+    with holder.connect() as conn:
+        conn.execute(sa.text("LOCK TABLE applications IN ACCESS EXCLUSIVE MODE"))
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "scimd.cli.main",
+                "apps",
+                "create",
+                "--name",
+                "x",
+                "--grant",
+                "bearer",
+                "--database-url",
+                postgres_url,
+            ],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SCIMD_DATABASE_TIMEOUT": "1"},
+            timeout=60,
+        )
+        conn.rollback()
+    holder.dispose()
+    assert done.returncode == 5, done.stderr
+    assert "busy" in done.stderr and "nothing was changed" in done.stderr

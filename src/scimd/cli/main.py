@@ -192,7 +192,8 @@ def _given_url(url: str | None, s: settings_mod.Settings) -> str:
 def _new_engine(url: str, s: settings_mod.Settings | None = None) -> sa.Engine:
     """The engine of ``url``, remembered as the database a later error is explained against."""
     _opened[0] = url
-    return create_engine(url, timeout=(s or _settings()).database_timeout)
+    timeout = (s or _settings()).database_timeout
+    return create_engine(url, timeout=timeout, lock_timeout=timeout)
 
 
 @contextmanager

@@ -65,12 +65,16 @@ def busy_timeout_ms(timeout: float) -> int:
     return round(timeout * 1000) if timeout > 0 else 2**31 - 1
 
 
-def create_engine(url: str, *, echo: bool = False, timeout: float = 30) -> sa.Engine:
+def create_engine(
+    url: str, *, echo: bool = False, timeout: float = 30, lock_timeout: float = 0
+) -> sa.Engine:
     """Create an engine for ``url`` (``sqlite:///file.db`` or ``postgresql+psycopg://...``).
 
     ``timeout`` (``database_timeout``, 0: forever) bounds how long opening a PostgreSQL
     connection waits, and how long a SQLite connection waits for another process's write lock:
     a script's command should not wait 30 s to learn that a backup holds the file.
+    ``lock_timeout`` (seconds, 0: none) bounds a PostgreSQL statement's wait for a lock, for
+    the command line (the server bounds whole calls itself).
     """
     u = make_url(url)
     if u.get_backend_name() == "sqlite":
@@ -166,11 +170,13 @@ def create_engine(url: str, *, echo: bool = False, timeout: float = 30) -> sa.En
         pool_size=10,
         max_overflow=40,
         pool_recycle=3600,
-        connect_args=postgres_connect_args(u, timeout),
+        connect_args=postgres_connect_args(u, timeout, lock_timeout),
     )
 
 
-def postgres_connect_args(url: str | sa.URL, timeout: float = 0) -> dict[str, Any]:
+def postgres_connect_args(
+    url: str | sa.URL, timeout: float = 0, lock_timeout: float = 0
+) -> dict[str, Any]:
     """Connection options for PostgreSQL: JIT compilation off, before the URL's own options;
     with ``timeout``, a bound on opening a connection (libpq's ``connect_timeout``, unless the
     URL sets one): a silent server otherwise holds the connect forever.
@@ -187,6 +193,8 @@ def postgres_connect_args(url: str | sa.URL, timeout: float = 0) -> dict[str, An
     extra = " ".join(own) if isinstance(own, tuple) else (own or "")
     # UTF-8 on the wire whatever the server's default: a database in SQL_ASCII (initdb under
     # LANG=C) made psycopg return bytes, and scimd failed with a traceback.
+    if lock_timeout > 0:  # a command behind another session's lock waited past its timeout
+        extra = f"-c lock_timeout={round(lock_timeout * 1000)} {extra}"
     args: dict[str, Any] = {"options": f"-c jit=off {extra}".strip(), "client_encoding": "utf8"}
     if timeout > 0 and "connect_timeout" not in query:
         args["connect_timeout"] = max(2, round(timeout))  # libpq's smallest
@@ -277,8 +285,9 @@ def is_full(error: BaseException) -> bool:
 
 def is_busy(error: BaseException) -> bool:
     """Whether ``error`` is SQLite's "database is locked": another process holds the write
-    lock (a second server on the file, a command, a backup)."""
-    return _sqlite_error(
+    lock (a second server on the file, a command, a backup); or PostgreSQL's lock_timeout
+    (SQLSTATE 55P03), which the command line sets."""
+    return _sqlstate(error) == "55P03" or _sqlite_error(
         error, sqlite3.OperationalError, (sqlite3.SQLITE_BUSY,), "database is locked"
     )
 
