@@ -1178,3 +1178,16 @@ def test_a_command_behind_a_postgresql_lock_gives_up_after_database_timeout(
     holder.dispose()
     assert done.returncode == 5, done.stderr
     assert "busy" in done.stderr and "nothing was changed" in done.stderr
+
+
+def test_a_directory_given_as_the_database_is_said_to_be_one(tmp_path: Path) -> None:
+    """SQLite's "unable to open database file (PATH)" did not say that PATH is a directory."""
+    url = f"sqlite:///{tmp_path}"
+    done = subprocess.run(
+        [sys.executable, "-m", "scimd.cli.main", "apps", "list", "--database-url", url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert f"{tmp_path} is a directory: name a file in it" in done.stderr, done.stderr

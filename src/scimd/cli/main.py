@@ -552,6 +552,8 @@ def _sqlite_hint(message: str) -> str:
     folder = file.parent
     if not folder.is_dir():
         return f" ({folder} is not a directory)"
+    if file.is_dir():
+        return f" ({file} is a directory: name a file in it, such as {file / 'scimd.db'})"
     try:
         free = shutil.disk_usage(folder).free
     except OSError:
