@@ -942,3 +942,15 @@ def test_a_client_sending_its_body_without_waiting_for_100_gets_the_refusal(
         assert b"maxPayloadSize" in reply.read()
     finally:
         conn.close()
+
+
+def test_replies_the_protocol_writes_itself_carry_a_date(live_server: LiveServer) -> None:
+    """RFC 9110 §6.6.1: an origin server with a clock sends Date; the 431 (and 408) written by
+    the protocol, not uvicorn, had none."""
+    url = urlsplit(live_server.base_url)
+    assert url.hostname is not None and url.port is not None
+    with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+        reply = _read_all(s)
+    head = reply.split(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 431") and b"\r\ndate: " in head, head

@@ -405,7 +405,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self._stage = _DISCARD
         head = (
             b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-            b"content-type: application/scim+json\r\ncontent-length: "
+            + self._default_headers()
+            + b"content-type: application/scim+json\r\ncontent-length: "
         )
         self.transport.write(
             head
@@ -418,11 +419,16 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self._guard.cancel()
         self._guard = self.loop.call_later(1.0, self.transport.close)
 
+    def _default_headers(self) -> bytes:
+        """uvicorn's Date (and Server) lines, as its own replies carry (RFC 9110 §6.6.1)."""
+        return b"".join(n + b": " + v + b"\r\n" for n, v in self.server_state.default_headers)
+
     def _close_with(self, head: bytes, body: bytes) -> None:
         """Answer a request the application never saw, and close the connection."""
         self._stage = _IDLE
         self.transport.write(
             head
+            + self._default_headers()
             + b"content-length: "
             + str(len(body)).encode()
             + b"\r\nconnection: close\r\n\r\n"
