@@ -2594,6 +2594,9 @@ def test_a_client_accepting_only_application_json_gets_it(
         assert r.headers["content-type"] == media, (method, path, r.status_code)
         assert r.headers["vary"] == "Accept"
         assert r.json()
+    etag = api.req("GET", f"/Users/{uid}").headers["etag"]
+    r = api.req("GET", f"/Users/{uid}", headers={**headers, "If-None-Match": etag})
+    assert r.status_code == 304 and r.headers["vary"] == "Accept"  # as the 200's
 
 
 def test_last_modified_does_not_go_back_when_another_server_clock_is_ahead(api_both: Api) -> None:
@@ -2716,12 +2719,14 @@ def test_every_bulk_result_is_readable_by_a_strict_client(api: Api) -> None:
         {"method": "delete", "path": "/Users/nope"},
         {"method": "DELETE"},
         {},
+        {"method": "GET", "path": "/Users/x"},  # not a Bulk method: none echoed
     ]
     r = api.req("POST", "/Bulk", {"schemas": [bulk], "Operations": ops})
     assert r.status_code == 200, r.text
     results = r.json()["Operations"]
     assert [o["method"] for o in results[:4]] == ["POST", "POST", "DELETE", "DELETE"]
     assert all("location" in o for o in results[2:]), results
+    assert "method" not in results[5] and "'GET'" in results[5]["response"]["detail"]
     BulkResponse[User].model_validate(r.json(), scim_ctx=Context.BULK_RESPONSE)
 
 

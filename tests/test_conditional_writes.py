@@ -418,3 +418,25 @@ def test_a_group_renamed_to_a_taken_name_while_adding_an_unknown_member_is_a_409
     finally:
         d.close()
         engine.dispose()
+
+
+def test_a_member_change_after_a_later_clock_s_write_moves_last_modified_on(
+    directory: Directory,
+) -> None:
+    """From a review: the membership PATCH applies whatever was written since it read the
+    group, and took ``GREATEST(stored, its own time)``: after a write by a server whose clock
+    is ahead, the stored time stayed (``lastModified gt`` missed the change) and the reply
+    showed a time never stored. Now: a millisecond past the stored time, and that one."""
+    d = directory
+    a = _row(d, "clock@g.com").id
+    g = _group_row(d, "Clocks")  # read now: its time is this clock's
+    ahead = "2999-01-01T00:00:00.000Z"
+    with d.engine.begin() as conn:  # the other server's write, after g was read
+        conn.execute(sa.text("UPDATE groups SET last_modified = :t"), {"t": ahead})
+    with d.read() as conn:
+        moved = conditional.patch_group(
+            conn, g, g.doc, [a], [], APP, None, _counters(d), exact=False
+        )
+    assert moved is not None and moved.last_modified == "2999-01-01T00:00:00.001Z"
+    w, _ = d.get("Group", g.id, BASE)
+    assert w["meta"]["lastModified"] == moved.last_modified

@@ -938,3 +938,11 @@ def test_a_compressed_form_is_refused_as_such(server: Server) -> None:
         r = server.client.post(TOKEN_URL, content=content, headers=headers)
         oauth_error(r, 415, "invalid_request")
         assert "gzip" in r.json()["error_description"]
+    # Two lines are read as one list (RFC 9110 §5.3), not the first alone.
+    two = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Content-Encoding", "identity"),
+        ("Content-Encoding", "gzip"),
+    ]
+    r = server.client.post(TOKEN_URL, content=gzip.compress(body), headers=two)
+    oauth_error(r, 415, "invalid_request")

@@ -236,10 +236,14 @@ WITH found_users AS (
     FROM added HAVING count(*) > 0
 ), upd AS (
     UPDATE groups SET {set_doc}
-        last_modified = GREATEST(last_modified, :last_modified),
+        -- Now, or a millisecond past the stored time if that is later (another write,
+        -- after this one read the row, took the time of a clock ahead): never kept or back.
+        last_modified = GREATEST(:last_modified, to_char(timezone('UTC',
+            CAST(last_modified AS timestamptz) + interval '1 millisecond'),
+            'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')),
         version = version + 1
     WHERE pk = :pk_ AND EXISTS (SELECT FROM target) AND {changed}
-    RETURNING id, version
+    RETURNING id, version, last_modified
 ), logged AS (
     INSERT INTO audit (at, actor_type, actor, actor_name, operation, resource_type, resource_id,
                        detail, request_id)
@@ -255,7 +259,7 @@ WITH found_users AS (
     FROM upd
 )
 SELECT (SELECT version FROM upd), (SELECT count(*) FROM found), EXISTS (SELECT FROM target),
-       EXISTS (SELECT FROM found_groups)
+       EXISTS (SELECT FROM found_groups), (SELECT last_modified FROM upd)
 """
 
 # The group gets a new version (and an audit record) only if its document or its members
@@ -321,7 +325,7 @@ def patch_group(
     key = f"group.patch.{int(new_doc)}{int(exact or new_doc)}"
     result = _run(conn, key, statement, params, GROUPS, doc)
     assert result is not None
-    version, found, held, nested = result
+    version, found, held, nested, stored = result
     if version is None:
         if held:
             return row  # no change
@@ -330,7 +334,7 @@ def patch_group(
         if found < len(adds):
             raise MissingMembers()
         return None
-    return Rec(row.pk, row.id, row.created, now, version, doc if new_doc else row.doc)
+    return Rec(row.pk, row.id, row.created, stored, version, doc if new_doc else row.doc)
 
 
 class MissingMembers(Exception):

@@ -564,9 +564,11 @@ def _error_result(op: Any, err: ScimError, location: str | None = None) -> dict[
     op = op if isinstance(op, dict) else {}
     out: dict[str, Any] = {"status": str(err.status)}
     method = op.get("method")
-    if isinstance(method, str):  # never "method": null (it is required, §3.7)
-        # As a success's is: "post" was echoed as sent, which a strict client refuses.
-        out = {"method": method.upper() if method.upper() in _METHODS else method, **out}
+    if isinstance(method, str) and method.upper() in _METHODS:
+        # As a success's is: "post" was echoed as sent, and "GET" at all, which a strict
+        # client refuses (with the whole reply). Never "method": null either; the detail
+        # names a method that is not one.
+        out = {"method": method.upper(), **out}
     if _bulk_id(op):
         out["bulkId"] = op["bulkId"]
     if location is not None and str(op.get("method", "")).upper() != "POST":

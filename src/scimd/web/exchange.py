@@ -295,6 +295,8 @@ class Reply:
         if self.body:
             # The type follows Accept (``reply_media``): caches are told (RFC 9110 §12.5.5).
             headers = [*headers, (b"content-type", media), (b"vary", b"Accept")]
+        elif self.status == 304:  # as the 200 would have (RFC 9110 §15.4.5)
+            headers = [*headers, (b"vary", b"Accept")]
         if self.status not in (204, 304):  # RFC 9110 §8.6: none on a 204
             headers = [*headers, (b"content-length", str(len(self.body)).encode())]
         await send({"type": "http.response.start", "status": self.status, "headers": headers})

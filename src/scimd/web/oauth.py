@@ -143,12 +143,13 @@ class TokenEndpoint:
         ctype = request.headers.get("content-type", "")
         if ctype.split(";", 1)[0].strip().lower() != FORM:
             raise TokenError("invalid_request", f"send the parameters as {FORM}")
-        coding = request.headers.get("content-encoding", "").strip().lower()
+        # Every line of each (RFC 9110 §5.3), as the SCIM API reads them.
+        coding = ", ".join(request.headers.getlist("content-encoding")).strip().lower()
         if coding not in ("", "identity"):  # a gzipped form was "not a valid form (UTF-8...)"
             raise TokenError(
                 "invalid_request", f"the Content-Encoding '{coding[:40]}' is not supported", 415
             )
-        transfer = request.headers.get("transfer-encoding")
+        transfer = ", ".join(request.headers.getlist("transfer-encoding")) or None
         if transfer is not None and transfer.strip().lower() != "chunked":
             raise TokenError(
                 "invalid_request", f"the Transfer-Encoding '{transfer[:40]}' is not supported", 501
