@@ -126,7 +126,11 @@ def check_database_url(url: str, where: str) -> None:
     try:
         make_url(url)
     except (ValueError, ArgumentError) as e:
-        why = "its port is not a number" if isinstance(e, ValueError) else "it cannot be parsed"
+        why = (
+            "its host or port cannot be read"
+            if isinstance(e, ValueError)
+            else "it cannot be parsed"
+        )
         raise SettingsError(
             f"{where}: not a database URL ({why}): write e.g. sqlite:///scimd.db or"
             " postgresql+psycopg://USER:PASSWORD@HOST:5432/DATABASE"
