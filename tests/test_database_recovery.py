@@ -679,19 +679,12 @@ def test_writes_to_a_sqlite_file_removed_under_the_server_are_refused(tmp_path: 
     saying what happened) and no file is made."""
     from starlette.testclient import TestClient
 
-    from scimd.auth import apps
     from scimd.settings import Settings
-    from scimd.store import audit
     from scimd.store.engine import create_engine
-    from scimd.store.migrate import ensure_current
     from scimd.web.app import create_app as make_app
 
     path = tmp_path / "gone.db"
-    seed = create_engine(f"sqlite:///{path}")
-    ensure_current(seed)
-    with seed.begin() as conn:
-        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
-    seed.dispose()
+    token = _sqlite_with_token(path)
     headers = {"Authorization": f"Bearer {token}"}
     engine = create_engine(f"sqlite:///{path}")
     with TestClient(make_app(Settings(), engine)) as client:
@@ -717,19 +710,12 @@ def test_a_bulk_meeting_another_process_lock_waits_for_it_once(tmp_path: Path) -
 
     from starlette.testclient import TestClient
 
-    from scimd.auth import apps
     from scimd.settings import Settings
-    from scimd.store import audit
     from scimd.store.engine import create_engine
-    from scimd.store.migrate import ensure_current
     from scimd.web.app import create_app as make_app
 
     path = tmp_path / "locked.db"
-    seed = create_engine(f"sqlite:///{path}")
-    ensure_current(seed)
-    with seed.begin() as conn:
-        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
-    seed.dispose()
+    token = _sqlite_with_token(path)
     ops = [
         {"method": "POST", "path": "/Users", "bulkId": f"b{i}", "data": {"userName": f"lk{i}@x"}}
         for i in range(3)
@@ -763,3 +749,18 @@ def test_a_failed_statement_does_not_put_its_parameters_in_the_log(any_database_
         conn.execute(sa.text("SELECT * FROM no_such_table WHERE a = :p"), {"p": "ada@private"})
     engine.dispose()
     assert "no_such_table" in str(info.value) and "ada@private" not in str(info.value)
+
+
+def _sqlite_with_token(path: Path) -> str:
+    """A SQLite database at ``path`` at the newest schema, and a bearer token for it."""
+    from scimd.auth import apps
+    from scimd.store import audit
+    from scimd.store.engine import create_engine
+    from scimd.store.migrate import ensure_current
+
+    seed = create_engine(f"sqlite:///{path}")
+    ensure_current(seed)
+    with seed.begin() as conn:
+        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
+    seed.dispose()
+    return token
