@@ -954,3 +954,50 @@ def test_replies_the_protocol_writes_itself_carry_a_date(live_server: LiveServer
         reply = _read_all(s)
     head = reply.split(b"\r\n\r\n")[0].lower()
     assert head.startswith(b"http/1.1 431") and b"\r\ndate: " in head, head
+
+
+def test_a_half_close_after_a_whole_request_and_part_of_another_answers_the_first(
+    any_database_url: str, tmp_path: Path
+) -> None:
+    """From an audit: the half-close was honoured only between requests; with the first
+    bytes of a next request sent (or past the pipeline limit) the connection closed at once,
+    and the whole POST before them was applied without a reply."""
+    with provisioned_server(any_database_url, log_dir=tmp_path) as server:
+        url = urlsplit(server.base_url)
+        assert url.hostname is not None and url.port is not None
+        auth = f"Host: {url.netloc}\r\nAuthorization: Bearer {server.token}\r\n"
+        for n, tail in enumerate((b"GET /hea", b"POST /scim/v2/Users HTTP/1.1\r\n")):
+            body = json.dumps({"schemas": [USER], "userName": f"part{n}@x.io"})
+            whole = (
+                f"POST /scim/v2/Users HTTP/1.1\r\n{auth}Content-Type: application/scim+json\r\n"
+                f"Content-Length: {len(body)}\r\n\r\n{body}"
+            ).encode()
+            with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+                s.sendall(whole + tail)
+                s.shutdown(socket.SHUT_WR)
+                reply = _read_all(s)
+            assert re.findall(rb"HTTP/1\.1 (\d{3}) ", reply) == [b"201"], reply[:300]
+
+
+def test_a_refusal_on_a_connection_asked_to_close_is_read_whole(live_server: LiveServer) -> None:
+    """From an audit: a request asking to close (urllib always does, HTTP/1.0 by default)
+    refused before its body was read (413 for 8 MiB) was closed with the body arriving: the
+    client was reset and never read the 413. The close lingers now."""
+    import http.client
+
+    url = urlsplit(live_server.base_url)
+    assert url.hostname is not None and url.port is not None
+    for extra in ({"Connection": "close"}, {"Connection": "close", "Expect": "100-continue"}):
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=10)
+        headers = {
+            "Authorization": f"Bearer {live_server.token}",
+            "Content-Type": "application/scim+json",
+            **extra,
+        }
+        try:
+            conn.request("POST", "/scim/v2/Bulk", body=b" " * (8 * 1024 * 1024), headers=headers)
+            reply = conn.getresponse()
+            assert reply.status == 413, (extra, reply.status)
+            assert b"maxPayloadSize" in reply.read()
+        finally:
+            conn.close()

@@ -45,7 +45,16 @@ class CoalescingTransport(asyncio.Transport):
     socket at once, in one write.
     """
 
-    __slots__ = ("_loop", "_pending", "_scheduled", "_transport", "hold", "hold_below", "linger")
+    __slots__ = (
+        "_eof",
+        "_loop",
+        "_pending",
+        "_scheduled",
+        "_transport",
+        "hold",
+        "hold_below",
+        "lingers",
+    )
 
     def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__()
@@ -55,8 +64,10 @@ class CoalescingTransport(asyncio.Transport):
         self._scheduled = False
         self.hold = True
         self.hold_below = sys.maxsize
-        # Set: ``close`` ends the sending side and calls it; ``close_now`` closes later.
-        self.linger: Callable[[], None] | None = None
+        # Asked on ``close``: True when the protocol takes over the close (it lingers:
+        # ``write_eof`` now, ``close_now`` later).
+        self.lingers: Callable[[], bool] | None = None
+        self._eof = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if not data:
@@ -80,8 +91,10 @@ class CoalescingTransport(asyncio.Transport):
         if not pending:
             return
         self._pending = []
-        if self._transport.is_closing():
-            return  # the peer is gone; the socket's transport would drop it too
+        if self._transport.is_closing() or self._eof:
+            # The peer is gone (the socket's transport would drop it too), or the sending
+            # side was ended (a write then raised in the loop's callback).
+            return
         if len(pending) == 1:
             self._transport.write(pending[0])
         else:
@@ -89,15 +102,15 @@ class CoalescingTransport(asyncio.Transport):
 
     def close(self) -> None:
         self.flush()
-        linger, self.linger = self.linger, None
-        if linger is not None and self._transport.can_write_eof():
-            self._transport.write_eof()
-            linger()
+        lingers, self.lingers = self.lingers, None
+        if lingers is not None and not self._eof and self._transport.can_write_eof() and lingers():
+            self.write_eof()
             return
         self._transport.close()
 
     def close_now(self) -> None:
-        """The end of a lingering close."""
+        """Close without lingering (the end of a lingering close, or a body too slow)."""
+        self.flush()
         self._transport.close()
 
     def abort(self) -> None:
@@ -139,6 +152,7 @@ class CoalescingTransport(asyncio.Transport):
 
     def write_eof(self) -> None:
         self.flush()
+        self._eof = True
         self._transport.write_eof()
 
 
@@ -181,6 +195,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = CoalescingTransport(transport, self.loop)
+        self.transport.lingers = self._lingers
+        self._running: Any = None  # the request whose application runs
         now = self.loop.time()
         self._stage = _HEAD  # a connection that sends nothing is waiting for a head
         self._began = False  # whether the current request has sent its first byte
@@ -294,7 +310,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             self.expect_100_continue = False
         super().on_headers_complete()
         if self.expect_100_continue:
-            _close_if_refused_unread(self, self.cycle)
+            _close_if_refused_unread(self.cycle)
         self._stage = _BODY
         self._head_size = 0
         self._body_started = self.loop.time()
@@ -312,15 +328,22 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             super().send_400_response(msg)
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # (asyncio allows True)
-        """A client that half-closes after its request (``nc -N``, forwarders passing its
+        """A client that half-closes after its requests (``nc -N``, forwarders passing its
         FIN on) has said it sends nothing more, not that it wants no reply: uvicorn closed
         the connection, and a POST was applied that nobody was told of. The requests read
-        whole are answered, then the connection closes; one cut short cannot be."""
-        if self._stage == _IDLE:
-            last = self.pipeline[0][0] if self.pipeline else self.cycle
-            if last is not None and not last.response_complete:
-                last.keep_alive = False
-                return True
+        whole are answered, then the connection closes; what follows them (a head or a body
+        cut short) is dropped. Only a running request cut short mid-body closes at once."""
+        whole = [c for c, _ in self.pipeline] + [self._running]  # newest first
+        if self._stage == _BODY and self.cycle is not None:  # the newest, cut short
+            whole = [c for c in whole if c is not self.cycle]
+            for entry in list(self.pipeline):
+                if entry[0] is self.cycle:
+                    self.pipeline.remove(entry)  # never started: its body will not come
+        last = next((c for c in whole if c is not None and not c.response_complete), None)
+        if last is not None:
+            last.keep_alive = False
+            self._stage = _DISCARD
+            return True
         # The transport closes now: a reply written in this step, still held, goes first.
         assert isinstance(self.transport, CoalescingTransport)
         self.transport.flush()
@@ -377,26 +400,34 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
                 - now
             )
             if left <= 0:
-                # The application may be waiting for this body: closing ends its wait.
-                self.transport.close()
+                # The application may be waiting for this body: closing ends its wait (at
+                # once: a client this slow gets no lingering).
+                assert isinstance(self.transport, CoalescingTransport)
+                self.transport.close_now()
                 return
         else:
             return
         self._guard = self.loop.call_later(left, self._check_progress)
 
-    def linger_on_close(self) -> None:
-        """When the transport is next closed, end the sending side, drop what the client
-        still sends for a second, then close (see ``_refuse_head``)."""
-        assert isinstance(self.transport, CoalescingTransport)
-        self.transport.linger = self._start_lingering
-
-    def _start_lingering(self) -> None:
+    def _lingers(self) -> bool:
+        """Asked when the connection is closed (after a reply to a request that asked to
+        close, or to one refused before its expected body): with a body still unread, end
+        the sending side, drop what the client still sends for a second, then close (as
+        ``_refuse_head`` does). Closed at once with the body arriving, the connection was
+        reset, and the client lost the reply (a 413 for 8 MiB with ``Connection: close``)."""
+        if self._stage != _BODY:
+            return False
         self._stage = _DISCARD
         if self._guard is not None:
             self._guard.cancel()
         transport = self.transport
         assert isinstance(transport, CoalescingTransport)
         self._guard = self.loop.call_later(1.0, transport.close_now)
+        return True
+
+    def _start_asgi_task(self, cycle: Any, app: Any) -> None:
+        self._running = cycle  # (uvicorn keeps only the newest request, in ``cycle``)
+        super()._start_asgi_task(cycle, app)
 
     def _refuse_head(self) -> None:
         """Answer 431, then read and drop what the client still sends for a second before
@@ -437,14 +468,14 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def _close_if_refused_unread(protocol: CoalescingHttpToolsProtocol, cycle: Any) -> None:
+def _close_if_refused_unread(cycle: Any) -> None:
     """A request that expects "100 Continue" and gets a final status first (a 401 for its
     token, a 413 for its declared size) may never send its body (RFC 9110 §10.1.1): the
     connection closes after the reply, which says so. Kept open, the server read the next
     request as the body it waited for, and that request got no answer for 30 s. A client
     sending its body anyway (without waiting) is read on as any other. The close lingers,
     as a refused head's does: closed with the body arriving, the connection was reset and
-    the client lost the reply."""
+    the client lost the reply (``_lingers``)."""
     send = cycle.send
 
     async def send_closing(message: Any) -> None:
@@ -455,7 +486,6 @@ def _close_if_refused_unread(protocol: CoalescingHttpToolsProtocol, cycle: Any) 
             and not cycle.body
         ):
             cycle.keep_alive = False  # uvicorn then adds "connection: close" and closes
-            protocol.linger_on_close()
         await send(message)
 
     cycle.send = send_closing
