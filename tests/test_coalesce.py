@@ -1001,3 +1001,32 @@ def test_a_refusal_on_a_connection_asked_to_close_is_read_whole(live_server: Liv
             assert b"maxPayloadSize" in reply.read()
         finally:
             conn.close()
+
+
+def test_a_refused_head_does_not_overtake_the_reply_to_a_request_before_it(
+    live_server: LiveServer,
+) -> None:
+    """From an audit: a head refused (too large, malformed) behind a request still running
+    was answered at once: the client read the 431 or 400 as the answer to its POST, which
+    was applied. Replies keep the requests' order (RFC 9112 §9.3.2): the POST's comes, then
+    the connection closes."""
+    url = urlsplit(live_server.base_url)
+    assert url.hostname is not None and url.port is not None
+    for n, after in enumerate(
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n",
+            b"BAD\r\n\r\n",
+        )
+    ):
+        # A password makes the POST take a while (its digest is computed off the loop).
+        body = json.dumps({"schemas": [USER], "userName": f"order{n}@x.io", "password": "p4ss!"})
+        post = (
+            f"POST /scim/v2/Users HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            f"Authorization: Bearer {live_server.token}\r\nContent-Type: application/scim+json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n{body}"
+        ).encode()
+        with socket.create_connection((url.hostname, url.port), timeout=10) as s:
+            s.sendall(post)
+            s.sendall(after)
+            reply = _read_all(s)
+        assert reply.startswith(b"HTTP/1.1 201"), (n, reply[:200])

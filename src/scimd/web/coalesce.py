@@ -324,8 +324,23 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
             # reply closes the connection, and what came after them is dropped unread.
             self._stage = _DISCARD
             self.pipeline[0][0].keep_alive = False
-        else:
+        elif not self._after_those_before():
             super().send_400_response(msg)
+
+    def _after_those_before(self) -> bool:
+        """For a head refused (431, 400, 408) while requests before it are still unanswered:
+        those are answered first, then the connection closes, and the refused one gets no
+        reply. Written at once, its refusal overtook them (RFC 9112 §9.3.2 wants replies in
+        order): a client read the 431 as the answer to its POST, which was applied. Not for
+        a body gone wrong: that is the running request's own."""
+        if self._stage == _BODY:
+            return False
+        last = self.pipeline[0][0] if self.pipeline else self._running
+        if last is None or last.response_complete:
+            return False
+        last.keep_alive = False
+        self._stage = _DISCARD
+        return True
 
     def eof_received(self) -> bool | None:  # type: ignore[override]  # (asyncio allows True)
         """A client that half-closes after its requests (``nc -N``, forwarders passing its
@@ -433,6 +448,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         """Answer 431, then read and drop what the client still sends for a second before
         closing: closing with unread input resets the connection, and the client often lost
         the answer with it."""
+        if self._after_those_before():
+            return
         self._stage = _DISCARD
         head = (
             b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
@@ -456,6 +473,8 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
 
     def _close_with(self, head: bytes, body: bytes) -> None:
         """Answer a request the application never saw, and close the connection."""
+        if self._after_those_before():
+            return
         self._stage = _IDLE
         self.transport.write(
             head
