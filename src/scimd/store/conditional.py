@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from scimd.scim.values import later_than, now_datetime
 from scimd.store import audit as A
-from scimd.store import versions
+from scimd.store import modified, versions
 from scimd.store.prepared import StatementCache, dump_json
 from scimd.store.resources import (
     GROUPS,
@@ -238,9 +238,7 @@ WITH found_users AS (
     UPDATE groups SET {set_doc}
         -- Now, or a millisecond past the stored time if that is later (another write,
         -- after this one read the row, took the time of a clock ahead): never kept or back.
-        last_modified = GREATEST(:last_modified, to_char(timezone('UTC',
-            CAST(last_modified AS timestamptz) + interval '1 millisecond'),
-            'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')),
+        last_modified = GREATEST(:last_modified, {next_ms}),
         version = version + 1
     WHERE pk = :pk_ AND EXISTS (SELECT FROM target) AND {changed}
     RETURNING id, version, last_modified
@@ -320,6 +318,7 @@ def patch_group(
             counters_hold=_COUNTERS_HOLD,
             add_ids=PG_IDS.format(":add_ids"),
             changed="TRUE" if new_doc else _MEMBERS_CHANGED,
+            next_ms=modified.PG_NEXT_MS.format(column="last_modified"),
         )
     )
     key = f"group.patch.{int(new_doc)}{int(exact or new_doc)}"

@@ -229,7 +229,7 @@ def is_unavailable(error: BaseException) -> bool:
         isinstance(error, (*UNAVAILABLE, DatabaseFileGone))
         or is_read_only(error)
         or is_damaged(error)
-        or is_disconnect(error)
+        or connection_ended(error)
         or _sqlstate(error) in ("25P03", "25P04")
     )
 

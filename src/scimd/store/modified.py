@@ -12,7 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import TIMESTAMP
+
+# A millisecond past a lastModified, in PostgreSQL's SQL (also written into the text of the
+# one-statement group PATCH, ``store.conditional``).
+PG_NEXT_MS = (
+    "to_char(timezone('UTC', CAST({column} AS timestamptz) + interval '1 millisecond'),"
+    ' \'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"\')'
+)
 
 
 def after(conn: sa.Connection, column: Any, now: Any) -> Any:
@@ -21,6 +27,4 @@ def after(conn: sa.Connection, column: Any, now: Any) -> Any:
     if conn.dialect.name == "sqlite":
         bumped = sa.func.strftime("%Y-%m-%dT%H:%M:%fZ", column, "+0.001 seconds")
         return sa.func.max(now, bumped)
-    instant = sa.cast(column, TIMESTAMP(timezone=True)) + sa.text("interval '1 millisecond'")
-    bumped = sa.func.to_char(sa.func.timezone("UTC", instant), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
-    return sa.func.greatest(now, bumped)
+    return sa.func.greatest(now, sa.literal_column(PG_NEXT_MS.format(column=column.name)))

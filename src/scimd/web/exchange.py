@@ -106,20 +106,11 @@ class ScimRequest:
             raise UnsupportedMediaType(
                 f"send the body as {SCIM_JSON.decode()} (or application/json), not '{ctype}'"
             )
-        coding = self.header("content-encoding")
-        if coding is not None and coding.strip().lower() not in ("", "identity"):
-            # A gzipped body was read as text ("not UTF-8 ... 0x8b"): RFC 9110 §15.5.16.
-            raise UnsupportedMediaType(
-                f"the body's Content-Encoding '{coding[:40]}' is not supported: send it"
-                " uncompressed"
-            )
-        transfer = self.header("transfer-encoding")
-        if transfer is not None and transfer.strip().lower() != "chunked":
-            # "gzip, chunked" was read as plain chunked: RFC 9112 §6.1 says 501.
-            raise ScimError(
-                f"the Transfer-Encoding '{transfer[:40]}' is not supported: send the body"
-                " chunked or with a Content-Length",
-                status=501,
+        refused = coding_problem(self.header("content-encoding"), self.header("transfer-encoding"))
+        if refused is not None:
+            status, detail = refused
+            raise (
+                UnsupportedMediaType(detail) if status == 415 else ScimError(detail, status=status)
             )
         declared = self.header("content-length")
         if declared is not None and declared.isdigit() and int(declared) > max_bytes:
@@ -149,6 +140,22 @@ class ScimRequest:
         if type(body) in (dict, list) and raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
             _check_depth(body)  # (with fewer brackets it cannot be that deep)
         return body
+
+
+def coding_problem(content: str | None, transfer: str | None) -> tuple[int, str] | None:
+    """The status and words for a body in a coding scimd does not undo, for the SCIM API and
+    the token endpoint: a Content-Encoding (a gzipped body was read as text, "not UTF-8 ...
+    0x8b": 415, RFC 9110 §15.5.16), or a transfer coding other than chunked ("gzip,
+    chunked" was read as plain chunked: 501, RFC 9112 §6.1). Headers given as every line
+    joined (RFC 9110 §5.3)."""
+    if content is not None and content.strip().lower() not in ("", "identity"):
+        return 415, f"the Content-Encoding '{content[:40]}' is not supported: send it uncompressed"
+    if transfer is not None and transfer.strip().lower() != "chunked":
+        return 501, (
+            f"the Transfer-Encoding '{transfer[:40]}' is not supported: send the body chunked"
+            " or with a Content-Length"
+        )
+    return None
 
 
 def _is_json(ctype: str) -> bool:

@@ -30,6 +30,7 @@ from starlette.responses import Response
 from scimd.auth.tokens import TokenError, invalid_client, issue_token
 from scimd.scim.errors import ScimError
 from scimd.store.engine import is_unavailable
+from scimd.web.exchange import coding_problem
 from scimd.web.outage import database_unavailable, unavailable_detail
 from scimd.web.scim import Scim
 from scimd.web.security import TooManyFailures
@@ -144,16 +145,12 @@ class TokenEndpoint:
         if ctype.split(";", 1)[0].strip().lower() != FORM:
             raise TokenError("invalid_request", f"send the parameters as {FORM}")
         # Every line of each (RFC 9110 §5.3), as the SCIM API reads them.
-        coding = ", ".join(request.headers.getlist("content-encoding")).strip().lower()
-        if coding not in ("", "identity"):  # a gzipped form was "not a valid form (UTF-8...)"
-            raise TokenError(
-                "invalid_request", f"the Content-Encoding '{coding[:40]}' is not supported", 415
-            )
-        transfer = ", ".join(request.headers.getlist("transfer-encoding")) or None
-        if transfer is not None and transfer.strip().lower() != "chunked":
-            raise TokenError(
-                "invalid_request", f"the Transfer-Encoding '{transfer[:40]}' is not supported", 501
-            )
+        refused = coding_problem(
+            ", ".join(request.headers.getlist("content-encoding")) or None,
+            ", ".join(request.headers.getlist("transfer-encoding")) or None,
+        )
+        if refused is not None:
+            raise TokenError("invalid_request", refused[1], refused[0])
         declared = request.headers.get("content-length")
         too_large = TokenError(
             "invalid_request", f"the body is larger than the {self.max_body}-byte maximum", 413
