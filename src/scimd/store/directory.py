@@ -128,7 +128,7 @@ class Directory:
         self._severed: set[int] = set()  # connections cut by ``sever_thread``: replace them
         self.sqlite = engine.dialect.name == "sqlite"
         # The SQLite file's device and inode, checked before each write transaction and new
-        # connection (``_check_file``); None: not a file (PostgreSQL, an in-memory database).
+        # connection (``check_file``); None: not a file (PostgreSQL, an in-memory database).
         self._file = file_identity(engine)
         # Writes PostgreSQL ended as deadlock (or serialization) victims, run again: exported
         # as ``scimd_db_write_retries``; none are expected from any client's pattern.
@@ -165,7 +165,7 @@ class Directory:
                 conn.close()
             with self._lock:
                 self._open.pop(conn, None)  # type: ignore[arg-type]
-            self._check_file()
+            self.check_file()
             conn = self.engine.connect()
             if reads and not self.sqlite:
                 conn = conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -174,7 +174,7 @@ class Directory:
                 self._open[conn] = threading.get_ident()
         return conn
 
-    def _check_file(self) -> None:
+    def check_file(self) -> None:
         """Refuse to write to, or open, a SQLite file other than the one the server began
         with: removed under a running server, its open connections went on writing into the
         deleted file (writes were answered 201 and lost), and a new connection made an empty
@@ -219,7 +219,7 @@ class Directory:
         local = self._local
         if not conn.in_transaction():
             if self.sqlite:
-                self._check_file()
+                self.check_file()
                 wait = wait and not getattr(local, "nowait", False)
                 _begin_mode(conn, "IMMEDIATE" if wait else IMMEDIATE_NOWAIT)
             try:
@@ -292,7 +292,7 @@ class Directory:
         """
         conn = self._thread_connection()
         if self.sqlite:
-            self._check_file()
+            self.check_file()
             _begin_mode(conn, "IMMEDIATE" if wait else IMMEDIATE_NOWAIT)
         tx = conn.begin()
         self._local.batch = True

@@ -28,7 +28,12 @@ from scimd.store import migrate
 from scimd.store import properties as props
 from scimd.store.checkpoint import Checkpointer
 from scimd.store.directory import Directory
-from scimd.store.engine import create_engine, file_identity, is_unavailable, write_transaction
+from scimd.store.engine import (
+    DatabaseFileGone,
+    create_engine,
+    is_unavailable,
+    write_transaction,
+)
 from scimd.store.retention import AuditRetention
 from scimd.web import portal_pages
 from scimd.web.exchange import host_problem
@@ -206,8 +211,6 @@ def create_app(
     portal.cookie_key = session_key
     portal.secure_cookies = settings.public_url.startswith("https://")
 
-    database_file = file_identity(engine)
-
     async def healthz(request: Request) -> Response:
         def probe() -> None:
             # A table of scimd's, not SELECT 1: that answered from a database whose file was
@@ -215,7 +218,9 @@ def create_app(
             with directory.read() as conn:
                 conn.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one()
 
-        if database_file is not None and file_identity(engine) != database_file:
+        try:
+            directory.check_file()
+        except DatabaseFileGone:
             log.error("the database file %s was removed or replaced", engine.url.database)
             return JSONResponse(
                 {
