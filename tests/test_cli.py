@@ -454,25 +454,25 @@ def test_a_database_scimd_did_not_make_is_refused_untouched(tmp_path: Path) -> N
 def test_printed_commands_work_as_printed(monkeypatch: pytest.MonkeyPatch) -> None:
     """The first start's hints name the command as it was run (the README runs
     .venv/bin/scimd, not on PATH) and never show the database password."""
-    from scimd.cli import main as cli
+    from scimd.cli import common, urls
 
     monkeypatch.setattr(sys, "argv", [".venv/bin/scimd", "serve"])
-    assert cli._self_command() == ".venv/bin/scimd"
+    assert common.self_command() == ".venv/bin/scimd"
     monkeypatch.setattr(sys, "argv", ["/x/scimd/cli/main.py", "serve"])
-    assert cli._self_command().endswith(" -m scimd.cli.main")
+    assert common.self_command().endswith(" -m scimd.cli.main")
     # A relative path is printed absolute: run from another directory, the printed command
     # made a new, empty database there (and its token got 401s from the server).
-    assert cli._url_argument("sqlite:///scimd.db") == shlex.quote(
+    assert urls.url_argument("sqlite:///scimd.db") == shlex.quote(
         f"sqlite:///{Path.cwd() / 'scimd.db'}"
     )
-    assert cli._url_argument("sqlite:////srv/a:b.db") == "sqlite:////srv/a:b.db"  # no "***"
-    shown = cli._url_argument("postgresql+psycopg://u:secret@db/x?a=1&b=2")
+    assert urls.url_argument("sqlite:////srv/a:b.db") == "sqlite:////srv/a:b.db"  # no "***"
+    shown = urls.url_argument("postgresql+psycopg://u:secret@db/x?a=1&b=2")
     assert "secret" not in shown and shown.startswith("'postgresql+psycopg://u:***@db/x?a=1&b=2'")
     # libpq's password as a query parameter (the form with Unix sockets) was printed in clear.
     url = "postgresql+psycopg:///x?host=/run/postgresql&password=secret&sslpassword=s3cret"
-    for shown in (cli._safe_url(url), cli._url_argument(url)):
+    for shown in (urls.safe_url(url), urls.url_argument(url)):
         assert "secret" not in shown and "password=***&sslpassword=***" in shown
-    assert cli._url_argument(url).endswith("# put the password back in place of ***")
+    assert urls.url_argument(url).endswith("# put the password back in place of ***")
 
 
 def test_a_database_named_by_a_sqlite_uri_is_found(tmp_path: Path) -> None:
@@ -492,7 +492,7 @@ def test_a_command_writes_while_a_server_commits_between_its_read_and_its_write(
     import threading
     import time
 
-    from scimd.cli.main import _tx
+    from scimd.cli.common import transaction
 
     url = f"sqlite:///{tmp_path / 'busy.db'}"
     server_side = create_engine(url)
@@ -506,7 +506,7 @@ def test_a_command_writes_while_a_server_commits_between_its_read_and_its_write(
             errors.append(e)
 
     try:
-        with _tx(url) as conn:
+        with transaction(url) as conn:
             conn.execute(sa.text("SELECT count(*) FROM settings")).scalar_one()
             writer = threading.Thread(target=server_commits)
             writer.start()
@@ -998,7 +998,7 @@ def test_an_empty_file_made_into_a_database_is_noted_and_ipv6_urls_have_brackets
     server's next connection); a restart gave it new tables without the "created a new
     database" note, and the data looked merely gone. And the banner wrote an IPv6 address
     as http://::1:8000, which opens nothing."""
-    from scimd.cli.main import _listen_url
+    from scimd.cli.serve import _listen_url
 
     empty = tmp_path / "empty.db"
     empty.touch()

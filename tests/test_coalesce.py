@@ -252,7 +252,7 @@ def test_serve_holds_every_reply_on_sqlite_and_replies_to_gets_elsewhere() -> No
     """On PostgreSQL a request waits for its statement across loop steps; holding the replies
     to writes until the end of a step cost POSTs 10-15% there, holding those to GETs gained
     while requests queued for the connection slots."""
-    from scimd.cli.main import _http_protocol
+    from scimd.cli.serve import _http_protocol
     from scimd.web.coalesce import CoalescingHttpToolsProtocol, GetCoalescingHttpToolsProtocol
 
     assert _http_protocol("sqlite:///scimd.db", 8) is CoalescingHttpToolsProtocol
