@@ -7,7 +7,8 @@ of a few microseconds. This calls the ASGI application directly, one request at 
 reports the process CPU time per request (``time.process_time``): no HTTP parsing, no event loop
 contention, no other process. Compare two commits by running it against an export of each, in
 turn (``PYTHONPATH=/tmp/snap-COMMIT/src``), a few times: the spread between runs is a few
-percent.
+percent. It also reports the wall time per request, which on PostgreSQL adds the round trips
+and the server's own work (one request at a time: no lock is ever waited for).
 
     python bench/inprocess.py --users 3000 [--database-url sqlite:///path.db]
 
@@ -108,7 +109,7 @@ class Caller:
         return int(out["status"]), bytes(out["body"])
 
 
-async def measure(users: int, database_url: str) -> dict[str, float]:
+async def measure(users: int, database_url: str) -> tuple[dict[str, float], dict[str, float]]:
     engine = create_engine(database_url)
     app = create_app(Settings(access_log=False), engine)
     to_app: asyncio.Queue[Message] = asyncio.Queue()
@@ -122,16 +123,18 @@ async def measure(users: int, database_url: str) -> dict[str, float]:
         _, token = apps.create_app(conn, "bench", "bearer", ["API", "USER SYNC"], audit.CLI)
     call = Caller(app, token)
     per: dict[str, float] = {}
+    wall: dict[str, float] = {}
 
     async def timed(name: str, requests: list[tuple[str, str, str, Any]], ok: int) -> list[bytes]:
         bodies = []
-        t0 = time.process_time()
+        t0, w0 = time.process_time(), time.perf_counter()
         for method, path, query, data in requests:
             status, body = await call(method, path, query, data)
             if status != ok:
                 raise SystemExit(f"{name}: {method} {path} answered {status}: {body[:300]!r}")
             bodies.append(body)
         per[name] = (time.process_time() - t0) / len(requests) * 1e6
+        wall[name] = (time.perf_counter() - w0) / len(requests) * 1e6
         return bodies
 
     made = await timed(
@@ -204,7 +207,7 @@ async def measure(users: int, database_url: str) -> dict[str, float]:
     await from_app.get()
     await running
     engine.dispose()
-    return per
+    return per, wall
 
 
 def main() -> None:
@@ -214,9 +217,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="scimd-inproc-") as scratch:  # removed afterwards
         url = args.database_url or f"sqlite:///{scratch}/bench.db"
-        per = asyncio.run(measure(args.users, url))
+        per, wall = asyncio.run(measure(args.users, url))
     figures = {k: round(v, 1) for k, v in per.items()}
+    walls = {k: round(v, 1) for k, v in wall.items()}
     print(json.dumps({"users": args.users, "us_cpu_per_request": figures}))
+    # Wall time: on PostgreSQL it adds the round trips and the server's own work, which a
+    # request holding a group's row lock makes every other writer of that group wait for.
+    print(json.dumps({"users": args.users, "us_wall_per_request": walls}))
 
 
 if __name__ == "__main__":
