@@ -264,3 +264,66 @@ def test_a_delete_waiting_for_a_member_add_removes_that_membership(
         assert status == 204
         assert left == 0
         assert members == []
+
+
+def test_a_group_delete_waits_for_a_member_change_under_way(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A membership PATCH locks its group's row only ``FOR KEY SHARE`` until its last step
+    (concurrent member changes of one group then overlap), which still holds off a DELETE of
+    the group: without the lock, the DELETE removed the group and its members while the PATCH
+    was inserting its own, which outlived the group in the members table. Here the PATCH is
+    held inside its statement by another session's uncommitted insert of the same member."""
+    import sqlalchemy as sa
+
+    with provisioned_server(postgres_url, log_dir=tmp_path) as server:
+        headers = {"Authorization": f"Bearer {server.token}"}
+
+        async def scenario() -> tuple[int, int, int, bool]:
+            async with httpx.AsyncClient(
+                base_url=server.base_url, headers=headers, timeout=60
+            ) as c:
+                uids = [
+                    (await c.post("/Users", json={"userName": f"m{i}@x.com"})).json()["id"]
+                    for i in range(2)
+                ]
+                gid = (await c.post("/Groups", json={"displayName": "Going"})).json()["id"]
+                engine = sa.create_engine(postgres_url)
+                try:
+                    with engine.connect() as other:
+                        pk = other.execute(
+                            sa.text("SELECT pk FROM groups WHERE id = :gid"), {"gid": gid}
+                        ).scalar_one()
+                        other.commit()
+                        tx = other.begin()
+                        other.execute(
+                            sa.text(
+                                "INSERT INTO members (group_pk, member_id, member_type)"
+                                " VALUES (:pk, :id, 'User')"
+                            ),
+                            {"pk": pk, "id": uids[0]},
+                        )
+                        body = _ops(
+                            {"op": "add", "path": "members", "value": [{"value": u} for u in uids]}
+                        )
+                        patching = asyncio.create_task(c.patch(f"/Groups/{gid}", json=body))
+                        await asyncio.sleep(0.5)  # the PATCH waits for the other insert
+                        deleting = asyncio.create_task(c.delete(f"/Groups/{gid}"))
+                        await asyncio.sleep(0.5)
+                        delete_waited = not deleting.done()
+                        tx.rollback()
+                    patched, deleted = await patching, await deleting
+                    with engine.connect() as conn:
+                        left = conn.execute(
+                            sa.text("SELECT count(*) FROM members WHERE group_pk = :pk"),
+                            {"pk": pk},
+                        ).scalar_one()
+                finally:
+                    engine.dispose()
+                return patched.status_code, deleted.status_code, int(left), delete_waited
+
+        patched, deleted, left, delete_waited = asyncio.run(scenario())
+        assert patched == 204
+        assert deleted == 204
+        assert delete_waited, "the group's DELETE should have waited for the member change"
+        assert left == 0, "memberships outlived their group"

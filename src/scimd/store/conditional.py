@@ -216,7 +216,7 @@ WITH found_users AS (
       AND {counters_hold}
       AND (SELECT count(*) FROM found) = :n_add
       AND NOT EXISTS (SELECT FROM found_groups)
-    FOR UPDATE
+    FOR {group_lock}
 ), added AS (
     INSERT INTO members (group_pk, member_id, member_type)
     SELECT :pk_, id, member_type FROM found WHERE EXISTS (SELECT FROM target)
@@ -261,8 +261,10 @@ SELECT (SELECT version FROM upd), (SELECT count(*) FROM found), EXISTS (SELECT F
 """
 
 # The group gets a new version (and an audit record) only if its document or its members
-# changed: re-sent adds of members it has are no change (RFC 7644 §3.14).
-_MEMBERS_CHANGED = "(EXISTS (SELECT FROM added) OR EXISTS (SELECT FROM removed))"
+# changed: re-sent adds of members it has are no change (RFC 7644 §3.14). Asked of the
+# changes themselves, so that the member rows are written before the group's row is updated
+# (``patch_group``: the time the row stays locked).
+_MEMBERS_CHANGED = "EXISTS (SELECT FROM changes)"
 
 
 _GROUP_DOC = """display_name = :display_name,
@@ -293,6 +295,14 @@ def patch_group(
     on one group (Entra's pattern) do not keep starting each other over. The members to add
     are locked against deletion while they are added (see ``resources.member_types``); when
     some do not exist nothing is written (``MissingMembers``).
+
+    Membership changes alone lock the group's row ``FOR KEY SHARE`` (a delete of the group
+    waits for them) until they update it, last: concurrent member changes of one group wait
+    for each other only from that update to their commit. Locked ``FOR UPDATE`` from the
+    start, each waited for the others' whole statements (member rows, audit record): with
+    the audit record's members aggregated in SQL, 100-member changes of one group on 8
+    connections ran at about half the rate (group_add_100 at c=8, 5,000 users: 215-285
+    against 404-421 req/s).
     """
     adds = list(dict.fromkeys(adds))
     now = later_than(row.last_modified)
@@ -318,6 +328,9 @@ def patch_group(
             counters_hold=_COUNTERS_HOLD,
             add_ids=PG_IDS.format(":add_ids"),
             changed="TRUE" if new_doc else _MEMBERS_CHANGED,
+            # A version to hold (``exact``) is held from the start: the update's re-check of
+            # a row another statement changed meanwhile does not look at it again.
+            group_lock="UPDATE" if exact or new_doc else "KEY SHARE",
             next_ms=modified.PG_NEXT_MS.format(column="last_modified"),
         )
     )
