@@ -50,7 +50,7 @@ Operations (``--ops``, comma separated, all by default):
     together, and each row's req/s counts its own requests over the whole alternating run
     (half the rate of requests sent). The same memberships come and go again and again: a
     server that defers its index writes sees them cancel out, which a sync adding new members
-    would not (docs/performance.md, the section of b938499).
+    would not (docs/performance-history.md, the section of b938499).
 
 Before the measurements, ``--seed-users N`` users are created with 32 concurrent POSTs; their ids
 and userNames are kept in memory for the read and update operations. Every user name carries a
