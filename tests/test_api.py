@@ -2751,3 +2751,47 @@ def test_a_bulk_id_holding_a_slash_is_usable_in_a_path(api: Api) -> None:
     assert api.req("GET", "/Users?filter=title%20eq%20%22t%22").json()["totalResults"] == 1
     # (A self-reference is told in the singular.)
     assert "create it without the reference" in results[2]["response"]["detail"], results[2]
+
+
+def test_a_name_given_twice_in_one_json_object_is_refused(api: Api) -> None:
+    """From an audit: the JSON parser kept the last of two equal names, so a Bulk operation
+    reading ``"method": "PATCH", "method": "DELETE"`` deleted the user, and a PATCH's second
+    ``value`` won unseen (two spellings, ``value`` and ``Value``, were already refused).
+    Now a 400 naming it; a name-like text inside a string value is no repetition."""
+    auth = {"Authorization": f"Bearer {api.token}", "Content-Type": "application/scim+json"}
+    u = api.user("dup@x.com")
+
+    def raw(method: str, path: str, text: str) -> Any:
+        return api.client.request(method, f"/scim/v2{path}", content=text.encode(), headers=auth)
+
+    bulk = (
+        '{"schemas": ["urn:ietf:params:scim:api:messages:2.0:BulkRequest"], "Operations": [{'
+        f'"method": "PATCH", "method": "DELETE", "path": "/Users/{u["id"]}", "data": '
+        '{"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": '
+        '[{"op": "replace", "path": "title", "value": "x"}]}}]}'
+    )
+    for method, path, text, name in (
+        ("POST", "/Bulk", bulk, "method"),
+        (
+            "PATCH",
+            f"/Users/{u['id']}",
+            f'{{"schemas": ["{PATCH}"], "Operations": [{{"op": "replace", "path": "active",'
+            ' "value": true, "value"  :  false}]}',
+            "value",
+        ),
+        (
+            "POST",
+            "/Users",
+            f'{{"schemas": ["{USER}"], "userName": "a@x", "userName": "b@x"}}',
+            "userName",
+        ),
+        ("POST", "/Users/.search", '{"filter": "userName pr", "filter": "title pr"}', "filter"),
+    ):
+        detail = _error(raw(method, path, text), 400, "invalidSyntax")["detail"]
+        assert f"'{name}' twice" in detail, (path, detail)
+    user = api.req("GET", f"/Users/{u['id']}").json()
+    assert user["active"] is True and "title" not in user
+    # Text like a name inside a string is not a name: the count of name ends is larger, and
+    # the second reading finds nothing repeated.
+    tricky = f'{{"schemas": ["{USER}"], "userName": "x\\":@x.com", "title": "a\\" : b"}}'
+    assert raw("POST", "/Users", tricky).status_code == 201

@@ -8,6 +8,7 @@ asked for.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,8 +138,10 @@ class ScimRequest:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
             raise _not_json(raw, ctype, e) from None
-        if type(body) in (dict, list) and raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
-            _check_depth(body)  # (with fewer brackets it cannot be that deep)
+        if type(body) in (dict, list):
+            if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
+                _check_depth(body)  # (with fewer brackets it cannot be that deep)
+            _check_names_once(raw, body)
         return body
 
 
@@ -219,6 +222,45 @@ def _check_depth(doc: Any) -> None:
         for item in value.values() if type(value) is dict else value:
             if type(item) is dict or type(item) is list:
                 stack.append((item, depth + 1))
+
+
+# The end of a name in a JSON object: its closing quote, then the colon. Every name ends so;
+# so may text inside a string value, which only makes the count larger.
+_NAME_END = re.compile(rb'"[ \t\r\n]*:')
+
+
+def _check_names_once(raw: bytes, body: Any) -> None:
+    """Refuse a name given twice in one object. A parser keeps one of them, so
+    ``{"method": "PATCH", "method": "DELETE"}`` in a Bulk deleted the user, and a PATCH's
+    second ``value`` won unseen; RFC 8259 §4 leaves such objects' meaning open. The names the
+    parse kept are counted against the name ends in the text: equal, no name was repeated (the
+    common case, a few microseconds); more ends than names, the body is read again, names in
+    order, to find the one repeated (or to learn that the extra ends were inside strings)."""
+    kept = 0
+    stack = [body]
+    while stack:
+        value = stack.pop()
+        if type(value) is dict:
+            kept += len(value)
+            value = value.values()
+        for item in value:
+            kind = type(item)
+            if kind is dict or kind is list:
+                stack.append(item)
+    if len(_NAME_END.findall(raw)) > kept:
+        json.loads(raw, object_pairs_hook=_names_once)
+
+
+def _names_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: set[str] = set()
+    for name, _ in pairs:
+        if name in seen:
+            raise InvalidSyntax(
+                f"the body gives '{name[:60]}' twice in one object: send each name once"
+                " (which of the two counts is not defined, RFC 8259 §4)"
+            )
+        seen.add(name)
+    return dict(pairs)
 
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
