@@ -158,19 +158,19 @@ def test_too_many_operations() -> None:
 def test_operation_must_be_an_object(op: Any) -> None:
     """A non-object operation is invalidSyntax naming its index."""
     ok = {"op": "add", "path": "nickName", "value": "x"}
-    check(fails(user(), ok, op), 400, "invalidSyntax", "operation 1")
+    check(fails(user(), ok, op), 400, "invalidSyntax", "operation 2")
 
 
 def test_operation_without_op() -> None:
     """An operation without op is invalidSyntax naming its index."""
-    check(fails(user(), {"path": "nickName", "value": "x"}), 400, "invalidSyntax", "operation 0")
+    check(fails(user(), {"path": "nickName", "value": "x"}), 400, "invalidSyntax", "operation 1")
 
 
 @pytest.mark.parametrize("op", ["copy", "move", "test", "", 1, None])
 def test_unknown_op_is_invalid_syntax(op: Any) -> None:
     """An op other than add/replace/remove is invalidSyntax naming the index and the op."""
     e = fails(user(), {"op": "add", "path": "nickName", "value": "x"}, {"op": op, "path": "title"})
-    check(e, 400, "invalidSyntax", "operation 1", repr(op))
+    check(e, 400, "invalidSyntax", "operation 2", repr(op))
 
 
 @pytest.mark.parametrize("op", ["Add", "add", "ADD", "Replace", "replace", "rEpLaCe"])
@@ -206,13 +206,13 @@ def test_patch_op_schema_is_tolerated_missing_or_wrong(schemas: Any) -> None:
 def test_path_must_be_a_string(path: Any) -> None:
     """A non-string path is invalidPath naming the operation."""
     e = fails(user(), {"op": "replace", "path": path, "value": "x"})
-    check(e, 400, "invalidPath", "operation 0", "string")
+    check(e, 400, "invalidPath", "operation 1", "string")
 
 
 @pytest.mark.parametrize("op", ["add", "replace"])
 def test_add_and_replace_need_a_value(op: str) -> None:
     """add/replace without a value member is invalidValue naming the operation."""
-    check(fails(user(), {"op": op, "path": "nickName"}), 400, "invalidValue", "operation 0", op)
+    check(fails(user(), {"op": op, "path": "nickName"}), 400, "invalidValue", "operation 1", op)
 
 
 def test_empty_path_means_the_resource() -> None:
@@ -226,7 +226,7 @@ def test_empty_path_means_the_resource() -> None:
 def test_malformed_path_is_invalid_path(path: str) -> None:
     """A path that does not parse is invalidPath naming the operation and the path."""
     e = fails(user(), {"op": "replace", "path": path, "value": "x"})
-    check(e, 400, "invalidPath", "operation 0", path)
+    check(e, 400, "invalidPath", "operation 1", path)
 
 
 def test_error_detail_names_index_op_and_path() -> None:
@@ -236,7 +236,7 @@ def test_error_detail_names_index_op_and_path() -> None:
         {"op": "replace", "path": "nickName", "value": "ok"},
         {"op": "Replace", "path": "active", "value": "maybe"},
     )
-    check(e, 400, "invalidValue", "operation 1 (replace 'active')", "'maybe'", "boolean")
+    check(e, 400, "invalidValue", "operation 2 (replace 'active')", "'maybe'", "boolean")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -688,7 +688,7 @@ def test_pathless_ignores_server_owned_keys() -> None:
 def test_pathless_unknown_key_is_rejected_by_name() -> None:
     """An unknown key in a path-less value is invalidValue naming it."""
     e = fails(user(), {"op": "replace", "value": {"displayName": "x", "favouriteColour": "red"}})
-    check(e, 400, "invalidValue", "favouriteColour", "operation 0")
+    check(e, 400, "invalidValue", "favouriteColour", "operation 1")
 
 
 def test_pathless_unknown_custom_property_is_rejected_by_name() -> None:
@@ -947,7 +947,7 @@ def test_multi_valued_sub_attribute_without_filter_sets_every_element() -> None:
 
 def test_remove_without_path_is_no_target() -> None:
     """remove needs a path (RFC 7644 §3.5.2.2): noTarget."""
-    check(fails(user(), {"op": "remove"}), 400, "noTarget", "operation 0", "path")
+    check(fails(user(), {"op": "remove"}), 400, "noTarget", "operation 1", "path")
     check(fails(user(), {"op": "Remove", "value": {"title": "x"}}), 400, "noTarget")
 
 
@@ -1583,7 +1583,7 @@ def test_failure_in_a_later_operation_leaves_nothing() -> None:
         {"op": "remove", "path": "emails"},
         {"op": "replace", "path": "bogus", "value": 1},
     )
-    check(e, 400, "invalidPath", "operation 2", "bogus")
+    check(e, 400, "invalidPath", "operation 3", "bogus")
 
 
 def test_result_is_a_new_object() -> None:

@@ -206,7 +206,7 @@ def _operations(body: Any) -> list[tuple[int, str, str | None, Any]]:
             " accepted in one request"
         )
     out: list[tuple[int, str, str | None, Any]] = []
-    for index, raw in enumerate(raw_ops):
+    for index, raw in enumerate(raw_ops, start=1):  # counted from 1, as Bulk counts
         if not isinstance(raw, dict):
             raise InvalidSyntax(f"operation {index} must be a JSON object with 'op'")
         where = f"operation {index}"
