@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -170,7 +171,13 @@ def test_operation_without_op() -> None:
 def test_unknown_op_is_invalid_syntax(op: Any) -> None:
     """An op other than add/replace/remove is invalidSyntax naming the index and the op."""
     e = fails(user(), {"op": "add", "path": "nickName", "value": "x"}, {"op": op, "path": "title"})
-    check(e, 400, "invalidSyntax", "operation 2", repr(op))
+    check(
+        e,
+        400,
+        "invalidSyntax",
+        "operation 2",
+        json.dumps(op) if not isinstance(op, str) else repr(op),
+    )
 
 
 @pytest.mark.parametrize("op", ["Add", "add", "ADD", "Replace", "replace", "rEpLaCe"])

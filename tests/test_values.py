@@ -343,3 +343,23 @@ def test_last_modified_never_goes_back_in_time() -> None:
     past = "2000-01-01T00:00:00.000Z"
     assert later_than(past) > past
     assert later_than("not a time") <= now_datetime()
+
+
+def test_errors_show_values_as_json_writes_them() -> None:
+    """From an audit: errors said "got True", "got None", "got dict" (Python's words) and
+    echoed 1e308 given for an Integer as its 309 digits."""
+    i = S.Attribute("p", S.INTEGER)
+    s = S.Attribute("p", S.STRING)
+    for attr, value, shown in (
+        (s, True, "got true"),
+        (s, None, "got null"),
+        (s, {"a": 1}, "got an object"),
+        (s, [1], "got an array"),
+        (i, "x" * 100, "got '" + "x" * 56 + "...'"),
+    ):
+        with pytest.raises(InvalidValue) as e:
+            coerce_scalar(attr, value, "p")
+        assert e.value.detail.endswith(shown), (value, e.value.detail)
+    with pytest.raises(InvalidValue) as e:
+        coerce_scalar(i, 1e308, "p")
+    assert "got 1e+308: out of -2^63..2^63-1" in e.value.detail and len(e.value.detail) < 80

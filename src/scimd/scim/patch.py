@@ -57,6 +57,7 @@ from scimd.scim.resource import (
     normalise_complex,
     normalise_value,
 )
+from scimd.scim.values import shown_json
 
 PATCH_OP_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 MAX_OPERATIONS = 1000
@@ -218,7 +219,9 @@ def _operations(body: Any) -> list[tuple[int, str, str | None, Any]]:
             raise InvalidSyntax(f"operation {index} has no 'op' (add, replace or remove)")
         name = compat.normalise_op(op)
         if name not in _OPS:
-            raise InvalidSyntax(f"operation {index} has op {op!r}; expected add, replace or remove")
+            raise InvalidSyntax(
+                f"operation {index} has op {shown_json(op)}; expected add, replace or remove"
+            )
         if path is not None and not isinstance(path, str):
             raise InvalidPath(f"operation {index}: 'path' must be a string")
         if path is not None and not path.strip():
@@ -393,7 +396,9 @@ def member_list(attr: S.Attribute, value: Any, where: str) -> list[dict[str, str
         if "type" in m:
             kind = _MEMBER_TYPES.get(m["type"].lower())
             if kind is None:
-                raise InvalidValue(f"'{where}.type' must be 'User' or 'Group', got {m['type']!r}")
+                raise InvalidValue(
+                    f"'{where}.type' must be 'User' or 'Group', got {shown_json(m['type'])}"
+                )
             entry["type"] = kind
         out.append(entry)
     return out

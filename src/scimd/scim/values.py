@@ -202,6 +202,8 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
             else:
                 value = parsed
         if isinstance(value, float) and value.is_integer():
+            if abs(value) > 2**63:  # said as written: int() of 1e308 has 309 digits
+                raise _out_of_range(where, repr(value))
             if 2**53 <= abs(value) <= 2**63:  # a double: perhaps rounded on its way here
                 raise InvalidValue(
                     f"'{where}': a number of this size ({value:.17g}) written with a fraction or"
@@ -328,9 +330,24 @@ def _exact(number: int | float, text: str) -> bool:
 
 
 def _bad(attr: S.Attribute, value: Any, where: str) -> InvalidValue:
-    shown = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
-    if isinstance(value, str) and len(shown) > 60:
-        shown = shown[:57] + "...'"
+    """The value as JSON writes it (``true``, ``null``, ``"x"``), or its JSON type: the
+    Python spellings (``True``, ``None``, ``dict``) meant nothing to a SCIM client."""
+    shown = shown_json(value)
     name = _type_name(attr)
     article = "an" if name[0] in "aeiou" else "a"
     return InvalidValue(f"'{where}' must be {article} {name}, got {shown}")
+
+
+def shown_json(value: Any) -> str:
+    """A value for an error's words, as JSON writes it; an object or array by its type, a
+    long string cut."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        shown = repr(value)
+        return shown if len(shown) <= 60 else shown[:57] + "..." + shown[0]
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else ("true" if value else "false")
+    return repr(value)

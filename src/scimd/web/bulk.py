@@ -17,6 +17,7 @@ from scimd.scim.errors import (
     ScimError,
 )
 from scimd.scim.resource import resource_id
+from scimd.scim.values import shown_json
 from scimd.store.audit import Actor
 from scimd.store.directory import Gate
 from scimd.store.engine import connection_ended, is_unavailable
@@ -586,13 +587,15 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
     location: str | None = None
     try:
         if op.get("bulkId") is not None and _bulk_id(op) is None:
-            raise InvalidValue(f"'bulkId' is a string (RFC 7644 §3.7), not {op['bulkId']!r}")
+            raise InvalidValue(
+                f"'bulkId' is a string (RFC 7644 §3.7), not {shown_json(op['bulkId'])}"
+            )
         if method not in _METHODS:
             given = op.get("method")
             raise InvalidValue(
                 "a bulk operation needs a 'method': POST, PUT, PATCH or DELETE"
                 if given is None
-                else f"unsupported bulk method {given!r}: use POST, PUT, PATCH or DELETE"
+                else f"unsupported bulk method {shown_json(given)}: use POST, PUT, PATCH or DELETE"
             )
         path, data = refs.resolve_op(op)
         if not isinstance(path, str) or not path.startswith("/"):
@@ -605,7 +608,8 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
         version = op.get("version")
         if version is not None and not isinstance(version, str):
             raise InvalidValue(
-                f"a bulk operation's 'version' is an ETag such as W/\"3\", not {version!r}"
+                "a bulk operation's 'version' is an ETag such as W/\"3\","
+                f" not {shown_json(version)}"
             )
         d = scim.directory
         target = resource_id(name, parts[1]) if len(parts) == 2 else None
