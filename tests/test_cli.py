@@ -250,10 +250,10 @@ def test_admin_create_and_reset_password(db: str) -> None:
     assert r.exit_code == 0, r.output
     r = runner.invoke(
         app,
-        ["admin", "create", "ops", "--password-stdin", "--database-url", db],
+        ["admin", "create", "OPS", "--password-stdin", "--database-url", db],
         input="another password\n",
     )
-    assert r.exit_code == 3 and "already exists" in r.output
+    assert r.exit_code == 3 and "an admin named 'ops' already exists" in r.output
     r = runner.invoke(
         app, ["admin", "create", "x", "--password-stdin", "--database-url", db], input="short\n"
     )
@@ -803,7 +803,8 @@ def test_application_names_are_short_plain_and_not_repeated(db: str) -> None:
     the audit log's filter."""
     _ok("apps", "create", "--name", "Entra ID", "--database-url", db)
     for name, said, status in (
-        ("entra id", "an application named 'entra id' exists (client id", 3),
+        # Named as it exists, the name to look for in the list.
+        ("entra id", "an application named 'Entra ID' exists (client id", 3),
         ("x" * 129, "at most 128 characters", 1),
         ("evil\u202etxt", "control or formatting characters (U+202E)", 1),
         ("bell\u0007", "(U+0007)", 1),
@@ -1191,3 +1192,13 @@ def test_a_directory_given_as_the_database_is_said_to_be_one(tmp_path: Path) -> 
     )
     assert done.returncode == 1
     assert f"{tmp_path} is a directory: name a file in it" in done.stderr, done.stderr
+
+
+def test_db_current_on_an_empty_database_says_there_is_no_schema_yet(tmp_path: Path) -> None:
+    """From an audit: on an empty file it printed "current: None", Python's word, and --check
+    exited 1 saying nothing more."""
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    done = _scimd("db", "current", "--check", "--database-url", f"sqlite:///{empty}")
+    assert done.returncode == 1 and "None" not in done.stdout, done.stdout
+    assert "current: none (no scimd schema yet: `scimd db upgrade`" in done.stdout

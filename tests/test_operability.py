@@ -550,3 +550,15 @@ def test_sighup_stops_the_server_as_sigterm_does(tmp_path: Path) -> None:
         log = server.stderr_text()
     assert "Application shutdown complete" in log, log[-3000:]
     assert log.count('"path":"/scim/v2/Users"') == 3, log[-3000:]
+
+
+def test_a_log_level_above_info_leaves_the_access_lines_out(tmp_path: Path) -> None:
+    """From an audit: with log_level = "warning" (the README's own example) every request still
+    wrote its "info" access line; a log shipper filtering by level got them anyway."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'quiet.db'}")
+    for level, lines in (("warning", 0), ("info", 1), ("DEBUG", 1)):
+        stream = io.BytesIO()
+        app = create_app(Settings(log_level=level), engine, log_stream=stream)
+        with TestClient(app) as c:
+            c.get("/scim/v2/Users")  # a 401, logged as any request
+        assert len(stream.getvalue().decode().splitlines()) == lines, level

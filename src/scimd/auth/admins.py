@@ -64,10 +64,10 @@ def count(conn: sa.Connection) -> int:
 def create(conn: sa.Connection, username: str, password: str, actor: A.Actor) -> Admin:
     _check(username, password)
     exists = conn.execute(
-        sa.select(admins.c.pk).where(admins.c.username_lower == username.lower())
+        sa.select(admins.c.username).where(admins.c.username_lower == username.lower())
     ).first()
-    if exists:
-        raise Uniqueness(f"an admin named '{username}' already exists")
+    if exists:  # named as it exists ('alice' for "ALICE")
+        raise Uniqueness(f"an admin named '{exists[0]}' already exists")
     try:
         with conn.begin_nested():  # one racing create wins; the other is told it exists
             pk: int = conn.execute(

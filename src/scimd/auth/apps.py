@@ -132,11 +132,12 @@ def _checked_name(conn: sa.Connection, name: str) -> str:
         # write transaction holds its lock from BEGIN already.
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _CREATE_LOCK})
     rows = conn.execute(sa.select(applications.c.client_id, applications.c.name))
-    taken = next((cid for cid, other in rows if _key(str(other)) == folded), None)
+    taken = next(((cid, other) for cid, other in rows if _key(str(other)) == folded), None)
     if taken is not None:  # a few applications: compared here, in Python's case folding
+        # The name as it exists ('Entra ID' for "ENTRA id"): the one to look for in the list.
         raise InvalidValue(
-            f"an application named '{name}' exists (client id {taken}): rotate its secret to"
-            " get a new one, or choose another name",
+            f"an application named '{taken[1]}' exists (client id {taken[0]}): rotate its"
+            " secret to get a new one, or choose another name",
             status=409,
         )
     return name

@@ -48,7 +48,9 @@ def db_current(
     check: Annotated[
         bool,
         typer.Option(
-            "--check", help="Exit with status 1 when the database is behind (an upgrade is due)."
+            "--check",
+            help="Exit with status 1 when the database is behind (an upgrade is due).",
+            metavar="",
         ),
     ] = False,
     as_json: Json = False,
@@ -66,7 +68,10 @@ def db_current(
     show(
         {"current": current, "head": migrate.head(), "upgrade_due": current != migrate.head()},
         as_json,
-        f"current: {current}  head: {migrate.head()}",
+        f"current: {current}  head: {migrate.head()}"
+        if current is not None
+        else f"current: none (no scimd schema yet: `scimd db upgrade` or `scimd serve` makes it)"
+        f"  head: {migrate.head()}",
     )
     if check and current != migrate.head():
         raise typer.Exit(1)

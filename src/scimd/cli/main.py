@@ -48,6 +48,7 @@ def _settings_file(
             is_eager=True,
             callback=lambda given: _show_version(given),
             help="Print scimd's version and the schema revision it uses, then exit.",
+            metavar="",
         ),
     ] = False,
 ) -> None:

@@ -202,7 +202,10 @@ def create_app(
         "Writes PostgreSQL ended as deadlock victims, run again",
         lambda: directory.write_retries,
     )
-    access_log = AccessLog(log_stream) if settings.access_log else None
+    # Access lines are "info": a log_level above it drops them too (a shipper filtering by
+    # level got them anyway).
+    logs_info = settings.log_level.upper() in ("DEBUG", "INFO")
+    access_log = AccessLog(log_stream) if settings.access_log and logs_info else None
     observer = Observer(metrics, access_log)
     with write_transaction(engine) as conn:  # made on first start: a read, then a write
         session_key = settings.session_secret or admins.session_secret(conn)
