@@ -374,7 +374,7 @@ def _explain(status: int, doc: Any, body: str, shown: str) -> ConnectionCheck:
             "The Secret Token was refused",
             "The token is wrong, was revoked, or its application is disabled or deleted (or an "
             "access token expired). Copy the client secret again, or rotate it under "
-            "Admin > Security > OAuth 2 Applications. A Client credentials application's "
+            "OAuth 2 Applications (in the top bar). A Client credentials application's "
             "secret is not a token: it is exchanged at /oauth2/server/token.",
         ),
         403: (
