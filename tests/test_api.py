@@ -2795,3 +2795,21 @@ def test_a_name_given_twice_in_one_json_object_is_refused(api: Api) -> None:
     # the second reading finds nothing repeated.
     tricky = f'{{"schemas": ["{USER}"], "userName": "x\\":@x.com", "title": "a\\" : b"}}'
     assert raw("POST", "/Users", tricky).status_code == 201
+
+
+def test_errors_quote_long_client_text_in_part(api: Api) -> None:
+    """From an audit: a 10,000-character id came back whole in its 404, a 300-term filter
+    whole in its 400 (6,574 characters), and a long PATCH path twice."""
+    long_id = "a" * 10_000
+    detail = _error(api.req("GET", f"/Users/{long_id}"), 404)["detail"]
+    assert len(detail) < 100 and detail.startswith("User 'aaa") and "...' not found" in detail
+    terms = " or ".join(f'userName eq "user{i}@example.com"' for i in range(300))
+    detail = _error(api.req("GET", "/Users", params={"filter": terms}), 400, "invalidFilter")[
+        "detail"
+    ]
+    assert len(detail) < 300, detail
+    u = api.user("longpath@x.com")
+    path = 'emails[value eq "' + "x" * 3_000 + '"].bogus'
+    body = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": path, "value": 1}]}
+    detail = _error(api.req("PATCH", f"/Users/{u['id']}", body), 400)["detail"]
+    assert len(detail) < 400, detail

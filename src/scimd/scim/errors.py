@@ -84,6 +84,21 @@ class InvalidVersion(ScimError):
     scim_type = "invalidVers"
 
 
+def clipped(text: str, limit: int = 60) -> str:
+    """Client text quoted in an error, cut to ``limit`` characters: a 10,000-character id
+    came back whole in its 404, and a whole 300-term filter in its 400."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def around(text: str, pos: int, width: int = 30) -> str:
+    """The part of ``text`` around ``pos`` (``width`` characters on each side), for an
+    error that points at a position in a long filter or path."""
+    if len(text) <= 2 * width + 10:
+        return text
+    start, end = max(0, pos - width), min(len(text), pos + width)
+    return ("..." if start else "") + text[start:end] + ("..." if end < len(text) else "")
+
+
 class NotFound(ScimError):
     status = 404
 

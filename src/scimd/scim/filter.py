@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from scimd.scim.errors import InvalidFilter, InvalidPath
+from scimd.scim.errors import InvalidFilter, InvalidPath, around
 
 MAX_FILTER_LENGTH = 8192
 MAX_DEPTH = 32
@@ -156,7 +156,7 @@ class _Parser:
     # -- helpers --------------------------------------------------------------------------
     def fail(self, msg: str, pos: int | None = None) -> InvalidFilter | InvalidPath:
         p = self.pos if pos is None else pos
-        return self.error(f"{msg} at position {p} in '{self.text}'")
+        return self.error(f"{msg} at position {p} in '{around(self.text, p)}'")
 
     def skip_ws(self) -> None:
         m = _WS.match(self.text, self.pos)

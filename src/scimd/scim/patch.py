@@ -44,6 +44,7 @@ from scimd.scim.errors import (
     NoTarget,
     ScimError,
     TooMany,
+    clipped,
 )
 from scimd.scim.filter import And, Compare, Filter, Not, Or, Present, parse_patch_path
 from scimd.scim.passwords import Hashed, hash_password
@@ -251,7 +252,7 @@ def _once(obj: dict[str, Any], name: str, where: str) -> Any:
 
 def _located(e: ScimError, index: int, op: str, path: str | None) -> ScimError:
     """The same error, its detail prefixed with the operation it comes from."""
-    where = f"operation {index} ({op} '{path}')" if path else f"operation {index} ({op})"
+    where = f"operation {index} ({op} '{clipped(path)}')" if path else f"operation {index} ({op})"
     return type(e)(f"{where}: {e.detail}", status=e.status, scim_type=e.scim_type)
 
 
@@ -295,14 +296,14 @@ def _compile(rt: S.ResourceType, text: str) -> _Target:
     whole = rt.by_urn.get(stripped.lower())
     if whole is not None:
         if whole is rt.core:
-            raise InvalidPath(f"path '{text}' names the core schema, not an attribute")
+            raise InvalidPath(f"path '{clipped(text)}' names the core schema, not an attribute")
         return _Target(text, whole.id, whole.id, None, schema=whole)
     pp = parse_patch_path(stripped)
     schema: S.Schema | None = None
     if pp.path.schema:
         schema = rt.by_urn.get(pp.path.schema.lower())
         if schema is None:
-            raise InvalidPath(f"unknown schema '{pp.path.schema}' in path '{text}'")
+            raise InvalidPath(f"unknown schema '{pp.path.schema}' in path '{clipped(text)}'")
         if schema is rt.core and pp.path.attr.lower() in S.COMMON:
             schema = None  # "urn:...:core:2.0:User:externalId" names the common attribute
     res = rt.resolve_parts(schema, pp.path.attr, pp.path.sub, text)
@@ -310,16 +311,19 @@ def _compile(rt: S.ResourceType, text: str) -> _Target:
     filt: Filter | None = None
     if pp.filter is not None:
         if not attr.is_complex:
-            raise InvalidPath(f"'{attr.name}' has no sub-attributes to filter on (path '{text}')")
+            raise InvalidPath(
+                f"'{attr.name}' has no sub-attributes to filter on (path '{clipped(text)}')"
+            )
         try:
             filt = bind_element(pp.filter, attr)
         except InvalidFilter as e:
-            raise InvalidPath(f"{e.detail} (path '{text}')") from None
+            raise InvalidPath(f"{e.detail} (path '{clipped(text)}')") from None
         if pp.sub is not None:
             sub = attr.sub.get(pp.sub.lower())
             if sub is None:
                 raise InvalidPath(
-                    f"attribute '{attr.name}' has no sub-attribute '{pp.sub}' (path '{text}')"
+                    f"attribute '{attr.name}' has no sub-attribute '{pp.sub}'"
+                    f" (path '{clipped(text)}')"
                 )
     urn = "" if res.schema in ("", rt.core.id) else res.schema
     members = urn == "" and attr.name == "members" and rt.core.id == S.GROUP_SCHEMA
@@ -328,7 +332,7 @@ def _compile(rt: S.ResourceType, text: str) -> _Target:
             try:
                 check_relation_filter("members", name)
             except InvalidFilter as e:
-                raise InvalidFilter(f"{e.detail} (path '{text}')") from None
+                raise InvalidFilter(f"{e.detail} (path '{clipped(text)}')") from None
     where = display_path(S.Resolved(res.schema, attr, sub))
     return _Target(text, urn, where, attr, sub, filt, members=members)
 

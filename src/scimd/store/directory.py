@@ -29,6 +29,7 @@ from scimd.scim.errors import (
     InvalidValue,
     NotFound,
     ScimError,
+    clipped,
 )
 from scimd.scim.filter import AttrPath, Filter
 from scimd.scim.query import bind, bind_each, sort_path
@@ -437,7 +438,7 @@ class Directory:
                 gate(conn, v)
                 rt = self._type_at(conn, name, v)
                 if found is None:
-                    raise NotFound(f"{name} '{rid}' not found")
+                    raise NotFound(f"{name} '{clipped(rid)}' not found")
                 row = found
             res = self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
             return res, row_tag(row)
@@ -842,7 +843,7 @@ class Directory:
         who = actor(conn, v)
         rt = self._type_at(conn, name, v)
         if found is None:
-            raise NotFound(f"{name} '{rid}' not found")
+            raise NotFound(f"{name} '{clipped(rid)}' not found")
         return rt, who, found, v
 
     def _written(

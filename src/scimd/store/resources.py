@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from scimd.scim import patch as P
 from scimd.scim import resource as R
 from scimd.scim import schema as S
-from scimd.scim.errors import InvalidValue, NotFound, PreconditionFailed, Uniqueness
+from scimd.scim.errors import InvalidValue, NotFound, PreconditionFailed, Uniqueness, clipped
 from scimd.scim.filter import AttrPath, Compare, Filter
 from scimd.scim.values import fold, later_than, now_datetime
 from scimd.store import audit as A
@@ -324,7 +324,7 @@ class Repository:
         row = stmt.run(conn, {"id": rid}).first()
         rec = self._rec_groups if with_groups else self._rec
         if row is None:
-            raise NotFound(f"{self.kind.name} '{rid}' not found")
+            raise NotFound(f"{self.kind.name} '{clipped(rid)}' not found")
         return rec(row)
 
     def get_row_gated(
