@@ -2813,3 +2813,22 @@ def test_errors_quote_long_client_text_in_part(api: Api) -> None:
     body = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": path, "value": 1}]}
     detail = _error(api.req("PATCH", f"/Users/{u['id']}", body), 400)["detail"]
     assert len(detail) < 400, detail
+
+
+def test_bulk_says_a_field_is_wrong_rather_than_missing(api: Api) -> None:
+    """From an audit: a path given as "Users" or a full URL, an empty bulkId and a POST without
+    data were all said to be missing (or "a User must be a JSON object")."""
+    bulk = "urn:ietf:params:scim:api:messages:2.0:BulkRequest"
+    for op, said in (
+        ({"method": "POST", "path": "Users", "bulkId": "a", "data": {}}, "must start with /"),
+        (
+            {"method": "POST", "path": "https://idp.example/scim/v2/Users", "bulkId": "a"},
+            "relative to the SCIM base",
+        ),
+        ({"method": "POST", "path": "/Users", "bulkId": "", "data": {}}, "must not be empty"),
+        ({"method": "POST", "path": "/Users", "bulkId": "a"}, "needs 'data'"),
+        ({"method": "POST", "bulkId": "a", "data": {}}, "needs a 'path'"),
+    ):
+        r = api.req("POST", "/Bulk", {"schemas": [bulk], "Operations": [op]})
+        result = r.json()["Operations"][0]
+        assert result["status"] == "400" and said in result["response"]["detail"], (op, result)

@@ -598,8 +598,15 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
                 else f"unsupported bulk method {shown_json(given)}: use POST, PUT, PATCH or DELETE"
             )
         path, data = refs.resolve_op(op)
-        if not isinstance(path, str) or not path.startswith("/"):
+        if path is None:
             raise InvalidValue("a bulk operation needs a 'path' such as /Users or /Users/{id}")
+        if not isinstance(path, str) or not path.startswith("/"):
+            # A path given, but not one relative to the SCIM base ("Users", a full URL): said
+            # as such, not as missing.
+            raise InvalidValue(
+                f"bulk path {shown_json(path)} must start with / and be relative to the SCIM"
+                " base: /Users, /Groups or one of their ids"
+            )
         parts = [p for p in path.split("/") if p]
         name = _RESOURCES.get(parts[0].lower()) if parts else None
         if name is None or len(parts) > 2:
@@ -627,7 +634,13 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
             raise InvalidValue(f"POST takes /{parts[0]}, without an id (it creates one)")
         if method == "POST":
             if not bulk_id:
-                raise InvalidValue("a bulk POST needs a 'bulkId'")
+                raise InvalidValue(
+                    "a bulk POST's 'bulkId' must not be empty"
+                    if bulk_id == ""
+                    else "a bulk POST needs a 'bulkId'"
+                )
+            if data is None:
+                raise InvalidValue("a bulk POST needs 'data': the resource to create")
             w = await scim.write(d.create, name, data, actor, base)
             assert w.resource is not None
             refs.created[bulk_id] = w.resource["id"]
