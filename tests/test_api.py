@@ -2832,3 +2832,21 @@ def test_bulk_says_a_field_is_wrong_rather_than_missing(api: Api) -> None:
         r = api.req("POST", "/Bulk", {"schemas": [bulk], "Operations": [op]})
         result = r.json()["Operations"][0]
         assert result["status"] == "400" and said in result["response"]["detail"], (op, result)
+
+
+def test_a_query_parameter_given_twice_with_different_values_is_refused(api: Api) -> None:
+    """From an audit: ``?filter=A&filter=B`` answered for A alone, where a SearchRequest naming
+    filter twice was a 400. Twice alike, it is given once; a parameter nobody reads may be
+    repeated."""
+    api.user("q1@x.com")
+    q = 'filter=userName eq "q1@x.com"'
+    r = api.client.get(
+        f'/scim/v2/Users?{q}&filter=userName eq "other"',
+        headers={"Authorization": f"Bearer {api.token}"},
+    )
+    assert "'filter' is given twice" in _error(r, 400, "invalidValue")["detail"]
+    for extra in (f"&{q}", "&aadOptscim062020&aadOptscim062020=1"):
+        r = api.client.get(
+            f"/scim/v2/Users?{q}{extra}", headers={"Authorization": f"Bearer {api.token}"}
+        )
+        assert r.status_code == 200 and r.json()["totalResults"] == 1, (extra, r.text)

@@ -42,7 +42,7 @@ class ScimRequest:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self._headers: dict[str, str] | None = None
-        self._query: dict[str, str] | None = None
+        self._query: Params | None = None
 
     @property
     def request_id(self) -> str | None:
@@ -81,11 +81,17 @@ class ScimRequest:
     def param(self, name: str) -> str | None:
         """A query parameter, matched case-insensitively (clients send startindex, Count...).
 
-        When a name is repeated, the first occurrence counts.
+        Given twice with different values, it is a 400 (``?filter=A&filter=B`` answered for A
+        alone, where a SearchRequest naming it twice was refused); twice alike, it is itself.
         """
         if self._query is None:
             self._query = query_params(self.scope.get("query_string", b""))
-        return self._query.get(name.lower())
+        key = name.lower()
+        if key in self._query.conflicts:
+            raise InvalidValue(
+                f"the query parameter '{name}' is given twice with different values: send it once"
+            )
+        return self._query.get(key)
 
     def int_param(self, name: str, default: int) -> int:
         raw = self.param(name)
@@ -266,10 +272,21 @@ def _names_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
-def query_params(raw: bytes) -> dict[str, str]:
+class Params(dict[str, str]):
+    """Query parameters by lower-cased name (the first of a repeated one), and the names
+    given more than once with different values (``conflicts``)."""
+
+    __slots__ = ("conflicts",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conflicts: set[str] = set()
+
+
+def query_params(raw: bytes) -> Params:
     """``parse_qsl(..., keep_blank_values=True)`` as a dict of lower-cased names (first wins),
     without its per-pair overhead: only parts holding ``%`` or ``+`` are unquoted."""
-    out: dict[str, str] = {}
+    out = Params()
     if not raw:
         return out
     try:
@@ -283,7 +300,9 @@ def query_params(raw: bytes) -> dict[str, str]:
                 k = unquote_plus(k, errors="strict")
             if "%" in v or "+" in v:
                 v = unquote_plus(v, errors="strict")
-            out.setdefault(k.lower(), v)
+            k = k.lower()
+            if out.setdefault(k, v) != v:
+                out.conflicts.add(k)
     except UnicodeDecodeError:
         raise InvalidValue(
             "the query string is not UTF-8: percent-encode the UTF-8 bytes of other characters"
