@@ -617,9 +617,8 @@ class _Patcher:
                 text = f"{schema.id}:{key}"
             try:
                 target = _compile(self.rt, text)
-            except InvalidPath as e:
-                where = self.rt.name if schema is None else schema.name
-                raise InvalidValue(f"'{key}' is not an attribute of {where}: {e.detail}") from None
+            except InvalidPath as e:  # its words name the attribute and the schema
+                raise InvalidValue(e.detail) from None
             if target.attr is None and isinstance(v, dict):  # an extension's object
                 assert target.schema is not None
                 self.set_object(op, v, target.schema, seen)

@@ -61,10 +61,8 @@ def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[s
                     continue  # some clients repeat "schemas" inside extension objects
                 try:
                     res = rt.resolve_parts(ext, sub_key, None, sub_key)
-                except InvalidPath as e:
-                    raise InvalidValue(
-                        f"{e.detail}: {ext.name} defines no such attribute"
-                    ) from None
+                except InvalidPath as e:  # its words name the attribute and the schema
+                    raise InvalidValue(e.detail) from None
                 if given.first(res, f"{key}:{sub_key}", sub_value):
                     set_attribute(rt, doc, res, sub_value)
             if doc.get(ext.id) == {}:
@@ -73,7 +71,7 @@ def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[s
         try:
             res = rt.resolve(key)
         except InvalidPath as e:
-            raise InvalidValue(f"{e.detail}: {rt.name} has no such attribute") from None
+            raise InvalidValue(e.detail) from None
         if not given.first(res, key, value):
             continue
         if res.sub is not None:
