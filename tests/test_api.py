@@ -2850,3 +2850,23 @@ def test_a_query_parameter_given_twice_with_different_values_is_refused(api: Api
             f"/scim/v2/Users?{q}{extra}", headers={"Authorization": f"Bearer {api.token}"}
         )
         assert r.status_code == 200 and r.json()["totalResults"] == 1, (extra, r.text)
+
+
+def test_a_bare_value_to_remove_and_a_deletes_412_are_named_rightly(api: Api) -> None:
+    """From an audit: removing ``"value": 5`` from emails said "'emails' must be a string"
+    (emails holds objects; the bare value stands for emails.value), and a DELETE's 412 of a
+    user in a group quoted W/"1" where its GET gives W/"1.<digest>"."""
+    u = api.req(
+        "POST", "/Users", {"userName": "bare@x.com", "emails": [{"value": "bare@x.com"}]}
+    ).json()
+    body = {"schemas": [PATCH], "Operations": [{"op": "remove", "path": "emails", "value": 5}]}
+    detail = _error(api.req("PATCH", f"/Users/{u['id']}", body), 400)["detail"]
+    assert "'emails.value' must be a string" in detail, detail
+    g = api.req("POST", "/Groups", {"displayName": "G412", "members": [{"value": u["id"]}]})
+    assert g.status_code == 201
+    r = api.client.delete(
+        f"/scim/v2/Users/{u['id']}",
+        headers={"Authorization": f"Bearer {api.token}", "If-Match": 'W/"0"'},
+    )
+    detail = _error(r, 412)["detail"]
+    assert 'at version 1, not W/"0"' in detail, detail

@@ -940,7 +940,9 @@ class _Patcher:
             if isinstance(item, dict):
                 selector = normalise_complex(attr, item, where)
             elif "value" in attr.sub:
-                selector = {"value": normalise_value(attr.sub["value"], item, where)}
+                # A bare value stands for the element's value: named so in its error ('emails'
+                # must be a string, it said, of a list of objects).
+                selector = {"value": normalise_value(attr.sub["value"], item, f"{where}.value")}
             else:
                 raise InvalidValue(f"'{where}' values to remove must be JSON objects")
             if selector:
