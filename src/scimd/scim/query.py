@@ -122,7 +122,7 @@ def bind_element(f: Filter, parent: S.Attribute) -> Filter:
     sub = parent.sub.get(p.attr.lower())
     if sub is None:
         raise InvalidFilter(f"attribute '{parent.name}' has no sub-attribute '{p.attr}'")
-    return _bind_leaf(f, AttrPath(None, sub.name), sub, None)
+    return _bind_leaf(f, AttrPath(None, sub.name), sub, None, f"{parent.name}.{sub.name}")
 
 
 def resolve_path(p: AttrPath, rt: S.ResourceType) -> tuple[AttrPath, S.Resolved]:
@@ -160,35 +160,43 @@ def sort_path(rt: S.ResourceType, sort_by: str) -> AttrPath:
 
 
 def _bind_leaf(
-    f: Compare | Present, path: AttrPath, attr: S.Attribute, sub: S.Attribute | None
+    f: Compare | Present,
+    path: AttrPath,
+    attr: S.Attribute,
+    sub: S.Attribute | None,
+    named: str | None = None,
 ) -> Filter:
+    """``named``: what its errors call the attribute, when ``path`` is a sub-attribute's
+    inside a value filter ('emails.value' for the ``value`` of ``emails[value eq 5]``)."""
     target = sub or attr
+    shown = named or str(path)
     if attr.returned == "never" or target.returned == "never":
         # A filter on a never-returned attribute (password) would let a client probe it.
-        raise InvalidFilter(f"'{path}' is never returned and cannot be used in a filter")
+        raise InvalidFilter(f"'{shown}' is never returned and cannot be used in a filter")
     if isinstance(f, Present):
         return Present(path)
     if target.is_complex:
         value_sub = target.sub.get("value")
         if value_sub is None:
             raise InvalidFilter(
-                f"'{path}' is complex: compare one of its sub-attributes"
+                f"'{shown}' is complex: compare one of its sub-attributes"
                 f" ({', '.join(s.name for s in target.sub_attributes)})"
             )
         # Compat: Entra's reference check compares ``manager eq "<id>"`` (facts §1.4 ex. 4);
         # a complex attribute compared as a whole means its ``value``.
         path = AttrPath(path.schema, path.attr, value_sub.name)
         target = value_sub
+        shown = named or str(path)
     if f.value is None:
         if f.op not in ("eq", "ne"):
             raise InvalidFilter(f"'{f.op} null' is not meaningful; use 'pr' or 'eq null'")
         return Compare(path, f.op, None)
     if f.op in ("co", "sw", "ew") and target.type not in STRINGISH:
-        raise InvalidFilter(f"'{f.op}' needs a string attribute; '{path}' is {target.type}")
+        raise InvalidFilter(f"'{f.op}' needs a string attribute; '{shown}' is {target.type}")
     if f.op in ("gt", "ge", "lt", "le") and target.type not in ORDERED:
-        raise InvalidFilter(f"'{f.op}' cannot order '{path}', a {target.type} attribute")
+        raise InvalidFilter(f"'{f.op}' cannot order '{shown}', a {target.type} attribute")
     if target.type in STRINGISH and not isinstance(f.value, str):
-        raise InvalidFilter(f"'{path}' is a string attribute: quote the value")
+        raise InvalidFilter(f"'{shown}' is a string attribute: quote the value")
     date_text = target.value_format == "date" and isinstance(f.value, str)
     if f.op in ("co", "sw", "ew") and date_text and "\x00" not in str(f.value):
         # A Date property is a string in /Schemas: its text takes the string operators
