@@ -275,6 +275,13 @@ def test_unknown_scope_is_invalid_scope(server: Server, scope: str) -> None:
     oauth_error(server.post_auth(cid, secret, scope=scope), 400, "invalid_scope")
 
 
+def test_an_unknown_scope_is_named_as_written(server: Server) -> None:
+    """From an audit: ``scope=nonsense`` was told "unknown scope at 'NONSENSE'"."""
+    cid, secret = server.app()
+    body = oauth_error(server.post_auth(cid, secret, scope="API user.sync"), 400, "invalid_scope")
+    assert "'user.sync' is not a scope" in body["error_description"], body
+
+
 def test_scope_beyond_the_apps_is_invalid_scope(server: Server) -> None:
     """Asking for a scope the application lacks is invalid_scope; its own scopes still work."""
     cid, secret = server.app(scopes=["API"])

@@ -69,7 +69,8 @@ def parse_scope(requested: str | None) -> list[str] | None:
     """
     if requested is None:
         return None
-    words = requested.replace("_", " ").upper().split()
+    given = requested.replace("_", " ").split()  # as written, for the error's words
+    words = [w.upper() for w in given]
     if not words:
         return None
     found: set[str] = set()
@@ -79,7 +80,7 @@ def parse_scope(requested: str | None) -> list[str] | None:
         if match is None:
             raise TokenError(
                 "invalid_scope",
-                f"unknown scope at '{words[i]}': the scopes are {', '.join(apps.SCOPES)}",
+                f"'{given[i][:60]}' is not a scope: the scopes are {', '.join(apps.SCOPES)}",
             )
         found.add(" ".join(match))
         i += len(match)
