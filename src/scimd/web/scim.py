@@ -333,7 +333,11 @@ class Scim:
                 " application's secret is exchanged for a token at /oauth2/server/token)"
             )
         if principal is None:
-            raise InvalidToken("the bearer token is not valid, or has been revoked or expired")
+            raise InvalidToken(
+                "the bearer token is not valid, or has been revoked or expired (a Client"
+                " credentials application's secret is not a token: it is exchanged for one at"
+                " /oauth2/server/token)"
+            )
         require_scope(principal.scopes, apps.SCIM_SCOPE)
         now = time.monotonic()
         used = (principal.app_pk, principal.secret_pk)
