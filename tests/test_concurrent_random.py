@@ -327,3 +327,77 @@ def test_a_group_delete_waits_for_a_member_change_under_way(
         assert deleted == 204
         assert delete_waited, "the group's DELETE should have waited for the member change"
         assert left == 0, "memberships outlived their group"
+
+
+def test_member_changes_of_one_group_do_not_deadlock(postgres_url: str, tmp_path: Path) -> None:
+    """From a review: a PATCH removing and adding members updated the group's row before its
+    adds (the first change found was a remove), while an adds-only PATCH held an added member
+    and waited for that row: a deadlock, retried after PostgreSQL's one second. Here each
+    member insert is slowed by a trigger of the test's own (the server's statements as they
+    are), so that the two PATCHes meet every time; then two remove-and-add PATCHes with the
+    same members in opposite roles, which took member rows in opposite orders."""
+    import re
+    import time
+
+    import sqlalchemy as sa
+
+    with provisioned_server(postgres_url, log_dir=tmp_path) as server:
+        headers = {"Authorization": f"Bearer {server.token}"}
+        engine = sa.create_engine(postgres_url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "CREATE FUNCTION slow_member() RETURNS trigger LANGUAGE plpgsql AS"
+                        " $$ BEGIN PERFORM pg_sleep(0.3); RETURN NEW; END $$"
+                    )
+                )
+                conn.execute(
+                    sa.text(
+                        "CREATE TRIGGER slow_member BEFORE INSERT ON members"
+                        " FOR EACH ROW EXECUTE FUNCTION slow_member()"
+                    )
+                )
+
+            async def scenario() -> tuple[list[int], float]:
+                async with httpx.AsyncClient(
+                    base_url=server.base_url, headers=headers, timeout=60
+                ) as c:
+                    a, x, y = [
+                        (await c.post("/Users", json={"userName": f"dl{i}@x.com"})).json()["id"]
+                        for i in range(3)
+                    ]
+                    gid = (
+                        await c.post(
+                            "/Groups", json={"displayName": "DL", "members": [{"value": a}]}
+                        )
+                    ).json()["id"]
+
+                    async def patch(delay: float, *ops: dict[str, Any]) -> int:
+                        await asyncio.sleep(delay)
+                        return (await c.patch(f"/Groups/{gid}", json=_ops(*ops))).status_code
+
+                    def members(op: str, *ids: str) -> dict[str, Any]:
+                        return {"op": op, "path": "members", "value": [{"value": i} for i in ids]}
+
+                    t0 = time.monotonic()
+                    codes = await asyncio.gather(
+                        patch(0, members("add", x, y)),
+                        patch(0.1, members("remove", a), members("add", x)),
+                    )
+                    codes += await asyncio.gather(
+                        patch(0, members("remove", x), members("add", a)),
+                        patch(0.05, members("remove", a), members("add", x)),
+                    )
+                    return list(codes), time.monotonic() - t0
+
+            codes, _ = asyncio.run(scenario())
+            metrics = httpx.get(f"{server.root_url}/metrics").text
+        finally:
+            with engine.begin() as conn:
+                conn.execute(sa.text("DROP TRIGGER IF EXISTS slow_member ON members"))
+                conn.execute(sa.text("DROP FUNCTION IF EXISTS slow_member()"))
+            engine.dispose()
+        assert codes == [204, 204, 204, 204]
+        retries = re.search(r"^scimd_db_write_retries(?:_total)? (\S+)$", metrics, re.M)
+        assert retries is not None and float(retries.group(1)) == 0, "a deadlock was retried"
