@@ -339,8 +339,9 @@ def _bad(attr: S.Attribute, value: Any, where: str) -> InvalidValue:
 
 
 def shown_json(value: Any) -> str:
-    """A value for an error's words, as JSON writes it; an object or array by its type, a
-    long string cut."""
+    """A value for an error's words: ``true``, ``false`` and ``null`` as JSON writes them, an
+    object or array by its type, a string quoted with its control characters visible (as
+    Python's ``repr`` does, a long one cut), a number as it reads."""
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list):
