@@ -2354,6 +2354,33 @@ def test_member_adds_a_later_operation_undoes_are_still_judged(api: Api) -> None
     assert not api.req("GET", f"/Groups/{gid}").json().get("members")
 
 
+def test_unknown_members_name_the_operation_that_sent_them(api_both: Api) -> None:
+    """In a PATCH of several operations the 400 for unknown members said only the ids: a
+    client had to search its operations for them. It names the operation(s), as every other
+    error of an operation does, whichever path (one statement or a transaction) found them."""
+    api = api_both
+    gid = api.req("POST", "/Groups", {"displayName": "Located"}).json()["id"]
+    u = api.user("located@x.com")["id"]
+
+    def add(*ids: str, op: str = "add") -> dict[str, Any]:
+        return {"op": op, "path": "members", "value": [{"value": i} for i in ids]}
+
+    rename = {"op": "replace", "path": "displayName", "value": "Renamed"}
+    for ops, said in (
+        ([add(u), rename, add("nope")], "operation 3 (add 'members'): "),  # one statement
+        ([add("nope"), add("nope", op="remove")], "operation 1 (add 'members'): "),
+        ([add(u, op="remove"), add(u, "nope", op="Add")], "operation 2 (add 'members'): "),
+        ([add("nope", op="replace")], "operation 1 (replace 'members'): "),  # a transaction
+        ([{"op": "add", "value": {"members": [{"value": "nope"}]}}], "operation 1 (add): "),
+        ([add("n1"), rename, add("n2")], "operations 1, 3: "),
+    ):
+        r = api.req("PATCH", f"/Groups/{gid}", {"schemas": [PATCH], "Operations": ops})
+        detail = _error(r, 400)["detail"]
+        assert detail.startswith(said + "members must be existing Users or Groups"), detail
+    got = api.req("GET", f"/Groups/{gid}").json()
+    assert got["displayName"] == "Located" and not got.get("members")  # nothing written
+
+
 def test_a_cycle_stored_before_the_check_does_not_block_its_groups(api: Api) -> None:
     """A cycle stored before groups were refused as their own ancestors made every re-sent add
     of a member already there, and every PUT keeping the members, a 400."""

@@ -51,6 +51,15 @@ class InvalidValue(ScimError):
     scim_type = "invalidValue"
 
 
+class UnknownMembers(InvalidValue):
+    """Members naming no User or Group; ``ids`` lets a PATCH say which operation sent them."""
+
+    def __init__(self, ids: list[str]) -> None:
+        shown = ", ".join(ids[:5]) + (" ..." if len(ids) > 5 else "")
+        super().__init__(f"members must be existing Users or Groups; unknown id(s): {shown}")
+        self.ids = ids
+
+
 class InvalidSyntax(ScimError):
     scim_type = "invalidSyntax"
 

@@ -44,6 +44,7 @@ from scimd.scim.errors import (
     NoTarget,
     ScimError,
     TooMany,
+    UnknownMembers,
     clipped,
 )
 from scimd.scim.filter import And, Compare, Filter, Not, Or, Present, parse_patch_path
@@ -101,6 +102,12 @@ class PatchResult:
     # effect: each must be a member a group may have (not the group itself), even one a
     # later operation removes again.
     members_added: list[dict[str, str]] = field(default_factory=list)
+    # Of each id added or set, the first operation that did: ``(index, op, path)``.
+    added_by: dict[str, tuple[int, str, str | None]] = field(default_factory=dict)
+
+    def locate(self, e: UnknownMembers) -> ScimError:
+        """``e`` naming the operation(s) that sent its ids (a PATCH of many operations)."""
+        return _located_members(self.added_by, e)
 
 
 def apply_patch(
@@ -121,11 +128,17 @@ def apply_patch(
     ops = _operations(body)
     new = _copy(doc)
     patcher = _Patcher(rt, new, load_members, member_types)
+    added_by: dict[str, tuple[int, str, str | None]] = {}
     for index, op, path, value in ops:
+        before = len(patcher.member_ops)
         try:
             patcher.apply(op, path, value)
         except ScimError as e:
             raise _located(e, index, op, path) from None
+        for made in patcher.member_ops[before:]:
+            if made.kind in ("add", "replace"):
+                for m in made.members:
+                    added_by.setdefault(m["value"], (index, op, path))
     patcher.cleanup(doc)
     check_required(rt, new, patched=True)
     member_ops = _net(patcher.member_ops)
@@ -138,11 +151,10 @@ def apply_patch(
         found = member_types(dropped) if dropped else {}
         unknown = [i for i in dropped if i not in found]
         if unknown:
-            shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-            raise InvalidValue(f"members must be existing Users or Groups; unknown id(s): {shown}")
+            raise _located_members(added_by, UnknownMembers(unknown))
     changed = bool(member_ops) or new != doc
     applied = [(op, path, None if value is _MISSING else value) for _, op, path, value in ops]
-    return PatchResult(new, member_ops, changed, applied, added)
+    return PatchResult(new, member_ops, changed, applied, added, added_by)
 
 
 def _net(ops: list[MemberOp]) -> list[MemberOp]:
@@ -253,7 +265,20 @@ def _once(obj: dict[str, Any], name: str, where: str) -> Any:
 def _located(e: ScimError, index: int, op: str, path: str | None) -> ScimError:
     """The same error, its detail prefixed with the operation it comes from."""
     where = f"operation {index} ({op} '{clipped(path)}')" if path else f"operation {index} ({op})"
-    return type(e)(f"{where}: {e.detail}", status=e.status, scim_type=e.scim_type)
+    kind = InvalidValue if isinstance(e, UnknownMembers) else type(e)
+    return kind(f"{where}: {e.detail}", status=e.status, scim_type=e.scim_type)
+
+
+def _located_members(
+    added_by: dict[str, tuple[int, str, str | None]], e: UnknownMembers
+) -> ScimError:
+    sent = list(dict.fromkeys(added_by[i] for i in e.ids if i in added_by))
+    if len(sent) == 1:
+        return _located(e, *sent[0])
+    if not sent:
+        return e
+    numbers = ", ".join(str(index) for index, _, _ in sent)
+    return InvalidValue(f"operations {numbers}: {e.detail}", status=e.status)
 
 
 def _copy(value: Any) -> Any:

@@ -29,6 +29,7 @@ from scimd.scim.errors import (
     InvalidValue,
     NotFound,
     ScimError,
+    UnknownMembers,
     clipped,
 )
 from scimd.scim.filter import AttrPath, Filter
@@ -1057,29 +1058,32 @@ class Directory:
                 member_types=lambda ids: member_types(conn, ids),
             )
             _not_its_own_member(rid, result.members_added)
-            if result.changed:
-                detail: dict[str, Any] = {"operations": _op_summary(result.operations)}
-                if row.doc.get("active") != result.doc.get("active"):
-                    # However the PATCH spelled it (a path-less key with the core URN too).
-                    detail["active"] = result.doc.get("active")
-                named = repo.kind.unique_attr  # a rename: the record says the new name
-                if row.doc.get(named) != result.doc.get(named):
-                    detail[named] = result.doc.get(named)
-                if at_once:
-                    assert v is not None
-                    if name == "User":
-                        new = conditional.replace_user(
-                            conn, row, result.doc, who, "patch", detail, v
-                        )
+            try:
+                if result.changed:
+                    detail: dict[str, Any] = {"operations": _op_summary(result.operations)}
+                    if row.doc.get("active") != result.doc.get("active"):
+                        # However the PATCH spelled it (a path-less key with the core URN too).
+                        detail["active"] = result.doc.get("active")
+                    named = repo.kind.unique_attr  # a rename: the record says the new name
+                    if row.doc.get(named) != result.doc.get(named):
+                        detail[named] = result.doc.get(named)
+                    if at_once:
+                        assert v is not None
+                        if name == "User":
+                            new = conditional.replace_user(
+                                conn, row, result.doc, who, "patch", detail, v
+                            )
+                        else:
+                            new = _patch_group(conn, row, result, who, detail, v, if_match)
+                        if new is None:
+                            return None
+                        row = new
                     else:
-                        new = _patch_group(conn, row, result, who, detail, v, if_match)
-                    if new is None:
-                        return None
-                    row = new
-                else:
-                    row = repo.replace(
-                        conn, row, result.doc, who, "patch", detail, result.member_ops
-                    )
+                        row = repo.replace(
+                            conn, row, result.doc, who, "patch", detail, result.member_ops
+                        )
+            except UnknownMembers as e:
+                raise result.locate(e) from None
             res = (
                 self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
                 if render

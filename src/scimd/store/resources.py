@@ -23,7 +23,14 @@ from sqlalchemy.exc import IntegrityError
 from scimd.scim import patch as P
 from scimd.scim import resource as R
 from scimd.scim import schema as S
-from scimd.scim.errors import InvalidValue, NotFound, PreconditionFailed, Uniqueness, clipped
+from scimd.scim.errors import (
+    InvalidValue,
+    NotFound,
+    PreconditionFailed,
+    Uniqueness,
+    UnknownMembers,
+    clipped,
+)
 from scimd.scim.filter import AttrPath, Compare, Filter
 from scimd.scim.values import fold, later_than, now_datetime
 from scimd.store import audit as A
@@ -883,9 +890,7 @@ def resolve_members(conn: sa.Connection, items: Sequence[dict[str, Any]]) -> dic
     ids = list(dict.fromkeys(i["value"] for i in items))
     types = member_types(conn, ids)
     if len(types) < len(ids):
-        unknown = [x for x in ids if x not in types]
-        shown = ", ".join(unknown[:5]) + (" ..." if len(unknown) > 5 else "")
-        raise InvalidValue(f"members must be existing Users or Groups; unknown id(s): {shown}")
+        raise UnknownMembers([x for x in ids if x not in types])
     by_type: dict[str, list[str]] = {}
     for x in sorted(ids):  # key order: index pages are visited in order
         by_type.setdefault(types[x], []).append(x)
