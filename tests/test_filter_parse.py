@@ -425,7 +425,7 @@ OVERLONG = 'userName eq "' + "x" * MAX_FILTER_LENGTH + '"'
 
 SYNTAX_ERRORS: list[tuple[str, str]] = [
     ("", "empty"),
-    ("   \t", "empty"),
+    ("   \t", "empty: an expression was expected at position 4"),
     ('userName eq "x" trailing', "unexpected 't' at position 16"),
     ('userName eq "x" )', "unexpected ')'"),
     ('userName eq "x" and', "end of filter"),

@@ -361,7 +361,7 @@ def _check_length(text: str, what: str, error: type[InvalidFilter] | type[Invali
             f"{what} is longer than {MAX_FILTER_LENGTH} characters at position {MAX_FILTER_LENGTH}"
         )
     if not text.strip():
-        raise error(f"{what} is empty at position {len(text)}")
+        raise error(f"{what} is empty: an expression was expected at position {len(text)}")
 
 
 # ``attr eq "plain string"``: what an identity provider sends before almost every write (its
