@@ -785,6 +785,24 @@ class _Patcher:
         if elements:
             container[attr.name] = elements
 
+    def matching(
+        self, container: dict[str, Any], attr: S.Attribute, f: Filter | None
+    ) -> tuple[list[Any], list[dict[str, Any]]]:
+        """The attribute's elements (a single complex value as a list of one), and those
+        ``f`` matches (all of them without a filter)."""
+        old = container.get(attr.name)
+        if attr.multi_valued:
+            elements: list[Any] = old if isinstance(old, list) else []
+        else:
+            elements = [old] if isinstance(old, dict) else []
+        self.examine(len(elements))
+        matched = [
+            e
+            for e in elements
+            if isinstance(e, dict) and (f is None or matches_element(f, e, attr))
+        ]
+        return elements, matched
+
     def set_elements(self, op: str, t: _Target, value: Any) -> None:
         """A value path (``emails[type eq "work"].value``) or ``emails.value`` (all elements).
 
@@ -797,18 +815,7 @@ class _Patcher:
             self.remove(t, None)
             return
         container = self.container(t.urn, create=True)
-        old = container.get(attr.name)
-        if attr.multi_valued:
-            elements: list[Any] = old if isinstance(old, list) else []
-        else:
-            elements = [old] if isinstance(old, dict) else []
-        f = t.filter
-        self.examine(len(elements))
-        matched = [
-            e
-            for e in elements
-            if isinstance(e, dict) and (f is None or matches_element(f, e, attr))
-        ]
+        elements, matched = self.matching(container, attr, t.filter)
         if elements and not matched and not attr.multi_valued:
             raise NoTarget(f"'{t.where}' does not match the filter of '{t.text}'")
         marked: list[dict[str, Any]] = []
@@ -899,18 +906,7 @@ class _Patcher:
             assert t.sub is not None
             self.set_sub(container, attr, t.sub, None, t.where)
             return
-        old = container.get(attr.name)
-        if attr.multi_valued:
-            elements: list[Any] = old if isinstance(old, list) else []
-        else:
-            elements = [old] if isinstance(old, dict) else []
-        f = t.filter
-        self.examine(len(elements))
-        matched = [
-            e
-            for e in elements
-            if isinstance(e, dict) and (f is None or matches_element(f, e, attr))
-        ]
+        elements, matched = self.matching(container, attr, t.filter)
         if not matched:
             return
         if t.sub is None:
