@@ -562,6 +562,26 @@ def test_each_secret_says_when_it_was_last_used(server: Server) -> None:
         assert old_used is None and new_used is not None  # the clients moved to the new one
 
 
+def test_last_used_is_written_on_a_host_up_for_less_than_a_minute(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The once-a-minute bookkeeping compared the monotonic clock (seconds since the host
+    booted) with 0 for an application not seen yet: during a host's first minute, as a
+    freshly started container or VM has, no use was recorded."""
+    import types
+
+    import scimd.web.scim as scim_module
+
+    # The SCIM layer's clock only (the token cache keeps its own): the host is up for 30 s.
+    monkeypatch.setattr(scim_module, "time", types.SimpleNamespace(monotonic=lambda: 30.0))
+    cid, token = server.app(grant="bearer", name="early riser", lifetime=0)
+    assert server.users(token).status_code == 200
+    with server.engine.connect() as conn:
+        got = apps.get_app(conn, cid)
+    assert got["last_used"] is not None
+    assert [s["last_used"] is not None for s in got["secrets"]] == [True]
+
+
 def test_revoking_a_secret_ends_the_tokens_already_issued(server: Server) -> None:
     """A revoked (say, leaked) secret lived on in the access tokens it had issued; now they
     end with it, while the tokens of the new secret, which the clients already switched to,

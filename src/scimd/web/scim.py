@@ -12,6 +12,7 @@ import contextlib
 import functools
 import hmac
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -341,7 +342,9 @@ class Scim:
         require_scope(principal.scopes, apps.SCIM_SCOPE)
         now = time.monotonic()
         used = (principal.app_pk, principal.secret_pk)
-        if now - self._last_used.get(used, 0.0) > 60:
+        # Not seen yet: -inf, not 0 (the clock counts from the host's boot, which may be
+        # less than a minute ago).
+        if now - self._last_used.get(used, -math.inf) > 60:
             # "Last used" for the portal, written at most once a minute per application. It
             # never waits for another process's write lock (a read would wait, and then fail,
             # for it): then it is written by a later request.
