@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import socket
 import subprocess
@@ -1109,6 +1110,14 @@ def test_a_database_url_with_a_bad_port_is_one_line(tmp_path: Path) -> None:
         assert "s3cret-pw" not in done.stderr
 
 
+def _links_to(fd: Path, name: str) -> bool:
+    """Whether the open file ``fd`` (of /proc/PID/fd) is one named ``name``."""
+    try:
+        return Path(os.readlink(fd)).name == name
+    except OSError:  # closed meanwhile
+        return False
+
+
 def test_ctrl_c_stops_a_command_waiting_for_the_write_lock(tmp_path: Path) -> None:
     """SQLite's busy handler sleeps in C: a command waiting behind another process's write
     lock (a server, a backup) ignored Ctrl-C until the lock was freed (with
@@ -1132,7 +1141,16 @@ def test_ctrl_c_stops_a_command_waiting_for_the_write_lock(tmp_path: Path) -> No
             text=True,
             env={**os.environ, "SCIMD_DATABASE_TIMEOUT": "0"},  # waits for ever
         )
-        time.sleep(2)  # lets it start and reach its wait (a pause, not a measurement)
+        # Ctrl-C during Python's start-up (imports) is Python's own traceback: signal it once
+        # it has the database open, which its own code does (a loaded machine took over 3 s
+        # to get there, and a fixed pause of 2 s failed the test).
+        fds = Path(f"/proc/{proc.pid}/fd")
+        deadline = time.monotonic() + 60
+        while not any(_links_to(fd, "held.db") for fd in fds.iterdir()):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the command never opened the database"
+            time.sleep(0.05)
+        time.sleep(0.2)  # and from there reach its wait (a pause, not a measurement)
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGINT)
         # It ends while the lock is still held (before, only once the holder let go).
