@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import json
 import re
 import socket
@@ -393,9 +394,11 @@ def test_heads_too_large_or_too_slow_and_stalled_bodies_end_the_connection() -> 
     app = _reading_app(got_bodies)
 
     class Quick(CoalescingHttpToolsProtocol):
+        # A second each: the pauses below are a tenth of that, so a pause of the test process
+        # (a collection, a loaded machine) does not count as the client's.
         MAX_HEAD = 4096
-        HEAD_TIMEOUT = 0.3
-        BODY_IDLE_TIMEOUT = 0.3
+        HEAD_TIMEOUT = 1.0
+        BODY_IDLE_TIMEOUT = 1.0
 
     async def scenario() -> None:
         server, port = await _serve(app, Quick)
@@ -413,7 +416,7 @@ def test_heads_too_large_or_too_slow_and_stalled_bodies_end_the_connection() -> 
             await asyncio.sleep(0.1)
         assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
         await r.readexactly(2)
-        await asyncio.sleep(0.5)  # idle between requests is uvicorn's keep-alive (5 s)
+        await asyncio.sleep(1.3)  # idle between requests is uvicorn's keep-alive (5 s)
         w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
         w.close()
@@ -444,15 +447,20 @@ def test_heads_too_large_or_too_slow_and_stalled_bodies_end_the_connection() -> 
         w.close()
         r, w = await connect()
         status = asyncio.ensure_future(r.readuntil(b"\r\n"))
-        sent = 0
-        for byte in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: 1234567890\r\n":
+        head = b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"1" * 40 + b"\r\n"
+        times: list[float] = []
+        for byte in head:  # a byte every 0.05 s: 3.5 s for the head
             if status.done():
                 break
             w.write(bytes([byte]))
-            sent += 1
+            times.append(time.monotonic())
             await asyncio.sleep(0.05)
         assert await asyncio.wait_for(status, 5) == b"HTTP/1.1 408 Request Timeout\r\n"
-        assert sent > 0.3 / 0.05  # it kept sending past HEAD_TIMEOUT, still refused
+        answered = time.monotonic()
+        # Refused HEAD_TIMEOUT after its first byte, before it was whole, though it never
+        # paused as long as that: a head has HEAD_TIMEOUT in all, not per pause.
+        assert len(times) < len(head) and answered - times[0] >= Quick.HEAD_TIMEOUT
+        assert max(b - a for a, b in itertools.pairwise(times)) < Quick.HEAD_TIMEOUT
         w.close()
 
         # A body that stops: the connection closes and the application stops waiting.
@@ -626,7 +634,8 @@ def test_an_empty_line_after_a_reply_does_not_keep_the_connection_forever() -> N
         await send({"type": "http.response.body", "body": b"ok"})
 
     async def scenario() -> None:
-        server, port = await _serve(app, CoalescingHttpToolsProtocol, timeout_keep_alive=0.3)
+        # A second: ten times the pauses below.
+        server, port = await _serve(app, CoalescingHttpToolsProtocol, timeout_keep_alive=1.0)
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await r.readuntil(b"\r\n\r\n")
@@ -641,7 +650,7 @@ def test_an_empty_line_after_a_reply_does_not_keep_the_connection_forever() -> N
         await r.readuntil(b"\r\n\r\n")
         await r.readexactly(2)
         sent = 0
-        while not w.is_closing() and sent < 40:  # 40 x 0.1 s: far past the 0.3 s timeout
+        while not w.is_closing() and sent < 40:  # 40 x 0.1 s: far past the 1 s timeout
             w.write(b"\r\n")
             sent += 1
             try:
@@ -699,22 +708,27 @@ def test_a_body_trickling_in_is_cut_off_in_the_end() -> None:
     app = _reading_app(bodies)
 
     class Quick(CoalescingHttpToolsProtocol):
-        HEAD_TIMEOUT = 0.3
-        BODY_IDLE_TIMEOUT = 0.3
-        BODY_TIMEOUT = 0.8
+        # Ten times the pauses below, or more: a pause of the test process is not the client's.
+        HEAD_TIMEOUT = 1.0
+        BODY_IDLE_TIMEOUT = 1.0
+        BODY_TIMEOUT = 2.0
 
     async def scenario() -> None:
         server, port = await _serve(app, Quick)
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
-        sent = 0
+        began = time.monotonic()  # the head is whole: the body's time starts
+        times: list[float] = []
         closed = asyncio.ensure_future(r.read())
-        while not closed.done() and sent < 100:
+        while not closed.done() and len(times) < 100:  # 10 s for the body
             w.write(b"a")  # never pausing as long as BODY_IDLE_TIMEOUT
-            sent += 1
+            times.append(time.monotonic())
             await asyncio.sleep(0.1)
         assert await asyncio.wait_for(closed, 5) == b""
-        assert 5 < sent < 30  # cut off near BODY_TIMEOUT, not at the end of the body
+        ended = time.monotonic()
+        # Cut off BODY_TIMEOUT after the body began, not at its end, and not for a pause.
+        assert len(times) < 100 and ended - began >= Quick.BODY_TIMEOUT
+        assert max(b - a for a, b in itertools.pairwise(times)) < Quick.BODY_IDLE_TIMEOUT
         w.close()
         # A whole body sent in pieces within the time: answered.
         r, w = await asyncio.open_connection("127.0.0.1", port)
