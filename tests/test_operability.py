@@ -249,6 +249,23 @@ def test_latency_histogram_is_cumulative_with_le_bounds() -> None:
     assert 'scimd_requests_total{method="GET",route="/scim/v2/Users",status="200"} 5.0' in text
 
 
+def _wait_read(server_port: int, client_port: int) -> None:
+    """Wait until the server side of a loopback connection has nothing left unread (its
+    receive queue in /proc/net/tcp is empty)."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        with open("/proc/net/tcp", encoding="ascii") as f:
+            for line in f.readlines()[1:]:
+                local, remote, _, queues = line.split()[1:5]
+                ends = (int(local.split(":")[1], 16), int(remote.split(":")[1], 16))
+                if ends == (server_port, client_port) and int(queues.split(":")[1], 16) == 0:
+                    return
+        assert time.monotonic() < deadline, "the server never read the request"
+        time.sleep(0.02)
+
+
 @pytest.mark.parametrize("path", ["/scim/v2/Users", "/oauth2/server/token"])
 def test_a_stopping_server_does_not_wait_forever_for_a_slow_client(
     tmp_path: Path, path: str
@@ -284,6 +301,9 @@ def test_a_stopping_server_does_not_wait_forever_for_a_slow_client(
 
         threading.Thread(target=trickle, daemon=True).start()
         try:
+            # SIGTERM once the server has read the head (its request is then in progress): a
+            # connection with none is closed as idle, and the reply is no 503.
+            _wait_read(server.port, sock.getsockname()[1])
             server.process.send_signal(signal.SIGTERM)
             try:
                 server.process.wait(timeout=60)  # a bound for the test, not a measured time
