@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from support.live_server import LiveServer, free_port, provisioned_server, sqlite_url, start_server
 
@@ -34,6 +35,16 @@ _CLEARED = sorted(
 )
 for _name in _CLEARED:
     del os.environ[_name]
+
+
+# Hypothesis: no per-example deadline and no "too slow" check outside CI as well (CI=true loads
+# Hypothesis's own "ci" profile, which has neither): both measure the machine's load, and a
+# developer's busy laptop failed property tests that hold.
+if not os.environ.get("CI"):
+    settings.register_profile(
+        "scimd-local", deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
+    settings.load_profile("scimd-local")
 
 
 def pytest_report_header() -> list[str]:
