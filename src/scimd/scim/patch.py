@@ -88,6 +88,10 @@ class MemberOp:
     members: list[dict[str, str]] = field(default_factory=list)
 
 
+# The operation a member change comes from: its number, op and path.
+_Origin = tuple[int, str, str | None]
+
+
 @dataclass
 class PatchResult:
     """The outcome of a PATCH: the new document, membership changes, and whether it changed."""
@@ -102,12 +106,13 @@ class PatchResult:
     # effect: each must be a member a group may have (not the group itself), even one a
     # later operation removes again.
     members_added: list[dict[str, str]] = field(default_factory=list)
-    # Of each id added or set, the first operation that did: ``(index, op, path)``.
-    added_by: dict[str, tuple[int, str, str | None]] = field(default_factory=dict)
+    # The member changes before folding, each with its operation ``(index, op, path)``: read
+    # only to say which operation sent an unknown member.
+    sent: list[tuple[MemberOp, _Origin]] = field(default_factory=list)
 
     def locate(self, e: UnknownMembers) -> ScimError:
         """``e`` naming the operation(s) that sent its ids (a PATCH of many operations)."""
-        return _located_members(self.added_by, e)
+        return _located_members(self.sent, e)
 
 
 def apply_patch(
@@ -128,17 +133,14 @@ def apply_patch(
     ops = _operations(body)
     new = _copy(doc)
     patcher = _Patcher(rt, new, load_members, member_types)
-    added_by: dict[str, tuple[int, str, str | None]] = {}
+    origins: list[_Origin] = []  # of each member change, its operation
     for index, op, path, value in ops:
         before = len(patcher.member_ops)
         try:
             patcher.apply(op, path, value)
         except ScimError as e:
             raise _located(e, index, op, path) from None
-        for made in patcher.member_ops[before:]:
-            if made.kind in ("add", "replace"):
-                for m in made.members:
-                    added_by.setdefault(m["value"], (index, op, path))
+        origins += [(index, op, path)] * (len(patcher.member_ops) - before)
     patcher.cleanup(doc)
     check_required(rt, new, patched=True)
     member_ops = _net(patcher.member_ops)
@@ -151,10 +153,12 @@ def apply_patch(
         found = member_types(dropped) if dropped else {}
         unknown = [i for i in dropped if i not in found]
         if unknown:
-            raise _located_members(added_by, UnknownMembers(unknown))
+            sent = list(zip(patcher.member_ops, origins, strict=True))
+            raise _located_members(sent, UnknownMembers(unknown))
     changed = bool(member_ops) or new != doc
     applied = [(op, path, None if value is _MISSING else value) for _, op, path, value in ops]
-    return PatchResult(new, member_ops, changed, applied, added, added_by)
+    sent = list(zip(patcher.member_ops, origins, strict=True))
+    return PatchResult(new, member_ops, changed, applied, added, sent)
 
 
 def _net(ops: list[MemberOp]) -> list[MemberOp]:
@@ -269,15 +273,18 @@ def _located(e: ScimError, index: int, op: str, path: str | None) -> ScimError:
     return kind(f"{where}: {e.detail}", status=e.status, scim_type=e.scim_type)
 
 
-def _located_members(
-    added_by: dict[str, tuple[int, str, str | None]], e: UnknownMembers
-) -> ScimError:
-    sent = list(dict.fromkeys(added_by[i] for i in e.ids if i in added_by))
-    if len(sent) == 1:
-        return _located(e, *sent[0])
-    if not sent:
+def _located_members(sent: list[tuple[MemberOp, _Origin]], e: UnknownMembers) -> ScimError:
+    added_by: dict[str, _Origin] = {}
+    for change, origin in sent:
+        if change.kind in ("add", "replace"):
+            for m in change.members:
+                added_by.setdefault(m["value"], origin)
+    sent_by = list(dict.fromkeys(added_by[i] for i in e.ids if i in added_by))
+    if len(sent_by) == 1:
+        return _located(e, *sent_by[0])
+    if not sent_by:
         return e
-    numbers = ", ".join(str(index) for index, _, _ in sent)
+    numbers = ", ".join(str(index) for index, _, _ in sent_by)
     return InvalidValue(f"operations {numbers}: {e.detail}", status=e.status)
 
 
