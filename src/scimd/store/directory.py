@@ -1058,32 +1058,14 @@ class Directory:
                 member_types=lambda ids: member_types(conn, ids),
             )
             _not_its_own_member(rid, result.members_added)
-            try:
-                if result.changed:
-                    detail: dict[str, Any] = {"operations": _op_summary(result.operations)}
-                    if row.doc.get("active") != result.doc.get("active"):
-                        # However the PATCH spelled it (a path-less key with the core URN too).
-                        detail["active"] = result.doc.get("active")
-                    named = repo.kind.unique_attr  # a rename: the record says the new name
-                    if row.doc.get(named) != result.doc.get(named):
-                        detail[named] = result.doc.get(named)
-                    if at_once:
-                        assert v is not None
-                        if name == "User":
-                            new = conditional.replace_user(
-                                conn, row, result.doc, who, "patch", detail, v
-                            )
-                        else:
-                            new = _patch_group(conn, row, result, who, detail, v, if_match)
-                        if new is None:
-                            return None
-                        row = new
-                    else:
-                        row = repo.replace(
-                            conn, row, result.doc, who, "patch", detail, result.member_ops
-                        )
-            except UnknownMembers as e:
-                raise result.locate(e) from None
+            if result.changed:
+                try:
+                    new = _write_patch(conn, repo, row, result, who, v, if_match, at_once)
+                except UnknownMembers as e:
+                    raise result.locate(e) from None
+                if new is None:
+                    return None
+                row = new
             res = (
                 self._render_rows(conn, name, rt, [row], base, attributes, excluded)[0]
                 if render
@@ -1123,6 +1105,33 @@ class Directory:
             except NotFound:
                 return False
             return True
+
+
+def _write_patch(
+    conn: sa.Connection,
+    repo: Repository,
+    row: Rec,
+    result: P.PatchResult,
+    who: A.Actor,
+    v: versions.Versions | None,
+    if_match: str | Conditions | None,
+    at_once: bool,
+) -> Rec | None:
+    """Store a PATCH that changed ``row``: in one statement (``at_once``: None when it must
+    start over) or in the open transaction. The audit record names what changed."""
+    detail: dict[str, Any] = {"operations": _op_summary(result.operations)}
+    if row.doc.get("active") != result.doc.get("active"):
+        # However the PATCH spelled it (a path-less key with the core URN too).
+        detail["active"] = result.doc.get("active")
+    named = repo.kind.unique_attr  # a rename: the record says the new name
+    if row.doc.get(named) != result.doc.get(named):
+        detail[named] = result.doc.get(named)
+    if not at_once:
+        return repo.replace(conn, row, result.doc, who, "patch", detail, result.member_ops)
+    assert v is not None
+    if repo.kind.name == "User":
+        return conditional.replace_user(conn, row, result.doc, who, "patch", detail, v)
+    return _patch_group(conn, row, result, who, detail, v, if_match)
 
 
 class _UseTransaction(Exception):
