@@ -2897,3 +2897,31 @@ def test_a_bare_value_to_remove_and_a_deletes_412_are_named_rightly(api: Api) ->
     )
     detail = _error(r, 412)["detail"]
     assert 'at version 1, not W/"0"' in detail, detail
+
+
+def test_whole_numbers_past_64_bits_are_judged_as_sent(api: Api) -> None:
+    """The JSON parser read a whole number past 64 bits as a double: sent to a Decimal
+    property, 123456789012345678901 was stored as 1.2345678901234568e+20 without a word, and
+    an Integer's refusal quoted 1.8446744073709552e+19 for 18446744073709551617."""
+    with api.engine.begin() as conn:
+        props.add_property(conn, "Score", "Decimal", "", audit.CLI)
+
+    def post(name: str, prop: str, number: str) -> Any:
+        body = f'{{"schemas": ["{USER}"], "userName": "{name}", "{PROPS}": {{"{prop}": {number}}}}}'
+        return api.req("POST", "/Users", body)
+
+    refused = post("wide1@x.com", "Score", "123456789012345678901")
+    assert "got 123456789012345678901" in _error(refused, 400)["detail"]
+    refused = post("wide2@x.com", "Age", "18446744073709551617")
+    assert "got 18446744073709551617: out of -2^63..2^63-1" in _error(refused, 400)["detail"]
+    # A double is still a double, and a whole number it holds exactly is kept.
+    kept = post("wide3@x.com", "Score", "1e20")
+    assert kept.status_code == 201, kept.text
+    assert kept.json()[PROPS]["Score"] == 1e20
+    kept = post("wide4@x.com", "Score", "100000000000000000000")
+    assert kept.status_code == 201, kept.text
+    assert kept.json()[PROPS]["Score"] == 1e20
+    assert (
+        api.req("GET", "/Users", params={"filter": 'userName sw "wide"'}).json()["totalResults"]
+        == 2
+    )

@@ -363,3 +363,32 @@ def test_errors_show_values_as_json_writes_them() -> None:
     with pytest.raises(InvalidValue) as e:
         coerce_scalar(i, 1e308, "p")
     assert "got 1e+308: out of -2^63..2^63-1" in e.value.detail and len(e.value.detail) < 80
+
+
+def test_a_date_is_trimmed_as_the_other_types_are() -> None:
+    """A date sent as " 2020-01-01" was the one value refused for its spaces: " 42 " and a
+    dateTime with spaces were read."""
+    d = S.Attribute("Prop", S.STRING, value_format="date")
+    assert coerce_scalar(d, " 2020-01-01 ", "p") == "2020-01-01"
+    with pytest.raises(InvalidValue, match="must be a date"):
+        coerce_scalar(d, " 2020-02-30", "p")
+
+
+def test_a_leap_second_is_said_to_be_one() -> None:
+    """RFC 3339 allows second 60: refused as "not a dateTime (ISO 8601 ...)", a client was told
+    its valid timestamp was malformed."""
+    with pytest.raises(InvalidValue, match="is a leap second, which scimd does not keep"):
+        coerce_scalar(_attr(S.DATETIME), "2016-12-31T23:59:60Z", "p")
+    with pytest.raises(InvalidValue, match="must be a dateTime"):
+        coerce_scalar(_attr(S.DATETIME), "2016-12-31T23:59:61Z", "p")
+
+
+def test_a_whole_number_a_decimal_cannot_keep_names_the_double_it_may_send() -> None:
+    """The advice was "send it with a fraction or an exponent", and 9223372036854775808.0 was
+    refused in turn: the advice names the digits that are kept."""
+    d = _attr(S.DECIMAL)
+    with pytest.raises(InvalidValue, match=re.escape("send 9.223372036854776e+18")):
+        coerce_scalar(d, 9223372036854775808, "p")
+    assert coerce_scalar(d, "9.223372036854776e+18", "p") == 9223372036854776000
+    with pytest.raises(InvalidValue, match=re.escape("got 10000000000000000000... (401 digits)")):
+        coerce_scalar(d, 10**400, "p")

@@ -156,6 +156,7 @@ def _format(dt: datetime, fraction: str | None = None) -> str:
 
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_LEAP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:60")
 
 
 def _type_name(attr: S.Attribute) -> str:
@@ -174,6 +175,7 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
             if "\x00" in value:
                 raise InvalidValue(f"'{where}': {NUL_IN_TEXT}")
             if attr.value_format == "date":
+                value = value.strip()  # as numbers and dateTimes are read
                 if not _DATE.fullmatch(value):
                     raise _bad(attr, value, where)
                 try:
@@ -214,7 +216,7 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
         if isinstance(value, int):
             if -_INT_MAX - 1 <= value <= _INT_MAX:
                 return value
-            raise _out_of_range(where, value)
+            raise _out_of_range(where, _shown_int(value))
         raise _bad(attr, value, where)
     if t == S.DECIMAL:
         if isinstance(value, bool):
@@ -235,8 +237,8 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
             shortest = _shortest_double(value)
             if shortest is None:
                 raise InvalidValue(
-                    f"'{where}' must be a decimal, got {value}: a whole number out of"
-                    " -2^63..2^63-1 (send it with a fraction or an exponent, as a double)"
+                    f"'{where}' must be a decimal, got {_shown_int(value)}: a whole number out of"
+                    f" -2^63..2^63-1 is kept as a double, {_nearest_double(value)}"
                 )
             value = shortest  # a double's digits: stored as that double is, below
         if isinstance(value, float) and math.isfinite(value):
@@ -266,6 +268,11 @@ def coerce_scalar(attr: S.Attribute, value: Any, where: str) -> Any:
                         " are kept and compared to the nanosecond"
                     )
                 return text if _RFC3339.fullmatch(text) else _stored_instant(text)
+            if _LEAP.search(value):  # RFC 3339 allows it; "not ISO 8601" would be wrong
+                raise InvalidValue(
+                    f"'{where}': {value.strip()!r} is a leap second, which scimd does not keep;"
+                    " send the second before (59.999) or after it"
+                )
             if _is_iso(value):  # a dateTime, but its offset moves it out of years 1-9999
                 raise InvalidValue(
                     f"'{where}': {value.strip()!r} falls outside years 1-9999 once converted to"
@@ -305,6 +312,22 @@ def _shortest_double(value: int) -> float | None:
     if math.isfinite(f) and int(Decimal(repr(f))) == value:
         return f
     return None
+
+
+def _shown_int(value: int) -> str:
+    """A whole number for an error's words: a long one by its first digits and its length."""
+    text = str(value)
+    return text if len(text) <= 30 else f"{text[:20]}... ({len(text.lstrip('-'))} digits)"
+
+
+def _nearest_double(value: int) -> str:
+    """Advice for a whole number a decimal cannot keep: the double it would round to (the
+    digits scimd accepts and keeps for it), or that there is none."""
+    try:
+        f = float(value)
+    except OverflowError:
+        return "and this one is past a double's range (about 1e308)"
+    return f"which would round this one: send {f!r} if that is close enough"
 
 
 def _out_of_range(where: str, shown: object) -> InvalidValue:

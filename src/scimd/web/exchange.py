@@ -147,7 +147,11 @@ class ScimRequest:
         if type(body) in (dict, list):
             if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
                 _check_depth(body)  # (with fewer brackets it cannot be that deep)
-            _check_names_once(raw, body)
+            if _check_names_once(raw, body):
+                # orjson reads a whole number past 64 bits as a double: 2^64+1 was stored as
+                # 18446744073709551616.0 without a word. Read again, such numbers stay
+                # exact, and the schema refuses what it cannot keep, quoting it as sent.
+                body = json.loads(raw)
         return body
 
 
@@ -235,14 +239,18 @@ def _check_depth(doc: Any) -> None:
 _NAME_END = re.compile(rb'"[ \t\r\n]*:')
 
 
-def _check_names_once(raw: bytes, body: Any) -> None:
+def _check_names_once(raw: bytes, body: Any) -> bool:
     """Refuse a name given twice in one object. A parser keeps one of them, so
     ``{"method": "PATCH", "method": "DELETE"}`` in a Bulk deleted the user, and a PATCH's
     second ``value`` won unseen; RFC 8259 §4 leaves such objects' meaning open. The names the
     parse kept are counted against the name ends in the text: equal, no name was repeated (the
     common case, a few microseconds); more ends than names, the body is read again, names in
-    order, to find the one repeated (or to learn that the extra ends were inside strings)."""
+    order, to find the one repeated (or to learn that the extra ends were inside strings).
+
+    Returns whether the body holds a number outside 64-bit integers (-2^63 to 2^64), which
+    orjson, given one without a fraction, returns as a double: the walk is this one."""
     kept = 0
+    wide = False
     stack = [body]
     while stack:
         value = stack.pop()
@@ -253,8 +261,14 @@ def _check_names_once(raw: bytes, body: Any) -> None:
             kind = type(item)
             if kind is dict or kind is list:
                 stack.append(item)
+            elif kind is float and not -_I64 <= item < _U64:
+                wide = True
     if len(_NAME_END.findall(raw)) > kept:
         json.loads(raw, object_pairs_hook=_names_once)
+    return wide
+
+
+_I64, _U64 = 2.0**63, 2.0**64
 
 
 def _names_once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
