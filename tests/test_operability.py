@@ -408,6 +408,9 @@ def test_a_write_waiting_at_shutdown_is_cancelled_not_committed_later(
                 thread.start()
                 waiting = sa.text(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    # This test's database: a session of an earlier test, still ending on
+                    # the same server, once passed for the PATCH, and SIGTERM came first.
+                    " AND datname = current_database() AND backend_type = 'client backend'"
                 )
                 with watcher.connect() as probe:
                     for _ in range(600):  # until the PATCH waits for the lock
@@ -426,6 +429,7 @@ def test_a_write_waiting_at_shutdown_is_cancelled_not_committed_later(
                         sa.text(
                             "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'"
                             " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                            " AND datname = current_database()"
                         )
                     ).scalar_one()
                     if not busy:

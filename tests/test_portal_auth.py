@@ -823,7 +823,11 @@ def test_servers_starting_together_share_one_session_key_and_keep_both_links(
     with watcher.connect() as watch:  # commit only once the second is waiting for the first
         for _ in range(500):
             blocked = watch.execute(
-                sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                    # Not another test's session, nor autovacuum.
+                    " AND datname = current_database() AND backend_type = 'client backend'"
+                )
             ).scalar_one()
             if blocked:
                 break
