@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -128,6 +129,19 @@ class ScimdApp(Starlette):
         super().__init__(**kw)
         self.scim = scim
         self.observer = observer
+        self.running = 0  # SCIM requests not yet answered
+
+    async def drain(self, seconds: float) -> None:
+        """Wait, at most ``seconds``, for the SCIM requests still running to be answered.
+
+        Past its shutdown timeout uvicorn cancels them and shuts the app down at once: a
+        request cancelled while its statement was being cancelled in the database answered
+        its 503 after the access log was flushed (its line was lost), while the database
+        connections were being closed, and as the process exited."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while self.running and loop.time() < deadline:
+            await asyncio.sleep(0.01)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -137,10 +151,12 @@ class ScimdApp(Starlette):
                 started = time.perf_counter()
                 rid = self.observer.start(scope)
                 status = 500
+                self.running += 1
                 try:
                     status = await self.scim.serve(scope, receive, send, rid)
                 finally:
-                    self.observer.finish(scope, rid, status, started)
+                    self.observer.finish(scope, rid, status, started)  # its access log line
+                    self.running -= 1
                 return
             refused = _refusal(scope, path)
             if refused is not None:
@@ -264,6 +280,8 @@ def create_app(
         checkpointer.start()
         retention.start()
         yield
+        if isinstance(app, ScimdApp):
+            await app.drain(5)  # the requests uvicorn cancelled answer first
         retention.stop()
         if access_log is not None:
             access_log.flush()
