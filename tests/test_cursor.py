@@ -159,8 +159,17 @@ def test_cursors_of_other_queries_or_servers_are_refused(server: LiveServer) -> 
         _seed(c, 5)
         params = {"count": 2, "sortBy": "title", "filter": 'userName sw "u"'}
         cursor = c.get("/Users", params={**params, "cursor": ""}).json()["nextCursor"]
-        # The same query continues, also with another count or projection.
-        for same in ({}, {"count": 3}, {"attributes": "userName"}):
+        # The same query continues, also with another count or projection, and spelled
+        # otherwise (names in another case, sortBy with its schema's URN, an empty startIndex
+        # as a GET sends it): they were "another query".
+        for same in (
+            {},
+            {"count": 3},
+            {"attributes": "userName"},
+            {"filter": 'USERNAME SW "u"'},
+            {"sortBy": "urn:ietf:params:scim:schemas:core:2.0:User:TITLE"},
+            {"startIndex": ""},
+        ):
             r = c.get("/Users", params={**params, **same, "cursor": cursor})
             assert r.status_code == 200, r.text
         for changed in (

@@ -541,11 +541,18 @@ class Directory:
             # The sort attribute's type too: a property removed and defined again with another
             # type compared the cursor's text with numbers (a 500 on PostgreSQL).
             kinds = [_sort_kind(rt, sort_by) for rt in rts.values()] if sort_by else None
-            query = C.fingerprint(name, flt, (sort_by or "").lower() or None, descending, kinds)
+            bound = bind_each(flt, list(rts.values())) if flt is not None else [None] * len(names)
+            # The query as resolved, not as spelled: "USERNAME sw" and a sortBy with the
+            # schema's URN continue the cursors of "userName sw" and of plain userName.
+            order = (
+                str(sort_path(rts[name], sort_by))
+                if sort_by and name
+                else (sort_by or "").lower() or None
+            )
+            query = C.fingerprint(name, bound, order, descending, kinds)
             at = C.open_cursor(key, cursor, query, now, C.TIMEOUT) if cursor else None
             if at is not None and at.kind not in names:
                 raise InvalidCursor("the cursor names a resource type this search does not cover")
-            bound = bind_each(flt, list(rts.values())) if flt is not None else [None] * len(names)
             resources: list[dict[str, Any]] = []
             last: C.Position | None = None
             more = False

@@ -476,7 +476,9 @@ class Scim:
             attributes=request.param("attributes"),
             excluded=request.param("excludedAttributes"),
         )
-        return self._listing(name, base, q, request.param("cursor"), request.param("startIndex"))
+        # An empty startIndex is an absent one, as it is without a cursor.
+        start = request.param("startIndex") or None
+        return self._listing(name, base, q, request.param("cursor"), start)
 
     def _listing(
         self, name: str | None, base: str, q: dict[str, Any], cursor: Any, start: Any
