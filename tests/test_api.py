@@ -2925,3 +2925,43 @@ def test_whole_numbers_past_64_bits_are_judged_as_sent(api: Api) -> None:
         api.req("GET", "/Users", params={"filter": 'userName sw "wide"'}).json()["totalResults"]
         == 2
     )
+
+
+def test_an_empty_if_match_matches_no_version(api_both: Api) -> None:
+    """An empty If-Match (a client sending the ETag it did not have) was read as no header,
+    and the write was made unconditionally; a Bulk "version": "" likewise. No tag is in an
+    empty list (RFC 9110 §13.1.1): 412, and nothing changes; an empty If-None-Match still
+    holds."""
+    api = api_both
+    u = api.user("unmatched@x.com")
+    gid = api.req("POST", "/Groups", {"displayName": "Unmatched"}).json()["id"]
+    replace = {"op": "replace", "path": "displayName", "value": "Changed"}
+    add = {"op": "add", "path": "members", "value": [{"value": u["id"]}]}
+    for blank in ("", "  "):
+        for method, path, body in (
+            ("PATCH", f"/Users/{u['id']}", {"schemas": [PATCH], "Operations": [replace]}),
+            ("PATCH", f"/Groups/{gid}", {"schemas": [PATCH], "Operations": [add]}),
+            ("PUT", f"/Users/{u['id']}", {"userName": "changed@x.com"}),
+            ("DELETE", f"/Users/{u['id']}", None),
+            ("GET", f"/Users/{u['id']}", None),
+        ):
+            r = api.req(method, path, body, headers={"If-Match": blank})
+            assert "If-Match" in _error(r, 412)["detail"] or "(empty)" in r.json()["detail"]
+    got = api.req("GET", f"/Users/{u['id']}")
+    assert got.json()["userName"] == "unmatched@x.com" and "displayName" not in got.json()
+    assert not api.req("GET", f"/Groups/{gid}").json().get("members")
+    assert api.req("GET", f"/Users/{u['id']}", headers={"If-None-Match": ""}).status_code == 200
+    bulk = {
+        "schemas": [BULK],
+        "Operations": [
+            {
+                "method": "PATCH",
+                "path": f"/Users/{u['id']}",
+                "version": "",
+                "data": {"schemas": [PATCH], "Operations": [replace]},
+            }
+        ],
+    }
+    done = api.req("POST", "/Bulk", bulk).json()["Operations"][0]
+    assert done["status"] == "400" and "'version' is an ETag" in done["response"]["detail"]
+    assert "displayName" not in api.req("GET", f"/Users/{u['id']}").json()

@@ -148,6 +148,11 @@ def check_etag(cond: str | Conditions | None, row: Rec, own: bool = False) -> No
         return
     if isinstance(cond, str):
         cond = Conditions(if_match=cond)
+    if cond.if_match is not None and not cond.if_match.strip():
+        raise PreconditionFailed(
+            "the If-Match header is empty, and no version matches it: send the resource's ETag"
+            " (its meta.version), or no If-Match for an unconditional write"
+        )
     mine = row_tag(row)
     if cond.if_match and not (
         etag_listed(cond.if_match, mine) or (own and version_listed(cond.if_match, row.version))

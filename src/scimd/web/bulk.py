@@ -613,7 +613,7 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
             raise InvalidValue(f"bulk path '{path}' must be /Users, /Groups or one of their ids")
         location = _location(base, {"path": path})
         version = op.get("version")
-        if version is not None and not isinstance(version, str):
+        if version is not None and (not isinstance(version, str) or not version.strip()):
             raise InvalidValue(
                 "a bulk operation's 'version' is an ETag such as W/\"3\","
                 f" not {shown_json(version)}"

@@ -616,9 +616,10 @@ class Scim:
             res, tag = self.directory.get(name, rid, base, attributes, excluded, gate=gate)
             # RFC 9110 §13.2.2: If-Match first (false: 412), then If-None-Match (true: 304);
             # "*" matches any current representation.
-            if if_match and not etag_listed(if_match, tag):
+            if if_match is not None and not etag_listed(if_match, tag):  # an empty one too
                 raise PreconditionFailed(
-                    f"the resource is at version {tag}, not {if_match}: fetch it again"
+                    f"the resource is at version {tag}, not {if_match.strip() or '(empty)'}:"
+                    " fetch it again"
                 )
             if if_none and etag_listed(if_none, tag):
                 return Reply(304, b"", [(b"etag", tag.encode())])
@@ -689,7 +690,9 @@ def _failing(d: Directory, err: ScimError) -> Work:
 def _conditions(request: ScimRequest) -> Conditions | None:
     """A write's ``If-Match`` and ``If-None-Match`` (RFC 7644 §3.14), None without either."""
     if_match, if_none = request.header("if-match"), request.header("if-none-match")
-    return Conditions(if_match, if_none) if if_match or if_none else None
+    # An empty If-Match is kept: no tag in it matches, and the write is refused (as nothing,
+    # it let a client that sent an ETag it did not have write unconditionally).
+    return Conditions(if_match, if_none) if if_match is not None or if_none else None
 
 
 def _projection(request: ScimRequest) -> tuple[list[str], list[str]]:
