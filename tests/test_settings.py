@@ -28,6 +28,10 @@ from scimd.settings import SettingsError, load
         ("properties_urn", "urn:x::y", "not a schema URN"),
         ("properties_urn", "urn:x:y:", "not a schema URN"),
         ("properties_urn", "urn:x: y", "not a schema URN"),
+        # Filters, paths and attribute lists could not name its properties.
+        ("properties_urn", 'urn:x:"y"', "end an attribute path"),
+        ("properties_urn", "urn:x:y[1]", "end an attribute path"),
+        ("properties_urn", "urn:x:a,b", "end an attribute path"),
         (
             "properties_urn",
             "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",

@@ -212,6 +212,15 @@ def _check_urn(urn: str, where: str) -> None:
             f"{where}: {urn!r} is not a schema URN (urn:...:Name, no spaces, no empty part), e.g."
             f" {USER_PROPERTIES_SCHEMA}"
         )
+    odd = sorted({c for c in urn if c in '[]()",'})
+    if odd:
+        # Filters, PATCH paths and attribute lists end a URN at these: no property under it
+        # could be named in a filter, a path or ``attributes``.
+        raise SettingsError(
+            f"{where}: {urn!r} holds {' '.join(odd)}, which end an attribute path in filters,"
+            f" PATCH paths and attribute lists; use a URN without them, e.g."
+            f" {USER_PROPERTIES_SCHEMA}"
+        )
     if urn.lower() in _RESERVED_URNS or urn.lower().startswith("urn:ietf:params:scim:api:"):
         raise SettingsError(
             f"{where}: {urn} is a schema SCIM defines; custom properties need a URN of their own,"
