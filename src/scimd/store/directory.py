@@ -1356,7 +1356,8 @@ def _op_summary(operations: list[tuple[str, str | None, Any]]) -> list[dict[str,
     for op, path, value in operations[:50]:
         item: dict[str, Any] = {"op": op, "path": path}
         if isinstance(path, str) and _is_active(path):
-            item["active"] = value
+            if op != "remove":  # a remove's value is ignored (and unchecked: not recorded)
+                item["active"] = value
         elif path is None and isinstance(value, dict):
             item["attributes"] = sorted(value)[:20]
             core = _key(value, S.USER_SCHEMA.lower())

@@ -9,6 +9,7 @@ JSON documents are encoded and decoded here with orjson.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -117,7 +118,10 @@ class Result:
 
 
 def dump_json(value: Any) -> str:
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # a whole number past 64 bits (an unchecked value kept exact): a 500
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def load_json(value: Any) -> Any:

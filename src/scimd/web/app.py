@@ -155,8 +155,10 @@ class ScimdApp(Starlette):
                 try:
                     status = await self.scim.serve(scope, receive, send, rid)
                 finally:
-                    self.observer.finish(scope, rid, status, started)  # its access log line
-                    self.running -= 1
+                    try:
+                        self.observer.finish(scope, rid, status, started)  # its log line
+                    finally:
+                        self.running -= 1
                 return
             refused = _refusal(scope, path)
             if refused is not None:

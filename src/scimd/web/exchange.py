@@ -261,7 +261,7 @@ def _check_names_once(raw: bytes, body: Any) -> bool:
             kind = type(item)
             if kind is dict or kind is list:
                 stack.append(item)
-            elif kind is float and not -_I64 <= item < _U64:
+            elif kind is float and not -_I64 < item < _U64:  # orjson rounds -2^63-1 to -2^63
                 wide = True
     if len(_NAME_END.findall(raw)) > kept:
         json.loads(raw, object_pairs_hook=_names_once)
