@@ -1146,8 +1146,10 @@ def test_ctrl_c_stops_a_command_waiting_for_the_write_lock(tmp_path: Path) -> No
         # to get there, and a fixed pause of 2 s failed the test).
         fds = Path(f"/proc/{proc.pid}/fd")
         deadline = time.monotonic() + 60
-        while not any(_links_to(fd, "held.db") for fd in fds.iterdir()):
-            assert proc.poll() is None, proc.communicate()
+        while True:
+            assert proc.poll() is None, proc.communicate()  # (ended: its /proc entry goes)
+            if any(_links_to(fd, "held.db") for fd in fds.iterdir()):
+                break
             assert time.monotonic() < deadline, "the command never opened the database"
             time.sleep(0.05)
         time.sleep(0.2)  # and from there reach its wait (a pause, not a measurement)
