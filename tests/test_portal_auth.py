@@ -19,6 +19,7 @@ from scimd.settings import Settings
 from scimd.store import audit
 from scimd.store.engine import create_engine
 from scimd.store.tables import applications
+from scimd.store.tables import audit as audit_table
 from scimd.web.app import create_app
 from scimd.web.portal import LoginThrottle
 
@@ -818,21 +819,7 @@ def test_servers_starting_together_share_one_session_key_and_keep_both_links(
 
     waiting = threading.Thread(target=second)
     waiting.start()
-    # Out of any transaction: pg_stat_activity is read once per transaction.
-    watcher = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
-    with watcher.connect() as watch:  # commit only once the second is waiting for the first
-        for _ in range(500):
-            blocked = watch.execute(
-                sa.text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                    # Not another test's session, nor autovacuum.
-                    " AND datname = current_database() AND backend_type = 'client backend'"
-                )
-            ).scalar_one()
-            if blocked:
-                break
-            time.sleep(0.01)
-    assert blocked, "the second server never waited for the first"
+    _until_blocked(postgres_url, "the second server never waited for the first")
     first.commit()
     first.close()
     waiting.join(30)
@@ -842,7 +829,72 @@ def test_servers_starting_together_share_one_session_key_and_keep_both_links(
         assert admins.session_secret(conn) == key
         assert link and admins.setup_token_valid(conn, link)
         assert admins.setup_token_valid(conn, got["link"])
-    for e in (engine, other, watcher):
+    for e in (engine, other):
+        e.dispose()
+
+
+def _until_blocked(postgres_url: str, failure: str) -> None:
+    """Until a session of this test's database waits for a lock (then the caller commits)."""
+    # Out of any transaction: pg_stat_activity is read once per transaction.
+    watcher = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    try:
+        with watcher.connect() as watch:
+            for _ in range(500):
+                blocked = watch.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                        # Not another test's session, nor autovacuum.
+                        " AND datname = current_database() AND backend_type = 'client backend'"
+                    )
+                ).scalar_one()
+                if blocked:
+                    return
+                time.sleep(0.01)
+        raise AssertionError(failure)
+    finally:
+        watcher.dispose()
+
+
+def test_one_set_up_link_used_twice_at_once_makes_one_admin(postgres_url: str) -> None:
+    """Two browsers posting one set-up link together, to two processes on PostgreSQL, each
+    saw no admin and a valid link, and both accounts were made (the link is one-time). The
+    second now waits for the first and is told an admin exists."""
+    import threading
+
+    from scimd.store import migrate
+
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    with engine.begin() as conn:
+        link = admins.new_setup_token(conn)
+    assert link is not None
+    first = engine.connect()
+    first.begin()
+    admins.complete_setup(first, link, "alice", "correct horse battery", "req-1")
+    got: dict[str, Any] = {}
+    other = create_engine(postgres_url)
+
+    def second() -> None:
+        try:
+            with other.begin() as conn:
+                admins.complete_setup(conn, link, "mallory", "correct horse battery")
+        except Exception as e:
+            got["error"] = e
+
+    waiting = threading.Thread(target=second)
+    waiting.start()
+    _until_blocked(postgres_url, "the second set-up never waited for the first")
+    first.commit()
+    first.close()
+    waiting.join(30)
+    assert isinstance(got.get("error"), admins.SetupLinkSpent), got
+    with engine.connect() as conn:
+        assert [a["username"] for a in admins.list_admins(conn)] == ["alice"]
+        made = conn.execute(
+            sa.select(audit_table.c.request_id).where(audit_table.c.operation == "admin.create")
+        ).scalar_one()
+    assert made == "req-1"  # the portal's request, so that its log line can be found
+    for e in (engine, other):
         e.dispose()
 
 

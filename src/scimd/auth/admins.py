@@ -280,7 +280,13 @@ class SetupLinkSpent(InvalidValue):
     """The set-up link cannot be used (as opposed to a username or password to correct)."""
 
 
-def complete_setup(conn: sa.Connection, token: str, username: str, password: str) -> Admin:
+def complete_setup(
+    conn: sa.Connection, token: str, username: str, password: str, request_id: str | None = None
+) -> Admin:
+    """The first admin, from a set-up link. The links' row is locked first: two browsers
+    posting one link together (two processes on PostgreSQL) each saw no admin and a valid
+    link, and both accounts were made; the second now waits, then finds the first."""
+    _locked(conn, "admin_setup")
     if count(conn):
         # Restarting prints no link once an admin exists: the advice misled.
         raise SetupLinkSpent("an administrator account exists already: sign in instead")
@@ -288,7 +294,7 @@ def complete_setup(conn: sa.Connection, token: str, username: str, password: str
         raise SetupLinkSpent(
             "this set-up link is no longer valid; restart the server for a new one"
         )
-    return create(conn, username, password, A.Actor("system", None, "first start"))
+    return create(conn, username, password, A.Actor("system", None, "first start", request_id))
 
 
 def session_secret(conn: sa.Connection) -> str:

@@ -612,7 +612,9 @@ class Portal:
 
         def complete() -> admins.Admin:
             with self.directory.write() as conn:
-                return admins.complete_setup(conn, token, username, password)
+                return admins.complete_setup(
+                    conn, token, username, password, request.state.request_id
+                )
 
         try:
             admin: admins.Admin = await self.db(complete)
