@@ -846,6 +846,47 @@ def test_a_token_asked_for_while_its_secret_is_revoked_does_not_outlive_it(
     assert outcome == ["invalid_client"] and left == 0
 
 
+def test_a_token_issued_while_its_application_is_disabled_does_not_come_back(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL: a token issued as the application was being disabled (its row read as
+    enabled, its token inserted after the disable's delete) survived the disable, and worked
+    again once the application was enabled. The disable now waits for it and deletes it."""
+    import threading
+
+    from scimd.auth import tokens
+    from scimd.store import migrate
+    from scimd.store.engine import create_engine
+
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    try:
+        with engine.begin() as conn:
+            row, secret = apps.create_app(
+                conn, "cc", "client_credentials", ["USER SYNC"], audit.CLI
+            )
+        cid = row["client_id"]
+
+        def disable() -> None:
+            with engine.begin() as conn:
+                apps.set_enabled(conn, cid, False, audit.CLI)
+
+        with engine.connect() as issuing:
+            issued = tokens.issue_token(issuing, cid, secret, None)  # not committed yet
+            disabler = threading.Thread(target=disable)
+            disabler.start()
+            disabler.join(1.0)  # it waits for the token now; it used to finish at once
+            issuing.commit()
+        disabler.join(30)
+        with engine.begin() as conn:
+            assert apps.authenticate(conn, issued["access_token"]) is None
+            apps.set_enabled(conn, cid, True, audit.CLI)
+        with engine.connect() as conn:
+            assert apps.authenticate(conn, issued["access_token"]) is None
+    finally:
+        engine.dispose()
+
+
 def test_client_credentials_tokens_expire_in_an_hour_unless_told_otherwise(server: Server) -> None:
     """Access tokens never expired unless a lifetime was given (RFC 9700 §2.2.2: short-lived);
     a Bearer token application's secret, the token Entra stores, still never expires."""

@@ -311,13 +311,14 @@ def revoke_app(conn: sa.Connection, client_id: str, actor: A.Actor) -> None:
 
 
 def set_enabled(conn: sa.Connection, client_id: str, enabled: bool, actor: A.Actor) -> None:
-    """Disabling stops every secret at once and discards issued access tokens for good."""
+    """Disabling stops every secret at once and discards issued access tokens for good:
+    enabling again brings none of them back (clients ask for new ones)."""
     row = _app_row(conn, client_id)
     if bool(row.enabled) == enabled:
         return  # as asked already: no change to record (each ended every cached verification)
     conn.execute(applications.update().where(applications.c.pk == row.pk).values(enabled=enabled))
-    if not enabled:
-        conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
+    # Enabling too: none issued before the disable may come back with it.
+    conn.execute(access_tokens.delete().where(access_tokens.c.app_pk == row.pk))
     versions.bump(conn, versions.AUTH)  # cached verifications end now
     operation = "app.enable" if enabled else "app.disable"
     A.record(conn, actor, operation, "Application", client_id, {"name": row.name})

@@ -208,7 +208,11 @@ def _authenticate_client(
             applications.c.scopes,
             applications.c.token_lifetime,
             applications.c.enabled,
-        ).where(applications.c.client_id == client_id)
+        )
+        .where(applications.c.client_id == client_id)
+        # PostgreSQL: a disable waits for the token this issues, then deletes it (it missed
+        # the uncommitted row, and the token worked again once the application was enabled).
+        .with_for_update(read=True)
     ).first()
     stored: list[tuple[int | None, str]] = [(None, _NO_DIGEST)]
     if app is not None:
