@@ -799,6 +799,19 @@ def test_other_errors_are_not_throttled(make_server: Callable[..., Server]) -> N
     assert server.post_auth(cid, secret).status_code == 200
 
 
+def _postgres_cc_app(postgres_url: str) -> tuple[sa.Engine, str, str]:
+    """An engine on a fresh PostgreSQL database, and a client-credentials application's
+    client id and secret in it."""
+    from scimd.store import migrate
+    from scimd.store.engine import create_engine
+
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    with engine.begin() as conn:
+        row, secret = apps.create_app(conn, "cc", "client_credentials", ["USER SYNC"], audit.CLI)
+    return engine, str(row["client_id"]), secret
+
+
 def test_a_token_asked_for_while_its_secret_is_revoked_does_not_outlive_it(
     postgres_url: str,
 ) -> None:
@@ -808,17 +821,10 @@ def test_a_token_asked_for_while_its_secret_is_revoked_does_not_outlive_it(
     import threading
 
     from scimd.auth import tokens
-    from scimd.store import migrate
-    from scimd.store.engine import create_engine
 
-    engine = create_engine(postgres_url)
-    migrate.ensure_current(engine)
+    engine, cid, secret = _postgres_cc_app(postgres_url)
     try:
         with engine.begin() as conn:
-            row, secret = apps.create_app(
-                conn, "cc", "client_credentials", ["USER SYNC"], audit.CLI
-            )
-            cid = row["client_id"]
             secret_pk = conn.execute(
                 sa.select(client_secrets.c.pk).where(client_secrets.c.digest == apps.digest(secret))
             ).scalar_one()
@@ -855,17 +861,9 @@ def test_a_token_issued_while_its_application_is_disabled_does_not_come_back(
     import threading
 
     from scimd.auth import tokens
-    from scimd.store import migrate
-    from scimd.store.engine import create_engine
 
-    engine = create_engine(postgres_url)
-    migrate.ensure_current(engine)
+    engine, cid, secret = _postgres_cc_app(postgres_url)
     try:
-        with engine.begin() as conn:
-            row, secret = apps.create_app(
-                conn, "cc", "client_credentials", ["USER SYNC"], audit.CLI
-            )
-        cid = row["client_id"]
 
         def disable() -> None:
             with engine.begin() as conn:
