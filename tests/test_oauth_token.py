@@ -885,6 +885,68 @@ def test_a_token_issued_while_its_application_is_disabled_does_not_come_back(
         engine.dispose()
 
 
+@pytest.mark.parametrize("writer", ["revoke_app", "delete_app", "disable", "revoke_secret"])
+def test_an_application_changed_during_a_token_request_does_not_deadlock(
+    postgres_url: str, writer: str
+) -> None:
+    """PostgreSQL: a token request takes the application's row, then its secrets; a revoke or
+    delete changed the secrets first, then the application, and deadlocked with a token
+    request that came in between (5 of 6 `scimd apps revoke` under load). Every change of an
+    application now locks its row first: the token request waits, then finds it revoked."""
+    import threading
+
+    from scimd.auth import tokens
+
+    engine, cid, secret = _postgres_cc_app(postgres_url)
+    outcome: dict[str, str] = {}
+
+    def ask() -> None:
+        try:
+            with engine.begin() as conn:
+                tokens.issue_token(conn, cid, secret, None)
+            outcome["token"] = "issued"
+        except tokens.TokenError as e:
+            outcome["token"] = e.error
+        except Exception as e:  # a deadlock, said as the database's error
+            outcome["token"] = repr(e)
+
+    def change(conn: sa.Connection) -> None:
+        if writer == "revoke_app":
+            apps.revoke_app(conn, cid, audit.CLI)
+        elif writer == "delete_app":
+            apps.delete_app(conn, cid, audit.CLI)
+        elif writer == "disable":
+            apps.set_enabled(conn, cid, False, audit.CLI)
+        else:
+            apps.revoke_secret(conn, cid, secret_pk, audit.CLI)
+
+    try:
+        with engine.connect() as conn:
+            secret_pk = apps.get_app(conn, cid)["secrets"][0]["id"]
+        with engine.connect() as conn:
+            # The token request starts after the change's second statement, its first write
+            # (the interleaving that deadlocked), and the change goes on once it waits.
+            execute = conn.execute
+            asker = threading.Thread(target=ask)
+            run: list[int] = []
+
+            def stepped(*args: Any, **kw: Any) -> Any:
+                result = execute(*args, **kw)
+                run.append(1)
+                if len(run) == 2:
+                    asker.start()
+                    asker.join(1.0)  # a pause for it to take what it takes first
+                return result
+
+            conn.execute = stepped  # type: ignore[method-assign]
+            with conn.begin():
+                change(conn)
+        asker.join(30)
+    finally:
+        engine.dispose()
+    assert outcome["token"] == "invalid_client", outcome
+
+
 def test_client_credentials_tokens_expire_in_an_hour_unless_told_otherwise(server: Server) -> None:
     """Access tokens never expired unless a lifetime was given (RFC 9700 §2.2.2: short-lived);
     a Bearer token application's secret, the token Entra stores, still never expires."""

@@ -898,6 +898,50 @@ def test_one_set_up_link_used_twice_at_once_makes_one_admin(postgres_url: str) -
         e.dispose()
 
 
+def test_an_admin_made_from_the_command_line_during_set_up_does_not_deadlock(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL: the set-up page locks the set-up links' row, then adds its admin; the
+    command line added its admin, then updated that row. An admin of one name made both ways
+    at once deadlocked (the page's answer was a database error). Both now take the row first:
+    the page waits, then is told an admin exists."""
+    import threading
+
+    from scimd.store import migrate
+
+    engine = create_engine(postgres_url)
+    migrate.ensure_current(engine)
+    with engine.begin() as conn:
+        link = admins.new_setup_token(conn)
+    assert link is not None
+    got: dict[str, Any] = {}
+
+    def page() -> None:
+        try:
+            with engine.begin() as conn:
+                admins.complete_setup(conn, link, "admin", "correct horse battery")
+        except Exception as e:
+            got["error"] = e
+
+    setup = threading.Thread(target=page)
+    with engine.connect() as cli:
+        execute = cli.execute
+
+        def stepped(statement: Any, *args: Any, **kw: Any) -> Any:
+            result = execute(statement, *args, **kw)
+            if "INSERT INTO admins" in str(statement) and not setup.ident:
+                setup.start()  # the page's set-up comes in between (the deadlock's order)
+                setup.join(1.0)
+            return result
+
+        cli.execute = stepped  # type: ignore[method-assign]
+        with cli.begin():
+            admins.create(cli, "admin", "correct horse battery", audit.CLI)
+    setup.join(30)
+    engine.dispose()
+    assert isinstance(got.get("error"), admins.SetupLinkSpent), got
+
+
 def test_head_on_a_page_with_a_form_is_its_get(portal: Portal) -> None:
     """RFC 9110 §9.3.2: HEAD is GET without the body. Pages that take GET and POST ran their
     POST branch for it: 403 for a missing form token (an uptime check of /admin/login saw
