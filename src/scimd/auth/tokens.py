@@ -210,8 +210,10 @@ def _authenticate_client(
             applications.c.enabled,
         )
         .where(applications.c.client_id == client_id)
-        # PostgreSQL: a disable waits for the token this issues, then deletes it (it missed
-        # the uncommitted row, and the token worked again once the application was enabled).
+        # PostgreSQL: the application's row first, as every change of an application takes
+        # it (``apps._app_row``); a disable then waits for the token this issues and deletes
+        # it (it missed the uncommitted row, which worked again once the application was
+        # enabled).
         .with_for_update(read=True)
     ).first()
     stored: list[tuple[int | None, str]] = [(None, _NO_DIGEST)]

@@ -120,7 +120,7 @@ class Result:
 def dump_json(value: Any) -> str:
     try:
         return orjson.dumps(value).decode()
-    except TypeError:  # a whole number past 64 bits (an unchecked value kept exact): a 500
+    except TypeError:  # orjson refuses a whole number past 64 bits (an unchecked value)
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
