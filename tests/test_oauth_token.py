@@ -947,6 +947,48 @@ def test_an_application_changed_during_a_token_request_does_not_deadlock(
     assert outcome["token"] == "invalid_client", outcome
 
 
+def test_a_token_request_does_not_wait_for_another_applications_expired_tokens(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL: each token request deletes every application's expired tokens; those of an
+    application being revoked or deleted (its transaction deleting them too) made the request
+    wait for it, and the two could wait for each other. Rows another transaction holds are
+    now left to a later request."""
+    import threading
+
+    from scimd.auth import tokens
+
+    engine, cid, secret = _postgres_cc_app(postgres_url)
+    try:
+        with engine.begin() as conn:
+            other, _ = apps.create_app(conn, "other", "client_credentials", ["API"], audit.CLI)
+            other_pk = conn.execute(
+                sa.select(applications.c.pk).where(applications.c.client_id == other["client_id"])
+            ).scalar_one()
+            conn.execute(
+                access_tokens.insert().values(
+                    app_pk=other_pk, digest="0" * 64, scopes=["API"], created="x", expires=1
+                )
+            )
+        outcome: list[str] = []
+
+        def ask() -> None:
+            with engine.begin() as conn:
+                outcome.append(tokens.issue_token(conn, cid, secret, None)["token_type"])
+
+        with engine.connect() as holder:  # as a revoke or delete of the other application
+            holder.execute(access_tokens.delete().where(access_tokens.c.app_pk == other_pk))
+            asker = threading.Thread(target=ask)
+            asker.start()
+            asker.join(10)  # a bound for the test: it used to wait for the holder
+            issued_meanwhile = list(outcome)
+            holder.commit()
+        asker.join(30)
+    finally:
+        engine.dispose()
+    assert issued_meanwhile == ["Bearer"]
+
+
 def test_client_credentials_tokens_expire_in_an_hour_unless_told_otherwise(server: Server) -> None:
     """Access tokens never expired unless a lifetime was given (RFC 9700 §2.2.2: short-lived);
     a Bearer token application's secret, the token Entra stores, still never expires."""

@@ -134,11 +134,15 @@ def issue_token(
     token = secrets.token_urlsafe(32)  # 256 random bits
     # Expired tokens of every application go (one that stopped asking kept its own for
     # good); the table holds at most MAX_LIVE_TOKENS per application, so this stays short.
-    conn.execute(
-        access_tokens.delete().where(
-            access_tokens.c.expires.is_not(None), access_tokens.c.expires <= now
-        )
+    # Those another transaction holds are left to a later request (PostgreSQL's SKIP
+    # LOCKED): a revoke or delete of another application removing them too made a token
+    # request wait for it, and the two could each wait for the other's rows.
+    expired = (
+        sa.select(access_tokens.c.pk)
+        .where(access_tokens.c.expires.is_not(None), access_tokens.c.expires <= now)
+        .with_for_update(skip_locked=True)
     )
+    conn.execute(access_tokens.delete().where(access_tokens.c.pk.in_(expired)))
     conn.execute(
         access_tokens.insert().values(
             app_pk=app.pk,
