@@ -102,13 +102,15 @@ class PatchResult:
     # The operations as read and applied, ``(op, path, value)`` (value None when absent): for
     # the audit record, which must describe the change made (it re-read the raw body).
     operations: list[tuple[str, str | None, Any]] = field(default_factory=list)
-    # Every member the operations added or set, before ``member_ops`` was folded to its net
-    # effect: each must be a member a group may have (not the group itself), even one a
-    # later operation removes again.
-    members_added: list[dict[str, str]] = field(default_factory=list)
-    # The member changes before folding, each with its operation ``(index, op, path)``: read
-    # only to say which operation sent an unknown member.
+    # The member changes before folding, each with its operation ``(index, op, path)``.
     sent: list[tuple[MemberOp, _Origin]] = field(default_factory=list)
+
+    @property
+    def members_added(self) -> list[dict[str, str]]:
+        """Every member the operations added or set, before ``member_ops`` was folded to its
+        net effect: each must be a member a group may have (not the group itself), even one
+        a later operation removes again."""
+        return _added(self.sent)
 
     def locate(self, e: UnknownMembers) -> ScimError:
         """``e`` naming the operation(s) that sent its ids (a PATCH of many operations)."""
@@ -144,21 +146,23 @@ def apply_patch(
     patcher.cleanup(doc)
     check_required(rt, new, patched=True)
     member_ops = _net(patcher.member_ops)
-    added = [m for op in patcher.member_ops if op.kind in ("add", "replace") for m in op.members]
+    sent = list(zip(patcher.member_ops, origins, strict=True))
     if member_types is not None and member_ops is not patcher.member_ops:  # folded
         # Adds the folding dropped are still judged, as RFC 7644 §3.5.2 applies every
         # operation: a mistyped id added, then removed or replaced, went unnoticed.
         kept = {m["value"] for op in member_ops if op.kind != "remove" for m in op.members}
-        dropped = list(dict.fromkeys(m["value"] for m in added if m["value"] not in kept))
+        dropped = list(dict.fromkeys(m["value"] for m in _added(sent) if m["value"] not in kept))
         found = member_types(dropped) if dropped else {}
         unknown = [i for i in dropped if i not in found]
         if unknown:
-            sent = list(zip(patcher.member_ops, origins, strict=True))
             raise _located_members(sent, UnknownMembers(unknown))
     changed = bool(member_ops) or new != doc
     applied = [(op, path, None if value is _MISSING else value) for _, op, path, value in ops]
-    sent = list(zip(patcher.member_ops, origins, strict=True))
-    return PatchResult(new, member_ops, changed, applied, added, sent)
+    return PatchResult(new, member_ops, changed, applied, sent)
+
+
+def _added(sent: list[tuple[MemberOp, _Origin]]) -> list[dict[str, str]]:
+    return [m for op, _ in sent if op.kind in ("add", "replace") for m in op.members]
 
 
 def _net(ops: list[MemberOp]) -> list[MemberOp]:

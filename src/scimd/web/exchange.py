@@ -147,7 +147,7 @@ class ScimRequest:
         if type(body) in (dict, list):
             if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH:
                 _check_depth(body)  # (with fewer brackets it cannot be that deep)
-            if _check_names_once(raw, body):
+            if _check_body(raw, body):
                 # orjson reads a whole number past 64 bits as a double: 2^64+1 was stored as
                 # 18446744073709551616.0 without a word. Read again, such numbers stay
                 # exact, and the schema refuses what it cannot keep, quoting it as sent.
@@ -239,9 +239,11 @@ def _check_depth(doc: Any) -> None:
 _NAME_END = re.compile(rb'"[ \t\r\n]*:')
 
 
-def _check_names_once(raw: bytes, body: Any) -> bool:
-    """Refuse a name given twice in one object. A parser keeps one of them, so
-    ``{"method": "PATCH", "method": "DELETE"}`` in a Bulk deleted the user, and a PATCH's
+def _check_body(raw: bytes, body: Any) -> bool:
+    """Refuse a name given twice in one object, and tell whether numbers need reading again.
+
+    A parser keeps one of the two, so ``{"method": "PATCH", "method": "DELETE"}`` in a Bulk
+    deleted the user, and a PATCH's
     second ``value`` won unseen; RFC 8259 §4 leaves such objects' meaning open. The names the
     parse kept are counted against the name ends in the text: equal, no name was repeated (the
     common case, a few microseconds); more ends than names, the body is read again, names in
