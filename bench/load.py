@@ -517,6 +517,7 @@ class Benchmark:
         self.users: list[SeededUser] = []
         self.created = 0  # users created so far, seeding and post_user alike
         self.patches = 0
+        self.group_sets = 0  # plan_group_add_members calls: their groups' names differ
         self.large_group_size: int = args.large_group_size
         self.fill_batch: int = args.group_fill_batch
         self.fill_max_seconds: float = args.group_fill_max_seconds
@@ -684,6 +685,7 @@ class Benchmark:
         batches_per_group = len(self.users) // batch
         groups_needed = math.ceil(self.requests / batches_per_group)
         group_ids: list[str] = []
+        self.group_sets += 1
         deadline = time.perf_counter() + self.max_seconds
         async with self.connections(1) as (connection,):
             for g in range(groups_needed):
@@ -691,7 +693,7 @@ class Benchmark:
                     break
                 body = {
                     "schemas": [GROUP_SCHEMA],
-                    "displayName": f"{self.prefix}-c{concurrency}-g{g}",
+                    "displayName": f"{self.prefix}-s{self.group_sets}-c{concurrency}-g{g}",
                     "externalId": str(uuid.uuid4()),
                 }
                 status, content = await connection.request("POST", "Groups", encode(body))
