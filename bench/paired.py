@@ -110,22 +110,26 @@ async def measure(sides: list[Side], args: argparse.Namespace) -> None:
     for op in ops:
         # Each member add leaves 100 memberships: over many rounds they would pile up past what
         # bench/run.py leaves (2,000 requests per level) and slow the adds that follow.
-        requests = args.group_requests if op == "group_add_members" else args.requests
+        requests = args.group_requests if op.startswith("group_") else args.requests
         for level in levels:
             for r in range(args.rounds):
                 order = sides if r % 2 == 0 else sides[::-1]
+                rows: list[str] = []
                 for side in order:
                     side.bench.requests = requests
-                    (result,) = await side.bench.run_op(op, level)
-                    side.rounds.setdefault((op, level), []).append(result)
-                subject, reference = (s.rounds[(op, level)][-1] for s in sides)
-                ratio = subject.rps / reference.rps if reference.rps else 0.0
-                print(
-                    f"{op:<18} c={level:<3} round {r + 1}: {sides[0].name} {subject.rps:>8.0f}"
-                    f"  {sides[1].name} {reference.rps:>8.0f} req/s  ratio {ratio:.2f}"
-                    f"  errors {subject.errors}/{reference.errors}",
-                    flush=True,
-                )
+                    # One row per operation, but four for group_add_large.
+                    for result in await side.bench.run_op(op, level):
+                        side.rounds.setdefault((result.op, level), []).append(result)
+                        rows.append(result.op)
+                for row in dict.fromkeys(rows):
+                    subject, reference = (s.rounds[(row, level)][-1] for s in sides)
+                    ratio = subject.rps / reference.rps if reference.rps else 0.0
+                    print(
+                        f"{row:<22} c={level:<3} round {r + 1}: {sides[0].name}"
+                        f" {subject.rps:>8.0f}  {sides[1].name} {reference.rps:>8.0f} req/s"
+                        f"  ratio {ratio:.2f}  errors {subject.errors}/{reference.errors}",
+                        flush=True,
+                    )
 
 
 def summary(sides: list[Side]) -> list[dict[str, Any]]:
@@ -159,7 +163,7 @@ def markdown(rows: list[dict[str, Any]], args: argparse.Namespace, label: str) -
         f"# Paired runs: {args.subject} against {args.reference}",
         "",
         f"{now}; code {label}; {args.users:,} users seeded into each; {args.rounds} rounds of "
-        f"{args.requests} requests per side ({args.group_requests} for group_add_members), "
+        f"{args.requests} requests per side ({args.group_requests} for the group operations), "
         "alternating AB/BA; "
         f"Python {platform.python_version()}.",
         "",
@@ -192,7 +196,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--group-requests",
         type=int,
         default=333,
-        help="requests per round of group_add_members (6 rounds of 333: bench/run.py's 2,000)",
+        help="requests per round of the group operations (6 rounds of 333: bench/run.py's 2,000)",
     )
     parser.add_argument("--max-seconds", type=float, default=10.0, help="cap per round")
     parser.add_argument("--seed-max-seconds", type=float, default=900.0)
