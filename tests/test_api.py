@@ -2976,3 +2976,202 @@ def test_an_empty_if_match_matches_no_version(api_both: Api) -> None:
     done = api.req("POST", "/Bulk", bulk).json()["Operations"][0]
     assert done["status"] == "400" and "'version' is an ETag" in done["response"]["detail"]
     assert "displayName" not in api.req("GET", f"/Users/{u['id']}").json()
+
+
+# Projection across types, Bulk paths, PUT bodies and their audit records (the projection
+# and PUT audits of 2026-11-30).
+
+
+def _group_with(api: Api, name: str, *members: str) -> dict[str, Any]:
+    body = {"displayName": name, "members": [{"value": m} for m in members]}
+    r = api.req("POST", "/Groups", body)
+    assert r.status_code == 201, r.text
+    return dict(r.json())
+
+
+def test_the_other_types_core_urn_names_nothing_of_this_type(api_both: Api) -> None:
+    """Excluding the Groups' core URN in a root search dropped every user's groups (and the
+    Users' URN every group's members): the reads of both followed either URN."""
+    api = api_both
+    u = api.user("crossed@x.com")
+    g = _group_with(api, "Crossed", u["id"])
+    for excluded, kind in ((GROUP, "User"), (USER, "Group")):
+        r = api.req("POST", "/.search", {"excludedAttributes": [excluded]})
+        assert r.status_code == 200, r.text
+        found = {x["id"]: x for x in r.json()["Resources"]}
+        if kind == "User":
+            assert [m["value"] for m in found[u["id"]]["groups"]] == [g["id"]]
+        else:
+            assert [m["value"] for m in found[g["id"]]["members"]] == [u["id"]]
+    one = api.req("GET", f"/Groups/{g['id']}?excludedAttributes={USER}:members").json()
+    assert [m["value"] for m in one["members"]] == [u["id"]]
+    one = api.req("GET", f"/Users/{u['id']}?excludedAttributes={GROUP}").json()
+    assert [m["value"] for m in one["groups"]] == [g["id"]]
+    # Its own type's URN still names its own attributes.
+    one = api.req("GET", f"/Groups/{g['id']}?excludedAttributes={GROUP}:members").json()
+    assert "members" not in one
+    one = api.req("GET", f"/Users/{u['id']}?attributes={USER}").json()
+    assert [m["value"] for m in one["groups"]] == [g["id"]]
+
+
+def test_common_attributes_may_carry_the_core_urn_in_a_projection(api: Api) -> None:
+    """``urn:...:User:meta`` or ``:externalId`` was ignored (a reply of id and schemas), though
+    a PATCH path takes that spelling (RFC 7644 §3.10)."""
+    u = api.user("qualified@x.com", externalId="ext-1", title="T")
+    r = api.req("GET", f"/Users/{u['id']}?attributes={USER}:meta.version,{USER}:externalId")
+    body = r.json()
+    assert body["externalId"] == "ext-1" and body["meta"] == {"version": u["meta"]["version"]}
+    assert "title" not in body and "userName" not in body
+    r = api.req("GET", f"/Users/{u['id']}?excludedAttributes={USER}:meta,{USER}:externalId")
+    body = r.json()
+    assert "meta" not in body and "externalId" not in body and body["title"] == "T"
+
+
+def test_a_bulk_path_with_a_query_is_refused_not_a_missing_resource(api: Api) -> None:
+    """``/Groups/{id}?excludedAttributes=members`` was read as the id ``{id}?exclu...``: a
+    404 for a group that exists, which a reconciling client takes for a deleted one."""
+    u = api.user("bulkq@x.com")
+    g = _group_with(api, "BulkQ")
+    ops = [
+        {
+            "method": "PATCH",
+            "path": f"/Groups/{g['id']}?excludedAttributes=members",
+            "data": {
+                "schemas": [PATCH],
+                "Operations": [{"op": "add", "path": "members", "value": [{"value": u["id"]}]}],
+            },
+        },
+        {"method": "DELETE", "path": f"/Users/{u['id']}?x=1"},
+    ]
+    r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops})
+    assert r.status_code == 200, r.text
+    for result in r.json()["Operations"]:
+        assert result["status"] == "400", result
+        assert result["response"]["scimType"] == "invalidValue"
+        assert "takes no query" in result["response"]["detail"]
+    assert api.req("GET", f"/Users/{u['id']}").status_code == 200  # nothing was done
+    assert not api.req("GET", f"/Groups/{g['id']}").json().get("members")
+
+
+def test_a_bulk_group_write_does_not_read_its_members(api: Api) -> None:
+    """A Bulk result holds a location and a version: the group's members were read and
+    rendered (thousands of them) only to be dropped."""
+    ids = [api.user(f"bm{i}@x.com")["id"] for i in range(3)]
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    sa.event.listen(api.engine, "before_cursor_execute", seen)
+    try:
+        data = {"displayName": "BulkG", "members": [{"value": i} for i in ids]}
+        ops = [{"method": "POST", "path": "/Groups", "bulkId": "g", "data": data}]
+        r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops})
+        assert r.json()["Operations"][0]["status"] == "201", r.text
+        gid = r.json()["Operations"][0]["location"].rsplit("/", 1)[-1]
+        ops = [{"method": "PUT", "path": f"/Groups/{gid}", "data": {**data, "displayName": "B2"}}]
+        r = api.req("POST", "/Bulk", {"schemas": [BULK], "Operations": ops})
+        assert r.json()["Operations"][0]["status"] == "200", r.text
+    finally:
+        sa.event.remove(api.engine, "before_cursor_execute", seen)
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "member_id" in s]
+    # The PUT reads the members it replaces (to know what changed), never to render them.
+    assert not [s for s in reads if "member_type" in s and "ORDER BY" in s.upper()], reads
+    got = api.req("GET", f"/Groups/{gid}").json()
+    assert sorted(m["value"] for m in got["members"]) == sorted(ids)
+
+
+def test_an_element_without_a_value_is_no_value(api_both: Api) -> None:
+    """A PUT of ``{"type": "work", "value": null, "primary": true}`` kept a primary email
+    with no address (matched by ``emails pr``), where a PATCH nulling that value removes the
+    element."""
+    api = api_both
+    home = {"type": "home", "value": "h@x.com"}
+    u = api.user("valueless@x.com", emails=[{"type": "work", "value": "w@x.com"}, home])
+    put = {
+        "schemas": [USER],
+        "userName": "valueless@x.com",
+        "emails": [{"type": "work", "value": None, "primary": True}, home],
+        "phoneNumbers": [{"type": "mobile"}],
+    }
+    r = api.req("PUT", f"/Users/{u['id']}", put)
+    assert r.status_code == 200, r.text
+    assert r.json()["emails"] == [home] and "phoneNumbers" not in r.json()
+    found = api.req("GET", "/Users", params={"filter": 'emails[type eq "work"]'}).json()
+    assert found["totalResults"] == 0
+    made = api.user("valueless2@x.com", emails=[{"type": "work", "primary": True}])
+    assert "emails" not in made
+    # A PATCH through a value path that matches nothing creates the element (Entra), but
+    # not one of no value.
+    ops = [{"op": "add", "path": 'emails[type eq "work"].display', "value": "Work"}]
+    r = api.req("PATCH", f"/Users/{made['id']}", {"schemas": [PATCH], "Operations": ops})
+    assert r.status_code == 200 and "emails" not in r.json(), r.text
+    ops.append({"op": "add", "path": 'emails[type eq "work"].value', "value": "w2@x.com"})
+    r = api.req("PATCH", f"/Users/{made['id']}", {"schemas": [PATCH], "Operations": ops})
+    assert r.json()["emails"] == [{"type": "work", "display": "Work", "value": "w2@x.com"}]
+
+
+def test_a_put_audit_record_lists_every_changed_attribute(api: Api) -> None:
+    """The record of a PUT listed the first 20 changed attributes, the rest unsaid."""
+    u = api.user("many@x.com")
+    names = [
+        "displayName",
+        "nickName",
+        "profileUrl",
+        "title",
+        "userType",
+        "preferredLanguage",
+        "locale",
+        "timezone",
+        "externalId",
+    ]
+    put: dict[str, Any] = {"schemas": [USER], "userName": "many2@x.com", "active": False}
+    put |= {n: f"v-{n}" for n in names}
+    put["name"] = {"givenName": "A"}
+    for multi in ("emails", "phoneNumbers", "ims", "photos", "entitlements", "roles"):
+        put[multi] = [{"value": f"{multi}@x"}]
+    put["addresses"] = [{"locality": "Paris"}]
+    put["x509Certificates"] = [{"value": "TUlJ"}]
+    put["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"] = {"department": "D"}
+    r = api.req("PUT", f"/Users/{u['id']}", put)
+    assert r.status_code == 200, r.text
+    with api.engine.connect() as conn:
+        detail = _loaded(audit.history(conn, resource_id=u["id"])[0]["detail"])
+    expected = set(put) - {"schemas"}
+    assert len(expected) > 20 and set(detail["attributes"]) == expected, detail
+
+
+def test_a_patch_audit_record_says_how_many_operations_it_left_out(api: Api) -> None:
+    u = api.user("ops@x.com")
+    ops = [{"op": "replace", "path": "title", "value": f"t{i}"} for i in range(53)]
+    r = api.req("PATCH", f"/Users/{u['id']}", {"schemas": [PATCH], "Operations": ops})
+    assert r.status_code == 200, r.text
+    with api.engine.connect() as conn:
+        detail = _loaded(audit.history(conn, resource_id=u["id"])[0]["detail"])
+    assert len(detail["operations"]) == 50 and detail["more_operations"] == 3
+
+
+def test_group_members_given_twice_alike_are_read_once(api: Api) -> None:
+    """``members`` and ``Members`` holding one list were refused, where any other attribute
+    given twice alike is read once."""
+    a, b = api.user("twice-a@x.com")["id"], api.user("twice-b@x.com")["id"]
+    body = {
+        "displayName": "Twice",
+        "members": [{"value": a}, {"value": b}],
+        "Members": [{"value": b}, {"value": a, "type": "User"}],
+    }
+    r = api.req("POST", "/Groups", body)
+    assert r.status_code == 201, r.text
+    assert sorted(m["value"] for m in r.json()["members"]) == sorted([a, b])
+    body["Members"] = [{"value": a}]
+    err = _error(api.req("POST", "/Groups", {**body, "displayName": "T2"}), 400, "invalidValue")
+    assert "'members' is given twice, as 'members' and 'Members'" in err["detail"]
+
+
+def test_a_patch_body_sent_to_put_or_post_says_so(api: Api) -> None:
+    u = api.user("patchput@x.com")
+    body = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": "T"}]}
+    for method, path in (("PUT", f"/Users/{u['id']}"), ("POST", "/Users")):
+        err = _error(api.req(method, path, body), 400, "invalidSyntax")
+        assert "send it with PATCH" in err["detail"], err
+    assert json.loads(api.req("GET", f"/Users/{u['id']}").text).get("title") is None

@@ -103,12 +103,20 @@ _EXACT = S.Attribute("any", type=S.COMPLEX, multi_valued=True)
 
 def _one_copy(doc: dict[str, Any]) -> dict[str, Any]:
     """scim2-models keeps two equal elements of a multi-valued attribute (a value-path write
-    can make them); scimd keeps one, as RFC 7643 §2.4 asks (SHOULD NOT return a value twice)."""
+    can make them); scimd keeps one, as RFC 7643 §2.4 asks (SHOULD NOT return a value twice).
+    And it keeps an element without a ``value`` (``replace emails[type eq "home"].display``
+    with no home email, under Entra's create-on-no-match): scimd stores no such element, as
+    it leaves one out of a POST or PUT (an email of no address)."""
     out: dict[str, Any] = {}
     for key, value in doc.items():
         if isinstance(value, dict):
             value = _one_copy(value)
         elif isinstance(value, list) and all(isinstance(v, dict) for v in value):
+            attr = USERS.core.attr.get(key.lower())
+            if attr is not None and "value" in attr.sub:
+                value = [v for v in value if "value" in v]
+                if not value:
+                    continue
             value = R.distinct_elements(_EXACT, value)
         out[key] = value
     return out

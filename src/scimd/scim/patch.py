@@ -587,13 +587,13 @@ class _Patcher:
             )
 
     def cleanup(self, before: dict[str, Any]) -> None:
-        """Drop extension objects the operations left empty, and second copies of an element
-        (a value-path write can make two elements equal) in the attributes they changed: one
-        left as it was is left alone (copies stored before two emails differing only in case
-        counted as one would otherwise make a PATCH of ``active`` a change of ``emails``)."""
-        for urn in self.touched:
-            if self.doc.get(urn) == {}:
-                del self.doc[urn]
+        """Drop extension objects the operations left empty; and in the attributes they
+        changed, elements without a ``value`` (``add emails[type eq "work"].display`` on a
+        user with no work email made an email of no address, which a POST or PUT leaves out)
+        and second copies of an element (a value-path write can make two elements equal).
+        An attribute left as it was is left alone (copies stored before two emails differing
+        only in case counted as one would otherwise make a PATCH of ``active`` a change of
+        ``emails``)."""
         for schema in self.rt.schemas:
             container = self.doc if schema is self.rt.core else self.doc.get(schema.id)
             if not isinstance(container, dict):
@@ -601,10 +601,19 @@ class _Patcher:
             old = before if schema is self.rt.core else before.get(schema.id)
             for attr in schema.attributes:
                 items = container.get(attr.name) if attr.multi_valued and attr.is_complex else None
-                if isinstance(items, list) and len(items) > 1:
-                    if isinstance(old, dict) and old.get(attr.name) == items:
+                if not isinstance(items, list) or not items:
+                    continue
+                if isinstance(old, dict) and old.get(attr.name) == items:
+                    continue
+                if "value" in attr.sub:
+                    items = [e for e in items if not isinstance(e, dict) or "value" in e]
+                    if not items:
+                        del container[attr.name]
                         continue
-                    container[attr.name] = distinct_elements(attr, items)
+                container[attr.name] = distinct_elements(attr, items)
+        for urn in self.touched:
+            if self.doc.get(urn) == {}:
+                del self.doc[urn]
 
     def container(self, urn: str, *, create: bool) -> dict[str, Any]:
         """The object holding ``urn``'s attributes: the document or an extension object."""

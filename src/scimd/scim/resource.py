@@ -25,6 +25,8 @@ from scimd.scim.filter import NUL_IN_TEXT
 from scimd.scim.passwords import Hashed, hash_password
 from scimd.scim.values import coerce_scalar, fold
 
+# The PATCH request's message schema (patch.py): a body naming it is no resource.
+_PATCH_OP = "urn:ietf:params:scim:api:messages:2.0:patchop"
 # Keys a client may send that the server owns.
 _SERVER_OWNED = frozenset({"id", "meta", "schemas"})
 
@@ -41,6 +43,11 @@ def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[s
         not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas)
     ):
         raise InvalidSyntax("'schemas' must be a list of schema URIs")
+    if not partial and schemas and any(s.lower() == _PATCH_OP for s in schemas):
+        # Else "unknown attribute 'Operations'": true, but not what the client got wrong.
+        raise InvalidSyntax(
+            f"this body is a PatchOp ({_PATCH_OP}): send it with PATCH, not as a {rt.name}"
+        )
     # Unknown URIs in "schemas" (Entra's ADSCIM group URI, the tutorial's malformed
     # "...enterprise:2.0User") are tolerated: "schemas" is recomputed from the data.
     body = compat.drop_nulls(body)
@@ -218,6 +225,10 @@ def normalise_value(attr: S.Attribute, value: Any, where: str) -> Any:
             raise InvalidValue(f"'{where}' is multi-valued: send a JSON array")
         if attr.is_complex:
             given = [normalise_complex(attr, v, where) for v in value if v is not None]
+            if "value" in attr.sub:
+                # An email without its address ({"type": "work", "primary": true}, or its
+                # value null) is no email: left out, as a PATCH removing its value leaves it.
+                given = [item for item in given if "value" in item]
             items = distinct_elements(attr, given)
             if sum(1 for i in items if i.get("primary") is True) > 1:
                 raise InvalidValue(f"'{where}' has more than one value marked primary")
@@ -408,7 +419,7 @@ def _resolve_list(rt: S.ResourceType, paths: list[str]) -> Wanted:
             wanted.update({("", a.name): None for a in rt.core.attributes})
             continue
         try:
-            res = rt.resolve(p)
+            res = rt.resolve(_common_unqualified(rt, p))
         except InvalidPath:
             # RFC 7644 leaves unknown names in attributes lists undefined; ignoring them is what
             # clients expect (Entra asks for "ID" upper-cased, which resolves anyway).
@@ -421,6 +432,18 @@ def _resolve_list(rt: S.ResourceType, paths: list[str]) -> Wanted:
             cur = wanted.get(key)
             wanted[key] = (cur or set()) | {res.sub.name}
     return wanted
+
+
+def _common_unqualified(rt: S.ResourceType, path: str) -> str:
+    """``path`` without the core schema's URN when it names a common attribute (id,
+    externalId, meta): RFC 7644 §3.10 lets any attribute carry its schema's URN, and a PATCH
+    path takes ``urn:...:User:externalId``; the projection silently ignored it."""
+    prefix = rt.core.id.lower() + ":"
+    if path.lower().startswith(prefix):
+        rest = path[len(prefix) :]
+        if rest.partition(".")[0].lower() in S.COMMON:
+            return rest
+    return path
 
 
 def _definition(rt: S.ResourceType, urn: str, name: str) -> S.Attribute | None:

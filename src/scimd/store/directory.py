@@ -731,7 +731,7 @@ class Directory:
         # Python's sort is stable, also with reverse=True: ties stay in type and pk order.
         items.sort(key=lambda it: _across_key(it[0]), reverse=descending)
         chosen = items[start - 1 : window]
-        if _wants("members", *_lists(attributes, excluded)):
+        if _wants("members", S.GROUP_SCHEMA, *_lists(attributes, excluded)):
             chosen = self._with_members(chosen, base)
         resources = [R.project(res, rt, *_lists(attributes, excluded)) for _, rt, res in chosen]
         return Listing(total, start, resources)
@@ -780,7 +780,7 @@ class Directory:
         excluded = excluded or []
         out = []
         if name == "User":
-            want_groups = _wants("groups", attributes, excluded)
+            want_groups = _wants("groups", S.USER_SCHEMA, attributes, excluded)
             need = _wants_groups(attributes, excluded)  # the groups, or meta.version
             missing = [r.id for r in rows if r.groups is None]
             gmap = groups_of(conn, missing) if need and missing else {}
@@ -791,7 +791,7 @@ class Directory:
                 res = repo.render(row, rt, base, extra, tag)
                 out.append(R.project(res, rt, attributes, excluded))
         else:
-            want_members = _wants("members", attributes, excluded)
+            want_members = _wants("members", S.GROUP_SCHEMA, attributes, excluded)
             if want_members and bounded and len(rows) > 1:
                 rows = _within_members(conn, rows)
             mmap = _members_of(conn, [r.pk for r in rows]) if want_members else {}
@@ -1127,6 +1127,8 @@ def _write_patch(
     """Store a PATCH that changed ``row``: in one statement (``at_once``: None when it must
     start over) or in the open transaction. The audit record names what changed."""
     detail: dict[str, Any] = {"operations": _op_summary(result.operations)}
+    if len(result.operations) > _OPS_LISTED:  # said, not silently cut
+        detail["more_operations"] = len(result.operations) - _OPS_LISTED
     if row.doc.get("active") != result.doc.get("active"):
         # However the PATCH spelled it (a path-less key with the core URN too).
         detail["active"] = result.doc.get("active")
@@ -1223,35 +1225,36 @@ def _lists(attributes: list[str] | None, excluded: list[str] | None) -> tuple[li
 
 def _wants_groups(attributes: list[str], excluded: list[str]) -> bool:
     """Whether a user's reply needs its groups: to return them, or for meta.version."""
-    return _wants("groups", attributes, excluded) or _wants("meta", attributes, excluded, False)
+    return _wants("groups", S.USER_SCHEMA, attributes, excluded) or _wants(
+        "meta", S.USER_SCHEMA, attributes, excluded, False
+    )
 
 
-# The core schemas' URNs: alone in a list, they name every core attribute (groups, members).
-_CORE_URNS = frozenset(u.lower() for u in (S.USER_SCHEMA, S.GROUP_SCHEMA))
-
-
-def _wants(attr: str, attributes: list[str], excluded: list[str], core: bool = True) -> bool:
-    """Whether a reply holds ``attr``; ``core``: it is a core attribute (groups, members),
-    which the core schema's URN names too (``meta`` is not). Names may carry the core URN
-    (``urn:...:Group:members.value``: the members were not read for it)."""
+def _wants(
+    attr: str, urn: str, attributes: list[str], excluded: list[str], core: bool = True
+) -> bool:
+    """Whether a reply holds ``attr`` of the resource type whose core schema is ``urn``;
+    ``core``: it is a core attribute (groups, members), which that URN names too (``meta`` is
+    not). Names may carry the URN (``urn:...:Group:members.value``: the members were not read
+    for it). The other type's URN names nothing here: a root search excluding the Groups'
+    core attributes left every user's groups out."""
     if not attributes and not excluded:  # the common case: every attribute
         return True
-    name = attr.lower()
+    name, own = attr.lower(), urn.lower()
     if attributes:
         return any(
-            (core and a in _CORE_URNS) or a == name or a.startswith(name + ".")
-            for a in map(_unqualified, attributes)
+            (core and a == own) or a == name or a.startswith(name + ".")
+            for a in (_unqualified(p, own) for p in attributes)
         )
-    return not any((core and e in _CORE_URNS) or e == name for e in map(_unqualified, excluded))
+    return not any(
+        (core and e == own) or e == name for e in (_unqualified(p, own) for p in excluded)
+    )
 
 
-def _unqualified(path: str) -> str:
-    """``path`` in lower case, without the core schema's URN in front."""
+def _unqualified(path: str, urn: str) -> str:
+    """``path`` in lower case, without the core schema's URN ``urn`` (lower case) in front."""
     p = path.strip().lower()
-    for urn in _CORE_URNS:
-        if p.startswith(urn + ":"):
-            return p[len(urn) + 1 :]
-    return p
+    return p[len(urn) + 1 :] if p.startswith(urn + ":") else p
 
 
 # Members a page of groups holds at most (beyond its first group): a page of 20 groups of
@@ -1331,11 +1334,19 @@ def _split_members(body: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str,
     name or their URN-qualified name (RFC 7644 §3.10), validated as a PATCH's are."""
     rest = {k: v for k, v in body.items() if k.lower() not in _MEMBERS_KEYS}
     raws = [(k, v) for k, v in body.items() if k.lower() in _MEMBERS_KEYS]
-    if len(raws) > 1:
-        raise InvalidValue(f"the members are given twice: as {raws[0][0]!r} and {raws[1][0]!r}")
-    if not raws or raws[0][1] is None:
+    if not raws:
         return rest, []
-    return rest, P.member_list(S.GROUP_TYPE.core.attr["members"], raws[0][1], "members")
+    attr = S.GROUP_TYPE.core.attr["members"]
+    lists = [[] if v is None else P.member_list(attr, v, "members") for _, v in raws]
+    for (key, _), given in zip(raws[1:], lists[1:], strict=True):
+        # Given alike under two keys, they are read once, as any attribute is (_Given).
+        if _member_ids(given) != _member_ids(lists[0]):
+            raise R.twice("members", raws[0][0], key)
+    return rest, lists[0]
+
+
+def _member_ids(items: list[dict[str, Any]]) -> set[str]:
+    return {str(m.get("value")) for m in items}
 
 
 def _sort_kind(rt: S.ResourceType, sort_by: str) -> tuple[str, str | None, bool]:
@@ -1347,19 +1358,27 @@ def _sort_kind(rt: S.ResourceType, sort_by: str) -> tuple[str, str | None, bool]
     return target.type, target.value_format, target.case_exact
 
 
+# A PATCH's record lists its first operations, and a path-less value's first keys (a value
+# may hold every custom property by its full URN); how many more there were is said.
+_OPS_LISTED = 50
+_KEYS_LISTED = 50
+
+
 def _op_summary(operations: list[tuple[str, str | None, Any]]) -> list[dict[str, Any]]:
     """What a PATCH's audit record says of each operation, as the PATCH read and applied it:
     its op and path, the attributes a path-less value names, and the value given to
     ``active`` (values are otherwise left out of the log; without this one a user disabled
     could not be told from one enabled)."""
     out = []
-    for op, path, value in operations[:50]:
+    for op, path, value in operations[:_OPS_LISTED]:
         item: dict[str, Any] = {"op": op, "path": path}
         if isinstance(path, str) and _is_active(path):
             if op != "remove":  # a remove's value is ignored (and unchecked: not recorded)
                 item["active"] = value
         elif path is None and isinstance(value, dict):
-            item["attributes"] = sorted(value)[:20]
+            item["attributes"] = sorted(value)[:_KEYS_LISTED]
+            if len(value) > _KEYS_LISTED:
+                item["more_attributes"] = len(value) - _KEYS_LISTED
             core = _key(value, S.USER_SCHEMA.lower())
             for holder in (value, core if isinstance(core, dict) else {}):
                 active = _key(holder, "active")
@@ -1374,8 +1393,10 @@ def _put_summary(old: dict[str, Any], new: dict[str, Any], named: str) -> dict[s
     gives them; extensions by URN), and the new ``active`` and name (``named``: userName or
     displayName) when they changed (Okta disables users with PUT, whose record said nothing
     of it)."""
+    # Every one: top-level names and extension URNs, so at most the schema's few dozen (a
+    # cap of 20 left the last ones of a full user's PUT out without a word).
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-    detail: dict[str, Any] = {"attributes": changed[:20]}
+    detail: dict[str, Any] = {"attributes": changed}
     for name in ("active", named):
         if name in changed:
             detail[name] = new.get(name)

@@ -545,6 +545,11 @@ def _target(op: Any) -> str | None:
     return f"{parts[0].lower()}/{parts[1]}"
 
 
+def _unread(name: str) -> list[str] | None:
+    """What a bulk write leaves out of the resource it renders: nothing of it is returned."""
+    return ["members"] if name == "Group" else None
+
+
 def _location(base: str, op: Any) -> str | None:
     """The resource a PUT, PATCH or DELETE names (§3.7.3: ``location`` is required in every
     result but a failed POST's): its canonical URL when the path names a resource, else the
@@ -607,6 +612,12 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
                 f"bulk path {shown_json(path)} must start with / and be relative to the SCIM"
                 " base: /Users, /Groups or one of their ids"
             )
+        if "?" in path or "#" in path:
+            # Read as part of the id, a query made a resource that exists "not found".
+            raise InvalidValue(
+                f"bulk path '{path}' takes no query: a bulk result carries no resource to"
+                " project (RFC 7644 §3.7); send /Users, /Groups or one of their ids"
+            )
         parts = [p for p in path.split("/") if p]
         name = _RESOURCES.get(parts[0].lower()) if parts else None
         if name is None or len(parts) > 2:
@@ -641,7 +652,8 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
                 )
             if data is None:
                 raise InvalidValue("a bulk POST needs 'data': the resource to create")
-            w = await scim.write(d.create, name, data, actor, base)
+            # The result holds the location and version only: a group's members are not read.
+            w = await scim.write(d.create, name, data, actor, base, excluded=_unread(name))
             assert w.resource is not None
             refs.created[bulk_id] = w.resource["id"]
             out.update(location=w.resource["meta"]["location"], version=w.etag, status="201")
@@ -650,7 +662,9 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
             raise InvalidValue(f"{method} needs a resource path like /{parts[0]}/{{id}}")
         rid = resource_id(name, parts[1])
         if method == "PUT":
-            w = await scim.write(d.replace, name, rid, data, actor, base, version)
+            w = await scim.write(
+                d.replace, name, rid, data, actor, base, version, excluded=_unread(name)
+            )
             out.update(location=location, version=w.etag, status="200")
         elif method == "PATCH":
             w = await scim.write(d.patch, name, rid, data, actor, base, version, render=False)
