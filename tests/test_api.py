@@ -3175,3 +3175,93 @@ def test_a_patch_body_sent_to_put_or_post_says_so(api: Api) -> None:
         err = _error(api.req(method, path, body), 400, "invalidSyntax")
         assert "send it with PATCH" in err["detail"], err
     assert json.loads(api.req("GET", f"/Users/{u['id']}").text).get("title") is None
+
+
+# Behaviour no test told apart from a small bug (the mutation audit of 2026-11-30).
+
+
+def test_totals_of_unfiltered_lists_count_a_delete(api: Api) -> None:
+    """A page shorter than the list reads the users' counter, not the rows: a DELETE that
+    left it alone was caught only by a slow crash test."""
+    ids = [api.user(f"c{i}@x.com")["id"] for i in range(3)]
+    assert api.req("DELETE", f"/Users/{ids[0]}").status_code == 204
+    for q in ("?count=1", "?count=0", "?startIndex=2&count=1"):
+        assert api.req("GET", "/Users" + q).json()["totalResults"] == 2, q
+
+
+def test_a_later_page_of_a_filtered_list_keeps_the_total(api: Api) -> None:
+    """On a later, short page of a filter, totalResults is still every match (RFC 7644
+    §3.4.2), not the rows of the page."""
+    for i in range(3):
+        api.user(f"pg{i}@x.com")
+    r = api.req("GET", "/Users", params={"filter": 'userName sw "pg"', "startIndex": 2, "count": 5})
+    assert (r.json()["totalResults"], r.json()["itemsPerPage"]) == (3, 2)
+
+
+def test_the_stored_user_name_is_folded_as_filters_and_uniqueness_fold_it(api: Api) -> None:
+    """A final sigma: "ΟΔΥΣ" and "οδυσ" are one name. Stored lower-cased by ``str.lower``
+    (which ends it in the final form), ``eq`` missed it and a second user of that name was
+    made."""
+    api.user("ΟΔΥΣ")
+    r = api.req("GET", "/Users", params={"filter": 'userName eq "οδυσ"'}).json()
+    assert r["totalResults"] == 1
+    _error(api.req("POST", "/Users", {"schemas": [USER], "userName": "οδυσ"}), 409, "uniqueness")
+
+
+def _user_of_size(size: int) -> bytes:
+    """A user's JSON body of exactly ``size`` bytes (padded in displayName)."""
+    head = f'{{"schemas":["{USER}"],"userName":"s@x.com","displayName":"'.encode()
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+def test_the_maximum_payload_is_the_largest_body_taken_chunked_or_not(api: Api) -> None:
+    """maxPayloadSize (64 KiB here) is accepted; one byte more is a 413, also when the body
+    comes chunked, without a Content-Length (its size is counted as it arrives), and nothing
+    is written."""
+    big = _user_of_size(64 * 1024 + 1)
+
+    def chunks() -> Iterator[bytes]:
+        for i in range(0, len(big), 8192):
+            yield big[i : i + 8192]
+
+    headers = {"Authorization": f"Bearer {api.token}", "Content-Type": "application/scim+json"}
+    r = api.client.post("/scim/v2/Users", content=chunks(), headers=headers)
+    _error(r, 413)
+    _error(api.req("POST", "/Users", big), 413)
+    assert api.req("GET", "/Users?count=0").json()["totalResults"] == 0
+    assert api.req("POST", "/Users", _user_of_size(64 * 1024)).status_code == 201
+
+
+def test_an_underscore_in_co_sw_ew_is_no_wildcard(api_both: Api) -> None:
+    """LIKE's ``_`` is escaped: ``co "a_b"`` finds the names holding "a_b" (RFC 7644
+    §3.4.2.2 compares the literal), not "axb". Only the random filter tests covered it, in
+    some runs."""
+    api = api_both
+    api.user("axb@x.com")
+    api.user("a_b@x.com")
+    for flt in ('userName co "a_b"', 'userName sw "a_b"', 'userName ew "a_b@x.com"'):
+        found = api.req("GET", "/Users", params={"filter": flt}).json()
+        assert [u["userName"] for u in found["Resources"]] == ["a_b@x.com"], flt
+
+
+def test_ne_null_finds_the_resources_that_have_the_attribute(api_both: Api) -> None:
+    """``title ne null`` reads as ``title pr`` (as the in-memory evaluator does), in SQL too."""
+    api = api_both
+    api.user("titled@x.com", title="Boss")
+    api.user("untitled@x.com")
+    found = api.req("GET", "/Users", params={"filter": "title ne null"}).json()
+    assert [u["userName"] for u in found["Resources"]] == ["titled@x.com"]
+
+
+def test_a_trailing_slash_outside_the_scim_api_is_served_not_redirected(api: Api) -> None:
+    """/healthz/ and /oauth2/server/token/ are answered in place: without the path tidying
+    Starlette answers 307, which the test client follows without a word."""
+    r = api.client.get("/healthz/", follow_redirects=False)
+    assert r.status_code == 200, (r.status_code, r.headers.get("location"))
+    r = api.client.post(
+        "/oauth2/server/token/",
+        content="grant_type=client_credentials&client_id=x&client_secret=y",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        follow_redirects=False,
+    )
+    assert r.status_code == 401, r.status_code  # the endpoint's invalid_client, no 307

@@ -1917,3 +1917,20 @@ def test_copies_in_a_body_are_one_element_primary_if_any_copy_was() -> None:
         },
     )
     assert doc["emails"] == [{"value": "b@x.com", "type": "home", "primary": True}]
+
+
+def test_a_member_filter_joining_ids_with_and_removes_nobody() -> None:
+    """``members[value eq "a" and value eq "b"]`` matches no member (none has both values,
+    RFC 7644 §3.5.2.2): read as an ``or`` (the mutation audit of 2026-11-30 found no test
+    telling the two apart) it removed both."""
+    doc = R.normalise(GROUPS, {"displayName": "g"})
+    result = apply_patch(
+        GROUPS,
+        doc,
+        {
+            "schemas": [PATCH_OP_SCHEMA],
+            "Operations": [{"op": "remove", "path": 'members[value eq "a" and value eq "b"]'}],
+        },
+        load_members=lambda: [{"value": "a", "type": "User"}, {"value": "b", "type": "User"}],
+    )
+    assert result.member_ops == [] and not result.changed
