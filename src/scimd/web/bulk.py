@@ -615,8 +615,8 @@ async def _one(scim: Scim, op: Any, refs: _Refs, base: str, actor: Actor | Gate)
         if "?" in path or "#" in path:
             # Read as part of the id, a query made a resource that exists "not found".
             raise InvalidValue(
-                f"bulk path '{path}' takes no query: a bulk result carries no resource to"
-                " project (RFC 7644 §3.7); send /Users, /Groups or one of their ids"
+                f"bulk path '{path}' takes no query or fragment: a bulk result carries no"
+                " resource to project (RFC 7644 §3.7); send /Users, /Groups or one of their ids"
             )
         parts = [p for p in path.split("/") if p]
         name = _RESOURCES.get(parts[0].lower()) if parts else None
