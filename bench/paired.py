@@ -29,7 +29,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -58,15 +57,7 @@ def started(name: str, args: argparse.Namespace, stack: contextlib.ExitStack) ->
     port = run.free_port()
     server = run.target_server(name, port, tmp, args, stack)
     log = tmp / "server.log"
-    print(f"starting {name}: {' '.join(server.argv)}", flush=True)
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            server.argv,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **server.env},
-        )
+    process = run.launch(name, server, log)
     try:
         run.wait_ready(process, server.ready_url, log)
         yield server, process

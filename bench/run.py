@@ -251,6 +251,19 @@ def target_server(
     raise TargetError(f"unknown target {name!r}")
 
 
+def launch(name: str, server: Server, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``server``, its output going to ``log``."""
+    print(f"starting {name}: {' '.join(server.argv)}", flush=True)
+    with log.open("wb") as log_file:
+        return subprocess.Popen(
+            server.argv,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **server.env},
+        )
+
+
 def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
     """Poll ``url`` until it answers 200, the process dies, or READY_TIMEOUT passes."""
     deadline = time.monotonic() + READY_TIMEOUT
@@ -342,15 +355,7 @@ def run_prepared_target(
     port = free_port()
     server = target_server(name, port, tmp, args, stack)
     log = tmp / "server.log"
-    print(f"starting {name}: {' '.join(server.argv)}", flush=True)
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            server.argv,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **server.env},
-        )
+    process = launch(name, server, log)
     try:
         wait_ready(process, server.ready_url, log)
         print(f"{name} ready at {server.base_url}", flush=True)
