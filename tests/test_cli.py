@@ -1144,16 +1144,19 @@ def test_ctrl_c_stops_a_command_waiting_for_the_write_lock(tmp_path: Path) -> No
         # Ctrl-C during Python's start-up (imports) is Python's own traceback: signal it once
         # it has the database open, which its own code does (a loaded machine took over 3 s
         # to get there, and a fixed pause of 2 s failed the test).
+        # And from there reach its wait: a fixed pause of 0.2 s failed on a loaded machine.
+        # Its wait sleeps between tries (the kernel shows the sleep in /proc/PID/wchan);
+        # three polls in a row in that sleep are the wait, not a pause on the way.
         fds = Path(f"/proc/{proc.pid}/fd")
+        wchan = Path(f"/proc/{proc.pid}/wchan")
         deadline = time.monotonic() + 60
-        while True:
+        asleep = 0
+        while asleep < 3:
             assert proc.poll() is None, proc.communicate()  # (ended: its /proc entry goes)
-            if any(_links_to(fd, "held.db") for fd in fds.iterdir()):
-                break
-            assert time.monotonic() < deadline, "the command never opened the database"
-            time.sleep(0.05)
-        time.sleep(0.2)  # and from there reach its wait (a pause, not a measurement)
-        assert proc.poll() is None, proc.communicate()
+            opened = any(_links_to(fd, "held.db") for fd in fds.iterdir())
+            asleep = asleep + 1 if opened and "nanosleep" in wchan.read_text() else 0
+            assert time.monotonic() < deadline, "the command never waited for the lock"
+            time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
         # It ends while the lock is still held (before, only once the holder let go).
         out, err = proc.communicate(timeout=30)
