@@ -387,6 +387,37 @@ def test_a_delete_of_a_row_that_moved_leaves_its_groups_versions(directory: Dire
     assert _audits(d, g.id) == ["create", "patch"]
 
 
+def test_a_delete_after_the_counters_moved_writes_nothing(directory: Directory) -> None:
+    """A token revoked between the request's authorisation and its DELETE must not delete
+    anything (as a create or replace does not): the directory starts over and is refused."""
+    d = directory
+    row = _row(d, "kept@x.com")
+    seen = _counters(d)
+    _bump_auth(d)  # e.g. the app's secret revoked meanwhile
+    before = _state(d)
+    with d.read() as conn:
+        assert not conditional.delete(conn, USERS_KIND, row, APP, seen)
+    assert _state(d) == before
+    with d.read() as conn:
+        assert d.repos["User"].get_row(conn, row.id) is not None
+
+
+def test_a_group_patch_after_the_counters_moved_writes_nothing(directory: Directory) -> None:
+    """The same for a group's member change: a revoked app must not add members, however
+    its request raced the revocation."""
+    d = directory
+    a = _row(d, "late-member@g.com").id
+    g = _group_row(d, "Revoked")
+    seen = _counters(d)
+    _bump_auth(d)
+    with d.read() as conn:
+        assert (
+            conditional.patch_group(conn, g, g.doc, [a], [], APP, None, seen, exact=False) is None
+        )
+    assert _members(d, g.id) == set()
+    assert _audits(d, g.id) == ["create"]
+
+
 def test_a_group_renamed_to_a_taken_name_while_adding_an_unknown_member_is_a_409(
     any_database_url: str,
 ) -> None:

@@ -589,6 +589,42 @@ def test_a_bulk_that_meets_an_outage_reports_what_it_saved(tmp_path: Path) -> No
     assert made == saved
 
 
+def test_a_thread_write_after_a_read_only_spell_gets_a_new_connection(postgres_url: str) -> None:
+    """The portal's and the commands' writes (a thread's own connection, not the server's
+    runner): the session opened while PostgreSQL was read-only stays read-only, so it must be
+    replaced after its refusal, or every later write of the thread is refused until a
+    restart."""
+    from scimd.store import audit
+    from scimd.store.directory import Directory
+    from scimd.store.engine import create_engine, is_read_only
+    from scimd.store.migrate import ensure_current
+
+    url = sa.engine.make_url(postgres_url)
+    db = url.database
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    engine = create_engine(postgres_url)
+    ensure_current(engine)
+    d = Directory(engine)
+    base = "http://scim.test/scim/v2"
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{db}" SET default_transaction_read_only = on')
+        engine.dispose()  # sessions start anew, read-only (as after a failover)
+        with pytest.raises(sa.exc.DBAPIError) as refused:
+            d.create("User", {"userName": "during@x.com"}, audit.CLI, base)
+        assert is_read_only(refused.value)
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{db}" RESET default_transaction_read_only')
+        made = d.create("User", {"userName": "after@x.com"}, audit.CLI, base)
+        assert made.resource is not None and made.resource["userName"] == "after@x.com"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'ALTER DATABASE "{db}" RESET default_transaction_read_only')
+        d.close()
+        engine.dispose()
+        admin.dispose()
+
+
 def test_a_bulk_goes_on_after_one_lost_connection(postgres_url: str) -> None:
     """One PostgreSQL session ended under a Bulk (a restart, pg_terminate_backend) ended the
     whole request: 724 of 1,000 operations were not run, and the 200 reply did not say so.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from scimd.store.directory import Directory
 from scimd.store.engine import create_engine, is_full
 from scimd.store.migrate import ensure_current
 from scimd.store.tables import audit, counters, users
+from scimd.web import batching
 from scimd.web.app import create_app
 from scimd.web.batching import GroupCommit
 from support.live_server import provisioned_server
@@ -527,3 +529,124 @@ def test_a_batch_whose_transaction_is_gone_at_release_is_lost(directory: Directo
     assert _count(directory.engine, sa.select(sa.func.count()).select_from(users)) == 0
     directory.create("User", {"userName": "two@x.example"}, CLI, BASE)  # writes go on
     assert _count(directory.engine, sa.select(sa.func.count()).select_from(users)) == 1
+
+
+def test_a_full_disk_at_commit_is_said_to_every_write_of_the_batch(directory: Directory) -> None:
+    """Every write of a batch whose COMMIT met a full disk is told the disk is full (what an
+    operator must fix), not "retry the request", which a client would do at once, in vain."""
+
+    def full_at_commit(tx: sa.RootTransaction) -> None:
+        tx.rollback()
+        directory._local.batch = False
+        full = sqlite3.OperationalError("database or disk is full")
+        raise sa.exc.OperationalError("COMMIT", None, full)
+
+    async def scenario() -> list[Any]:
+        group = GroupCommit(directory)
+        directory.end_batch = full_at_commit  # type: ignore[method-assign]
+
+        def make(name: str) -> Any:
+            return lambda: directory.create("User", {"userName": name}, CLI, BASE)
+
+        return await asyncio.gather(
+            *(group.run(make(f"f{i}@x.example")) for i in range(3)), return_exceptions=True
+        )
+
+    outcomes = asyncio.run(scenario())
+    assert all(isinstance(o, ScimError) and o.status == 503 for o in outcomes), outcomes
+    assert all("disk is full" in o.detail for o in outcomes), [o.detail for o in outcomes]
+
+
+def test_a_failed_commit_leaves_the_write_lock_to_other_processes(
+    directory: Directory, tmp_path: Path
+) -> None:
+    """SQLite keeps a transaction whose COMMIT failed open, its write lock with it: until the
+    server's next write, a command or a second server on the file could not write at all."""
+    _checked_at_commit(directory.engine)
+
+    def orphan() -> None:
+        with directory.write() as conn:
+            conn.execute(sa.text("INSERT INTO child (pid) VALUES (42)"))  # no parent 42
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(GroupCommit(directory).run(orphan), return_exceptions=True)
+
+    (failed,) = asyncio.run(scenario())
+    assert isinstance(failed, ScimError) and failed.status == 503, failed
+    other = sqlite3.connect(tmp_path / "g.db", timeout=0, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # "database is locked" while the lock was kept
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+def test_writes_queued_behind_a_lock_wait_that_gives_up_fail_with_it(
+    directory: Directory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another process holds the write lock, the writes that queued behind the one
+    waiting for it fail when it gives up: each waiting database_timeout again in turn made
+    the last of n writes answer after n timeouts."""
+    waits = []
+    real = batching.until_unlocked
+
+    async def counted(attempt: Any, timeout: float) -> Any:
+        waits.append(timeout)
+        return await real(attempt, timeout)
+
+    monkeypatch.setattr(batching, "until_unlocked", counted)
+    other = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's write lock
+    try:
+
+        async def scenario() -> list[Any]:
+            group = GroupCommit(directory, timeout=0.2)
+
+            def make(name: str) -> Any:
+                return lambda: directory.create("User", {"userName": name}, CLI, BASE)
+
+            return await asyncio.gather(
+                *(group.run(make(f"q{i}@x.example")) for i in range(4)), return_exceptions=True
+            )
+
+        outcomes = asyncio.run(scenario())
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert all(isinstance(o, sa.exc.OperationalError) for o in outcomes), outcomes
+    assert waits == [0.2]  # one wait for the four writes
+
+
+def test_a_database_timeout_of_zero_waits_for_the_write_lock(
+    directory: Directory, tmp_path: Path
+) -> None:
+    """database_timeout = 0 means wait forever (settings): a write behind another process's
+    short write (a command, a backup) must wait for it, not fail at once."""
+    other = sqlite3.connect(tmp_path / "g.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    real = directory.begin_batch
+    refused = []
+
+    def begin_batch(*, wait: bool = True) -> sa.RootTransaction:
+        try:
+            return real(wait=wait)
+        except sa.exc.OperationalError:
+            if not refused:
+                other.execute("COMMIT")  # the other process's write ends meanwhile
+            refused.append(True)
+            raise
+
+    directory.begin_batch = begin_batch  # type: ignore[method-assign]
+
+    async def scenario() -> Any:
+        group = GroupCommit(directory, timeout=0)
+        return await group.run(
+            lambda: directory.create("User", {"userName": "patient@x.example"}, CLI, BASE)
+        )
+
+    try:
+        made = asyncio.run(scenario())
+    finally:
+        other.close()
+    assert refused  # it did meet the lock
+    assert made.resource["userName"] == "patient@x.example"

@@ -491,6 +491,40 @@ def test_checkpointer_copies_in_background_and_truncates_on_stop(tmp_path: Path)
     engine.dispose()
 
 
+class _FailingOnce(_Recording):
+    """A checkpointer whose first checkpoint meets a disk error."""
+
+    def __init__(self, engine: sa.Engine, interval: float) -> None:
+        super().__init__(engine, interval)
+        self.failed = False
+
+    def _checkpoint(self, mode: str) -> tuple[int, int, int]:
+        if not self.failed:
+            self.failed = True
+            raise sqlite3.OperationalError("disk I/O error")
+        return super()._checkpoint(mode)
+
+
+def test_checkpointer_goes_on_after_a_failed_checkpoint(tmp_path: Path) -> None:
+    """A checkpoint that fails once (a passing disk error) is retried: had the thread ended,
+    nothing but the writer's safety net would copy the log back for the rest of the run."""
+    db = tmp_path / "again.db"
+    engine = create_engine(f"sqlite:///{db}")
+    migrate.ensure_current(engine)
+    ck = _FailingOnce(engine, interval=0.001)
+    ck.start()
+    try:
+        _write(engine, 5)
+        with ck.progress:
+            done = ck.progress.wait_for(
+                lambda: sum(m == "PASSIVE" for m, _ in ck.results) >= 2, timeout=10
+            )
+        assert ck.failed and done, ck.results
+    finally:
+        ck.stop()
+        engine.dispose()
+
+
 def test_wal_stays_bounded_under_continuous_writes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

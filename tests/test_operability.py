@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+import re
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +22,10 @@ from scimd.scim.schema import USER_SCHEMA
 from scimd.settings import Settings
 from scimd.store import audit
 from scimd.store.engine import create_engine
+from scimd.web import security
 from scimd.web.app import create_app
+from scimd.web.observability import JsonFormatter
+from scimd.web.scim import Scim
 from support.live_server import create_app as create_bearer_app
 from support.live_server import sqlite_url, start_server
 
@@ -594,3 +600,106 @@ def test_a_log_level_above_info_leaves_the_access_lines_out(tmp_path: Path) -> N
         with TestClient(app) as c:
             c.get("/scim/v2/Users")  # a 401, logged as any request
         assert len(stream.getvalue().decode().splitlines()) == lines, level
+
+
+def test_error_replies_carry_the_request_id(client: tuple[TestClient, str]) -> None:
+    """An error is what an operator looks up in the logs, by the reply's X-Request-Id: a 401,
+    404 or 400 must carry it as a 200 does, and it must be the id the access line names."""
+    c, token = client
+    h = {"Authorization": f"Bearer {token}"}
+    replies = [
+        c.get("/scim/v2/Users"),
+        c.get("/scim/v2/Users/no-such-user", headers=h),
+        c.get("/scim/v2/Users", params={"filter": "userName eq"}, headers=h),
+        c.get("/scim/v2/Users", headers=h),
+    ]
+    assert [r.status_code for r in replies] == [401, 404, 400, 200]
+    ids = [r.headers.get("x-request-id") for r in replies]
+    assert all(ids) and len(set(ids)) == 4, ids
+
+
+def test_two_app_instances_hand_out_different_request_ids(tmp_path: Path) -> None:
+    """Audit records and log lines name requests by id: a restarted server (or a second
+    process on the same database) must not reuse the ids of the first."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'ids.db'}")
+    ids = []
+    for _ in range(2):
+        with TestClient(create_app(Settings(), engine)) as c:
+            ids.append(c.get("/scim/v2/Users").headers["x-request-id"])
+    assert ids[0] != ids[1]
+
+
+def test_the_log_line_of_a_500_names_the_replys_request_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 500 tells the client its request id identifies it in the logs: the traceback's line
+    must carry that id, or the operator cannot find it."""
+
+    async def broken(self: Scim, request: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Scim, "handle", broken)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("scimd.web")
+    logger.addHandler(handler)
+    try:
+        app = create_app(Settings(), create_engine(f"sqlite:///{tmp_path / 'bug.db'}"))
+        with TestClient(app, raise_server_exceptions=False) as c:
+            r = c.get("/scim/v2/Users")
+    finally:
+        logger.removeHandler(handler)
+    assert r.status_code == 500
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    crashed = [line for line in lines if line["msg"].startswith("unhandled error")]
+    assert len(crashed) == 1 and "a bug" in crashed[0]["exc"]
+    assert crashed[0]["request_id"] == r.headers["x-request-id"]
+
+
+def test_a_clients_long_request_id_is_logged_cut(tmp_path: Path) -> None:
+    """A client's X-Request-Id is logged beside the server's, cut to 64 characters: a client
+    must not be able to write lines of kilobytes into the operator's log."""
+    stream = io.BytesIO()
+    app = create_app(
+        Settings(), create_engine(f"sqlite:///{tmp_path / 'cut.db'}"), log_stream=stream
+    )
+    with TestClient(app) as c:
+        c.get("/scim/v2/Users", headers={"X-Request-Id": "x" * 5000})
+    (line,) = stream.getvalue().decode().splitlines()
+    assert json.loads(line)["client_request_id"] == "x" * 64
+
+
+def test_metrics_count_searches_apart_from_resources(client: tuple[TestClient, str]) -> None:
+    """POST /Users/.search is a search, not a request about one user: counted under
+    /Users/{id}, its latencies would hide among the single-resource reads."""
+    c, token = client
+    h = {"Authorization": f"Bearer {token}"}
+    search = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"]}
+    assert c.post("/scim/v2/Users/.search", json=search, headers=h).status_code == 200
+    text = c.get("/metrics").text
+    assert (
+        'scimd_requests_total{method="POST",route="/scim/v2/Users/.search",status="200"} 1.0'
+        in text
+    )
+    assert 'route="/scim/v2/Users/{id}"' not in text
+
+
+def test_retry_after_of_a_429_is_the_wait_it_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The 429 for too many failed authentications says "retry in N s": its Retry-After must
+    be that N (the seconds until the oldest failure leaves the minute), not a fixed 60."""
+    now = [1000.0]
+    monkeypatch.setattr(security, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    engine = create_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    app = create_app(Settings(auth_failures_per_minute=2), engine)
+    bad = {"Authorization": "Bearer no"}
+    with TestClient(app) as c:
+        assert [c.get("/scim/v2/Users", headers=bad).status_code for _ in range(2)] == [401] * 2
+        now[0] += 20.5  # the first failure leaves the window in 39.5 s
+        r = c.get("/scim/v2/Users", headers=bad)
+    assert r.status_code == 429
+    said = re.search(r"retry in (\d+) s", r.json()["detail"])
+    assert said is not None and said.group(1) == "40"
+    assert r.headers["retry-after"] == "40"

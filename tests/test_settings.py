@@ -49,12 +49,19 @@ from scimd.settings import SettingsError, load
         ("public_url", "https://idp example.com", "not a base URL"),
         ("public_url", "https://idp.example.com:", "not a base URL"),
         ("public_url", "https://bücher.example", "in its xn-- form"),
+        ("port", "70000", "not a TCP port"),  # was wrapped or refused by the OS after the banner
+        ("port", "-1", "not a TCP port"),
+        ("keep_alive_timeout", "0", "not a number of seconds"),  # closed every idle connection
+        ("database_timeout", "-1", "is negative"),  # 0 already means wait forever
+        ("shutdown_timeout", "-1", "is negative"),
+        ("log_level", "verbose", "not a log level"),  # a traceback from logging at start
     ],
 )
 def test_a_setting_out_of_its_range_is_refused(name: str, value: str, said: str) -> None:
     with pytest.raises(SettingsError, match=said) as refused:
         load(**{name: value})
     assert f"--{name.replace('_', '-')}" in str(refused.value)
+    assert "\n" not in str(refused.value)  # one line, not a traceback
 
 
 def test_the_settings_that_were_refused_have_working_neighbours() -> None:
@@ -98,3 +105,20 @@ def test_a_settings_file_that_is_not_utf8_is_named(tmp_path: Path) -> None:
     conf.write_bytes('log_level = "info" # caf\u00e9\n'.encode("latin-1"))
     with pytest.raises(SettingsError, match=f"settings file {conf} is not UTF-8"):
         load(str(conf))
+
+
+def test_a_setting_comes_from_the_flag_then_the_environment_then_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's order (flag > environment > settings file > default): a container's
+    SCIMD_PORT must override the port baked into its settings file, and a flag both."""
+    conf = tmp_path / "scimd.toml"
+    conf.write_text("[scimd]\nport = 9000\nmax_results = 500\n")
+    monkeypatch.delenv("SCIMD_MAX_RESULTS", raising=False)
+    monkeypatch.delenv("SCIMD_DEFAULT_COUNT", raising=False)
+    monkeypatch.setenv("SCIMD_PORT", "9100")
+    s = load(str(conf))
+    assert (s.port, s.max_results) == (9100, 500)  # the environment beats the file
+    assert load(str(conf), port=9200).port == 9200  # the flag beats both
+    monkeypatch.delenv("SCIMD_PORT")
+    assert load(str(conf)).port == 9000  # the file beats the default
