@@ -3265,3 +3265,32 @@ def test_a_trailing_slash_outside_the_scim_api_is_served_not_redirected(api: Api
         follow_redirects=False,
     )
     assert r.status_code == 401, r.status_code  # the endpoint's invalid_client, no 307
+
+
+@pytest.mark.parametrize("fail_on", [0, -1])
+def test_bulk_fail_on_errors_below_one_is_refused_and_runs_nothing(api: Api, fail_on: int) -> None:
+    """RFC 7644 §3.7: failOnErrors counts errors before stopping, so 0 or less has no meaning:
+    a 400 invalidValue before any operation runs, not a request run as if it were absent."""
+    op = {
+        "method": "POST",
+        "path": "/Users",
+        "bulkId": "a",
+        "data": {"schemas": [USER], "userName": "ada@x.com"},
+    }
+    body = {"schemas": [BULK], "failOnErrors": fail_on, "Operations": [op]}
+    assert "failOnErrors" in _error(api.req("POST", "/Bulk", body), 400, "invalidValue")["detail"]
+    assert api.req("GET", "/Users").json()["totalResults"] == 0
+
+
+def test_sort_order_is_read_in_any_case(api: Api) -> None:
+    """Clients send "Descending" or "ASCENDING" (RFC 7644 §3.4.2.3 names the values; case is
+    not significant for them): each sorts as its lower-case form does, never a 400."""
+    for name in ("b@x.com", "a@x.com", "c@x.com"):
+        api.user(name)
+    for order, expected in (
+        ("Descending", ["c@x.com", "b@x.com", "a@x.com"]),
+        ("ASCENDING", ["a@x.com", "b@x.com", "c@x.com"]),
+    ):
+        r = api.req("GET", "/Users", params={"sortBy": "userName", "sortOrder": order})
+        assert r.status_code == 200, r.text
+        assert [u["userName"] for u in r.json()["Resources"]] == expected, order

@@ -254,3 +254,24 @@ def test_a_prune_whose_only_batch_fails_says_nothing_was_removed(tmp_path: Path)
         ops = [op for (op,) in conn.execute(sa.select(audit_table.c.operation))]
     engine.dispose()
     assert ops == ["create", "create", "create"]
+
+
+def test_a_record_half_a_second_inside_the_window_survives_a_prune(any_database_url: str) -> None:
+    """The cutoff is compared as text with ``at``, so it must be written as ``at`` is (with its
+    milliseconds): "12:00:00Z" sorts after "12:00:00.500Z", and a record still inside the
+    days to keep was removed."""
+    now = datetime(2026, 1, 31, 12, 0, 0, tzinfo=UTC)
+    before = audit.cutoff(30, now)
+    assert before == "2026-01-01T12:00:00.000Z"
+    engine = create_engine(any_database_url)
+    ensure_current(engine)
+    with engine.begin() as conn:
+        for rid, at in (("old", "2026-01-01T11:59:59.500Z"), ("kept", "2026-01-01T12:00:00.500Z")):
+            row = audit.values(audit.CLI, "user.create", "User", rid)
+            row["at"] = at
+            conn.execute(audit_table.insert().values(row))
+    removed = audit.prune(engine, before, audit.CLI, record_empty=False)
+    rows = _rows(engine)
+    engine.dispose()
+    assert removed == 1
+    assert [r[1] for r in rows if r[0] == "user.create"] == ["kept"]

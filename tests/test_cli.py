@@ -1225,3 +1225,21 @@ def test_db_current_on_an_empty_database_says_there_is_no_schema_yet(tmp_path: P
     done = _scimd("db", "current", "--check", "--database-url", f"sqlite:///{empty}")
     assert done.returncode == 1 and "None" not in done.stdout, done.stdout
     assert "current: none (no scimd schema yet: `scimd db upgrade`" in done.stdout
+
+
+def test_a_property_type_with_spaces_around_it_is_read(db: str) -> None:
+    """A type pasted from a form or a script (" Integer ") names the type as the other
+    spellings do, rather than being refused as unknown."""
+    added = json.loads(
+        _ok("properties", "add", "Level", "--type", " Integer ", "--json", "--database-url", db)
+    )
+    assert added["type"] == "Integer"
+
+
+def test_apps_list_json_is_ascii(db: str) -> None:
+    """`apps list --json` escapes what is not ASCII (the secret hint's "…" as \\u2026), so a
+    script or a console in another encoding reads the same JSON."""
+    _ok("apps", "create", "--name", "A", "--grant", "bearer", "--json", "--database-url", db)
+    out = _ok("apps", "list", "--json", "--database-url", db)
+    assert out.isascii() and "\\u2026" in out
+    assert json.loads(out)[0]["secrets"][0]["hint"].endswith("…")

@@ -270,6 +270,37 @@ def test_stored_lower_cased_names_are_folded_with_one_small_sigma(any_database_u
     assert [u["id"] for u in found] == ["u1"]
 
 
+def test_two_stored_names_that_both_fold_to_one_are_refused_by_name(
+    any_database_url: str,
+) -> None:
+    """Two names stored before 0009, each with a final sigma where the other has the small
+    one, fold to one name: 0009 refuses them naming both and changes nothing, as it does for
+    a clash with a name already folded (a unique-index error left no user to point at)."""
+    import sqlalchemy as sa
+
+    final, small = "\u03c2", "\u03c3"
+    engine = create_engine(any_database_url)
+    try:
+        migrate.upgrade(engine, "0008")
+        for pk, low in ((1, f"a{final} b{small}"), (2, f"a{small} b{final}")):
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.text(
+                        "INSERT INTO users (pk, id, user_name, user_name_lower, created,"
+                        " last_modified, version, doc) VALUES (:pk, :id, :low, :low,"
+                        " '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 1, :doc)"
+                    ),
+                    {"pk": pk, "id": f"u{pk}", "low": low, "doc": "{}"},
+                )
+        with pytest.raises(migrate.DatabaseUnsupported) as refused:
+            migrate.ensure_current(engine)
+        said = str(refused.value)
+        assert "(id u2) and id u1" in said and "nothing was changed" in said, said
+        assert migrate.current(engine) == "0008"
+    finally:
+        engine.dispose()
+
+
 def test_the_case_check_covers_every_cased_character_and_finds_a_difference() -> None:
     """PostgreSQL lower-cases JSON values with its ICU and Python the literals and the name
     columns: they agree while both know the same Unicode version. The server warns when
@@ -395,6 +426,43 @@ def test_whole_decimal_doubles_stored_before_0011_read_as_a_write_stores_them(
         assert again.etag == tag and not again.changed
     finally:
         engine.dispose()
+
+
+def test_a_user_whose_only_whole_double_is_exactly_2_53_is_converted(
+    any_database_url: str,
+) -> None:
+    """2^53 is the first whole double 0011 rewrites: a user holding it and no other value to
+    convert was left with the double, which a PUT of what a GET returned then changed."""
+    import sqlalchemy as sa
+
+    from scimd.store.prepared import load_json
+
+    urn = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
+    engine = create_engine(any_database_url)
+    try:
+        migrate.upgrade(engine, "0010")
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO user_properties (name, name_lower, type, description,"
+                    " created) VALUES ('W', 'w', 'Decimal', '', '2026-01-01T00:00:00.000Z')"
+                )
+            )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO users (pk, id, user_name, user_name_lower, created,"
+                    " last_modified, version, doc) VALUES (1, 'u1', 'w@x', 'w@x',"
+                    " '2026-01-01T00:00:00.000Z', '2026-01-01T00:00:00.000Z', 1,"
+                    + (" :doc)" if engine.dialect.name == "sqlite" else " CAST(:doc AS JSONB))")
+                ),
+                {"doc": json.dumps({"userName": "w@x", urn: {"W": 2.0**53}})},
+            )
+        migrate.ensure_current(engine)
+        with engine.connect() as conn:
+            after = load_json(conn.execute(sa.text("SELECT doc FROM users")).scalar_one())[urn]
+    finally:
+        engine.dispose()
+    assert after == {"W": 2**53} and type(after["W"]) is int
 
 
 def test_of_servers_upgrading_together_only_the_one_that_did_says_so(

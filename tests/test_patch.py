@@ -1186,6 +1186,24 @@ def test_manager_add_as_array_doc_example() -> None:
     assert result.doc[ENT] == {"manager": {"$ref": ref, "value": MANAGER_ID}}
 
 
+def test_a_list_of_several_values_for_a_single_valued_attribute_is_refused() -> None:
+    """Only a one-element list means its element (Entra's manager): two titles or two managers
+    are a 400, in POST and PATCH, never silently cut to the first one sent."""
+    for op in (
+        {"op": "replace", "path": "title", "value": ["CEO", "CTO"]},
+        {"op": "add", "path": MANAGER, "value": [{"value": "a"}, {"value": "b"}]},
+        {"op": "replace", "value": {"displayName": ["Ada", "Ada L."]}},
+    ):
+        check(fails(user(), op), 400, "invalidValue")
+    for extra in (
+        {"displayName": ["Ada", "Ada L."]},
+        {ENT: {"manager": [{"value": "a"}, {"value": "b"}]}},
+    ):
+        with pytest.raises(ScimError) as refused:
+            user(**extra)
+        assert (refused.value.status, refused.value.scim_type) == (400, "invalidValue")
+
+
 def test_manager_change_drops_the_previous_reference() -> None:
     """A new manager id replaces the manager object, so the old $ref is not kept."""
     doc = user(**{ENT: {"manager": {"value": "old", "$ref": "../Users/old"}}})

@@ -974,3 +974,45 @@ def test_a_password_typed_as_the_username_is_not_logged(
         "admin",
     ]
     assert PASSWORD not in caplog.text
+
+
+def test_a_session_ends_eight_hours_after_sign_in_however_active(portal: Portal) -> None:
+    """The session cookie is signed again on every reply, so only the server's check of when
+    the admin signed in ends a session: a copied cookie kept busy must not last for ever."""
+    portal.login()
+    assert portal.client.get(APPS, follow_redirects=False).status_code == 200
+    with portal.engine.begin() as conn:  # signed in 7 h 59 min ago, and active since
+        conn.execute(sa.text("UPDATE admin_sessions SET created = created - :s"), {"s": 28740})
+    assert portal.client.get(APPS, follow_redirects=False).status_code == 200
+    with portal.engine.begin() as conn:  # now 8 h 1 min ago
+        conn.execute(sa.text("UPDATE admin_sessions SET created = created - 120"))
+    r = portal.client.get(APPS, follow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/admin/login")
+
+
+def test_portal_audit_records_carry_the_request_id_of_their_reply(portal: Portal) -> None:
+    """Each application change made in the portal is audited with the id its reply (and its
+    access log line) carries, so an admin's action can be traced from one to the other."""
+    portal.login()
+    r = portal.post(
+        f"{APPS}/add", {"name": "Traced", "grant": "bearer", "scope": ["API"]}, f"{APPS}/add"
+    )
+    assert r.status_code == 200, r.text
+    rids = {"app.create": r.headers["x-request-id"]}
+    with portal.engine.connect() as conn:
+        cid: str = conn.execute(
+            sa.select(applications.c.client_id).where(applications.c.name == "Traced")
+        ).scalar_one()
+    detail = f"{APPS}/{cid}"
+    for action, data in (
+        ("rotate", {}),
+        ("disable", {"confirm": "yes"}),
+        ("enable", {}),
+        ("delete", {"confirm": "yes"}),
+    ):
+        r = portal.post(f"{detail}/{action}", data, detail)
+        assert r.status_code in (200, 303), (action, r.status_code)
+        rids[f"app.{action}"] = r.headers["x-request-id"]
+    with portal.engine.connect() as conn:
+        rows = audit.history(conn, resource_id=cid)
+    assert {row["operation"]: row["request_id"] for row in rows} == rids

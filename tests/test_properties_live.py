@@ -116,6 +116,38 @@ def test_removing_a_users_only_property_leaves_no_empty_extension(any_database_u
         engine.dispose()
 
 
+def test_removing_a_property_moves_its_holders_last_modified(any_database_url: str) -> None:
+    """A user who lost a value changed: its meta.lastModified moves past what it was, so a
+    "changed since" search (``meta.lastModified gt T``) finds it, and only it."""
+    from scimd.scim.filter import parse
+    from scimd.store import audit, migrate
+    from scimd.store import properties as props
+    from scimd.store.directory import Directory
+    from scimd.store.engine import create_engine
+
+    engine = create_engine(any_database_url)
+    migrate.ensure_current(engine)
+    with engine.begin() as conn:
+        props.add_property(conn, "Gone", "String", "", audit.CLI)
+    d = Directory(engine)
+    try:
+        base = "http://x/scim/v2"
+        held = d.create("User", {"userName": "held@x", PROPS: {"Gone": "a"}}, audit.CLI, base)
+        other = d.create("User", {"userName": "other@x"}, audit.CLI, base)
+        assert held.resource is not None and other.resource is not None
+        since = max(held.resource["meta"]["lastModified"], other.resource["meta"]["lastModified"])
+        with engine.begin() as conn:
+            props.remove_property(conn, "Gone", audit.CLI)
+        got, _ = d.get("User", held.resource["id"], base)
+        assert got["meta"]["lastModified"] > since
+        changed = parse(f'meta.lastModified gt "{since}"')
+        found = d.search("User", changed, base).resources
+        assert [u["userName"] for u in found] == ["held@x"]
+    finally:
+        d.close()
+        engine.dispose()
+
+
 def test_removing_a_property_while_users_are_written_leaves_none_of_its_values(
     any_database_url: str, tmp_path: Path
 ) -> None:

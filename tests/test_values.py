@@ -392,3 +392,46 @@ def test_a_whole_number_a_decimal_cannot_keep_names_the_double_it_may_send() -> 
     assert coerce_scalar(d, "9.223372036854776e+18", "p") == 9223372036854776000
     with pytest.raises(InvalidValue, match=re.escape("got 10000000000000000000... (401 digits)")):
         coerce_scalar(d, 10**400, "p")
+
+
+def test_a_binary_value_must_be_base64() -> None:
+    """RFC 7643 §2.3.6: binary is base64; characters outside its alphabet (a certificate pasted
+    with stray symbols) are refused, not stored for clients to fail decoding later."""
+    b = _attr(S.BINARY)
+    assert coerce_scalar(b, "TUlJ", "p") == "TUlJ"
+    for bad in ("MII*not$base64==", "TU lJ", "TUlJ!"):
+        with pytest.raises(InvalidValue, match="must be"):
+            coerce_scalar(b, bad, "p")
+
+
+def test_a_padded_boolean_string_is_read_as_the_boolean() -> None:
+    """Entra sends ``active`` as "True"/"False", sometimes with spaces around it: " False " must
+    read as false (a padded string refused, or read as true, would break deprovisioning)."""
+    b = _attr(S.BOOLEAN)
+    assert coerce_scalar(b, " False ", "p") is False
+    assert coerce_scalar(b, "\tTRUE ", "p") is True
+    with pytest.raises(InvalidValue):
+        coerce_scalar(b, " no ", "p")
+
+
+def test_numbers_with_leading_zeros_are_refused() -> None:
+    """JSON writes no leading zeros: "007" (an id, a zip code) sent for a number is not
+    silently stored as 7, for an Integer or a Decimal."""
+    i, d = _attr(S.INTEGER), _attr(S.DECIMAL)
+    assert coerce_scalar(i, "0", "p") == 0 and coerce_scalar(d, "0.5", "p") == 0.5
+    for attr, text in ((i, "007"), (i, "-01"), (i, "00"), (d, "00.5"), (d, "-01.5")):
+        with pytest.raises(InvalidValue):
+            coerce_scalar(attr, text, "p")
+
+
+def test_last_modified_moves_on_when_the_clock_reads_the_same_millisecond(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two writes in one millisecond: the second's lastModified must be later than the first's,
+    or ``meta.lastModified gt`` and version checks miss the second write."""
+    from scimd.scim import values
+
+    t = "2024-05-06T07:08:09.123Z"
+    monkeypatch.setattr(values, "now_datetime", lambda: t)
+    assert values.later_than(t) == "2024-05-06T07:08:09.124Z"
+    assert values.later_than("2024-05-06T07:08:09.122Z") == t
