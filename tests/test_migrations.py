@@ -28,6 +28,26 @@ def test_an_upgraded_database_matches_the_table_definitions(any_database_url: st
     assert differences == []
 
 
+def test_the_head_known_without_alembic_is_the_scripts_head() -> None:
+    """Commands check the database against ``migrate.HEAD`` without loading Alembic: a new
+    migration script must move it, or servers would stop upgrading to it."""
+    assert migrate.scripts_head() == migrate.HEAD
+
+
+def test_a_database_at_two_revisions_is_refused_with_the_revisions(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'two.db'}")
+    try:
+        migrate.ensure_current(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO alembic_version VALUES ('0003')")
+        with pytest.raises(migrate.DatabaseUnsupported, match=r"several schema revisions"):
+            migrate.ensure_current(engine)
+        with pytest.raises(migrate.DatabaseUnsupported, match=f"0003, {migrate.HEAD}"):
+            migrate.current(engine)
+    finally:
+        engine.dispose()
+
+
 def test_servers_starting_together_on_an_empty_postgres_both_upgrade_it(postgres_url: str) -> None:
     """Two servers started at once on an empty PostgreSQL database both created the tables,
     and one died on a duplicate key (7 times in 8). The upgrade now holds an advisory lock:

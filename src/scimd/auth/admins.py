@@ -8,6 +8,7 @@ admin chooses a username and password. ``scimd admin create`` does the same from
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import re
@@ -32,8 +33,18 @@ SETUP_TTL = 24 * 3600
 SESSION_SECONDS = 8 * 3600  # a portal session lasts this long from its sign-in
 _USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$")
 _hasher = PasswordHasher()
-# Verified against when the username does not exist, so a wrong username costs the same time.
-_DUMMY = _hasher.hash("not a real password")
+
+
+@functools.cache
+def _dummy() -> str:
+    """Verified against when the username does not exist, so a wrong username costs the same
+    time. Made on first use: hashing costs ~0.2 s, which every command and server start paid."""
+    return _hasher.hash("not a real password")
+
+
+def prepare() -> None:
+    """Make the dummy digest ahead of the first sign-in (a server calls it off its loop)."""
+    _dummy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +213,7 @@ def password_matches(found: Candidate | None, password: str) -> bool:
     held SQLite's write lock, so a burst of sign-ins stalled every SCIM write. An unknown
     account is checked against a dummy digest, so it takes as long."""
     try:
-        _hasher.verify(found.password_hash if found is not None else _DUMMY, password)
+        _hasher.verify(found.password_hash if found is not None else _dummy(), password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
     return found is not None

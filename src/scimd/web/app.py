@@ -281,7 +281,10 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         checkpointer.start()
         retention.start()
+        # The first unknown username costs what a known one does (admins.password_matches).
+        warming = asyncio.get_running_loop().run_in_executor(None, admins.prepare)
         yield
+        await warming
         if isinstance(app, ScimdApp):
             await app.drain(5)  # the requests uvicorn cancelled answer first
         retention.stop()
