@@ -1952,3 +1952,19 @@ def test_a_member_filter_joining_ids_with_and_removes_nobody() -> None:
         load_members=lambda: [{"value": "a", "type": "User"}, {"value": "b", "type": "User"}],
     )
     assert result.member_ops == [] and not result.changed
+
+
+def test_the_passwords_of_a_patch_are_found_whatever_the_case_of_operations() -> None:
+    """Attribute names are case-insensitive, "operations" included: a password sent under
+    a lower-cased key was left to the write, which hashes it with a new salt, so the same
+    password sent again still made a new version of the user."""
+    from scimd.scim import passwords
+
+    raw = {
+        "schemas": [PATCH_OP_SCHEMA],
+        "operations": [{"op": "replace", "path": "password", "value": "pw1"}],
+    }
+    assert passwords.plaintexts(raw, patch=True) == ["pw1"]
+    digest = passwords.Hashed("scrypt$00$00")
+    new = passwords.substituted(raw, {"pw1": digest}, patch=True)
+    assert new["operations"][0]["value"] == digest

@@ -435,3 +435,20 @@ def test_last_modified_moves_on_when_the_clock_reads_the_same_millisecond(
     monkeypatch.setattr(values, "now_datetime", lambda: t)
     assert values.later_than(t) == "2024-05-06T07:08:09.124Z"
     assert values.later_than("2024-05-06T07:08:09.122Z") == t
+
+
+def test_a_boolean_is_no_integer() -> None:
+    """JSON's true is not the number 1: an Integer property given true is refused, not
+    stored as 1 (a filter for 1 would then find a user whose client sent a boolean)."""
+    for value in (True, False):
+        with pytest.raises(InvalidValue, match=r"must be an integer, got (true|false)"):
+            coerce_scalar(_attr(S.INTEGER), value, "p")
+
+
+def test_the_64_bit_bounds_are_both_integers() -> None:
+    """-2^63 and 2^63-1 are the Integer range PostgreSQL's bigint and SQLite's integer hold:
+    both ends are kept."""
+    i = _attr(S.INTEGER)
+    assert coerce_scalar(i, -(2**63), "p") == -(2**63)
+    assert coerce_scalar(i, str(-(2**63)), "p") == -(2**63)
+    assert coerce_scalar(i, 2**63 - 1, "p") == 2**63 - 1
