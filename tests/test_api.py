@@ -129,6 +129,9 @@ def test_unknown_id_is_404_scim_error(api: Api) -> None:
         ),
         404,
     )
+    _error(api.req("PUT", "/Users/nope", {"schemas": [USER], "userName": "put@x.com"}), 404)
+    _error(api.req("PUT", "/Groups/nope", {"displayName": "Nope"}), 404)
+    assert api.req("GET", "/Users").json()["totalResults"] == 0  # the PUT made nobody
 
 
 def test_filter_without_match_is_empty_list(api: Api) -> None:
@@ -325,8 +328,15 @@ def test_if_match_mismatch_is_412(api: Api) -> None:
 def test_paths_tolerate_slashes_and_case(api: Api) -> None:
     """Trailing slash, '//' and case-insensitive resource segments all route."""
     u = api.user("c@x.com")
-    for path in ("//Users", "/users/", f"/USERS/{u['id']}/", f"//Users//{u['id']}"):
-        assert api.req("GET", path).status_code == 200, path
+    api.user("other@x.com")
+    for path in ("//Users", "/users/"):
+        r = api.req("GET", path)
+        assert r.status_code == 200, path
+        assert r.json()["totalResults"] == 2, path  # the list, not one user
+    for path in (f"/USERS/{u['id']}/", f"//Users//{u['id']}"):
+        r = api.req("GET", path)
+        assert r.status_code == 200, path
+        assert r.json()["id"] == u["id"] and r.json()["userName"] == "c@x.com", path
 
 
 def test_disabled_user_still_returned(api: Api) -> None:

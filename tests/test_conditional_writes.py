@@ -133,13 +133,17 @@ def test_replace_after_the_counters_moved_writes_nothing(directory: Directory) -
     row = _row(d, "e@x.com")
     seen = _counters(d)
     _bump_auth(d)
+    before = _state(d)
     with d.read() as conn:
         assert (
             conditional.replace_user(conn, row, {**row.doc, "title": "t"}, APP, "patch", None, seen)
             is None
         )
+    assert _state(d) == before  # no audit record either
     with d.read() as conn:
-        assert "title" not in d.repos["User"].get_row(conn, row.id).doc
+        again = d.repos["User"].get_row(conn, row.id)
+    assert "title" not in again.doc
+    assert (again.version, again.last_modified) == (row.version, row.last_modified)
 
 
 def test_directory_starts_over_when_the_row_moved(directory: Directory) -> None:

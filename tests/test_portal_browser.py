@@ -158,27 +158,49 @@ def _token(server: ServerProcess, page: Page) -> str:
     return page.input_value("#client_secret")
 
 
+def _property_names(server: ServerProcess, token: str) -> list[str]:
+    """The custom properties /Schemas lists (none: the extension is not listed at all)."""
+    r = _scim(server, token, f"/Schemas/{PROPS}")
+    if r.status_code == 404:
+        return []
+    assert r.status_code == 200, r.text
+    return [a["name"] for a in r.json()["attributes"]]
+
+
+def _add_property(page: Page, server: ServerProcess, name: str, description: str) -> None:
+    page.goto(f"{server.root_url}/admin/properties")
+    page.fill("#name", name)
+    page.select_option("#type", "String")
+    page.fill("#description", description)
+    page.click("button:has-text('Add property')")
+    assert f"{PROPS}:{name}" in page.inner_text("main")
+
+
 def test_custom_property_appears_in_schemas(page: Page, server: ServerProcess, shots: Path) -> None:
-    """A property defined on the page is in /Schemas at once; unsupported types aren't offered."""
+    """A property defined on the page is in /Schemas at once; unsupported types aren't offered.
+
+    The server is shared by this module's tests, which run in any order and on any worker:
+    what another test defined may be there before, and only this one is added."""
     token = _token(server, page)
+    before = _property_names(server, token)
+    assert "IdentificationNumber" not in before
     page.goto(f"{server.root_url}/admin/properties")
     offered = page.eval_on_selector_all("#type option", "os => os.map(o => o.value)")
     assert offered == ["String", "Integer", "Decimal", "Boolean", "DateTime", "Date"]
-    page.fill("#name", "IdentificationNumber")
-    page.select_option("#type", "String")
-    page.fill("#description", "National id, mapped from Entra")
-    page.click("button:has-text('Add property')")
-    assert f"{PROPS}:IdentificationNumber" in page.inner_text("main")
+    _add_property(page, server, "IdentificationNumber", "National id, mapped from Entra")
     page.screenshot(path=str(shots / "custom-properties.png"), full_page=True)
-    schemas = _scim(server, token, f"/Schemas/{PROPS}").json()
-    assert [a["name"] for a in schemas["attributes"]] == ["IdentificationNumber"]
+    assert sorted(_property_names(server, token)) == sorted([*before, "IdentificationNumber"])
 
 
 def test_user_created_over_scim_has_audit_history(
     page: Page, server: ServerProcess, shots: Path
 ) -> None:
-    """A user provisioned over SCIM is found by search, with its attributes and history."""
+    """A user provisioned over SCIM is found by search, with its attributes and history.
+
+    It defines the custom property it sends itself: it failed when run alone or on another
+    worker than the test that defined IdentificationNumber (a 400 for an undefined property)."""
     token = _token(server, page)
+    _add_property(page, server, "EmployeeBadge", "Badge number")
     h = {"Authorization": f"Bearer {token}", "Content-Type": "application/scim+json"}
     body = {
         "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
@@ -187,7 +209,7 @@ def test_user_created_over_scim_has_audit_history(
         "emails": [{"type": "work", "value": "ada.lovelace@example.com", "primary": True}],
         "phoneNumbers": [{"type": "mobile", "value": "+44 7700900123"}],
         "active": True,
-        PROPS: {"IdentificationNumber": "1815"},
+        PROPS: {"EmployeeBadge": "1815"},
     }
     r = httpx.post(f"{server.scim_url}/Users", json=body, headers=h, timeout=10)
     assert r.status_code == 201, r.text
