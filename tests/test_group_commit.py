@@ -650,3 +650,46 @@ def test_a_database_timeout_of_zero_waits_for_the_write_lock(
         other.close()
     assert refused  # it did meet the lock
     assert made.resource["userName"] == "patient@x.example"
+
+
+# -- the wait for SQLite's write lock (web.batching) -------------------------------------------
+
+
+def _sqlite_failure(text: str) -> sa.exc.OperationalError:
+    return sa.exc.OperationalError("BEGIN IMMEDIATE", None, sqlite3.OperationalError(text))
+
+
+def test_a_write_lock_wait_gives_up_at_once_on_an_error_other_than_busy() -> None:
+    """Only "database is locked" is waited out: a read-only or full disk met at BEGIN fails
+    the write at once (a 503 now), not after trying again for ``database_timeout``."""
+    calls: list[str] = []
+
+    async def attempt() -> str:
+        calls.append("try")
+        if len(calls) == 1:
+            raise _sqlite_failure("attempt to write a readonly database")
+        return "begun"
+
+    with pytest.raises(sa.exc.OperationalError, match="readonly"):
+        asyncio.run(batching.until_unlocked(attempt, 30))
+    assert calls == ["try"]
+
+
+def test_a_write_lock_wait_tries_again_often_while_busy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While another process holds the lock, BEGIN is tried again after pauses that grow to
+    50 ms at most: a write waits at most that long past the lock's release, never seconds."""
+    pauses: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        pauses.append(seconds)
+
+    monkeypatch.setattr(batching.asyncio, "sleep", pause)
+    tries = iter(range(20))
+
+    async def attempt() -> str:
+        if next(tries) < 19:
+            raise _sqlite_failure("database is locked")
+        return "begun"
+
+    assert asyncio.run(batching.until_unlocked(attempt, 30)) == "begun"
+    assert len(pauses) == 19 and pauses[0] <= 0.001 and max(pauses) == 0.05

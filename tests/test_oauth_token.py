@@ -28,6 +28,7 @@ FORM = "application/x-www-form-urlencoded"
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 BOTH = ["API", "USER SYNC"]
+GRANT = "client_credentials"
 
 
 class Server:
@@ -239,6 +240,8 @@ def test_get_is_not_allowed(server: Server) -> None:
         ("  api   User_Sync ", "API USER SYNC"),
         ("API API", "API"),
         ("", "API USER SYNC"),
+        ("   ", "API USER SYNC"),
+        ("_", "API USER SYNC"),
     ],
 )
 def test_scope_parsing(server: Server, requested: str, granted: str) -> None:
@@ -377,6 +380,55 @@ def test_oversized_body_is_413(server: Server) -> None:
     cid, secret = server.app()
     r = server.post_auth(cid, secret, scope="API " * 5000)
     oauth_error(r, 413, "invalid_request")
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    ["Application/X-WWW-Form-Urlencoded", "application/x-www-form-urlencoded; charset=UTF-8"],
+)
+def test_a_form_type_in_another_case_or_with_a_charset_is_a_form(
+    server: Server, ctype: str
+) -> None:
+    """Media types are case-insensitive and may carry parameters (RFC 9110 §8.3.1): a client
+    labelling its form so gets its token, not an invalid_request."""
+    cid, secret = server.app()
+    body = urlencode({"grant_type": GRANT, "client_id": cid, "client_secret": secret})
+    r = server.client.post(TOKEN_URL, content=body, headers={"Content-Type": ctype})
+    assert r.status_code == 200, r.text
+
+
+def test_a_body_of_exactly_the_maximum_is_read(server: Server) -> None:
+    """The cap is the largest body taken: 16 KiB exactly is read, one byte more is a 413."""
+    from scimd.web.oauth import MAX_BODY
+
+    cid, secret = server.app()
+    form = urlencode({"grant_type": GRANT, "client_id": cid, "client_secret": secret})
+    pad = "&pad="
+    body = form + pad + "x" * (MAX_BODY - len(form) - len(pad))
+    assert len(body) == MAX_BODY
+    assert server.token(body).status_code == 200
+    oauth_error(server.token(body + "x"), 413, "invalid_request")
+
+
+def test_a_form_of_more_than_64_fields_is_invalid_request(server: Server) -> None:
+    """The field count is bounded (a small body of many empty-named pairs costs a dict entry
+    each): 65 fields are an invalid_request that says so."""
+    cid, secret = server.app()
+    fields = {"grant_type": GRANT, "client_id": cid, "client_secret": secret}
+    fields |= {f"x{i}": "1" for i in range(65 - len(fields))}
+    r = oauth_error(server.token(fields), 400, "invalid_request")
+    assert "64 fields" in r["error_description"]
+
+
+@pytest.mark.parametrize("param", ["client_id", "client_secret", "scope"])
+def test_a_nul_character_in_a_value_is_invalid_request(server: Server, param: str) -> None:
+    """No parameter holds U+0000 (PostgreSQL cannot take one as a parameter): a value with
+    one is an invalid_request naming it, not a client authentication failure."""
+    cid, secret = server.app()
+    fields = {"grant_type": GRANT, "client_id": cid, "client_secret": secret, "scope": "API"}
+    fields[param] += "\x00"
+    r = oauth_error(server.token(fields), 400, "invalid_request")
+    assert "NUL" in r["error_description"] and param in r["error_description"]
 
 
 # -- unsupported_grant_type / unauthorized_client -------------------------------------------------
@@ -772,6 +824,22 @@ def test_audit_names_app_never_secret_or_token(server: Server, tmp_path: Path) -
     assert secret.encode() not in raw and token.encode() not in raw
 
 
+def test_the_audit_of_a_token_says_its_lifetime_or_that_it_never_expires(server: Server) -> None:
+    """An operator reading ``token.issue`` records sees each token's lifetime in seconds, and
+    none (null) for a token that never expires: a 0 there read as "expired at once"."""
+    for lifetime in (3600, 0):
+        cid, secret = server.app(name=f"life-{lifetime}", lifetime=lifetime)
+        server.access_token(cid, secret)
+        with server.engine.connect() as conn:
+            detail = conn.execute(
+                sa.select(audit_table.c.detail).where(
+                    audit_table.c.operation == "token.issue", audit_table.c.actor == cid
+                )
+            ).scalar_one()
+        detail = json.loads(detail) if isinstance(detail, str) else detail
+        assert detail["expires_in"] == (lifetime or None)
+
+
 # -- throttling ---------------------------------------------------------------------------------
 
 
@@ -789,6 +857,19 @@ def test_repeated_invalid_client_is_throttled(make_server: Callable[..., Server]
     assert server.post_auth(cid, secret).status_code == 200
 
 
+def test_failures_from_one_address_are_not_forgotten_when_another_fails() -> None:
+    """The throttle counts each address apart: failures from a second address (a NAT's other
+    client, or a guesser alternating addresses) leave the first one's count as it was."""
+    from scimd.web.security import FailureThrottle, TooManyFailures
+
+    throttle = FailureThrottle(2)
+    for _ in range(2):
+        throttle.failed("192.0.2.1")
+    throttle.failed("192.0.2.2")
+    with pytest.raises(TooManyFailures):
+        throttle.failed("192.0.2.1")
+
+
 def test_other_errors_are_not_throttled(make_server: Callable[..., Server]) -> None:
     """Only failed client authentications count toward the throttle."""
     server = make_server(auth_failures_per_minute=2)
@@ -797,6 +878,119 @@ def test_other_errors_are_not_throttled(make_server: Callable[..., Server]) -> N
         oauth_error(server.post_auth(cid, secret, scope="ADMIN"), 400, "invalid_scope")
         oauth_error(server.token({"client_id": cid}), 400, "invalid_request")
     assert server.post_auth(cid, secret).status_code == 200
+
+
+def test_the_retry_after_of_a_throttled_token_request_is_the_wait_it_names(
+    make_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As on the SCIM API, a throttled token request's Retry-After is the seconds until the
+    oldest failure leaves the minute, not a fixed 60."""
+    import types
+
+    from scimd.web import security
+
+    now = [1000.0]
+    monkeypatch.setattr(security, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    server = make_server(auth_failures_per_minute=2)
+    cid, _ = server.app()
+    for _ in range(2):
+        oauth_error(server.post_auth(cid, "wrong"), 401, "invalid_client")
+    now[0] += 20.5  # the first failure leaves the window in 39.5 s
+    r = server.post_auth(cid, "wrong")
+    oauth_error(r, 429, "temporarily_unavailable")
+    assert r.headers["retry-after"] == "40"
+
+
+def test_a_busy_write_queue_is_a_503_to_retry(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write the server cannot take now (its queue full, the database busy) is answered
+    ``temporarily_unavailable`` with Retry-After, which a client retries; never a 500."""
+    from scimd.scim.errors import ScimError
+    from scimd.web import oauth
+
+    def busy(*args: Any, **kwargs: Any) -> Any:
+        raise ScimError("the server is busy: retry", status=503)
+
+    monkeypatch.setattr(oauth, "issue_token", busy)
+    cid, secret = server.app()
+    r = server.post_auth(cid, secret)
+    oauth_error(r, 503, "temporarily_unavailable")
+    assert r.headers["retry-after"] == "5"
+
+
+def test_the_basic_scheme_name_is_read_in_any_case(server: Server) -> None:
+    """Authentication scheme names are case-insensitive (RFC 9110 §11.1): ``basic`` and
+    ``BASIC`` authenticate as ``Basic`` does."""
+    cid, secret = server.app()
+    for scheme in ("basic", "BASIC"):
+        header = basic(cid, secret).replace("Basic", scheme, 1)
+        r = server.token({"grant_type": GRANT}, Authorization=header)
+        assert r.status_code == 200, r.text
+
+
+def test_a_nul_in_basic_credentials_is_invalid_client_on_postgresql(postgres_url: str) -> None:
+    """PostgreSQL takes no U+0000 in a parameter: a percent-encoded NUL in a Basic client id
+    is an invalid_client, not a 500 from the database."""
+    engine, cid, secret = _postgres_cc_app(postgres_url)
+    try:
+        with TestClient(create_app(Settings(), engine)) as client:
+            header = "Basic " + base64.b64encode(f"{cid}%00:{secret}".encode()).decode()
+            r = client.post(
+                TOKEN_URL,
+                content=urlencode({"grant_type": GRANT}),
+                headers={"Content-Type": FORM, "Authorization": header},
+            )
+        oauth_error(r, 401, "invalid_client")
+    finally:
+        engine.dispose()
+
+
+def test_the_scim_api_reads_scheme_names_and_token_spacing_leniently(server: Server) -> None:
+    """Scheme names are case-insensitive (RFC 9110 §11.1) and the space after one may be
+    several: ``bearer``, ``BEARER  <token>`` and ``basic`` authenticate on /scim/v2."""
+    cid, secret = server.app(grant="bearer", lifetime=0)
+    for header in (
+        f"bearer {secret}",
+        f"BEARER  {secret}",
+        basic(cid, secret).replace("Basic", "basic", 1),
+    ):
+        r = server.client.get("/scim/v2/Users", headers={"Authorization": header})
+        assert r.status_code == 200, (header[:8], r.text)
+
+
+def test_the_access_log_line_of_a_token_issued_names_the_application(tmp_path: Path) -> None:
+    """An operator reading the access log sees which application each token went to (the
+    ``app`` field, as on the SCIM API); a refused request names none."""
+    import io
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    stream = io.BytesIO()
+    with TestClient(create_app(Settings(), engine, log_stream=stream)) as client:
+        server = Server(client, engine)
+        cid, secret = server.app()
+        assert server.post_auth(cid, secret).status_code == 200
+        assert server.post_auth(cid, "wrong").status_code == 401
+    engine.dispose()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(x["status"], x["app"]) for x in lines if x["path"] == TOKEN_URL] == [
+        (200, cid),
+        (401, None),
+    ]
+
+
+def test_a_bearer_scheme_without_a_token_is_told_how_to_send_one_and_not_throttled(
+    make_server: Callable[..., Server],
+) -> None:
+    """``Authorization: Bearer`` with nothing after it is a client misconfigured, not a token
+    guessed: a 401 that says how to send the header, with the plain challenge, and never a
+    failure that counts toward the address's 429."""
+    server = make_server(auth_failures_per_minute=1)
+    for _ in range(3):
+        r = server.client.get("/scim/v2/Users", headers={"Authorization": "Bearer"})
+        assert r.status_code == 401, r.text
+        assert "Bearer scheme" in r.json()["detail"]
+        assert r.headers["www-authenticate"] == 'Bearer realm="scimd"'
 
 
 def _postgres_cc_app(postgres_url: str) -> tuple[sa.Engine, str, str]:
@@ -1094,6 +1288,22 @@ def test_an_application_holds_a_bounded_number_of_live_tokens(
     assert len(rows) == 3  # the newest three of one application; the expired one went too
     assert [server.users(t).status_code for t in issued] == [401, 401, 401, 200, 200, 200]
     assert server.users(expiring).status_code == 401
+
+
+def test_the_bound_on_live_tokens_ends_only_the_asking_applications_own(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An application asking past the bound ends its own oldest tokens: another application's
+    older token (a lower row number) keeps working."""
+    from scimd.auth import tokens
+
+    monkeypatch.setattr(tokens, "MAX_LIVE_TOKENS", 2)
+    other_id, other_secret = server.app(name="okta", lifetime=0)
+    other = server.access_token(other_id, other_secret)
+    cid, secret = server.app(lifetime=0)
+    issued = [server.access_token(cid, secret) for _ in range(3)]
+    assert [server.users(t).status_code for t in issued] == [401, 200, 200]
+    assert server.users(other).status_code == 200
 
 
 def test_a_compressed_form_is_refused_as_such(server: Server) -> None:
