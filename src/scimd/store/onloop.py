@@ -24,17 +24,19 @@ import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import greenlet
 import orjson
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.util.concurrency import await_
 
 from scimd.store.engine import is_read_only, json_text, postgres_connect_args
 from scimd.store.prepared import Prepared
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 T = TypeVar("T")
 
@@ -292,6 +294,9 @@ class LoopRunner:
     """Runs synchronous directory calls in greenlets on the loop, ``size`` at a time."""
 
     def __init__(self, url: str, size: int, timeout: float = 0) -> None:
+        # Imported here: it loads SQLAlchemy's ORM (~55 ms), which SQLite's servers never use.
+        from sqlalchemy.ext.asyncio import create_async_engine
+
         self.engine: AsyncEngine = create_async_engine(
             url,
             json_serializer=json_text,
