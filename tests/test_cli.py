@@ -1243,3 +1243,32 @@ def test_apps_list_json_is_ascii(db: str) -> None:
     out = _ok("apps", "list", "--json", "--database-url", db)
     assert out.isascii() and "\\u2026" in out
     assert json.loads(out)[0]["secrets"][0]["hint"].endswith("…")
+
+
+def test_a_command_on_a_current_database_loads_only_what_it_needs(tmp_path: Path) -> None:
+    """Scripts run a command per step (`scimd apps create`, `apps list`): each one paid ~0.25 s
+    for Alembic and its migration scripts, and for a dummy password digest made at import,
+    though a database at the newest revision needs neither. A server start likewise loaded
+    httpx and SQLAlchemy's ORM, which only the portal's connection check and PostgreSQL use."""
+    db = f"sqlite:///{tmp_path / 'loads.db'}"
+    _ok(
+        "apps", "create", "--name", "x", "--grant", "bearer", "--scope", "API", "--database-url", db
+    )
+    probe = (
+        "import sys\n"
+        "from scimd.cli.main import main\n"
+        "sys.argv = ['scimd', 'apps', 'list', '--database-url', sys.argv[1]]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as e:\n"
+        "    assert not e.code, e.code\n"
+        "import scimd.web.app, scimd.auth.admins as a\n"
+        "print(sorted(m for m in ('alembic', 'httpx', 'sqlalchemy.orm') if m in sys.modules))\n"
+        "print(a._dummy.cache_info().currsize)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, db], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.strip().splitlines()
+    assert lines[-2:] == ["[]", "0"], done.stdout
