@@ -10,7 +10,7 @@ import pytest
 from scimd.scim import passwords as P
 from scimd.scim import resource as R
 from scimd.scim import schema as S
-from scimd.scim.errors import InvalidValue
+from scimd.scim.errors import InvalidSyntax, InvalidValue, NotFound, ScimError
 
 USERS = S.user_type([S.PropertyDef("Age", "Integer")])
 ENT = S.ENTERPRISE_SCHEMA
@@ -58,3 +58,89 @@ def test_excluding_an_always_returned_attribute_keeps_it() -> None:
     excludedAttributes says; a client that excluded ``id`` lost the handle of the user."""
     out = R.project(RENDERED, USERS, excluded=["id", "title"])
     assert out["id"] == "u-1" and "title" not in out
+
+
+# --------------------------------------------------------------------------------------------
+# Bodies: schemas, extension objects and what is stored (a fifth mutation audit)
+
+
+def test_a_schemas_list_of_non_strings_is_a_syntax_error() -> None:
+    """``"schemas": [1]`` is a malformed body (400 invalidSyntax), not a server error."""
+    with pytest.raises(InvalidSyntax, match="list of schema URIs"):
+        R.normalise(USERS, {"schemas": [1], "userName": "ada"})
+
+
+def test_schemas_repeated_inside_an_extension_object_in_any_case_is_ignored() -> None:
+    """Some clients repeat ``schemas`` inside an extension object; the key is read without
+    case, as every key is, and a ``Schemas`` there refused the whole body."""
+    doc = stored(**{ENT: {"Schemas": [ENT], "department": "R&D"}})
+    assert doc[ENT] == {"department": "R&D"}
+
+
+def test_an_extension_urn_key_in_upper_case_is_the_extension() -> None:
+    """Schema URNs are compared without case everywhere else (filters, paths, attribute
+    lists): an upper-cased extension key was refused as naming a schema, not an attribute."""
+    doc = stored(**{ENT.upper(): {"employeeNumber": "7"}})
+    assert doc[ENT] == {"employeeNumber": "7"}
+
+
+def test_an_extension_that_is_not_an_object_is_an_invalid_value() -> None:
+    """``"urn:...:enterprise:2.0:User": "x"`` is a client error that says what the extension
+    must be, not a server error."""
+    with pytest.raises(InvalidValue, match="must be a JSON object of EnterpriseUser"):
+        stored(**{ENT: "x"})
+
+
+def test_an_unknown_attribute_inside_an_extension_object_is_an_invalid_value() -> None:
+    """A body naming an undeclared attribute is 400 invalidValue (RFC 7644 §3.12), inside an
+    extension object as at the top level; invalidPath is for PATCH paths."""
+    with pytest.raises(ScimError) as caught:
+        stored(**{ENT: {"shoeSize": "9"}})
+    assert caught.value.scim_type == "invalidValue" and "shoeSize" in caught.value.detail
+
+
+def test_an_extension_left_empty_is_not_listed_in_schemas() -> None:
+    """A user's custom-properties object is left empty when an admin removes the property it
+    held; its reply drops the object, so ``schemas`` must not name the extension (RFC 7643 §3).
+    A property holding ``""`` still counts: that value is returned."""
+    props = S.USER_PROPERTIES_SCHEMA
+    assert R.schemas_of(USERS, {"userName": "ada", props: {}}) == [S.USER_SCHEMA]
+    assert R.schemas_of(USERS, {"userName": "ada", props: {"Age": ""}}) == [S.USER_SCHEMA, props]
+
+
+def test_a_resource_id_holding_nul_names_nothing() -> None:
+    """No resource can hold a NUL in its id, and PostgreSQL refuses to even look one up (a
+    500): such an id is 404 before any query."""
+    with pytest.raises(NotFound):
+        R.resource_id("User", "a\x00b")
+    assert R.resource_id("User", "u-1") == "u-1"
+
+
+def test_a_whole_attribute_asked_for_beside_one_of_its_parts_is_returned_whole() -> None:
+    """``attributes=name,name.givenName`` asks for all of name; reading the part after the
+    whole narrowed the reply to givenName, and familyName went missing."""
+    user = {**RENDERED, "name": {"givenName": "Ada", "familyName": "Lovelace"}}
+    out = R.project(user, USERS, attributes=["name", "name.givenName"])
+    assert out["name"] == {"givenName": "Ada", "familyName": "Lovelace"}
+
+
+def test_two_parts_of_one_attribute_asked_for_are_both_returned() -> None:
+    """``attributes=name.givenName,name.familyName``: each part adds to what is returned."""
+    user = {**RENDERED, "name": {"givenName": "Ada", "familyName": "Lovelace", "formatted": "A L"}}
+    out = R.project(user, USERS, attributes=["name.givenName", "name.familyName"])
+    assert out["name"] == {"givenName": "Ada", "familyName": "Lovelace"}
+
+
+def test_excluding_one_part_of_an_attribute_keeps_the_others() -> None:
+    """``excludedAttributes=name.givenName`` drops that part only; the reply had kept only
+    the part excluded, and lost the rest of the name."""
+    user = {**RENDERED, "name": {"givenName": "Ada", "familyName": "Lovelace"}}
+    out = R.project(user, USERS, excluded=["name.givenName"])
+    assert out["name"] == {"familyName": "Lovelace"}
+
+
+def test_a_read_only_part_named_on_its_own_is_ignored() -> None:
+    """RFC 7643 §2.2: a client cannot set readOnly values; ``manager.displayName`` is the
+    server's, and naming it with its URN and a dot stored what the client sent."""
+    doc = stored(**{f"{ENT}:manager.displayName": "Boss", f"{ENT}:manager.value": "m-1"})
+    assert doc[ENT] == {"manager": {"value": "m-1"}}
