@@ -144,3 +144,42 @@ def test_a_read_only_part_named_on_its_own_is_ignored() -> None:
     server's, and naming it with its URN and a dot stored what the client sent."""
     doc = stored(**{f"{ENT}:manager.displayName": "Boss", f"{ENT}:manager.value": "m-1"})
     assert doc[ENT] == {"manager": {"value": "m-1"}}
+
+
+def test_excluding_the_only_part_of_an_attribute_leaves_no_empty_object() -> None:
+    """``excludedAttributes=name.givenName`` on a user whose name is only a givenName: the
+    reply has no ``name`` rather than ``"name": {}``, an object that says nothing."""
+    doc = {**RENDERED, "name": {"givenName": "Ada"}}
+    out = R.project(doc, USERS, excluded=["name.givenName"])
+    assert "name" not in out and out["userName"] == "ada"
+
+
+def test_a_part_of_a_multi_valued_attribute_is_no_body_key() -> None:
+    """``"emails.value": "a@x.com"`` does not say which email it sets: refused with the
+    reason, where it was stored as ``"emails": {"value": ...}``, a single object that no
+    client reads as a list of emails."""
+    with pytest.raises(ScimError, match="sub-attribute of the multi-valued 'emails'"):
+        stored(**{"emails.value": "a@x.com"})
+
+
+def test_an_attribute_given_again_with_a_value_it_cannot_take_is_refused() -> None:
+    """``"active": true`` and ``"Active": "maybe"`` name one attribute twice: the second
+    value cannot be compared as a boolean, so the two are different, and the body is refused
+    rather than stored with the first and the second silently dropped."""
+    with pytest.raises(InvalidValue, match="'active' is given twice"):
+        stored(active=True, Active="maybe")
+
+
+def test_a_null_beside_a_value_for_the_same_attribute_is_no_second_value() -> None:
+    """Entra sends nulls for attributes it has no value for (facts §4): a null key beside a
+    value for the same attribute (in another case, or a part of it) is no conflict."""
+    assert stored(title=None, Title="Engineer")["title"] == "Engineer"
+    doc = stored(name={"givenName": None, "familyName": "Lovelace"}, **{"name.givenName": "Ada"})
+    assert doc["name"] == {"givenName": "Ada", "familyName": "Lovelace"}
+
+
+def test_an_empty_element_of_a_multi_valued_attribute_is_not_stored() -> None:
+    """``"addresses": [{}]`` holds no address: storing it showed users with an empty address
+    (RFC 7643 §2.5: an empty object is no value)."""
+    assert stored(addresses=[{}, {"locality": "London"}])["addresses"] == [{"locality": "London"}]
+    assert "addresses" not in stored(addresses=[{}])
