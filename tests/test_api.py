@@ -3304,3 +3304,80 @@ def test_sort_order_is_read_in_any_case(api: Api) -> None:
         r = api.req("GET", "/Users", params={"sortBy": "userName", "sortOrder": order})
         assert r.status_code == 200, r.text
         assert [u["userName"] for u in r.json()["Resources"]] == expected, order
+
+
+# --------------------------------------------------------------------------------------------
+# The SCIM routes' replies and SearchRequest fields (the mutation audit of web/scim.py): what
+# no test told apart from a dropped header or a check left out.
+# --------------------------------------------------------------------------------------------
+
+SEARCH = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
+
+
+def test_patch_replies_carry_the_new_etag_for_users_and_groups(api: Api) -> None:
+    """A PATCH's reply names the version it made, as a header, on a user's 200 and on a group's
+    204 alike: a client keeps it for its next If-Match, and a 204 has no body to read it from."""
+    u = api.user("tag@x.com")
+    op = {"schemas": [PATCH], "Operations": [{"op": "replace", "path": "title", "value": "A"}]}
+    r = api.req("PATCH", f"/Users/{u['id']}", op)
+    assert r.status_code == 200, r.text
+    assert r.headers.get("etag") == r.json()["meta"]["version"] != u["meta"]["version"]
+    assert r.headers["etag"] == api.req("GET", f"/Users/{u['id']}").headers["etag"]
+    g = api.req("POST", "/Groups", {"schemas": [GROUP], "displayName": "Tagged"}).json()
+    member = {"op": "add", "path": "members", "value": [{"value": u["id"]}]}
+    add = {"schemas": [PATCH], "Operations": [member]}
+    r = api.req("PATCH", f"/Groups/{g['id']}", add)
+    assert r.status_code == 204, r.text
+    tag = r.headers.get("etag")
+    assert tag is not None and tag != g["meta"]["version"]
+    assert tag == api.req("GET", f"/Groups/{g['id']}").headers["etag"]
+    name = {"op": "replace", "path": "displayName", "value": "Tagged 2"}
+    rename = {"schemas": [PATCH], "Operations": [name]}
+    r = api.req("PATCH", f"/Groups/{g['id']}", rename, headers={"If-Match": tag})
+    assert r.status_code == 204, r.text
+
+
+def test_a_search_request_takes_attributes_as_a_list_of_paths(api: Api) -> None:
+    """RFC 7644 §3.4.3 gives ``attributes`` in a SearchRequest as an array of paths: each one
+    is returned (with the attributes always returned), and nothing else."""
+    ada = {
+        "schemas": [USER],
+        "userName": "list@x.com",
+        "title": "Boss",
+        "name": {"givenName": "Ada"},
+    }
+    assert api.req("POST", "/Users", ada).status_code == 201
+    for key in ("attributes", "excludedAttributes"):
+        body = {"schemas": [SEARCH], key: ["title", "name.givenName"]}
+        r = api.req("POST", "/Users/.search", body)
+        assert r.status_code == 200, r.text
+        (res,) = r.json()["Resources"]
+        if key == "attributes":
+            assert res["title"] == "Boss" and res["name"] == {"givenName": "Ada"}
+            assert "active" not in res and "userName" not in res and res["id"]
+        else:
+            assert "title" not in res and "name" not in res and res["active"] is True
+
+
+@pytest.mark.parametrize("key", ["count", "startIndex"])
+def test_a_search_request_count_or_start_index_that_is_a_boolean_is_refused(
+    api: Api, key: str
+) -> None:
+    """``true`` is no integer (Python's bool is one): read as 1 it paged a client's search by
+    a value it never meant; RFC 7644 §3.4.2.4 asks for integers, so a 400 invalidValue."""
+    api.user("b@x.com")
+    r = api.req("POST", "/Users/.search", {"schemas": [SEARCH], key: True})
+    assert key in _error(r, 400, "invalidValue")["detail"]
+
+
+def test_a_search_start_index_written_as_a_whole_float_is_read_as_that_integer(api: Api) -> None:
+    """JSON does not tell 2 from 2.0 or 1e20 from 100000000000000000000, and clients write
+    either: a whole number in float form pages as the integer does (1e20 is past every
+    result), not "must be an integer"."""
+    api.user("a@x.com")
+    api.user("b@x.com")
+    for start, names in ((2.0, ["b@x.com"]), (1e20, [])):
+        r = api.req("POST", "/Users/.search", {"schemas": [SEARCH], "startIndex": start})
+        assert r.status_code == 200, r.text
+        assert r.json()["totalResults"] == 2
+        assert [u["userName"] for u in r.json()["Resources"]] == names, start

@@ -1968,3 +1968,50 @@ def test_the_passwords_of_a_patch_are_found_whatever_the_case_of_operations() ->
     digest = passwords.Hashed("scrypt$00$00")
     new = passwords.substituted(raw, {"pw1": digest}, patch=True)
     assert new["operations"][0]["value"] == digest
+
+
+# ---------------------------------------------------------------------------------------------
+# The second mutation audit of patch.py: value paths, member ops, remove semantics and error
+# types that no test told apart from a small bug.
+
+
+def test_a_blank_path_names_the_resource_like_an_absent_one() -> None:
+    """A path of only spaces is no path: the value's keys are the attributes to set, as
+    without a path (a client building the path from an empty field sends one), not a 400."""
+    result = patch(user(), {"op": "replace", "path": "  ", "value": {"title": "Boss"}})
+    assert result.doc["title"] == "Boss" and result.changed
+
+
+def test_replace_without_a_value_is_refused_and_unassigns_nothing() -> None:
+    """RFC 7644 §3.5.2.3: replace needs a value. Taken as given, a replace whose value was
+    lost on the way would write something no client sent; it is a 400 naming the omission."""
+    doc = user(title="Boss")
+    check(fails(doc, {"op": "replace", "path": "title"}), 400, "invalidValue", "no 'value'")
+    check(fails(doc, {"op": "Replace", "path": "title"}), 400, "invalidValue", "no 'value'")
+
+
+def test_a_value_filter_contradicting_itself_creates_nothing() -> None:
+    """``emails[type eq "work" and type eq "home"]`` describes no element: adding through it
+    is noTarget, not a new home email the client never described."""
+    e = fails(
+        user(),
+        {"op": "add", "path": 'emails[type eq "work" and type eq "home"].value', "value": "h@x"},
+    )
+    check(e, 400, "noTarget")
+
+
+def test_adding_no_members_is_no_change() -> None:
+    """``add members []`` changes nothing: counted as a change it gave the group a new
+    version, and a client holding its ETag a needless 412."""
+    result = patch(group(), {"op": "add", "path": "members", "value": []}, rt=GROUPS)
+    assert result.member_ops == [] and not result.changed
+
+
+def test_an_element_created_primary_through_a_value_path_demotes_the_old_primary() -> None:
+    """RFC 7644 §3.5.2: one value at most is primary. A home email created primary through
+    ``emails[type eq "home" and value eq ...].primary`` makes the work email no longer so."""
+    path = 'emails[type eq "home" and value eq "h@x.com"].primary'
+    result = patch(user(), {"op": "add", "path": path, "value": True})
+    primaries = [e for e in result.doc["emails"] if e.get("primary") is True]
+    assert primaries == [{"type": "home", "value": "h@x.com", "primary": True}]
+    assert work_email(result.doc)["primary"] is False
