@@ -2015,3 +2015,47 @@ def test_an_element_created_primary_through_a_value_path_demotes_the_old_primary
     primaries = [e for e in result.doc["emails"] if e.get("primary") is True]
     assert primaries == [{"type": "home", "value": "h@x.com", "primary": True}]
     assert work_email(result.doc)["primary"] is False
+
+
+# --------------------------------------------------------------------------------------------
+# A primary mark on an element that never gets a value
+
+
+HOME_PRIMARY = {"op": "add", "path": 'emails[type eq "home"].primary', "value": True}
+
+
+def test_a_primary_mark_on_an_email_never_given_an_address_takes_nothing_away() -> None:
+    """``add emails[type eq "home"].primary true`` on a user with no home email created
+    ``{"type": "home", "primary": true}``, which took primary from the work email, and then
+    was dropped as no email (it has no address): the PATCH succeeded, added nothing, and left
+    the user without a primary email. The work email stays primary and nothing changes."""
+    doc = user()
+    assert work_email(doc)["primary"] is True
+    for op in (
+        HOME_PRIMARY,
+        {"op": "add", "path": 'emails[type eq "home"]', "value": {"primary": True}},
+    ):
+        result = patch(doc, op)
+        assert result.doc["emails"] == doc["emails"] and not result.changed, op
+
+
+def test_a_primary_mark_on_an_email_given_its_address_later_in_the_patch_holds() -> None:
+    """The same mark followed by the home email's address makes a home email, and it is the
+    primary one: the work email's demotion stands."""
+    address = {"op": "add", "path": 'emails[type eq "home"].value', "value": "h@x.com"}
+    result = patch(user(), HOME_PRIMARY, address)
+    primaries = [e for e in result.doc["emails"] if e.get("primary") is True]
+    assert primaries == [{"type": "home", "primary": True, "value": "h@x.com"}]
+    assert work_email(result.doc)["primary"] is False
+
+
+def test_a_primary_the_client_set_after_an_unfinished_mark_is_kept() -> None:
+    """What an operation wrote after the mark is the client's: the work email set not
+    primary stays so, and a work email changed in another way gets primary back."""
+    work = 'emails[type eq "work"]'
+    demoted = {"op": "replace", "path": f"{work}.primary", "value": False}
+    result = patch(user(), HOME_PRIMARY, demoted)
+    assert work_email(result.doc)["primary"] is False and len(result.doc["emails"]) == 1
+    shown = {"op": "replace", "path": f"{work}.display", "value": "Work"}
+    result = patch(user(), HOME_PRIMARY, shown)
+    assert work_email(result.doc)["primary"] is True and work_email(result.doc)["display"] == "Work"

@@ -473,15 +473,18 @@ def _identity(attr: S.Attribute, value: Any) -> Any:
 
 def _mark_primary(
     attr: S.Attribute, elements: list[Any], marked: list[dict[str, Any]], where: str
-) -> None:
-    """RFC 7644 §3.5.2: a value set ``primary: true`` sets ``primary`` false on the others.
-    Several elements marked may be copies of one value (an earlier operation of the PATCH
-    made them equal; the end of the PATCH keeps one): that is one value marked."""
+) -> list[dict[str, Any]]:
+    """RFC 7644 §3.5.2: a value set ``primary: true`` sets ``primary`` false on the others
+    (returned). Several elements marked may be copies of one value (an earlier operation of
+    the PATCH made them equal; the end of the PATCH keeps one): that is one value marked."""
     if len({_identity(attr, m) for m in marked}) > 1:
         raise InvalidValue(f"'{where}' would have more than one value marked primary")
+    demoted = []
     for e in elements:
         if isinstance(e, dict) and e.get("primary") is True and not any(e is m for m in marked):
             e["primary"] = False
+            demoted.append(e)
+    return demoted
 
 
 def _shown(value: Any) -> str:
@@ -525,6 +528,7 @@ class _Patcher:
         "_kinds",
         "_loaded",
         "_seen",
+        "_unfinished",
         "doc",
         "load_members",
         "member_ops",
@@ -554,6 +558,9 @@ class _Patcher:
         # one, and ``primary`` is not part of an identity.
         self._seen: dict[int, tuple[list[Any], dict[Any, Any]]] = {}
         self.visits = 0  # elements examined so far (``examine``)
+        # Elements a value path created primary before they had a ``value``, with where they
+        # are and the elements they took ``primary`` from (``undo_unfinished_marks``).
+        self._unfinished: list[tuple[str, S.Attribute, dict[str, Any], list[Any]]] = []
         self._kinds: dict[str, str] = {}  # the types ``member_types`` gave
 
     def apply(self, op: str, path: str | None, value: Any) -> None:
@@ -594,6 +601,7 @@ class _Patcher:
         An attribute left as it was is left alone (copies stored before two emails differing
         only in case counted as one would otherwise make a PATCH of ``active`` a change of
         ``emails``)."""
+        self.undo_unfinished_marks()
         for schema in self.rt.schemas:
             container = self.doc if schema is self.rt.core else self.doc.get(schema.id)
             if not isinstance(container, dict):
@@ -614,6 +622,30 @@ class _Patcher:
         for urn in self.touched:
             if self.doc.get(urn) == {}:
                 del self.doc[urn]
+
+    def undo_unfinished_marks(self) -> None:
+        """``add emails[type eq "home"].primary true`` on a user with no home email creates
+        ``{"type": "home", "primary": true}``, which takes ``primary`` from the work email;
+        given no address by the end of the PATCH, it is no email and ``cleanup`` drops it.
+        The work email is then primary again, as it was: the user was left with no primary
+        email by a PATCH that added nothing."""
+        for urn, attr, created, demoted in self._unfinished:
+            if "value" in created or created.get("primary") is not True:
+                continue  # it got its address later, or gave up the mark itself
+            items = self.container(urn, create=False).get(attr.name)
+            if not isinstance(items, list) or not any(e is created for e in items):
+                continue  # the attribute was written anew since
+            others = [e for e in items if e is not created and isinstance(e, dict)]
+            if any(e.get("primary") is True for e in others):
+                continue  # another element was marked since
+            for e in others:
+                if any(e is d for d in demoted) and e.get("primary") is False:
+                    e["primary"] = True
+
+    def _written(self, elements: list[dict[str, Any]]) -> None:
+        """Elements whose ``primary`` an operation wrote: it is the client's now, not a mark's."""
+        for _, _, _, demoted in self._unfinished:
+            demoted[:] = [d for d in demoted if not any(d is e for e in elements)]
 
     def container(self, urn: str, *, create: bool) -> dict[str, Any]:
         """The object holding ``urn``'s attributes: the document or an extension object."""
@@ -839,6 +871,7 @@ class _Patcher:
         if elements and not matched and not attr.multi_valued:
             raise NoTarget(f"'{t.where}' does not match the filter of '{t.text}'")
         marked: list[dict[str, Any]] = []
+        created: dict[str, Any] | None = None
         if t.sub is not None:
             sub = t.sub
             v = normalise_value(sub, value, t.where)
@@ -846,6 +879,8 @@ class _Patcher:
                 self.unassign_sub(container, attr, sub, elements, matched)
                 return
             if matched:
+                if sub.name == "primary":
+                    self._written(matched)
                 for e in matched:
                     _check_immutable(sub, e.get(sub.name), v, t.where)
                     e[sub.name] = v
@@ -859,6 +894,8 @@ class _Patcher:
         else:
             item = normalise_complex(attr, compat.single_from_list(value), t.where)
             if matched:
+                if op == "replace" or "primary" in item:
+                    self._written(matched)
                 for e in matched:
                     if op == "replace":
                         e.clear()
@@ -872,7 +909,9 @@ class _Patcher:
                     marked = [created]
         if marked and attr.multi_valued:
             self.examine(len(elements))
-            _mark_primary(attr, elements, marked, t.where)
+            demoted = _mark_primary(attr, elements, marked, t.where)
+            if created is not None and "value" in attr.sub and "value" not in created:
+                self._unfinished.append((t.urn, attr, created, demoted))
         self.store_elements(container, attr, [e for e in elements if e])
 
     def describe(self, t: _Target, written: dict[str, Any]) -> dict[str, Any]:
