@@ -17,7 +17,9 @@ from collections.abc import Iterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+from scimd.store.directory import Directory
 from support.live_server import LiveServer, free_port, provisioned_server, sqlite_url, start_server
+from support.stores import opened_directory
 
 __all__ = ["free_port", "live_server", "start_server"]
 
@@ -98,6 +100,13 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def directory(any_database_url: str) -> Iterator[Directory]:
+    """A ``Directory`` on a fresh database of each supported backend."""
+    with opened_directory(any_database_url) as d:
+        yield d
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

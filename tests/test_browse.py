@@ -10,11 +10,11 @@ import pytest
 import sqlalchemy as sa
 
 from scimd.scim.filter import parse
-from scimd.store import audit, browse, migrate
+from scimd.store import audit, browse
 from scimd.store.directory import Directory
-from scimd.store.engine import create_engine
 from scimd.store.resources import USERS
 from scimd.store.tables import audit as audit_table
+from support.stores import opened_directory
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 BASE = "http://scim.test/scim/v2"
@@ -23,12 +23,8 @@ APP = audit.Actor("app", "client-1", "Équipe RH", "req-1")
 
 @pytest.fixture
 def directory(tmp_path: Path) -> Iterator[Directory]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'b.db'}")
-    migrate.ensure_current(engine)
-    d = Directory(engine)
-    yield d
-    d.close()
-    engine.dispose()
+    with opened_directory(f"sqlite:///{tmp_path / 'b.db'}") as d:
+        yield d
 
 
 def _user(d: Directory, name: str) -> str:

@@ -21,6 +21,7 @@ from scimd.store.engine import create_engine
 from scimd.store.resources import USERS as USERS_KIND
 from scimd.store.tables import audit as audit_table
 from scimd.store.tables import counters, users
+from support.stores import opened_directory
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
@@ -30,12 +31,8 @@ APP = audit.Actor("app", "client-1", "entra", "req-1")
 
 @pytest.fixture
 def directory(postgres_url: str) -> Iterator[Directory]:
-    engine = create_engine(postgres_url)
-    migrate.ensure_current(engine)
-    d = Directory(engine)
-    yield d
-    d.close()
-    engine.dispose()
+    with opened_directory(postgres_url) as d:
+        yield d
 
 
 def _state(d: Directory) -> tuple[int, int, int]:

@@ -4,31 +4,20 @@ and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from scimd.scim.filter import parse
-from scimd.store import audit, migrate
+from scimd.store import audit
 from scimd.store.directory import Directory
-from scimd.store.engine import create_engine
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 BASE = "http://scim.test/scim/v2"
-
-
-@pytest.fixture
-def directory(any_database_url: str) -> Iterator[Directory]:
-    engine = create_engine(any_database_url)
-    migrate.ensure_current(engine)
-    d = Directory(engine)
-    yield d
-    d.close()
-    engine.dispose()
 
 
 def _gate(conn: sa.Connection, v: Any) -> audit.Actor:

@@ -230,6 +230,16 @@ def _read_reply(s: socket.socket) -> bytes:
     return head.split(b" ", 2)[1]
 
 
+def _raw(live_server: LiveServer, request_line: str, *headers: str) -> tuple[socket.socket, str]:
+    """A connection to the live server, and the head of a request to it with its Host and
+    bearer token: for what no HTTP client library would send."""
+    url = urlsplit(live_server.base_url)
+    assert url.hostname is not None and url.port is not None
+    lines = [request_line, f"Host: {url.netloc}", f"Authorization: Bearer {live_server.token}"]
+    head = "\r\n".join([*lines, *headers]) + "\r\n\r\n"
+    return socket.create_connection((url.hostname, url.port), timeout=5), head
+
+
 def test_a_large_body_does_not_count_toward_the_next_requests_head(
     live_server: LiveServer,
 ) -> None:
@@ -260,14 +270,13 @@ def test_a_chunked_body_that_goes_wrong_is_answered_400(live_server: LiveServer)
     """A body whose chunked framing breaks after the head was taken (a chunk size that is not
     hex) is the running request's own fault: the client gets its 400 and the connection
     closes, rather than waiting, unanswered, for a body that will never parse."""
-    url = urlsplit(live_server.base_url)
-    assert url.hostname is not None and url.port is not None
-    head = (
-        f"POST /scim/v2/Users HTTP/1.1\r\nHost: {url.netloc}\r\n"
-        f"Authorization: Bearer {live_server.token}\r\nContent-Type: application/scim+json\r\n"
-        "Transfer-Encoding: chunked\r\n\r\n"
+    s, head = _raw(
+        live_server,
+        "POST /scim/v2/Users HTTP/1.1",
+        "Content-Type: application/scim+json",
+        "Transfer-Encoding: chunked",
     )
-    with socket.create_connection((url.hostname, url.port), timeout=5) as s:
+    with s:
         s.sendall(head.encode() + b'2\r\n{"\r\nzz\r\n')
         assert _read_reply(s) == b"400"
 
@@ -275,13 +284,8 @@ def test_a_chunked_body_that_goes_wrong_is_answered_400(live_server: LiveServer)
 def test_a_head_past_64_kib_arriving_whole_is_a_431(live_server: LiveServer) -> None:
     """The bound on a request's head holds however its bytes arrive: a 70 KB header sent in
     one piece is refused (431), not handed to the application."""
-    url = urlsplit(live_server.base_url)
-    assert url.hostname is not None and url.port is not None
-    head = (
-        f"GET /scim/v2/Users HTTP/1.1\r\nHost: {url.netloc}\r\n"
-        f"Authorization: Bearer {live_server.token}\r\nX-Pad: {'a' * 70_000}\r\n\r\n"
-    )
-    with socket.create_connection((url.hostname, url.port), timeout=5) as s:
+    s, head = _raw(live_server, "GET /scim/v2/Users HTTP/1.1", f"X-Pad: {'a' * 70_000}")
+    with s:
         s.sendall(head.encode())
         assert _read_reply(s) == b"431"
 
@@ -290,14 +294,13 @@ def test_a_client_that_half_closes_mid_body_is_let_go(live_server: LiveServer) -
     """A client that ends its sending side before the body it announced is whole will never
     send the rest: the connection closes at once, rather than staying open (and the request
     waiting for its body) for good."""
-    url = urlsplit(live_server.base_url)
-    assert url.hostname is not None and url.port is not None
-    head = (
-        f"POST /scim/v2/Users HTTP/1.1\r\nHost: {url.netloc}\r\n"
-        f"Authorization: Bearer {live_server.token}\r\nContent-Type: application/scim+json\r\n"
-        "Content-Length: 100\r\n\r\n"
+    s, head = _raw(
+        live_server,
+        "POST /scim/v2/Users HTTP/1.1",
+        "Content-Type: application/scim+json",
+        "Content-Length: 100",
     )
-    with socket.create_connection((url.hostname, url.port), timeout=5) as s:
+    with s:
         s.sendall(head.encode() + b'{"schemas":')
         s.shutdown(socket.SHUT_WR)
         try:

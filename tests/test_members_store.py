@@ -7,7 +7,6 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +25,6 @@ USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 BASE = "http://scim.test/scim/v2"
-
-
-@pytest.fixture
-def directory(any_database_url: str) -> Iterator[Directory]:
-    engine = create_engine(any_database_url)
-    migrate.ensure_current(engine)
-    d = Directory(engine)
-    yield d
-    d.close()
-    engine.dispose()
 
 
 def _user(d: Directory, name: str) -> str:
