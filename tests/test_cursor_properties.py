@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from scimd.scim.filter import parse
 from scimd.scim.values import fold
-from scimd.store import audit, migrate
+from scimd.store import audit
 from scimd.store import properties as props
 from scimd.store.directory import Directory
-from scimd.store.engine import create_engine
+from support.stores import opened_directory
 
 BASE = "http://scim.test/scim/v2"
 PROPS = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
@@ -56,23 +56,17 @@ def pg_directory(postgres_url: str) -> Iterator[Directory]:
 
 
 def _directory(url: str) -> Iterator[Directory]:
-    engine = create_engine(url)
-    migrate.ensure_current(engine)
-    with engine.begin() as conn:
-        for name, kind in (
-            ("Age", "Integer"),
-            ("Score", "Decimal"),
-            ("Hired", "DateTime"),
-            ("Born", "Date"),
-            ("Member", "Boolean"),
-        ):
-            props.add_property(conn, name, kind, "", audit.CLI)
-    d = Directory(engine)
-    try:
+    with opened_directory(url) as d:
+        with d.engine.begin() as conn:
+            for name, kind in (
+                ("Age", "Integer"),
+                ("Score", "Decimal"),
+                ("Hired", "DateTime"),
+                ("Born", "Date"),
+                ("Member", "Boolean"),
+            ):
+                props.add_property(conn, name, kind, "", audit.CLI)
         yield d
-    finally:
-        d.close()
-        engine.dispose()
 
 
 def _maybe(value: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
