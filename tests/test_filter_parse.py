@@ -674,3 +674,36 @@ def test_the_limits_are_where_their_messages_say() -> None:
     parse(" or ".join(['userName eq "x"'] * n))
     with pytest.raises(InvalidFilter, match="comparisons and operators"):
         parse(" or ".join(['userName eq "x"'] * (n + 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# From a mutation audit of the parser
+
+
+def test_an_operator_run_into_the_attribute_name_is_refused() -> None:
+    """``userNameeq "x"`` is one unknown name and no operator: the fast path for ``attr eq
+    "string"`` must not split it into ``userName eq "x"`` and answer a different question."""
+    for text in ('userNameeq "x"', 'externalIdEQ "x"'):
+        with pytest.raises(InvalidFilter) as info:
+            parse(text)
+        assert "position" in info.value.detail, text
+
+
+def test_a_value_filter_nested_after_or_is_refused_where_it_is() -> None:
+    """Nesting is refused on either side of ``or`` as of ``and``, with its position; in a PATCH
+    path it is an ``invalidPath`` (binding would call it an ``invalidFilter``)."""
+    text = 'emails[type eq "work" or ims[value pr]]'
+    with pytest.raises(InvalidFilter, match="value filters cannot be nested at position 28"):
+        parse(text)
+    with pytest.raises(InvalidPath, match="value filters cannot be nested at position 28"):
+        parse_patch_path(text)
+
+
+def test_not_counts_toward_the_node_limit() -> None:
+    """The limit's message counts ``not`` among the operators; a filter of ``not (...)`` terms
+    past MAX_NODES nodes is refused, so negations cannot double a filter's size unseen."""
+    n = MAX_NODES // 3 + 1  # n comparisons, n nots, n - 1 ors: 3n - 1 > MAX_NODES
+    assert 3 * n - 1 > MAX_NODES >= 2 * n - 1
+    with pytest.raises(InvalidFilter, match="comparisons and operators"):
+        parse(" or ".join(["not (title pr)"] * n))
+    parse(" or ".join(["not (title pr)"] * ((MAX_NODES + 1) // 3)))

@@ -1183,3 +1183,137 @@ def test_an_exact_substring_matches_without_case_across_a_final_sigma(
             f = bind(parse(f"{path} {op} {render_literal(part)}"), RT)
             assert f"s{i}" in model_ids(resources, f, RT), (path, name, part)
             assert sql_ids(conn, backend, f, RT) == model_ids(resources, f, RT), (path, part)
+
+
+# --------------------------------------------------------------------------------------------
+# From a mutation audit of the SQL compiler: each example fails with one small change to it
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("op", ["co", "ew"])
+def test_an_underscore_in_a_substring_is_not_a_wildcard(
+    backend: Backend, conn: sa.Connection, op: str
+) -> None:
+    """LIKE reads ``_`` as any one character: ``userName co "a_b"`` also found "axb" (and
+    ``externalId ew "_1"`` any id ending in 1), a near-miss user an identity provider then
+    treats as the one it looked for."""
+    users = [
+        StoredUser("l1", {"userName": "a_b", "externalId": "id_1"}),
+        StoredUser("l2", {"userName": "axb", "externalId": "idx1"}),
+    ]
+    insert(conn, users)
+    resources = [render_user(u, []) for u in users]
+    for text in (f'userName {op} "a_b"', f'externalId {op} "d_1"', f'title {op} "_"'):
+        f = bind(parse(text), RT)
+        expected = {"l1"} if "title" not in text else set()
+        assert model_ids(resources, f, RT) == expected, text
+        assert sql_ids(conn, backend, f, RT) == expected, text
+
+
+def test_ends_with_the_whole_case_exact_value_matches(
+    backend: Backend, conn: sa.Connection
+) -> None:
+    """``externalId ew "ext-b"`` matches the externalId "ext-b" itself: a value ends with
+    itself (SQLite compares case-exact suffixes by length, and the equal length counts)."""
+    users = [
+        StoredUser("e1", {"userName": "e1", "externalId": "ext-b"}),
+        StoredUser("e2", {"userName": "e2", "externalId": "b"}),
+    ]
+    insert(conn, users)
+    for text, want in (
+        ('externalId ew "ext-b"', {"e1"}),
+        ('externalId ew "b"', {"e1", "e2"}),
+        ('externalId ew "xext-b"', set()),
+    ):
+        f = bind(parse(text), RT)
+        assert model_ids([render_user(u, []) for u in users], f, RT) == want, text
+        assert sql_ids(conn, backend, f, RT) == want, text
+
+
+def test_decimal_literals_compare_as_written(backend: Backend, conn: sa.Connection) -> None:
+    """``Score eq 0.1`` finds a stored 0.1: the literal is its shortest decimal form, not the
+    binary double's exact expansion (0.1000000000000000055...), which equals nothing stored."""
+    scores = [0.1, 1.1, 2.675, -0.3]
+    users = [
+        StoredUser(f"d{i}", {"userName": f"d{i}", PROPS: {"Score": s}})
+        for i, s in enumerate(scores)
+    ]
+    insert(conn, users)
+    for i, s in enumerate(scores):
+        for op, want in (
+            ("eq", {f"d{i}"}),
+            ("ge", {f"d{j}" for j, t in enumerate(scores) if t >= s}),
+        ):
+            f = bind(parse(f"{PROPS}:Score {op} {s!r}"), RT)
+            assert sql_ids(conn, backend, f, RT) == want, (op, s)
+
+
+def test_integers_past_two_to_the_53_compare_exactly(backend: Backend, conn: sa.Connection) -> None:
+    """Integers above 2**53 are not doubles: ``Level eq 9007199254740993`` does not find a user
+    whose Level is 9007199254740992 (they are the same double)."""
+    big = 2**53
+    users = [StoredUser("n1", {"userName": "n1", PROPS: {"Level": big}})]
+    insert(conn, users)
+    resources = [render_user(u, []) for u in users]
+    for text, want in (
+        (f"{PROPS}:Level eq {big + 1}", set()),
+        (f"{PROPS}:Level ge {big + 1}", set()),
+        (f"{PROPS}:Level lt {big + 1}", {"n1"}),
+        (f"{PROPS}:Level eq {big}", {"n1"}),
+    ):
+        f = bind(parse(text), RT)
+        assert model_ids(resources, f, RT) == want, text
+        assert sql_ids(conn, backend, f, RT) == want, text
+
+
+def test_stored_date_times_finer_than_the_millisecond_compare_exactly(
+    backend: Backend, conn: sa.Connection
+) -> None:
+    """A custom dateTime is stored as sent, and .NET sends seven fraction digits: the stored
+    value must equal itself in a filter and order against literals a tenth of a microsecond
+    or a microsecond away, on both databases."""
+    stored = {
+        "t1": "2020-01-02T03:04:05.1234567Z",
+        "t2": "2020-01-02T03:04:05.123456Z",
+        "t3": "2020-01-02T04:04:05.12345678+01:00",
+        "t4": "2020-01-02T03:04:05.123456789Z",
+    }
+    users = [StoredUser(k, {"userName": k, PROPS: {"HiredAt": v}}) for k, v in stored.items()]
+    insert(conn, users)
+    resources = [render_user(u, []) for u in users]
+    literals = [
+        *stored.values(),
+        "2020-01-02T03:04:05.1234566Z",
+        "2020-01-02T03:04:05.1234568Z",
+        "2020-01-02T03:04:05.123456788Z",
+        "2020-01-02T03:04:05.123456781Z",
+        "2020-01-02T03:04:05.123Z",
+        "2020-01-02T03:04:05.124Z",
+    ]
+    for lit in literals:
+        for op in ("eq", "lt", "gt"):
+            f = bind(parse(f'{PROPS}:HiredAt {op} "{lit}"'), RT)
+            assert sql_ids(conn, backend, f, RT) == model_ids(resources, f, RT), (op, lit)
+    for k, v in stored.items():
+        f = bind(parse(f'{PROPS}:HiredAt eq "{v}"'), RT)
+        assert sql_ids(conn, backend, f, RT) == {k}
+
+
+@pytest.mark.parametrize("descending", [False, True])
+def test_sort_by_a_date_time_sent_with_an_offset_orders_by_instant(
+    backend: Backend, conn: sa.Connection, descending: bool
+) -> None:
+    """A custom dateTime is stored as sent: "05:00+03:00" is 02:00 UTC, before "03:00Z",
+    though its text sorts after it; ``sortBy`` orders by the instant, as filters compare."""
+    hired = {
+        "o1": "2020-01-02T03:00:00Z",
+        "o2": "2020-01-02T05:00:00+03:00",
+        "o3": "2020-01-02T02:30:00.000-01:00",
+    }
+    users = [StoredUser(k, {"userName": k, PROPS: {"HiredAt": v}}) for k, v in hired.items()]
+    insert(conn, users)
+    p = attr_path(f"{PROPS}:HiredAt")
+    expected = ["o3", "o1", "o2"] if descending else ["o2", "o1", "o3"]
+    assert python_order([render_user(u, []) for u in users], p, descending) == expected
+    order = sort_clauses(p, RT, tables.users, backend.name, descending)
+    assert list(conn.scalars(sa.select(tables.users.c.id).order_by(*order))) == expected
