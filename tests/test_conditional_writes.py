@@ -472,3 +472,53 @@ def test_a_member_change_after_a_later_clock_s_write_moves_last_modified_on(
     assert moved is not None and moved.last_modified == "2999-01-01T00:00:00.001Z"
     w, _ = d.get("Group", g.id, BASE)
     assert w["meta"]["lastModified"] == moved.last_modified
+
+
+def test_writes_after_a_schema_change_write_nothing(directory: Directory) -> None:
+    """A write judged against the custom properties as they were (its counters) must not
+    apply after they changed: each statement holds the schema counter as well as the
+    authorisation's, or a value a removed property no longer allows was stored."""
+    d = directory
+    row = _row(d, "schema@x.com")
+    g = _group_row(d, "Schema")
+    seen = _counters(d)
+    with d.engine.begin() as conn:
+        versions.bump(conn, versions.SCHEMA)  # e.g. a custom property removed meanwhile
+    before = _state(d)
+    with d.read() as conn:
+        assert conditional.create_user(conn, {"userName": "late@x.com"}, APP, seen) is None
+        assert (
+            conditional.replace_user(conn, row, {**row.doc, "title": "t"}, APP, "patch", None, seen)
+            is None
+        )
+        assert not conditional.delete(conn, USERS_KIND, row, APP, seen)
+        assert (
+            conditional.patch_group(conn, g, g.doc, [row.id], [], APP, None, seen, exact=False)
+            is None
+        )
+    assert _state(d) == before
+    assert _members(d, g.id) == set()
+
+
+def test_user_writes_are_audited_as_the_operation_they_were(directory: Directory) -> None:
+    """The audit record names what was done, with its detail: a create with its userName,
+    a PATCH as a patch (not as a replace), with the detail the caller gave."""
+    d = directory
+    with d.read() as conn:
+        made = conditional.create_user(conn, {"userName": "told@x.com"}, APP, _counters(d))
+    assert made is not None
+    with d.read() as conn:
+        row = d.repos["User"].get_row(conn, made.id)
+        assert conditional.replace_user(
+            conn, row, {**row.doc, "title": "t"}, APP, "patch", {"paths": ["title"]}, _counters(d)
+        )
+    with d.engine.connect() as conn:
+        records = conn.execute(
+            sa.select(audit_table.c.operation, audit_table.c.detail)
+            .where(audit_table.c.resource_id == made.id)
+            .order_by(audit_table.c.pk)
+        ).all()
+    assert [tuple(r) for r in records] == [
+        ("create", {"userName": "told@x.com"}),
+        ("patch", {"paths": ["title"]}),
+    ]
