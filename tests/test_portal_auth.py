@@ -1016,3 +1016,184 @@ def test_portal_audit_records_carry_the_request_id_of_their_reply(portal: Portal
     with portal.engine.connect() as conn:
         rows = audit.history(conn, resource_id=cid)
     assert {row["operation"]: row["request_id"] for row in rows} == rids
+
+
+def test_usernames_of_128_characters_are_taken_and_longer_ones_refused(portal: Portal) -> None:
+    """The documented bound is 1-128 characters: one more must be refused before it reaches
+    the database, the bound itself must be accepted."""
+    with portal.engine.begin() as conn:
+        admins.create(conn, "a" * 128, PASSWORD, audit.CLI)
+        with pytest.raises(admins.InvalidValue, match="1-128"):
+            admins.create(conn, "b" * 129, PASSWORD, audit.CLI)
+
+
+def test_a_password_of_exactly_the_minimum_length_is_accepted(portal: Portal) -> None:
+    """The set-up page and ``admin create`` say "at least 10 characters": ten must do."""
+    with portal.engine.begin() as conn:
+        admins.create(conn, "tenchars", "x" * admins.MIN_PASSWORD, audit.CLI)
+        with pytest.raises(admins.InvalidValue, match="at least"):
+            admins.create(conn, "ninechars", "x" * (admins.MIN_PASSWORD - 1), audit.CLI)
+    assert portal.login("tenchars", "x" * admins.MIN_PASSWORD).status_code == 303
+
+
+def test_signing_in_on_a_second_browser_keeps_the_first_signed_in(tmp_path: Path) -> None:
+    """A sign-in clears only the admin's expired sessions: signing in on a laptop must not
+    sign the admin out of the browser already open on another machine."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'portal.db'}")
+    app = create_app(Settings(), engine)
+    with engine.begin() as conn:
+        admins.create(conn, "admin", PASSWORD, audit.CLI)
+    with TestClient(app) as first_client, TestClient(app) as second_client:
+        first, second = Portal(first_client, engine), Portal(second_client, engine)
+        assert first.login().status_code == 303
+        assert second.login().status_code == 303
+        assert first.client.get(APPS, follow_redirects=False).status_code == 200
+        assert second.client.get(APPS, follow_redirects=False).status_code == 200
+
+
+def test_the_username_is_not_case_sensitive_at_sign_in(portal: Portal) -> None:
+    """Admin names are unique regardless of case ('alice' and 'ALICE' are one account), so
+    signing in as 'ADMIN' must reach the account 'admin'."""
+    assert portal.login(username="ADMIN").status_code == 303
+    assert portal.client.get(APPS, follow_redirects=False).status_code == 200
+
+
+def test_the_ten_newest_set_up_links_stay_valid(tmp_path: Path) -> None:
+    """At most ten set-up links are kept: the oldest one goes, never a recent one (the link a
+    restart printed a moment ago is the one the operator is about to open)."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'links.db'}")
+    create_app(Settings(), engine)  # creates the schema
+    with engine.begin() as conn:
+        links = [admins.new_setup_token(conn) for _ in range(11)]
+        valid = [admins.setup_token_valid(conn, str(link)) for link in links]
+    assert valid == [False] + [True] * 10
+
+
+def test_a_session_survives_a_restart_of_the_server(tmp_path: Path) -> None:
+    """The cookie-signing key is kept in the database and shared: a restart (or a second
+    server process on the same database) must not sign every admin out."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'portal.db'}")
+    first_app = create_app(Settings(), engine)
+    with engine.begin() as conn:
+        admins.create(conn, "admin", PASSWORD, audit.CLI)
+    with TestClient(first_app) as first:
+        assert Portal(first, engine).login().status_code == 303
+        cookie = first.cookies.get("scimd_session")
+    assert cookie
+    with TestClient(create_app(Settings(), engine)) as restarted:
+        restarted.cookies.set("scimd_session", cookie)
+        assert restarted.get(APPS, follow_redirects=False).status_code == 200
+
+
+def test_successful_sign_ins_do_not_count_against_the_address(tmp_path: Path) -> None:
+    """Only failures count: an office signing in from behind one NAT address must not be
+    locked out by its own successful sign-ins."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'portal.db'}")
+    app = create_app(Settings(), engine)
+    with engine.begin() as conn:
+        admins.create(conn, "admin", PASSWORD, audit.CLI)
+    app.state.portal.throttle = LoginThrottle(per_account=5, per_address=2)
+    with TestClient(app) as client:
+        portal = Portal(client, engine)
+        assert [portal.login().status_code for _ in range(3)] == [303] * 3
+
+
+def test_a_signed_in_admin_is_not_redirected_off_site_by_the_sign_in_page(
+    portal: Portal,
+) -> None:
+    """A signed-in admin opening /admin/login?next=... is sent on at once: the target must
+    stay inside the portal, as after a sign-in (a crafted link was an open redirect)."""
+    portal.login()
+    for target in ("https://evil.example/", "//evil.example/admin"):
+        r = portal.client.get("/admin/login", params={"next": target}, follow_redirects=False)
+        assert r.status_code == 303 and r.headers["location"] == "/admin/", target
+
+
+def test_a_lock_out_under_a_minute_says_one_minute_not_zero(tmp_path: Path) -> None:
+    """The refusal tells the admin how long to wait, rounded up: "0 minute(s)" invites an
+    immediate retry that is refused again."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'portal.db'}")
+    app = create_app(Settings(), engine)
+    with engine.begin() as conn:
+        admins.create(conn, "admin", PASSWORD, audit.CLI)
+    app.state.portal.throttle = LoginThrottle(per_account=2, window=30)
+    with TestClient(app) as client:
+        portal = Portal(client, engine)
+        for _ in range(2):
+            assert portal.login(password="wrong password!").status_code == 401
+        r = portal.login()
+        assert r.status_code == 429 and "Try again in 1 minute(s)." in r.text
+
+
+def test_signing_in_gives_a_new_csrf_token(portal: Portal) -> None:
+    """The session is replaced at sign-in: a form token handed out before it (to anyone
+    who planted or read the signed-out session) must not be valid for the admin's forms."""
+    before = portal.csrf("/admin/login")
+    assert portal.login().status_code == 303
+    after = portal.csrf(f"{APPS}/add")
+    assert after != before
+    r = portal.client.post(
+        f"{APPS}/add",
+        data={"name": "Planted", "grant": "bearer", "scope": ["API"], "csrf": before},
+        follow_redirects=False,
+    )
+    assert r.status_code == 403
+    with portal.engine.connect() as conn:
+        assert apps.list_apps(conn) == []
+
+
+def test_sign_in_cookies_are_secure_http_only_and_same_site_behind_https(
+    tmp_path: Path,
+) -> None:
+    """Behind https (an https public URL) both cookies a sign-in sets, the session and the
+    known-browser one, are Secure, HttpOnly and SameSite=Lax: neither may travel over plain
+    http or be read by a script."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'portal.db'}")
+    app = create_app(Settings(public_url="https://scim.example"), engine)
+    with engine.begin() as conn:
+        admins.create(conn, "admin", PASSWORD, audit.CLI)
+    with TestClient(app, base_url="https://testserver") as client:
+        r = Portal(client, engine).login()
+    assert r.status_code == 303
+    cookies = {c.split("=", 1)[0]: c.lower() for c in r.headers.get_list("set-cookie")}
+    assert set(cookies) >= {"scimd_session", "scimd_device"}
+    for name in ("scimd_session", "scimd_device"):
+        flags = {f.strip() for f in cookies[name].split(";")}
+        assert {"secure", "httponly", "samesite=lax"} <= flags, (name, cookies[name])
+
+
+def test_a_portal_sign_in_is_recorded_as_the_admins_last_sign_in(portal: Portal) -> None:
+    """``scimd admin list`` shows each admin's last sign-in, which an operator reads to find
+    unused or misused accounts: a portal sign-in must set it."""
+    with portal.engine.connect() as conn:
+        assert admins.list_admins(conn)[0]["last_login"] is None
+    assert portal.login().status_code == 303
+    with portal.engine.connect() as conn:
+        assert admins.list_admins(conn)[0]["last_login"] is not None
+
+
+def test_a_password_reset_applies_the_same_rules_as_a_new_account(portal: Portal) -> None:
+    """A reset must not accept a password the set-up page would refuse (too short), nor
+    end the admin's sessions for nothing."""
+    portal.login()
+    with portal.engine.begin() as conn, pytest.raises(admins.InvalidValue, match="at least"):
+        admins.reset_password(conn, "admin", "short", audit.CLI)
+    assert portal.client.get(APPS, follow_redirects=False).status_code == 200
+    assert portal.login(password="short").status_code == 401
+
+
+def test_an_action_on_an_application_that_is_no_more_is_not_found(portal: Portal) -> None:
+    """An application deleted in another tab: rotating or disabling it answers 404 with the
+    reason, as an unknown action does, not a generic 400."""
+    portal.login()
+    for action in ("rotate", "enable", "explode"):
+        r = portal.post(f"{APPS}/no-such-client/{action}", {}, APPS)
+        assert r.status_code == 404, (action, r.status_code)
+        assert "Not possible" in r.text
+
+
+def test_a_username_ending_in_a_newline_is_refused(portal: Portal) -> None:
+    """A name read from a script's line ("bob\\n") must be refused, not stored with the
+    newline: that admin could never sign in by the name shown in ``admin list``."""
+    with portal.engine.begin() as conn, pytest.raises(admins.InvalidValue, match="1-128"):
+        admins.create(conn, "bob\n", PASSWORD, audit.CLI)

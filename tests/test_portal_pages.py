@@ -28,7 +28,7 @@ from scimd.store.engine import create_engine
 from scimd.store.tables import user_properties
 from scimd.web.app import create_app
 from scimd.web.portal_pages import check_connection, user_search_filter
-from support.live_server import sqlite_url, start_server
+from support.live_server import free_port, sqlite_url, start_server
 
 PASSWORD = "long enough pw"
 APP_NAME = "Microsoft Entra ID"
@@ -881,3 +881,186 @@ def test_portal_pages_survive_their_connections_ending(postgres_url: str) -> Non
     finally:
         killer.dispose()
         engine.dispose()
+
+
+def test_paging_links_keep_a_descending_sort(env: Env) -> None:
+    """The next and previous links of a sorted list carry the sort: page 2 of a descending
+    list must continue it, not start the ascending list over at its 51st user."""
+    for i in range(60):
+        env.user(f"user{i:03d}@corp.example")
+    params = {"sortBy": "userName", "sortOrder": "descending"}
+    first = env.client.get("/admin/users", params=params)
+    link = re.search(r'href="(/admin/users\?[^"]*startIndex=51[^"]*)"', first.text)
+    assert link, first.text
+    second = env.client.get(html.unescape(link.group(1)))
+    names = re.findall(r">(user\d{3})@corp\.example</bdi></a>", second.text)
+    assert names == [f"user{i:03d}" for i in reversed(range(10))]
+
+
+def test_the_users_list_prefers_a_work_email_however_typed_then_the_primary(env: Env) -> None:
+    """The email column shows the work address (its type in any case, as Entra sends
+    "Work"), else the primary one, else the first: not a home address listed first."""
+    env.user(
+        "cased@corp.example",
+        emails=[
+            {"value": "cased@home.example", "type": "home"},
+            {"value": "cased@work.example", "type": "Work"},
+        ],
+    )
+    env.user(
+        "primary@corp.example",
+        emails=[
+            {"value": "primary@home.example", "type": "home"},
+            {"value": "primary@main.example", "type": "other", "primary": True},
+        ],
+    )
+    text = _text(env.client.get("/admin/users"))
+    assert "cased@work.example" in text and "cased@home.example" not in text
+    assert "primary@main.example" in text and "primary@home.example" not in text
+
+
+def test_the_users_list_names_a_user_known_only_by_given_and_family_name(env: Env) -> None:
+    """Entra often sends only name.givenName and name.familyName: the name column joins
+    them rather than leaving the user nameless."""
+    env.user("gf@corp.example", name={"givenName": "Grace", "familyName": "Hopper"})
+    assert "gf@corp.example Grace Hopper" in _text(env.client.get("/admin/users"))
+
+
+def test_the_user_search_ignores_spaces_around_the_text(env: Env) -> None:
+    """A search pasted with a trailing space or newline finds what the bare text finds."""
+    env.user("spaced@corp.example")
+    env.user("other@corp.example")
+    r = env.client.get("/admin/users", params={"q": "  spaced@corp \n"})
+    assert r.status_code == 200
+    assert "><bdi>spaced@corp.example</bdi></a>" in r.text
+    assert "other@corp.example" not in r.text
+
+
+def test_a_search_of_exactly_the_maximum_length_is_taken(env: Env) -> None:
+    """256 characters is the documented maximum of the search box: it is searched, not
+    refused (257 is refused)."""
+    assert env.client.get("/admin/users", params={"q": "x" * 256}).status_code == 200
+    assert env.client.get("/admin/users", params={"q": "x" * 257}).status_code == 400
+
+
+def test_audit_dates_include_the_to_day_and_explain_a_one_day_inversion(env: Env) -> None:
+    """'to' is inclusive: from=to=today lists today's records. 'from' one day after 'to' is
+    explained, not answered with an empty list."""
+    with env.engine.connect() as conn:
+        (newest,) = audit.history(conn, limit=1)
+    day = str(newest["at"])[:10]  # the day the log files it under
+    r = env.client.get("/admin/audit", params={"from": day, "to": day})
+    assert r.status_code == 200 and f"<code>{newest['operation']}</code>" in r.text
+    inverted = env.client.get(
+        "/admin/audit",
+        params={"from": "2026-01-02", "to": "2026-01-01"},
+    )
+    assert inverted.status_code == 400 and "after the" in inverted.text
+
+
+def test_a_pasted_secret_with_a_trailing_newline_is_tested(tmp_path: Path) -> None:
+    """A secret copied with a trailing newline or space is still a token: the page strips
+    it before the check instead of calling it "Not a token"."""
+    engine = create_engine(f"sqlite:///{tmp_path}/p.db")
+    # A local port nothing listens on: the check fails to connect at once, without DNS.
+    app = create_app(Settings(public_url=f"http://127.0.0.1:{free_port()}"), engine)
+    _, secret = _prepare(engine)
+    with TestClient(app) as client:
+        _sign_in(client)
+        csrf = CSRF.search(client.get("/admin/connection").text)
+        assert csrf
+        r = client.post(
+            "/admin/connection",
+            data={"csrf": html.unescape(csrf.group(1)), "token": f" {secret}\n"},
+        )
+    assert r.status_code == 200
+    assert "Not a token" not in r.text
+    assert "could not be reached" in r.text
+
+
+def test_check_connection_fails_a_probe_that_found_users() -> None:
+    """Entra's probe asks for a random userName: a list with users in it means the server
+    ignored the filter, which breaks matching, so the test must not pass."""
+    body = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:ListResponse"],
+        "totalResults": 1,
+        "Resources": [{"id": "1", "userName": "someone"}],
+    }
+    result = asyncio.run(
+        check_connection("http://x.test/scim/v2/", "tok", transport=_mock(200, body))
+    )
+    assert (result.ok, result.headline) == (False, "Unexpected answer")
+
+
+def test_audit_links_no_deleted_group_or_application(env: Env) -> None:
+    """A link from the audit log to a deleted group, or to the deleted application that made
+    a change, leads to a "not found" page: only what still exists is linked."""
+    gid = env.group("Gone team")
+    uid = env.user("made@corp.example")  # made by the application
+    assert env.scim("DELETE", f"/Groups/{gid}").status_code == 204
+    with env.engine.begin() as conn:
+        apps.delete_app(conn, env.client_id, audit.CLI)
+    r = env.client.get("/admin/audit")
+    assert r.status_code == 200 and gid in r.text and uid in r.text
+    assert f'href="/admin/groups/{gid}"' not in r.text
+    assert f'href="/admin/security/oauth2-applications/{env.client_id}"' not in r.text
+
+
+def test_a_property_is_removed_whatever_the_case_of_its_name_in_the_address(env: Env) -> None:
+    """Property names are case-insensitive (as SCIM attribute names are): the remove address
+    with another case finds the property instead of saying it is not defined."""
+    env.post("/admin/properties", {"name": "Badge", "type": "Integer"})
+    done = env.post("/admin/properties/badge/remove", {"confirm": "yes"})
+    assert done.status_code == 303
+    assert _property_names(env) == set()
+
+
+def test_a_groups_second_member_page_links_back_to_the_first(env: Env) -> None:
+    """Member pages after the first link back, so an admin paging a large group is never
+    left at a dead end."""
+    gid = env.group("Big", [env.user(f"m{i:02d}@corp.example") for i in range(55)])
+    two = env.client.get(f"/admin/groups/{gid}", params={"startIndex": "51"})
+    assert f'href="/admin/groups/{gid}?startIndex=1"' in two.text
+
+
+def test_an_older_audit_page_links_back_to_the_newest_with_its_filters(env: Env) -> None:
+    """From an older page of a filtered log, one link returns to the newest entries of the
+    same filter (the newer link moves back one page only)."""
+    for i in range(55):
+        env.user(f"bulk{i:02d}@corp.example")
+    first = env.client.get("/admin/audit", params={"operation": "create"})
+    m = re.search(r'href="(/admin/audit\?operation=create&amp;before=\d+)"', first.text)
+    assert m
+    older = env.client.get(html.unescape(m.group(1)))
+    assert 'href="/admin/audit?operation=create"' in older.text
+    assert 'href="/admin/audit?operation=create"' not in first.text
+
+
+def test_a_start_index_below_one_shows_the_first_page(env: Env) -> None:
+    """startIndex is 1-based (RFC 7644 §3.4.2.4): 0 or a negative value, typed or from an
+    old link, shows the first page, numbered from 1."""
+    env.user("only@corp.example")
+    for start in ("0", "-5"):
+        r = env.client.get("/admin/users", params={"startIndex": start})
+        assert r.status_code == 200, start
+        assert "Users 1-1 of 1" in _text(r), start
+        assert "><bdi>only@corp.example</bdi></a>" in r.text
+
+
+def test_group_search_and_property_names_ignore_spaces_around_them(env: Env) -> None:
+    """Text pasted with a space around it: the group search finds the group, and a new
+    property gets the bare name (the name Entra's mapping uses), not a refusal."""
+    env.group("Engineering")
+    assert "Engineering" in env.client.get("/admin/groups", params={"q": " gineer "}).text
+    assert env.post("/admin/properties", {"name": " Badge ", "type": "Integer"}).status_code == 303
+    assert _property_names(env) == {"Badge"}
+
+
+def test_a_huge_start_index_is_an_empty_page_not_an_error(env: Env) -> None:
+    """startIndex beyond a database integer (an edited link) shows an empty page rather
+    than failing the request with a 500."""
+    env.user("only@corp.example")
+    for path in ("/admin/users", "/admin/groups"):
+        r = env.client.get(path, params={"startIndex": str(2**70)})
+        assert r.status_code == 200, (path, r.text[:200])
+        assert "only@corp.example" not in r.text
