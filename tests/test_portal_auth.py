@@ -158,7 +158,7 @@ def test_guesses_from_many_addresses_do_not_lock_the_admin_out_of_a_known_browse
             assert guesser.login(password="wrong password!").status_code == 401
         assert owner.login(password="another good password").status_code == 429
     events = [
-        (r.getMessage(), r.fields["client"], r.fields["known_device"])  # type: ignore[attr-defined]
+        (r.getMessage(), r.fields["client"], r.fields["known_device"])
         for r in caplog.records
         if r.name == "scimd.portal"
     ]
@@ -1085,17 +1085,11 @@ def test_a_session_survives_a_restart_of_the_server(tmp_path: Path) -> None:
         assert restarted.get(APPS, follow_redirects=False).status_code == 200
 
 
-def test_successful_sign_ins_do_not_count_against_the_address(tmp_path: Path) -> None:
+def test_successful_sign_ins_do_not_count_against_the_address(portal: Portal) -> None:
     """Only failures count: an office signing in from behind one NAT address must not be
     locked out by its own successful sign-ins."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'portal.db'}")
-    app = create_app(Settings(), engine)
-    with engine.begin() as conn:
-        admins.create(conn, "admin", PASSWORD, audit.CLI)
-    app.state.portal.throttle = LoginThrottle(per_account=5, per_address=2)
-    with TestClient(app) as client:
-        portal = Portal(client, engine)
-        assert [portal.login().status_code for _ in range(3)] == [303] * 3
+    portal.client.app.state.portal.throttle = LoginThrottle(per_account=5, per_address=2)
+    assert [portal.login().status_code for _ in range(3)] == [303] * 3
 
 
 def test_a_signed_in_admin_is_not_redirected_off_site_by_the_sign_in_page(
@@ -1109,20 +1103,14 @@ def test_a_signed_in_admin_is_not_redirected_off_site_by_the_sign_in_page(
         assert r.status_code == 303 and r.headers["location"] == "/admin/", target
 
 
-def test_a_lock_out_under_a_minute_says_one_minute_not_zero(tmp_path: Path) -> None:
+def test_a_lock_out_under_a_minute_says_one_minute_not_zero(portal: Portal) -> None:
     """The refusal tells the admin how long to wait, rounded up: "0 minute(s)" invites an
     immediate retry that is refused again."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'portal.db'}")
-    app = create_app(Settings(), engine)
-    with engine.begin() as conn:
-        admins.create(conn, "admin", PASSWORD, audit.CLI)
-    app.state.portal.throttle = LoginThrottle(per_account=2, window=30)
-    with TestClient(app) as client:
-        portal = Portal(client, engine)
-        for _ in range(2):
-            assert portal.login(password="wrong password!").status_code == 401
-        r = portal.login()
-        assert r.status_code == 429 and "Try again in 1 minute(s)." in r.text
+    portal.client.app.state.portal.throttle = LoginThrottle(per_account=2, window=30)
+    for _ in range(2):
+        assert portal.login(password="wrong password!").status_code == 401
+    r = portal.login()
+    assert r.status_code == 429 and "Try again in 1 minute(s)." in r.text
 
 
 def test_signing_in_gives_a_new_csrf_token(portal: Portal) -> None:
