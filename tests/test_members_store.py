@@ -7,6 +7,8 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -455,13 +457,24 @@ def _wal_size(db: Path) -> int:
     return wal.stat().st_size if wal.exists() else 0
 
 
-def test_checkpointer_copies_in_background_and_truncates_on_stop(tmp_path: Path) -> None:
-    db = tmp_path / "ck.db"
+@contextmanager
+def _checkpointing(db: Path, kind: type[_Recording]) -> Iterator[tuple[sa.Engine, _Recording]]:
+    """A database at ``db`` with a running checkpointer of ``kind``, stopped on leaving (so
+    its final checkpoint is made there) and the engine disposed."""
     engine = create_engine(f"sqlite:///{db}")
     migrate.ensure_current(engine)
-    ck = _Recording(engine, interval=0.001)
+    ck = kind(engine, interval=0.001)
     ck.start()
     try:
+        yield engine, ck
+    finally:
+        ck.stop()
+        engine.dispose()
+
+
+def test_checkpointer_copies_in_background_and_truncates_on_stop(tmp_path: Path) -> None:
+    db = tmp_path / "ck.db"
+    with _checkpointing(db, _Recording) as (engine, ck):
         _write(engine, 50)
         # The thread checkpoints what the writes left in the log, without the writer's help.
         with ck.progress:
@@ -470,14 +483,11 @@ def test_checkpointer_copies_in_background_and_truncates_on_stop(tmp_path: Path)
                 timeout=60,
             )
         assert done, ck.results[-5:]
-    finally:
-        ck.stop()
+        with engine.connect() as conn:
+            q = "SELECT count(*) FROM settings WHERE key LIKE 'k%'"
+            assert conn.execute(sa.text(q)).scalar() == 50
     assert ck.results[-1][0] == "TRUNCATE"
     assert _wal_size(db) == 0
-    with engine.connect() as conn:
-        n = conn.execute(sa.text("SELECT count(*) FROM settings WHERE key LIKE 'k%'")).scalar()
-    assert n == 50
-    engine.dispose()
 
 
 class _FailingOnce(_Recording):
@@ -497,21 +507,13 @@ class _FailingOnce(_Recording):
 def test_checkpointer_goes_on_after_a_failed_checkpoint(tmp_path: Path) -> None:
     """A checkpoint that fails once (a passing disk error) is retried: had the thread ended,
     nothing but the writer's safety net would copy the log back for the rest of the run."""
-    db = tmp_path / "again.db"
-    engine = create_engine(f"sqlite:///{db}")
-    migrate.ensure_current(engine)
-    ck = _FailingOnce(engine, interval=0.001)
-    ck.start()
-    try:
+    with _checkpointing(tmp_path / "again.db", _FailingOnce) as (engine, ck):
         _write(engine, 5)
         with ck.progress:
             done = ck.progress.wait_for(
                 lambda: sum(m == "PASSIVE" for m, _ in ck.results) >= 2, timeout=10
             )
-        assert ck.failed and done, ck.results
-    finally:
-        ck.stop()
-        engine.dispose()
+        assert isinstance(ck, _FailingOnce) and ck.failed and done, ck.results
 
 
 def test_wal_stays_bounded_under_continuous_writes(
