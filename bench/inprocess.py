@@ -5,12 +5,13 @@ The load benchmark (``bench/run.py``) measures throughput over HTTP with the loa
 the same two cores; runs of the same code differ by a fifth or more there, which hides a change
 of a few microseconds. This calls the ASGI application directly, one request at a time, and
 reports the process CPU time per request (``time.process_time``): no HTTP parsing, no event loop
-contention, no other process. Compare two commits by running it against an export of each, in
+contention, no other process (``--concurrency N`` sends N at a time instead, so that writes share
+group commits as they do under load). Compare two commits by running it against an export of each, in
 turn (``PYTHONPATH=/tmp/snap-COMMIT/src``), a few times: the spread between runs is a few
 percent. It also reports the wall time per request, which on PostgreSQL adds the round trips
 and the server's own work (one request at a time: no lock is ever waited for).
 
-    python bench/inprocess.py --users 3000 [--database-url sqlite:///path.db]
+    python bench/inprocess.py --users 3000 [--concurrency 8] [--database-url sqlite:///path.db]
 
 Without ``--database-url`` a SQLite file in a temporary directory is used. With a PostgreSQL URL
 the requests run one at a time, so the read batching never has two reads to share a statement.
@@ -109,7 +110,9 @@ class Caller:
         return int(out["status"]), bytes(out["body"])
 
 
-async def measure(users: int, database_url: str) -> tuple[dict[str, float], dict[str, float]]:
+async def measure(
+    users: int, database_url: str, concurrency: int = 1
+) -> tuple[dict[str, float], dict[str, float]]:
     engine = create_engine(database_url)
     app = create_app(Settings(access_log=False), engine)
     to_app: asyncio.Queue[Message] = asyncio.Queue()
@@ -126,13 +129,16 @@ async def measure(users: int, database_url: str) -> tuple[dict[str, float], dict
     wall: dict[str, float] = {}
 
     async def timed(name: str, requests: list[tuple[str, str, str, Any]], ok: int) -> list[bytes]:
-        bodies = []
+        bodies: list[bytes] = []
         t0, w0 = time.process_time(), time.perf_counter()
-        for method, path, query, data in requests:
-            status, body = await call(method, path, query, data)
-            if status != ok:
-                raise SystemExit(f"{name}: {method} {path} answered {status}: {body[:300]!r}")
-            bodies.append(body)
+        # `concurrency` requests at a time, so that writes share group commits as under load.
+        for k in range(0, len(requests), concurrency):
+            sent = requests[k : k + concurrency]
+            answers = await asyncio.gather(*(call(*r) for r in sent))
+            for (method, path, _, _), (status, body) in zip(sent, answers, strict=True):
+                if status != ok:
+                    raise SystemExit(f"{name}: {method} {path} answered {status}: {body[:300]!r}")
+                bodies.append(body)
         per[name] = (time.process_time() - t0) / len(requests) * 1e6
         wall[name] = (time.perf_counter() - w0) / len(requests) * 1e6
         return bodies
@@ -214,13 +220,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=3000, help="users created, then read")
     parser.add_argument("--database-url", help="default: a SQLite file in a temporary directory")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=1,
+        help="requests sent at a time (writes then share group commits, as under load)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="scimd-inproc-") as scratch:  # removed afterwards
         url = args.database_url or f"sqlite:///{scratch}/bench.db"
-        per, wall = asyncio.run(measure(args.users, url))
+        per, wall = asyncio.run(measure(args.users, url, args.concurrency))
     figures = {k: round(v, 1) for k, v in per.items()}
     walls = {k: round(v, 1) for k, v in wall.items()}
-    print(json.dumps({"users": args.users, "us_cpu_per_request": figures}))
+    print(
+        json.dumps(
+            {"users": args.users, "concurrency": args.concurrency, "us_cpu_per_request": figures}
+        )
+    )
     # Wall time: on PostgreSQL it adds the round trips and the server's own work, which a
     # request holding a group's row lock makes every other writer of that group wait for.
     print(json.dumps({"users": args.users, "us_wall_per_request": walls}))
