@@ -5,10 +5,10 @@ The load benchmark (``bench/run.py``) measures throughput over HTTP with the loa
 the same two cores; runs of the same code differ by a fifth or more there, which hides a change
 of a few microseconds. This calls the ASGI application directly, one request at a time, and
 reports the process CPU time per request (``time.process_time``): no HTTP parsing, no event loop
-contention, no other process (``--concurrency N`` sends N at a time instead, so that writes share
-group commits as they do under load). Compare two commits by running it against an export of each, in
-turn (``PYTHONPATH=/tmp/snap-COMMIT/src``), a few times: the spread between runs is a few
-percent. It also reports the wall time per request, which on PostgreSQL adds the round trips
+contention, no other process (``--concurrency N`` sends N at a time instead, so that writes
+share group commits as they do under load). Compare two commits by running it against an export
+of each, in turn (``PYTHONPATH=/tmp/snap-COMMIT/src``), a few times: the spread between runs is
+a few percent. It also reports the wall time per request, which on PostgreSQL adds the round trips
 and the server's own work (one request at a time: no lock is ever waited for).
 
     python bench/inprocess.py --users 3000 [--concurrency 8] [--database-url sqlite:///path.db]
