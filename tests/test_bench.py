@@ -1,4 +1,4 @@
-"""The benchmarks of ``bench/`` run, at a tiny size, against the code of this checkout.
+"""The benchmarks of ``bench/`` and its soak run, at a tiny size, against this checkout.
 
 Their figures are not checked (tests never assert timings): what is checked is that every
 operation of every target was measured and answered without an error, so that a change to the
@@ -165,3 +165,31 @@ def test_in_process_cpu(concurrency: str) -> None:
     assert sorted(cpu["us_cpu_per_request"]) == sorted(ops)
     assert sorted(wall["us_wall_per_request"]) == sorted(ops)
     assert all(v > 0 for v in cpu["us_cpu_per_request"].values())
+
+
+def test_soak(tmp_path: Path) -> None:
+    out = tmp_path / "soak.json"
+    printed = _bench(
+        "soak.py",
+        "--rounds",
+        "2",
+        "--requests",
+        "100",
+        "--seed-users",
+        "300",
+        "--round-users",
+        "50",
+        "--concurrency",
+        "4",
+        "--json-out",
+        str(out),
+    )
+    rounds = json.loads(out.read_text())["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    for r in rounds:
+        assert r["memory_kib"]["RssAnon"] > 0 and r["memory_kib"]["VmRSS"] > 0
+        assert sorted(x["op"] for x in r["results"]) == sorted(
+            ["filter_username", "get_user", "patch_user", "list_page", "group_add_members"]
+        )
+        assert all(x["errors"] == 0 and x["requests"] > 0 for x in r["results"]), r["results"]
+    assert "round   2  RssAnon" in printed
