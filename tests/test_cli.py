@@ -735,7 +735,7 @@ def test_audit_list_prints_records_whole(db: str) -> None:
     text = _ok("audit", "list", "--limit", "1", "--database-url", db)
     assert text.count("\n") == 1 and "app.create" in text and b["client_id"] in text
     cut = runner.invoke(app, ["audit", "list", "--limit", "1", "--database-url", db])
-    assert "the newest 1 records; --limit for more" in cut.stderr  # not all were shown
+    assert "(the newest record; --limit for more)" in cut.stderr  # not all were shown
     whole = runner.invoke(app, ["audit", "list", "--limit", "2", "--database-url", db])
     assert "--limit" not in whole.stderr  # exactly two: all of them
     assert a["client_secret"] not in text

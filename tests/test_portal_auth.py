@@ -430,6 +430,8 @@ def test_first_start_setup_link(tmp_path: Path) -> None:
     with engine.begin() as conn:
         assert admins.new_setup_token(conn) is None
         assert admins.verify(conn, "ROOT", PASSWORD) is not None
+        # The link signed the admin in, which `scimd admin list` shows (it said "never").
+        assert admins.list_admins(conn)[0]["last_login"] is not None
 
 
 def test_security_headers_on_portal_pages(portal: Portal) -> None:

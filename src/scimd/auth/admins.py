@@ -308,7 +308,9 @@ def complete_setup(
         raise SetupLinkSpent(
             "this set-up link is no longer valid; restart the server for a new one"
         )
-    return create(conn, username, password, A.Actor("system", None, "first start", request_id))
+    made = create(conn, username, password, A.Actor("system", None, "first start", request_id))
+    record_login(conn, made.pk)  # the link signs the new admin in: `admin list` says so
+    return made
 
 
 def session_secret(conn: sa.Connection) -> str:

@@ -91,4 +91,5 @@ def audit_list(
         lines.append(f"{r['at']}  {who}  {r['operation']}  {target}{detail}")
     show(rows, as_json, "\n".join(lines) if lines else "no audit records")
     if more:  # a script must not take the newest N for all of them
-        typer.echo(f"(the newest {limit} records; --limit for more)", err=True)
+        shown = "the newest record" if limit == 1 else f"the newest {limit} records"
+        typer.echo(f"({shown}; --limit for more)", err=True)

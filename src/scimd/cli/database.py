@@ -49,7 +49,8 @@ def db_current(
         bool,
         typer.Option(
             "--check",
-            help="Exit with status 1 when the database is behind (an upgrade is due).",
+            help="Exit with status 1 when the database is behind (an upgrade is due) or"
+            " cannot be used as it is (missing, or made by a newer scimd).",
             metavar="",
         ),
     ] = False,
