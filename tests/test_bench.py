@@ -18,20 +18,13 @@ from typing import Any
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+import load  # noqa: E402  (bench/load.py, the load generator: its list of operations)
 
-# Every operation of a bench/run.py run (group_add_large measures the four rows after it).
-LOAD_ROWS = [
-    "post_user",
-    "filter_username",
-    "get_user",
-    "patch_user",
-    "list_page",
-    "group_add_members",
-    "group_add_100_small",
-    "group_remove_100_small",
-    "group_add_100_large",
-    "group_remove_100_large",
-]
+# group_add_large measures adds and removes on a small and on a large group: four rows.
+LARGE_ROWS = [f"group_{op}_100_{size}" for size in ("small", "large") for op in ("add", "remove")]
+# Every row of a bench/run.py run.
+LOAD_ROWS = [op for op in load.ALL_OPS if op != "group_add_large"] + LARGE_ROWS
 
 
 def _bench(script: str, *args: str, timeout: float = 240) -> str:
@@ -139,9 +132,7 @@ def test_paired_runs(tmp_path: Path) -> None:
     report = json.loads(out.with_suffix(".json").read_text())
     assert (report["subject"], report["reference"], report["rounds"]) == ("scimd-sqlite", "bare", 2)
     rows = {r["op"]: r for r in report["rows"]}
-    assert sorted(rows) == sorted(
-        ["post_user", "get_user", "patch_user", *LOAD_ROWS[-4:]]  # group_add_large: four rows
-    )
+    assert sorted(rows) == sorted(["post_user", "get_user", "patch_user", *LARGE_ROWS])
     for op, row in rows.items():
         assert row["errors"] == [0, 0], op
         assert len(row["ratios"]) == 2 and all(r > 0 for r in row["ratios"]), op

@@ -407,32 +407,37 @@ def test_create_users_of_an_existing_user_is_409(okta: Okta) -> None:
     assert [resource["id"] for resource in listed["Resources"]] == [created["id"]], listed
 
 
-def test_retrieve_users_pages_by_start_index_and_count(okta: Okta) -> None:
-    """Retrieve Users: ``GET /Users?startIndex=1&count=100`` lists the users with integer
-    paging numbers, and paging by startIndex/count returns them in the same order."""
-    ours = [assign_user(okta)["id"] for _ in range(3)]
-
-    first = list_response(okta.send("GET", "/Users" + query(startIndex=1, count=100)))
+def pages_in_order(okta: Okta, path: str, ours: list[str]) -> list[Json]:
+    """The first page of 100 (``ours`` on it), checked against the same list read by Okta's
+    paging: startIndex moved on by count until totalResults, in the same order."""
+    first = list_response(okta.send("GET", path + query(startIndex=1, count=100)))
     total = first["totalResults"]
-    assert total >= 3, first
+    assert total >= len(ours), first
     assert first["startIndex"] == 1, first
     assert first["itemsPerPage"] == len(first["Resources"]) == min(total, 100), first
     listed = [resource["id"] for resource in first["Resources"]]
     assert set(ours) <= set(listed), (ours, listed)
-    for resource in first["Resources"]:
-        assert_user(resource, resource["id"], resource["userName"])
-
-    # Okta moves startIndex on by count until totalResults; the order must not change.
     paged: list[str] = []
     start = 1
     while start <= total:
-        page = list_response(okta.send("GET", "/Users" + query(startIndex=start, count=2)))
+        page = list_response(okta.send("GET", path + query(startIndex=start, count=2)))
         assert page["startIndex"] == start, page
         assert page["totalResults"] == total, page
         assert page["itemsPerPage"] == len(page["Resources"]) <= 2, page
         paged += [resource["id"] for resource in page["Resources"]]
         start += 2
     assert paged == listed, (paged, listed)
+    resources: list[Json] = first["Resources"]
+    return resources
+
+
+def test_retrieve_users_pages_by_start_index_and_count(okta: Okta) -> None:
+    """Retrieve Users: ``GET /Users?startIndex=1&count=100`` lists the users with integer
+    paging numbers, and paging by startIndex/count returns them in the same order."""
+    ours = [assign_user(okta)["id"] for _ in range(3)]
+
+    for resource in pages_in_order(okta, "/Users", ours):
+        assert_user(resource, resource["id"], resource["userName"])
 
 
 def test_retrieve_a_specific_user(okta: Okta) -> None:
@@ -685,26 +690,9 @@ def test_retrieve_groups_pages_by_start_index_and_count(okta: Okta) -> None:
     paging numbers, and paging by startIndex/count keeps the same order."""
     ours = [push_group(okta)["id"] for _ in range(3)]
 
-    first = list_response(okta.send("GET", "/Groups" + query(startIndex=1, count=100)))
-    total = first["totalResults"]
-    assert total >= 3, first
-    assert first["startIndex"] == 1, first
-    assert first["itemsPerPage"] == len(first["Resources"]) == min(total, 100), first
-    listed = [resource["id"] for resource in first["Resources"]]
-    assert set(ours) <= set(listed), (ours, listed)
-    for resource in first["Resources"]:
+    for resource in pages_in_order(okta, "/Groups", ours):
         assert GROUP in resource["schemas"], resource
         assert resource["displayName"], resource
-
-    paged: list[str] = []
-    start = 1
-    while start <= total:
-        page = list_response(okta.send("GET", "/Groups" + query(startIndex=start, count=2)))
-        assert page["startIndex"] == start, page
-        assert page["totalResults"] == total, page
-        paged += [resource["id"] for resource in page["Resources"]]
-        start += 2
-    assert paged == listed, (paged, listed)
 
 
 def test_retrieve_specific_groups(okta: Okta) -> None:
