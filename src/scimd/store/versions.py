@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from scimd.store.prepared import StatementCache
 from scimd.store.tables import settings
@@ -60,10 +61,17 @@ def bump(conn: sa.Connection, key: str) -> None:
     The increment happens in the UPDATE itself: two bumps at once on PostgreSQL must give two
     different values, or a token verified between them would stay cached after the second.
     """
-    updated = conn.execute(
-        settings.update()
-        .where(settings.c.key == key)
-        .values(value=sa.cast(sa.cast(settings.c.value, sa.Integer) + 1, sa.String))
-    )
+    advanced = sa.cast(sa.cast(settings.c.value, sa.Integer) + 1, sa.String)
+    updated = conn.execute(settings.update().where(settings.c.key == key).values(value=advanced))
     if not updated.rowcount:
-        conn.execute(settings.insert().values(key=key, value="1"))
+        # The first bump of a counter no migration seeded (``auth_version``). Two at once on
+        # PostgreSQL both found no row to lock, and the second INSERT failed on the key: its
+        # revocation was rolled back. Now the second one advances the row the first made.
+        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
+            settings
+        )
+        conn.execute(
+            insert.values(key=key, value="1").on_conflict_do_update(
+                index_elements=[settings.c.key], set_={"value": advanced}
+            )
+        )
