@@ -17,34 +17,13 @@ from scimd.store import audit
 from scimd.store import properties as props
 from scimd.store.engine import create_engine
 from scimd.web.app import create_app
+from support.api import Api
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
 ERROR = "urn:ietf:params:scim:api:messages:2.0:Error"
 PATCH = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
 PROPS = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
-
-
-class Api:
-    def __init__(self, client: TestClient, token: str, engine: Any) -> None:
-        self.client = client
-        self.token = token
-        self.engine = engine
-
-    def req(self, method: str, path: str, body: Any = None, **kw: Any) -> Any:
-        headers = {"Authorization": f"Bearer {self.token}", **kw.pop("headers", {})}
-        if body is not None and not isinstance(body, (bytes, str)):
-            kw["content"] = json.dumps(body)
-            headers.setdefault("Content-Type", "application/scim+json")
-        elif body is not None:
-            kw["content"] = body
-            headers.setdefault("Content-Type", "application/scim+json")
-        return self.client.request(method, "/scim/v2" + path, headers=headers, **kw)
-
-    def user(self, name: str, **extra: Any) -> dict[str, Any]:
-        r = self.req("POST", "/Users", {"schemas": [USER], "userName": name, **extra})
-        assert r.status_code == 201, r.text
-        return dict(r.json())
 
 
 @pytest.fixture
