@@ -17,7 +17,7 @@ from scimd.store import audit
 from scimd.store import properties as props
 from scimd.store.engine import create_engine
 from scimd.web.app import create_app
-from support.api import Api
+from support.api import Api, serving
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -28,26 +28,17 @@ PROPS = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'api.db'}")
-    app = create_app(Settings(max_payload=64 * 1024, max_results=50), engine)
-    with engine.begin() as conn:
-        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
-        props.add_property(conn, "IdentificationNumber", "String", "", audit.CLI)
-        props.add_property(conn, "Age", "Integer", "", audit.CLI)
-    with TestClient(app) as client:
-        yield Api(client, token, engine)
+    with serving(
+        f"sqlite:///{tmp_path / 'api.db'}", [("IdentificationNumber", "String"), ("Age", "Integer")]
+    ) as api:
+        yield api
 
 
 @pytest.fixture
 def api_both(any_database_url: str) -> Iterator[Api]:
     """The API on SQLite and on PostgreSQL, for behaviour whose statements differ."""
-    engine = create_engine(any_database_url)
-    app = create_app(Settings(max_payload=64 * 1024, max_results=50), engine)
-    with engine.begin() as conn:
-        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
-    with TestClient(app) as client:
-        yield Api(client, token, engine)
-    engine.dispose()
+    with serving(any_database_url) as api:
+        yield api
 
 
 def _loaded(detail: Any) -> Any:

@@ -1164,3 +1164,50 @@ def test_a_deleted_member_is_in_the_history_of_its_groups(any_database_url: str)
     finally:
         d.close()
         engine.dispose()
+
+
+def _checkpoint_threads() -> int:
+    return sum(t.name == "scimd-checkpoint" and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_checkpointer_started_twice_runs_one_thread_and_stops_it(tmp_path: Path) -> None:
+    """A second ``start`` of a running checkpointer changes nothing: after ``stop`` no
+    checkpoint thread is left running on a closed connection."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'twice.db'}")
+    migrate.ensure_current(engine)
+    before = _checkpoint_threads()
+    ck = Checkpointer(engine, interval=0.001)
+    try:
+        ck.start()
+        ck.start()
+        assert _checkpoint_threads() == before + 1
+    finally:
+        ck.stop()
+        engine.dispose()
+    assert _checkpoint_threads() == before
+
+
+def test_a_checkpointer_started_again_after_stop_checkpoints_again(tmp_path: Path) -> None:
+    """Stopped (its final TRUNCATE made) and started again, the checkpointer copies the log
+    in the background as it did the first time."""
+    db = tmp_path / "again.db"
+    engine = create_engine(f"sqlite:///{db}")
+    migrate.ensure_current(engine)
+    ck = _Recording(engine, interval=0.001)
+    try:
+        ck.start()
+        ck.stop()
+        assert ck.results[-1][0] == "TRUNCATE"
+        ck.start()
+        _write(engine, 50)
+        with ck.progress:
+            done = ck.progress.wait_for(
+                lambda: any(m == "PASSIVE" and r[1] > 0 for m, r in ck.results), timeout=60
+            )
+        assert done, ck.results[-5:]
+    finally:
+        ck.stop()
+        engine.dispose()
+    assert ck.results[-1][0] == "TRUNCATE"
+    wal = Path(f"{db}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0

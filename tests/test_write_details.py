@@ -5,7 +5,6 @@ client, an operator or the portal sees them."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,17 +12,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from starlette.testclient import TestClient
 
 from scimd.auth import apps
-from scimd.settings import Settings
 from scimd.store import audit, browse, migrate, versions
 from scimd.store import properties as props
-from scimd.store.checkpoint import Checkpointer
 from scimd.store.engine import create_engine
 from scimd.store.tables import settings
-from scimd.web.app import create_app
-from support.api import Api
+from support.api import Api, serving
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -34,15 +29,10 @@ PROPS = "urn:ietf:params:scim:schemas:extension:bizagi:2.0:UserProperties"
 
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[Api]:
-    engine = create_engine(f"sqlite:///{tmp_path / 'api.db'}")
-    app = create_app(Settings(max_payload=64 * 1024, max_results=50), engine)
-    with engine.begin() as conn:
-        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
-        props.add_property(conn, "Age", "Integer", "", audit.CLI)
-        props.add_property(conn, "Score", "Decimal", "", audit.CLI)
-    with TestClient(app) as client:
-        yield Api(client, token, engine)
-    engine.dispose()
+    with serving(
+        f"sqlite:///{tmp_path / 'api.db'}", [("Age", "Integer"), ("Score", "Decimal")]
+    ) as api:
+        yield api
 
 
 def _members(api: Api, group_id: str) -> list[browse.Member]:
@@ -333,13 +323,8 @@ def _until_waiting_for_a_lock(postgres_url: str) -> None:
 
 @pytest.fixture
 def api_both(any_database_url: str) -> Iterator[Api]:
-    engine = create_engine(any_database_url)
-    app = create_app(Settings(max_payload=64 * 1024, max_results=50), engine)
-    with engine.begin() as conn:
-        _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
-    with TestClient(app) as client:
-        yield Api(client, token, engine)
-    engine.dispose()
+    with serving(any_database_url) as api:
+        yield api
 
 
 def test_a_group_left_by_a_deleted_member_moves_one_millisecond_past_a_later_clock(
@@ -348,103 +333,26 @@ def test_a_group_left_by_a_deleted_member_moves_one_millisecond_past_a_later_clo
     """A group whose lastModified a server with a clock ahead wrote (an afternoon hour, so a
     12-hour clock would show) moves exactly one millisecond on when its member is deleted:
     never back in time, never a whole second."""
-    api = api_both
     ahead = "2999-01-01T15:30:45.123Z"
-    ada = api.user("ada")["id"]
-    gid = api.group("eng", [ada])["id"]
-    with api.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE groups SET last_modified = :t"), {"t": ahead})
-    assert api.req("DELETE", f"/Users/{ada}").status_code == 204
-    got = api.req("GET", f"/Groups/{gid}").json()["meta"]["lastModified"]
-    assert got == "2999-01-01T15:30:45.124Z"
-    found = api.ids("/Groups", f'meta.lastModified gt "{ahead}"')
-    assert found == [gid]
+    gid, meta = _left_by_its_member(api_both, ahead)
+    assert meta["lastModified"] == "2999-01-01T15:30:45.124Z"
+    assert api_both.ids("/Groups", f'meta.lastModified gt "{ahead}"') == [gid]
 
 
 def test_a_group_left_by_a_deleted_member_takes_now_past_an_older_time(api_both: Api) -> None:
     """With the group's own time in the past the new lastModified is now, not a millisecond
     past the old one."""
-    api = api_both
     old = "2001-01-01T15:30:45.123Z"
+    _, meta = _left_by_its_member(api_both, old)
+    assert meta["lastModified"] >= meta["created"] > old
+
+
+def _left_by_its_member(api: Api, last_modified: str) -> tuple[str, dict[str, Any]]:
+    """A group whose only member is deleted, its lastModified set to ``last_modified``
+    before: its id and its meta afterwards."""
     ada = api.user("ada")["id"]
     gid = api.group("eng", [ada])["id"]
     with api.engine.begin() as conn:
-        conn.execute(sa.text("UPDATE groups SET last_modified = :t"), {"t": old})
+        conn.execute(sa.text("UPDATE groups SET last_modified = :t"), {"t": last_modified})
     assert api.req("DELETE", f"/Users/{ada}").status_code == 204
-    got = api.req("GET", f"/Groups/{gid}").json()["meta"]["lastModified"]
-    created = api.req("GET", f"/Groups/{gid}").json()["meta"]["created"]
-    assert got >= created > old
-
-
-# --- the WAL checkpointer -----------------------------------------------------------------------
-
-
-class _Recording(Checkpointer):
-    """A checkpointer that remembers what each of its checkpoints reported."""
-
-    def __init__(self, engine: sa.Engine, interval: float) -> None:
-        super().__init__(engine, interval)
-        self.results: list[tuple[str, tuple[int, int, int]]] = []
-        self.progress = threading.Condition()
-
-    def _checkpoint(self, mode: str) -> tuple[int, int, int]:
-        result = super()._checkpoint(mode)
-        with self.progress:
-            self.results.append((mode, result))
-            self.progress.notify_all()
-        return result
-
-
-def _write(engine: sa.Engine, n: int) -> None:
-    with engine.begin() as conn:
-        for i in range(n):
-            conn.execute(
-                settings.insert().values(key=f"k{os.urandom(8).hex()}", value="x" * 3000 + str(i))
-            )
-
-
-def _checkpoint_threads() -> int:
-    return sum(t.name == "scimd-checkpoint" and t.is_alive() for t in threading.enumerate())
-
-
-def test_a_checkpointer_started_twice_runs_one_thread_and_stops_it(tmp_path: Path) -> None:
-    """A second ``start`` of a running checkpointer changes nothing: after ``stop`` no
-    checkpoint thread is left running on a closed connection."""
-    engine = create_engine(f"sqlite:///{tmp_path / 'twice.db'}")
-    migrate.ensure_current(engine)
-    before = _checkpoint_threads()
-    ck = Checkpointer(engine, interval=0.001)
-    try:
-        ck.start()
-        ck.start()
-        assert _checkpoint_threads() == before + 1
-    finally:
-        ck.stop()
-        engine.dispose()
-    assert _checkpoint_threads() == before
-
-
-def test_a_checkpointer_started_again_after_stop_checkpoints_again(tmp_path: Path) -> None:
-    """Stopped (its final TRUNCATE made) and started again, the checkpointer copies the log
-    in the background as it did the first time."""
-    db = tmp_path / "again.db"
-    engine = create_engine(f"sqlite:///{db}")
-    migrate.ensure_current(engine)
-    ck = _Recording(engine, interval=0.001)
-    try:
-        ck.start()
-        ck.stop()
-        assert ck.results[-1][0] == "TRUNCATE"
-        ck.start()
-        _write(engine, 50)
-        with ck.progress:
-            done = ck.progress.wait_for(
-                lambda: any(m == "PASSIVE" and r[1] > 0 for m, r in ck.results), timeout=60
-            )
-        assert done, ck.results[-5:]
-    finally:
-        ck.stop()
-        engine.dispose()
-    assert ck.results[-1][0] == "TRUNCATE"
-    wal = Path(f"{db}-wal")
-    assert not wal.exists() or wal.stat().st_size == 0
+    return gid, api.req("GET", f"/Groups/{gid}").json()["meta"]

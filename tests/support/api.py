@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from starlette.testclient import TestClient
+
+from scimd.auth import apps
+from scimd.settings import Settings
+from scimd.store import audit
+from scimd.store import properties as props
+from scimd.store.engine import create_engine
+from scimd.web.app import create_app
 
 USER = "urn:ietf:params:scim:schemas:core:2.0:User"
 GROUP = "urn:ietf:params:scim:schemas:core:2.0:Group"
@@ -49,3 +58,20 @@ class Api:
         r = self.req("GET", endpoint, params={"filter": flt})
         assert r.status_code == 200, r.text
         return [x["id"] for x in r.json().get("Resources", [])]
+
+
+@contextmanager
+def serving(database_url: str, properties: Sequence[tuple[str, str]] = ()) -> Iterator[Api]:
+    """The app on a database, with an application holding both scopes and the given custom
+    user properties (name, type); the engine is disposed afterwards."""
+    engine = create_engine(database_url)
+    app = create_app(Settings(max_payload=64 * 1024, max_results=50), engine)
+    try:
+        with engine.begin() as conn:
+            _, token = apps.create_app(conn, "t", "bearer", ["API", "USER SYNC"], audit.CLI)
+            for name, kind in properties:
+                props.add_property(conn, name, kind, "", audit.CLI)
+        with TestClient(app) as client:
+            yield Api(client, token, engine)
+    finally:
+        engine.dispose()
