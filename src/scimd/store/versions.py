@@ -58,20 +58,16 @@ def read_one(conn: sa.Connection, key: str) -> int:
 def bump(conn: sa.Connection, key: str) -> None:
     """Advance a counter inside the caller's transaction.
 
-    The increment happens in the UPDATE itself: two bumps at once on PostgreSQL must give two
-    different values, or a token verified between them would stay cached after the second.
+    One upsert: the increment happens in the statement itself, so two bumps at once on
+    PostgreSQL give two different values (or a token verified between them would stay cached
+    after the second), and the first bump of a counter no migration seeded (``auth_version``)
+    makes its row. An UPDATE then INSERT failed there: two first bumps both found no row to
+    lock, and the second INSERT hit the key, rolling its revocation back.
     """
     advanced = sa.cast(sa.cast(settings.c.value, sa.Integer) + 1, sa.String)
-    updated = conn.execute(settings.update().where(settings.c.key == key).values(value=advanced))
-    if not updated.rowcount:
-        # The first bump of a counter no migration seeded (``auth_version``). Two at once on
-        # PostgreSQL both found no row to lock, and the second INSERT failed on the key: its
-        # revocation was rolled back. Now the second one advances the row the first made.
-        insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(
-            settings
+    insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(settings)
+    conn.execute(
+        insert.values(key=key, value="1").on_conflict_do_update(
+            index_elements=[settings.c.key], set_={"value": advanced}
         )
-        conn.execute(
-            insert.values(key=key, value="1").on_conflict_do_update(
-                index_elements=[settings.c.key], set_={"value": advanced}
-            )
-        )
+    )
