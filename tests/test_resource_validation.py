@@ -3,10 +3,14 @@ what is stored for what a client sends, and what a projection returns."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from scimd.scim import compat
 from scimd.scim import passwords as P
 from scimd.scim import resource as R
 from scimd.scim import schema as S
@@ -183,3 +187,40 @@ def test_an_empty_element_of_a_multi_valued_attribute_is_not_stored() -> None:
     (RFC 7643 §2.5: an empty object is no value)."""
     assert stored(addresses=[{}, {"locality": "London"}])["addresses"] == [{"locality": "London"}]
     assert "addresses" not in stored(addresses=[{}])
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=12,
+)
+
+
+def _without_nulls(value: Any) -> Any:
+    """What dropping nulls means, written plainly: every null key and element, at every depth."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value if v is not None]
+    return value
+
+
+@given(_JSON)
+def test_nulls_are_dropped_at_every_depth_and_the_body_is_left_as_sent(value: Any) -> None:
+    """A body without nulls (nearly every one) is read as it is, not copied; one with a null
+    anywhere is read without it. Either way the client's body is not changed."""
+    sent = copy.deepcopy(value)
+    out = compat.drop_nulls(value)
+    assert out == _without_nulls(sent)
+    assert value == sent
+    if _without_nulls(sent) == sent:
+        assert out is value
+
+
+def test_one_empty_email_is_no_email_and_one_email_is_kept_as_given() -> None:
+    """A one-element list is the usual case (Entra's one work email): an empty object in it
+    is no value; one element is stored as given, its type and primary kept."""
+    assert "emails" not in stored(emails=[{}])
+    assert stored(emails=[{"value": "a@x.com", "type": "work", "primary": True}])["emails"] == [
+        {"value": "a@x.com", "type": "work", "primary": True}
+    ]

@@ -99,11 +99,29 @@ def list_from_single(value: Any) -> Any:
 
 def drop_nulls(value: Any) -> Any:
     """Entra's documented example POSTs ``"addresses": null`` (facts §1.4 example 2). A null
-    means "no value" (RFC 7643 §2.5), so null-valued keys are removed, at every depth."""
+    means "no value" (RFC 7643 §2.5), so null-valued keys are removed, at every depth. A
+    value without nulls, nearly every body, is returned as it is, not copied."""
+    if not _has_null(value):
+        return value
+    return _without_nulls(value)
+
+
+def _has_null(value: Any) -> bool:
     if isinstance(value, dict):
-        return {k: drop_nulls(v) for k, v in value.items() if v is not None}
+        value = value.values()
+    elif not isinstance(value, list):
+        return False
+    for v in value:  # noqa: SIM110 (a loop: any() over a generator took half as long again)
+        if v is None or (isinstance(v, (dict, list)) and _has_null(v)):
+            return True
+    return False
+
+
+def _without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
     if isinstance(value, list):
-        return [drop_nulls(v) for v in value if v is not None]
+        return [_without_nulls(v) for v in value if v is not None]
     return value
 
 

@@ -67,7 +67,7 @@ def normalise(rt: S.ResourceType, body: Any, *, partial: bool = False) -> dict[s
                 if sub_key.lower() in _SERVER_OWNED:
                     continue  # some clients repeat "schemas" inside extension objects
                 try:
-                    res = rt.resolve_parts(ext, sub_key, None, sub_key)
+                    res = rt.resolve_in(ext, sub_key)
                 except InvalidPath as e:  # its words name the attribute and the schema
                     raise InvalidValue(e.detail) from None
                 if given.first(res, f"{key}:{sub_key}", sub_value):
@@ -206,12 +206,7 @@ def container_for(
 
 
 def display_path(res: S.Resolved) -> str:
-    base = (
-        res.attr.name
-        if res.schema in ("", S.USER_SCHEMA, S.GROUP_SCHEMA)
-        else (f"{res.schema}:{res.attr.name}")
-    )
-    return f"{base}.{res.sub.name}" if res.sub else base
+    return res.where
 
 
 def normalise_value(attr: S.Attribute, value: Any, where: str) -> Any:
@@ -270,6 +265,8 @@ def distinct_elements(attr: S.Attribute, items: list[Any]) -> list[Any]:
     was): RFC 7643 §2.4 says a service provider SHOULD NOT return the same value twice, and a
     second copy of an element adds nothing. (Anything but an object of scalars is kept as
     it is.)"""
+    if len(items) == 1:  # the usual case (one email, one phone): nothing to compare
+        return items if items[0] != {} else []
     seen: dict[frozenset[tuple[str, Any]], int] = {}
     out: list[Any] = []
     for item in items:

@@ -48,14 +48,13 @@ class Attribute:
     # Internal refinement of a basic type that SCIM has no name for (e.g. "date" on a string).
     value_format: str | None = None
     sub: dict[str, Attribute] = field(default_factory=dict, repr=False)
+    # Asked of every value of every body: a field rather than a property.
+    is_complex: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         for s in self.sub_attributes:
             self.sub[s.name.lower()] = s
-
-    @property
-    def is_complex(self) -> bool:
-        return self.type == COMPLEX
+        object.__setattr__(self, "is_complex", self.type == COMPLEX)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -629,6 +628,16 @@ class Resolved:
     schema: str  # URN of the schema holding the attribute ("" for common attributes)
     attr: Attribute
     sub: Attribute | None = None
+    # How messages name it: made once here, since a body's every value carries it.
+    where: str = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        base = (
+            self.attr.name
+            if self.schema in ("", USER_SCHEMA, GROUP_SCHEMA)
+            else f"{self.schema}:{self.attr.name}"
+        )
+        object.__setattr__(self, "where", f"{base}.{self.sub.name}" if self.sub else base)
 
     @property
     def target(self) -> Attribute:
@@ -650,6 +659,7 @@ class ResourceType:
     unlisted: tuple[Schema, ...] = ()
     by_urn: dict[str, Schema] = field(default_factory=dict, repr=False)
     resolved: dict[str, Resolved] = field(default_factory=dict, repr=False)
+    resolved_in: dict[tuple[str, str], Resolved] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.by_urn[self.core.id.lower()] = self.core
@@ -693,6 +703,17 @@ class ResourceType:
         res = self._resolve(path)
         if len(self.resolved) < 4096:  # bounded: keys come from client input
             self.resolved[path] = res
+        return res
+
+    def resolve_in(self, ext: Schema, key: str) -> Resolved:
+        """Resolve ``key`` written inside the object of extension ``ext`` (a name, never a
+        path: ``{"urn:...": {"manager.value": ...}}`` names no attribute)."""
+        hit = self.resolved_in.get((ext.id, key))
+        if hit is not None:
+            return hit
+        res = self.resolve_parts(ext, key, None, key)
+        if len(self.resolved_in) < 4096:  # bounded: keys come from client input
+            self.resolved_in[(ext.id, key)] = res
         return res
 
     def _resolve(self, path: str) -> Resolved:
