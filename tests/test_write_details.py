@@ -258,6 +258,32 @@ def test_a_counter_bump_moves_its_counter_by_one_and_no_other_setting(
         engine.dispose()
 
 
+def test_counters_read_once_per_write_transaction_follow_a_bump_and_a_new_transaction(
+    tmp_path: Path,
+) -> None:
+    """A SQLite group commit's creates read the counters once: later reads in the same write
+    transaction reuse them. A bump in that transaction (a revocation, a property) is seen by
+    the next read, and so is a bump another connection made before the next transaction: a
+    revoked token would otherwise still write."""
+    engine = create_engine(f"sqlite:///{tmp_path / 'v.db'}")
+    try:
+        migrate.ensure_current(engine)
+        with engine.connect() as conn:
+            with conn.begin():
+                first = versions.read(conn, write_locked=True)
+                assert versions.read(conn, write_locked=True) == first
+                versions.bump(conn, versions.AUTH)
+                bumped = versions.read(conn, write_locked=True)
+                assert (bumped.schema, bumped.auth) == (first.schema, first.auth + 1)
+            with engine.begin() as other:
+                versions.bump(other, versions.SCHEMA)
+            with conn.begin():
+                later = versions.read(conn, write_locked=True)
+            assert (later.schema, later.auth) == (bumped.schema + 1, bumped.auth)
+    finally:
+        engine.dispose()
+
+
 def test_two_first_bumps_at_once_both_count(postgres_url: str) -> None:
     """PostgreSQL: ``auth_version`` has no row until its first bump. Two first bumps at once
     (two applications revoked in two processes on a new database) both found no row to lock,

@@ -844,7 +844,10 @@ class Directory:
             row = repo.get_row(conn, rid, with_groups, lock=lock) if rid is not None else None
             return self.resource_type(conn, name), actor, row, None
         if rid is None:
-            v = assumed if assumed is not None else versions.read(conn)
+            if assumed is not None:
+                v = assumed
+            else:  # on SQLite a create runs in a write transaction (or a group commit's)
+                v = versions.read(conn, write_locked=self.sqlite and conn.in_transaction())
             who = actor(conn, v)
             return self._type_at(conn, name, v), who, None, v
         found, v = repo.get_row_gated(conn, rid, with_groups, lock=lock)

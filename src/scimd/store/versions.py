@@ -39,10 +39,25 @@ def columns() -> tuple[Any, Any]:
     return value(SCHEMA).label("schema_version"), value(AUTH).label("auth_version")
 
 
-def read(conn: sa.Connection) -> Versions:
+# The counters read in a SQLite write transaction, with that transaction: until it ends only
+# this connection can move them (it holds the database's write lock), and ``bump`` forgets
+# them, so a group commit's creates read them once rather than once each.
+_HELD = "scimd.versions_held"
+
+
+def read(conn: sa.Connection, *, write_locked: bool = False) -> Versions:
+    """Both counters; ``write_locked``: the caller is in a SQLite write transaction, and a
+    value read earlier in that transaction is still the value."""
+    if write_locked:
+        held = conn.info.get(_HELD)
+        if held is not None and held[0] is conn.get_transaction():
+            return held[1]  # type: ignore[no-any-return]
     row = _STATEMENTS.get(conn, "versions", lambda: sa.select(*columns())).run(conn).first()
     schema, auth = row if row is not None else (None, None)
-    return Versions(int(schema or 0), int(auth or 0))
+    v = Versions(int(schema or 0), int(auth or 0))
+    if write_locked:
+        conn.info[_HELD] = (conn.get_transaction(), v)
+    return v
 
 
 def read_one(conn: sa.Connection, key: str) -> int:
@@ -64,6 +79,7 @@ def bump(conn: sa.Connection, key: str) -> None:
     makes its row. An UPDATE then INSERT failed there: two first bumps both found no row to
     lock, and the second INSERT hit the key, rolling its revocation back.
     """
+    conn.info.pop(_HELD, None)
     advanced = sa.cast(sa.cast(settings.c.value, sa.Integer) + 1, sa.String)
     insert = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(settings)
     conn.execute(
