@@ -15,9 +15,12 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 
+from scimd.store import migrate
 from scimd.store.directory import Directory
+from scimd.store.engine import create_engine
 from support.live_server import LiveServer, free_port, provisioned_server, sqlite_url, start_server
 from support.stores import opened_directory
 
@@ -82,8 +85,6 @@ def postgres_url() -> Iterator[str]:
     import os
     import uuid
 
-    import sqlalchemy as sa
-
     base = os.environ.get("SCIMD_TEST_POSTGRES_URL")
     if not base:
         if os.environ.get("CI"):
@@ -100,6 +101,15 @@ def postgres_url() -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[sa.Engine]:
+    """An engine on a fresh SQLite database, migrated to the newest revision."""
+    engine = create_engine(sqlite_url(tmp_path_factory.mktemp("db") / "scimd.db"))
+    migrate.ensure_current(engine)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import sqlalchemy as sa
 
 from scimd.auth import apps, tokens
-from scimd.store import audit, migrate, versions
-from scimd.store.engine import create_engine
+from scimd.store import audit, versions
 
 CLI = audit.Actor("cli", "test")
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[sa.Engine]:
-    eng = create_engine(f"sqlite:///{tmp_path / 'c.db'}")
-    migrate.ensure_current(eng)
-    yield eng
-    eng.dispose()
+def engine(sqlite_engine: sa.Engine) -> sa.Engine:
+    return sqlite_engine
 
 
 def check(engine: sa.Engine, cache: apps.TokenCache, token: str) -> apps.Principal | None:
