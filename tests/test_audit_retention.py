@@ -17,6 +17,7 @@ from scimd.store.migrate import ensure_current
 from scimd.store.retention import AuditRetention
 from scimd.store.tables import audit as audit_table
 from support.live_server import sqlite_url, start_server
+from support.stores import add_old_audit_records
 
 WAIT = 60.0  # a bound on waiting for the thread, not a measurement
 
@@ -201,10 +202,7 @@ def test_a_prune_stopped_by_another_process_lock_says_how_far_it_got(tmp_path: P
     engine = create_engine(f"sqlite:///{path}", timeout=0.2)
     ensure_current(engine)
     with engine.begin() as conn:
-        for day in range(1, 7):
-            row = audit.values(audit.CLI, "create", "User", f"old{day}")
-            row["at"] = f"2020-01-0{day}T00:00:00.000Z"
-            conn.execute(audit_table.insert().values(row))
+        add_old_audit_records(conn, 6)
     holder = sqlite3.connect(path, isolation_level=None)
 
     def lock_after_the_first_batch() -> bool:
@@ -239,10 +237,7 @@ def test_a_prune_whose_only_batch_fails_says_nothing_was_removed(tmp_path: Path)
     engine = create_engine(f"sqlite:///{tmp_path / 'p.db'}")
     ensure_current(engine)
     with engine.begin() as conn:
-        for day in range(1, 4):
-            row = audit.values(audit.CLI, "create", "User", f"old{day}")
-            row["at"] = f"2020-01-0{day}T00:00:00.000Z"
-            conn.execute(audit_table.insert().values(row))
+        add_old_audit_records(conn, 3)
         conn.exec_driver_sql(
             "CREATE TRIGGER no_prune_record BEFORE INSERT ON audit"
             " WHEN NEW.operation = 'audit.prune' BEGIN SELECT RAISE(ABORT, 'disk full'); END"

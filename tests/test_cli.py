@@ -12,27 +12,20 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from typer.testing import CliRunner
 
 from scimd.auth import apps
 from scimd.cli.main import app
 from scimd.store import audit
 from scimd.store.engine import create_engine
+from support.cli import ok as _ok
+from support.cli import runner
 from support.live_server import free_port, start_server
-
-runner = CliRunner()
+from support.stores import add_old_audit_records
 
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'cli.db'}"
-
-
-def _ok(*args: str, env: dict[str, str] | None = None) -> str:
-    """What the command printed on stdout (notes and warnings go to stderr)."""
-    result = runner.invoke(app, list(args), env=env)
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 def _authenticates(db: str, token: str) -> bool:
@@ -765,10 +758,7 @@ def test_audit_prune_removes_old_records_in_batches_and_records_itself(db: str) 
     try:
         ensure_current(engine)
         with engine.begin() as conn:  # records are written in time order
-            for day in range(1, 8):
-                row = audit_mod.values(audit_mod.CLI, "create", "User", f"old{day}")
-                row["at"] = f"2020-01-0{day}T00:00:00.000Z"
-                conn.execute(audit_table.insert().values(row))
+            add_old_audit_records(conn, 7)
         _ok("apps", "create", "--name", "x", "--database-url", db)  # a recent record
         assert audit_mod.prune(engine, "2020-01-03T00:00:00.000Z", audit_mod.CLI, batch=1) == 2
         # As the documented command runs (python -m, the console script's module): the

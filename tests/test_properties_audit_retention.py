@@ -32,6 +32,7 @@ from scimd.store.retention import AuditRetention
 from scimd.store.tables import audit as audit_table
 from scimd.web.app import create_app
 from support.api import Api, serving
+from support.stores import add_old_audit_records
 
 runner = CliRunner()
 WAIT = 60.0  # a bound on waiting for the retention thread, not a measurement
@@ -196,10 +197,7 @@ def test_a_records_request_id_is_the_one_the_client_was_answered_with(tmp_path: 
 
 def _old_records(engine: sa.Engine, n: int) -> None:
     with engine.begin() as conn:
-        for day in range(1, n + 1):
-            row = audit.values(audit.CLI, "user.create", "User", f"old{day}")
-            row["at"] = f"2020-01-0{day}T00:00:00.000Z"
-            conn.execute(audit_table.insert().values(row))
+        add_old_audit_records(conn, n, "user.create")
 
 
 def test_a_prune_stopped_after_some_batches_records_how_many_went(tmp_path: Path) -> None:
