@@ -3,10 +3,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import select
 import shlex
 import subprocess
 import sys
+import termios
+import time
 from pathlib import Path
 
 import pytest
@@ -250,3 +255,67 @@ def test_a_missing_database_says_which_setting_names_it(tmp_path: Path) -> None:
     assert r.stderr == (
         f"error: no database at {missing}: check --database-url / SCIMD_DATABASE_URL\n"
     )
+
+
+def _on_a_terminal(args: list[str], answers: list[tuple[str, str]]) -> tuple[int, str]:
+    """Run the command on a pseudo-terminal of its own (its controlling terminal, where
+    getpass asks), typing each answer once its prompt is shown and input is hidden."""
+    master, slave = os.openpty()
+
+    def own_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        args, stdin=slave, stdout=slave, stderr=slave, preexec_fn=own_terminal, pass_fds=(slave,)
+    )
+    os.close(slave)
+    out, pending = b"", list(answers)
+    deadline = time.monotonic() + 60  # a bound on a hung command, not a measurement
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if not select.select([master], [], [], 0.05)[0]:
+                continue
+            try:
+                out += os.read(master, 4096)
+            except OSError:  # the command exited and closed the terminal
+                break
+            if pending and out.rstrip().endswith(pending[0][0].encode()):
+                # getpass turns echo off (and drops what was typed before) after its prompt
+                while termios.tcgetattr(master)[3] & termios.ECHO:
+                    assert time.monotonic() < deadline, out
+                    time.sleep(0.01)
+                os.write(master, pending.pop(0)[1].encode() + b"\n")
+        code = proc.wait(timeout=60)
+        while select.select([master], [], [], 0)[0]:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return code, out.decode(errors="replace")
+
+
+def test_passwords_that_differ_at_the_prompt_make_no_admin(tmp_path: Path) -> None:
+    """`admin create` without --password-stdin asks twice on the terminal, without echo:
+    two different passwords are refused (status 1) and make no admin; the same twice makes
+    it. The password never shows on the screen."""
+    url = f"sqlite:///{tmp_path / 'admins.db'}"
+    command = [sys.executable, "-m", "scimd.cli.main", "admin", "create", "ada"]
+    command += ["--database-url", url]
+    typed = [("Password:", "long enough pw one"), ("Repeat password:", "long enough pw two")]
+    code, said = _on_a_terminal(command, typed)
+    assert code == 1 and "error: the passwords differ" in said, said
+    assert "long enough" not in said
+    assert not (tmp_path / "admins.db").exists()
+    typed = [("Password:", "long enough pw one"), ("Repeat password:", "long enough pw one")]
+    code, said = _on_a_terminal(command, typed)
+    assert code == 0 and "created admin ada" in said, said
+    assert "long enough" not in said
+    assert _ok("admin", "list", "--database-url", url).split()[0] == "ada"
