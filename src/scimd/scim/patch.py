@@ -52,7 +52,6 @@ from scimd.scim.passwords import Hashed, hash_password
 from scimd.scim.query import bind_element, check_relation_filter, compare, matches_element
 from scimd.scim.resource import (
     check_required,
-    display_path,
     distinct_elements,
     element_key,
     given_once,
@@ -369,7 +368,7 @@ def _compile(rt: S.ResourceType, text: str) -> _Target:
                 check_relation_filter("members", name)
             except InvalidFilter as e:
                 raise InvalidFilter(f"{e.detail} (path '{clipped(text)}')") from None
-    where = display_path(S.Resolved(res.schema, attr, sub))
+    where = S.Resolved(res.schema, attr, sub).where
     return _Target(text, urn, where, attr, sub, filt, members=members)
 
 

@@ -114,11 +114,11 @@ class _Given:
             for k, v in value.items():
                 sub = attr.sub.get(k.lower()) if isinstance(k, str) else None
                 if sub is not None and v is not None:
-                    where = f"{display_path(res)}.{sub.name}"
+                    where = f"{res.where}.{sub.name}"
                     self._note((schema, attr.name, sub.name), f"{key}.{k}", v, where, sub)
         sub_name = res.sub.name if res.sub else None
         ident = (schema, attr.name, sub_name)
-        return self._note(ident, key, value, display_path(res), res.sub or attr)
+        return self._note(ident, key, value, res.where, res.sub or attr)
 
     def _note(
         self,
@@ -173,7 +173,7 @@ def set_attribute(rt: S.ResourceType, doc: dict[str, Any], res: S.Resolved, valu
     if res.attr.mutability == "readOnly" or (res.sub and res.sub.mutability == "readOnly"):
         return
     container = container_for(doc, res.schema, rt, create=True)
-    where = display_path(res)
+    where = res.where
     if res.sub is None:
         v = normalise_value(res.attr, value, where)
         if res.attr.mutability == "writeOnly" and isinstance(v, str) and type(v) is not Hashed:
@@ -203,10 +203,6 @@ def container_for(
         if create:
             doc[urn] = ext
     return ext
-
-
-def display_path(res: S.Resolved) -> str:
-    return res.where
 
 
 def normalise_value(attr: S.Attribute, value: Any, where: str) -> Any:
