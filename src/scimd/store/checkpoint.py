@@ -38,9 +38,15 @@ import sqlalchemy as sa
 
 log = logging.getLogger("scimd.store")
 
-# Seconds between two passive checkpoints. Measured in-process (100-member PATCHes, 400,000
-# memberships): every 10 ms beat every 2 ms and every 50 ms.
-DEFAULT_INTERVAL = 0.01
+# Seconds between two passive checkpoints while writes come. Each checkpoint's copying and
+# fsyncs take the second core, which the event loop's own threads and (in the benchmark) the
+# load generator also need. In paired runs over HTTP at 100,000 users, every 50 ms had POSTs at
+# c=8 at 0.55-0.60x of bare in five runs, every 10 ms at 0.44-0.52x in six, and the other
+# operations, group member adds included, alike (docs/performance.md); an in-process
+# measurement of 100-member PATCHes, when the thread was added, had favoured 10 ms. A power
+# loss can take the last interval's acknowledged writes (synchronous=NORMAL): 50 ms under load,
+# 250 ms when idle.
+DEFAULT_INTERVAL = 0.05
 IDLE_INTERVAL = 0.25
 FINAL_WAIT_MS = 2000
 
